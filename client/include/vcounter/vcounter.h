@@ -1,0 +1,87 @@
+/* vcounter.h - libvcounter: how a VMM delegates its VM's system-counter
+ * handoff to the local vcounterd. All calls are synchronous; they return 0
+ * (or a documented positive value) on success and -errno on failure, with a
+ * sentence from the daemon in vcounter_last_error(). While a call waits, the
+ * library also runs the KVM ioctls the daemon asks for on the VM's own fds
+ * (KVM only accepts them from the VMM's process). */
+#ifndef VCOUNTER_VCOUNTER_H
+#define VCOUNTER_VCOUNTER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VCOUNTER_DEFAULT_SOCKET "/run/vcounterd/vmm.sock"
+#define VCOUNTER_MIGRATION_ID_SIZE 33 /* 32 hex digits + NUL */
+
+enum vcounter_role {
+	VCOUNTER_ROLE_SOURCE = 1,
+	VCOUNTER_ROLE_TARGET = 2,
+};
+
+struct vcounter;
+
+struct vcounter_vm_info {
+	char backend[32];       /* "kvm-x86", "none", ... */
+	bool offset_control;    /* KVM honours offset writes on this host */
+	char probe_detail[256]; /* why (not) */
+	uint32_t guest_tsc_khz;
+};
+
+struct vcounter_report {
+	char migration_id[VCOUNTER_MIGRATION_ID_SIZE];
+	char vm_id[64];
+	char backend[32];
+	uint64_t generation;
+	uint32_t n_vcpus;
+	uint64_t *offsets_before; /* n_vcpus entries: source offsets */
+	uint64_t *offsets_after;  /* n_vcpus entries: applied, read back */
+	int64_t elapsed_ns;       /* host time accounted between the anchors */
+	int64_t delta_cycles;     /* added to every source offset */
+	uint64_t error_bound_ns;  /* UINT64_MAX: a host clock is unsynchronised */
+	uint64_t apply_latency_ns;
+	uint32_t guest_tsc_khz;
+	bool error_bound_exceeded;
+};
+
+/* Connect to the daemon's VMM socket (NULL: VCOUNTER_DEFAULT_SOCKET). */
+int vcounter_connect(const char *socket_path, struct vcounter **ret_vc);
+/* Close the connection; the daemon forgets this connection's VMs. NULL ok. */
+void vcounter_close(struct vcounter *vc);
+
+/* Sentence describing the last failure on vc ("" if none). */
+const char *vcounter_last_error(const struct vcounter *vc);
+
+/* Register a VM: vm_fd and every vCPU fd (index = vCPU id) travel to the
+ * daemon by SCM_RIGHTS. The fds stay owned by the caller and must stay open
+ * until vcounter_unregister_vm(). Register before the vCPUs first run: the
+ * daemon probes offset control by writing and restoring vCPU 0's offset. */
+int vcounter_register_vm(struct vcounter *vc, const char *vm_id, enum vcounter_role role,
+			 int vm_fd, const int *vcpu_fds, unsigned n_vcpus,
+			 struct vcounter_vm_info *ret_info);
+int vcounter_unregister_vm(struct vcounter *vc, const char *vm_id);
+
+/* Source: start an outgoing migration of vm_id to the daemon at
+ * peer_address ("host:port"), whose certificate must carry peer_name. The
+ * current counter state goes to the target, which pre-computes. */
+int vcounter_migrate_out(struct vcounter *vc, const char *vm_id, const char *peer_address,
+			 const char *peer_name,
+			 char ret_migration_id[VCOUNTER_MIGRATION_ID_SIZE]);
+/* Source: the guest is paused. Returns after the target daemon holds the
+ * final state; the VMM may then send its own state to the target VMM. */
+int vcounter_report_paused(struct vcounter *vc, const char *vm_id, const char *migration_id,
+			   uint64_t *ret_generation);
+/* Target: vCPU state is loaded; apply the counter. The vCPUs may run when
+ * this returns 0. Applying twice returns the first report, writes nothing. */
+int vcounter_apply(struct vcounter *vc, const char *vm_id, const char *migration_id,
+		   struct vcounter_report **ret_report);
+void vcounter_report_free(struct vcounter_report *report);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

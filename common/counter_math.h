@@ -1,0 +1,62 @@
+/* counter_math.h - pure arithmetic of a by-offset counter handoff: no I/O,
+ * no clocks. Generalises Documentation/virt/kvm/devices/vcpu.rst section 4
+ * ("ofs_dst[i] = ofs_src[i] - (guest_src - guest_dst) * freq +
+ * (tsc_src - tsc_dst)") from kvmclock readings to host anchors, and to TSC
+ * scaling. */
+#pragma once
+
+#include <stdint.h>
+
+#include "counter_state.h"
+
+/* The destination side's parameters, known before the blackout. */
+struct counter_target {
+	uint32_t guest_tsc_khz;          /* KVM_GET_TSC_KHZ of the target vCPUs */
+	uint64_t tsc_scaling_ratio;      /* 0: ratio 1 */
+	uint32_t tsc_scaling_frac_bits;
+	uint32_t n_vcpus;
+	struct host_anchor anchor;       /* target anchor (fresh at apply) */
+	struct sync_error sync;          /* target host's adjtimex view */
+};
+
+struct counter_policy {
+	uint64_t max_abs_elapsed_ns; /* refuse larger |elapsed| (0: no limit) */
+};
+
+struct counter_plan {
+	uint32_t n_vcpus;
+	uint64_t offset_cycles[VC_MAX_VCPUS]; /* what to write on the target */
+	int64_t elapsed_ns;     /* target anchor TAI - source anchor TAI */
+	int64_t delta_cycles;   /* added (mod 2^64) to every source offset */
+	uint64_t error_bound_ns; /* UINT64_MAX when a side is unsynchronised */
+	/* KVM_SET_CLOCK input: the source kvmclock at source realtime, so
+	 * the target kernel adds what elapsed (KVM_CLOCK_REALTIME). */
+	struct kvmclock_state kvmclock;
+};
+
+/* Guest TSC seen at host TSC value host_tsc: (host_tsc * ratio) >> frac
+ * (kvm_scale_tsc), exact, 128-bit intermediate; ratio 0 means identity. */
+uint64_t counter_math_scale_tsc(uint64_t host_tsc, uint64_t ratio, uint32_t frac_bits);
+
+/* ns * khz / 10^6, rounded to nearest, for signed ns; -ERANGE if the
+ * result does not fit in int64_t. */
+int counter_math_ns_to_cycles(int64_t ns, uint32_t khz, int64_t *ret_cycles);
+
+/* Error bound of a handoff: both hosts' maxerror plus both anchors'
+ * widths; UINT64_MAX if either host is unsynchronised; saturating. */
+uint64_t counter_math_error_bound_ns(const struct sync_error *src_sync,
+				     const struct host_anchor *src_anchor,
+				     const struct sync_error *dst_sync,
+				     const struct host_anchor *dst_anchor);
+
+/* Compute destination offsets from the final source state.
+ *   g_src  = scale(src.anchor.host_tsc, src ratio) + ofs_src[i]   (guest TSC at src anchor)
+ *   ofs_dst[i] = g_src + elapsed_ns * khz / 1e6 - scale(dst.anchor.host_tsc, dst ratio)
+ * i.e. ofs_dst[i] = ofs_src[i] + delta, the same delta for every vCPU, so
+ * inter-vCPU relative offsets are copied exactly.
+ * Errors: -EINVAL (vCPU count mismatch, zero kHz, missing anchor),
+ * -EXDEV (guest TSC frequencies differ: scaling is the VMM's job, via
+ * KVM_SET_TSC_KHZ on the target, before apply), -ERANGE (|elapsed| beyond
+ * policy or arithmetic overflow). ret_plan is written only on success. */
+int counter_math_plan(const struct counter_state *src, const struct counter_target *dst,
+		      const struct counter_policy *policy, struct counter_plan *ret_plan);

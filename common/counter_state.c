@@ -1,0 +1,98 @@
+/* counter_state.c - names of the enums that cross wires and logs, and the
+ * shape of ids. */
+#include <string.h>
+
+#include "counter_state.h"
+#include "macro.h"
+
+static const char *const backend_kind_table[_BACKEND_KIND_MAX] = {
+	[BACKEND_NONE] = "none",
+	[BACKEND_KVM_X86] = "kvm-x86",
+	[BACKEND_KVM_SYSCOUNTER] = "kvm-syscounter",
+	[BACKEND_KVM_ARM64] = "kvm-arm64",
+};
+
+static const char *const vm_role_table[_VM_ROLE_MAX] = {
+	[VM_ROLE_NONE] = "none",
+	[VM_ROLE_SOURCE] = "source",
+	[VM_ROLE_TARGET] = "target",
+};
+
+static const char *const anchor_source_table[_ANCHOR_SOURCE_MAX] = {
+	[ANCHOR_NONE] = "none",
+	[ANCHOR_KVM_CLOCK] = "kvm-clock",
+	[ANCHOR_BRACKET] = "bracket",
+};
+
+static int table_lookup(const char *const *table, size_t n, const char *s)
+{
+	if (!s)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (table[i] && strcmp(table[i], s) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *backend_kind_to_string(enum backend_kind kind)
+{
+	if (kind < 0 || kind >= _BACKEND_KIND_MAX)
+		return NULL;
+	return backend_kind_table[kind];
+}
+
+enum backend_kind backend_kind_from_string(const char *s)
+{
+	return (enum backend_kind)table_lookup(backend_kind_table, ELEMENTSOF(backend_kind_table), s);
+}
+
+const char *vm_role_to_string(enum vm_role role)
+{
+	if (role < 0 || role >= _VM_ROLE_MAX)
+		return NULL;
+	return vm_role_table[role];
+}
+
+enum vm_role vm_role_from_string(const char *s)
+{
+	return (enum vm_role)table_lookup(vm_role_table, ELEMENTSOF(vm_role_table), s);
+}
+
+const char *anchor_source_to_string(enum anchor_source source)
+{
+	if (source < 0 || source >= _ANCHOR_SOURCE_MAX)
+		return NULL;
+	return anchor_source_table[source];
+}
+
+bool vm_id_is_valid(const char *vm_id)
+{
+	size_t n;
+
+	if (!vm_id)
+		return false;
+	n = strlen(vm_id);
+	if (n == 0 || n > VC_VM_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = vm_id[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == ':' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+bool migration_id_is_valid(const char *migration_id)
+{
+	if (!migration_id || strlen(migration_id) != VC_MIGRATION_ID_LEN)
+		return false;
+	for (size_t i = 0; i < VC_MIGRATION_ID_LEN; i++) {
+		char c = migration_id[i];
+
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return false;
+	}
+	return true;
+}

@@ -1,0 +1,106 @@
+/* counter_state.h - the typed, validated internal view of a VM's system
+ * counter state. Wire messages are converted to these structs where they
+ * enter (common/wire.h); nothing past that point sees protobuf-c types. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Limits the daemon enforces on everything a peer or VMM can send. */
+#define VC_MAX_VCPUS 1024      /* vCPUs per VM (KVM_MAX_VCPUS is 1024..4096) */
+#define VC_VM_ID_MAX 63        /* bytes in a VM id, [A-Za-z0-9._:-] */
+#define VC_MIGRATION_ID_LEN 32 /* 128 random bits, lower-case hex */
+
+enum backend_kind {
+	BACKEND_NONE = 0,
+	BACKEND_KVM_X86 = 1,        /* upstream KVM_VCPU_TSC_OFFSET + KVM_SET_CLOCK */
+	BACKEND_KVM_SYSCOUNTER = 2, /* KVM_GET/SET_SYSTEM_COUNTER_STATE (patch) */
+	BACKEND_KVM_ARM64 = 3,      /* KVM_ARM_SET_COUNTER_OFFSET */
+	_BACKEND_KIND_MAX,
+	_BACKEND_KIND_INVALID = -1,
+};
+
+const char *backend_kind_to_string(enum backend_kind kind);
+enum backend_kind backend_kind_from_string(const char *s);
+
+enum vm_role {
+	VM_ROLE_NONE = 0,
+	VM_ROLE_SOURCE = 1,
+	VM_ROLE_TARGET = 2,
+	_VM_ROLE_MAX,
+	_VM_ROLE_INVALID = -1,
+};
+
+const char *vm_role_to_string(enum vm_role role);
+enum vm_role vm_role_from_string(const char *s);
+
+enum anchor_source {
+	ANCHOR_NONE = 0,
+	ANCHOR_KVM_CLOCK = 1, /* KVM_GET_CLOCK, KVM_CLOCK_HOST_TSC|REALTIME */
+	ANCHOR_BRACKET = 2,   /* narrowest rdtsc; clock_gettime; rdtsc */
+	_ANCHOR_SOURCE_MAX,
+	_ANCHOR_SOURCE_INVALID = -1,
+};
+
+const char *anchor_source_to_string(enum anchor_source source);
+
+/* A (host clock, host TSC) pair. tai_ns is CLOCK_TAI so that a leap second
+ * between the two hosts' readings cannot corrupt the elapsed time. */
+struct host_anchor {
+	uint64_t tai_ns;
+	uint64_t host_tsc;
+	uint64_t width_ns; /* how far apart the two readings may be */
+	enum anchor_source source;
+	uint32_t host_tsc_khz;
+};
+
+/* adjtimex(2): maxerror/esterror are in microseconds there, ns here. */
+struct sync_error {
+	uint64_t maxerror_ns;
+	uint64_t esterror_ns;
+	bool unsynced;
+	int32_t tai_offset_s;
+};
+
+/* struct kvm_clock_data, minus padding. */
+struct kvmclock_state {
+	uint64_t clock_ns;
+	uint32_t flags;
+	uint64_t realtime_ns;
+	uint64_t host_tsc;
+};
+
+struct counter_state {
+	enum backend_kind backend;
+	uint32_t guest_tsc_khz;
+	/* guest_tsc = ((host_tsc * ratio) >> frac_bits) + offset; ratio 0
+	 * means no scaling (ratio 1). frac_bits is 48 on Intel, 32 on AMD. */
+	uint64_t tsc_scaling_ratio;
+	uint32_t tsc_scaling_frac_bits;
+	uint32_t n_vcpus;
+	uint64_t offset_cycles[VC_MAX_VCPUS]; /* two's complement, mod 2^64 */
+	struct kvmclock_state kvmclock;
+	struct host_anchor anchor;
+	struct sync_error sync;
+};
+
+/* What one migration did on the target. */
+struct migration_report {
+	char migration_id[VC_MIGRATION_ID_LEN + 1];
+	char vm_id[VC_VM_ID_MAX + 1];
+	enum backend_kind backend;
+	uint64_t generation;
+	uint32_t n_vcpus;
+	uint64_t offsets_before[VC_MAX_VCPUS];
+	uint64_t offsets_after[VC_MAX_VCPUS];
+	int64_t elapsed_ns;
+	int64_t delta_cycles;
+	uint64_t error_bound_ns;
+	uint64_t apply_latency_ns;
+	uint32_t guest_tsc_khz;
+	bool error_bound_exceeded;
+};
+
+/* VM ids are names operators grep for: printable, no spaces, bounded. */
+bool vm_id_is_valid(const char *vm_id);
+bool migration_id_is_valid(const char *migration_id);

@@ -1,0 +1,58 @@
+/* wire.h - decode -> validate -> convert where messages enter, and the
+ * reverse where they leave. protobuf-c types stop here: the rest of the code
+ * sees struct counter_state, struct migration_report and plain strings. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "counter_state.h"
+#include "vcounter.pb-c.h"
+
+/* Unpack one envelope payload (already length-checked by frame.h).
+ * -EBADMSG: not a valid protobuf of that type. -ENOMSG: no body set
+ * (unset or a body type this version does not know). */
+int wire_vmm_unpack(const uint8_t *buf, size_t len, Vcounter__V1__VmmMessage **ret_msg);
+int wire_peer_unpack(const uint8_t *buf, size_t len, Vcounter__V1__PeerMessage **ret_msg);
+void wire_vmm_free(Vcounter__V1__VmmMessage *msg);
+void wire_peer_free(Vcounter__V1__PeerMessage *msg);
+
+/* Pack an envelope into a new buffer holding header + payload, ready to
+ * send. -EMSGSIZE if over VC_MAX_FRAME_BYTES. *ret_buf is malloc'd. */
+int wire_vmm_pack_frame(const Vcounter__V1__VmmMessage *msg, uint8_t **ret_buf,
+			size_t *ret_len);
+int wire_peer_pack_frame(const Vcounter__V1__PeerMessage *msg, uint8_t **ret_buf,
+			 size_t *ret_len);
+
+/* Validating conversions. Each returns 0 or -EINVAL with a sentence in err
+ * naming the field ("offset_cycles has 1025 entries, limit 1024",
+ * "backend 9 unknown", "anchor missing"). ret is written only on success. */
+int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct counter_state *ret,
+			       char *err, size_t err_size);
+int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb,
+			struct migration_report *ret, char *err, size_t err_size);
+int wire_backend_from_pb(Vcounter__V1__Backend pb, enum backend_kind *ret);
+int wire_role_from_pb(Vcounter__V1__Role pb, enum vm_role *ret);
+
+/* Outgoing conversions fill caller-owned storage; repeated fields point into
+ * the source struct, which must outlive the packed use. */
+struct wire_counter_state_pb {
+	Vcounter__V1__CounterState state;
+	Vcounter__V1__KvmClock kvmclock;
+	Vcounter__V1__HostAnchor anchor;
+	Vcounter__V1__SyncError sync;
+};
+void wire_counter_state_to_pb(const struct counter_state *s, struct wire_counter_state_pb *ret);
+
+struct wire_report_pb {
+	Vcounter__V1__MigrationReport report;
+};
+void wire_report_to_pb(const struct migration_report *r, struct wire_report_pb *ret);
+
+Vcounter__V1__Backend wire_backend_to_pb(enum backend_kind kind);
+
+/* errno -> ErrorCode for Error replies (ENOENT->NOT_FOUND, EPERM/EACCES->
+ * PERMISSION_DENIED, EPROTO/ESTALE/EXDEV/EEXIST->FAILED_PRECONDITION, ...). */
+Vcounter__V1__ErrorCode wire_error_code_from_errno(int negative_errno);
+/* ErrorCode (and errno_value when set) -> -errno for callers. */
+int wire_errno_from_error(const Vcounter__V1__Error *e);

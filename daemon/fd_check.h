@@ -1,0 +1,34 @@
+/* fd_check.h - is an fd received from a VMM what it claims to be?
+ * KVM names its anonymous inodes "kvm-vm" and "kvm-vcpu:<vcpu id>"
+ * (virt/kvm/kvm_main.c: kvm_dev_ioctl_create_vm, create_vcpu_fd), and
+ * /proc/self/fd/N reads "anon_inode:<name>". */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum fd_kind {
+	FD_KIND_OTHER = 0,
+	FD_KIND_KVM_VM,
+	FD_KIND_KVM_VCPU,
+	_FD_KIND_MAX,
+	_FD_KIND_INVALID = -1,
+};
+
+const char *fd_kind_to_string(enum fd_kind kind);
+
+/* Pure: classify a /proc/self/fd link target. For a vCPU, *ret_vcpu_index is
+ * its id. "anon_inode:kvm-vcpu:07", trailing garbage, overflow -> OTHER. */
+enum fd_kind fd_check_parse_link(const char *link, uint32_t *ret_vcpu_index);
+
+/* Classify an fd of this process via readlink(/proc/self/fd/N). -errno if
+ * the link cannot be read (e.g. -EBADF). */
+int fd_check_classify(int fd, enum fd_kind *ret_kind, uint32_t *ret_vcpu_index);
+
+/* Check a registration's fds: fds[0] is a kvm-vm fd, fds[1 + i] is the
+ * kvm-vcpu fd with index i, n_fds == 1 + vcpu_count, no fd twice (same open
+ * file, checked with kcmp(KCMP_FILE) where available, else by index).
+ * Returns 0, or -EINVAL with a human sentence in err (e.g. "fd 2 is
+ * anon_inode:kvm-vcpu:3, expected kvm-vcpu:1"). */
+int fd_check_registration(const int *fds, size_t n_fds, uint32_t vcpu_count, char *err,
+			  size_t err_size);

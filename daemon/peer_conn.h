@@ -1,0 +1,63 @@
+/* peer_conn.h - one peer-link connection: TCP + mutual TLS 1.3 through a
+ * libevent openssl bufferevent, carrying length-prefixed frames
+ * (common/frame.h). It knows nothing of the messages inside. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "tls.h"
+
+/* Bytes queued for sending on one connection before peer_conn_send refuses. */
+#define PEER_CONN_MAX_PENDING_BYTES (4u * 1024 * 1024)
+/* A TLS handshake that has not finished by then is dropped. */
+#define PEER_CONN_HANDSHAKE_TIMEOUT_MS 10000
+
+struct peer_conn;
+struct peer_listener;
+
+struct peer_conn_ops {
+	/* Handshake done, chain and identity verified; identity is the
+	 * allow-listed SAN. */
+	void (*on_established)(struct peer_conn *conn, const char *identity, void *userdata);
+	/* One whole frame's payload (already length-checked). */
+	void (*on_frame)(struct peer_conn *conn, const uint8_t *payload, size_t len,
+			 void *userdata);
+	/* Connection gone: error is 0 for orderly close, else -errno
+	 * (-EPROTO TLS failure, -EMSGSIZE oversize frame, -EPERM identity,
+	 * -ETIMEDOUT handshake timeout, -ECONNRESET ...). reason is a sentence
+	 * (OpenSSL's reason where there is one). The conn must not be used
+	 * after this returns; it is freed by peer_conn itself. */
+	void (*on_close)(struct peer_conn *conn, int error, const char *reason, void *userdata);
+};
+
+/* Connect to host:port ("127.0.0.1:7777", "[::1]:7777", "name:port"),
+ * expecting the peer to carry SAN expected_name (and to be on the context's
+ * allow-list). Asynchronous: ops->on_established or ops->on_close follows. */
+int peer_conn_connect(struct event_base *base, SSL_CTX *ctx, const char *host_port,
+		      const char *expected_name, const struct peer_conn_ops *ops, void *userdata,
+		      struct peer_conn **ret_conn);
+
+/* Frame and queue payload. -EMSGSIZE if over VC_MAX_FRAME_BYTES, -ENOBUFS if
+ * the pending output would exceed PEER_CONN_MAX_PENDING_BYTES, -ENOTCONN
+ * before on_established. */
+int peer_conn_send(struct peer_conn *conn, const uint8_t *payload, size_t len);
+
+/* Allow-listed identity of the peer, "" before on_established. */
+const char *peer_conn_identity(const struct peer_conn *conn);
+
+/* Close now (no on_close callback) and free. Accepts NULL; returns NULL. */
+struct peer_conn *peer_conn_free(struct peer_conn *conn);
+
+/* Listen on addr ("127.0.0.1:0" picks a port). Each accepted connection gets
+ * ops/userdata; on_established fires after a verified handshake. A failed
+ * handshake (plaintext, wrong CA, SAN not allowed, TLS 1.2) closes only that
+ * connection (ops->on_close with the reason) and the listener keeps serving. */
+int peer_listener_new(struct event_base *base, SSL_CTX *ctx, const char *addr,
+		      const struct peer_conn_ops *ops, void *userdata,
+		      struct peer_listener **ret_listener);
+int peer_listener_port(const struct peer_listener *listener);
+struct peer_listener *peer_listener_free(struct peer_listener *listener);

@@ -1,0 +1,99 @@
+/* session.h - the migration state machine, one per migration and side.
+ * Pure: no I/O, no clocks (time is passed in). It decides which step may
+ * follow which, which final state is current, and what a replay is; the
+ * glue (daemon/migration.c) performs the I/O the answer calls for. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "counter_state.h"
+
+#define SESSION_PEER_NAME_MAX 255
+#define SESSION_REASON_MAX 255
+
+enum migration_step {
+	STEP_NONE = 0,
+	STEP_PREPARING,  /* source: state read, Prepare sent, waiting PrepareAck */
+	STEP_PREPARED,   /* target validated Prepare / source got PrepareAck */
+	STEP_FINALIZING, /* source: VMM paused, final state sent, waiting FinalAck */
+	STEP_FINAL,      /* final state delivered (source) / stored (target) */
+	STEP_APPLYING,   /* target: apply running in the VMM */
+	STEP_APPLIED,    /* target applied / source received Applied */
+	STEP_DONE,       /* target got the source's Ack / source sent it */
+	STEP_ABORTED,
+	STEP_FAILED,
+	_STEP_MAX,
+	_STEP_INVALID = -1,
+};
+
+const char *migration_step_to_string(enum migration_step step);
+bool migration_step_is_terminal(enum migration_step step);
+
+struct session {
+	char migration_id[VC_MIGRATION_ID_LEN + 1];
+	char vm_id[VC_VM_ID_MAX + 1];
+	enum vm_role role;
+	/* The peer this migration names: source side, the target's expected
+	 * identity; target side, the identity that sent Prepare. Every later
+	 * message must come from it. */
+	char peer_identity[SESSION_PEER_NAME_MAX + 1];
+	enum migration_step step;
+	uint64_t generation; /* last final-state generation sent / accepted */
+	bool has_final;
+	struct counter_state prepared; /* source state at prepare */
+	struct counter_state final;    /* current final state */
+	bool has_report;
+	struct migration_report report;
+	char reason[SESSION_REASON_MAX + 1]; /* why ABORTED/FAILED */
+	uint64_t started_ns;                 /* monotonic, passed in */
+	uint64_t updated_ns;
+};
+
+/* All transitions return 0 on success, or:
+ *   -EPROTO  not allowed from the current step (message out of order)
+ *   -EPERM   from a peer other than the one the session names
+ *   -ESTALE  a final state whose generation is older than the current one
+ *   -EEXIST  same generation but different content (conflicting replay)
+ *   -ECANCELED session already aborted/failed
+ * A refused transition leaves the session unchanged. */
+
+int session_init(struct session *s, enum vm_role role, const char *migration_id,
+		 const char *vm_id, const char *peer_identity, uint64_t now_ns);
+
+/* Source side. */
+int session_source_prepare_sent(struct session *s, const struct counter_state *state,
+				uint64_t now_ns);                      /* NONE -> PREPARING */
+int session_source_prepare_acked(struct session *s, const char *from, uint64_t now_ns);
+/* PREPARED or FINAL -> FINALIZING with generation + 1 (a VMM that paused,
+ * resumed and paused again sends a newer final state). */
+int session_source_begin_final(struct session *s, const struct counter_state *final,
+			       uint64_t now_ns, uint64_t *ret_generation);
+int session_source_final_acked(struct session *s, const char *from, uint64_t generation,
+			       uint64_t now_ns); /* FINALIZING -> FINAL */
+/* FINAL -> DONE: the target reports what it applied (the source then acks). */
+int session_source_applied(struct session *s, const char *from,
+			   const struct migration_report *report, uint64_t now_ns);
+
+/* Target side. */
+int session_target_prepare(struct session *s, const char *from, const struct counter_state *state,
+			   uint64_t now_ns); /* NONE -> PREPARED */
+/* PREPARED/FINAL -> FINAL. Returns 1 (and changes nothing) for an exact
+ * replay of the current final state: a no-op, answered as before. After
+ * APPLYING a newer generation is refused with -EPROTO. */
+int session_target_final(struct session *s, const char *from, uint64_t generation,
+			 const struct counter_state *state, uint64_t now_ns);
+/* FINAL -> APPLYING; returns 1 if already applied (APPLIED/DONE): a no-op,
+ * answer with s->report. -EPROTO without a final state. */
+int session_target_begin_apply(struct session *s, uint64_t now_ns);
+int session_target_applied(struct session *s, const struct migration_report *report,
+			   uint64_t now_ns); /* APPLYING -> APPLIED */
+/* APPLYING -> FINAL again: the write failed, the source may retry. */
+int session_target_apply_failed(struct session *s, const char *reason, uint64_t now_ns);
+int session_target_acked(struct session *s, const char *from, uint64_t now_ns); /* APPLIED -> DONE */
+
+/* Any non-terminal step before APPLIED -> ABORTED. A target that already
+ * applied cannot un-apply: -EALREADY. Returns 1 if already aborted. */
+int session_abort(struct session *s, const char *reason, uint64_t now_ns);
+/* Any non-terminal step -> FAILED. */
+int session_fail(struct session *s, const char *reason, uint64_t now_ns);

@@ -1,0 +1,40 @@
+/* tls.h - mutual TLS 1.3 for the peer link: contexts that verify the other
+ * side's chain against the fleet CA and its identity (subjectAltName) against
+ * an allow-list. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+#define TLS_MAX_ALLOWED_PEERS 256
+#define TLS_PEER_NAME_MAX 255
+
+struct tls_config {
+	const char *ca_file;   /* PEM bundle of the fleet CA */
+	const char *cert_file; /* this host's chain, PEM */
+	const char *key_file;  /* its private key, PEM */
+	/* Identities (SAN dNSName or URI) allowed to talk to this daemon. */
+	const char *const *allowed_peers;
+	size_t n_allowed_peers;
+};
+
+/* A TLS 1.3-only context (min and max protocol version TLS1_3_VERSION) that
+ * requires and verifies a peer certificate (SSL_VERIFY_PEER |
+ * SSL_VERIFY_FAIL_IF_NO_PEER_CERT) against ca_file, presents cert_file/key_file
+ * (checked to match), and whose verify callback rejects a leaf whose SANs
+ * are not in allowed_peers. Returns 0 or -errno (-ENOENT missing file,
+ * -EKEYREJECTED key/cert mismatch, -EINVAL bad PEM); err gets a sentence
+ * naming the file and OpenSSL's reason. The allow-list is copied. */
+int tls_ctx_new(const struct tls_config *config, bool is_server, SSL_CTX **ret_ctx, char *err,
+		size_t err_size);
+
+/* After a completed handshake: the first SAN of the peer's leaf that is on
+ * the allow-list, copied to ret_name. -EPERM if none, -ENOTCONN before the
+ * handshake. */
+int tls_peer_identity(SSL *ssl, char *ret_name, size_t name_size);
+
+/* Does the peer's leaf carry SAN `name`? (client side: the migration names
+ * the peer it expects). */
+bool tls_peer_has_name(SSL *ssl, const char *name);
