@@ -19,6 +19,7 @@ struct counter_target {
 	struct sync_error sync;          /* target host's adjtimex view */
 };
 
+/* Passing a NULL policy to counter_math_plan() means no limit. */
 struct counter_policy {
 	uint64_t max_abs_elapsed_ns; /* refuse larger |elapsed| (0: no limit) */
 };
@@ -30,16 +31,20 @@ struct counter_plan {
 	int64_t delta_cycles;   /* added (mod 2^64) to every source offset */
 	uint64_t error_bound_ns; /* UINT64_MAX when a side is unsynchronised */
 	/* KVM_SET_CLOCK input: the source kvmclock at source realtime, so
-	 * the target kernel adds what elapsed (KVM_CLOCK_REALTIME). */
+	 * the target kernel adds what elapsed (flags = KVM_CLOCK_REALTIME).
+	 * flags is 0 (no advance) when the source reading had no realtime
+	 * (KVM_GET_CLOCK outside master-clock mode leaves it 0): advancing
+	 * from realtime 0 would add the whole epoch. host_tsc is 0. */
 	struct kvmclock_state kvmclock;
 };
 
 /* Guest TSC seen at host TSC value host_tsc: (host_tsc * ratio) >> frac
- * (kvm_scale_tsc), exact, 128-bit intermediate; ratio 0 means identity. */
+ * (kvm_scale_tsc), exact, 128-bit intermediate, low 64 bits kept as
+ * mul_u64_u64_shr does; ratio 0 means identity; frac >= 128 gives 0. */
 uint64_t counter_math_scale_tsc(uint64_t host_tsc, uint64_t ratio, uint32_t frac_bits);
 
-/* ns * khz / 10^6, rounded to nearest, for signed ns; -ERANGE if the
- * result does not fit in int64_t. */
+/* ns * khz / 10^6, rounded to nearest (half away from zero), for signed
+ * ns; -ERANGE if the result does not fit in int64_t. */
 int counter_math_ns_to_cycles(int64_t ns, uint32_t khz, int64_t *ret_cycles);
 
 /* Error bound of a handoff: both hosts' maxerror plus both anchors'
@@ -54,9 +59,13 @@ uint64_t counter_math_error_bound_ns(const struct sync_error *src_sync,
  *   ofs_dst[i] = g_src + elapsed_ns * khz / 1e6 - scale(dst.anchor.host_tsc, dst ratio)
  * i.e. ofs_dst[i] = ofs_src[i] + delta, the same delta for every vCPU, so
  * inter-vCPU relative offsets are copied exactly.
- * Errors: -EINVAL (vCPU count mismatch, zero kHz, missing anchor),
+ * elapsed_ns is the exact difference of the two anchors' tai_ns.
+ * Errors: -EINVAL (NULL src/dst/ret_plan, vCPU count mismatch/0/above
+ * VC_MAX_VCPUS, zero kHz, missing or unknown anchor source, frac_bits >= 64
+ * with a nonzero ratio),
  * -EXDEV (guest TSC frequencies differ: scaling is the VMM's job, via
  * KVM_SET_TSC_KHZ on the target, before apply), -ERANGE (|elapsed| beyond
- * policy or arithmetic overflow). ret_plan is written only on success. */
+ * policy, or elapsed or its cycles not representable in int64_t).
+ * ret_plan is written only on success. */
 int counter_math_plan(const struct counter_state *src, const struct counter_target *dst,
 		      const struct counter_policy *policy, struct counter_plan *ret_plan);
