@@ -11,7 +11,9 @@
 
 /* Unpack one envelope payload (already length-checked by frame.h).
  * -EBADMSG: not a valid protobuf of that type. -ENOMSG: no body set
- * (unset or a body type this version does not know). */
+ * (unset or a body type this version does not know: protobuf-c keeps an
+ * unknown oneof member as an unknown field). Unknown fields are ignored.
+ * -EMSGSIZE if len > VC_MAX_FRAME_BYTES anyway. Free with wire_*_free. */
 int wire_vmm_unpack(const uint8_t *buf, size_t len, Vcounter__V1__VmmMessage **ret_msg);
 int wire_peer_unpack(const uint8_t *buf, size_t len, Vcounter__V1__PeerMessage **ret_msg);
 void wire_vmm_free(Vcounter__V1__VmmMessage *msg);
@@ -26,7 +28,17 @@ int wire_peer_pack_frame(const Vcounter__V1__PeerMessage *msg, uint8_t **ret_buf
 
 /* Validating conversions. Each returns 0 or -EINVAL with a sentence in err
  * naming the field ("offset_cycles has 1025 entries, limit 1024",
- * "backend 9 unknown", "anchor missing"). ret is written only on success. */
+ * "backend 9 unknown", "anchor missing"). ret is written only on success;
+ * err may be NULL.
+ * CounterState: backend known and not none; guest_tsc_khz 1..10000000 (10
+ * GHz); 1..VC_MAX_VCPUS offsets; tsc_scaling_frac_bits <= 63, and 32 or 48
+ * when tsc_scaling_ratio != 0; anchor present with source kvm-clock or
+ * bracket; kvmclock (any flags) and sync present.
+ * MigrationReport: valid migration_id and vm_id; backend known and not none;
+ * offsets_before/offsets_after the same count, 1..VC_MAX_VCPUS;
+ * guest_tsc_khz as above.
+ * wire_backend_from_pb/wire_role_from_pb map NONE/UNSPECIFIED to the _NONE
+ * member and refuse only numbers this version does not know. */
 int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct counter_state *ret,
 			       char *err, size_t err_size);
 int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb,
@@ -52,7 +64,10 @@ void wire_report_to_pb(const struct migration_report *r, struct wire_report_pb *
 Vcounter__V1__Backend wire_backend_to_pb(enum backend_kind kind);
 
 /* errno -> ErrorCode for Error replies (ENOENT->NOT_FOUND, EPERM/EACCES->
- * PERMISSION_DENIED, EPROTO/ESTALE/EXDEV/EEXIST->FAILED_PRECONDITION, ...). */
+ * PERMISSION_DENIED, EPROTO/ESTALE/EXDEV/EEXIST->FAILED_PRECONDITION, ...;
+ * the whole table is in wire.c). Either sign is accepted. */
 Vcounter__V1__ErrorCode wire_error_code_from_errno(int negative_errno);
-/* ErrorCode (and errno_value when set) -> -errno for callers. */
+/* ErrorCode (and errno_value when set) -> -errno for callers. errno_value
+ * wins when it is 1..4095; NULL, ERROR_NONE and unknown codes give -EIO
+ * (an Error body always means failure). */
 int wire_errno_from_error(const Vcounter__V1__Error *e);

@@ -28,6 +28,9 @@ enum migration_step {
 };
 
 const char *migration_step_to_string(enum migration_step step);
+/* For the session journal: _STEP_INVALID for an unknown name. */
+enum migration_step migration_step_from_string(const char *s);
+/* DONE, ABORTED, FAILED: nothing moves a session out of these. */
 bool migration_step_is_terminal(enum migration_step step);
 
 struct session {
@@ -51,13 +54,22 @@ struct session {
 };
 
 /* All transitions return 0 on success, or:
- *   -EPROTO  not allowed from the current step (message out of order)
- *   -EPERM   from a peer other than the one the session names
+ *   -EPROTO  not allowed from the current step (message out of order), or a
+ *            function of the other role (a source_* call on a target session)
+ *   -EPERM   from a peer other than the one the session names (exact strcmp)
  *   -ESTALE  a final state whose generation is older than the current one
  *   -EEXIST  same generation but different content (conflicting replay)
  *   -ECANCELED session already aborted/failed
- * A refused transition leaves the session unchanged. */
+ *   -EINVAL  NULL arguments, a report naming another migration/VM, a final
+ *            state with generation 0 (generations start at 1)
+ * A refused transition, and a replay answered with 1, leave the session
+ * unchanged (byte for byte).
+ * Checks run in this order: peer identity, then aborted/failed, then role,
+ * then step, then generation/content. Identity goes first so that a foreign
+ * peer learns nothing about the session, not even that it was aborted. */
 
+/* -EINVAL for an invalid id, a role other than source/target, or an empty or
+ * over-long (> SESSION_PEER_NAME_MAX) peer identity; s is untouched then. */
 int session_init(struct session *s, enum vm_role role, const char *migration_id,
 		 const char *vm_id, const char *peer_identity, uint64_t now_ns);
 
@@ -66,12 +78,16 @@ int session_source_prepare_sent(struct session *s, const struct counter_state *s
 				uint64_t now_ns);                      /* NONE -> PREPARING */
 int session_source_prepare_acked(struct session *s, const char *from, uint64_t now_ns);
 /* PREPARED or FINAL -> FINALIZING with generation + 1 (a VMM that paused,
- * resumed and paused again sends a newer final state). */
+ * resumed and paused again sends a newer final state). -EOVERFLOW if the
+ * generation would wrap. */
 int session_source_begin_final(struct session *s, const struct counter_state *final,
 			       uint64_t now_ns, uint64_t *ret_generation);
 int session_source_final_acked(struct session *s, const char *from, uint64_t generation,
 			       uint64_t now_ns); /* FINALIZING -> FINAL */
-/* FINAL -> DONE: the target reports what it applied (the source then acks). */
+/* FINAL -> DONE: the target reports what it applied (the source then acks).
+ * The report's generation must be the current one (older: -ESTALE, newer:
+ * -EPROTO). In DONE the same report again returns 1 (ack it again); a
+ * different one for that generation -EEXIST. */
 int session_source_applied(struct session *s, const char *from,
 			   const struct migration_report *report, uint64_t now_ns);
 
@@ -79,21 +95,29 @@ int session_source_applied(struct session *s, const char *from,
 int session_target_prepare(struct session *s, const char *from, const struct counter_state *state,
 			   uint64_t now_ns); /* NONE -> PREPARED */
 /* PREPARED/FINAL -> FINAL. Returns 1 (and changes nothing) for an exact
- * replay of the current final state: a no-op, answered as before. After
- * APPLYING a newer generation is refused with -EPROTO. */
+ * replay of the current final state: a no-op, answered as before. In FINAL a
+ * newer generation replaces the current one. From APPLYING on, any other
+ * generation is refused with -EPROTO; an exact replay still returns 1. */
 int session_target_final(struct session *s, const char *from, uint64_t generation,
 			 const struct counter_state *state, uint64_t now_ns);
 /* FINAL -> APPLYING; returns 1 if already applied (APPLIED/DONE): a no-op,
- * answer with s->report. -EPROTO without a final state. */
+ * answer with s->report. -EPROTO without a final state or while APPLYING. */
 int session_target_begin_apply(struct session *s, uint64_t now_ns);
+/* APPLYING -> APPLIED; the report must name this migration, VM and the
+ * current generation (-EINVAL otherwise). */
 int session_target_applied(struct session *s, const struct migration_report *report,
-			   uint64_t now_ns); /* APPLYING -> APPLIED */
-/* APPLYING -> FINAL again: the write failed, the source may retry. */
+			   uint64_t now_ns);
+/* APPLYING -> FINAL again: the write failed, the source may retry. The reason
+ * is kept in s->reason. */
 int session_target_apply_failed(struct session *s, const char *reason, uint64_t now_ns);
 int session_target_acked(struct session *s, const char *from, uint64_t now_ns); /* APPLIED -> DONE */
 
-/* Any non-terminal step before APPLIED -> ABORTED. A target that already
- * applied cannot un-apply: -EALREADY. Returns 1 if already aborted. */
+/* Any non-terminal step before APPLIED (APPLYING included) -> ABORTED. A
+ * session that applied (APPLIED, or DONE on either side) cannot un-apply:
+ * -EALREADY. Returns 1 if already aborted, -ECANCELED if failed. There is no
+ * `from`: the caller checks that a peer's Abort comes from s->peer_identity.
+ * reason is truncated to SESSION_REASON_MAX bytes. */
 int session_abort(struct session *s, const char *reason, uint64_t now_ns);
-/* Any non-terminal step -> FAILED. */
+/* Any non-terminal step -> FAILED. Returns 1 if already failed, -ECANCELED if
+ * aborted, -EALREADY if DONE. */
 int session_fail(struct session *s, const char *reason, uint64_t now_ns);

@@ -1,0 +1,624 @@
+/* wire.c - protobuf-c envelopes in and out, and the validating conversions
+ * between protobuf-c messages and the daemon's typed structs (wire.h). */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame.h"
+#include "macro.h"
+#include "wire.h"
+
+/* The highest guest TSC frequency we believe: 10 GHz. Nothing real runs a
+ * TSC that fast; a larger value is corruption and would make the offset
+ * arithmetic (cycles = ns * kHz / 1e6) overflow faster than it needs to. */
+#define WIRE_MAX_GUEST_TSC_KHZ UINT32_C(10000000)
+
+/* Fractional bits of KVM's TSC scaling ratio: 48 on Intel VMX, 32 on AMD SVM
+ * (kvm_caps.tsc_scaling_ratio_frac_bits, arch/x86/kvm/{vmx/vmx.c,svm/svm.c}). */
+#define WIRE_TSC_FRAC_BITS_AMD 32
+#define WIRE_TSC_FRAC_BITS_INTEL 48
+#define WIRE_TSC_FRAC_BITS_MAX 63
+
+/* Linux errno values are below MAX_ERRNO (include/linux/err.h). */
+#define WIRE_MAX_ERRNO 4095
+
+/* ---- envelopes ---- */
+
+/* Whatever frame.h let through is bounded already; checking again here keeps
+ * this function safe for a caller that forgot, at no cost. */
+static int unpack_len_ok(const uint8_t *buf, size_t len)
+{
+	if (!buf && len > 0)
+		return -EINVAL;
+	if (len > VC_MAX_FRAME_BYTES)
+		return -EMSGSIZE;
+	return 0;
+}
+
+int wire_vmm_unpack(const uint8_t *buf, size_t len, Vcounter__V1__VmmMessage **ret_msg)
+{
+	Vcounter__V1__VmmMessage *msg;
+	int r;
+
+	r = unpack_len_ok(buf, len);
+	if (r < 0)
+		return r;
+	/* NULL allocator: protobuf-c's default (malloc). Unknown fields are kept in
+	 * base.unknown_fields and freed with the message; an unknown oneof member
+	 * is one of them, so it leaves body_case at NOT_SET. */
+	msg = vcounter__v1__vmm_message__unpack(NULL, len, buf);
+	if (!msg)
+		return -EBADMSG;
+	if (msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY__NOT_SET) {
+		vcounter__v1__vmm_message__free_unpacked(msg, NULL);
+		return -ENOMSG;
+	}
+	*ret_msg = msg;
+	return 0;
+}
+
+int wire_peer_unpack(const uint8_t *buf, size_t len, Vcounter__V1__PeerMessage **ret_msg)
+{
+	Vcounter__V1__PeerMessage *msg;
+	int r;
+
+	r = unpack_len_ok(buf, len);
+	if (r < 0)
+		return r;
+	msg = vcounter__v1__peer_message__unpack(NULL, len, buf);
+	if (!msg)
+		return -EBADMSG;
+	if (msg->body_case == VCOUNTER__V1__PEER_MESSAGE__BODY__NOT_SET) {
+		vcounter__v1__peer_message__free_unpacked(msg, NULL);
+		return -ENOMSG;
+	}
+	*ret_msg = msg;
+	return 0;
+}
+
+void wire_vmm_free(Vcounter__V1__VmmMessage *msg)
+{
+	if (msg)
+		vcounter__v1__vmm_message__free_unpacked(msg, NULL);
+}
+
+void wire_peer_free(Vcounter__V1__PeerMessage *msg)
+{
+	if (msg)
+		vcounter__v1__peer_message__free_unpacked(msg, NULL);
+}
+
+/* get_packed_size and pack are the generic protobuf-c calls behind the
+ * generated per-type wrappers; going through ProtobufCMessage lets both
+ * envelopes share one path. */
+static int pack_frame(const ProtobufCMessage *msg, uint8_t **ret_buf, size_t *ret_len)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	size_t payload_len, packed;
+	int r;
+
+	if (!msg || !ret_buf || !ret_len)
+		return -EINVAL;
+	payload_len = protobuf_c_message_get_packed_size(msg);
+	if (payload_len > VC_MAX_FRAME_BYTES)
+		return -EMSGSIZE;
+	buf = malloc(FRAME_HEADER_BYTES + payload_len);
+	if (!buf)
+		return -ENOMEM;
+	r = frame_header_encode(payload_len, buf);
+	if (r < 0)
+		return r;
+	packed = protobuf_c_message_pack(msg, buf + FRAME_HEADER_BYTES);
+	if (packed != payload_len)
+		return -EIO; /* protobuf-c disagrees with itself: never seen */
+	*ret_buf = TAKE_PTR(buf);
+	*ret_len = FRAME_HEADER_BYTES + payload_len;
+	return 0;
+}
+
+int wire_vmm_pack_frame(const Vcounter__V1__VmmMessage *msg, uint8_t **ret_buf, size_t *ret_len)
+{
+	return pack_frame(msg ? &msg->base : NULL, ret_buf, ret_len);
+}
+
+int wire_peer_pack_frame(const Vcounter__V1__PeerMessage *msg, uint8_t **ret_buf,
+			 size_t *ret_len)
+{
+	return pack_frame(msg ? &msg->base : NULL, ret_buf, ret_len);
+}
+
+/* ---- enums ---- */
+
+/* The wire enums and ours have the same numbers on purpose, but the mapping is
+ * spelled out so that renumbering either side cannot silently pass. proto3
+ * enums are open: protobuf-c stores whatever number arrived, so every switch
+ * has a refusing default. */
+int wire_backend_from_pb(Vcounter__V1__Backend pb, enum backend_kind *ret)
+{
+	enum backend_kind kind;
+
+	switch (pb) {
+	case VCOUNTER__V1__BACKEND__BACKEND_NONE:
+		kind = BACKEND_NONE;
+		break;
+	case VCOUNTER__V1__BACKEND__BACKEND_KVM_X86:
+		kind = BACKEND_KVM_X86;
+		break;
+	case VCOUNTER__V1__BACKEND__BACKEND_KVM_SYSCOUNTER:
+		kind = BACKEND_KVM_SYSCOUNTER;
+		break;
+	case VCOUNTER__V1__BACKEND__BACKEND_KVM_ARM64:
+		kind = BACKEND_KVM_ARM64;
+		break;
+	default:
+		return -EINVAL;
+	}
+	*ret = kind;
+	return 0;
+}
+
+Vcounter__V1__Backend wire_backend_to_pb(enum backend_kind kind)
+{
+	switch (kind) {
+	case BACKEND_KVM_X86:
+		return VCOUNTER__V1__BACKEND__BACKEND_KVM_X86;
+	case BACKEND_KVM_SYSCOUNTER:
+		return VCOUNTER__V1__BACKEND__BACKEND_KVM_SYSCOUNTER;
+	case BACKEND_KVM_ARM64:
+		return VCOUNTER__V1__BACKEND__BACKEND_KVM_ARM64;
+	case BACKEND_NONE:
+	default:
+		return VCOUNTER__V1__BACKEND__BACKEND_NONE;
+	}
+}
+
+int wire_role_from_pb(Vcounter__V1__Role pb, enum vm_role *ret)
+{
+	enum vm_role role;
+
+	switch (pb) {
+	case VCOUNTER__V1__ROLE__ROLE_UNSPECIFIED:
+		role = VM_ROLE_NONE;
+		break;
+	case VCOUNTER__V1__ROLE__ROLE_SOURCE:
+		role = VM_ROLE_SOURCE;
+		break;
+	case VCOUNTER__V1__ROLE__ROLE_TARGET:
+		role = VM_ROLE_TARGET;
+		break;
+	default:
+		return -EINVAL;
+	}
+	*ret = role;
+	return 0;
+}
+
+static int anchor_source_from_pb(Vcounter__V1__AnchorSource pb, enum anchor_source *ret)
+{
+	enum anchor_source source;
+
+	switch (pb) {
+	case VCOUNTER__V1__ANCHOR_SOURCE__ANCHOR_SOURCE_NONE:
+		source = ANCHOR_NONE;
+		break;
+	case VCOUNTER__V1__ANCHOR_SOURCE__ANCHOR_SOURCE_KVM_CLOCK:
+		source = ANCHOR_KVM_CLOCK;
+		break;
+	case VCOUNTER__V1__ANCHOR_SOURCE__ANCHOR_SOURCE_BRACKET:
+		source = ANCHOR_BRACKET;
+		break;
+	default:
+		return -EINVAL;
+	}
+	*ret = source;
+	return 0;
+}
+
+static Vcounter__V1__AnchorSource anchor_source_to_pb(enum anchor_source source)
+{
+	switch (source) {
+	case ANCHOR_KVM_CLOCK:
+		return VCOUNTER__V1__ANCHOR_SOURCE__ANCHOR_SOURCE_KVM_CLOCK;
+	case ANCHOR_BRACKET:
+		return VCOUNTER__V1__ANCHOR_SOURCE__ANCHOR_SOURCE_BRACKET;
+	case ANCHOR_NONE:
+	default:
+		return VCOUNTER__V1__ANCHOR_SOURCE__ANCHOR_SOURCE_NONE;
+	}
+}
+
+/* ---- validating conversions ---- */
+
+/* Write the refusal sentence (if the caller wants one) and return -EINVAL, so
+ * that every check is one line: return refuse(err, err_size, "...", ...). */
+__attribute__((format(printf, 3, 4))) static int refuse(char *err, size_t err_size,
+							const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && err_size > 0) {
+		va_start(ap, fmt);
+		vsnprintf(err, err_size, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+static int check_backend(Vcounter__V1__Backend pb, enum backend_kind *ret, char *err,
+			 size_t err_size)
+{
+	enum backend_kind kind;
+
+	if (wire_backend_from_pb(pb, &kind) < 0)
+		return refuse(err, err_size, "backend %d unknown", (int)pb);
+	/* State and reports are produced by a backend; "none" means nothing
+	 * could read or write the counter, so such a message is meaningless. */
+	if (kind == BACKEND_NONE)
+		return refuse(err, err_size, "backend is none");
+	*ret = kind;
+	return 0;
+}
+
+static int check_guest_tsc_khz(uint32_t khz, char *err, size_t err_size)
+{
+	if (khz == 0)
+		return refuse(err, err_size, "guest_tsc_khz is 0");
+	if (khz > WIRE_MAX_GUEST_TSC_KHZ)
+		return refuse(err, err_size, "guest_tsc_khz %" PRIu32 " above limit %" PRIu32,
+			      khz, WIRE_MAX_GUEST_TSC_KHZ);
+	return 0;
+}
+
+static int check_offsets(const char *name, size_t n, const uint64_t *offsets, char *err,
+			 size_t err_size)
+{
+	if (n == 0)
+		return refuse(err, err_size, "%s has no entries", name);
+	if (n > VC_MAX_VCPUS)
+		return refuse(err, err_size, "%s has %zu entries, limit %d", name, n,
+			      VC_MAX_VCPUS);
+	/* Only a hand-built message can have this; unpack never does. */
+	if (!offsets)
+		return refuse(err, err_size, "%s has %zu entries but no data", name, n);
+	return 0;
+}
+
+int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct counter_state *ret,
+			       char *err, size_t err_size)
+{
+	enum backend_kind backend;
+	enum anchor_source source;
+	int r;
+
+	if (!pb)
+		return refuse(err, err_size, "counter state missing");
+	if (!ret)
+		return refuse(err, err_size, "no storage for counter state");
+
+	r = check_backend(pb->backend, &backend, err, err_size);
+	if (r < 0)
+		return r;
+	r = check_guest_tsc_khz(pb->guest_tsc_khz, err, err_size);
+	if (r < 0)
+		return r;
+	if (pb->tsc_scaling_frac_bits > WIRE_TSC_FRAC_BITS_MAX)
+		return refuse(err, err_size, "tsc_scaling_frac_bits %" PRIu32 " above %d",
+			      pb->tsc_scaling_frac_bits, WIRE_TSC_FRAC_BITS_MAX);
+	/* With scaling in use the ratio is only meaningful in KVM's fixed-point
+	 * format, which has 32 (AMD) or 48 (Intel) fractional bits. */
+	if (pb->tsc_scaling_ratio != 0 && pb->tsc_scaling_frac_bits != WIRE_TSC_FRAC_BITS_AMD &&
+	    pb->tsc_scaling_frac_bits != WIRE_TSC_FRAC_BITS_INTEL)
+		return refuse(err, err_size,
+			      "tsc_scaling_frac_bits %" PRIu32 " with tsc_scaling_ratio %" PRIu64
+			      ", expected %d or %d",
+			      pb->tsc_scaling_frac_bits, pb->tsc_scaling_ratio,
+			      WIRE_TSC_FRAC_BITS_AMD, WIRE_TSC_FRAC_BITS_INTEL);
+	r = check_offsets("offset_cycles", pb->n_offset_cycles, pb->offset_cycles, err, err_size);
+	if (r < 0)
+		return r;
+
+	if (!pb->anchor)
+		return refuse(err, err_size, "anchor missing");
+	if (anchor_source_from_pb(pb->anchor->source, &source) < 0)
+		return refuse(err, err_size, "anchor source %d unknown", (int)pb->anchor->source);
+	/* Without a (clock, TSC) pair there is nothing to compute elapsed time
+	 * from (DESIGN.md section 7). */
+	if (source == ANCHOR_NONE)
+		return refuse(err, err_size, "anchor source is none");
+	/* kvmclock flags are whatever KVM_GET_CLOCK said (0 on hosts out of
+	 * master-clock mode, DESIGN.md section 7), so any value is accepted. */
+	if (!pb->kvmclock)
+		return refuse(err, err_size, "kvmclock missing");
+	/* A missing sync would read as "synced, zero error" and shrink the error
+	 * bound; refuse rather than guess. */
+	if (!pb->sync)
+		return refuse(err, err_size, "sync missing");
+
+	memset(ret, 0, sizeof(*ret));
+	ret->backend = backend;
+	ret->guest_tsc_khz = pb->guest_tsc_khz;
+	ret->tsc_scaling_ratio = pb->tsc_scaling_ratio;
+	ret->tsc_scaling_frac_bits = pb->tsc_scaling_frac_bits;
+	ret->n_vcpus = (uint32_t)pb->n_offset_cycles;
+	memcpy(ret->offset_cycles, pb->offset_cycles, pb->n_offset_cycles * sizeof(uint64_t));
+	ret->kvmclock = (struct kvmclock_state){
+		.clock_ns = pb->kvmclock->clock_ns,
+		.flags = pb->kvmclock->flags,
+		.realtime_ns = pb->kvmclock->realtime_ns,
+		.host_tsc = pb->kvmclock->host_tsc,
+	};
+	ret->anchor = (struct host_anchor){
+		.tai_ns = pb->anchor->tai_ns,
+		.host_tsc = pb->anchor->host_tsc,
+		.width_ns = pb->anchor->width_ns,
+		.source = source,
+		.host_tsc_khz = pb->anchor->host_tsc_khz,
+	};
+	ret->sync = (struct sync_error){
+		.maxerror_ns = pb->sync->maxerror_ns,
+		.esterror_ns = pb->sync->esterror_ns,
+		.unsynced = pb->sync->unsynced != 0,
+		.tai_offset_s = pb->sync->tai_offset_s,
+	};
+	return 0;
+}
+
+/* err text quotes at most this much of a bad id: enough to recognise it,
+ * short enough that a hostile peer cannot fill the log line. */
+#define WIRE_ID_QUOTE_MAX 80
+
+int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb, struct migration_report *ret,
+			char *err, size_t err_size)
+{
+	enum backend_kind backend;
+	int r;
+
+	if (!pb)
+		return refuse(err, err_size, "report missing");
+	if (!ret)
+		return refuse(err, err_size, "no storage for report");
+	/* %.*s and the validity check both stop early on garbage; the quote is
+	 * for humans, the id itself never reaches a log unchecked. */
+	if (!migration_id_is_valid(pb->migration_id))
+		return refuse(err, err_size, "migration_id \"%.*s\" invalid", WIRE_ID_QUOTE_MAX,
+			      pb->migration_id ? pb->migration_id : "");
+	if (!vm_id_is_valid(pb->vm_id))
+		return refuse(err, err_size, "vm_id \"%.*s\" invalid", WIRE_ID_QUOTE_MAX,
+			      pb->vm_id ? pb->vm_id : "");
+	r = check_backend(pb->backend, &backend, err, err_size);
+	if (r < 0)
+		return r;
+	r = check_offsets("offsets_before", pb->n_offsets_before, pb->offsets_before, err,
+			  err_size);
+	if (r < 0)
+		return r;
+	r = check_offsets("offsets_after", pb->n_offsets_after, pb->offsets_after, err, err_size);
+	if (r < 0)
+		return r;
+	if (pb->n_offsets_before != pb->n_offsets_after)
+		return refuse(err, err_size, "offsets_before has %zu entries, offsets_after %zu",
+			      pb->n_offsets_before, pb->n_offsets_after);
+	r = check_guest_tsc_khz(pb->guest_tsc_khz, err, err_size);
+	if (r < 0)
+		return r;
+
+	memset(ret, 0, sizeof(*ret));
+	/* Lengths were checked by the *_is_valid calls above. */
+	memcpy(ret->migration_id, pb->migration_id, strlen(pb->migration_id) + 1);
+	memcpy(ret->vm_id, pb->vm_id, strlen(pb->vm_id) + 1);
+	ret->backend = backend;
+	ret->generation = pb->generation;
+	ret->n_vcpus = (uint32_t)pb->n_offsets_before;
+	memcpy(ret->offsets_before, pb->offsets_before, pb->n_offsets_before * sizeof(uint64_t));
+	memcpy(ret->offsets_after, pb->offsets_after, pb->n_offsets_after * sizeof(uint64_t));
+	ret->elapsed_ns = pb->elapsed_ns;
+	ret->delta_cycles = pb->delta_cycles;
+	ret->error_bound_ns = pb->error_bound_ns;
+	ret->apply_latency_ns = pb->apply_latency_ns;
+	ret->guest_tsc_khz = pb->guest_tsc_khz;
+	ret->error_bound_exceeded = pb->error_bound_exceeded != 0;
+	return 0;
+}
+
+/* ---- outgoing conversions ---- */
+
+void wire_counter_state_to_pb(const struct counter_state *s, struct wire_counter_state_pb *ret)
+{
+	uint32_t n = s->n_vcpus <= VC_MAX_VCPUS ? s->n_vcpus : VC_MAX_VCPUS;
+
+	*ret = (struct wire_counter_state_pb){
+		.state = VCOUNTER__V1__COUNTER_STATE__INIT,
+		.kvmclock = VCOUNTER__V1__KVM_CLOCK__INIT,
+		.anchor = VCOUNTER__V1__HOST_ANCHOR__INIT,
+		.sync = VCOUNTER__V1__SYNC_ERROR__INIT,
+	};
+
+	ret->state.backend = wire_backend_to_pb(s->backend);
+	ret->state.guest_tsc_khz = s->guest_tsc_khz;
+	ret->state.tsc_scaling_ratio = s->tsc_scaling_ratio;
+	ret->state.tsc_scaling_frac_bits = s->tsc_scaling_frac_bits;
+	ret->state.n_offset_cycles = n;
+	/* protobuf-c's field is non-const because unpack fills it; pack only
+	 * reads it, so pointing it at the caller's const array is safe. */
+	ret->state.offset_cycles = (uint64_t *)s->offset_cycles;
+
+	ret->kvmclock.clock_ns = s->kvmclock.clock_ns;
+	ret->kvmclock.flags = s->kvmclock.flags;
+	ret->kvmclock.realtime_ns = s->kvmclock.realtime_ns;
+	ret->kvmclock.host_tsc = s->kvmclock.host_tsc;
+	ret->state.kvmclock = &ret->kvmclock;
+
+	ret->anchor.tai_ns = s->anchor.tai_ns;
+	ret->anchor.host_tsc = s->anchor.host_tsc;
+	ret->anchor.width_ns = s->anchor.width_ns;
+	ret->anchor.source = anchor_source_to_pb(s->anchor.source);
+	ret->anchor.host_tsc_khz = s->anchor.host_tsc_khz;
+	ret->state.anchor = &ret->anchor;
+
+	ret->sync.maxerror_ns = s->sync.maxerror_ns;
+	ret->sync.esterror_ns = s->sync.esterror_ns;
+	ret->sync.unsynced = s->sync.unsynced;
+	ret->sync.tai_offset_s = s->sync.tai_offset_s;
+	ret->state.sync = &ret->sync;
+}
+
+void wire_report_to_pb(const struct migration_report *r, struct wire_report_pb *ret)
+{
+	uint32_t n = r->n_vcpus <= VC_MAX_VCPUS ? r->n_vcpus : VC_MAX_VCPUS;
+
+	*ret = (struct wire_report_pb){
+		.report = VCOUNTER__V1__MIGRATION_REPORT__INIT,
+	};
+	/* As in wire_counter_state_to_pb: pack only reads these, so casting
+	 * away const to fit protobuf-c's non-const fields is safe. */
+	ret->report.migration_id = (char *)r->migration_id;
+	ret->report.vm_id = (char *)r->vm_id;
+	ret->report.backend = wire_backend_to_pb(r->backend);
+	ret->report.generation = r->generation;
+	ret->report.n_offsets_before = n;
+	ret->report.offsets_before = (uint64_t *)r->offsets_before;
+	ret->report.n_offsets_after = n;
+	ret->report.offsets_after = (uint64_t *)r->offsets_after;
+	ret->report.elapsed_ns = r->elapsed_ns;
+	ret->report.delta_cycles = r->delta_cycles;
+	ret->report.error_bound_ns = r->error_bound_ns;
+	ret->report.apply_latency_ns = r->apply_latency_ns;
+	ret->report.guest_tsc_khz = r->guest_tsc_khz;
+	ret->report.error_bound_exceeded = r->error_bound_exceeded;
+}
+
+/* ---- errors ----
+ *
+ * errno -> ErrorCode (for Error replies)
+ *   0                                                      ERROR_NONE
+ *   EINVAL EBADMSG ERANGE EDOM EOVERFLOW ENAMETOOLONG EBADF
+ *   ENOTSOCK                                               ERROR_INVALID_ARGUMENT
+ *   ENOENT ESRCH ENXIO                                     ERROR_NOT_FOUND
+ *   EPERM EACCES                                           ERROR_PERMISSION_DENIED
+ *   EPROTO ESTALE EXDEV EEXIST EALREADY ENOTRECOVERABLE    ERROR_FAILED_PRECONDITION
+ *   EOPNOTSUPP ENODEV EBUSY EAGAIN ENOTCONN ECONNREFUSED
+ *   ECONNRESET ECONNABORTED EHOSTUNREACH ENETUNREACH
+ *   ETIMEDOUT EPIPE ESHUTDOWN                               ERROR_UNAVAILABLE
+ *   EADDRINUSE                                              ERROR_ALREADY_EXISTS
+ *   ENOMEM ENOSPC ENOBUFS EMFILE ENFILE EMSGSIZE E2BIG
+ *   EUSERS EDQUOT                                           ERROR_RESOURCE_EXHAUSTED
+ *   ECANCELED                                               ERROR_ABORTED
+ *   ENOMSG ENOSYS                                           ERROR_UNIMPLEMENTED
+ *   anything else (EIO, EFAULT, ...)                        ERROR_INTERNAL
+ *
+ * EEXIST is a conflicting replay in session.h, hence FAILED_PRECONDITION
+ * (wire.h's contract); ALREADY_EXISTS is left for EADDRINUSE-style "name
+ * taken". The reply also carries errno_value, which the receiver prefers.
+ *
+ * ErrorCode -> errno (only when errno_value is absent or out of range)
+ *   INVALID_ARGUMENT EINVAL, NOT_FOUND ENOENT, PERMISSION_DENIED EPERM,
+ *   FAILED_PRECONDITION EPROTO, UNAVAILABLE EOPNOTSUPP, ALREADY_EXISTS EEXIST,
+ *   RESOURCE_EXHAUSTED ENOSPC, INTERNAL EIO, ABORTED ECANCELED,
+ *   UNIMPLEMENTED ENOMSG (what wire_*_unpack returns for an unknown body),
+ *   NONE and unknown codes EIO: an Error body always means failure.
+ */
+Vcounter__V1__ErrorCode wire_error_code_from_errno(int negative_errno)
+{
+	/* Accept either sign, as systemd's errno helpers do; INT_MIN has no
+	 * positive counterpart and is nothing but garbage. */
+	int e = negative_errno == INT_MIN ? EIO : abs(negative_errno);
+
+	switch (e) {
+	case 0:
+		return VCOUNTER__V1__ERROR_CODE__ERROR_NONE;
+	case EINVAL:
+	case EBADMSG:
+	case ERANGE:
+	case EDOM:
+	case EOVERFLOW:
+	case ENAMETOOLONG:
+	case EBADF:
+	case ENOTSOCK:
+		return VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT;
+	case ENOENT:
+	case ESRCH:
+	case ENXIO:
+		return VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND;
+	case EPERM:
+	case EACCES:
+		return VCOUNTER__V1__ERROR_CODE__ERROR_PERMISSION_DENIED;
+	case EPROTO:
+	case ESTALE:
+	case EXDEV:
+	case EEXIST:
+	case EALREADY:
+	case ENOTRECOVERABLE:
+		return VCOUNTER__V1__ERROR_CODE__ERROR_FAILED_PRECONDITION;
+	case EOPNOTSUPP:
+	case ENODEV:
+	case EBUSY:
+	case EAGAIN:
+	case ENOTCONN:
+	case ECONNREFUSED:
+	case ECONNRESET:
+	case ECONNABORTED:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case ETIMEDOUT:
+	case EPIPE:
+	case ESHUTDOWN:
+		return VCOUNTER__V1__ERROR_CODE__ERROR_UNAVAILABLE;
+	case EADDRINUSE:
+		return VCOUNTER__V1__ERROR_CODE__ERROR_ALREADY_EXISTS;
+	case ENOMEM:
+	case ENOSPC:
+	case ENOBUFS:
+	case EMFILE:
+	case ENFILE:
+	case EMSGSIZE:
+	case E2BIG:
+	case EUSERS:
+	case EDQUOT:
+		return VCOUNTER__V1__ERROR_CODE__ERROR_RESOURCE_EXHAUSTED;
+	case ECANCELED:
+		return VCOUNTER__V1__ERROR_CODE__ERROR_ABORTED;
+	case ENOMSG:
+	case ENOSYS:
+		return VCOUNTER__V1__ERROR_CODE__ERROR_UNIMPLEMENTED;
+	default:
+		return VCOUNTER__V1__ERROR_CODE__ERROR_INTERNAL;
+	}
+}
+
+int wire_errno_from_error(const Vcounter__V1__Error *e)
+{
+	if (!e)
+		return -EIO;
+	/* errno_value comes from a peer: trust it only inside Linux's range. */
+	if (e->errno_value > 0 && e->errno_value <= WIRE_MAX_ERRNO)
+		return -e->errno_value;
+
+	switch (e->code) {
+	case VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT:
+		return -EINVAL;
+	case VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND:
+		return -ENOENT;
+	case VCOUNTER__V1__ERROR_CODE__ERROR_PERMISSION_DENIED:
+		return -EPERM;
+	case VCOUNTER__V1__ERROR_CODE__ERROR_FAILED_PRECONDITION:
+		return -EPROTO;
+	case VCOUNTER__V1__ERROR_CODE__ERROR_UNAVAILABLE:
+		return -EOPNOTSUPP;
+	case VCOUNTER__V1__ERROR_CODE__ERROR_ALREADY_EXISTS:
+		return -EEXIST;
+	case VCOUNTER__V1__ERROR_CODE__ERROR_RESOURCE_EXHAUSTED:
+		return -ENOSPC;
+	case VCOUNTER__V1__ERROR_CODE__ERROR_ABORTED:
+		return -ECANCELED;
+	case VCOUNTER__V1__ERROR_CODE__ERROR_UNIMPLEMENTED:
+		return -ENOMSG;
+	case VCOUNTER__V1__ERROR_CODE__ERROR_INTERNAL:
+	case VCOUNTER__V1__ERROR_CODE__ERROR_NONE:
+	default:
+		return -EIO;
+	}
+}
