@@ -6,25 +6,42 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* At most this many fds travel with one message: a VM fd plus one fd per
- * vCPU. The receive control buffer is sized for exactly this many; more
- * gives MSG_CTRUNC. */
-#define UNIX_FD_MAX_FDS (1 + 1024)
+/* At most this many fds travel with one message. The kernel refuses more:
+ * SCM_MAX_FD (include/net/scm.h) is 253 for all SCM_RIGHTS cmsgs of one
+ * sendmsg together, and more fails with EINVAL (measured on 6.18: 253 fds
+ * pass, 254 fds or 2 x 200 fds give EINVAL). So a VM fd plus its vCPU fds
+ * fit one message only up to 252 vCPUs; larger VMs need several messages.
+ * The receive control buffer is sized for exactly this many. */
+#define UNIX_FD_MAX_FDS 253
 
-/* Send buf with n_fds fds attached (n_fds may be 0). Returns 0 or -errno;
- * a short write is -EMSGSIZE. */
+/* Send buf (len > 0: an empty SOCK_SEQPACKET message reads as end of stream
+ * at the receiver) with n_fds fds attached (n_fds may be 0, at most
+ * UNIX_FD_MAX_FDS, else -EINVAL). Never raises SIGPIPE (a closed peer is
+ * -EPIPE). Returns 0 or -errno; a short write is -EMSGSIZE. */
 int unix_fd_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds);
 
 /* Receive one message of at most buf_size bytes and its fds.
- * Returns the message length (0 on orderly shutdown) or -errno:
+ * Returns the message length (0 on orderly shutdown, or an empty message,
+ * which cannot be told apart) or -errno:
  *   -EMSGSIZE  message larger than buf_size (MSG_TRUNC)
- *   -ECHRNG    more fds than UNIX_FD_MAX_FDS or control data truncated (MSG_CTRUNC)
- *   -EBADMSG   unexpected control message type
+ *   -ECHRNG    more fds than UNIX_FD_MAX_FDS or control data truncated
+ *              (MSG_CTRUNC; also when this process hit RLIMIT_NOFILE while
+ *              the kernel installed them, net/core/scm.c: scm_detach_fds)
+ *   -EBADMSG   unexpected control message type (e.g. SCM_CREDENTIALS when
+ *              SO_PASSCRED is set), or fds with an empty message
  * On any error every fd that did arrive is closed, and *ret_n_fds is 0.
  * Received fds are O_CLOEXEC (MSG_CMSG_CLOEXEC). ret_fds must hold
- * UNIX_FD_MAX_FDS entries. */
+ * UNIX_FD_MAX_FDS entries. Retries on EINTR. */
 ssize_t unix_fd_recv(int sock, void *buf, size_t buf_size, int *ret_fds, size_t *ret_n_fds);
 
+/* unix_fd_recv() accepting at most max_fds (<= UNIX_FD_MAX_FDS, else
+ * -EINVAL) fds: the control buffer is sized for max_fds, so a message with
+ * more is -ECHRNG with every fd closed. For messages that must carry no or
+ * few fds; ret_fds must hold max_fds entries. */
+ssize_t unix_fd_recv_max(int sock, void *buf, size_t buf_size, size_t max_fds, int *ret_fds,
+			 size_t *ret_n_fds);
+
+/* Close each fd >= 0 and set it to -1. */
 void unix_fd_close_all(int *fds, size_t n_fds);
 
 /* SO_PEERCRED of a connected unix socket. */

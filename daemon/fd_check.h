@@ -26,9 +26,17 @@ enum fd_kind fd_check_parse_link(const char *link, uint32_t *ret_vcpu_index);
 int fd_check_classify(int fd, enum fd_kind *ret_kind, uint32_t *ret_vcpu_index);
 
 /* Check a registration's fds: fds[0] is a kvm-vm fd, fds[1 + i] is the
- * kvm-vcpu fd with index i, n_fds == 1 + vcpu_count, no fd twice (same open
- * file, checked with kcmp(KCMP_FILE) where available, else by index).
- * Returns 0, or -EINVAL with a human sentence in err (e.g. "fd 2 is
- * anon_inode:kvm-vcpu:3, expected kvm-vcpu:1"). */
+ * kvm-vcpu fd with index i, n_fds == 1 + vcpu_count, 1 <= vcpu_count <=
+ * VC_MAX_VCPUS, no fd twice (distinct names already imply distinct open
+ * files; kcmp(KCMP_FILE), where available, names the duplicate in err).
+ * The "index" is KVM's vcpu_id, the KVM_CREATE_VCPU argument (the APIC ID
+ * on x86 for QEMU), so VMMs must create vCPUs with ids 0..vcpu_count-1.
+ * Not checked, because KVM does not expose it to a process other than the
+ * VM's creator: that the vCPUs belong to that VM; another VM's vCPU fd with
+ * the right id passes.
+ * Returns 0, or -EINVAL with a human sentence in err (if err_size > 0),
+ * e.g. "fd 2 (vCPU 1) is anon_inode:kvm-vcpu:3, expected
+ * anon_inode:kvm-vcpu:1", where "fd 2" is the position in fds; a duplicate
+ * adds "; the same open file as fd 1 (vCPU 0)" where kcmp can tell. */
 int fd_check_registration(const int *fds, size_t n_fds, uint32_t vcpu_count, char *err,
 			  size_t err_size);
