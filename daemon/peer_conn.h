@@ -30,7 +30,13 @@ struct peer_conn_ops {
 	 * (-EPROTO TLS failure, -EMSGSIZE oversize frame, -EPERM identity,
 	 * -ETIMEDOUT handshake timeout, -ECONNRESET ...). reason is a sentence
 	 * (OpenSSL's reason where there is one). The conn must not be used
-	 * after this returns; it is freed by peer_conn itself. */
+	 * after this returns; it is freed by peer_conn itself.
+	 * error 0 only after the peer's close_notify at a frame boundary
+	 * (peer_conn_free sends one); TCP FIN without close_notify, or in the
+	 * middle of a frame, is -ECONNRESET. TLS 1.3: a client finishes its
+	 * handshake before the server has judged the client's certificate, so
+	 * on the client on_established may still be followed by
+	 * on_close(-EPROTO) when the server refuses us. */
 	void (*on_close)(struct peer_conn *conn, int error, const char *reason, void *userdata);
 };
 
@@ -49,7 +55,11 @@ int peer_conn_send(struct peer_conn *conn, const uint8_t *payload, size_t len);
 /* Allow-listed identity of the peer, "" before on_established. */
 const char *peer_conn_identity(const struct peer_conn *conn);
 
-/* Close now (no on_close callback) and free. Accepts NULL; returns NULL. */
+/* Close now (no on_close callback) and free. Accepts NULL; returns NULL.
+ * Queued frames go to the kernel as far as it takes them without blocking,
+ * then close_notify. May be called from the conn's own on_established or
+ * on_frame (takes effect when the callback returns: no further callbacks).
+ * The process must ignore SIGPIPE (OpenSSL writes with write(2)). */
 struct peer_conn *peer_conn_free(struct peer_conn *conn);
 
 /* Listen on addr ("127.0.0.1:0" picks a port). Each accepted connection gets
@@ -60,4 +70,6 @@ int peer_listener_new(struct event_base *base, SSL_CTX *ctx, const char *addr,
 		      const struct peer_conn_ops *ops, void *userdata,
 		      struct peer_listener **ret_listener);
 int peer_listener_port(const struct peer_listener *listener);
+/* Connections still in their handshake are dropped (no on_close);
+ * established ones belong to the user and live on. */
 struct peer_listener *peer_listener_free(struct peer_listener *listener);

@@ -1,0 +1,116 @@
+#!/bin/sh
+# gen-certs.sh DIR - a throwaway PKI for the peer-link TLS tests: a fleet CA, two hosts, and the
+# certificates the daemon must refuse (other CA, SAN not allow-listed, expired). EC P-256, quiet.
+set -eu
+
+dir=${1:?usage: gen-certs.sh DIR}
+mkdir -p "$dir"
+cd "$dir"
+
+outputs="ca.pem ca.key host-a.pem host-a.key host-b.pem host-b.key other-ca.pem other-ca.key
+	other-host.pem other-host.key evil.pem evil.key expired.pem expired.key uri.pem uri.key"
+
+# Idempotent: a complete set is kept as it is (a partial one, from a killed run, is redone).
+complete=1
+for f in $outputs; do
+	[ -s "$f" ] || complete=0
+done
+[ "$complete" = 1 ] && exit 0
+
+umask 077 # keys (and everything else) 0600
+work=$(mktemp -d ./.gen-certs.XXXXXX)
+trap 'rm -rf "$work"' EXIT INT TERM
+
+# Run a command quietly; show its output only if it fails.
+q() {
+	if ! "$@" >"$work/log" 2>&1; then
+		echo "gen-certs.sh: failed: $*" >&2
+		cat "$work/log" >&2
+		exit 1
+	fi
+}
+
+cat >"$work/openssl.cnf" <<'EOF'
+SAN = DNS:unset.test
+[ req ]
+distinguished_name = req_dn
+prompt = no
+[ req_dn ]
+CN = unset
+[ v3_ca ]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+# Each side of the peer link is TLS client and server in turn, so leaves carry both purposes
+# (OpenSSL checks serverAuth on the server's leaf and clientAuth on the client's).
+[ v3_leaf ]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth, clientAuth
+subjectAltName = $ENV::SAN
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+# `openssl x509 -req` (OpenSSL 3.0) cannot back-date a certificate; `openssl ca` can
+# (-startdate/-enddate), so the expired leaf comes from this minimal CA database.
+[ ca ]
+default_ca = fleet_ca
+[ fleet_ca ]
+database = $ENV::WORK/index.txt
+new_certs_dir = $ENV::WORK
+serial = $ENV::WORK/serial
+certificate = $ENV::WORK/ca.pem
+private_key = $ENV::WORK/ca.key
+default_md = sha256
+policy = policy_any
+unique_subject = no
+copy_extensions = none
+[ policy_any ]
+commonName = supplied
+EOF
+export WORK="$work"
+cnf="$work/openssl.cnf"
+
+newkey() {
+	q openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/$1.key"
+}
+
+# newca NAME CN
+newca() {
+	newkey "$1"
+	q openssl req -config "$cnf" -new -x509 -key "$work/$1.key" -subj "/CN=$2" -days 3650 \
+		-extensions v3_ca -out "$work/$1.pem"
+}
+
+# newleaf NAME SAN CA
+newleaf() {
+	newkey "$1"
+	q openssl req -config "$cnf" -new -key "$work/$1.key" -subj "/CN=$1" -out "$work/$1.csr"
+	SAN=$2 q openssl x509 -req -in "$work/$1.csr" -CA "$work/$3.pem" -CAkey "$work/$3.key" \
+		-set_serial "0x$(openssl rand -hex 8)" -days 3650 \
+		-extfile "$cnf" -extensions v3_leaf -out "$work/$1.pem"
+}
+
+newca ca "vcounterd test fleet CA"
+newca other-ca "vcounterd test other CA"
+newleaf host-a DNS:host-a.test ca
+newleaf host-b DNS:host-b.test ca
+# Same name as host-a, but signed by a CA the fleet does not trust.
+newleaf other-host DNS:host-a.test other-ca
+# Signed by the fleet CA, but its name is on no allow-list.
+newleaf evil DNS:host-evil.test ca
+# A URI identity (SPIFFE style) and no DNS name at all.
+newleaf uri URI:spiffe://fleet.test/host-u ca
+
+# Valid chain and allow-listed name, but its validity ended in 2020.
+newkey expired
+q openssl req -config "$cnf" -new -key "$work/expired.key" -subj "/CN=expired" \
+	-out "$work/expired.csr"
+: >"$work/index.txt"
+echo 01 >"$work/serial"
+SAN=DNS:host-a.test q openssl ca -config "$cnf" -batch -notext -extensions v3_leaf \
+	-startdate 200101000000Z -enddate 200102000000Z \
+	-in "$work/expired.csr" -out "$work/expired.pem"
+
+for f in $outputs; do
+	mv -f "$work/$f" "$f"
+done
