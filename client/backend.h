@@ -27,6 +27,7 @@ struct backend_apply_result {
 	struct sync_error sync;         /* target sync error the plan used */
 	struct counter_state readback;  /* offsets/clock read back after the write */
 	uint64_t apply_ns;              /* CLOCK_MONOTONIC time inside the ioctls */
+	char detail[BACKEND_DETAIL_MAX]; /* on -EIO: which vCPU read back what */
 };
 
 struct backend_ops {
@@ -45,7 +46,9 @@ struct backend_ops {
 	int (*read_state)(const struct kvm_vm_fds *vm, struct counter_state *ret_state);
 	/* Take a fresh target anchor, counter_math_plan() against src, write
 	 * every vCPU offset and KVM_SET_CLOCK(KVM_CLOCK_REALTIME), read back;
-	 * -EIO if a read-back differs from what was written. */
+	 * -EIO if a read-back differs from what was written. *ret is written
+	 * on success and on that -EIO (the VM was written: ret says with what,
+	 * and ret->detail names the vCPU), on no other error. */
 	int (*apply)(const struct kvm_vm_fds *vm, const struct counter_state *src,
 		     const struct counter_policy *policy, struct backend_apply_result *ret);
 };

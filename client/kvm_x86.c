@@ -1,0 +1,577 @@
+/* kvm_x86.c - the upstream x86 backend: per-vCPU KVM_VCPU_TSC_OFFSET plus
+ * KVM_GET/SET_CLOCK with KVM_CLOCK_REALTIME (Linux 5.16+). */
+#include <cpuid.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/kvm.h>
+
+#include "backend.h"
+#include "hostclock.h"
+#include "macro.h"
+
+/* What the probe adds to vCPU 0's offset: 2^24 cycles (~7 ms at 2.4 GHz),
+ * far from any value a kernel might round or clamp an offset to. */
+#define PROBE_DELTA_CYCLES UINT64_C(0x1000000)
+
+/* KVM's default tsc_tolerance_ppm (arch/x86/kvm/x86.c): KVM_SET_TSC_KHZ
+ * within this many ppm of the host rate does not turn on scaling. */
+#define KVM_TSC_TOLERANCE_PPM_DEFAULT 250
+#define KVM_TSC_TOLERANCE_PPM_PATH "/sys/module/kvm/parameters/tsc_tolerance_ppm"
+
+/* kvm_caps.tsc_scaling_ratio_frac_bits: 48 in vmx_hardware_setup(), 32 in
+ * svm_hardware_setup(). */
+#define TSC_SCALING_FRAC_BITS_VMX 48
+#define TSC_SCALING_FRAC_BITS_SVM 32
+
+/* The kernel's TAI offset (adjtimex) and a clock reading are separate reads;
+ * a leap second between them would skew the anchor by 1 s, so retry. */
+#define ANCHOR_TRIES 3
+
+__extension__ typedef unsigned __int128 kvm_x86_u128;
+
+/* The host TSC rate does not change while a process runs (the backend needs
+ * constant_tsc anyway), and measuring it takes ~20 ms (hostclock.h), which
+ * must not land inside a blackout: measured once, then cached. */
+static _Atomic uint32_t cached_host_tsc_khz;
+
+static void detail_printf(char *detail, size_t detail_size, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void detail_printf(char *detail, size_t detail_size, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!detail || detail_size == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(detail, detail_size, fmt, ap);
+	va_end(ap);
+}
+
+static uint64_t timespec_ns(const struct timespec *ts)
+{
+	return (uint64_t)ts->tv_sec * NSEC_PER_SEC + (uint64_t)ts->tv_nsec;
+}
+
+static int monotonic_ns(uint64_t *ret_ns)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+		return -errno;
+	*ret_ns = timespec_ns(&ts);
+	return 0;
+}
+
+static int vm_fds_check(const struct kvm_vm_fds *vm)
+{
+	if (!vm || vm->vm_fd < 0 || !vm->vcpu_fds)
+		return -EINVAL;
+	if (vm->n_vcpus == 0 || vm->n_vcpus > VC_MAX_VCPUS)
+		return -EINVAL;
+	for (uint32_t i = 0; i < vm->n_vcpus; i++)
+		if (vm->vcpu_fds[i] < 0)
+			return -EINVAL;
+	return 0;
+}
+
+static int vcpu_get_offset(int vcpu_fd, uint64_t *ret_offset)
+{
+	uint64_t offset = 0;
+	struct kvm_device_attr attr = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+		.addr = (uint64_t)(uintptr_t)&offset,
+	};
+
+	if (ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attr) < 0)
+		return -errno;
+	*ret_offset = offset;
+	return 0;
+}
+
+static int vcpu_set_offset(int vcpu_fd, uint64_t offset)
+{
+	struct kvm_device_attr attr = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+		.addr = (uint64_t)(uintptr_t)&offset,
+	};
+
+	if (ioctl(vcpu_fd, KVM_SET_DEVICE_ATTR, &attr) < 0)
+		return -errno;
+	return 0;
+}
+
+static int vm_get_clock(int vm_fd, struct kvmclock_state *ret_clock)
+{
+	struct kvm_clock_data data = { 0 };
+
+	if (ioctl(vm_fd, KVM_GET_CLOCK, &data) < 0)
+		return -errno;
+	*ret_clock = (struct kvmclock_state){
+		.clock_ns = data.clock,
+		.flags = data.flags,
+		.realtime_ns = data.realtime,
+		.host_tsc = data.host_tsc,
+	};
+	return 0;
+}
+
+/* KVM_GET_TSC_KHZ returns the rate as the ioctl's value (api.rst 4.56). */
+static int vm_guest_tsc_khz(const struct kvm_vm_fds *vm, uint32_t *ret_khz)
+{
+	uint32_t khz0 = 0;
+
+	for (uint32_t i = 0; i < vm->n_vcpus; i++) {
+		int khz = ioctl(vm->vcpu_fds[i], KVM_GET_TSC_KHZ, 0);
+
+		if (khz < 0)
+			return -errno;
+		/* 0: KVM does not know the rate (no stable host TSC). */
+		if (khz == 0)
+			return -EINVAL;
+		if (i == 0)
+			khz0 = (uint32_t)khz;
+		else if ((uint32_t)khz != khz0)
+			return -EINVAL; /* one guest TSC rate per VM, or no one offset math */
+	}
+	*ret_khz = khz0;
+	return 0;
+}
+
+static int host_tsc_khz(uint32_t *ret_khz)
+{
+	uint32_t khz = atomic_load(&cached_host_tsc_khz);
+	int r;
+
+	if (khz == 0) {
+		r = hostclock_tsc_khz(&khz);
+		if (r < 0)
+			return r;
+		atomic_store(&cached_host_tsc_khz, khz);
+	}
+	*ret_khz = khz;
+	return 0;
+}
+
+/* KVM's frac bits depend on whether kvm_intel or kvm_amd runs, i.e. on the
+ * CPU vendor (Hygon is SVM too). */
+static int tsc_scaling_frac_bits(uint32_t *ret_frac_bits)
+{
+	unsigned int eax, ebx, ecx, edx;
+	char vendor[13];
+
+	if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx))
+		return -EOPNOTSUPP;
+	memcpy(vendor, &ebx, 4);
+	memcpy(vendor + 4, &edx, 4);
+	memcpy(vendor + 8, &ecx, 4);
+	vendor[12] = '\0';
+	if (strcmp(vendor, "GenuineIntel") == 0)
+		*ret_frac_bits = TSC_SCALING_FRAC_BITS_VMX;
+	else if (strcmp(vendor, "AuthenticAMD") == 0 || strcmp(vendor, "HygonGenuine") == 0)
+		*ret_frac_bits = TSC_SCALING_FRAC_BITS_SVM;
+	else
+		return -EOPNOTSUPP;
+	return 0;
+}
+
+static uint32_t kvm_tsc_tolerance_ppm(void)
+{
+	_cleanup_close_ int fd = -1;
+	char buf[16];
+	unsigned long ppm;
+	ssize_t n;
+	char *end;
+
+	fd = open(KVM_TSC_TOLERANCE_PPM_PATH, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return KVM_TSC_TOLERANCE_PPM_DEFAULT;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return KVM_TSC_TOLERANCE_PPM_DEFAULT;
+	buf[n] = '\0';
+	errno = 0;
+	ppm = strtoul(buf, &end, 10);
+	if (errno != 0 || end == buf || ppm > 1000000)
+		return KVM_TSC_TOLERANCE_PPM_DEFAULT;
+	return (uint32_t)ppm;
+}
+
+/* The ratio KVM programs for a guest rate, as kvm_set_tsc_khz() and
+ * set_tsc_khz() in arch/x86/kvm/x86.c do: no scaling when the guest rate is
+ * within tsc_tolerance_ppm of the host rate (adjust_tsc_khz() bounds), else
+ * mul_u64_u32_div(1 << frac_bits, guest_khz, host_khz), truncated.
+ * host_khz is hostclock's reading, which may be a few ppm off the kernel's
+ * tsc_khz; the tolerance window absorbs that for unscaled guests. */
+static int tsc_scaling(uint32_t guest_khz, uint32_t host_khz, uint64_t *ret_ratio,
+		       uint32_t *ret_frac_bits)
+{
+	uint32_t frac_bits = 0, ppm;
+	uint64_t lo, hi;
+	kvm_x86_u128 ratio;
+	int r;
+
+	r = tsc_scaling_frac_bits(&frac_bits);
+	if (guest_khz == host_khz) {
+		*ret_ratio = 0;
+		*ret_frac_bits = r < 0 ? 0 : frac_bits;
+		return 0;
+	}
+	ppm = kvm_tsc_tolerance_ppm();
+	lo = (uint64_t)host_khz * (1000000 - ppm) / 1000000;
+	hi = (uint64_t)host_khz * (1000000 + ppm) / 1000000;
+	if (guest_khz >= lo && guest_khz <= hi) {
+		*ret_ratio = 0;
+		*ret_frac_bits = r < 0 ? 0 : frac_bits;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	ratio = ((kvm_x86_u128)guest_khz << frac_bits) / host_khz;
+	if (ratio == 0 || ratio > UINT64_MAX)
+		return -ERANGE;
+	*ret_ratio = (uint64_t)ratio;
+	*ret_frac_bits = frac_bits;
+	return 0;
+}
+
+/* A host anchor for this VM (DESIGN.md section 7): KVM_GET_CLOCK's own
+ * (realtime, host_tsc) pair when it has both flags, else a bracket. The
+ * kvmclock reading always leaves with a realtime: without KVM's, the
+ * CLOCK_REALTIME read right after the ioctl stands in, and
+ * KVM_CLOCK_REALTIME is set to say realtime_ns is valid, so that the target's
+ * KVM_SET_CLOCK can advance the clock by what elapsed. */
+static int take_anchor(const struct kvm_vm_fds *vm, uint32_t host_khz,
+		       struct kvmclock_state *ret_clock, struct host_anchor *ret_anchor,
+		       struct sync_error *ret_sync)
+{
+	const uint32_t need = KVM_CLOCK_HOST_TSC | KVM_CLOCK_REALTIME;
+
+	for (int try = 0; try < ANCHOR_TRIES; try++) {
+		struct kvmclock_state clock;
+		struct host_anchor anchor;
+		struct sync_error sync, sync_after;
+		struct timespec now;
+		int r;
+
+		r = hostclock_sync_error(&sync);
+		if (r < 0)
+			return r;
+		r = vm_get_clock(vm->vm_fd, &clock);
+		if (r < 0)
+			return r;
+		if ((clock.flags & need) == need) {
+			r = hostclock_anchor_from_kvmclock(&clock, sync.tai_offset_s, host_khz,
+							   &anchor);
+			if (r < 0)
+				return r;
+		} else {
+			if (clock_gettime(CLOCK_REALTIME, &now) < 0)
+				return -errno;
+			clock.realtime_ns = timespec_ns(&now);
+			clock.flags |= KVM_CLOCK_REALTIME;
+			r = hostclock_bracket_anchor(host_khz, &anchor);
+			if (r < 0)
+				return r;
+		}
+		r = hostclock_sync_error(&sync_after);
+		if (r < 0)
+			return r;
+		if (sync_after.tai_offset_s != sync.tai_offset_s)
+			continue;
+
+		*ret_clock = clock;
+		*ret_anchor = anchor;
+		*ret_sync = sync_after;
+		return 0;
+	}
+	return -EAGAIN;
+}
+
+static int kvm_x86_detect(const struct kvm_vm_fds *vm, char *detail, size_t detail_size)
+{
+	struct kvm_device_attr attr = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+	};
+	int r;
+
+	r = vm_fds_check(vm);
+	if (r < 0) {
+		detail_printf(detail, detail_size, "invalid VM/vCPU fds");
+		return r;
+	}
+	if (ioctl(vm->vcpu_fds[0], KVM_HAS_DEVICE_ATTR, &attr) == 0)
+		return 0;
+	r = -errno;
+	/* EINVAL: x86 KVM before 5.16 has no vCPU device attributes
+	 * (kvm_arch_vcpu_ioctl()'s default case); ENXIO: group or attribute
+	 * unknown (kvm_arch_tsc_has_attr()); ENOTTY: not a KVM vCPU fd at all.
+	 * Anything else (EIO: another process's VM) is a real failure. */
+	if (r == -ENXIO || r == -EINVAL || r == -ENOTTY) {
+		detail_printf(detail, detail_size,
+			      "KVM_VCPU_TSC_OFFSET not supported (Linux >= 5.16 needed)");
+		return -EOPNOTSUPP;
+	}
+	detail_printf(detail, detail_size, "KVM_HAS_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0: %s",
+		      strerror(-r));
+	return r;
+}
+
+static int kvm_x86_probe(const struct kvm_vm_fds *vm, bool *ret_offset_control, char *detail,
+			 size_t detail_size)
+{
+	uint64_t original = 0, written, readback = 0, restored = 0;
+	uint32_t host_khz;
+	int fd, r, r_restore;
+
+	r = vm_fds_check(vm);
+	if (r < 0 || !ret_offset_control) {
+		detail_printf(detail, detail_size, "invalid VM/vCPU fds");
+		return -EINVAL;
+	}
+	fd = vm->vcpu_fds[0];
+
+	r = vcpu_get_offset(fd, &original);
+	if (r < 0) {
+		detail_printf(detail, detail_size,
+			      "KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0: %s", strerror(-r));
+		return r;
+	}
+	/* Never write 0: kvm_pvm reads every offset back as 0, and would then
+	 * look like a KVM that honoured the write. */
+	written = original + PROBE_DELTA_CYCLES;
+	if (written == 0)
+		written += PROBE_DELTA_CYCLES;
+
+	r = vcpu_set_offset(fd, written);
+	if (r < 0) {
+		detail_printf(detail, detail_size,
+			      "KVM_SET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0: %s", strerror(-r));
+		return r;
+	}
+	r = vcpu_get_offset(fd, &readback);
+	/* Restore whatever happened: the probe must leave the VM as it was. */
+	r_restore = vcpu_set_offset(fd, original);
+	if (r_restore == 0)
+		r_restore = vcpu_get_offset(fd, &restored);
+	if (r < 0) {
+		detail_printf(detail, detail_size,
+			      "KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0 after write: %s",
+			      strerror(-r));
+		return r;
+	}
+	if (r_restore < 0) {
+		detail_printf(detail, detail_size,
+			      "restoring vCPU 0's KVM_VCPU_TSC_OFFSET=%#llx: %s",
+			      (unsigned long long)original, strerror(-r_restore));
+		return r_restore;
+	}
+
+	if (readback != written) {
+		detail_printf(detail, detail_size,
+			      "offset control unavailable: KVM accepted KVM_VCPU_TSC_OFFSET=%#llx but "
+			      "reads back %#llx (this host's KVM ignores TSC offsets, e.g. kvm_pvm)",
+			      (unsigned long long)written, (unsigned long long)readback);
+		*ret_offset_control = false;
+		return 0;
+	}
+	if (restored != original) {
+		detail_printf(detail, detail_size,
+			      "vCPU 0's KVM_VCPU_TSC_OFFSET reads back %#llx after restoring %#llx",
+			      (unsigned long long)restored, (unsigned long long)original);
+		return -EIO;
+	}
+
+	/* Registration is the time to pay for measuring the host TSC rate
+	 * (~20 ms), not the apply inside a blackout. */
+	r = host_tsc_khz(&host_khz);
+	if (r < 0) {
+		detail_printf(detail, detail_size, "host TSC frequency unknown: %s", strerror(-r));
+		return r;
+	}
+
+	detail_printf(detail, detail_size,
+		      "offset control available: KVM_VCPU_TSC_OFFSET=%#llx read back exactly, "
+		      "original %#llx restored",
+		      (unsigned long long)written, (unsigned long long)original);
+	*ret_offset_control = true;
+	return 0;
+}
+
+/* Guest rate, scaling ratio and the host rate: what read_state and the
+ * target side of apply both need. */
+static int read_rates(const struct kvm_vm_fds *vm, uint32_t *ret_guest_khz,
+		      uint64_t *ret_ratio, uint32_t *ret_frac_bits, uint32_t *ret_host_khz)
+{
+	uint32_t guest_khz = 0, host_khz = 0, frac_bits = 0;
+	uint64_t ratio = 0;
+	int r;
+
+	r = vm_guest_tsc_khz(vm, &guest_khz);
+	if (r < 0)
+		return r;
+	r = host_tsc_khz(&host_khz);
+	if (r < 0)
+		return r;
+	r = tsc_scaling(guest_khz, host_khz, &ratio, &frac_bits);
+	if (r < 0)
+		return r;
+	*ret_guest_khz = guest_khz;
+	*ret_ratio = ratio;
+	*ret_frac_bits = frac_bits;
+	*ret_host_khz = host_khz;
+	return 0;
+}
+
+static int kvm_x86_read_state(const struct kvm_vm_fds *vm, struct counter_state *ret_state)
+{
+	_cleanup_free_ struct counter_state *state = NULL;
+	uint32_t host_khz;
+	int r;
+
+	r = vm_fds_check(vm);
+	if (r < 0 || !ret_state)
+		return -EINVAL;
+	state = calloc(1, sizeof(*state));
+	if (!state)
+		return -ENOMEM;
+
+	state->backend = BACKEND_KVM_X86;
+	state->n_vcpus = vm->n_vcpus;
+	r = read_rates(vm, &state->guest_tsc_khz, &state->tsc_scaling_ratio,
+		       &state->tsc_scaling_frac_bits, &host_khz);
+	if (r < 0)
+		return r;
+	/* vcpu.rst section 4 step order: the clock (and our anchor), then the
+	 * offsets. Offsets do not change unless someone writes them, so the
+	 * order only matters for a guest writing its TSC, which is paused on
+	 * the source's final read. */
+	r = take_anchor(vm, host_khz, &state->kvmclock, &state->anchor, &state->sync);
+	if (r < 0)
+		return r;
+	for (uint32_t i = 0; i < vm->n_vcpus; i++) {
+		r = vcpu_get_offset(vm->vcpu_fds[i], &state->offset_cycles[i]);
+		if (r < 0)
+			return r;
+	}
+
+	memcpy(ret_state, state, sizeof(*state));
+	return 0;
+}
+
+static int kvm_x86_apply(const struct kvm_vm_fds *vm, const struct counter_state *src,
+			 const struct counter_policy *policy, struct backend_apply_result *ret)
+{
+	_cleanup_free_ struct backend_apply_result *res = NULL;
+	struct counter_target target = { 0 };
+	struct kvmclock_state clock_now;
+	struct kvm_clock_data set = { 0 };
+	uint64_t t0 = 0, t1 = 0;
+	uint32_t host_khz;
+	int r;
+
+	r = vm_fds_check(vm);
+	if (r < 0 || !src || !ret)
+		return -EINVAL;
+	res = calloc(1, sizeof(*res));
+	if (!res)
+		return -ENOMEM;
+
+	target.n_vcpus = vm->n_vcpus;
+	r = read_rates(vm, &target.guest_tsc_khz, &target.tsc_scaling_ratio,
+		       &target.tsc_scaling_frac_bits, &host_khz);
+	if (r < 0)
+		return r;
+	r = take_anchor(vm, host_khz, &clock_now, &target.anchor, &target.sync);
+	if (r < 0)
+		return r;
+	r = counter_math_plan(src, &target, policy, &res->plan);
+	if (r < 0)
+		return r;
+
+	/* Source realtime present: KVM adds (its CLOCK_REALTIME now - realtime)
+	 * to clock (api.rst 4.30 KVM_SET_CLOCK). Absent: account the anchors'
+	 * elapsed time ourselves, never below 0 (kvmclock counts up from 0). */
+	set.clock = res->plan.kvmclock.clock_ns;
+	if (res->plan.kvmclock.flags & KVM_CLOCK_REALTIME) {
+		set.flags = KVM_CLOCK_REALTIME;
+		set.realtime = res->plan.kvmclock.realtime_ns;
+	} else if (res->plan.elapsed_ns >= 0) {
+		set.clock += (uint64_t)res->plan.elapsed_ns;
+	} else {
+		uint64_t back = -(uint64_t)res->plan.elapsed_ns;
+
+		set.clock = set.clock > back ? set.clock - back : 0;
+	}
+
+	/* vcpu.rst section 4 order: KVM_SET_CLOCK (step 4), then every vCPU's
+	 * offset (step 7). */
+	r = monotonic_ns(&t0);
+	if (r < 0)
+		return r;
+	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &set) < 0)
+		return -errno;
+	for (uint32_t i = 0; i < vm->n_vcpus; i++) {
+		r = vcpu_set_offset(vm->vcpu_fds[i], res->plan.offset_cycles[i]);
+		if (r < 0)
+			return r;
+	}
+	r = monotonic_ns(&t1);
+	if (r < 0)
+		return r;
+
+	res->readback.backend = BACKEND_KVM_X86;
+	res->readback.guest_tsc_khz = target.guest_tsc_khz;
+	res->readback.tsc_scaling_ratio = target.tsc_scaling_ratio;
+	res->readback.tsc_scaling_frac_bits = target.tsc_scaling_frac_bits;
+	res->readback.n_vcpus = vm->n_vcpus;
+	res->readback.anchor = target.anchor;
+	res->readback.sync = target.sync;
+	for (uint32_t i = 0; i < vm->n_vcpus; i++) {
+		r = vcpu_get_offset(vm->vcpu_fds[i], &res->readback.offset_cycles[i]);
+		if (r < 0)
+			return r;
+	}
+	r = vm_get_clock(vm->vm_fd, &res->readback.kvmclock);
+	if (r < 0)
+		return r;
+	res->anchor = target.anchor;
+	res->sync = target.sync;
+	res->apply_ns = t1 - t0;
+
+	r = 0;
+	for (uint32_t i = 0; i < vm->n_vcpus; i++) {
+		if (res->readback.offset_cycles[i] == res->plan.offset_cycles[i])
+			continue;
+		snprintf(res->detail, sizeof(res->detail),
+			 "vCPU %u: wrote KVM_VCPU_TSC_OFFSET=%#llx, reads back %#llx", i,
+			 (unsigned long long)res->plan.offset_cycles[i],
+			 (unsigned long long)res->readback.offset_cycles[i]);
+		r = -EIO;
+		break;
+	}
+	/* On -EIO too: the offsets were written, the caller must see what the
+	 * VM holds now. */
+	memcpy(ret, res, sizeof(*res));
+	return r;
+}
+
+const struct backend_ops backend_kvm_x86 = {
+	.kind = BACKEND_KVM_X86,
+	.detect = kvm_x86_detect,
+	.probe = kvm_x86_probe,
+	.read_state = kvm_x86_read_state,
+	.apply = kvm_x86_apply,
+};

@@ -1,0 +1,460 @@
+/* test_kvm_x86.c - the upstream x86 backend against the real /dev/kvm of the
+ * machine running the tests, asserting what that KVM really does. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <linux/kvm.h>
+
+#include "backend.h"
+#include "hostclock.h"
+#include "macro.h"
+
+#define TEST_VCPUS 2
+/* A value no KVM starts a vCPU with, to make "read back what was written"
+ * mean something (kvm_pvm reads every offset back as 0). */
+#define TEST_DELTA UINT64_C(0x123456789)
+
+struct test_vm {
+	int kvm_fd;
+	int open_errno;
+	int vm_fd;
+	int vcpu_fds[TEST_VCPUS];
+	struct kvm_vm_fds fds;
+};
+
+static int vm_setup(void **state)
+{
+	struct test_vm *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return -1;
+	t->kvm_fd = t->vm_fd = -1;
+	for (int i = 0; i < TEST_VCPUS; i++)
+		t->vcpu_fds[i] = -1;
+	*state = t;
+
+	t->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (t->kvm_fd < 0) {
+		t->open_errno = errno;
+		return 0; /* the test skips */
+	}
+	t->vm_fd = ioctl(t->kvm_fd, KVM_CREATE_VM, 0);
+	if (t->vm_fd < 0)
+		return -1;
+	for (int i = 0; i < TEST_VCPUS; i++) {
+		t->vcpu_fds[i] = ioctl(t->vm_fd, KVM_CREATE_VCPU, (unsigned long)i);
+		if (t->vcpu_fds[i] < 0)
+			return -1;
+	}
+	t->fds = (struct kvm_vm_fds){
+		.vm_fd = t->vm_fd,
+		.n_vcpus = TEST_VCPUS,
+		.vcpu_fds = t->vcpu_fds,
+	};
+	return 0;
+}
+
+static int vm_teardown(void **state)
+{
+	struct test_vm *t = *state;
+
+	if (!t)
+		return 0;
+	for (int i = 0; i < TEST_VCPUS; i++)
+		close_nointr(t->vcpu_fds[i]);
+	close_nointr(t->vm_fd);
+	close_nointr(t->kvm_fd);
+	free(t);
+	return 0;
+}
+
+/* The test's VM, or a skip when this machine has no /dev/kvm. */
+static struct test_vm *vm_or_skip(void **state)
+{
+	struct test_vm *t = *state;
+
+	if (t->kvm_fd < 0) {
+		print_message("skipped: /dev/kvm cannot be opened (%s)\n", strerror(t->open_errno));
+		skip();
+	}
+	return t;
+}
+
+static uint64_t offset_get(int vcpu_fd)
+{
+	uint64_t offset = 0;
+	struct kvm_device_attr attr = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+		.addr = (uint64_t)(uintptr_t)&offset,
+	};
+
+	assert_int_equal(ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attr), 0);
+	return offset;
+}
+
+static void offset_set(int vcpu_fd, uint64_t offset)
+{
+	struct kvm_device_attr attr = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+		.addr = (uint64_t)(uintptr_t)&offset,
+	};
+
+	assert_int_equal(ioctl(vcpu_fd, KVM_SET_DEVICE_ATTR, &attr), 0);
+}
+
+static bool has_offset_attr(int vcpu_fd)
+{
+	struct kvm_device_attr attr = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+	};
+
+	return ioctl(vcpu_fd, KVM_HAS_DEVICE_ATTR, &attr) == 0;
+}
+
+/* The truth, found without the backend: does this KVM keep a written offset? */
+static bool kvm_honours_offsets(int vcpu_fd)
+{
+	uint64_t original = offset_get(vcpu_fd);
+	uint64_t readback;
+
+	offset_set(vcpu_fd, original + TEST_DELTA);
+	readback = offset_get(vcpu_fd);
+	offset_set(vcpu_fd, original);
+	return readback == original + TEST_DELTA;
+}
+
+static uint64_t clock_ns(clockid_t id)
+{
+	struct timespec ts;
+
+	assert_int_equal(clock_gettime(id, &ts), 0);
+	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t abs_diff(uint64_t a, uint64_t b)
+{
+	return a > b ? a - b : b - a;
+}
+
+static void test_detect_accepts_kvm_with_tsc_offset_attr(void **state)
+{
+	struct test_vm *t = vm_or_skip(state);
+	char detail[BACKEND_DETAIL_MAX] = "";
+	int r = backend_kvm_x86.detect(&t->fds, detail, sizeof(detail));
+
+	if (has_offset_attr(t->vcpu_fds[0])) {
+		assert_int_equal(r, 0);
+	} else {
+		assert_int_equal(r, -EOPNOTSUPP);
+		assert_string_equal(detail, "KVM_VCPU_TSC_OFFSET not supported (Linux >= 5.16 needed)");
+	}
+}
+
+static void test_detect_refuses_fd_that_is_not_a_vcpu(void **state)
+{
+	_cleanup_close_ int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int fds[1] = { null_fd };
+	struct kvm_vm_fds vm = { .vm_fd = null_fd, .n_vcpus = 1, .vcpu_fds = fds };
+	char detail[BACKEND_DETAIL_MAX] = "";
+
+	assert_true(null_fd >= 0);
+	assert_int_equal(backend_kvm_x86.detect(&vm, detail, sizeof(detail)), -EOPNOTSUPP);
+	assert_string_equal(detail, "KVM_VCPU_TSC_OFFSET not supported (Linux >= 5.16 needed)");
+}
+
+static void test_detect_rejects_empty_vm(void **state)
+{
+	int fds[1] = { 0 };
+	struct kvm_vm_fds vm = { .vm_fd = 0, .n_vcpus = 0, .vcpu_fds = fds };
+
+	assert_int_equal(backend_kvm_x86.detect(&vm, NULL, 0), -EINVAL);
+	vm.n_vcpus = VC_MAX_VCPUS + 1;
+	assert_int_equal(backend_kvm_x86.detect(&vm, NULL, 0), -EINVAL);
+}
+
+static void test_probe_reports_whether_kvm_honours_offsets(void **state)
+{
+	struct test_vm *t = vm_or_skip(state);
+	char detail[BACKEND_DETAIL_MAX] = "", expect[BACKEND_DETAIL_MAX];
+	bool honours = kvm_honours_offsets(t->vcpu_fds[0]);
+	uint64_t original = offset_get(t->vcpu_fds[0]);
+	bool offset_control = !honours;
+
+	assert_int_equal(backend_kvm_x86.probe(&t->fds, &offset_control, detail, sizeof(detail)),
+			 0);
+	print_message("this host: %s\n", detail);
+	assert_int_equal(offset_control, honours);
+	if (honours) {
+		assert_non_null(strstr(detail, "offset control available"));
+	} else {
+		/* The probe writes original + 2^24; what comes back is the KVM's
+		 * business (0 on kvm_pvm). */
+		snprintf(expect, sizeof(expect),
+			 "offset control unavailable: KVM accepted KVM_VCPU_TSC_OFFSET=%#llx but "
+			 "reads back ",
+			 (unsigned long long)(original + 0x1000000));
+		assert_int_equal(strncmp(detail, expect, strlen(expect)), 0);
+		assert_non_null(strstr(detail, "(this host's KVM ignores TSC offsets, e.g. kvm_pvm)"));
+	}
+}
+
+static void test_probe_restores_original_offset(void **state)
+{
+	struct test_vm *t = vm_or_skip(state);
+	bool offset_control;
+	uint64_t before;
+
+	/* A non-default offset, where the KVM keeps one, so that restoring
+	 * "0" by accident would show. */
+	offset_set(t->vcpu_fds[0], offset_get(t->vcpu_fds[0]) - TEST_DELTA);
+	before = offset_get(t->vcpu_fds[0]);
+	assert_int_equal(backend_kvm_x86.probe(&t->fds, &offset_control, NULL, 0), 0);
+	assert_int_equal(offset_get(t->vcpu_fds[0]), before);
+}
+
+static void test_probe_returns_errno_of_failed_ioctl(void **state)
+{
+	_cleanup_close_ int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int fds[1] = { null_fd };
+	struct kvm_vm_fds vm = { .vm_fd = null_fd, .n_vcpus = 1, .vcpu_fds = fds };
+	char detail[BACKEND_DETAIL_MAX] = "";
+	bool offset_control = true;
+
+	assert_true(null_fd >= 0);
+	assert_int_equal(backend_kvm_x86.probe(&vm, &offset_control, detail, sizeof(detail)),
+			 -ENOTTY);
+	assert_true(offset_control); /* untouched on failure */
+	assert_non_null(strstr(detail, "KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0"));
+}
+
+static void test_read_state_reports_every_vcpu_rate_and_anchor(void **state)
+{
+	struct test_vm *t = vm_or_skip(state);
+	_cleanup_free_ struct counter_state *s = calloc(1, sizeof(*s));
+	struct kvm_clock_data clock = { 0 };
+	struct sync_error sync;
+	uint64_t tai_before, tai_after, realtime_before, realtime_after, tsc_before, tsc_after;
+	int khz;
+
+	assert_non_null(s);
+	/* Distinct offsets where the KVM keeps them: each vCPU must be read. */
+	for (int i = 0; i < TEST_VCPUS; i++)
+		offset_set(t->vcpu_fds[i], offset_get(t->vcpu_fds[i]) + (uint64_t)i * TEST_DELTA);
+	khz = ioctl(t->vcpu_fds[0], KVM_GET_TSC_KHZ, 0);
+	assert_true(khz > 0);
+	assert_int_equal(ioctl(t->vm_fd, KVM_GET_CLOCK, &clock), 0);
+	assert_int_equal(hostclock_sync_error(&sync), 0);
+
+	tai_before = clock_ns(CLOCK_TAI);
+	realtime_before = clock_ns(CLOCK_REALTIME);
+	tsc_before = hostclock_rdtsc();
+	assert_int_equal(backend_kvm_x86.read_state(&t->fds, s), 0);
+	tsc_after = hostclock_rdtsc();
+	realtime_after = clock_ns(CLOCK_REALTIME);
+	tai_after = clock_ns(CLOCK_TAI);
+
+	assert_int_equal(s->backend, BACKEND_KVM_X86);
+	assert_int_equal(s->n_vcpus, TEST_VCPUS);
+	for (int i = 0; i < TEST_VCPUS; i++)
+		assert_int_equal(s->offset_cycles[i], offset_get(t->vcpu_fds[i]));
+	assert_int_equal(s->guest_tsc_khz, (uint32_t)khz);
+	/* vCPUs never given a rate run at the host's: no scaling. */
+	assert_int_equal(s->tsc_scaling_ratio, 0);
+
+	/* KVM's own (realtime, host TSC) pair when it offers one, else a
+	 * bracket taken inside read_state. */
+	if ((clock.flags & (KVM_CLOCK_HOST_TSC | KVM_CLOCK_REALTIME)) ==
+	    (KVM_CLOCK_HOST_TSC | KVM_CLOCK_REALTIME)) {
+		assert_int_equal(s->anchor.source, ANCHOR_KVM_CLOCK);
+	} else {
+		assert_int_equal(s->anchor.source, ANCHOR_BRACKET);
+		assert_true(s->anchor.tai_ns >= tai_before && s->anchor.tai_ns <= tai_after);
+		assert_true(s->anchor.host_tsc >= tsc_before && s->anchor.host_tsc <= tsc_after);
+	}
+	assert_true(s->anchor.host_tsc_khz > 0);
+	assert_true(abs_diff(s->anchor.tai_ns, tai_before) < NSEC_PER_SEC);
+	/* kvmclock always leaves with a realtime, for KVM_SET_CLOCK. */
+	assert_true(s->kvmclock.flags & KVM_CLOCK_REALTIME);
+	assert_true(s->kvmclock.realtime_ns >= realtime_before - NSEC_PER_SEC &&
+		    s->kvmclock.realtime_ns <= realtime_after);
+	assert_int_equal(s->sync.unsynced, sync.unsynced);
+	assert_int_equal(s->sync.tai_offset_s, sync.tai_offset_s);
+}
+
+static void test_read_state_refuses_vcpus_at_different_rates(void **state)
+{
+	struct test_vm *t = vm_or_skip(state);
+	_cleanup_free_ struct counter_state *s = calloc(1, sizeof(*s));
+	int khz = ioctl(t->vcpu_fds[0], KVM_GET_TSC_KHZ, 0);
+
+	assert_non_null(s);
+	assert_true(khz > 1);
+	/* 1 kHz below the host rate is inside KVM's tolerance, so any KVM with
+	 * KVM_SET_TSC_KHZ takes it without scaling. */
+	if (ioctl(t->vcpu_fds[1], KVM_SET_TSC_KHZ, (unsigned long)(khz - 1)) < 0 ||
+	    ioctl(t->vcpu_fds[1], KVM_GET_TSC_KHZ, 0) != khz - 1) {
+		print_message("skipped: this KVM does not take KVM_SET_TSC_KHZ=%d\n", khz - 1);
+		skip();
+	}
+	assert_int_equal(backend_kvm_x86.read_state(&t->fds, s), -EINVAL);
+}
+
+static void test_apply_writes_plan_or_reports_readback_mismatch(void **state)
+{
+	struct test_vm *t = vm_or_skip(state);
+	_cleanup_free_ struct counter_state *src = calloc(1, sizeof(*src));
+	_cleanup_free_ struct backend_apply_result *res = calloc(1, sizeof(*res));
+	bool honours = kvm_honours_offsets(t->vcpu_fds[0]);
+	int64_t slack_cycles;
+	char expect[BACKEND_DETAIL_MAX];
+	int r;
+
+	assert_non_null(src);
+	assert_non_null(res);
+	assert_int_equal(backend_kvm_x86.read_state(&t->fds, src), 0);
+	/* The source is this VM moved 2^30 cycles into the future, with
+	 * distinct vCPU offsets: the plan's offsets are then never 0 (what
+	 * kvm_pvm reads back) and the phase between vCPUs is visible. */
+	for (uint32_t i = 0; i < src->n_vcpus; i++)
+		src->offset_cycles[i] += (UINT64_C(1) << 30) + i * TEST_DELTA;
+
+	r = backend_kvm_x86.apply(&t->fds, src, NULL, res);
+
+	/* Same host, both anchors from the same clocks: the TAI elapsed
+	 * between them and the TSC elapsed cancel up to the anchor widths and
+	 * rounding; 10 ms of cycles is a generous bound. */
+	slack_cycles = (int64_t)src->guest_tsc_khz * 10;
+	assert_true(res->plan.delta_cycles > -slack_cycles &&
+		    res->plan.delta_cycles < slack_cycles);
+	assert_true(res->plan.elapsed_ns >= 0);
+	for (uint32_t i = 0; i < src->n_vcpus; i++) {
+		assert_int_equal(res->plan.offset_cycles[i] - res->plan.offset_cycles[0],
+				 src->offset_cycles[i] - src->offset_cycles[0]);
+	}
+	assert_int_equal(res->readback.n_vcpus, TEST_VCPUS);
+	assert_int_equal(res->anchor.source, src->anchor.source);
+	assert_true(res->apply_ns > 0);
+
+	if (honours) {
+		assert_int_equal(r, 0);
+		for (uint32_t i = 0; i < src->n_vcpus; i++) {
+			assert_int_equal(res->readback.offset_cycles[i], res->plan.offset_cycles[i]);
+			assert_int_equal(offset_get(t->vcpu_fds[i]), res->plan.offset_cycles[i]);
+		}
+	} else {
+		print_message("this host ignores offsets: apply says \"%s\"\n", res->detail);
+		assert_int_equal(r, -EIO);
+		snprintf(expect, sizeof(expect),
+			 "vCPU 0: wrote KVM_VCPU_TSC_OFFSET=%#llx, reads back %#llx",
+			 (unsigned long long)res->plan.offset_cycles[0],
+			 (unsigned long long)res->readback.offset_cycles[0]);
+		assert_string_equal(res->detail, expect);
+	}
+}
+
+static void test_apply_refuses_vcpu_count_mismatch_before_writing(void **state)
+{
+	struct test_vm *t = vm_or_skip(state);
+	_cleanup_free_ struct counter_state *src = calloc(1, sizeof(*src));
+	_cleanup_free_ struct backend_apply_result *res = calloc(1, sizeof(*res));
+	uint64_t before[TEST_VCPUS];
+
+	assert_non_null(src);
+	assert_non_null(res);
+	assert_int_equal(backend_kvm_x86.read_state(&t->fds, src), 0);
+	for (int i = 0; i < TEST_VCPUS; i++)
+		before[i] = offset_get(t->vcpu_fds[i]);
+	src->n_vcpus = TEST_VCPUS - 1;
+	src->offset_cycles[0] += TEST_DELTA;
+	res->apply_ns = 42;
+
+	assert_int_equal(backend_kvm_x86.apply(&t->fds, src, NULL, res), -EINVAL);
+	assert_int_equal(res->apply_ns, 42); /* result untouched */
+	for (int i = 0; i < TEST_VCPUS; i++)
+		assert_int_equal(offset_get(t->vcpu_fds[i]), before[i]);
+}
+
+static void test_apply_refuses_elapsed_beyond_policy(void **state)
+{
+	struct test_vm *t = vm_or_skip(state);
+	_cleanup_free_ struct counter_state *src = calloc(1, sizeof(*src));
+	_cleanup_free_ struct backend_apply_result *res = calloc(1, sizeof(*res));
+	struct counter_policy policy = { .max_abs_elapsed_ns = NSEC_PER_SEC };
+
+	assert_non_null(src);
+	assert_non_null(res);
+	assert_int_equal(backend_kvm_x86.read_state(&t->fds, src), 0);
+	src->anchor.tai_ns -= 60 * NSEC_PER_SEC; /* a source a minute old */
+	assert_int_equal(backend_kvm_x86.apply(&t->fds, src, &policy, res), -ERANGE);
+}
+
+static void test_select_picks_kvm_x86_where_offered(void **state)
+{
+	struct test_vm *t = vm_or_skip(state);
+	char detail[BACKEND_DETAIL_MAX] = "";
+	const struct backend_ops *ops = backend_select(&t->fds, detail, sizeof(detail));
+
+	if (has_offset_attr(t->vcpu_fds[0])) {
+		assert_ptr_equal(ops, &backend_kvm_x86);
+	} else {
+		assert_null(ops);
+		assert_non_null(strstr(detail, "kvm-x86: KVM_VCPU_TSC_OFFSET not supported"));
+	}
+}
+
+static void test_select_refuses_naming_what_is_missing(void **state)
+{
+	_cleanup_close_ int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int fds[1] = { null_fd };
+	struct kvm_vm_fds vm = { .vm_fd = null_fd, .n_vcpus = 1, .vcpu_fds = fds };
+	char detail[BACKEND_DETAIL_MAX] = "";
+
+	assert_true(null_fd >= 0);
+	assert_null(backend_select(&vm, detail, sizeof(detail)));
+	assert_string_equal(detail, "no counter backend for this VM: kvm-x86: "
+				    "KVM_VCPU_TSC_OFFSET not supported (Linux >= 5.16 needed)");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_detect_accepts_kvm_with_tsc_offset_attr,
+						vm_setup, vm_teardown),
+		cmocka_unit_test(test_detect_refuses_fd_that_is_not_a_vcpu),
+		cmocka_unit_test(test_detect_rejects_empty_vm),
+		cmocka_unit_test_setup_teardown(test_probe_reports_whether_kvm_honours_offsets,
+						vm_setup, vm_teardown),
+		cmocka_unit_test_setup_teardown(test_probe_restores_original_offset, vm_setup,
+						vm_teardown),
+		cmocka_unit_test(test_probe_returns_errno_of_failed_ioctl),
+		cmocka_unit_test_setup_teardown(test_read_state_reports_every_vcpu_rate_and_anchor,
+						vm_setup, vm_teardown),
+		cmocka_unit_test_setup_teardown(test_read_state_refuses_vcpus_at_different_rates,
+						vm_setup, vm_teardown),
+		cmocka_unit_test_setup_teardown(test_apply_writes_plan_or_reports_readback_mismatch,
+						vm_setup, vm_teardown),
+		cmocka_unit_test_setup_teardown(test_apply_refuses_vcpu_count_mismatch_before_writing,
+						vm_setup, vm_teardown),
+		cmocka_unit_test_setup_teardown(test_apply_refuses_elapsed_beyond_policy, vm_setup,
+						vm_teardown),
+		cmocka_unit_test_setup_teardown(test_select_picks_kvm_x86_where_offered, vm_setup,
+						vm_teardown),
+		cmocka_unit_test(test_select_refuses_naming_what_is_missing),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
