@@ -1,0 +1,552 @@
+/* vcounter.c - libvcounter: the VMM side of the VMM socket. Requests are
+ * synchronous; while one waits for its reply, the KVM ops the daemon asks
+ * for are run here, on the VMM's own fds (backend.h says why). */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "backend.h"
+#include "frame.h"
+#include "macro.h"
+#include "unix_fd.h"
+#include "vcounter/vcounter.h"
+#include "wire.h"
+
+/* How long a call waits for the daemon (which has its own, shorter,
+ * deadlines for peers and KVM ops). */
+#define VCOUNTER_CALL_TIMEOUT_MS 60000
+
+struct vc_vm {
+	struct vc_vm *next;
+	char vm_id[VC_VM_ID_MAX + 1];
+	int vm_fd;
+	uint32_t n_vcpus;
+	int *vcpu_fds;
+};
+
+struct vcounter {
+	int fd;
+	uint64_t next_id;
+	struct vc_vm *vms;
+	char last_error[512];
+	uint8_t buf[FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES];
+};
+
+static int set_error(struct vcounter *vc, int r, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int set_error(struct vcounter *vc, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(vc->last_error, sizeof(vc->last_error), fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+const char *vcounter_last_error(const struct vcounter *vc)
+{
+	return vc ? vc->last_error : "no connection";
+}
+
+int vcounter_connect(const char *socket_path, struct vcounter **ret_vc)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int fd = -1;
+	struct vcounter *vc;
+
+	if (!socket_path)
+		socket_path = VCOUNTER_DEFAULT_SOCKET;
+	if (strlen(socket_path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, socket_path);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return -errno;
+	vc = calloc(1, sizeof(*vc));
+	if (!vc)
+		return -ENOMEM;
+	vc->fd = TAKE_FD(fd);
+	*ret_vc = vc;
+	return 0;
+}
+
+static struct vc_vm *vm_find(struct vcounter *vc, const char *vm_id)
+{
+	for (struct vc_vm *vm = vc->vms; vm; vm = vm->next)
+		if (vm_id && strcmp(vm->vm_id, vm_id) == 0)
+			return vm;
+	return NULL;
+}
+
+static void vm_forget(struct vcounter *vc, const char *vm_id)
+{
+	for (struct vc_vm **p = &vc->vms; *p; p = &(*p)->next) {
+		if (strcmp((*p)->vm_id, vm_id) == 0) {
+			struct vc_vm *vm = *p;
+
+			*p = vm->next;
+			free(vm->vcpu_fds);
+			free(vm);
+			return;
+		}
+	}
+}
+
+void vcounter_close(struct vcounter *vc)
+{
+	if (!vc)
+		return;
+	while (vc->vms)
+		vm_forget(vc, vc->vms->vm_id);
+	close(vc->fd);
+	free(vc);
+}
+
+static int send_msg(struct vcounter *vc, const Vcounter__V1__VmmMessage *msg, const int *fds,
+		    size_t n_fds)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	size_t len;
+	int r;
+
+	r = wire_vmm_pack_frame(msg, &buf, &len);
+	if (r < 0)
+		return r;
+	return unix_fd_send(vc->fd, buf, len, fds, n_fds);
+}
+
+/* ---- KVM ops on the daemon's behalf ---- */
+
+static void anchor_to_pb(const struct host_anchor *a, Vcounter__V1__HostAnchor *pb)
+{
+	vcounter__v1__host_anchor__init(pb);
+	pb->tai_ns = a->tai_ns;
+	pb->host_tsc = a->host_tsc;
+	pb->width_ns = a->width_ns;
+	pb->source = (Vcounter__V1__AnchorSource)a->source;
+	pb->host_tsc_khz = a->host_tsc_khz;
+}
+
+static void op_error(Vcounter__V1__KvmOpResult *res, Vcounter__V1__Error *e, int r,
+		     const char *text)
+{
+	e->code = wire_error_code_from_errno(r);
+	e->errno_value = r < 0 ? -r : r;
+	e->message = (char *)text;
+	res->error = e;
+}
+
+static int run_kvm_op(struct vcounter *vc, uint64_t id, const Vcounter__V1__KvmOp *op)
+{
+	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__KvmOpResult res = VCOUNTER__V1__KVM_OP_RESULT__INIT;
+	Vcounter__V1__Error e = VCOUNTER__V1__ERROR__INIT;
+	Vcounter__V1__HostAnchor anchor_pb;
+	struct wire_counter_state_pb state_pb;
+	_cleanup_free_ struct counter_state *state = calloc(1, sizeof(*state));
+	_cleanup_free_ struct counter_state *src = NULL;
+	_cleanup_free_ struct backend_apply_result *applied = NULL;
+	const struct backend_ops *backend;
+	struct vc_vm *vm = vm_find(vc, op->vm_id);
+	struct kvm_vm_fds fds;
+	char detail[BACKEND_DETAIL_MAX] = "";
+	bool control = false;
+	int r;
+
+	msg.id = id;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP_RESULT;
+	msg.kvm_op_result = &res;
+	if (!state) {
+		op_error(&res, &e, -ENOMEM, "out of memory");
+		goto send;
+	}
+	if (!vm) {
+		op_error(&res, &e, -ENOENT, "this VMM has no such VM registered");
+		goto send;
+	}
+	fds.vm_fd = vm->vm_fd;
+	fds.n_vcpus = vm->n_vcpus;
+	fds.vcpu_fds = vm->vcpu_fds;
+	backend = backend_select(&fds, detail, sizeof(detail));
+	if (!backend) {
+		if (op->kind == VCOUNTER__V1__KVM_OP_KIND__KVM_OP_PROBE) {
+			res.backend = VCOUNTER__V1__BACKEND__BACKEND_NONE;
+			res.offset_control = false;
+			res.probe_detail = detail;
+		} else {
+			op_error(&res, &e, -EOPNOTSUPP, detail);
+		}
+		goto send;
+	}
+	res.backend = wire_backend_to_pb(backend->kind);
+
+	switch (op->kind) {
+	case VCOUNTER__V1__KVM_OP_KIND__KVM_OP_PROBE:
+		r = backend->probe(&fds, &control, detail, sizeof(detail));
+		if (r < 0) {
+			op_error(&res, &e, r, detail[0] ? detail : "probe failed");
+			break;
+		}
+		res.offset_control = control;
+		res.probe_detail = detail;
+		/* The frequency and scaling the target will be planned with. */
+		r = backend->read_state(&fds, state);
+		if (r < 0) {
+			op_error(&res, &e, r, "reading counter state after the probe failed");
+			break;
+		}
+		wire_counter_state_to_pb(state, &state_pb);
+		res.state = &state_pb.state;
+		break;
+	case VCOUNTER__V1__KVM_OP_KIND__KVM_OP_READ_STATE:
+		r = backend->read_state(&fds, state);
+		if (r < 0) {
+			op_error(&res, &e, r, "reading counter state failed");
+			break;
+		}
+		wire_counter_state_to_pb(state, &state_pb);
+		res.state = &state_pb.state;
+		break;
+	case VCOUNTER__V1__KVM_OP_KIND__KVM_OP_APPLY: {
+		struct counter_policy policy = { 0 };
+
+		src = calloc(1, sizeof(*src));
+		applied = calloc(1, sizeof(*applied));
+		if (!src || !applied) {
+			op_error(&res, &e, -ENOMEM, "out of memory");
+			break;
+		}
+		if (!op->plan) {
+			op_error(&res, &e, -EINVAL, "apply without a plan");
+			break;
+		}
+		r = wire_counter_state_from_pb(op->plan->source, src, detail, sizeof(detail));
+		if (r < 0) {
+			op_error(&res, &e, r, detail);
+			break;
+		}
+		policy.max_abs_elapsed_ns = op->plan->max_abs_elapsed_ns;
+		r = backend->apply(&fds, src, &policy, applied);
+		if (r < 0) {
+			snprintf(detail, sizeof(detail), "apply failed: %s", strerror(-r));
+			op_error(&res, &e, r, detail);
+			break;
+		}
+		applied->readback.sync = applied->sync;
+		wire_counter_state_to_pb(&applied->readback, &state_pb);
+		res.state = &state_pb.state;
+		anchor_to_pb(&applied->anchor, &anchor_pb);
+		res.apply_anchor = &anchor_pb;
+		res.apply_ns = applied->apply_ns;
+		break;
+	}
+	default:
+		op_error(&res, &e, -EOPNOTSUPP, "unknown KVM op");
+		break;
+	}
+send:
+	return send_msg(vc, &msg, NULL, 0);
+}
+
+/* Send request (with fds) and wait for the reply naming its id, serving KVM
+ * ops meanwhile. The reply is returned unpacked; an Error reply becomes
+ * -errno with last_error set. */
+static int call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const int *fds,
+		size_t n_fds, Vcounter__V1__VmmMessage **ret_reply)
+{
+	struct timespec start, now;
+	int r;
+
+	req->id = ++vc->next_id;
+	vc->last_error[0] = '\0';
+	r = send_msg(vc, req, fds, n_fds);
+	if (r < 0)
+		return set_error(vc, r, "cannot send to vcounterd: %s", strerror(-r));
+	clock_gettime(CLOCK_MONOTONIC, &start);
+
+	for (;;) {
+		struct pollfd pfd = { .fd = vc->fd, .events = POLLIN };
+		int got[UNIX_FD_MAX_FDS];
+		size_t n_got = 0, payload_len;
+		const uint8_t *payload;
+		Vcounter__V1__VmmMessage *msg;
+		long elapsed_ms;
+		ssize_t n;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		elapsed_ms = (now.tv_sec - start.tv_sec) * 1000 +
+			     (now.tv_nsec - start.tv_nsec) / 1000000;
+		if (elapsed_ms >= VCOUNTER_CALL_TIMEOUT_MS)
+			return set_error(vc, -ETIMEDOUT, "vcounterd did not answer in time");
+		r = poll(&pfd, 1, (int)(VCOUNTER_CALL_TIMEOUT_MS - elapsed_ms));
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return set_error(vc, -errno, "poll: %s", strerror(errno));
+		}
+		if (r == 0)
+			continue;
+		n = unix_fd_recv(vc->fd, vc->buf, sizeof(vc->buf), got, &n_got);
+		unix_fd_close_all(got, n_got); /* the daemon never sends fds */
+		if (n == 0)
+			return set_error(vc, -ECONNRESET, "vcounterd closed the connection");
+		if (n < 0)
+			return set_error(vc, (int)n, "receive from vcounterd: %s", strerror((int)-n));
+		r = frame_parse_datagram(vc->buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload,
+					 &payload_len);
+		if (r < 0)
+			return set_error(vc, r, "malformed frame from vcounterd");
+		r = wire_vmm_unpack(payload, payload_len, &msg);
+		if (r < 0)
+			continue; /* a newer daemon's message type: not ours to answer */
+
+		if (msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP) {
+			r = run_kvm_op(vc, msg->id, msg->kvm_op);
+			wire_vmm_free(msg);
+			if (r < 0)
+				return set_error(vc, r, "cannot answer vcounterd: %s", strerror(-r));
+			continue;
+		}
+		if (msg->id != req->id && !(msg->id == 0 && msg->body_case ==
+							   VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR)) {
+			wire_vmm_free(msg);
+			continue; /* a late reply to an abandoned request */
+		}
+		if (msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR) {
+			r = wire_errno_from_error(msg->error);
+			set_error(vc, r < 0 ? r : -EIO, "%s",
+				  msg->error->message ? msg->error->message : "error");
+			wire_vmm_free(msg);
+			return r < 0 ? r : -EIO;
+		}
+		*ret_reply = msg;
+		return 0;
+	}
+}
+
+static int expect(struct vcounter *vc, Vcounter__V1__VmmMessage *reply,
+		  Vcounter__V1__VmmMessage__BodyCase body)
+{
+	if (reply->body_case == body)
+		return 0;
+	wire_vmm_free(reply);
+	return set_error(vc, -EPROTO, "unexpected reply type %d from vcounterd",
+			 (int)reply->body_case);
+}
+
+int vcounter_register_vm(struct vcounter *vc, const char *vm_id, enum vcounter_role role,
+			 int vm_fd, const int *vcpu_fds, unsigned n_vcpus,
+			 struct vcounter_vm_info *ret_info)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
+	Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
+	_cleanup_free_ int *fds = NULL;
+	const Vcounter__V1__RegisterVmReply *rr;
+	struct vc_vm *vm;
+	int r;
+
+	if (!vc || !vm_id_is_valid(vm_id) || n_vcpus == 0 || n_vcpus > VC_MAX_VCPUS ||
+	    (role != VCOUNTER_ROLE_SOURCE && role != VCOUNTER_ROLE_TARGET))
+		return vc ? set_error(vc, -EINVAL, "invalid VM id, role or vCPU count") : -EINVAL;
+	if (n_vcpus + 1 > UNIX_FD_MAX_FDS)
+		return set_error(vc, -E2BIG, "more vCPUs than one message can carry fds for");
+	if (vm_find(vc, vm_id))
+		return set_error(vc, -EEXIST, "VM %s is already registered here", vm_id);
+	fds = calloc(n_vcpus + 1, sizeof(int));
+	vm = calloc(1, sizeof(*vm));
+	if (!fds || !vm || !(vm->vcpu_fds = calloc(n_vcpus, sizeof(int)))) {
+		free(vm);
+		return set_error(vc, -ENOMEM, "out of memory");
+	}
+	fds[0] = vm_fd;
+	memcpy(fds + 1, vcpu_fds, n_vcpus * sizeof(int));
+	memcpy(vm->vcpu_fds, vcpu_fds, n_vcpus * sizeof(int));
+	snprintf(vm->vm_id, sizeof(vm->vm_id), "%s", vm_id);
+	vm->vm_fd = vm_fd;
+	vm->n_vcpus = n_vcpus;
+	/* Known before the request goes out: the daemon probes during it. */
+	vm->next = vc->vms;
+	vc->vms = vm;
+
+	reg.vm_id = (char *)vm_id;
+	reg.role = role == VCOUNTER_ROLE_SOURCE ? VCOUNTER__V1__ROLE__ROLE_SOURCE
+						: VCOUNTER__V1__ROLE__ROLE_TARGET;
+	reg.vcpu_count = n_vcpus;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
+	req.register_vm = &reg;
+	r = call(vc, &req, fds, n_vcpus + 1, &reply);
+	if (r == 0)
+		r = expect(vc, reply, VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM_REPLY);
+	if (r < 0) {
+		vm_forget(vc, vm_id);
+		return r;
+	}
+	rr = reply->register_vm_reply;
+	if (ret_info) {
+		const char *name = NULL;
+		enum backend_kind kind;
+
+		if (wire_backend_from_pb(rr->backend, &kind) == 0)
+			name = backend_kind_to_string(kind);
+		memset(ret_info, 0, sizeof(*ret_info));
+		snprintf(ret_info->backend, sizeof(ret_info->backend), "%s", name ? name : "unknown");
+		ret_info->offset_control = rr->offset_control;
+		snprintf(ret_info->probe_detail, sizeof(ret_info->probe_detail), "%s",
+			 rr->probe_detail ? rr->probe_detail : "");
+		ret_info->guest_tsc_khz = rr->guest_tsc_khz;
+	}
+	wire_vmm_free(reply);
+	return 0;
+}
+
+int vcounter_unregister_vm(struct vcounter *vc, const char *vm_id)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
+	Vcounter__V1__UnregisterVm un = VCOUNTER__V1__UNREGISTER_VM__INIT;
+	int r;
+
+	if (!vc || !vm_id)
+		return -EINVAL;
+	un.vm_id = (char *)vm_id;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_UNREGISTER_VM;
+	req.unregister_vm = &un;
+	r = call(vc, &req, NULL, 0, &reply);
+	if (r == 0)
+		r = expect(vc, reply, VCOUNTER__V1__VMM_MESSAGE__BODY_OK);
+	if (r < 0)
+		return r;
+	wire_vmm_free(reply);
+	vm_forget(vc, vm_id);
+	return 0;
+}
+
+int vcounter_migrate_out(struct vcounter *vc, const char *vm_id, const char *peer_address,
+			 const char *peer_name, char ret_migration_id[VCOUNTER_MIGRATION_ID_SIZE])
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
+	Vcounter__V1__MigrateOut mo = VCOUNTER__V1__MIGRATE_OUT__INIT;
+	int r;
+
+	if (!vc || !vm_id || !peer_address || !peer_name)
+		return -EINVAL;
+	mo.vm_id = (char *)vm_id;
+	mo.peer_address = (char *)peer_address;
+	mo.peer_name = (char *)peer_name;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATE_OUT;
+	req.migrate_out = &mo;
+	r = call(vc, &req, NULL, 0, &reply);
+	if (r == 0)
+		r = expect(vc, reply, VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATE_OUT_REPLY);
+	if (r < 0)
+		return r;
+	if (!migration_id_is_valid(reply->migrate_out_reply->migration_id)) {
+		wire_vmm_free(reply);
+		return set_error(vc, -EPROTO, "vcounterd sent an invalid migration id");
+	}
+	snprintf(ret_migration_id, VCOUNTER_MIGRATION_ID_SIZE, "%s",
+		 reply->migrate_out_reply->migration_id);
+	wire_vmm_free(reply);
+	return 0;
+}
+
+int vcounter_report_paused(struct vcounter *vc, const char *vm_id, const char *migration_id,
+			   uint64_t *ret_generation)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
+	Vcounter__V1__ReportPaused rp = VCOUNTER__V1__REPORT_PAUSED__INIT;
+	int r;
+
+	if (!vc || !vm_id || !migration_id)
+		return -EINVAL;
+	rp.vm_id = (char *)vm_id;
+	rp.migration_id = (char *)migration_id;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REPORT_PAUSED;
+	req.report_paused = &rp;
+	r = call(vc, &req, NULL, 0, &reply);
+	if (r == 0)
+		r = expect(vc, reply, VCOUNTER__V1__VMM_MESSAGE__BODY_REPORT_PAUSED_REPLY);
+	if (r < 0)
+		return r;
+	if (ret_generation)
+		*ret_generation = reply->report_paused_reply->generation;
+	wire_vmm_free(reply);
+	return 0;
+}
+
+void vcounter_report_free(struct vcounter_report *report)
+{
+	if (!report)
+		return;
+	free(report->offsets_before);
+	free(report->offsets_after);
+	free(report);
+}
+
+int vcounter_apply(struct vcounter *vc, const char *vm_id, const char *migration_id,
+		   struct vcounter_report **ret_report)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
+	Vcounter__V1__ApplyRequest ap = VCOUNTER__V1__APPLY_REQUEST__INIT;
+	_cleanup_free_ struct migration_report *rep = NULL;
+	struct vcounter_report *out;
+	char err[256];
+	int r;
+
+	if (!vc || !vm_id || !migration_id)
+		return -EINVAL;
+	ap.vm_id = (char *)vm_id;
+	ap.migration_id = (char *)migration_id;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_APPLY;
+	req.apply = &ap;
+	r = call(vc, &req, NULL, 0, &reply);
+	if (r == 0)
+		r = expect(vc, reply, VCOUNTER__V1__VMM_MESSAGE__BODY_APPLY_REPLY);
+	if (r < 0)
+		return r;
+	rep = calloc(1, sizeof(*rep));
+	if (!rep) {
+		wire_vmm_free(reply);
+		return set_error(vc, -ENOMEM, "out of memory");
+	}
+	r = wire_report_from_pb(reply->apply_reply->report, rep, err, sizeof(err));
+	wire_vmm_free(reply);
+	if (r < 0)
+		return set_error(vc, r, "invalid report from vcounterd: %s", err);
+	if (!ret_report)
+		return 0;
+	out = calloc(1, sizeof(*out));
+	if (!out)
+		return set_error(vc, -ENOMEM, "out of memory");
+	out->offsets_before = calloc(rep->n_vcpus, sizeof(uint64_t));
+	out->offsets_after = calloc(rep->n_vcpus, sizeof(uint64_t));
+	if (!out->offsets_before || !out->offsets_after) {
+		vcounter_report_free(out);
+		return set_error(vc, -ENOMEM, "out of memory");
+	}
+	snprintf(out->migration_id, sizeof(out->migration_id), "%s", rep->migration_id);
+	snprintf(out->vm_id, sizeof(out->vm_id), "%s", rep->vm_id);
+	snprintf(out->backend, sizeof(out->backend), "%s",
+		 backend_kind_to_string(rep->backend) ? backend_kind_to_string(rep->backend) : "?");
+	out->generation = rep->generation;
+	out->n_vcpus = rep->n_vcpus;
+	memcpy(out->offsets_before, rep->offsets_before, rep->n_vcpus * sizeof(uint64_t));
+	memcpy(out->offsets_after, rep->offsets_after, rep->n_vcpus * sizeof(uint64_t));
+	out->elapsed_ns = rep->elapsed_ns;
+	out->delta_cycles = rep->delta_cycles;
+	out->error_bound_ns = rep->error_bound_ns;
+	out->apply_latency_ns = rep->apply_latency_ns;
+	out->guest_tsc_khz = rep->guest_tsc_khz;
+	out->error_bound_exceeded = rep->error_bound_exceeded;
+	*ret_report = out;
+	return 0;
+}

@@ -1,0 +1,379 @@
+/* main.c - vcounterd: command line, sockets, TLS contexts, event loop. */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <systemd/sd-daemon.h>
+
+#include "log.h"
+#include "macro.h"
+#include "vcd.h"
+
+#include "config.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: vcounterd [OPTIONS]\n"
+		"Hand KVM guests' system counters between hosts by offset.\n\n"
+		"  --vmm-socket PATH        VMM socket (default %s)\n"
+		"  --listen ADDR:PORT       accept migrations from peers here (port 0: any)\n"
+		"  --port-file FILE         write the peer port actually bound to FILE\n"
+		"  --host-name NAME         this host's identity (its certificate SAN)\n"
+		"  --ca FILE                fleet CA bundle (PEM)\n"
+		"  --cert FILE              this host's certificate chain (PEM)\n"
+		"  --key FILE               its private key (PEM)\n"
+		"  --allow-peer NAME        peer identity (SAN) allowed on the peer link; repeatable\n"
+		"  --allow-uid UID          VMM uid allowed on the VMM socket; repeatable\n"
+		"                           (default: root and the daemon's own uid)\n"
+		"  --allow-gid GID          VMM gid allowed on the VMM socket; repeatable\n"
+		"  --error-bound-limit NS   error bound limit per migration (default 1000000)\n"
+		"  --error-bound-policy P   'warn' (default) or 'refuse' above the limit\n"
+		"  --max-elapsed NS         refuse |elapsed| above this (default 3600000000000)\n"
+		"  --kvm-op-timeout MS      VMM answer deadline (default 10000)\n"
+		"  --peer-timeout MS        peer answer deadline (default 30000)\n"
+		"  --log-level LEVEL        error, warning, info (default), debug\n"
+		"  --version                print the version\n"
+		"  --help                   this text\n",
+		VCD_DEFAULT_VMM_SOCKET);
+}
+
+static int parse_u64(const char *s, uint64_t *ret)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char **port_file,
+		      int *log_level)
+{
+	enum {
+		ARG_VMM_SOCKET = 0x100,
+		ARG_LISTEN,
+		ARG_PORT_FILE,
+		ARG_HOST_NAME,
+		ARG_CA,
+		ARG_CERT,
+		ARG_KEY,
+		ARG_ALLOW_PEER,
+		ARG_ALLOW_UID,
+		ARG_ALLOW_GID,
+		ARG_BOUND_LIMIT,
+		ARG_BOUND_POLICY,
+		ARG_MAX_ELAPSED,
+		ARG_KVM_OP_TIMEOUT,
+		ARG_PEER_TIMEOUT,
+		ARG_LOG_LEVEL,
+		ARG_VERSION,
+	};
+	static const struct option options[] = {
+		{ "vmm-socket", required_argument, NULL, ARG_VMM_SOCKET },
+		{ "listen", required_argument, NULL, ARG_LISTEN },
+		{ "port-file", required_argument, NULL, ARG_PORT_FILE },
+		{ "host-name", required_argument, NULL, ARG_HOST_NAME },
+		{ "ca", required_argument, NULL, ARG_CA },
+		{ "cert", required_argument, NULL, ARG_CERT },
+		{ "key", required_argument, NULL, ARG_KEY },
+		{ "allow-peer", required_argument, NULL, ARG_ALLOW_PEER },
+		{ "allow-uid", required_argument, NULL, ARG_ALLOW_UID },
+		{ "allow-gid", required_argument, NULL, ARG_ALLOW_GID },
+		{ "error-bound-limit", required_argument, NULL, ARG_BOUND_LIMIT },
+		{ "error-bound-policy", required_argument, NULL, ARG_BOUND_POLICY },
+		{ "max-elapsed", required_argument, NULL, ARG_MAX_ELAPSED },
+		{ "kvm-op-timeout", required_argument, NULL, ARG_KVM_OP_TIMEOUT },
+		{ "peer-timeout", required_argument, NULL, ARG_PEER_TIMEOUT },
+		{ "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+		{ "version", no_argument, NULL, ARG_VERSION },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	uint64_t v;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+		switch (c) {
+		case ARG_VMM_SOCKET:
+			cfg->vmm_socket = optarg;
+			break;
+		case ARG_LISTEN:
+			cfg->listen_addr = optarg;
+			break;
+		case ARG_PORT_FILE:
+			*port_file = optarg;
+			break;
+		case ARG_HOST_NAME:
+			cfg->host_name = optarg;
+			break;
+		case ARG_CA:
+			cfg->tls.ca_file = optarg;
+			break;
+		case ARG_CERT:
+			cfg->tls.cert_file = optarg;
+			break;
+		case ARG_KEY:
+			cfg->tls.key_file = optarg;
+			break;
+		case ARG_ALLOW_PEER:
+			if (cfg->tls.n_allowed_peers >= TLS_MAX_ALLOWED_PEERS) {
+				fprintf(stderr, "vcounterd: too many --allow-peer (limit %d)\n",
+					TLS_MAX_ALLOWED_PEERS);
+				return -E2BIG;
+			}
+			cfg->allowed_peers[cfg->tls.n_allowed_peers++] = optarg;
+			break;
+		case ARG_ALLOW_UID:
+		case ARG_ALLOW_GID:
+			if (parse_u64(optarg, &v) < 0 || v > UINT32_MAX - 1) {
+				fprintf(stderr, "vcounterd: invalid %s '%s'\n",
+					c == ARG_ALLOW_UID ? "--allow-uid" : "--allow-gid", optarg);
+				return -EINVAL;
+			}
+			if (c == ARG_ALLOW_UID) {
+				if (cfg->n_allowed_uids >= VCD_MAX_ALLOWED_IDS)
+					return -E2BIG;
+				cfg->allowed_uids[cfg->n_allowed_uids++] = (uid_t)v;
+			} else {
+				if (cfg->n_allowed_gids >= VCD_MAX_ALLOWED_IDS)
+					return -E2BIG;
+				cfg->allowed_gids[cfg->n_allowed_gids++] = (gid_t)v;
+			}
+			break;
+		case ARG_BOUND_LIMIT:
+		case ARG_MAX_ELAPSED:
+		case ARG_KVM_OP_TIMEOUT:
+		case ARG_PEER_TIMEOUT:
+			if (parse_u64(optarg, &v) < 0 ||
+			    ((c == ARG_KVM_OP_TIMEOUT || c == ARG_PEER_TIMEOUT) &&
+			     (v == 0 || v > 3600000))) {
+				fprintf(stderr, "vcounterd: invalid value '%s' for %s\n", optarg,
+					argv[optind - 1]);
+				return -EINVAL;
+			}
+			if (c == ARG_BOUND_LIMIT)
+				cfg->error_bound_limit_ns = v;
+			else if (c == ARG_MAX_ELAPSED)
+				cfg->max_abs_elapsed_ns = v;
+			else if (c == ARG_KVM_OP_TIMEOUT)
+				cfg->kvm_op_timeout_ms = (unsigned)v;
+			else
+				cfg->peer_timeout_ms = (unsigned)v;
+			break;
+		case ARG_BOUND_POLICY:
+			if (strcmp(optarg, "warn") == 0)
+				cfg->error_bound_refuse = false;
+			else if (strcmp(optarg, "refuse") == 0)
+				cfg->error_bound_refuse = true;
+			else {
+				fprintf(stderr, "vcounterd: --error-bound-policy must be warn or refuse\n");
+				return -EINVAL;
+			}
+			break;
+		case ARG_LOG_LEVEL:
+			*log_level = log_parse_level(optarg);
+			if (*log_level < 0) {
+				fprintf(stderr, "vcounterd: unknown log level '%s'\n", optarg);
+				return -EINVAL;
+			}
+			break;
+		case ARG_VERSION:
+			printf("vcounterd %s\n", VCOUNTER_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "vcounterd: unexpected argument '%s'\n", argv[optind]);
+		return -EINVAL;
+	}
+	cfg->tls.allowed_peers = cfg->allowed_peers;
+	return 1;
+}
+
+static int vmm_socket_open(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int fd = -1;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	/* A socket file left by a previous run is replaced. */
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return -errno;
+	/* Access is decided by SO_PEERCRED; the mode only keeps others out. */
+	if (chmod(path, 0660) < 0)
+		return -errno;
+	if (listen(fd, 64) < 0)
+		return -errno;
+	return TAKE_FD(fd);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct event_base *base = arg;
+
+	log_info("signal %d: stopping", (int)sig);
+	event_base_loopbreak(base);
+}
+
+static int tls_setup(struct vcd *vcd)
+{
+	const struct tls_config *t = &vcd->config.tls;
+	char err[512];
+	int r;
+
+	if (!t->ca_file && !t->cert_file && !t->key_file)
+		return 0;
+	if (!t->ca_file || !t->cert_file || !t->key_file)
+		return log_error_errno(-EINVAL, "--ca, --cert and --key go together");
+	r = tls_ctx_new(t, true, &vcd->tls_server, err, sizeof(err));
+	if (r < 0)
+		return log_error_errno(r, "TLS server context: %s", err);
+	r = tls_ctx_new(t, false, &vcd->tls_client, err, sizeof(err));
+	if (r < 0)
+		return log_error_errno(r, "TLS client context: %s", err);
+	return 0;
+}
+
+static int write_port_file(const char *path, int port)
+{
+	FILE *f;
+	char tmp[4096];
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	f = fopen(tmp, "we");
+	if (!f)
+		return -errno;
+	fprintf(f, "%d\n", port);
+	if (fclose(f) != 0)
+		return -errno;
+	return rename(tmp, path) < 0 ? -errno : 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct vcd vcd = {
+		.config = {
+			.vmm_socket = VCD_DEFAULT_VMM_SOCKET,
+			.error_bound_limit_ns = 1000000,
+			.max_abs_elapsed_ns = UINT64_C(3600) * NSEC_PER_SEC,
+			.kvm_op_timeout_ms = 10000,
+			.peer_timeout_ms = 30000,
+		},
+	};
+	struct event *sigint = NULL, *sigterm = NULL;
+	const char *port_file = NULL;
+	int log_level = LOG_INFO;
+	int vmm_fd, r, ret = EXIT_FAILURE;
+
+	r = parse_args(argc, argv, &vcd.config, &port_file, &log_level);
+	if (r <= 0)
+		return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+	log_setup(log_level);
+	if (vcd.config.n_allowed_uids == 0) {
+		vcd.config.allowed_uids[vcd.config.n_allowed_uids++] = 0;
+		if (getuid() != 0)
+			vcd.config.allowed_uids[vcd.config.n_allowed_uids++] = getuid();
+	}
+	if (!vcd.config.host_name) {
+		static char host[256];
+
+		gethostname(host, sizeof(host) - 1);
+		vcd.config.host_name = host;
+	}
+	signal(SIGPIPE, SIG_IGN);
+
+	vcd.base = event_base_new();
+	if (!vcd.base) {
+		log_error("cannot create the event loop");
+		return EXIT_FAILURE;
+	}
+	if (tls_setup(&vcd) < 0)
+		goto out;
+	if (vcd.config.listen_addr && !vcd.tls_server) {
+		log_error("--listen needs --ca, --cert and --key: the peer link is mutual TLS only");
+		goto out;
+	}
+	vmm_fd = vmm_socket_open(vcd.config.vmm_socket);
+	if (vmm_fd < 0) {
+		log_error_errno(vmm_fd, "cannot listen on %s", vcd.config.vmm_socket);
+		goto out;
+	}
+	r = vmm_server_start(&vcd, vmm_fd);
+	if (r < 0) {
+		close(vmm_fd);
+		log_error_errno(r, "cannot start the VMM socket");
+		goto out;
+	}
+	r = migrations_start(&vcd);
+	if (r < 0) {
+		log_error_errno(r, "cannot start the peer link on %s",
+				vcd.config.listen_addr ? vcd.config.listen_addr : "-");
+		goto out;
+	}
+	if (port_file) {
+		r = write_port_file(port_file, migrations_listen_port(&vcd));
+		if (r < 0) {
+			log_error_errno(r, "cannot write %s", port_file);
+			goto out;
+		}
+	}
+	sigint = evsignal_new(vcd.base, SIGINT, signal_cb, vcd.base);
+	sigterm = evsignal_new(vcd.base, SIGTERM, signal_cb, vcd.base);
+	if (!sigint || !sigterm)
+		goto out;
+	evsignal_add(sigint, NULL);
+	evsignal_add(sigterm, NULL);
+
+	log_info("vcounterd %s on %s: vmm socket %s, peer link %s", VCOUNTER_VERSION,
+		 vcd.config.host_name, vcd.config.vmm_socket,
+		 vcd.config.listen_addr ? vcd.config.listen_addr : "off");
+	sd_notifyf(0, "READY=1\nSTATUS=serving VMMs on %s", vcd.config.vmm_socket);
+	event_base_dispatch(vcd.base);
+	sd_notify(0, "STOPPING=1");
+	ret = EXIT_SUCCESS;
+out:
+	if (sigint)
+		event_free(sigint);
+	if (sigterm)
+		event_free(sigterm);
+	migrations_stop(&vcd);
+	vmm_server_stop(&vcd);
+	if (vcd.tls_server)
+		SSL_CTX_free(vcd.tls_server);
+	if (vcd.tls_client)
+		SSL_CTX_free(vcd.tls_client);
+	event_base_free(vcd.base);
+	return ret;
+}

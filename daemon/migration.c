@@ -1,0 +1,1431 @@
+/* migration.c - migrations end to end (DESIGN.md section 3): the VMM's
+ * requests, the peer link's messages, and the KVM ops they need, driven by
+ * the pure state machine in session.c. The source never writes to its VM. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "counter_math.h"
+#include "hostclock.h"
+#include "log.h"
+#include "macro.h"
+#include "peer_conn.h"
+#include "vcd.h"
+#include "wire.h"
+
+#define PEER_PROTOCOL_VERSION 1
+#define LINK_MAX_QUEUED_FRAMES 64   /* frames waiting for a handshake */
+#define LINK_MAX_PENDING_REQUESTS 1024
+
+struct queued_frame {
+	struct queued_frame *next;
+	uint8_t *buf;
+	size_t len;
+};
+
+struct peer_request {
+	struct peer_request *next;
+	uint64_t id;
+	char migration_id[VC_MIGRATION_ID_LEN + 1];
+};
+
+struct peer_link {
+	struct peer_link *next;
+	uint64_t id;
+	struct vcd *vcd;
+	struct peer_conn *conn;
+	bool outgoing;
+	bool established;
+	char address[256];
+	char expected_name[TLS_PEER_NAME_MAX + 1];
+	char identity[TLS_PEER_NAME_MAX + 1];
+	struct queued_frame *queue, **queue_tail;
+	size_t n_queued;
+	struct peer_request *requests;
+	size_t n_requests;
+	uint64_t next_request_id;
+};
+
+struct migration {
+	struct migration *next;
+	struct vcd *vcd;
+	struct session s;
+	uint64_t link_id;
+	/* The VMM request this migration still owes an answer to. */
+	uint64_t vmm_conn_id;
+	uint64_t vmm_request_id;
+	uint64_t peer_request_id; /* target: id of the message to answer */
+	struct event *timer;      /* peer reply deadline */
+	uint64_t apply_started_ns;
+	int64_t planned_delta_cycles;
+	uint64_t planned_error_bound_ns;
+};
+
+struct migrations {
+	struct peer_listener *listener;
+	struct peer_link *links;
+	size_t n_links;
+	uint64_t next_link_id;
+	struct migration *list;
+	size_t n;
+};
+
+static const struct peer_conn_ops link_ops;
+
+/* ---- helpers ---- */
+
+static struct migration *migration_find(struct vcd *vcd, const char *migration_id)
+{
+	if (!migration_id)
+		return NULL;
+	for (struct migration *m = vcd->migrations->list; m; m = m->next)
+		if (strcmp(m->s.migration_id, migration_id) == 0)
+			return m;
+	return NULL;
+}
+
+static struct peer_link *link_find(struct vcd *vcd, uint64_t link_id)
+{
+	for (struct peer_link *l = vcd->migrations->links; l; l = l->next)
+		if (l->id == link_id)
+			return l;
+	return NULL;
+}
+
+size_t migration_count(struct vcd *vcd)
+{
+	return vcd->migrations ? vcd->migrations->n : 0;
+}
+
+static int new_migration_id(char ret[VC_MIGRATION_ID_LEN + 1])
+{
+	uint8_t raw[VC_MIGRATION_ID_LEN / 2];
+	ssize_t n = getrandom(raw, sizeof(raw), 0);
+
+	if (n != (ssize_t)sizeof(raw))
+		return n < 0 ? -errno : -EIO;
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(ret + 2 * i, 3, "%02x", raw[i]);
+	return 0;
+}
+
+static void format_offsets(char *buf, size_t size, const uint64_t *offsets, uint32_t n)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (uint32_t i = 0; i < n && i < 8 && used < size; i++)
+		used += (size_t)snprintf(buf + used, size - used, "%s%" PRId64, i ? "," : "",
+					 (int64_t)offsets[i]);
+	if (n > 8 && used < size)
+		snprintf(buf + used, size - used, ",...(%u vCPUs)", n);
+}
+
+static void migration_free(struct vcd *vcd, struct migration *m)
+{
+	for (struct migration **p = &vcd->migrations->list; *p; p = &(*p)->next) {
+		if (*p == m) {
+			*p = m->next;
+			vcd->migrations->n--;
+			break;
+		}
+	}
+	if (m->timer)
+		event_free(m->timer);
+	free(m);
+}
+
+static void migration_timeout_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Room for one more: evict the oldest finished migration when full. */
+static int migration_new(struct vcd *vcd, struct migration **ret)
+{
+	struct migrations *ms = vcd->migrations;
+	struct migration *m, *oldest = NULL;
+
+	if (ms->n >= VCD_MAX_MIGRATIONS) {
+		for (m = ms->list; m; m = m->next)
+			if (migration_step_is_terminal(m->s.step) &&
+			    (!oldest || m->s.updated_ns < oldest->s.updated_ns))
+				oldest = m;
+		if (!oldest)
+			return -ENOSPC;
+		migration_free(vcd, oldest);
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->vcd = vcd;
+	m->timer = evtimer_new(vcd->base, migration_timeout_cb, m);
+	if (!m->timer) {
+		free(m);
+		return -ENOMEM;
+	}
+	m->next = ms->list;
+	ms->list = m;
+	ms->n++;
+	*ret = m;
+	return 0;
+}
+
+static void migration_arm_timer(struct vcd *vcd, struct migration *m)
+{
+	struct timeval tv = {
+		.tv_sec = vcd->config.peer_timeout_ms / 1000,
+		.tv_usec = (vcd->config.peer_timeout_ms % 1000) * 1000,
+	};
+
+	evtimer_add(m->timer, &tv);
+}
+
+/* Answer the VMM request this migration owes, with an error. */
+static void migration_reply_vmm_error(struct vcd *vcd, struct migration *m, int error,
+				      const char *text)
+{
+	if (!m->vmm_request_id)
+		return;
+	vmm_reply_error(vcd, m->vmm_conn_id, m->vmm_request_id, error, "%s", text);
+	m->vmm_request_id = 0;
+}
+
+static void link_send(struct peer_link *link, const Vcounter__V1__PeerMessage *msg);
+
+static void migration_fail(struct vcd *vcd, struct migration *m, int error, const char *fmt,
+			   ...) __attribute__((format(printf, 4, 5)));
+
+static void migration_fail(struct vcd *vcd, struct migration *m, int error, const char *fmt, ...)
+{
+	char reason[SESSION_REASON_MAX + 1];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	evtimer_del(m->timer);
+	if (!migration_step_is_terminal(m->s.step)) {
+		session_fail(&m->s, reason, vcd_now_ns());
+		errno = error < 0 ? -error : error;
+		log_error("vm=%s migration=%s role=%s step=failed: %s", m->s.vm_id,
+			  m->s.migration_id, vm_role_to_string(m->s.role), reason);
+	}
+	migration_reply_vmm_error(vcd, m, error, reason);
+}
+
+/* ---- peer link ---- */
+
+static void link_send_frame(struct peer_link *link, uint8_t *buf, size_t len)
+{
+	struct queued_frame *q;
+	int r;
+
+	if (link->established) {
+		/* peer_conn_send frames the payload itself. */
+		r = peer_conn_send(link->conn, buf + 4, len - 4);
+		if (r < 0)
+			log_warning_errno(r, "peer=%s: cannot send", link->identity);
+		free(buf);
+		return;
+	}
+	if (link->n_queued >= LINK_MAX_QUEUED_FRAMES) {
+		log_warning("peer=%s: send queue full before handshake, message dropped",
+			    link->address);
+		free(buf);
+		return;
+	}
+	q = calloc(1, sizeof(*q));
+	if (!q) {
+		free(buf);
+		return;
+	}
+	q->buf = buf;
+	q->len = len;
+	*link->queue_tail = q;
+	link->queue_tail = &q->next;
+	link->n_queued++;
+}
+
+static void link_send(struct peer_link *link, const Vcounter__V1__PeerMessage *msg)
+{
+	uint8_t *buf;
+	size_t len;
+	int r;
+
+	r = wire_peer_pack_frame(msg, &buf, &len);
+	if (r < 0) {
+		log_error_errno(r, "peer=%s: cannot pack message", link->address);
+		return;
+	}
+	link_send_frame(link, buf, len);
+}
+
+static void link_send_error(struct peer_link *link, uint64_t request_id, int error,
+			    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void link_send_error(struct peer_link *link, uint64_t request_id, int error,
+			    const char *fmt, ...)
+{
+	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__Error e = VCOUNTER__V1__ERROR__INIT;
+	char text[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	log_warning("peer=%s: refusing request %" PRIu64 ": %s", link->identity, request_id, text);
+	e.code = wire_error_code_from_errno(error);
+	e.errno_value = error < 0 ? -error : error;
+	e.message = text;
+	msg.id = request_id;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_ERROR;
+	msg.error = &e;
+	link_send(link, &msg);
+}
+
+/* Send a request whose reply (or Error) names its id, remembering which
+ * migration it was for. */
+static int link_request(struct peer_link *link, const char *migration_id,
+			Vcounter__V1__PeerMessage *msg)
+{
+	struct peer_request *req;
+
+	if (link->n_requests >= LINK_MAX_PENDING_REQUESTS)
+		return -ENOBUFS;
+	req = calloc(1, sizeof(*req));
+	if (!req)
+		return -ENOMEM;
+	req->id = ++link->next_request_id;
+	snprintf(req->migration_id, sizeof(req->migration_id), "%s", migration_id);
+	req->next = link->requests;
+	link->requests = req;
+	link->n_requests++;
+	msg->id = req->id;
+	link_send(link, msg);
+	return 0;
+}
+
+/* Forget request id; true if it was ours (and copy its migration id). */
+static bool link_take_request(struct peer_link *link, uint64_t id,
+			      char ret_migration_id[VC_MIGRATION_ID_LEN + 1])
+{
+	for (struct peer_request **p = &link->requests; *p; p = &(*p)->next) {
+		if ((*p)->id == id) {
+			struct peer_request *req = *p;
+
+			*p = req->next;
+			link->n_requests--;
+			memcpy(ret_migration_id, req->migration_id, VC_MIGRATION_ID_LEN + 1);
+			free(req);
+			return true;
+		}
+	}
+	return false;
+}
+
+static void link_free(struct vcd *vcd, struct peer_link *link)
+{
+	struct queued_frame *q;
+	struct peer_request *req;
+
+	for (struct peer_link **p = &vcd->migrations->links; *p; p = &(*p)->next) {
+		if (*p == link) {
+			*p = link->next;
+			vcd->migrations->n_links--;
+			break;
+		}
+	}
+	while ((q = link->queue)) {
+		link->queue = q->next;
+		free(q->buf);
+		free(q);
+	}
+	while ((req = link->requests)) {
+		link->requests = req->next;
+		free(req);
+	}
+	free(link);
+}
+
+static struct peer_link *link_new(struct vcd *vcd)
+{
+	struct peer_link *link;
+
+	if (vcd->migrations->n_links >= VCD_MAX_PEER_LINKS)
+		return NULL;
+	link = calloc(1, sizeof(*link));
+	if (!link)
+		return NULL;
+	link->vcd = vcd;
+	link->id = ++vcd->migrations->next_link_id;
+	link->queue_tail = &link->queue;
+	link->next = vcd->migrations->links;
+	vcd->migrations->links = link;
+	vcd->migrations->n_links++;
+	return link;
+}
+
+static int link_get_outgoing(struct vcd *vcd, const char *address, const char *name,
+			     struct peer_link **ret)
+{
+	struct peer_link *link;
+	int r;
+
+	for (link = vcd->migrations->links; link; link = link->next)
+		if (link->outgoing && strcmp(link->address, address) == 0 &&
+		    strcmp(link->expected_name, name) == 0) {
+			*ret = link;
+			return 0;
+		}
+	if (!vcd->tls_client)
+		return -ENOKEY;
+	link = link_new(vcd);
+	if (!link)
+		return -ENOSPC;
+	link->outgoing = true;
+	snprintf(link->address, sizeof(link->address), "%s", address);
+	snprintf(link->expected_name, sizeof(link->expected_name), "%s", name);
+	r = peer_conn_connect(vcd->base, vcd->tls_client, address, name, &link_ops, vcd,
+			      &link->conn);
+	if (r < 0) {
+		link_free(vcd, link);
+		return r;
+	}
+	*ret = link;
+	return 0;
+}
+
+static void send_hello(struct peer_link *link)
+{
+	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__Hello hello = VCOUNTER__V1__HELLO__INIT;
+	Vcounter__V1__Backend backends[] = { VCOUNTER__V1__BACKEND__BACKEND_KVM_X86 };
+
+	hello.protocol_version = PEER_PROTOCOL_VERSION;
+	hello.host_name = (char *)(link->vcd->config.host_name ? link->vcd->config.host_name : "");
+	hello.n_backends = ELEMENTSOF(backends);
+	hello.backends = backends;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_HELLO;
+	msg.hello = &hello;
+	link_send(link, &msg);
+}
+
+static struct peer_link *link_by_conn(struct vcd *vcd, const struct peer_conn *conn)
+{
+	for (struct peer_link *l = vcd->migrations->links; l; l = l->next)
+		if (l->conn == conn)
+			return l;
+	return NULL;
+}
+
+static void link_established_cb(struct peer_conn *conn, const char *identity, void *userdata)
+{
+	struct vcd *vcd = userdata;
+	struct peer_link *link = link_by_conn(vcd, conn);
+	struct queued_frame *q;
+
+	if (!link) {
+		/* An accepted connection: it becomes a link once it is verified. */
+		link = link_new(vcd);
+		if (!link) {
+			log_warning("peer=%s: too many peer links, connection dropped", identity);
+			peer_conn_free(conn);
+			return;
+		}
+		link->conn = conn;
+		snprintf(link->address, sizeof(link->address), "incoming");
+	}
+
+	link->established = true;
+	/* An outgoing link was verified to carry the name the migration asked
+	 * for; that is the identity its sessions name. */
+	snprintf(link->identity, sizeof(link->identity), "%s",
+		 link->outgoing ? link->expected_name : identity);
+	log_info("peer=%s address=%s: link up (%s)", identity,
+		 link->outgoing ? link->address : "incoming",
+		 link->outgoing ? "outgoing" : "incoming");
+	send_hello(link);
+	while ((q = link->queue)) {
+		link->queue = q->next;
+		link->n_queued--;
+		link_send_frame(link, q->buf, q->len);
+		free(q);
+	}
+	link->queue_tail = &link->queue;
+}
+
+static void link_close_cb(struct peer_conn *conn, int error, const char *reason, void *userdata)
+{
+	struct vcd *vcd = userdata;
+	struct peer_link *link = link_by_conn(vcd, conn);
+
+	if (!link) {
+		/* Never verified: a failed handshake on the listener. */
+		log_warning("peer link: incoming connection refused: %s", reason);
+		return;
+	}
+
+	if (error < 0)
+		log_warning("peer=%s address=%s: link closed: %s",
+			    link->identity[0] ? link->identity : "?", link->address, reason);
+	else
+		log_info("peer=%s: link closed", link->identity[0] ? link->identity : "?");
+
+	/* A target that holds the final state may still apply when its VMM
+	 * asks; everything still waiting on this link fails now. */
+	for (struct migration *m = vcd->migrations->list; m; m = m->next) {
+		if (m->link_id != link->id || migration_step_is_terminal(m->s.step))
+			continue;
+		if (m->s.role == VM_ROLE_TARGET && m->s.step >= STEP_FINAL)
+			continue;
+		if (m->s.role == VM_ROLE_SOURCE && m->s.step == STEP_FINAL) {
+			log_warning("vm=%s migration=%s: link lost after the final state was "
+				    "delivered; outcome on the target unknown",
+				    m->s.vm_id, m->s.migration_id);
+			continue;
+		}
+		migration_fail(vcd, m, -ECONNRESET, "peer link lost: %s", reason);
+	}
+	link->conn = NULL; /* peer_conn frees itself after this callback */
+	link_free(vcd, link);
+}
+
+/* ---- source side ---- */
+
+struct op_ctx {
+	char migration_id[VC_MIGRATION_ID_LEN + 1];
+};
+
+static struct op_ctx *op_ctx_new(const struct migration *m)
+{
+	struct op_ctx *ctx = calloc(1, sizeof(*ctx));
+
+	if (ctx)
+		memcpy(ctx->migration_id, m->s.migration_id, sizeof(ctx->migration_id));
+	return ctx;
+}
+
+static void send_prepare(struct vcd *vcd, struct migration *m, struct peer_link *link)
+{
+	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__Prepare prep = VCOUNTER__V1__PREPARE__INIT;
+	struct wire_counter_state_pb state_pb;
+	int r;
+
+	wire_counter_state_to_pb(&m->s.prepared, &state_pb);
+	prep.migration_id = m->s.migration_id;
+	prep.vm_id = m->s.vm_id;
+	prep.state = &state_pb.state;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE;
+	msg.prepare = &prep;
+	r = link_request(link, m->s.migration_id, &msg);
+	if (r < 0) {
+		migration_fail(vcd, m, r, "cannot send Prepare to %s", link->address);
+		return;
+	}
+	migration_arm_timer(vcd, m);
+}
+
+/* Prepare needs no KVM op: the guest is running and its vCPUs' mutexes are
+ * held by KVM_RUN. The offsets read at registration and a fresh anchor let
+ * the target validate and pre-compute; the final state, read after the
+ * pause, is what is applied. */
+static int source_prepare_state(const struct vm_entry *vm, struct counter_state *ret)
+{
+	int r;
+
+	if (!vm->registered_state)
+		return -ENODATA;
+	*ret = *vm->registered_state;
+	r = hostclock_sync_error(&ret->sync);
+	if (r < 0)
+		return r;
+	return hostclock_bracket_anchor(vm->registered_state->anchor.host_tsc_khz, &ret->anchor);
+}
+
+void migration_handle_migrate_out(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
+				  const char *vm_id, const char *peer_address,
+				  const char *peer_name)
+{
+	struct vm_entry *vm = vm_id ? vcd_find_vm(vcd, vm_id) : NULL;
+	struct peer_link *link = NULL;
+	struct migration *m;
+	_cleanup_free_ struct counter_state *state = NULL;
+	char id[VC_MIGRATION_ID_LEN + 1];
+	int r;
+
+	if (!vm) {
+		vmm_reply_error(vcd, conn_id, request_id, -ENOENT, "no such VM registered");
+		return;
+	}
+	if (vm->conn_id != conn_id) {
+		vmm_reply_error(vcd, conn_id, request_id, -EPERM,
+				       "VM was registered by another connection");
+		return;
+	}
+	if (vm->role != VM_ROLE_SOURCE) {
+		vmm_reply_error(vcd, conn_id, request_id, -EINVAL,
+				       "VM was registered as a migration target");
+		return;
+	}
+	if (!vm->probed) {
+		vmm_reply_error(vcd, conn_id, request_id, -EAGAIN,
+				       "VM registration is not finished");
+		return;
+	}
+	if (!peer_address || !*peer_address || !peer_name || !*peer_name ||
+	    strlen(peer_name) > TLS_PEER_NAME_MAX || strlen(peer_address) >= sizeof(link->address)) {
+		vmm_reply_error(vcd, conn_id, request_id, -EINVAL,
+				       "peer_address and peer_name are required");
+		return;
+	}
+	for (m = vcd->migrations->list; m; m = m->next)
+		if (m->s.role == VM_ROLE_SOURCE && strcmp(m->s.vm_id, vm_id) == 0 &&
+		    !migration_step_is_terminal(m->s.step)) {
+			vmm_reply_error(vcd, conn_id, request_id, -EBUSY,
+					       "VM already has migration %s running",
+					       m->s.migration_id);
+			return;
+		}
+
+	r = new_migration_id(id);
+	if (r < 0) {
+		vmm_reply_error(vcd, conn_id, request_id, r, "cannot draw a migration id");
+		return;
+	}
+	r = link_get_outgoing(vcd, peer_address, peer_name, &link);
+	if (r == -ENOKEY) {
+		vmm_reply_error(vcd, conn_id, request_id, r,
+				       "no TLS client certificate configured (--cert/--key/--ca)");
+		return;
+	}
+	if (r < 0) {
+		vmm_reply_error(vcd, conn_id, request_id, r, "cannot connect to %s",
+				       peer_address);
+		return;
+	}
+	r = migration_new(vcd, &m);
+	if (r < 0) {
+		vmm_reply_error(vcd, conn_id, request_id, r,
+				       "too many migrations running (limit VCD_MAX_MIGRATIONS)");
+		return;
+	}
+	r = session_init(&m->s, VM_ROLE_SOURCE, id, vm_id, peer_name, vcd_now_ns());
+	if (r < 0) {
+		migration_free(vcd, m);
+		vmm_reply_error(vcd, conn_id, request_id, r, "invalid migration parameters");
+		return;
+	}
+	m->link_id = link->id;
+	m->vmm_conn_id = conn_id;
+	m->vmm_request_id = request_id;
+	state = calloc(1, sizeof(*state));
+	if (!state) {
+		migration_fail(vcd, m, -ENOMEM, "out of memory");
+		return;
+	}
+	r = source_prepare_state(vm, state);
+	if (r < 0) {
+		migration_fail(vcd, m, r, "cannot take the source anchor");
+		return;
+	}
+	r = session_source_prepare_sent(&m->s, state, vcd_now_ns());
+	if (r < 0) {
+		migration_fail(vcd, m, r, "state machine refused prepare");
+		return;
+	}
+	log_info("vm=%s migration=%s role=source step=prepare: peer=%s backend=%s "
+		 "guest_tsc_khz=%u anchor=%s",
+		 m->s.vm_id, m->s.migration_id, m->s.peer_identity,
+		 backend_kind_to_string(state->backend), state->guest_tsc_khz,
+		 anchor_source_to_string(state->anchor.source));
+	send_prepare(vcd, m, link);
+}
+
+static void source_final_read(struct vcd *vcd, int error, const char *text,
+			      const struct kvm_op_outcome *out, void *userdata)
+{
+	_cleanup_free_ struct op_ctx *ctx = userdata;
+	struct migration *m = migration_find(vcd, ctx->migration_id);
+	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__FinalState fin = VCOUNTER__V1__FINAL_STATE__INIT;
+	struct wire_counter_state_pb state_pb;
+	struct peer_link *link;
+	uint64_t generation;
+	int r;
+
+	if (!m || migration_step_is_terminal(m->s.step))
+		return;
+	if (error < 0) {
+		migration_fail(vcd, m, error, "reading the final counter state: %s", text);
+		return;
+	}
+	if (!out->has_state) {
+		migration_fail(vcd, m, -EPROTO, "the VMM returned no counter state");
+		return;
+	}
+	link = link_find(vcd, m->link_id);
+	if (!link) {
+		migration_fail(vcd, m, -ECONNRESET, "peer link lost before the final state");
+		return;
+	}
+	r = session_source_begin_final(&m->s, &out->state, vcd_now_ns(), &generation);
+	if (r < 0) {
+		migration_fail(vcd, m, r, "state machine refused the final state");
+		return;
+	}
+
+	wire_counter_state_to_pb(&m->s.final, &state_pb);
+	fin.migration_id = m->s.migration_id;
+	fin.generation = generation;
+	fin.state = &state_pb.state;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_STATE;
+	msg.final_state = &fin;
+	r = link_request(link, m->s.migration_id, &msg);
+	if (r < 0) {
+		migration_fail(vcd, m, r, "cannot send the final state");
+		return;
+	}
+	log_info("vm=%s migration=%s role=source step=final: generation=%" PRIu64, m->s.vm_id,
+		 m->s.migration_id, generation);
+	migration_arm_timer(vcd, m);
+}
+
+void migration_handle_report_paused(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
+				    const char *vm_id, const char *migration_id)
+{
+	struct migration *m = migration_find(vcd, migration_id);
+	struct vm_entry *vm = vm_id ? vcd_find_vm(vcd, vm_id) : NULL;
+	struct op_ctx *ctx;
+	int r;
+
+	if (!m || m->s.role != VM_ROLE_SOURCE || !vm_id || strcmp(m->s.vm_id, vm_id) != 0) {
+		vmm_reply_error(vcd, conn_id, request_id, -ENOENT,
+				       "no outgoing migration with that id for that VM");
+		return;
+	}
+	if (!vm || vm->conn_id != conn_id) {
+		vmm_reply_error(vcd, conn_id, request_id, -EPERM,
+				       "VM is not registered on this connection");
+		return;
+	}
+	if (m->s.step != STEP_PREPARED && m->s.step != STEP_FINAL) {
+		vmm_reply_error(vcd, conn_id, request_id, -EPROTO,
+				       "migration is at step %s, not ready for the final state",
+				       migration_step_to_string(m->s.step));
+		return;
+	}
+	if (m->vmm_request_id) {
+		vmm_reply_error(vcd, conn_id, request_id, -EBUSY,
+				       "a request for this migration is already running");
+		return;
+	}
+	m->vmm_conn_id = conn_id;
+	m->vmm_request_id = request_id;
+	ctx = op_ctx_new(m);
+	if (!ctx) {
+		migration_fail(vcd, m, -ENOMEM, "out of memory");
+		return;
+	}
+	r = vmm_kvm_op(vcd, vm, VCOUNTER__V1__KVM_OP_KIND__KVM_OP_READ_STATE, NULL,
+		       source_final_read, ctx);
+	if (r < 0) {
+		free(ctx);
+		migration_fail(vcd, m, r, "cannot ask the VMM for its final counter state");
+	}
+}
+
+static void log_outcome(const struct migration_report *rep, const char *role)
+{
+	char before[256], after[256];
+
+	format_offsets(before, sizeof(before), rep->offsets_before, rep->n_vcpus);
+	format_offsets(after, sizeof(after), rep->offsets_after, rep->n_vcpus);
+	log_info("vm=%s migration=%s role=%s step=done: backend=%s generation=%" PRIu64
+		 " offsets_before=[%s] offsets_after=[%s] elapsed_ns=%" PRId64
+		 " delta_cycles=%" PRId64 " error_bound_ns=%" PRIu64 "%s apply_latency_ns=%" PRIu64,
+		 rep->vm_id, rep->migration_id, role, backend_kind_to_string(rep->backend),
+		 rep->generation, before, after, rep->elapsed_ns, rep->delta_cycles,
+		 rep->error_bound_ns, rep->error_bound_exceeded ? " (over the limit)" : "",
+		 rep->apply_latency_ns);
+}
+
+static void handle_applied(struct vcd *vcd, struct peer_link *link,
+			   const Vcounter__V1__PeerMessage *msg)
+{
+	_cleanup_free_ struct migration_report *rep = calloc(1, sizeof(*rep));
+	Vcounter__V1__PeerMessage ack = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__Ack ack_body = VCOUNTER__V1__ACK__INIT;
+	struct migration *m;
+	char err[256];
+	int r;
+
+	if (!rep)
+		return;
+	r = wire_report_from_pb(msg->applied->report, rep, err, sizeof(err));
+	if (r < 0) {
+		link_send_error(link, msg->id, r, "invalid Applied: %s", err);
+		return;
+	}
+	m = migration_find(vcd, rep->migration_id);
+	if (!m || m->s.role != VM_ROLE_SOURCE) {
+		link_send_error(link, msg->id, -ENOENT, "unknown migration id %s",
+				       rep->migration_id);
+		return;
+	}
+	r = session_source_applied(&m->s, link->identity, rep, vcd_now_ns());
+	if (r < 0) {
+		link_send_error(link, msg->id, r, "Applied refused at step %s",
+				       migration_step_to_string(m->s.step));
+		return;
+	}
+	log_outcome(rep, "source");
+	ack_body.migration_id = m->s.migration_id;
+	ack.id = msg->id;
+	ack.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_ACK;
+	ack.ack = &ack_body;
+	link_send(link, &ack);
+}
+
+/* ---- target side ---- */
+
+static int target_plan(struct vcd *vcd, const struct vm_entry *vm,
+		       const struct counter_state *src, struct counter_plan *ret_plan)
+{
+	struct counter_policy policy = { .max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns };
+	struct counter_target dst = {
+		.guest_tsc_khz = vm->guest_tsc_khz,
+		.tsc_scaling_ratio = vm->tsc_scaling_ratio,
+		.tsc_scaling_frac_bits = vm->tsc_scaling_frac_bits,
+		.n_vcpus = vm->n_vcpus,
+	};
+	int r;
+
+	r = hostclock_sync_error(&dst.sync);
+	if (r < 0)
+		return r;
+	r = hostclock_bracket_anchor(src->anchor.host_tsc_khz, &dst.anchor);
+	if (r < 0)
+		return r;
+	return counter_math_plan(src, &dst, &policy, ret_plan);
+}
+
+static const char *plan_error(int r)
+{
+	switch (r) {
+	case -EXDEV:
+		return "guest TSC frequencies differ and this path does not scale; the target "
+		       "VMM must set the source's frequency (KVM_SET_TSC_KHZ) first";
+	case -ERANGE:
+		return "elapsed time between the anchors is out of range (clocks not "
+		       "synchronised, or over the configured limit)";
+	case -EINVAL:
+		return "source and target states are inconsistent (vCPU count, frequency, anchor)";
+	default:
+		return "cannot compute destination offsets";
+	}
+}
+
+static void handle_prepare(struct vcd *vcd, struct peer_link *link,
+			   const Vcounter__V1__PeerMessage *msg)
+{
+	const Vcounter__V1__Prepare *prep = msg->prepare;
+	Vcounter__V1__PeerMessage reply = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__PrepareAck ack = VCOUNTER__V1__PREPARE_ACK__INIT;
+	_cleanup_free_ struct counter_state *state = calloc(1, sizeof(*state));
+	_cleanup_free_ struct counter_plan *plan = calloc(1, sizeof(*plan));
+	struct vm_entry *vm;
+	struct migration *m;
+	char err[256];
+	int r;
+
+	if (!state || !plan) {
+		link_send_error(link, msg->id, -ENOMEM, "out of memory");
+		return;
+	}
+	if (!migration_id_is_valid(prep->migration_id) || !vm_id_is_valid(prep->vm_id)) {
+		link_send_error(link, msg->id, -EINVAL, "invalid migration or VM id");
+		return;
+	}
+	r = wire_counter_state_from_pb(prep->state, state, err, sizeof(err));
+	if (r < 0) {
+		link_send_error(link, msg->id, r, "invalid counter state: %s", err);
+		return;
+	}
+	if (migration_find(vcd, prep->migration_id)) {
+		link_send_error(link, msg->id, -EEXIST, "migration %s already exists",
+				       prep->migration_id);
+		return;
+	}
+	vm = vcd_find_vm(vcd, prep->vm_id);
+	if (!vm || vm->role != VM_ROLE_TARGET || !vm->probed) {
+		link_send_error(link, msg->id, -ENOENT,
+				       "no target VM %s registered on %s", prep->vm_id,
+				       vcd->config.host_name);
+		return;
+	}
+	for (m = vcd->migrations->list; m; m = m->next)
+		if (m->s.role == VM_ROLE_TARGET && strcmp(m->s.vm_id, vm->vm_id) == 0 &&
+		    !migration_step_is_terminal(m->s.step)) {
+			link_send_error(link, msg->id, -EBUSY,
+					       "target VM %s already has migration %s running",
+					       vm->vm_id, m->s.migration_id);
+			return;
+		}
+	if (!vm->offset_control) {
+		link_send_error(link, msg->id, -EOPNOTSUPP,
+				       "target host %s: %s",
+				       vcd->config.host_name, vm->probe_detail);
+		return;
+	}
+	if (state->n_vcpus != vm->n_vcpus) {
+		link_send_error(link, msg->id, -EINVAL,
+				       "source VM has %u vCPUs, target VM %u", state->n_vcpus,
+				       vm->n_vcpus);
+		return;
+	}
+	r = target_plan(vcd, vm, state, plan);
+	if (r < 0) {
+		link_send_error(link, msg->id, r, "%s (source %u kHz, target %u kHz)",
+				       plan_error(r), state->guest_tsc_khz, vm->guest_tsc_khz);
+		return;
+	}
+	if (vcd->config.error_bound_limit_ns && plan->error_bound_ns > vcd->config.error_bound_limit_ns) {
+		if (vcd->config.error_bound_refuse) {
+			link_send_error(link, msg->id, -ERANGE,
+					       "error bound %" PRIu64 " ns over the limit %" PRIu64
+					       " ns (policy refuse)",
+					       plan->error_bound_ns, vcd->config.error_bound_limit_ns);
+			return;
+		}
+		log_warning("vm=%s migration=%s: error bound %" PRIu64 " ns over the limit %" PRIu64
+			    " ns (policy warn)",
+			    vm->vm_id, prep->migration_id, plan->error_bound_ns,
+			    vcd->config.error_bound_limit_ns);
+	}
+	r = migration_new(vcd, &m);
+	if (r < 0) {
+		link_send_error(link, msg->id, r, "too many migrations");
+		return;
+	}
+	r = session_init(&m->s, VM_ROLE_TARGET, prep->migration_id, prep->vm_id, link->identity,
+			 vcd_now_ns());
+	if (r == 0)
+		r = session_target_prepare(&m->s, link->identity, state, vcd_now_ns());
+	if (r < 0) {
+		migration_free(vcd, m);
+		link_send_error(link, msg->id, r, "cannot start the migration");
+		return;
+	}
+	m->link_id = link->id;
+	m->planned_delta_cycles = plan->delta_cycles;
+	m->planned_error_bound_ns = plan->error_bound_ns;
+	log_info("vm=%s migration=%s role=target step=prepared: peer=%s planned_delta_cycles=%" PRId64
+		 " planned_error_bound_ns=%" PRIu64,
+		 m->s.vm_id, m->s.migration_id, link->identity, plan->delta_cycles,
+		 plan->error_bound_ns);
+
+	ack.migration_id = m->s.migration_id;
+	ack.planned_delta_cycles = plan->delta_cycles;
+	ack.planned_error_bound_ns = plan->error_bound_ns;
+	reply.id = msg->id;
+	reply.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE_ACK;
+	reply.prepare_ack = &ack;
+	link_send(link, &reply);
+}
+
+static void handle_final(struct vcd *vcd, struct peer_link *link,
+			 const Vcounter__V1__PeerMessage *msg)
+{
+	const Vcounter__V1__FinalState *fin = msg->final_state;
+	Vcounter__V1__PeerMessage reply = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__FinalAck ack = VCOUNTER__V1__FINAL_ACK__INIT;
+	_cleanup_free_ struct counter_state *state = calloc(1, sizeof(*state));
+	struct migration *m = migration_find(vcd, fin->migration_id);
+	char err[256];
+	int r;
+
+	if (!state) {
+		link_send_error(link, msg->id, -ENOMEM, "out of memory");
+		return;
+	}
+	if (!m || m->s.role != VM_ROLE_TARGET) {
+		link_send_error(link, msg->id, -ENOENT, "unknown migration id %s",
+				       fin->migration_id ? fin->migration_id : "");
+		return;
+	}
+	r = wire_counter_state_from_pb(fin->state, state, err, sizeof(err));
+	if (r < 0) {
+		link_send_error(link, msg->id, r, "invalid final state: %s", err);
+		return;
+	}
+	if (state->n_vcpus != m->s.prepared.n_vcpus ||
+	    state->guest_tsc_khz != m->s.prepared.guest_tsc_khz) {
+		link_send_error(link, msg->id, -EINVAL,
+				       "final state changes the vCPU count or frequency");
+		return;
+	}
+	r = session_target_final(&m->s, link->identity, fin->generation, state, vcd_now_ns());
+	switch (r) {
+	case 0:
+		log_info("vm=%s migration=%s role=target step=final: generation=%" PRIu64,
+			 m->s.vm_id, m->s.migration_id, fin->generation);
+		m->link_id = link->id;
+		break;
+	case 1:
+		log_info("vm=%s migration=%s: final state generation %" PRIu64
+			 " replayed, no-op", m->s.vm_id, m->s.migration_id, fin->generation);
+		break;
+	case -ESTALE:
+		link_send_error(link, msg->id, r,
+				       "stale final state: generation %" PRIu64 " < current %" PRIu64,
+				       fin->generation, m->s.generation);
+		return;
+	case -EPERM:
+		link_send_error(link, msg->id, r,
+				       "migration %s belongs to another peer", m->s.migration_id);
+		return;
+	case -EEXIST:
+		link_send_error(link, msg->id, r,
+				       "generation %" PRIu64 " already received with other content",
+				       fin->generation);
+		return;
+	default:
+		link_send_error(link, msg->id, r, "final state refused at step %s",
+				       migration_step_to_string(m->s.step));
+		return;
+	}
+	ack.migration_id = m->s.migration_id;
+	ack.generation = fin->generation;
+	reply.id = msg->id;
+	reply.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_ACK;
+	reply.final_ack = &ack;
+	link_send(link, &reply);
+}
+
+static void reply_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
+			const struct migration_report *rep)
+{
+	Vcounter__V1__VmmMessage reply = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__ApplyReply ar = VCOUNTER__V1__APPLY_REPLY__INIT;
+	struct wire_report_pb rep_pb;
+
+	wire_report_to_pb(rep, &rep_pb);
+	ar.report = &rep_pb.report;
+	reply.id = request_id;
+	reply.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_APPLY_REPLY;
+	reply.apply_reply = &ar;
+	vmm_reply(vcd, conn_id, &reply);
+}
+
+/* The VMM computed and wrote; check its arithmetic against ours with the
+ * anchor it used, and what it read back against what it was to write. */
+static int verify_apply(struct vcd *vcd, const struct migration *m,
+			const struct kvm_op_outcome *out, struct counter_plan *ret_plan,
+			char *err, size_t err_size)
+{
+	struct counter_policy policy = { .max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns };
+	struct counter_target dst = {
+		.guest_tsc_khz = out->state.guest_tsc_khz,
+		.tsc_scaling_ratio = out->state.tsc_scaling_ratio,
+		.tsc_scaling_frac_bits = out->state.tsc_scaling_frac_bits,
+		.n_vcpus = out->state.n_vcpus,
+		.anchor = out->apply_anchor,
+		.sync = out->state.sync,
+	};
+	int r;
+
+	if (!out->has_state || !out->has_apply_anchor) {
+		snprintf(err, err_size, "the VMM's apply result lacks its state or anchor");
+		return -EPROTO;
+	}
+	r = counter_math_plan(&m->s.final, &dst, &policy, ret_plan);
+	if (r < 0) {
+		snprintf(err, err_size, "%s", plan_error(r));
+		return r;
+	}
+	for (uint32_t i = 0; i < ret_plan->n_vcpus; i++) {
+		if (ret_plan->offset_cycles[i] != out->state.offset_cycles[i]) {
+			snprintf(err, err_size,
+				 "vCPU %u reads back offset %" PRId64 ", expected %" PRId64, i,
+				 (int64_t)out->state.offset_cycles[i],
+				 (int64_t)ret_plan->offset_cycles[i]);
+			return -EIO;
+		}
+	}
+	return 0;
+}
+
+static void target_applied(struct vcd *vcd, int error, const char *text,
+			   const struct kvm_op_outcome *out, void *userdata)
+{
+	_cleanup_free_ struct op_ctx *ctx = userdata;
+	_cleanup_free_ struct counter_plan *plan = calloc(1, sizeof(*plan));
+	_cleanup_free_ struct migration_report *rep = calloc(1, sizeof(*rep));
+	struct migration *m = migration_find(vcd, ctx->migration_id);
+	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__Applied applied = VCOUNTER__V1__APPLIED__INIT;
+	struct wire_report_pb rep_pb;
+	struct peer_link *link;
+	char err[256];
+	int r;
+
+	if (!m || m->s.step != STEP_APPLYING)
+		return;
+	if (!plan || !rep) {
+		error = -ENOMEM;
+		text = "out of memory";
+	}
+	if (error >= 0) {
+		r = verify_apply(vcd, m, out, plan, err, sizeof(err));
+		if (r < 0) {
+			error = r;
+			text = err;
+		}
+	}
+	if (error < 0) {
+		session_target_apply_failed(&m->s, text, vcd_now_ns());
+		log_error("vm=%s migration=%s role=target step=apply: failed: %s", m->s.vm_id,
+			  m->s.migration_id, text);
+		migration_reply_vmm_error(vcd, m, error, text);
+		return;
+	}
+
+	memcpy(rep->migration_id, m->s.migration_id, sizeof(rep->migration_id));
+	memcpy(rep->vm_id, m->s.vm_id, sizeof(rep->vm_id));
+	rep->backend = out->state.backend;
+	rep->generation = m->s.generation;
+	rep->n_vcpus = m->s.final.n_vcpus;
+	memcpy(rep->offsets_before, m->s.final.offset_cycles, rep->n_vcpus * sizeof(uint64_t));
+	memcpy(rep->offsets_after, out->state.offset_cycles, rep->n_vcpus * sizeof(uint64_t));
+	rep->elapsed_ns = plan->elapsed_ns;
+	rep->delta_cycles = plan->delta_cycles;
+	rep->error_bound_ns = plan->error_bound_ns;
+	rep->apply_latency_ns = vcd_now_ns() - m->apply_started_ns;
+	rep->guest_tsc_khz = m->s.final.guest_tsc_khz;
+	rep->error_bound_exceeded = vcd->config.error_bound_limit_ns &&
+				    plan->error_bound_ns > vcd->config.error_bound_limit_ns;
+	r = session_target_applied(&m->s, rep, vcd_now_ns());
+	if (r < 0) {
+		log_error("vm=%s migration=%s: state machine refused applied (%d)", m->s.vm_id,
+			  m->s.migration_id, r);
+		migration_reply_vmm_error(vcd, m, r, "internal state error");
+		return;
+	}
+	log_outcome(rep, "target");
+	reply_apply(vcd, m->vmm_conn_id, m->vmm_request_id, rep);
+	m->vmm_request_id = 0;
+
+	link = link_find(vcd, m->link_id);
+	if (!link) {
+		log_warning("vm=%s migration=%s: peer link gone, source not told of the apply",
+			    m->s.vm_id, m->s.migration_id);
+		return;
+	}
+	wire_report_to_pb(rep, &rep_pb);
+	applied.report = &rep_pb.report;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_APPLIED;
+	msg.applied = &applied;
+	if (link_request(link, m->s.migration_id, &msg) < 0)
+		log_warning("vm=%s migration=%s: cannot tell the source of the apply", m->s.vm_id,
+			    m->s.migration_id);
+}
+
+void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
+			    const char *vm_id, const char *migration_id)
+{
+	struct migration *m = migration_find(vcd, migration_id);
+	struct vm_entry *vm = vm_id ? vcd_find_vm(vcd, vm_id) : NULL;
+	struct op_ctx *ctx;
+	int r;
+
+	if (!m || m->s.role != VM_ROLE_TARGET || !vm_id || strcmp(m->s.vm_id, vm_id) != 0) {
+		vmm_reply_error(vcd, conn_id, request_id, -ENOENT,
+				       "no incoming migration with that id for that VM");
+		return;
+	}
+	if (!vm || vm->conn_id != conn_id) {
+		vmm_reply_error(vcd, conn_id, request_id, -EPERM,
+				       "VM is not registered on this connection");
+		return;
+	}
+	r = session_target_begin_apply(&m->s, vcd_now_ns());
+	if (r == 1) {
+		log_info("vm=%s migration=%s: apply repeated, no-op", m->s.vm_id,
+			 m->s.migration_id);
+		reply_apply(vcd, conn_id, request_id, &m->s.report);
+		return;
+	}
+	if (r < 0) {
+		vmm_reply_error(vcd, conn_id, request_id, r,
+				       "cannot apply at step %s%s%s",
+				       migration_step_to_string(m->s.step),
+				       m->s.reason[0] ? ": " : "", m->s.reason);
+		return;
+	}
+	m->vmm_conn_id = conn_id;
+	m->vmm_request_id = request_id;
+	m->apply_started_ns = vcd_now_ns();
+	ctx = op_ctx_new(m);
+	if (!ctx) {
+		session_target_apply_failed(&m->s, "out of memory", vcd_now_ns());
+		migration_reply_vmm_error(vcd, m, -ENOMEM, "out of memory");
+		return;
+	}
+	r = vmm_kvm_op(vcd, vm, VCOUNTER__V1__KVM_OP_KIND__KVM_OP_APPLY, &m->s.final,
+		       target_applied, ctx);
+	if (r < 0) {
+		free(ctx);
+		session_target_apply_failed(&m->s, "cannot reach the VMM", vcd_now_ns());
+		migration_reply_vmm_error(vcd, m, r, "cannot ask the VMM to apply");
+	}
+}
+
+/* ---- replies on the peer link (source side) ---- */
+
+static void handle_prepare_ack(struct vcd *vcd, struct peer_link *link,
+			       const Vcounter__V1__PeerMessage *msg, const char *migration_id)
+{
+	Vcounter__V1__VmmMessage reply = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__MigrateOutReply mor = VCOUNTER__V1__MIGRATE_OUT_REPLY__INIT;
+	struct migration *m = migration_find(vcd, migration_id);
+	int r;
+
+	if (!m || m->link_id != link->id)
+		return;
+	r = session_source_prepare_acked(&m->s, link->identity, vcd_now_ns());
+	if (r < 0) {
+		migration_fail(vcd, m, r, "PrepareAck out of order");
+		return;
+	}
+	evtimer_del(m->timer);
+	log_info("vm=%s migration=%s role=source step=prepared: peer=%s planned_delta_cycles=%" PRId64
+		 " planned_error_bound_ns=%" PRIu64,
+		 m->s.vm_id, m->s.migration_id, link->identity,
+		 msg->prepare_ack->planned_delta_cycles, msg->prepare_ack->planned_error_bound_ns);
+	mor.migration_id = m->s.migration_id;
+	reply.id = m->vmm_request_id;
+	reply.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATE_OUT_REPLY;
+	reply.migrate_out_reply = &mor;
+	vmm_reply(vcd, m->vmm_conn_id, &reply);
+	m->vmm_request_id = 0;
+}
+
+static void handle_final_ack(struct vcd *vcd, struct peer_link *link,
+			     const Vcounter__V1__PeerMessage *msg, const char *migration_id)
+{
+	Vcounter__V1__VmmMessage reply = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__ReportPausedReply rpr = VCOUNTER__V1__REPORT_PAUSED_REPLY__INIT;
+	struct migration *m = migration_find(vcd, migration_id);
+	int r;
+
+	if (!m || m->link_id != link->id)
+		return;
+	r = session_source_final_acked(&m->s, link->identity, msg->final_ack->generation,
+				       vcd_now_ns());
+	if (r < 0) {
+		migration_fail(vcd, m, r, "FinalAck out of order or for another generation");
+		return;
+	}
+	evtimer_del(m->timer);
+	rpr.generation = m->s.generation;
+	reply.id = m->vmm_request_id;
+	reply.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REPORT_PAUSED_REPLY;
+	reply.report_paused_reply = &rpr;
+	vmm_reply(vcd, m->vmm_conn_id, &reply);
+	m->vmm_request_id = 0;
+}
+
+static void handle_abort(struct vcd *vcd, struct peer_link *link,
+			 const Vcounter__V1__PeerMessage *msg)
+{
+	struct migration *m = migration_find(vcd, msg->abort->migration_id);
+	const char *reason = msg->abort->reason ? msg->abort->reason : "";
+	int r;
+
+	if (!m)
+		return;
+	if (strcmp(m->s.peer_identity, link->identity) != 0) {
+		log_warning("peer=%s: Abort for migration %s of another peer ignored",
+			    link->identity, m->s.migration_id);
+		return;
+	}
+	r = session_abort(&m->s, reason, vcd_now_ns());
+	if (r < 0) {
+		log_warning("vm=%s migration=%s: peer asked to abort at step %s: refused",
+			    m->s.vm_id, m->s.migration_id, migration_step_to_string(m->s.step));
+		return;
+	}
+	evtimer_del(m->timer);
+	log_warning("vm=%s migration=%s step=aborted: by peer %s: %s", m->s.vm_id,
+		    m->s.migration_id, link->identity, reason);
+	migration_reply_vmm_error(vcd, m, -ECANCELED, "migration aborted by the peer");
+}
+
+static void send_abort(struct vcd *vcd, struct migration *m, const char *reason)
+{
+	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__Abort ab = VCOUNTER__V1__ABORT__INIT;
+	struct peer_link *link = link_find(vcd, m->link_id);
+
+	if (!link)
+		return;
+	ab.migration_id = m->s.migration_id;
+	ab.reason = (char *)reason;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_ABORT;
+	msg.abort = &ab;
+	link_send(link, &msg);
+}
+
+void migration_vm_gone(struct vcd *vcd, const char *vm_id)
+{
+	for (struct migration *m = vcd->migrations->list; m; m = m->next) {
+		if (strcmp(m->s.vm_id, vm_id) != 0 || migration_step_is_terminal(m->s.step))
+			continue;
+		if (session_abort(&m->s, "VM unregistered", vcd_now_ns()) < 0)
+			continue; /* already applied on the target: nothing to undo */
+		evtimer_del(m->timer);
+		log_warning("vm=%s migration=%s step=aborted: the VM left this daemon", vm_id,
+			    m->s.migration_id);
+		send_abort(vcd, m, "VM unregistered");
+		migration_reply_vmm_error(vcd, m, -ECANCELED, "VM unregistered");
+	}
+}
+
+static void migration_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct migration *m = arg;
+
+	migration_fail(m->vcd, m, -ETIMEDOUT, "peer did not answer within %u ms at step %s",
+		       m->vcd->config.peer_timeout_ms, migration_step_to_string(m->s.step));
+}
+
+static void handle_error_reply(struct vcd *vcd, struct peer_link *link,
+			       const Vcounter__V1__PeerMessage *msg, const char *migration_id)
+{
+	struct migration *m = migration_find(vcd, migration_id);
+	const char *text = msg->error->message ? msg->error->message : "";
+
+	if (!m)
+		return;
+	migration_fail(vcd, m, wire_errno_from_error(msg->error), "peer %s refused: %s",
+		       link->identity, text);
+}
+
+static void link_frame_cb(struct peer_conn *conn, const uint8_t *payload, size_t len,
+			  void *userdata)
+{
+	struct vcd *vcd = userdata;
+	struct peer_link *link = link_by_conn(vcd, conn);
+	char migration_id[VC_MIGRATION_ID_LEN + 1];
+	Vcounter__V1__PeerMessage *msg;
+
+	if (!link)
+		return;
+
+	msg = vcounter__v1__peer_message__unpack(NULL, len, payload);
+	if (!msg) {
+		link_send_error(link, 0, -EBADMSG, "message is not a valid PeerMessage");
+		return;
+	}
+
+	switch (msg->body_case) {
+	case VCOUNTER__V1__PEER_MESSAGE__BODY_HELLO:
+		log_info("peer=%s: hello from %s, protocol %u", link->identity,
+			 msg->hello->host_name ? msg->hello->host_name : "?",
+			 msg->hello->protocol_version);
+		break;
+	case VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE:
+		handle_prepare(vcd, link, msg);
+		break;
+	case VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_STATE:
+		handle_final(vcd, link, msg);
+		break;
+	case VCOUNTER__V1__PEER_MESSAGE__BODY_APPLIED:
+		handle_applied(vcd, link, msg);
+		break;
+	case VCOUNTER__V1__PEER_MESSAGE__BODY_ABORT:
+		handle_abort(vcd, link, msg);
+		break;
+	case VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE_ACK:
+	case VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_ACK:
+	case VCOUNTER__V1__PEER_MESSAGE__BODY_ACK:
+	case VCOUNTER__V1__PEER_MESSAGE__BODY_ERROR:
+		/* Replies must answer a request of ours on this very link. */
+		if (!link_take_request(link, msg->id, migration_id)) {
+			log_warning("peer=%s: reply to unknown request %" PRIu64 " ignored",
+				    link->identity, msg->id);
+			break;
+		}
+		if (msg->body_case == VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE_ACK)
+			handle_prepare_ack(vcd, link, msg, migration_id);
+		else if (msg->body_case == VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_ACK)
+			handle_final_ack(vcd, link, msg, migration_id);
+		else if (msg->body_case == VCOUNTER__V1__PEER_MESSAGE__BODY_ERROR)
+			handle_error_reply(vcd, link, msg, migration_id);
+		else {
+			struct migration *m = migration_find(vcd, migration_id);
+
+			if (m && m->s.role == VM_ROLE_TARGET)
+				session_target_acked(&m->s, link->identity, vcd_now_ns());
+		}
+		break;
+	default:
+		link_send_error(link, msg->id, -ENOMSG, "unknown or missing message type");
+		break;
+	}
+	vcounter__v1__peer_message__free_unpacked(msg, NULL);
+}
+
+static const struct peer_conn_ops link_ops = {
+	.on_established = link_established_cb,
+	.on_frame = link_frame_cb,
+	.on_close = link_close_cb,
+};
+
+int migrations_start(struct vcd *vcd)
+{
+	int r;
+
+	vcd->migrations = calloc(1, sizeof(*vcd->migrations));
+	if (!vcd->migrations)
+		return -ENOMEM;
+	if (!vcd->config.listen_addr)
+		return 0;
+	if (!vcd->tls_server)
+		return -ENOKEY;
+	r = peer_listener_new(vcd->base, vcd->tls_server, vcd->config.listen_addr, &link_ops, vcd,
+			      &vcd->migrations->listener);
+	if (r < 0)
+		return r;
+	log_info("peer link: listening on %s (port %d)", vcd->config.listen_addr,
+		 peer_listener_port(vcd->migrations->listener));
+	return 0;
+}
+
+int migrations_listen_port(struct vcd *vcd)
+{
+	return vcd->migrations && vcd->migrations->listener
+		       ? peer_listener_port(vcd->migrations->listener)
+		       : -1;
+}
+
+void migrations_stop(struct vcd *vcd)
+{
+	struct migrations *ms = vcd->migrations;
+
+	if (!ms)
+		return;
+	peer_listener_free(ms->listener);
+	while (ms->links) {
+		peer_conn_free(ms->links->conn);
+		link_free(vcd, ms->links);
+	}
+	while (ms->list)
+		migration_free(vcd, ms->list);
+	free(ms);
+	vcd->migrations = NULL;
+}

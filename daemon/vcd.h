@@ -1,0 +1,131 @@
+/* vcd.h - the daemon's state and the calls between its parts: the VMM socket
+ * (vmm_server.c), migrations and the peer link (migration.c), start-up
+ * (main.c). Core decisions live in pure modules (session.c,
+ * counter_math.c); this is the glue that does their I/O. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "counter_math.h"
+#include "counter_state.h"
+#include "session.h"
+#include "tls.h"
+#include "vcounter.pb-c.h"
+
+/* Limits (each a clear error when hit). */
+#define VCD_MAX_VMS 4096          /* registered VMs per daemon */
+#define VCD_MAX_VMM_CONNS 1024    /* concurrent VMM connections */
+#define VCD_MAX_MIGRATIONS 1024   /* migrations kept (running + finished) */
+#define VCD_MAX_PEER_LINKS 256    /* peer links, both directions */
+#define VCD_MAX_ALLOWED_IDS 64    /* --allow-uid / --allow-gid entries */
+#define VCD_MAX_PENDING_OPS 64    /* outstanding KVM ops per VMM connection */
+
+#define VCD_DEFAULT_VMM_SOCKET "/run/vcounterd/vmm.sock"
+#define VCD_DEFAULT_PEER_PORT 7420
+
+struct vcd_config {
+	const char *vmm_socket;
+	const char *listen_addr; /* peer link; NULL: do not accept migrations */
+	const char *host_name;   /* this host's identity, for Hello and logs */
+	struct tls_config tls;
+	const char *allowed_peers[TLS_MAX_ALLOWED_PEERS];
+	uid_t allowed_uids[VCD_MAX_ALLOWED_IDS];
+	size_t n_allowed_uids;
+	gid_t allowed_gids[VCD_MAX_ALLOWED_IDS];
+	size_t n_allowed_gids;
+	uint64_t error_bound_limit_ns; /* 0: no limit */
+	bool error_bound_refuse;       /* refuse (else warn) above the limit */
+	uint64_t max_abs_elapsed_ns;   /* |elapsed| beyond this is refused */
+	unsigned kvm_op_timeout_ms;
+	unsigned peer_timeout_ms;
+};
+
+struct vm_entry {
+	struct vm_entry *next;
+	char vm_id[VC_VM_ID_MAX + 1];
+	enum vm_role role;
+	uint64_t conn_id; /* the VMM connection that registered it */
+	pid_t pid;
+	uid_t uid;
+	int *fds; /* VM fd then vCPU fds, held until unregister/disconnect */
+	size_t n_fds;
+	uint32_t n_vcpus;
+	bool probed;
+	enum backend_kind backend;
+	bool offset_control;
+	char probe_detail[256];
+	uint32_t guest_tsc_khz;
+	uint64_t tsc_scaling_ratio;
+	uint32_t tsc_scaling_frac_bits;
+	/* Counter state read at registration, before the vCPUs first ran:
+	 * per-vCPU ioctls wait for the vCPU mutex that KVM_RUN holds, so a
+	 * running VM's offsets are only read again once the VMM paused it. */
+	struct counter_state *registered_state;
+};
+
+/* What a KVM op run by the VMM's libvcounter returned, decoded and checked. */
+struct kvm_op_outcome {
+	enum backend_kind backend;
+	bool offset_control;
+	char detail[256];
+	bool has_state;
+	struct counter_state state;
+	bool has_apply_anchor;
+	struct host_anchor apply_anchor;
+	uint64_t apply_ns;
+};
+
+struct vcd;
+
+/* error is 0 or -errno (-ETIMEDOUT, -ECONNRESET when the VMM went away, or
+ * what the VMM reported); msg a sentence when error != 0. outcome is only
+ * valid during the call. */
+typedef void (*vcd_kvm_op_cb)(struct vcd *vcd, int error, const char *msg,
+			      const struct kvm_op_outcome *outcome, void *userdata);
+
+struct vcd {
+	struct event_base *base;
+	struct vcd_config config;
+	SSL_CTX *tls_server;
+	SSL_CTX *tls_client;
+	struct vmm_server *vmm;
+	struct migrations *migrations;
+	struct vm_entry *vms;
+	size_t n_vms;
+};
+
+/* vmm_server.c */
+int vmm_server_start(struct vcd *vcd, int listen_fd);
+void vmm_server_stop(struct vcd *vcd);
+struct vm_entry *vcd_find_vm(struct vcd *vcd, const char *vm_id);
+/* Send a reply to request id on VMM connection conn_id (gone: dropped). */
+void vmm_reply_ok(struct vcd *vcd, uint64_t conn_id, uint64_t request_id);
+void vmm_reply_error(struct vcd *vcd, uint64_t conn_id, uint64_t request_id, int error,
+		     const char *fmt, ...) __attribute__((format(printf, 5, 6), nonnull(5)));
+void vmm_reply(struct vcd *vcd, uint64_t conn_id, Vcounter__V1__VmmMessage *msg);
+/* Ask the VMM holding vm to run a KVM op; cb is called exactly once. For
+ * KVM_OP_APPLY, plan_source is the final source state to apply. */
+int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, int kind,
+	       const struct counter_state *plan_source, vcd_kvm_op_cb cb, void *userdata);
+
+/* migration.c */
+int migrations_start(struct vcd *vcd);
+int migrations_listen_port(struct vcd *vcd);
+void migrations_stop(struct vcd *vcd);
+void migration_handle_migrate_out(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
+				  const char *vm_id, const char *peer_address,
+				  const char *peer_name);
+void migration_handle_report_paused(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
+				    const char *vm_id, const char *migration_id);
+void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
+			    const char *vm_id, const char *migration_id);
+/* A VM is leaving (unregister or VMM disconnect): abort what it had running. */
+void migration_vm_gone(struct vcd *vcd, const char *vm_id);
+size_t migration_count(struct vcd *vcd);
+
+uint64_t vcd_now_ns(void); /* CLOCK_MONOTONIC */

@@ -1,0 +1,769 @@
+/* vmm_server.c - the VMM socket: unix SOCK_SEQPACKET, one frame and its fds
+ * per message. Checks who connects (SO_PEERCRED), what fds they pass
+ * (fd_check), keeps registered VMs' fds, and runs KVM ops through the VMM's
+ * libvcounter, since KVM only accepts VM ioctls from the VM's own mm. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "fd_check.h"
+#include "frame.h"
+#include "hostclock.h"
+#include "log.h"
+#include "macro.h"
+#include "unix_fd.h"
+#include "vcd.h"
+#include "wire.h"
+
+#include "config.h"
+
+struct vmm_conn;
+
+struct pending_op {
+	struct pending_op *next;
+	uint64_t id;
+	int kind;
+	struct vmm_conn *conn;
+	struct event *timer;
+	vcd_kvm_op_cb cb;
+	void *userdata;
+};
+
+struct vmm_conn {
+	struct vmm_conn *next;
+	struct vcd *vcd;
+	uint64_t id;
+	int fd;
+	struct event *ev;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	struct pending_op *ops;
+	size_t n_ops;
+};
+
+struct vmm_server {
+	int listen_fd;
+	struct event *listen_ev;
+	struct vmm_conn *conns;
+	size_t n_conns;
+	uint64_t next_conn_id;
+	uint64_t next_op_id;
+	uint8_t buf[FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES];
+};
+
+uint64_t vcd_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+static struct vmm_conn *conn_find(struct vcd *vcd, uint64_t conn_id)
+{
+	for (struct vmm_conn *c = vcd->vmm ? vcd->vmm->conns : NULL; c; c = c->next)
+		if (c->id == conn_id)
+			return c;
+	return NULL;
+}
+
+struct vm_entry *vcd_find_vm(struct vcd *vcd, const char *vm_id)
+{
+	for (struct vm_entry *vm = vcd->vms; vm; vm = vm->next)
+		if (strcmp(vm->vm_id, vm_id) == 0)
+			return vm;
+	return NULL;
+}
+
+static void conn_close(struct vmm_conn *conn, const char *why);
+
+static int conn_send(struct vmm_conn *conn, const Vcounter__V1__VmmMessage *msg)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	size_t len;
+	ssize_t n;
+	int r;
+
+	r = wire_vmm_pack_frame(msg, &buf, &len);
+	if (r < 0)
+		return r;
+	n = send(conn->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n < 0)
+		return -errno;
+	if ((size_t)n != len)
+		return -EMSGSIZE;
+	return 0;
+}
+
+/* A VMM that does not take its replies is dropped rather than buffered for. */
+static void conn_send_or_drop(struct vmm_conn *conn, const Vcounter__V1__VmmMessage *msg)
+{
+	int r = conn_send(conn, msg);
+
+	if (r < 0) {
+		log_warning_errno(r, "vmm pid=%d: dropping connection, cannot send",
+				  (int)conn->pid);
+		conn_close(conn, "send failed");
+	}
+}
+
+static int send_error(int fd, uint64_t request_id, int error, const char *text)
+{
+	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__Error e = VCOUNTER__V1__ERROR__INIT;
+	struct vmm_conn tmp = { .fd = fd };
+
+	e.code = wire_error_code_from_errno(error);
+	e.errno_value = error < 0 ? -error : error;
+	e.message = (char *)text;
+	msg.id = request_id;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR;
+	msg.error = &e;
+	return conn_send(&tmp, &msg);
+}
+
+static void conn_send_error(struct vmm_conn *conn, uint64_t request_id, int error,
+			    const char *text)
+{
+	int r = send_error(conn->fd, request_id, error, text);
+
+	if (r < 0) {
+		log_warning_errno(r, "vmm pid=%d: dropping connection, cannot send", (int)conn->pid);
+		conn_close(conn, "send failed");
+	}
+}
+
+void vmm_reply(struct vcd *vcd, uint64_t conn_id, Vcounter__V1__VmmMessage *msg)
+{
+	struct vmm_conn *conn = conn_find(vcd, conn_id);
+
+	if (!conn) {
+		log_debug("vmm conn=%llu gone, reply to request %llu dropped",
+			  (unsigned long long)conn_id, (unsigned long long)msg->id);
+		return;
+	}
+	conn_send_or_drop(conn, msg);
+}
+
+void vmm_reply_ok(struct vcd *vcd, uint64_t conn_id, uint64_t request_id)
+{
+	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
+
+	msg.id = request_id;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_OK;
+	msg.ok = 1;
+	vmm_reply(vcd, conn_id, &msg);
+}
+
+void vmm_reply_error(struct vcd *vcd, uint64_t conn_id, uint64_t request_id, int error,
+		     const char *fmt, ...)
+{
+	struct vmm_conn *conn = conn_find(vcd, conn_id);
+	char text[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (conn)
+		conn_send_error(conn, request_id, error, text);
+}
+
+/* ---- KVM ops run by the VMM ---- */
+
+static void pending_op_free(struct pending_op *op)
+{
+	if (op->timer)
+		event_free(op->timer);
+	free(op);
+}
+
+static struct pending_op *conn_take_op(struct vmm_conn *conn, uint64_t id)
+{
+	for (struct pending_op **p = &conn->ops; *p; p = &(*p)->next) {
+		if ((*p)->id == id) {
+			struct pending_op *op = *p;
+
+			*p = op->next;
+			conn->n_ops--;
+			return op;
+		}
+	}
+	return NULL;
+}
+
+static void op_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pending_op *op = arg;
+	struct vmm_conn *conn = op->conn;
+	struct vcd *vcd = conn->vcd;
+
+	conn_take_op(conn, op->id);
+	op->cb(vcd, -ETIMEDOUT, "the VMM did not answer the KVM op in time", NULL, op->userdata);
+	pending_op_free(op);
+}
+
+int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, int kind,
+	       const struct counter_state *plan_source, vcd_kvm_op_cb cb, void *userdata)
+{
+	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__KvmOp op_pb = VCOUNTER__V1__KVM_OP__INIT;
+	Vcounter__V1__ApplyPlan plan = VCOUNTER__V1__APPLY_PLAN__INIT;
+	struct wire_counter_state_pb state_pb;
+	struct vmm_conn *conn = conn_find(vcd, vm->conn_id);
+	struct pending_op *op;
+	struct timeval tv;
+	int r;
+
+	if (!conn)
+		return -ECONNRESET;
+	if (conn->n_ops >= VCD_MAX_PENDING_OPS)
+		return -EBUSY;
+	op = calloc(1, sizeof(*op));
+	if (!op)
+		return -ENOMEM;
+	op->id = ++vcd->vmm->next_op_id;
+	op->kind = kind;
+	op->conn = conn;
+	op->cb = cb;
+	op->userdata = userdata;
+	op->timer = evtimer_new(vcd->base, op_timeout_cb, op);
+	if (!op->timer) {
+		free(op);
+		return -ENOMEM;
+	}
+
+	op_pb.kind = (Vcounter__V1__KvmOpKind)kind;
+	op_pb.vm_id = (char *)vm->vm_id;
+	if (plan_source) {
+		wire_counter_state_to_pb(plan_source, &state_pb);
+		plan.source = &state_pb.state;
+		plan.max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns;
+		op_pb.plan = &plan;
+	}
+	msg.id = op->id;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP;
+	msg.kvm_op = &op_pb;
+	r = conn_send(conn, &msg);
+	if (r < 0) {
+		pending_op_free(op);
+		return r;
+	}
+	tv.tv_sec = vcd->config.kvm_op_timeout_ms / 1000;
+	tv.tv_usec = (vcd->config.kvm_op_timeout_ms % 1000) * 1000;
+	evtimer_add(op->timer, &tv);
+	op->next = conn->ops;
+	conn->ops = op;
+	conn->n_ops++;
+	return 0;
+}
+
+static int anchor_from_pb(const Vcounter__V1__HostAnchor *pb, struct host_anchor *ret)
+{
+	if (!pb || pb->source == VCOUNTER__V1__ANCHOR_SOURCE__ANCHOR_SOURCE_NONE ||
+	    (int)pb->source >= (int)_ANCHOR_SOURCE_MAX)
+		return -EINVAL;
+	ret->tai_ns = pb->tai_ns;
+	ret->host_tsc = pb->host_tsc;
+	ret->width_ns = pb->width_ns;
+	ret->source = (enum anchor_source)pb->source;
+	ret->host_tsc_khz = pb->host_tsc_khz;
+	return 0;
+}
+
+static void handle_kvm_op_result(struct vmm_conn *conn, const Vcounter__V1__VmmMessage *msg)
+{
+	const Vcounter__V1__KvmOpResult *res = msg->kvm_op_result;
+	struct vcd *vcd = conn->vcd;
+	_cleanup_free_ struct kvm_op_outcome *out = NULL;
+	struct pending_op *op;
+	char err[256] = "";
+	int r = 0;
+
+	op = conn_take_op(conn, msg->id);
+	if (!op) {
+		log_warning("vmm pid=%d: result for unknown KVM op %llu ignored", (int)conn->pid,
+			    (unsigned long long)msg->id);
+		return;
+	}
+	out = calloc(1, sizeof(*out));
+	if (!out) {
+		r = -ENOMEM;
+		snprintf(err, sizeof(err), "out of memory");
+		goto done;
+	}
+	if (res->error) {
+		r = wire_errno_from_error(res->error);
+		snprintf(err, sizeof(err), "%s", res->error->message ? res->error->message : "");
+		goto done;
+	}
+	if (wire_backend_from_pb(res->backend, &out->backend) < 0) {
+		r = -EINVAL;
+		snprintf(err, sizeof(err), "KVM op result names unknown backend %d",
+			 (int)res->backend);
+		goto done;
+	}
+	out->offset_control = res->offset_control;
+	snprintf(out->detail, sizeof(out->detail), "%s", res->probe_detail ? res->probe_detail : "");
+	if (res->state) {
+		r = wire_counter_state_from_pb(res->state, &out->state, err, sizeof(err));
+		if (r < 0)
+			goto done;
+		out->has_state = true;
+	}
+	if (res->apply_anchor) {
+		r = anchor_from_pb(res->apply_anchor, &out->apply_anchor);
+		if (r < 0) {
+			snprintf(err, sizeof(err), "KVM op result has an invalid apply anchor");
+			goto done;
+		}
+		out->has_apply_anchor = true;
+	}
+	out->apply_ns = res->apply_ns;
+done:
+	op->cb(vcd, r, err, r < 0 ? NULL : out, op->userdata);
+	pending_op_free(op);
+}
+
+/* ---- registration ---- */
+
+static void vm_entry_free(struct vcd *vcd, struct vm_entry *vm)
+{
+	for (struct vm_entry **p = &vcd->vms; *p; p = &(*p)->next) {
+		if (*p == vm) {
+			*p = vm->next;
+			vcd->n_vms--;
+			break;
+		}
+	}
+	unix_fd_close_all(vm->fds, vm->n_fds);
+	free(vm->fds);
+	free(vm->registered_state);
+	free(vm);
+}
+
+struct register_ctx {
+	uint64_t conn_id;
+	uint64_t request_id;
+	char vm_id[VC_VM_ID_MAX + 1];
+};
+
+static void register_probe_done(struct vcd *vcd, int error, const char *msg,
+				const struct kvm_op_outcome *out, void *userdata)
+{
+	_cleanup_free_ struct register_ctx *ctx = userdata;
+	Vcounter__V1__VmmMessage reply = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__RegisterVmReply r = VCOUNTER__V1__REGISTER_VM_REPLY__INIT;
+	struct vm_entry *vm = vcd_find_vm(vcd, ctx->vm_id);
+
+	if (!vm || vm->conn_id != ctx->conn_id)
+		return; /* VMM went away meanwhile; its VMs are gone */
+	if (error < 0) {
+		log_error("vm=%s step=register: probe failed: %s", vm->vm_id, msg);
+		vmm_reply_error(vcd, ctx->conn_id, ctx->request_id, error, "probe failed: %s", msg);
+		vm_entry_free(vcd, vm);
+		return;
+	}
+	vm->probed = true;
+	vm->backend = out->backend;
+	vm->offset_control = out->offset_control;
+	snprintf(vm->probe_detail, sizeof(vm->probe_detail), "%s", out->detail);
+	if (out->has_state) {
+		vm->registered_state = malloc(sizeof(*vm->registered_state));
+		if (vm->registered_state)
+			*vm->registered_state = out->state;
+		vm->guest_tsc_khz = out->state.guest_tsc_khz;
+		vm->tsc_scaling_ratio = out->state.tsc_scaling_ratio;
+		vm->tsc_scaling_frac_bits = out->state.tsc_scaling_frac_bits;
+	}
+	if (vm->offset_control)
+		log_info("vm=%s role=%s vcpus=%u pid=%d step=register: backend=%s guest_tsc_khz=%u",
+			 vm->vm_id, vm_role_to_string(vm->role), vm->n_vcpus, (int)vm->pid,
+			 backend_kind_to_string(vm->backend), vm->guest_tsc_khz);
+	else
+		log_warning("vm=%s role=%s vcpus=%u pid=%d step=register: backend=%s: %s",
+			    vm->vm_id, vm_role_to_string(vm->role), vm->n_vcpus, (int)vm->pid,
+			    backend_kind_to_string(vm->backend), vm->probe_detail);
+
+	r.backend = wire_backend_to_pb(vm->backend);
+	r.offset_control = vm->offset_control;
+	r.probe_detail = vm->probe_detail;
+	r.guest_tsc_khz = vm->guest_tsc_khz;
+	reply.id = ctx->request_id;
+	reply.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM_REPLY;
+	reply.register_vm_reply = &r;
+	vmm_reply(vcd, ctx->conn_id, &reply);
+}
+
+static void handle_register(struct vmm_conn *conn, uint64_t request_id,
+			    const Vcounter__V1__RegisterVm *req, int *fds, size_t *n_fds)
+{
+	struct vcd *vcd = conn->vcd;
+	struct register_ctx *ctx;
+	struct vm_entry *vm;
+	enum vm_role role;
+	char err[256];
+	int r;
+
+	if (!vm_id_is_valid(req->vm_id)) {
+		conn_send_error(conn, request_id, -EINVAL,
+				       "vm_id must be 1-63 characters of [A-Za-z0-9._:-]");
+		return;
+	}
+	if (wire_role_from_pb(req->role, &role) < 0 || role == VM_ROLE_NONE) {
+		conn_send_error(conn, request_id, -EINVAL, "role must be source or target");
+		return;
+	}
+	if (req->vcpu_count == 0 || req->vcpu_count > VC_MAX_VCPUS) {
+		snprintf(err, sizeof(err), "vcpu_count %u out of range 1..%u", req->vcpu_count,
+			 VC_MAX_VCPUS);
+		conn_send_error(conn, request_id, -EINVAL, err);
+		return;
+	}
+	r = fd_check_registration(fds, *n_fds, req->vcpu_count, err, sizeof(err));
+	if (r < 0) {
+		conn_send_error(conn, request_id, r, err);
+		return;
+	}
+	if (vcd_find_vm(vcd, req->vm_id)) {
+		conn_send_error(conn, request_id, -EEXIST, "vm_id is already registered");
+		return;
+	}
+	if (vcd->n_vms >= VCD_MAX_VMS) {
+		conn_send_error(conn, request_id, -ENOSPC,
+				       "too many registered VMs (limit VCD_MAX_VMS)");
+		return;
+	}
+
+	vm = calloc(1, sizeof(*vm));
+	ctx = calloc(1, sizeof(*ctx));
+	if (!vm || !ctx) {
+		free(vm);
+		free(ctx);
+		conn_send_error(conn, request_id, -ENOMEM, "out of memory");
+		return;
+	}
+	vm->fds = calloc(*n_fds, sizeof(int));
+	if (!vm->fds) {
+		free(vm);
+		free(ctx);
+		conn_send_error(conn, request_id, -ENOMEM, "out of memory");
+		return;
+	}
+	memcpy(vm->fds, fds, *n_fds * sizeof(int));
+	vm->n_fds = *n_fds;
+	*n_fds = 0; /* the VM entry owns them now */
+	snprintf(vm->vm_id, sizeof(vm->vm_id), "%s", req->vm_id);
+	vm->role = role;
+	vm->conn_id = conn->id;
+	vm->pid = conn->pid;
+	vm->uid = conn->uid;
+	vm->n_vcpus = req->vcpu_count;
+	vm->next = vcd->vms;
+	vcd->vms = vm;
+	vcd->n_vms++;
+
+	ctx->conn_id = conn->id;
+	ctx->request_id = request_id;
+	snprintf(ctx->vm_id, sizeof(ctx->vm_id), "%s", vm->vm_id);
+	r = vmm_kvm_op(vcd, vm, VCOUNTER__V1__KVM_OP_KIND__KVM_OP_PROBE, NULL, register_probe_done,
+		       ctx);
+	if (r < 0) {
+		free(ctx);
+		vm_entry_free(vcd, vm);
+		conn_send_error(conn, request_id, r, "cannot ask the VMM to probe its VM");
+	}
+}
+
+static void unregister_vm(struct vcd *vcd, struct vm_entry *vm, const char *why)
+{
+	log_info("vm=%s step=unregister: %s", vm->vm_id, why);
+	migration_vm_gone(vcd, vm->vm_id);
+	vm_entry_free(vcd, vm);
+}
+
+static void handle_unregister(struct vmm_conn *conn, uint64_t request_id,
+			      const Vcounter__V1__UnregisterVm *req)
+{
+	struct vm_entry *vm = req->vm_id ? vcd_find_vm(conn->vcd, req->vm_id) : NULL;
+
+	if (!vm) {
+		conn_send_error(conn, request_id, -ENOENT, "no such VM registered");
+		return;
+	}
+	if (vm->conn_id != conn->id) {
+		conn_send_error(conn, request_id, -EPERM,
+				       "VM was registered by another connection");
+		return;
+	}
+	unregister_vm(conn->vcd, vm, "unregistered by its VMM");
+	vmm_reply_ok(conn->vcd, conn->id, request_id);
+}
+
+static void handle_status(struct vmm_conn *conn, uint64_t request_id)
+{
+	Vcounter__V1__VmmMessage reply = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__StatusReply st = VCOUNTER__V1__STATUS_REPLY__INIT;
+	Vcounter__V1__SyncError sync_pb = VCOUNTER__V1__SYNC_ERROR__INIT;
+	struct sync_error sync;
+
+	if (hostclock_sync_error(&sync) == 0) {
+		sync_pb.maxerror_ns = sync.maxerror_ns;
+		sync_pb.esterror_ns = sync.esterror_ns;
+		sync_pb.unsynced = sync.unsynced;
+		sync_pb.tai_offset_s = sync.tai_offset_s;
+		st.sync = &sync_pb;
+	}
+	st.vm_count = (uint32_t)conn->vcd->n_vms;
+	st.migration_count = (uint32_t)migration_count(conn->vcd);
+	st.version = (char *)VCOUNTER_VERSION;
+	reply.id = request_id;
+	reply.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS_REPLY;
+	reply.status_reply = &st;
+	conn_send_or_drop(conn, &reply);
+}
+
+/* Every message must be a request we serve, or a KVM op result. */
+static void dispatch(struct vmm_conn *conn, const Vcounter__V1__VmmMessage *msg, int *fds,
+		     size_t *n_fds)
+{
+	struct vcd *vcd = conn->vcd;
+	uint64_t id = msg->id;
+
+	if (*n_fds > 0 && msg->body_case != VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM) {
+		conn_send_error(conn, id, -EINVAL,
+				       "file descriptors are only accepted with RegisterVm");
+		return;
+	}
+
+	switch (msg->body_case) {
+	case VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM:
+		handle_register(conn, id, msg->register_vm, fds, n_fds);
+		return;
+	case VCOUNTER__V1__VMM_MESSAGE__BODY_UNREGISTER_VM:
+		handle_unregister(conn, id, msg->unregister_vm);
+		return;
+	case VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATE_OUT:
+		migration_handle_migrate_out(vcd, conn->id, id, msg->migrate_out->vm_id,
+						    msg->migrate_out->peer_address,
+						    msg->migrate_out->peer_name);
+		return;
+	case VCOUNTER__V1__VMM_MESSAGE__BODY_REPORT_PAUSED:
+		migration_handle_report_paused(vcd, conn->id, id,
+						      msg->report_paused->vm_id,
+						      msg->report_paused->migration_id);
+		return;
+	case VCOUNTER__V1__VMM_MESSAGE__BODY_APPLY:
+		migration_handle_apply(vcd, conn->id, id, msg->apply->vm_id,
+					      msg->apply->migration_id);
+		return;
+	case VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS:
+		handle_status(conn, id);
+		return;
+	case VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP_RESULT:
+		handle_kvm_op_result(conn, msg);
+		return;
+	case VCOUNTER__V1__VMM_MESSAGE__BODY__NOT_SET:
+		conn_send_error(conn, id, -ENOMSG, "unknown or missing message type");
+		return;
+	default:
+		conn_send_error(conn, id, -ENOMSG, "message type is a reply, not a request");
+		return;
+	}
+}
+
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vmm_conn *conn = arg;
+	struct vmm_server *srv = conn->vcd->vmm;
+	Vcounter__V1__VmmMessage *msg;
+	int fds[UNIX_FD_MAX_FDS];
+	const uint8_t *payload;
+	size_t n_fds = 0, payload_len;
+	ssize_t n;
+	int r;
+
+	n = unix_fd_recv(conn->fd, srv->buf, sizeof(srv->buf), fds, &n_fds);
+	if (n == 0) {
+		conn_close(conn, "VMM closed the connection");
+		return;
+	}
+	if (n == -EAGAIN || n == -EINTR)
+		return;
+	if (n == -EMSGSIZE) {
+		conn_send_error(conn, 0, -EMSGSIZE,
+				       "message longer than the maximum frame size");
+		return;
+	}
+	if (n == -ECHRNG) {
+		conn_send_error(conn, 0, -E2BIG,
+				       "too many file descriptors (control data truncated); "
+				       "all were closed");
+		return;
+	}
+	if (n == -EBADMSG) {
+		conn_send_error(conn, 0, -EBADMSG, "unexpected control message");
+		return;
+	}
+	if (n < 0) {
+		log_debug_errno((int)n, "vmm pid=%d: receive failed", (int)conn->pid);
+		conn_close(conn, "receive failed");
+		return;
+	}
+
+	r = frame_parse_datagram(srv->buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload, &payload_len);
+	if (r < 0) {
+		unix_fd_close_all(fds, n_fds);
+		conn_send_error(conn, 0, r,
+				       r == -EMSGSIZE ? "frame length over the maximum"
+						      : "truncated or malformed frame");
+		return;
+	}
+	msg = vcounter__v1__vmm_message__unpack(NULL, payload_len, payload);
+	if (!msg) {
+		unix_fd_close_all(fds, n_fds);
+		conn_send_error(conn, 0, -EBADMSG, "message is not a valid VmmMessage");
+		return;
+	}
+	dispatch(conn, msg, fds, &n_fds);
+	/* Whatever fds the handler did not take are closed here. */
+	unix_fd_close_all(fds, n_fds);
+	vcounter__v1__vmm_message__free_unpacked(msg, NULL);
+}
+
+static void conn_close(struct vmm_conn *conn, const char *why)
+{
+	struct vcd *vcd = conn->vcd;
+	struct vmm_server *srv = vcd->vmm;
+	struct vm_entry *vm, *next;
+	struct pending_op *op;
+
+	for (struct vmm_conn **p = &srv->conns; *p; p = &(*p)->next) {
+		if (*p == conn) {
+			*p = conn->next;
+			srv->n_conns--;
+			break;
+		}
+	}
+	log_debug("vmm conn=%llu pid=%d closed: %s", (unsigned long long)conn->id,
+		  (int)conn->pid, why);
+	/* The conn is unlinked first, so callbacks find it gone. */
+	while ((op = conn->ops)) {
+		conn->ops = op->next;
+		op->cb(vcd, -ECONNRESET, "the VMM disconnected", NULL, op->userdata);
+		pending_op_free(op);
+	}
+	for (vm = vcd->vms; vm; vm = next) {
+		next = vm->next;
+		if (vm->conn_id == conn->id) {
+			unregister_vm(vcd, vm, "its VMM disconnected");
+			next = vcd->vms; /* the list changed under us */
+		}
+	}
+	event_free(conn->ev);
+	close(conn->fd);
+	free(conn);
+}
+
+static bool conn_allowed(const struct vcd_config *cfg, uid_t uid, gid_t gid)
+{
+	for (size_t i = 0; i < cfg->n_allowed_uids; i++)
+		if (cfg->allowed_uids[i] == uid)
+			return true;
+	for (size_t i = 0; i < cfg->n_allowed_gids; i++)
+		if (cfg->allowed_gids[i] == gid)
+			return true;
+	return false;
+}
+
+static void accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vcd *vcd = arg;
+	struct vmm_server *srv = vcd->vmm;
+	struct vmm_conn *conn;
+	_cleanup_close_ int cfd = -1;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	int r;
+
+	cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (cfd < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			log_warning_errno(-errno, "accept on VMM socket failed");
+		return;
+	}
+	r = unix_fd_peer_cred(cfd, &pid, &uid, &gid);
+	if (r < 0) {
+		log_warning_errno(r, "VMM connection without credentials refused");
+		return;
+	}
+	if (!conn_allowed(&vcd->config, uid, gid)) {
+		log_warning("VMM connection from pid=%d uid=%u gid=%u refused: not allowed",
+			    (int)pid, (unsigned)uid, (unsigned)gid);
+		send_error(cfd, 0, -EPERM, "uid/gid not allowed to use vcounterd");
+		return;
+	}
+	if (srv->n_conns >= VCD_MAX_VMM_CONNS) {
+		log_warning("VMM connection from pid=%d refused: too many connections", (int)pid);
+		send_error(cfd, 0, -ENOSPC, "too many VMM connections");
+		return;
+	}
+	conn = calloc(1, sizeof(*conn));
+	if (!conn)
+		return;
+	conn->vcd = vcd;
+	conn->id = ++srv->next_conn_id;
+	conn->pid = pid;
+	conn->uid = uid;
+	conn->gid = gid;
+	conn->ev = event_new(vcd->base, cfd, EV_READ | EV_PERSIST, conn_read_cb, conn);
+	if (!conn->ev) {
+		free(conn);
+		return;
+	}
+	conn->fd = TAKE_FD(cfd);
+	event_add(conn->ev, NULL);
+	conn->next = srv->conns;
+	srv->conns = conn;
+	srv->n_conns++;
+	log_debug("vmm conn=%llu pid=%d uid=%u connected", (unsigned long long)conn->id, (int)pid,
+		  (unsigned)uid);
+}
+
+int vmm_server_start(struct vcd *vcd, int listen_fd)
+{
+	struct vmm_server *srv = calloc(1, sizeof(*srv));
+
+	if (!srv)
+		return -ENOMEM;
+	srv->listen_fd = listen_fd;
+	srv->listen_ev = event_new(vcd->base, listen_fd, EV_READ | EV_PERSIST, accept_cb, vcd);
+	if (!srv->listen_ev) {
+		free(srv);
+		return -ENOMEM;
+	}
+	event_add(srv->listen_ev, NULL);
+	vcd->vmm = srv;
+	return 0;
+}
+
+void vmm_server_stop(struct vcd *vcd)
+{
+	struct vmm_server *srv = vcd->vmm;
+
+	if (!srv)
+		return;
+	while (srv->conns)
+		conn_close(srv->conns, "daemon stopping");
+	event_free(srv->listen_ev);
+	close(srv->listen_fd);
+	free(srv);
+	vcd->vmm = NULL;
+}

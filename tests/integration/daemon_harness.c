@@ -1,0 +1,212 @@
+/* daemon_harness.c - real vcounterd processes for integration tests. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon_harness.h"
+
+const char *harness_build_root(void)
+{
+	const char *r = getenv("VC_BUILD_ROOT");
+
+	return r ? r : ".";
+}
+
+int harness_certs(char *ret_dir, size_t size)
+{
+	const char *script = getenv("VC_TEST_CERTS");
+	const char *tmp = getenv("TMPDIR");
+	char cmd[1024];
+
+	if (!script)
+		return -ENOENT;
+	snprintf(ret_dir, size, "%s/vcounterd-certs.XXXXXX", tmp ? tmp : "/tmp");
+	if (!mkdtemp(ret_dir))
+		return -errno;
+	snprintf(cmd, sizeof(cmd), "sh '%s' '%s'", script, ret_dir);
+	return system(cmd) == 0 ? 0 : -EIO;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+static bool socket_accepts(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len = strlen(path);
+	int fd;
+	bool ok;
+
+	if (len >= sizeof(sa.sun_path))
+		return false;
+	memcpy(sa.sun_path, path, len + 1);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+int harness_start(struct daemon_proc *d, const char *const *extra_args)
+{
+	const char *tmp = getenv("TMPDIR");
+	char exe[512], port_file[320];
+	const char *argv[64];
+	bool listening = false;
+	size_t n = 0;
+
+	memset(d, 0, sizeof(*d));
+	d->peer_port = -1;
+	snprintf(d->dir, sizeof(d->dir), "%s/vcounterd-test.XXXXXX", tmp ? tmp : "/tmp");
+	if (!mkdtemp(d->dir))
+		return -errno;
+	snprintf(d->vmm_socket, sizeof(d->vmm_socket), "%s/vmm.sock", d->dir);
+	snprintf(d->log_path, sizeof(d->log_path), "%s/vcounterd.log", d->dir);
+	snprintf(port_file, sizeof(port_file), "%s/port", d->dir);
+	snprintf(exe, sizeof(exe), "%s/daemon/vcounterd", harness_build_root());
+
+	argv[n++] = exe;
+	argv[n++] = "--vmm-socket";
+	argv[n++] = d->vmm_socket;
+	argv[n++] = "--port-file";
+	argv[n++] = port_file;
+	argv[n++] = "--log-level";
+	argv[n++] = "debug";
+	for (size_t i = 0; extra_args && extra_args[i] && n < 62; i++) {
+		if (strcmp(extra_args[i], "--listen") == 0)
+			listening = true;
+		argv[n++] = extra_args[i];
+	}
+	argv[n] = NULL;
+
+	d->pid = fork();
+	if (d->pid < 0)
+		return -errno;
+	if (d->pid == 0) {
+		int log = open(d->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+		if (log >= 0) {
+			dup2(log, STDERR_FILENO);
+			dup2(log, STDOUT_FILENO);
+		}
+		execv(exe, (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 500; i++) {
+		if (!harness_alive(d))
+			break;
+		if (socket_accepts(d->vmm_socket)) {
+			FILE *f;
+
+			if (!listening)
+				return 0;
+			f = fopen(port_file, "re");
+			if (f) {
+				int ok = fscanf(f, "%d", &d->peer_port);
+
+				fclose(f);
+				if (ok == 1 && d->peer_port > 0)
+					return 0;
+			}
+		}
+		sleep_ms(10);
+	}
+	harness_dump_log(d);
+	harness_stop(d);
+	return -ETIMEDOUT;
+}
+
+bool harness_alive(const struct daemon_proc *d)
+{
+	int status;
+
+	if (d->pid <= 0)
+		return false;
+	return waitpid(d->pid, &status, WNOHANG) == 0;
+}
+
+int harness_stop(struct daemon_proc *d)
+{
+	char cmd[600];
+	int status = -1;
+
+	if (d->pid > 0) {
+		kill(d->pid, SIGTERM);
+		for (int i = 0; i < 300; i++) {
+			pid_t r = waitpid(d->pid, &status, WNOHANG);
+
+			if (r == d->pid || r < 0)
+				break;
+			sleep_ms(10);
+		}
+		if (waitpid(d->pid, &status, WNOHANG) == 0) {
+			kill(d->pid, SIGKILL);
+			waitpid(d->pid, &status, 0);
+		}
+		d->pid = 0;
+	}
+	if (d->dir[0] && !getenv("VC_KEEP_TEST_DIRS")) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", d->dir);
+	}
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int harness_fd_count(const struct daemon_proc *d)
+{
+	char path[64];
+	struct dirent *de;
+	DIR *dir;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)d->pid);
+	dir = opendir(path);
+	if (!dir)
+		return -errno;
+	while ((de = readdir(dir)))
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(dir);
+	return n;
+}
+
+bool harness_log_contains(const struct daemon_proc *d, const char *needle)
+{
+	char line[4096];
+	bool found = false;
+	FILE *f = fopen(d->log_path, "re");
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, needle) != NULL;
+	fclose(f);
+	return found;
+}
+
+void harness_dump_log(const struct daemon_proc *d)
+{
+	char line[4096];
+	FILE *f = fopen(d->log_path, "re");
+
+	if (!f)
+		return;
+	fprintf(stderr, "---- %s ----\n", d->log_path);
+	while (fgets(line, sizeof(line), f))
+		fputs(line, stderr);
+	fclose(f);
+}

@@ -1,0 +1,32 @@
+/* daemon_harness.h - start and stop real vcounterd processes for integration
+ * tests: temporary sockets and ports, certificates from tests/gen-certs.sh,
+ * always torn down. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct daemon_proc {
+	pid_t pid;
+	char dir[256];        /* private temp dir */
+	char vmm_socket[300]; /* dir/vmm.sock */
+	char log_path[300];   /* dir/vcounterd.log */
+	int peer_port;        /* -1 when not listening */
+};
+
+/* mkdtemp under $TMPDIR; generates certificates once into *ret_dir. */
+int harness_certs(char *ret_dir, size_t size);
+
+/* Start build/daemon/vcounterd with extra args (NULL-terminated), wait until
+ * its VMM socket accepts (and the port file exists when --listen is given). */
+int harness_start(struct daemon_proc *d, const char *const *extra_args);
+/* SIGTERM, wait, remove temp files. Returns the exit status or -1. */
+int harness_stop(struct daemon_proc *d);
+bool harness_alive(const struct daemon_proc *d);
+/* Number of open fds of the daemon (/proc/PID/fd). */
+int harness_fd_count(const struct daemon_proc *d);
+/* Does the daemon's log contain needle? */
+bool harness_log_contains(const struct daemon_proc *d, const char *needle);
+void harness_dump_log(const struct daemon_proc *d);
+const char *harness_build_root(void);

@@ -1,0 +1,551 @@
+/* test_vmm_socket.c - a real vcounterd fed good and hostile input on its VMM
+ * socket: every refusal is a clear Error naming the request, every fd the
+ * daemon does not keep is closed, and the daemon keeps serving. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "daemon_harness.h"
+#include "frame.h"
+#include "unix_fd.h"
+#include "vcounter/vcounter.h"
+#include "wire.h"
+
+static struct daemon_proc daemon_main;
+static int baseline_fds;
+
+static int raw_connect(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_true(strlen(path) < sizeof(sa.sun_path));
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+/* Receive one reply within 5 s; NULL on timeout or close. */
+static Vcounter__V1__VmmMessage *raw_recv(int fd)
+{
+	static uint8_t buf[FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES];
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	int fds[UNIX_FD_MAX_FDS];
+	size_t n_fds = 0, len;
+	const uint8_t *payload;
+	Vcounter__V1__VmmMessage *msg;
+	ssize_t n;
+
+	if (poll(&pfd, 1, 5000) != 1)
+		return NULL;
+	n = unix_fd_recv(fd, buf, sizeof(buf), fds, &n_fds);
+	unix_fd_close_all(fds, n_fds);
+	if (n <= 0)
+		return NULL;
+	if (frame_parse_datagram(buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload, &len) < 0)
+		return NULL;
+	if (wire_vmm_unpack(payload, len, &msg) < 0)
+		return NULL;
+	return msg;
+}
+
+static void raw_send_msg(int fd, Vcounter__V1__VmmMessage *msg, const int *fds, size_t n_fds)
+{
+	uint8_t *buf;
+	size_t len;
+
+	assert_int_equal(wire_vmm_pack_frame(msg, &buf, &len), 0);
+	assert_int_equal(unix_fd_send(fd, buf, len, fds, n_fds), 0);
+	free(buf);
+}
+
+/* Expect an Error reply with this request id and code. */
+static void expect_error(int fd, uint64_t id, Vcounter__V1__ErrorCode code, const char *substr)
+{
+	Vcounter__V1__VmmMessage *msg = raw_recv(fd);
+
+	assert_non_null(msg);
+	assert_int_equal(msg->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR);
+	assert_int_equal(msg->id, id);
+	if (msg->error->code != code || (substr && !strstr(msg->error->message, substr)))
+		fprintf(stderr, "got code %d message '%s'\n", msg->error->code, msg->error->message);
+	assert_int_equal(msg->error->code, code);
+	if (substr)
+		assert_non_null(strstr(msg->error->message, substr));
+	wire_vmm_free(msg);
+}
+
+/* The daemon still answers a status request on a fresh connection, and has
+ * closed every fd it did not keep. */
+static void assert_daemon_serving(void)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
+	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
+	int fd;
+
+	assert_true(harness_alive(&daemon_main));
+	fd = raw_connect(daemon_main.vmm_socket);
+	req.id = 77;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
+	req.status = &st;
+	raw_send_msg(fd, &req, NULL, 0);
+	reply = raw_recv(fd);
+	assert_non_null(reply);
+	assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS_REPLY);
+	assert_int_equal(reply->id, 77);
+	assert_string_equal(reply->status_reply->version, "0.1.0");
+	wire_vmm_free(reply);
+	close(fd);
+}
+
+static void assert_fds_back_to_baseline(void)
+{
+	/* The daemon closes a connection's fds when it sees the hangup. */
+	for (int i = 0; i < 200 && harness_fd_count(&daemon_main) != baseline_fds; i++)
+		usleep(5000);
+	assert_int_equal(harness_fd_count(&daemon_main), baseline_fds);
+}
+
+static int group_setup(void **state)
+{
+	if (harness_start(&daemon_main, NULL) < 0)
+		return -1;
+	/* harness_start's readiness probe connected once; wait until the
+	 * daemon has seen that connection go. */
+	baseline_fds = harness_fd_count(&daemon_main);
+	for (int i = 0; i < 40; i++) {
+		int n;
+
+		usleep(5000);
+		n = harness_fd_count(&daemon_main);
+		if (n < baseline_fds)
+			baseline_fds = n;
+	}
+	return baseline_fds > 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+	if (!harness_alive(&daemon_main))
+		harness_dump_log(&daemon_main);
+	harness_stop(&daemon_main);
+	return 0;
+}
+
+static void test_status_names_version_and_request_id(void **state)
+{
+	assert_daemon_serving();
+}
+
+static void test_truncated_frame_is_refused(void **state)
+{
+	const uint8_t buf[] = { 0, 0, 0, 10, 1, 2, 3 };
+	int fd = raw_connect(daemon_main.vmm_socket);
+
+	assert_int_equal(send(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	expect_error(fd, 0, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT, "truncated");
+	close(fd);
+	assert_daemon_serving();
+}
+
+static void test_length_prefix_over_maximum_is_refused(void **state)
+{
+	const uint8_t buf[] = { 0x7f, 0xff, 0xff, 0xff, 1, 2, 3 };
+	int fd = raw_connect(daemon_main.vmm_socket);
+
+	assert_int_equal(send(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	expect_error(fd, 0, VCOUNTER__V1__ERROR_CODE__ERROR_RESOURCE_EXHAUSTED, "maximum");
+	close(fd);
+	assert_daemon_serving();
+}
+
+static void test_message_longer_than_any_frame_is_refused(void **state)
+{
+	size_t len = FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES + 100;
+	uint8_t *buf = calloc(1, len);
+	int fd = raw_connect(daemon_main.vmm_socket);
+	int sndbuf = 1 << 20;
+
+	assert_non_null(buf);
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	assert_int_equal(frame_header_encode(VC_MAX_FRAME_BYTES, buf), 0);
+	assert_int_equal(send(fd, buf, len, 0), (ssize_t)len);
+	expect_error(fd, 0, VCOUNTER__V1__ERROR_CODE__ERROR_RESOURCE_EXHAUSTED, "longer");
+	free(buf);
+	close(fd);
+	assert_daemon_serving();
+}
+
+static void test_garbage_protobuf_is_refused(void **state)
+{
+	/* A length-delimited field whose length runs past the end. */
+	const uint8_t buf[] = { 0, 0, 0, 4, 0x52, 0x7f, 0x01, 0x02 };
+	int fd = raw_connect(daemon_main.vmm_socket);
+
+	assert_int_equal(send(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	expect_error(fd, 0, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT, "not a valid");
+	close(fd);
+	assert_daemon_serving();
+}
+
+static void test_unknown_message_type_is_answered_with_its_id(void **state)
+{
+	/* id = 42 (field 1 varint), then field 50 varint 1: no body we know. */
+	const uint8_t buf[] = { 0, 0, 0, 5, 0x08, 42, 0x90, 0x03, 0x01 };
+	int fd = raw_connect(daemon_main.vmm_socket);
+
+	assert_int_equal(send(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	expect_error(fd, 42, VCOUNTER__V1__ERROR_CODE__ERROR_UNIMPLEMENTED, "unknown");
+	close(fd);
+	assert_daemon_serving();
+}
+
+static void test_reply_type_sent_as_request_is_refused(void **state)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__MigrateOutReply r = VCOUNTER__V1__MIGRATE_OUT_REPLY__INIT;
+	int fd = raw_connect(daemon_main.vmm_socket);
+
+	req.id = 9;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATE_OUT_REPLY;
+	req.migrate_out_reply = &r;
+	raw_send_msg(fd, &req, NULL, 0);
+	expect_error(fd, 9, VCOUNTER__V1__ERROR_CODE__ERROR_UNIMPLEMENTED, "not a request");
+	close(fd);
+	assert_daemon_serving();
+}
+
+static void test_fds_on_a_non_register_message_are_closed(void **state)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
+	int fd = raw_connect(daemon_main.vmm_socket);
+	int p[2];
+
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	req.id = 5;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
+	req.status = &st;
+	raw_send_msg(fd, &req, p, 2);
+	expect_error(fd, 5, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT, "only accepted");
+	close(fd);
+	close(p[0]);
+	close(p[1]);
+	assert_fds_back_to_baseline();
+}
+
+/* Register vm_id with n_vcpus claimed and these fds; expect a refusal. */
+static void register_expect_refusal(const int *fds, size_t n_fds, uint32_t n_vcpus,
+				    const char *substr)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
+	int fd = raw_connect(daemon_main.vmm_socket);
+
+	reg.vm_id = "vm-bad";
+	reg.role = VCOUNTER__V1__ROLE__ROLE_SOURCE;
+	reg.vcpu_count = n_vcpus;
+	req.id = 1234;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
+	req.register_vm = &reg;
+	raw_send_msg(fd, &req, fds, n_fds);
+	expect_error(fd, 1234, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT, substr);
+	close(fd);
+	assert_fds_back_to_baseline();
+	assert_daemon_serving();
+}
+
+static void test_register_refuses_fds_of_the_wrong_kind(void **state)
+{
+	int p[2], sv[2], file, memfd, efd, devnull;
+	char path[] = "/tmp/vcounterd-regular.XXXXXX";
+
+	file = mkstemp(path);
+	assert_true(file >= 0);
+	unlink(path);
+	memfd = memfd_create("not-a-vm", MFD_CLOEXEC);
+	efd = eventfd(0, EFD_CLOEXEC);
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_true(memfd >= 0 && efd >= 0 && devnull >= 0);
+
+	{ int fds[] = { file, devnull }; register_expect_refusal(fds, 2, 1, "kvm-vm"); }
+	{ int fds[] = { memfd, devnull }; register_expect_refusal(fds, 2, 1, "kvm-vm"); }
+	{ int fds[] = { sv[0], devnull }; register_expect_refusal(fds, 2, 1, "kvm-vm"); }
+	{ int fds[] = { p[0], efd }; register_expect_refusal(fds, 2, 1, "kvm-vm"); }
+	{ int fds[] = { efd }; register_expect_refusal(fds, 1, 1, NULL); }
+
+	close(file);
+	close(memfd);
+	close(efd);
+	close(devnull);
+	close(p[0]);
+	close(p[1]);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+struct test_vm {
+	int vm_fd;
+	int vcpu_fds[4];
+	unsigned n;
+};
+
+static int test_vm_create(struct test_vm *vm, unsigned n, int kvm_fd)
+{
+	vm->n = n;
+	vm->vm_fd = ioctl(kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0)
+		return -errno;
+	for (unsigned i = 0; i < n; i++) {
+		vm->vcpu_fds[i] = ioctl(vm->vm_fd, KVM_CREATE_VCPU, i);
+		if (vm->vcpu_fds[i] < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+static void test_vm_destroy(struct test_vm *vm)
+{
+	for (unsigned i = 0; i < vm->n; i++)
+		close(vm->vcpu_fds[i]);
+	close(vm->vm_fd);
+}
+
+static int open_kvm_or_skip(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0) {
+		fprintf(stderr, "SKIP: /dev/kvm unavailable (%s): real KVM fd checks not run\n",
+			strerror(errno));
+		skip();
+	}
+	return fd;
+}
+
+static void test_register_refuses_misplaced_kvm_fds(void **state)
+{
+	int kvm = open_kvm_or_skip();
+	struct test_vm a, b;
+
+	assert_int_equal(test_vm_create(&a, 2, kvm), 0);
+	assert_int_equal(test_vm_create(&b, 3, kvm), 0);
+
+	/* /dev/kvm itself where the VM belongs. */
+	{ int fds[] = { kvm, a.vcpu_fds[0], a.vcpu_fds[1] }; register_expect_refusal(fds, 3, 2, "kvm-vm"); }
+	/* A vCPU fd where the VM fd belongs. */
+	{ int fds[] = { a.vcpu_fds[0], a.vcpu_fds[0], a.vcpu_fds[1] }; register_expect_refusal(fds, 3, 2, "kvm-vm"); }
+	/* The VM fd in a vCPU slot. */
+	{ int fds[] = { a.vm_fd, a.vm_fd, a.vcpu_fds[1] }; register_expect_refusal(fds, 3, 2, "kvm-vcpu"); }
+	/* Another VM's vCPU 2 in slot 1. */
+	{ int fds[] = { a.vm_fd, a.vcpu_fds[0], b.vcpu_fds[2] }; register_expect_refusal(fds, 3, 2, "kvm-vcpu:1"); }
+	/* Swapped vCPUs. */
+	{ int fds[] = { a.vm_fd, a.vcpu_fds[1], a.vcpu_fds[0] }; register_expect_refusal(fds, 3, 2, "kvm-vcpu:0"); }
+	/* The same vCPU twice. */
+	{ int fds[] = { a.vm_fd, a.vcpu_fds[0], a.vcpu_fds[0] }; register_expect_refusal(fds, 3, 2, NULL); }
+	/* Missing and extra fds. */
+	{ int fds[] = { a.vm_fd, a.vcpu_fds[0] }; register_expect_refusal(fds, 2, 2, NULL); }
+	{ int fds[] = { a.vm_fd, a.vcpu_fds[0], a.vcpu_fds[1], b.vcpu_fds[2] }; register_expect_refusal(fds, 4, 2, NULL); }
+	{ register_expect_refusal(NULL, 0, 2, NULL); }
+
+	test_vm_destroy(&a);
+	test_vm_destroy(&b);
+	close(kvm);
+}
+
+/* Whether this host's KVM honours a TSC offset write, asked directly. */
+static int host_honours_offsets(const struct test_vm *vm)
+{
+	uint64_t orig = 0, val, back = 0;
+	struct kvm_device_attr attr = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+	};
+
+	attr.addr = (uint64_t)(uintptr_t)&orig;
+	if (ioctl(vm->vcpu_fds[0], KVM_GET_DEVICE_ATTR, &attr) < 0)
+		return 0;
+	val = orig + 0x12345678;
+	attr.addr = (uint64_t)(uintptr_t)&val;
+	ioctl(vm->vcpu_fds[0], KVM_SET_DEVICE_ATTR, &attr);
+	attr.addr = (uint64_t)(uintptr_t)&back;
+	ioctl(vm->vcpu_fds[0], KVM_GET_DEVICE_ATTR, &attr);
+	attr.addr = (uint64_t)(uintptr_t)&orig;
+	ioctl(vm->vcpu_fds[0], KVM_SET_DEVICE_ATTR, &attr);
+	return back == val;
+}
+
+static uint64_t read_offset(int vcpu_fd)
+{
+	uint64_t v = 0;
+	struct kvm_device_attr attr = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+		.addr = (uint64_t)(uintptr_t)&v,
+	};
+
+	assert_int_equal(ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attr), 0);
+	return v;
+}
+
+static void test_register_real_vm_reports_the_truth_about_offset_control(void **state)
+{
+	int kvm = open_kvm_or_skip();
+	struct vcounter_vm_info info;
+	struct vcounter *vc;
+	struct test_vm vm;
+	uint64_t before[2];
+	int honours;
+
+	assert_int_equal(test_vm_create(&vm, 2, kvm), 0);
+	honours = host_honours_offsets(&vm);
+	before[0] = read_offset(vm.vcpu_fds[0]);
+	before[1] = read_offset(vm.vcpu_fds[1]);
+
+	assert_int_equal(vcounter_connect(daemon_main.vmm_socket, &vc), 0);
+	assert_int_equal(vcounter_register_vm(vc, "vm-real", VCOUNTER_ROLE_SOURCE, vm.vm_fd,
+					      vm.vcpu_fds, 2, &info),
+			 0);
+	assert_string_equal(info.backend, "kvm-x86");
+	assert_int_equal(info.offset_control, honours);
+	if (!honours) {
+		assert_non_null(strstr(info.probe_detail, "offset control unavailable"));
+		fprintf(stderr, "note: this host's KVM ignores TSC offsets: %s\n", info.probe_detail);
+	}
+	assert_true(info.guest_tsc_khz > 0);
+	/* The probe restored what it wrote. */
+	assert_true(read_offset(vm.vcpu_fds[0]) == before[0]);
+	assert_true(read_offset(vm.vcpu_fds[1]) == before[1]);
+	/* The daemon now holds 3 more fds. */
+	assert_int_equal(harness_fd_count(&daemon_main), baseline_fds + 1 + 3);
+
+	/* The same id twice is refused, and the refused fds are not kept. */
+	assert_int_equal(vcounter_register_vm(vc, "vm-real", VCOUNTER_ROLE_SOURCE, vm.vm_fd,
+					      vm.vcpu_fds, 2, &info),
+			 -EEXIST);
+	assert_int_equal(vcounter_unregister_vm(vc, "vm-real"), 0);
+	assert_int_equal(harness_fd_count(&daemon_main), baseline_fds + 1);
+	assert_int_equal(vcounter_unregister_vm(vc, "vm-real"), -ENOENT);
+	assert_non_null(strstr(vcounter_last_error(vc), "no such VM"));
+
+	/* A VMM that disconnects releases its VMs' fds. */
+	assert_int_equal(vcounter_register_vm(vc, "vm-real", VCOUNTER_ROLE_TARGET, vm.vm_fd,
+					      vm.vcpu_fds, 2, &info),
+			 0);
+	vcounter_close(vc);
+	assert_fds_back_to_baseline();
+	test_vm_destroy(&vm);
+	close(kvm);
+}
+
+static void test_unknown_migration_ids_are_refused(void **state)
+{
+	int kvm = open_kvm_or_skip();
+	struct vcounter_report *rep = NULL;
+	struct vcounter *vc;
+	struct test_vm vm;
+	uint64_t gen;
+
+	assert_int_equal(test_vm_create(&vm, 1, kvm), 0);
+	assert_int_equal(vcounter_connect(daemon_main.vmm_socket, &vc), 0);
+	assert_int_equal(vcounter_register_vm(vc, "vm-ids", VCOUNTER_ROLE_TARGET, vm.vm_fd,
+					      vm.vcpu_fds, 1, NULL),
+			 0);
+	assert_int_equal(vcounter_apply(vc, "vm-ids", "0123456789abcdef0123456789abcdef", &rep),
+			 -ENOENT);
+	assert_null(rep);
+	assert_int_equal(vcounter_report_paused(vc, "vm-ids", "0123456789abcdef0123456789abcdef",
+						&gen),
+			 -ENOENT);
+	/* A target VM cannot migrate out. */
+	assert_int_equal(vcounter_migrate_out(vc, "vm-ids", "127.0.0.1:1", "host-b.test",
+					      (char[VCOUNTER_MIGRATION_ID_SIZE]){ 0 }),
+			 -EINVAL);
+	vcounter_close(vc);
+	test_vm_destroy(&vm);
+	close(kvm);
+	assert_daemon_serving();
+}
+
+static void test_migrate_out_without_tls_is_a_clear_error(void **state)
+{
+	int kvm = open_kvm_or_skip();
+	char id[VCOUNTER_MIGRATION_ID_SIZE];
+	struct vcounter *vc;
+	struct test_vm vm;
+
+	assert_int_equal(test_vm_create(&vm, 1, kvm), 0);
+	assert_int_equal(vcounter_connect(daemon_main.vmm_socket, &vc), 0);
+	assert_int_equal(vcounter_register_vm(vc, "vm-notls", VCOUNTER_ROLE_SOURCE, vm.vm_fd,
+					      vm.vcpu_fds, 1, NULL),
+			 0);
+	assert_int_equal(vcounter_migrate_out(vc, "vm-notls", "127.0.0.1:1", "host-b.test", id),
+			 -ENOKEY);
+	assert_non_null(strstr(vcounter_last_error(vc), "TLS"));
+	vcounter_close(vc);
+	test_vm_destroy(&vm);
+	close(kvm);
+}
+
+static void test_connection_from_a_uid_not_allowed_is_refused(void **state)
+{
+	const char *args[] = { "--allow-uid", "4242", NULL };
+	Vcounter__V1__VmmMessage *msg;
+	struct daemon_proc d;
+	int fd;
+
+	if (getuid() == 4242)
+		skip();
+	assert_int_equal(harness_start(&d, args), 0);
+	fd = raw_connect(d.vmm_socket);
+	msg = raw_recv(fd);
+	assert_non_null(msg);
+	assert_int_equal(msg->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR);
+	assert_int_equal(msg->error->code, VCOUNTER__V1__ERROR_CODE__ERROR_PERMISSION_DENIED);
+	wire_vmm_free(msg);
+	close(fd);
+	assert_true(harness_alive(&d));
+	assert_true(harness_log_contains(&d, "not allowed"));
+	assert_int_equal(harness_stop(&d), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_status_names_version_and_request_id),
+		cmocka_unit_test(test_truncated_frame_is_refused),
+		cmocka_unit_test(test_length_prefix_over_maximum_is_refused),
+		cmocka_unit_test(test_message_longer_than_any_frame_is_refused),
+		cmocka_unit_test(test_garbage_protobuf_is_refused),
+		cmocka_unit_test(test_unknown_message_type_is_answered_with_its_id),
+		cmocka_unit_test(test_reply_type_sent_as_request_is_refused),
+		cmocka_unit_test(test_fds_on_a_non_register_message_are_closed),
+		cmocka_unit_test(test_register_refuses_fds_of_the_wrong_kind),
+		cmocka_unit_test(test_register_refuses_misplaced_kvm_fds),
+		cmocka_unit_test(test_register_real_vm_reports_the_truth_about_offset_control),
+		cmocka_unit_test(test_unknown_migration_ids_are_refused),
+		cmocka_unit_test(test_migrate_out_without_tls_is_a_clear_error),
+		cmocka_unit_test(test_connection_from_a_uid_not_allowed_is_refused),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
