@@ -9,7 +9,9 @@
 #include <time.h>
 #include <x86intrin.h>
 
+#include <linux/kvm.h>
 #include <netdb.h>
+#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -35,6 +37,7 @@ static void usage(FILE *f)
 		"                      [--vcounterd SOCKET] [--vcpus N]\n"
 		"       minivmm source --to HOST:PORT --peer HOST:PORT --peer-name NAME\n"
 		"                      [--vm-id ID] [--vcounterd SOCKET] [--vcpus N] [--seconds S]\n"
+		"                      [--vcpu-skew CYCLES]\n"
 		"\n"
 		"run: create a KVM VM whose N vCPUs (default %d) loop storing their\n"
 		"rdtsc, run it S seconds (default %.0f), pause it, print what each\n"
@@ -208,7 +211,7 @@ struct handoff_options {
 	const char *peer_name; /* source: target daemon identity */
 	const char *listen;    /* target: host:port to accept the source on */
 	const char *port_file; /* target: write the bound port here */
-	bool json;
+	int64_t vcpu_skew;     /* source: vCPU i's offset starts i * skew apart */
 };
 
 static int parse_handoff_options(int argc, char **argv, bool source,
@@ -224,6 +227,7 @@ static int parse_handoff_options(int argc, char **argv, bool source,
 		{ "peer-name", required_argument, NULL, 'N' },
 		{ "listen", required_argument, NULL, 'l' },
 		{ "port-file", required_argument, NULL, 'f' },
+		{ "vcpu-skew", required_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -277,6 +281,14 @@ static int parse_handoff_options(int argc, char **argv, bool source,
 			break;
 		case 'f':
 			o.port_file = optarg;
+			break;
+		case 'k':
+			errno = 0;
+			o.vcpu_skew = strtoll(optarg, &end, 10);
+			if (errno || end == optarg || *end) {
+				fprintf(stderr, "minivmm: --vcpu-skew wants cycles\n");
+				return -EINVAL;
+			}
 			break;
 		case 'h':
 			usage(stdout);
@@ -421,6 +433,29 @@ static int register_vm(struct vcounter *vc, struct minivm *vm, const char *vm_id
 	return 0;
 }
 
+/* Give the vCPUs different offsets, as a VM restored by value often has:
+ * the handoff must keep these differences exactly. */
+static int skew_vcpus(struct minivm *vm, int64_t skew)
+{
+	const int *fds = minivm_vcpu_fds(vm);
+	uint64_t base = 0, v;
+	struct kvm_device_attr attr = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+	};
+
+	attr.addr = (uint64_t)(uintptr_t)&base;
+	if (ioctl(fds[0], KVM_GET_DEVICE_ATTR, &attr) < 0)
+		return -errno;
+	attr.addr = (uint64_t)(uintptr_t)&v;
+	for (unsigned i = 1; i < minivm_n_vcpus(vm); i++) {
+		v = base + (uint64_t)skew * i;
+		if (ioctl(fds[i], KVM_SET_DEVICE_ATTR, &attr) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
 static int cmd_source(int argc, char **argv)
 {
 	_cleanup_(minivm_freep) struct minivm *vm = NULL;
@@ -447,6 +482,8 @@ static int cmd_source(int argc, char **argv)
 		send_abort(&o, "source could not create its VM");
 		return EXIT_FAILURE;
 	}
+	if (o.vcpu_skew && skew_vcpus(vm, o.vcpu_skew) < 0)
+		fprintf(stderr, "minivmm: cannot skew the vCPUs' offsets\n");
 	r = vcounter_connect(o.vcounterd, &vc);
 	if (r < 0) {
 		fprintf(stderr, "minivmm: cannot reach vcounterd at %s: %s\n",

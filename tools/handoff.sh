@@ -46,7 +46,7 @@ wait_for "$dir/t.port"
 set +e
 "$bin/minivmm" source --vcounterd "$dir/a.sock" --vcpus "$vcpus" --seconds 0.5 \
 	--to "127.0.0.1:$(cat "$dir/t.port")" --peer "127.0.0.1:$(cat "$dir/b.port")" \
-	--peer-name host-b.test --vm-id demo-vm >"$dir/source.out" 2>&1
+	--peer-name host-b.test --vm-id demo-vm --vcpu-skew 1000003 >"$dir/source.out" 2>&1
 source_rc=$?
 wait "$target"
 target_rc=$?

@@ -25,8 +25,14 @@ int harness_certs(char *ret_dir, size_t size)
 {
 	const char *script = getenv("VC_TEST_CERTS");
 	const char *tmp = getenv("TMPDIR");
+	const char *ready = getenv("VC_TEST_CERT_DIR");
 	char cmd[1024];
 
+	/* Made beforehand where openssl is missing (the nested-KVM rig). */
+	if (ready) {
+		snprintf(ret_dir, size, "%s", ready);
+		return 0;
+	}
 	if (!script)
 		return -ENOENT;
 	snprintf(ret_dir, size, "%s/vcounterd-certs.XXXXXX", tmp ? tmp : "/tmp");

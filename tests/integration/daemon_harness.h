@@ -15,7 +15,8 @@ struct daemon_proc {
 	int peer_port;        /* -1 when not listening */
 };
 
-/* mkdtemp under $TMPDIR; generates certificates once into *ret_dir. */
+/* mkdtemp under $TMPDIR and generate the test certificates there (or use
+ * $VC_TEST_CERT_DIR when set: the rig has no openssl). */
 int harness_certs(char *ret_dir, size_t size);
 
 /* Start build/daemon/vcounterd with extra args (NULL-terminated), wait until
