@@ -10,6 +10,7 @@
 #include <sys/random.h>
 
 #include "counter_math.h"
+#include "frame.h"
 #include "hostclock.h"
 #include "log.h"
 #include "macro.h"
@@ -223,8 +224,8 @@ static void link_send_frame(struct peer_link *link, uint8_t *buf, size_t len)
 	int r;
 
 	if (link->established) {
-		/* peer_conn_send frames the payload itself. */
-		r = peer_conn_send(link->conn, buf + 4, len - 4);
+		/* peer_conn_send adds the header itself. */
+		r = peer_conn_send(link->conn, buf + FRAME_HEADER_BYTES, len - FRAME_HEADER_BYTES);
 		if (r < 0)
 			log_warning_errno(r, "peer=%s: cannot send", link->identity);
 		free(buf);
