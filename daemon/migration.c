@@ -958,6 +958,12 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 				       fin->migration_id ? fin->migration_id : "");
 		return;
 	}
+	/* A foreign peer learns nothing about the session (session.h). */
+	if (strcmp(m->s.peer_identity, link->identity) != 0) {
+		link_send_error(link, msg->id, -EPERM, "migration %s belongs to another peer",
+				m->s.migration_id);
+		return;
+	}
 	r = wire_counter_state_from_pb(fin->state, state, err, sizeof(err));
 	if (r < 0) {
 		link_send_error(link, msg->id, r, "invalid final state: %s", err);
@@ -979,6 +985,8 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 	case 1:
 		log_info("vm=%s migration=%s: final state generation %" PRIu64
 			 " replayed, no-op", m->s.vm_id, m->s.migration_id, fin->generation);
+		/* The source may have reconnected: answer on the link it uses now. */
+		m->link_id = link->id;
 		break;
 	case -ESTALE:
 		link_send_error(link, msg->id, r,
