@@ -25,7 +25,7 @@
 /* KVM's default tsc_tolerance_ppm (arch/x86/kvm/x86.c): KVM_SET_TSC_KHZ
  * within this many ppm of the host rate does not turn on scaling. */
 #define KVM_TSC_TOLERANCE_PPM_DEFAULT 250
-#define KVM_TSC_TOLERANCE_PPM_PATH "/sys/module/kvm/parameters/tsc_tolerance_ppm"
+#define KVM_TSC_TOLERANCE_PPM_PATH    "/sys/module/kvm/parameters/tsc_tolerance_ppm"
 
 /* kvm_caps.tsc_scaling_ratio_frac_bits: 48 in vmx_hardware_setup(), 32 in
  * svm_hardware_setup(). */
@@ -346,7 +346,8 @@ static int kvm_x86_probe(const struct kvm_vm_fds *vm, bool *ret_offset_control, 
 	r = vcpu_get_offset(fd, &original);
 	if (r < 0) {
 		detail_printf(detail, detail_size,
-			      "KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0: %s", strerror(-r));
+			      "KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0: %s",
+			      strerror(-r));
 		return r;
 	}
 	/* Never write 0: kvm_pvm reads every offset back as 0, and would then
@@ -358,7 +359,8 @@ static int kvm_x86_probe(const struct kvm_vm_fds *vm, bool *ret_offset_control, 
 	r = vcpu_set_offset(fd, written);
 	if (r < 0) {
 		detail_printf(detail, detail_size,
-			      "KVM_SET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0: %s", strerror(-r));
+			      "KVM_SET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0: %s",
+			      strerror(-r));
 		return r;
 	}
 	r = vcpu_get_offset(fd, &readback);
@@ -380,10 +382,11 @@ static int kvm_x86_probe(const struct kvm_vm_fds *vm, bool *ret_offset_control, 
 	}
 
 	if (readback != written) {
-		detail_printf(detail, detail_size,
-			      "offset control unavailable: KVM accepted KVM_VCPU_TSC_OFFSET=%#llx but "
-			      "reads back %#llx (this host's KVM ignores TSC offsets, e.g. kvm_pvm)",
-			      (unsigned long long)written, (unsigned long long)readback);
+		detail_printf(
+			detail, detail_size,
+			"offset control unavailable: KVM accepted KVM_VCPU_TSC_OFFSET=%#llx but "
+			"reads back %#llx (this host's KVM ignores TSC offsets, e.g. kvm_pvm)",
+			(unsigned long long)written, (unsigned long long)readback);
 		*ret_offset_control = false;
 		return 0;
 	}
@@ -412,8 +415,8 @@ static int kvm_x86_probe(const struct kvm_vm_fds *vm, bool *ret_offset_control, 
 
 /* Guest rate, scaling ratio and the host rate: what read_state and the
  * target side of apply both need. */
-static int read_rates(const struct kvm_vm_fds *vm, uint32_t *ret_guest_khz,
-		      uint64_t *ret_ratio, uint32_t *ret_frac_bits, uint32_t *ret_host_khz)
+static int read_rates(const struct kvm_vm_fds *vm, uint32_t *ret_guest_khz, uint64_t *ret_ratio,
+		      uint32_t *ret_frac_bits, uint32_t *ret_host_khz)
 {
 	uint32_t guest_khz = 0, host_khz = 0, frac_bits = 0;
 	uint64_t ratio = 0;

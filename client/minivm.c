@@ -22,12 +22,12 @@
 /* Guest physical layout: code at 0x1000, one 64-byte slot per vCPU from
  * 0x2000 (a cache line each, so vCPUs do not share lines), all in the first
  * 64 KiB so that real-mode 16-bit addressing with DS = 0 reaches it. */
-#define GUEST_MEM_SIZE 0x10000
-#define GUEST_CODE_GPA 0x1000
+#define GUEST_MEM_SIZE	0x10000
+#define GUEST_CODE_GPA	0x1000
 #define GUEST_SLOTS_GPA 0x2000
 #define GUEST_SLOT_SIZE 64
-#define GUEST_SLOT_TSC 0 /* u64, one cmpxchg8b store */
-#define GUEST_SLOT_SEQ 8 /* u64, add + adc */
+#define GUEST_SLOT_TSC	0 /* u64, one cmpxchg8b store */
+#define GUEST_SLOT_SEQ	8 /* u64, add + adc */
 
 /* Where KVM may put the real-mode TSS (three pages) on Intel without
  * unrestricted guest; QEMU's choice, just below the BIOS (KVM_SET_TSS_ADDR,
@@ -38,7 +38,7 @@
  * first KVM_RUN of a nested vCPU takes ~10 ms (DESIGN.md section 5). */
 #define START_TIMEOUT_NS (5 * NSEC_PER_SEC)
 
-#define STATE_MAGIC "MINIVM01"
+#define STATE_MAGIC   "MINIVM01"
 #define STATE_VERSION 1
 
 /* The guest, 16-bit real mode, CS = DS = 0, entered at GUEST_CODE_GPA with
@@ -68,18 +68,18 @@
  * unrestricted guest). No interrupts, no I/O: the guest only leaves KVM_RUN
  * when the host kicks it. */
 static const uint8_t guest_code[] = {
-	0xc1, 0xe6, 0x06,             /* shl $6, %si */
-	0x81, 0xc6, 0x00, 0x20,       /* add $0x2000, %si */
-	0x0f, 0x31,                   /* loop: rdtsc */
-	0x66, 0x89, 0xc3,             /* mov %eax, %ebx */
-	0x66, 0x89, 0xd1,             /* mov %edx, %ecx */
-	0x66, 0x8b, 0x04,             /* mov (%si), %eax */
-	0x66, 0x8b, 0x54, 0x04,       /* mov 4(%si), %edx */
-	0xf0, 0x0f, 0xc7, 0x0c,       /* retry: lock cmpxchg8b (%si) */
-	0x75, 0xfa,                   /* jnz retry */
+	0xc1, 0xe6, 0x06,	      /* shl $6, %si */
+	0x81, 0xc6, 0x00, 0x20,	      /* add $0x2000, %si */
+	0x0f, 0x31,		      /* loop: rdtsc */
+	0x66, 0x89, 0xc3,	      /* mov %eax, %ebx */
+	0x66, 0x89, 0xd1,	      /* mov %edx, %ecx */
+	0x66, 0x8b, 0x04,	      /* mov (%si), %eax */
+	0x66, 0x8b, 0x54, 0x04,	      /* mov 4(%si), %edx */
+	0xf0, 0x0f, 0xc7, 0x0c,	      /* retry: lock cmpxchg8b (%si) */
+	0x75, 0xfa,		      /* jnz retry */
 	0x66, 0x83, 0x44, 0x08, 0x01, /* addl $1, 8(%si) */
 	0x66, 0x83, 0x54, 0x0c, 0x00, /* adcl $0, 12(%si) */
-	0xeb, 0xdf,                   /* jmp loop */
+	0xeb, 0xdf,		      /* jmp loop */
 };
 
 struct minivm_vcpu {
@@ -157,17 +157,28 @@ static uint64_t *slot_field(const struct minivm *vm, unsigned index, unsigned fi
 static const char *exit_reason_name(uint32_t reason)
 {
 	switch (reason) {
-	case KVM_EXIT_UNKNOWN: return "KVM_EXIT_UNKNOWN";
-	case KVM_EXIT_EXCEPTION: return "KVM_EXIT_EXCEPTION";
-	case KVM_EXIT_IO: return "KVM_EXIT_IO";
-	case KVM_EXIT_HLT: return "KVM_EXIT_HLT";
-	case KVM_EXIT_MMIO: return "KVM_EXIT_MMIO";
-	case KVM_EXIT_SHUTDOWN: return "KVM_EXIT_SHUTDOWN (triple fault)";
-	case KVM_EXIT_FAIL_ENTRY: return "KVM_EXIT_FAIL_ENTRY";
-	case KVM_EXIT_INTR: return "KVM_EXIT_INTR";
-	case KVM_EXIT_INTERNAL_ERROR: return "KVM_EXIT_INTERNAL_ERROR";
-	case KVM_EXIT_SYSTEM_EVENT: return "KVM_EXIT_SYSTEM_EVENT";
-	default: return "unexpected exit";
+	case KVM_EXIT_UNKNOWN:
+		return "KVM_EXIT_UNKNOWN";
+	case KVM_EXIT_EXCEPTION:
+		return "KVM_EXIT_EXCEPTION";
+	case KVM_EXIT_IO:
+		return "KVM_EXIT_IO";
+	case KVM_EXIT_HLT:
+		return "KVM_EXIT_HLT";
+	case KVM_EXIT_MMIO:
+		return "KVM_EXIT_MMIO";
+	case KVM_EXIT_SHUTDOWN:
+		return "KVM_EXIT_SHUTDOWN (triple fault)";
+	case KVM_EXIT_FAIL_ENTRY:
+		return "KVM_EXIT_FAIL_ENTRY";
+	case KVM_EXIT_INTR:
+		return "KVM_EXIT_INTR";
+	case KVM_EXIT_INTERNAL_ERROR:
+		return "KVM_EXIT_INTERNAL_ERROR";
+	case KVM_EXIT_SYSTEM_EVENT:
+		return "KVM_EXIT_SYSTEM_EVENT";
+	default:
+		return "unexpected exit";
 	}
 }
 
@@ -327,7 +338,8 @@ int minivm_start(struct minivm *vm)
 	}
 	stop_threads(vm);
 	for (unsigned i = 0; i < vm->n_vcpus; i++) {
-		if (__atomic_load_n(slot_field(vm, i, GUEST_SLOT_SEQ), __ATOMIC_ACQUIRE) == seq0[i]) {
+		if (__atomic_load_n(slot_field(vm, i, GUEST_SLOT_SEQ), __ATOMIC_ACQUIRE) ==
+		    seq0[i]) {
 			set_error(vm->error,
 				  "this host's KVM cannot run the guest: vCPU %u stored no sample "
 				  "in %llu s of KVM_RUN",
@@ -338,16 +350,17 @@ int minivm_start(struct minivm *vm)
 	return -EIO;
 }
 
-int minivm_read_observations(const struct minivm *vm, struct minivm_observation *ret_obs,
-			     size_t n)
+int minivm_read_observations(const struct minivm *vm, struct minivm_observation *ret_obs, size_t n)
 {
 	if (!vm || !ret_obs || n != vm->n_vcpus)
 		return -EINVAL;
 	for (unsigned i = 0; i < vm->n_vcpus; i++) {
 		/* seq first: it is stored after tsc, so the tsc read next is at
 		 * least as new as the sample seq counts. */
-		ret_obs[i].seq = __atomic_load_n(slot_field(vm, i, GUEST_SLOT_SEQ), __ATOMIC_ACQUIRE);
-		ret_obs[i].tsc = __atomic_load_n(slot_field(vm, i, GUEST_SLOT_TSC), __ATOMIC_ACQUIRE);
+		ret_obs[i].seq =
+			__atomic_load_n(slot_field(vm, i, GUEST_SLOT_SEQ), __ATOMIC_ACQUIRE);
+		ret_obs[i].tsc =
+			__atomic_load_n(slot_field(vm, i, GUEST_SLOT_TSC), __ATOMIC_ACQUIRE);
 	}
 	return 0;
 }
@@ -425,8 +438,8 @@ int minivm_create(unsigned n_vcpus, struct minivm **ret_vm, char *ret_error)
 		goto fail;
 	}
 	for (unsigned i = 0; i < n_vcpus; i++) {
-		vm->vcpus[i] = (struct minivm_vcpu){ .vm = vm, .index = i, .fd = -1,
-						     .run = MAP_FAILED };
+		vm->vcpus[i] =
+			(struct minivm_vcpu){ .vm = vm, .index = i, .fd = -1, .run = MAP_FAILED };
 		vm->vcpu_fds[i] = -1;
 	}
 
@@ -450,7 +463,8 @@ int minivm_create(unsigned n_vcpus, struct minivm **ret_vm, char *ret_error)
 	n = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (n < (int)sizeof(struct kvm_run)) {
 		r = n < 0 ? -errno : -EIO;
-		set_error(vm->error, "KVM_GET_VCPU_MMAP_SIZE: %s", n < 0 ? strerror(errno) : "too small");
+		set_error(vm->error, "KVM_GET_VCPU_MMAP_SIZE: %s",
+			  n < 0 ? strerror(errno) : "too small");
 		goto fail;
 	}
 	vm->run_size = (size_t)n;
@@ -494,7 +508,8 @@ int minivm_create(unsigned n_vcpus, struct minivm **ret_vm, char *ret_error)
 			goto fail;
 		}
 		vm->vcpu_fds[i] = vcpu->fd;
-		vcpu->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu->fd, 0);
+		vcpu->run =
+			mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu->fd, 0);
 		if (vcpu->run == MAP_FAILED) {
 			r = -errno;
 			set_error(vm->error, "vCPU %u: mmap(kvm_run): %s", i, strerror(errno));
@@ -619,7 +634,8 @@ int minivm_load(struct minivm *vm, const void *buf, size_t size)
 
 		memcpy(&vs, p, sizeof(vs));
 		p += sizeof(vs);
-		if (ioctl(fd, KVM_SET_SREGS, &vs.sregs) < 0 || ioctl(fd, KVM_SET_REGS, &vs.regs) < 0) {
+		if (ioctl(fd, KVM_SET_SREGS, &vs.sregs) < 0 ||
+		    ioctl(fd, KVM_SET_REGS, &vs.regs) < 0) {
 			set_error(vm->error, "vCPU %u: loading registers: %s", i, strerror(errno));
 			return -errno;
 		}

@@ -48,8 +48,7 @@ bool minivm_is_running(const struct minivm *vm);
 
 /* Observations of every vCPU; n must be the VM's vCPU count. Safe while
  * running (each field is one atomic load) and while paused. */
-int minivm_read_observations(const struct minivm *vm, struct minivm_observation *ret_obs,
-			     size_t n);
+int minivm_read_observations(const struct minivm *vm, struct minivm_observation *ret_obs, size_t n);
 
 /* Saved state: a header, then per vCPU KVM_GET_REGS and KVM_GET_SREGS (all
  * the guest uses: no FPU, no interrupts, no devices), then guest memory. No

@@ -20,9 +20,9 @@
 #include "minivm.h"
 #include "vcounter/vcounter.h"
 
-#define DEFAULT_VCPUS 2
+#define DEFAULT_VCPUS	2
 #define DEFAULT_SECONDS 1.0
-#define MAX_SECONDS 3600.0
+#define MAX_SECONDS	3600.0
 
 struct options {
 	unsigned n_vcpus;
@@ -36,7 +36,8 @@ static void usage(FILE *f)
 		"       minivmm target --listen HOST:PORT [--port-file F] [--vm-id ID]\n"
 		"                      [--vcounterd SOCKET] [--vcpus N]\n"
 		"       minivmm source --to HOST:PORT --peer HOST:PORT --peer-name NAME\n"
-		"                      [--vm-id ID] [--vcounterd SOCKET] [--vcpus N] [--seconds S]\n"
+		"                      [--vm-id ID] [--vcounterd SOCKET] [--vcpus N] [--seconds "
+		"S]\n"
 		"                      [--vcpu-skew CYCLES]\n"
 		"\n"
 		"run: create a KVM VM whose N vCPUs (default %d) loop storing their\n"
@@ -76,7 +77,8 @@ static int parse_options(int argc, char **argv, struct options *ret_opts)
 			opts.seconds = strtod(optarg, &end);
 			if (errno || end == optarg || *end || !(opts.seconds > 0) ||
 			    opts.seconds > MAX_SECONDS) {
-				fprintf(stderr, "minivmm: --seconds must be in (0, %.0f], not '%s'\n",
+				fprintf(stderr,
+					"minivmm: --seconds must be in (0, %.0f], not '%s'\n",
 					MAX_SECONDS, optarg);
 				return -EINVAL;
 			}
@@ -140,7 +142,8 @@ static int cmd_run(const struct options *opts)
 	r = minivm_pause(vm);
 	host_tsc = __rdtsc();
 	if (r < 0) {
-		fprintf(stderr, "minivmm: the guest stopped by itself: %s\n", minivm_last_error(vm));
+		fprintf(stderr, "minivmm: the guest stopped by itself: %s\n",
+			minivm_last_error(vm));
 		return EXIT_FAILURE;
 	}
 	(void)minivm_read_observations(vm, last, opts->n_vcpus);
@@ -183,7 +186,7 @@ static int cmd_run(const struct options *opts)
  * own TCP connection; the target loads them, asks its daemon to apply the
  * counter, and only then runs the vCPUs. The TSC never travels by value. */
 
-#define XFER_MAGIC 0x314d564dU /* "MVM1" */
+#define XFER_MAGIC	0x314d564dU /* "MVM1" */
 #define XFER_KIND_STATE 0
 #define XFER_KIND_ABORT 1
 
@@ -206,7 +209,7 @@ struct handoff_options {
 	double seconds;
 	const char *vm_id;
 	const char *vcounterd;
-	const char *to;        /* source: target minivmm host:port */
+	const char *to;	       /* source: target minivmm host:port */
 	const char *peer;      /* source: target daemon host:port */
 	const char *peer_name; /* source: target daemon identity */
 	const char *listen;    /* target: host:port to accept the source on */
@@ -214,8 +217,7 @@ struct handoff_options {
 	int64_t vcpu_skew;     /* source: vCPU i's offset starts i * skew apart */
 };
 
-static int parse_handoff_options(int argc, char **argv, bool source,
-				 struct handoff_options *ret)
+static int parse_handoff_options(int argc, char **argv, bool source, struct handoff_options *ret)
 {
 	static const struct option long_options[] = {
 		{ "vcpus", required_argument, NULL, 'n' },
@@ -247,7 +249,8 @@ static int parse_handoff_options(int argc, char **argv, bool source,
 			errno = 0;
 			n = strtoul(optarg, &end, 10);
 			if (errno || end == optarg || *end || n == 0 || n > MINIVM_MAX_VCPUS) {
-				fprintf(stderr, "minivmm: --vcpus must be 1..%d\n", MINIVM_MAX_VCPUS);
+				fprintf(stderr, "minivmm: --vcpus must be 1..%d\n",
+					MINIVM_MAX_VCPUS);
 				return -EINVAL;
 			}
 			o.n_vcpus = (unsigned)n;
@@ -257,7 +260,8 @@ static int parse_handoff_options(int argc, char **argv, bool source,
 			o.seconds = strtod(optarg, &end);
 			if (errno || end == optarg || *end || !(o.seconds > 0) ||
 			    o.seconds > MAX_SECONDS) {
-				fprintf(stderr, "minivmm: --seconds must be in (0, %.0f]\n", MAX_SECONDS);
+				fprintf(stderr, "minivmm: --seconds must be in (0, %.0f]\n",
+					MAX_SECONDS);
 				return -EINVAL;
 			}
 			break;
@@ -517,7 +521,8 @@ static int cmd_source(int argc, char **argv)
 	r = minivm_pause(vm);
 	h.pause_tai_ns = tai_now_ns();
 	if (r < 0) {
-		fprintf(stderr, "minivmm: the guest stopped by itself: %s\n", minivm_last_error(vm));
+		fprintf(stderr, "minivmm: the guest stopped by itself: %s\n",
+			minivm_last_error(vm));
 		send_abort(&o, "source guest stopped");
 		goto out;
 	}
@@ -607,8 +612,7 @@ static int listen_on(const struct handoff_options *o)
 	return fd;
 }
 
-static void print_report(const struct vcounter_report *rep,
-			 const struct minivm_observation *before,
+static void print_report(const struct vcounter_report *rep, const struct minivm_observation *before,
 			 const struct minivm_observation *after, uint64_t pause_tai_ns,
 			 uint64_t resume_tai_ns)
 {
@@ -629,7 +633,8 @@ static void print_report(const struct vcounter_report *rep,
 		    rep->offsets_before[i] - rep->offsets_before[0])
 			phase_kept = false;
 	}
-	printf("elapsed time accounted   %" PRId64 " ns (%" PRId64 " cycles added to every offset)\n",
+	printf("elapsed time accounted   %" PRId64 " ns (%" PRId64
+	       " cycles added to every offset)\n",
 	       rep->elapsed_ns, rep->delta_cycles);
 	if (rep->error_bound_ns == UINT64_MAX)
 		printf("error bound              unbounded: a host clock is not synchronised "
@@ -646,8 +651,7 @@ static void print_report(const struct vcounter_report *rep,
 	 * sampling interval each: the advance is at least the blackout. */
 	printf("guest saw (vCPU 0)       TSC advanced %.3f ms between its last sample before the "
 	       "pause and its first after the resume; the blackout lasted %.3f ms\n",
-	       (double)(int64_t)(after[0].tsc - before[0].tsc) / khz,
-	       (double)host_ns / 1e6);
+	       (double)(int64_t)(after[0].tsc - before[0].tsc) / khz, (double)host_ns / 1e6);
 }
 
 static int cmd_target(int argc, char **argv)

@@ -261,8 +261,8 @@ send:
 /* Send request (with fds) and wait for the reply naming its id, serving KVM
  * ops meanwhile. The reply is returned unpacked; an Error reply becomes
  * -errno with last_error set. */
-static int call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const int *fds,
-		size_t n_fds, Vcounter__V1__VmmMessage **ret_reply)
+static int call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const int *fds, size_t n_fds,
+		Vcounter__V1__VmmMessage **ret_reply)
 {
 	struct timespec start, now;
 	int r;
@@ -301,7 +301,8 @@ static int call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const int *f
 		if (n == 0)
 			return set_error(vc, -ECONNRESET, "vcounterd closed the connection");
 		if (n < 0)
-			return set_error(vc, (int)n, "receive from vcounterd: %s", strerror((int)-n));
+			return set_error(vc, (int)n, "receive from vcounterd: %s",
+					 strerror((int)-n));
 		r = frame_parse_datagram(vc->buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload,
 					 &payload_len);
 		if (r < 0)
@@ -314,11 +315,12 @@ static int call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const int *f
 			r = run_kvm_op(vc, msg->id, msg->kvm_op);
 			wire_vmm_free(msg);
 			if (r < 0)
-				return set_error(vc, r, "cannot answer vcounterd: %s", strerror(-r));
+				return set_error(vc, r, "cannot answer vcounterd: %s",
+						 strerror(-r));
 			continue;
 		}
-		if (msg->id != req->id && !(msg->id == 0 && msg->body_case ==
-							   VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR)) {
+		if (msg->id != req->id &&
+		    !(msg->id == 0 && msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR)) {
 			wire_vmm_free(msg);
 			continue; /* a late reply to an abandoned request */
 		}
@@ -344,9 +346,8 @@ static int expect(struct vcounter *vc, Vcounter__V1__VmmMessage *reply,
 			 (int)reply->body_case);
 }
 
-int vcounter_register_vm(struct vcounter *vc, const char *vm_id, enum vcounter_role role,
-			 int vm_fd, const int *vcpu_fds, unsigned n_vcpus,
-			 struct vcounter_vm_info *ret_info)
+int vcounter_register_vm(struct vcounter *vc, const char *vm_id, enum vcounter_role role, int vm_fd,
+			 const int *vcpu_fds, unsigned n_vcpus, struct vcounter_vm_info *ret_info)
 {
 	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
 	Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
@@ -399,7 +400,8 @@ int vcounter_register_vm(struct vcounter *vc, const char *vm_id, enum vcounter_r
 		if (wire_backend_from_pb(rr->backend, &kind) == 0)
 			name = backend_kind_to_string(kind);
 		memset(ret_info, 0, sizeof(*ret_info));
-		snprintf(ret_info->backend, sizeof(ret_info->backend), "%s", name ? name : "unknown");
+		snprintf(ret_info->backend, sizeof(ret_info->backend), "%s",
+			 name ? name : "unknown");
 		ret_info->offset_control = rr->offset_control;
 		snprintf(ret_info->probe_detail, sizeof(ret_info->probe_detail), "%s",
 			 rr->probe_detail ? rr->probe_detail : "");

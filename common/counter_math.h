@@ -11,12 +11,12 @@
 
 /* The destination side's parameters, known before the blackout. */
 struct counter_target {
-	uint32_t guest_tsc_khz;          /* KVM_GET_TSC_KHZ of the target vCPUs */
-	uint64_t tsc_scaling_ratio;      /* 0: ratio 1 */
+	uint32_t guest_tsc_khz;	    /* KVM_GET_TSC_KHZ of the target vCPUs */
+	uint64_t tsc_scaling_ratio; /* 0: ratio 1 */
 	uint32_t tsc_scaling_frac_bits;
 	uint32_t n_vcpus;
-	struct host_anchor anchor;       /* target anchor (fresh at apply) */
-	struct sync_error sync;          /* target host's adjtimex view */
+	struct host_anchor anchor; /* target anchor (fresh at apply) */
+	struct sync_error sync;	   /* target host's adjtimex view */
 };
 
 /* Passing a NULL policy to counter_math_plan() means no limit. */
@@ -27,9 +27,9 @@ struct counter_policy {
 struct counter_plan {
 	uint32_t n_vcpus;
 	uint64_t offset_cycles[VC_MAX_VCPUS]; /* what to write on the target */
-	int64_t elapsed_ns;     /* target anchor TAI - source anchor TAI */
-	int64_t delta_cycles;   /* added (mod 2^64) to every source offset */
-	uint64_t error_bound_ns; /* UINT64_MAX when a side is unsynchronised */
+	int64_t elapsed_ns;		      /* target anchor TAI - source anchor TAI */
+	int64_t delta_cycles;		      /* added (mod 2^64) to every source offset */
+	uint64_t error_bound_ns;	      /* UINT64_MAX when a side is unsynchronised */
 	/* KVM_SET_CLOCK input: the source kvmclock at source realtime, so
 	 * the target kernel adds what elapsed (flags = KVM_CLOCK_REALTIME).
 	 * flags is 0 (no advance) when the source reading had no realtime

@@ -43,7 +43,8 @@ const char *backend_kind_to_string(enum backend_kind kind)
 
 enum backend_kind backend_kind_from_string(const char *s)
 {
-	return (enum backend_kind)table_lookup(backend_kind_table, ELEMENTSOF(backend_kind_table), s);
+	return (enum backend_kind)table_lookup(backend_kind_table, ELEMENTSOF(backend_kind_table),
+					       s);
 }
 
 const char *vm_role_to_string(enum vm_role role)

@@ -7,15 +7,15 @@
 #include <stdint.h>
 
 /* Limits the daemon enforces on everything a peer or VMM can send. */
-#define VC_MAX_VCPUS 1024      /* vCPUs per VM (KVM_MAX_VCPUS is 1024..4096) */
-#define VC_VM_ID_MAX 63        /* bytes in a VM id, [A-Za-z0-9._:-] */
-#define VC_MIGRATION_ID_LEN 32 /* 128 random bits, lower-case hex */
+#define VC_MAX_VCPUS	    1024 /* vCPUs per VM (KVM_MAX_VCPUS is 1024..4096) */
+#define VC_VM_ID_MAX	    63	 /* bytes in a VM id, [A-Za-z0-9._:-] */
+#define VC_MIGRATION_ID_LEN 32	 /* 128 random bits, lower-case hex */
 
 enum backend_kind {
 	BACKEND_NONE = 0,
-	BACKEND_KVM_X86 = 1,        /* upstream KVM_VCPU_TSC_OFFSET + KVM_SET_CLOCK */
+	BACKEND_KVM_X86 = 1,	    /* upstream KVM_VCPU_TSC_OFFSET + KVM_SET_CLOCK */
 	BACKEND_KVM_SYSCOUNTER = 2, /* KVM_GET/SET_SYSTEM_COUNTER_STATE (patch) */
-	BACKEND_KVM_ARM64 = 3,      /* KVM_ARM_SET_COUNTER_OFFSET */
+	BACKEND_KVM_ARM64 = 3,	    /* KVM_ARM_SET_COUNTER_OFFSET */
 	_BACKEND_KIND_MAX,
 	_BACKEND_KIND_INVALID = -1,
 };

@@ -19,9 +19,9 @@
 
 /* Fractional bits of KVM's TSC scaling ratio: 48 on Intel VMX, 32 on AMD SVM
  * (kvm_caps.tsc_scaling_ratio_frac_bits, arch/x86/kvm/{vmx/vmx.c,svm/svm.c}). */
-#define WIRE_TSC_FRAC_BITS_AMD 32
+#define WIRE_TSC_FRAC_BITS_AMD	 32
 #define WIRE_TSC_FRAC_BITS_INTEL 48
-#define WIRE_TSC_FRAC_BITS_MAX 63
+#define WIRE_TSC_FRAC_BITS_MAX	 63
 
 /* Linux errno values are below MAX_ERRNO (include/linux/err.h). */
 #define WIRE_MAX_ERRNO 4095
@@ -125,8 +125,7 @@ int wire_vmm_pack_frame(const Vcounter__V1__VmmMessage *msg, uint8_t **ret_buf, 
 	return pack_frame(msg ? &msg->base : NULL, ret_buf, ret_len);
 }
 
-int wire_peer_pack_frame(const Vcounter__V1__PeerMessage *msg, uint8_t **ret_buf,
-			 size_t *ret_len)
+int wire_peer_pack_frame(const Vcounter__V1__PeerMessage *msg, uint8_t **ret_buf, size_t *ret_len)
 {
 	return pack_frame(msg ? &msg->base : NULL, ret_buf, ret_len);
 }
@@ -235,8 +234,8 @@ static Vcounter__V1__AnchorSource anchor_source_to_pb(enum anchor_source source)
 
 /* Write the refusal sentence (if the caller wants one) and return -EINVAL, so
  * that every check is one line: return refuse(err, err_size, "...", ...). */
-__attribute__((format(printf, 3, 4))) static int refuse(char *err, size_t err_size,
-							const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int refuse(char *err, size_t err_size, const char *fmt,
+							...)
 {
 	va_list ap;
 
@@ -268,8 +267,8 @@ static int check_guest_tsc_khz(uint32_t khz, char *err, size_t err_size)
 	if (khz == 0)
 		return refuse(err, err_size, "guest_tsc_khz is 0");
 	if (khz > WIRE_MAX_GUEST_TSC_KHZ)
-		return refuse(err, err_size, "guest_tsc_khz %" PRIu32 " above limit %" PRIu32,
-			      khz, WIRE_MAX_GUEST_TSC_KHZ);
+		return refuse(err, err_size, "guest_tsc_khz %" PRIu32 " above limit %" PRIu32, khz,
+			      WIRE_MAX_GUEST_TSC_KHZ);
 	return 0;
 }
 
@@ -279,8 +278,7 @@ static int check_offsets(const char *name, size_t n, const uint64_t *offsets, ch
 	if (n == 0)
 		return refuse(err, err_size, "%s has no entries", name);
 	if (n > VC_MAX_VCPUS)
-		return refuse(err, err_size, "%s has %zu entries, limit %d", name, n,
-			      VC_MAX_VCPUS);
+		return refuse(err, err_size, "%s has %zu entries, limit %d", name, n, VC_MAX_VCPUS);
 	/* Only a hand-built message can have this; unpack never does. */
 	if (!offsets)
 		return refuse(err, err_size, "%s has %zu entries but no data", name, n);

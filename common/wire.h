@@ -21,10 +21,8 @@ void wire_peer_free(Vcounter__V1__PeerMessage *msg);
 
 /* Pack an envelope into a new buffer holding header + payload, ready to
  * send. -EMSGSIZE if over VC_MAX_FRAME_BYTES. *ret_buf is malloc'd. */
-int wire_vmm_pack_frame(const Vcounter__V1__VmmMessage *msg, uint8_t **ret_buf,
-			size_t *ret_len);
-int wire_peer_pack_frame(const Vcounter__V1__PeerMessage *msg, uint8_t **ret_buf,
-			 size_t *ret_len);
+int wire_vmm_pack_frame(const Vcounter__V1__VmmMessage *msg, uint8_t **ret_buf, size_t *ret_len);
+int wire_peer_pack_frame(const Vcounter__V1__PeerMessage *msg, uint8_t **ret_buf, size_t *ret_len);
 
 /* Validating conversions. Each returns 0 or -EINVAL with a sentence in err
  * naming the field ("offset_cycles has 1025 entries, limit 1024",
@@ -41,8 +39,8 @@ int wire_peer_pack_frame(const Vcounter__V1__PeerMessage *msg, uint8_t **ret_buf
  * member and refuse only numbers this version does not know. */
 int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct counter_state *ret,
 			       char *err, size_t err_size);
-int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb,
-			struct migration_report *ret, char *err, size_t err_size);
+int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb, struct migration_report *ret,
+			char *err, size_t err_size);
 int wire_backend_from_pb(Vcounter__V1__Backend pb, enum backend_kind *ret);
 int wire_role_from_pb(Vcounter__V1__Role pb, enum vm_role *ret);
 

@@ -28,7 +28,7 @@
  * with '/' (fs/d_path.c: prepend_path), and the "anon_inode:" form comes only
  * from anon_inodefs (fs/anon_inodes.c: anon_inodefs_dname) with a name
  * chosen by kernel code. So a user cannot make a file that reads like this. */
-#define LINK_KVM_VM "anon_inode:kvm-vm"
+#define LINK_KVM_VM	     "anon_inode:kvm-vm"
 #define LINK_KVM_VCPU_PREFIX "anon_inode:kvm-vcpu:"
 
 static const char *const fd_kind_table[_FD_KIND_MAX] = {

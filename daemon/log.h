@@ -16,10 +16,10 @@ void log_msg(int priority, const char *fmt, ...) __attribute__((format(printf, 2
  * "return log_error_errno(r, ...);". */
 int log_errno(int priority, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-#define log_error(...) log_msg(LOG_ERR, __VA_ARGS__)
-#define log_warning(...) log_msg(LOG_WARNING, __VA_ARGS__)
-#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
-#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
-#define log_error_errno(err, ...) log_errno(LOG_ERR, err, __VA_ARGS__)
+#define log_error(...)		    log_msg(LOG_ERR, __VA_ARGS__)
+#define log_warning(...)	    log_msg(LOG_WARNING, __VA_ARGS__)
+#define log_info(...)		    log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)		    log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_error_errno(err, ...)   log_errno(LOG_ERR, err, __VA_ARGS__)
 #define log_warning_errno(err, ...) log_errno(LOG_WARNING, err, __VA_ARGS__)
-#define log_debug_errno(err, ...) log_errno(LOG_DEBUG, err, __VA_ARGS__)
+#define log_debug_errno(err, ...)   log_errno(LOG_DEBUG, err, __VA_ARGS__)

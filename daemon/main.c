@@ -34,7 +34,8 @@ static void usage(FILE *f)
 		"  --ca FILE                fleet CA bundle (PEM)\n"
 		"  --cert FILE              this host's certificate chain (PEM)\n"
 		"  --key FILE               its private key (PEM)\n"
-		"  --allow-peer NAME        peer identity (SAN) allowed on the peer link; repeatable\n"
+		"  --allow-peer NAME        peer identity (SAN) allowed on the peer link; "
+		"repeatable\n"
 		"  --allow-uid UID          VMM uid allowed on the VMM socket; repeatable\n"
 		"                           (default: root and the daemon's own uid)\n"
 		"  --allow-gid GID          VMM gid allowed on the VMM socket; repeatable\n"
@@ -184,7 +185,8 @@ static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char 
 			else if (strcmp(optarg, "refuse") == 0)
 				cfg->error_bound_refuse = true;
 			else {
-				fprintf(stderr, "vcounterd: --error-bound-policy must be warn or refuse\n");
+				fprintf(stderr,
+					"vcounterd: --error-bound-policy must be warn or refuse\n");
 				return -EINVAL;
 			}
 			break;
@@ -322,7 +324,8 @@ int main(int argc, char **argv)
 	if (tls_setup(&vcd) < 0)
 		goto out;
 	if (vcd.config.listen_addr && !vcd.tls_server) {
-		log_error("--listen needs --ca, --cert and --key: the peer link is mutual TLS only");
+		log_error(
+			"--listen needs --ca, --cert and --key: the peer link is mutual TLS only");
 		goto out;
 	}
 	vmm_fd = vmm_socket_open(vcd.config.vmm_socket);

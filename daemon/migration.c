@@ -18,8 +18,8 @@
 #include "vcd.h"
 #include "wire.h"
 
-#define PEER_PROTOCOL_VERSION 1
-#define LINK_MAX_QUEUED_FRAMES 64   /* frames waiting for a handshake */
+#define PEER_PROTOCOL_VERSION	  1
+#define LINK_MAX_QUEUED_FRAMES	  64 /* frames waiting for a handshake */
 #define LINK_MAX_PENDING_REQUESTS 1024
 
 struct queued_frame {
@@ -60,7 +60,7 @@ struct migration {
 	uint64_t vmm_conn_id;
 	uint64_t vmm_request_id;
 	uint64_t peer_request_id; /* target: id of the message to answer */
-	struct event *timer;      /* peer reply deadline */
+	struct event *timer;	  /* peer reply deadline */
 	uint64_t apply_started_ns;
 	int64_t planned_delta_cycles;
 	uint64_t planned_error_bound_ns;
@@ -195,8 +195,8 @@ static void migration_reply_vmm_error(struct vcd *vcd, struct migration *m, int 
 
 static void link_send(struct peer_link *link, const Vcounter__V1__PeerMessage *msg);
 
-static void migration_fail(struct vcd *vcd, struct migration *m, int error, const char *fmt,
-			   ...) __attribute__((format(printf, 4, 5)));
+static void migration_fail(struct vcd *vcd, struct migration *m, int error, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
 static void migration_fail(struct vcd *vcd, struct migration *m, int error, const char *fmt, ...)
 {
@@ -263,11 +263,11 @@ static void link_send(struct peer_link *link, const Vcounter__V1__PeerMessage *m
 	link_send_frame(link, buf, len);
 }
 
-static void link_send_error(struct peer_link *link, uint64_t request_id, int error,
-			    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void link_send_error(struct peer_link *link, uint64_t request_id, int error, const char *fmt,
+			    ...) __attribute__((format(printf, 4, 5)));
 
-static void link_send_error(struct peer_link *link, uint64_t request_id, int error,
-			    const char *fmt, ...)
+static void link_send_error(struct peer_link *link, uint64_t request_id, int error, const char *fmt,
+			    ...)
 {
 	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
 	Vcounter__V1__Error e = VCOUNTER__V1__ERROR__INIT;
@@ -564,31 +564,31 @@ void migration_handle_migrate_out(struct vcd *vcd, uint64_t conn_id, uint64_t re
 	}
 	if (vm->conn_id != conn_id) {
 		vmm_reply_error(vcd, conn_id, request_id, -EPERM,
-				       "VM was registered by another connection");
+				"VM was registered by another connection");
 		return;
 	}
 	if (vm->role != VM_ROLE_SOURCE) {
 		vmm_reply_error(vcd, conn_id, request_id, -EINVAL,
-				       "VM was registered as a migration target");
+				"VM was registered as a migration target");
 		return;
 	}
 	if (!vm->probed) {
 		vmm_reply_error(vcd, conn_id, request_id, -EAGAIN,
-				       "VM registration is not finished");
+				"VM registration is not finished");
 		return;
 	}
 	if (!peer_address || !*peer_address || !peer_name || !*peer_name ||
-	    strlen(peer_name) > TLS_PEER_NAME_MAX || strlen(peer_address) >= sizeof(link->address)) {
+	    strlen(peer_name) > TLS_PEER_NAME_MAX ||
+	    strlen(peer_address) >= sizeof(link->address)) {
 		vmm_reply_error(vcd, conn_id, request_id, -EINVAL,
-				       "peer_address and peer_name are required");
+				"peer_address and peer_name are required");
 		return;
 	}
 	for (m = vcd->migrations->list; m; m = m->next)
 		if (m->s.role == VM_ROLE_SOURCE && strcmp(m->s.vm_id, vm_id) == 0 &&
 		    !migration_step_is_terminal(m->s.step)) {
 			vmm_reply_error(vcd, conn_id, request_id, -EBUSY,
-					       "VM already has migration %s running",
-					       m->s.migration_id);
+					"VM already has migration %s running", m->s.migration_id);
 			return;
 		}
 
@@ -600,18 +600,17 @@ void migration_handle_migrate_out(struct vcd *vcd, uint64_t conn_id, uint64_t re
 	r = link_get_outgoing(vcd, peer_address, peer_name, &link);
 	if (r == -ENOKEY) {
 		vmm_reply_error(vcd, conn_id, request_id, r,
-				       "no TLS client certificate configured (--cert/--key/--ca)");
+				"no TLS client certificate configured (--cert/--key/--ca)");
 		return;
 	}
 	if (r < 0) {
-		vmm_reply_error(vcd, conn_id, request_id, r, "cannot connect to %s",
-				       peer_address);
+		vmm_reply_error(vcd, conn_id, request_id, r, "cannot connect to %s", peer_address);
 		return;
 	}
 	r = migration_new(vcd, &m);
 	if (r < 0) {
 		vmm_reply_error(vcd, conn_id, request_id, r,
-				       "too many migrations running (limit VCD_MAX_MIGRATIONS)");
+				"too many migrations running (limit VCD_MAX_MIGRATIONS)");
 		return;
 	}
 	r = session_init(&m->s, VM_ROLE_SOURCE, id, vm_id, peer_name, vcd_now_ns());
@@ -705,23 +704,23 @@ void migration_handle_report_paused(struct vcd *vcd, uint64_t conn_id, uint64_t 
 
 	if (!m || m->s.role != VM_ROLE_SOURCE || !vm_id || strcmp(m->s.vm_id, vm_id) != 0) {
 		vmm_reply_error(vcd, conn_id, request_id, -ENOENT,
-				       "no outgoing migration with that id for that VM");
+				"no outgoing migration with that id for that VM");
 		return;
 	}
 	if (!vm || vm->conn_id != conn_id) {
 		vmm_reply_error(vcd, conn_id, request_id, -EPERM,
-				       "VM is not registered on this connection");
+				"VM is not registered on this connection");
 		return;
 	}
 	if (m->s.step != STEP_PREPARED && m->s.step != STEP_FINAL) {
 		vmm_reply_error(vcd, conn_id, request_id, -EPROTO,
-				       "migration is at step %s, not ready for the final state",
-				       migration_step_to_string(m->s.step));
+				"migration is at step %s, not ready for the final state",
+				migration_step_to_string(m->s.step));
 		return;
 	}
 	if (m->vmm_request_id) {
 		vmm_reply_error(vcd, conn_id, request_id, -EBUSY,
-				       "a request for this migration is already running");
+				"a request for this migration is already running");
 		return;
 	}
 	m->vmm_conn_id = conn_id;
@@ -774,13 +773,13 @@ static void handle_applied(struct vcd *vcd, struct peer_link *link,
 	m = migration_find(vcd, rep->migration_id);
 	if (!m || m->s.role != VM_ROLE_SOURCE) {
 		link_send_error(link, msg->id, -ENOENT, "unknown migration id %s",
-				       rep->migration_id);
+				rep->migration_id);
 		return;
 	}
 	r = session_source_applied(&m->s, link->identity, rep, vcd_now_ns());
 	if (r < 0) {
 		link_send_error(link, msg->id, r, "Applied refused at step %s",
-				       migration_step_to_string(m->s.step));
+				migration_step_to_string(m->s.step));
 		return;
 	}
 	log_outcome(rep, "source");
@@ -793,8 +792,8 @@ static void handle_applied(struct vcd *vcd, struct peer_link *link,
 
 /* ---- target side ---- */
 
-static int target_plan(struct vcd *vcd, const struct vm_entry *vm,
-		       const struct counter_state *src, struct counter_plan *ret_plan)
+static int target_plan(struct vcd *vcd, const struct vm_entry *vm, const struct counter_state *src,
+		       struct counter_plan *ret_plan)
 {
 	struct counter_policy policy = { .max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns };
 	struct counter_target dst = {
@@ -858,48 +857,46 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 	}
 	if (migration_find(vcd, prep->migration_id)) {
 		link_send_error(link, msg->id, -EEXIST, "migration %s already exists",
-				       prep->migration_id);
+				prep->migration_id);
 		return;
 	}
 	vm = vcd_find_vm(vcd, prep->vm_id);
 	if (!vm || vm->role != VM_ROLE_TARGET || !vm->probed) {
-		link_send_error(link, msg->id, -ENOENT,
-				       "no target VM %s registered on %s", prep->vm_id,
-				       vcd->config.host_name);
+		link_send_error(link, msg->id, -ENOENT, "no target VM %s registered on %s",
+				prep->vm_id, vcd->config.host_name);
 		return;
 	}
 	for (m = vcd->migrations->list; m; m = m->next)
 		if (m->s.role == VM_ROLE_TARGET && strcmp(m->s.vm_id, vm->vm_id) == 0 &&
 		    !migration_step_is_terminal(m->s.step)) {
 			link_send_error(link, msg->id, -EBUSY,
-					       "target VM %s already has migration %s running",
-					       vm->vm_id, m->s.migration_id);
+					"target VM %s already has migration %s running", vm->vm_id,
+					m->s.migration_id);
 			return;
 		}
 	if (!vm->offset_control) {
-		link_send_error(link, msg->id, -EOPNOTSUPP,
-				       "target host %s: %s",
-				       vcd->config.host_name, vm->probe_detail);
+		link_send_error(link, msg->id, -EOPNOTSUPP, "target host %s: %s",
+				vcd->config.host_name, vm->probe_detail);
 		return;
 	}
 	if (state->n_vcpus != vm->n_vcpus) {
-		link_send_error(link, msg->id, -EINVAL,
-				       "source VM has %u vCPUs, target VM %u", state->n_vcpus,
-				       vm->n_vcpus);
+		link_send_error(link, msg->id, -EINVAL, "source VM has %u vCPUs, target VM %u",
+				state->n_vcpus, vm->n_vcpus);
 		return;
 	}
 	r = target_plan(vcd, vm, state, plan);
 	if (r < 0) {
 		link_send_error(link, msg->id, r, "%s (source %u kHz, target %u kHz)",
-				       plan_error(r), state->guest_tsc_khz, vm->guest_tsc_khz);
+				plan_error(r), state->guest_tsc_khz, vm->guest_tsc_khz);
 		return;
 	}
-	if (vcd->config.error_bound_limit_ns && plan->error_bound_ns > vcd->config.error_bound_limit_ns) {
+	if (vcd->config.error_bound_limit_ns &&
+	    plan->error_bound_ns > vcd->config.error_bound_limit_ns) {
 		if (vcd->config.error_bound_refuse) {
 			link_send_error(link, msg->id, -ERANGE,
-					       "error bound %" PRIu64 " ns over the limit %" PRIu64
-					       " ns (policy refuse)",
-					       plan->error_bound_ns, vcd->config.error_bound_limit_ns);
+					"error bound %" PRIu64 " ns over the limit %" PRIu64
+					" ns (policy refuse)",
+					plan->error_bound_ns, vcd->config.error_bound_limit_ns);
 			return;
 		}
 		log_warning("vm=%s migration=%s: error bound %" PRIu64 " ns over the limit %" PRIu64
@@ -924,8 +921,8 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 	m->link_id = link->id;
 	m->planned_delta_cycles = plan->delta_cycles;
 	m->planned_error_bound_ns = plan->error_bound_ns;
-	log_info("vm=%s migration=%s role=target step=prepared: peer=%s planned_delta_cycles=%" PRId64
-		 " planned_error_bound_ns=%" PRIu64,
+	log_info("vm=%s migration=%s role=target step=prepared: peer=%s "
+		 "planned_delta_cycles=%" PRId64 " planned_error_bound_ns=%" PRIu64,
 		 m->s.vm_id, m->s.migration_id, link->identity, plan->delta_cycles,
 		 plan->error_bound_ns);
 
@@ -955,7 +952,7 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 	}
 	if (!m || m->s.role != VM_ROLE_TARGET) {
 		link_send_error(link, msg->id, -ENOENT, "unknown migration id %s",
-				       fin->migration_id ? fin->migration_id : "");
+				fin->migration_id ? fin->migration_id : "");
 		return;
 	}
 	/* A foreign peer learns nothing about the session (session.h). */
@@ -972,7 +969,7 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 	if (state->n_vcpus != m->s.prepared.n_vcpus ||
 	    state->guest_tsc_khz != m->s.prepared.guest_tsc_khz) {
 		link_send_error(link, msg->id, -EINVAL,
-				       "final state changes the vCPU count or frequency");
+				"final state changes the vCPU count or frequency");
 		return;
 	}
 	r = session_target_final(&m->s, link->identity, fin->generation, state, vcd_now_ns());
@@ -983,28 +980,28 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 		m->link_id = link->id;
 		break;
 	case 1:
-		log_info("vm=%s migration=%s: final state generation %" PRIu64
-			 " replayed, no-op", m->s.vm_id, m->s.migration_id, fin->generation);
+		log_info("vm=%s migration=%s: final state generation %" PRIu64 " replayed, no-op",
+			 m->s.vm_id, m->s.migration_id, fin->generation);
 		/* The source may have reconnected: answer on the link it uses now. */
 		m->link_id = link->id;
 		break;
 	case -ESTALE:
 		link_send_error(link, msg->id, r,
-				       "stale final state: generation %" PRIu64 " < current %" PRIu64,
-				       fin->generation, m->s.generation);
+				"stale final state: generation %" PRIu64 " < current %" PRIu64,
+				fin->generation, m->s.generation);
 		return;
 	case -EPERM:
-		link_send_error(link, msg->id, r,
-				       "migration %s belongs to another peer", m->s.migration_id);
+		link_send_error(link, msg->id, r, "migration %s belongs to another peer",
+				m->s.migration_id);
 		return;
 	case -EEXIST:
 		link_send_error(link, msg->id, r,
-				       "generation %" PRIu64 " already received with other content",
-				       fin->generation);
+				"generation %" PRIu64 " already received with other content",
+				fin->generation);
 		return;
 	default:
 		link_send_error(link, msg->id, r, "final state refused at step %s",
-				       migration_step_to_string(m->s.step));
+				migration_step_to_string(m->s.step));
 		return;
 	}
 	ack.migration_id = m->s.migration_id;
@@ -1033,8 +1030,8 @@ static void reply_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
 /* The VMM computed and wrote; check its arithmetic against ours with the
  * anchor it used, and what it read back against what it was to write. */
 static int verify_apply(struct vcd *vcd, const struct migration *m,
-			const struct kvm_op_outcome *out, struct counter_plan *ret_plan,
-			char *err, size_t err_size)
+			const struct kvm_op_outcome *out, struct counter_plan *ret_plan, char *err,
+			size_t err_size)
 {
 	struct counter_policy policy = { .max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns };
 	struct counter_target dst = {
@@ -1153,12 +1150,12 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 
 	if (!m || m->s.role != VM_ROLE_TARGET || !vm_id || strcmp(m->s.vm_id, vm_id) != 0) {
 		vmm_reply_error(vcd, conn_id, request_id, -ENOENT,
-				       "no incoming migration with that id for that VM");
+				"no incoming migration with that id for that VM");
 		return;
 	}
 	if (!vm || vm->conn_id != conn_id) {
 		vmm_reply_error(vcd, conn_id, request_id, -EPERM,
-				       "VM is not registered on this connection");
+				"VM is not registered on this connection");
 		return;
 	}
 	r = session_target_begin_apply(&m->s, vcd_now_ns());
@@ -1169,10 +1166,9 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 		return;
 	}
 	if (r < 0) {
-		vmm_reply_error(vcd, conn_id, request_id, r,
-				       "cannot apply at step %s%s%s",
-				       migration_step_to_string(m->s.step),
-				       m->s.reason[0] ? ": " : "", m->s.reason);
+		vmm_reply_error(vcd, conn_id, request_id, r, "cannot apply at step %s%s%s",
+				migration_step_to_string(m->s.step), m->s.reason[0] ? ": " : "",
+				m->s.reason);
 		return;
 	}
 	m->vmm_conn_id = conn_id;
@@ -1211,8 +1207,8 @@ static void handle_prepare_ack(struct vcd *vcd, struct peer_link *link,
 		return;
 	}
 	evtimer_del(m->timer);
-	log_info("vm=%s migration=%s role=source step=prepared: peer=%s planned_delta_cycles=%" PRId64
-		 " planned_error_bound_ns=%" PRIu64,
+	log_info("vm=%s migration=%s role=source step=prepared: peer=%s "
+		 "planned_delta_cycles=%" PRId64 " planned_error_bound_ns=%" PRIu64,
 		 m->s.vm_id, m->s.migration_id, link->identity,
 		 msg->prepare_ack->planned_delta_cycles, msg->prepare_ack->planned_error_bound_ns);
 	mor.migration_id = m->s.migration_id;

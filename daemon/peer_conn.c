@@ -26,19 +26,19 @@
 /* Handshakes in flight on one listener; more are dropped at accept (a peer must not be able to
  * grow our memory by opening connections it never completes). */
 #define PEER_LISTENER_MAX_HANDSHAKES 64
-#define PEER_LISTENER_BACKLOG 16
+#define PEER_LISTENER_BACKLOG	     16
 /* After accept() fails (EMFILE, ENOBUFS), pause accepting this long rather than spin. */
-#define PEER_LISTENER_RETRY_MS 100
-#define PEER_CONN_REASON_MAX 1024
+#define PEER_LISTENER_RETRY_MS	     100
+#define PEER_CONN_REASON_MAX	     1024
 /* "[" + host + "]:" + port */
-#define PEER_HOST_MAX 256
-#define PEER_PORT_MAX 6
+#define PEER_HOST_MAX		     256
+#define PEER_PORT_MAX		     6
 
 enum conn_state {
 	CONN_TCP_CONNECTING, /* client: waiting for connect() */
-	CONN_HANDSHAKE,      /* TLS handshake running */
+	CONN_HANDSHAKE,	     /* TLS handshake running */
 	CONN_ESTABLISHED,    /* verified; frames flow */
-	CONN_CLOSED,         /* on_close running; only destruction follows */
+	CONN_CLOSED,	     /* on_close running; only destruction follows */
 };
 
 struct peer_conn {
@@ -339,16 +339,16 @@ static int conn_arm_deadline(struct peer_conn *conn)
 }
 
 /* Call a user callback; false if the user freed conn inside it (it is gone now). */
-#define CONN_CALLBACK(conn, cb, ...)                                          \
-	__extension__({                                                       \
-		(conn)->callback_depth++;                                     \
-		if ((conn)->ops->cb)                                          \
+#define CONN_CALLBACK(conn, cb, ...)                                            \
+	__extension__({                                                         \
+		(conn)->callback_depth++;                                       \
+		if ((conn)->ops->cb)                                            \
 			(conn)->ops->cb((conn), __VA_ARGS__, (conn)->userdata); \
-		(conn)->callback_depth--;                                     \
-		bool _alive_ = !(conn)->free_requested;                       \
-		if (!_alive_)                                                 \
-			conn_destroy(conn);                                   \
-		_alive_;                                                      \
+		(conn)->callback_depth--;                                       \
+		bool _alive_ = !(conn)->free_requested;                         \
+		if (!_alive_)                                                   \
+			conn_destroy(conn);                                     \
+		_alive_;                                                        \
 	})
 
 /* Deliver every whole frame in the input buffer; false if conn is gone. */
@@ -372,9 +372,8 @@ static bool conn_process_input(struct peer_conn *conn)
 		if (frame_header_decode(header, VC_MAX_FRAME_BYTES, &len) < 0) {
 			char reason[PEER_CONN_REASON_MAX];
 
-			snprintf(reason, sizeof(reason),
-				 "peer %s announced a frame over %u bytes", conn->identity,
-				 (unsigned)VC_MAX_FRAME_BYTES);
+			snprintf(reason, sizeof(reason), "peer %s announced a frame over %u bytes",
+				 conn->identity, (unsigned)VC_MAX_FRAME_BYTES);
 			conn_close(conn, -EMSGSIZE, reason);
 			return false;
 		}
@@ -455,7 +454,8 @@ static int conn_error(struct peer_conn *conn, short what, char *reason, size_t r
 		if (verify == X509_V_ERR_APPLICATION_VERIFICATION) {
 			snprintf(reason, reason_size,
 				 "peer %s refused: no subjectAltName of its certificate is on the "
-				 "allow-list", conn->remote);
+				 "allow-list",
+				 conn->remote);
 			return -EPERM;
 		}
 		if (verify == X509_V_ERR_HOSTNAME_MISMATCH) {
@@ -738,8 +738,8 @@ struct peer_conn *peer_conn_free(struct peer_conn *conn)
 
 /* --- listener --- */
 
-static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
-			       struct sockaddr *sa, int socklen, void *arg)
+static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+			       int socklen, void *arg)
 {
 	struct peer_listener *l = arg;
 	struct peer_conn *conn;
@@ -756,8 +756,8 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 	}
 	(void)getnameinfo(sa, (socklen_t)socklen, host, sizeof(host), port, sizeof(port),
 			  NI_NUMERICHOST | NI_NUMERICSERV);
-	snprintf(conn->remote, sizeof(conn->remote), strchr(host, ':') ? "[%s]:%s" : "%s:%s",
-		 host, port);
+	snprintf(conn->remote, sizeof(conn->remote), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
+		 port);
 	set_nodelay(fd);
 	if (conn_start_tls(conn, fd, BUFFEREVENT_SSL_ACCEPTING) < 0 ||
 	    conn_arm_deadline(conn) < 0) {
@@ -819,11 +819,10 @@ int peer_listener_new(struct event_base *base, SSL_CTX *ctx, const char *addr,
 		goto fail;
 	}
 	errno = 0;
-	l->evl = evconnlistener_new_bind(base, listener_accept_cb, l,
-					 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-						 LEV_OPT_CLOSE_ON_EXEC,
-					 PEER_LISTENER_BACKLOG, addrs->ai_addr,
-					 (int)addrs->ai_addrlen);
+	l->evl = evconnlistener_new_bind(
+		base, listener_accept_cb, l,
+		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+		PEER_LISTENER_BACKLOG, addrs->ai_addr, (int)addrs->ai_addrlen);
 	if (!l->evl) {
 		r = errno > 0 ? -errno : -EADDRNOTAVAIL;
 		goto fail;

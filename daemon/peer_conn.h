@@ -12,7 +12,7 @@
 #include "tls.h"
 
 /* Bytes queued for sending on one connection before peer_conn_send refuses. */
-#define PEER_CONN_MAX_PENDING_BYTES (4u * 1024 * 1024)
+#define PEER_CONN_MAX_PENDING_BYTES    (4u * 1024 * 1024)
 /* A TLS handshake that has not finished by then is dropped. */
 #define PEER_CONN_HANDSHAKE_TIMEOUT_MS 10000
 

@@ -8,16 +8,11 @@
 #include "session.h"
 
 static const char *const migration_step_table[_STEP_MAX] = {
-	[STEP_NONE] = "none",
-	[STEP_PREPARING] = "preparing",
-	[STEP_PREPARED] = "prepared",
-	[STEP_FINALIZING] = "finalizing",
-	[STEP_FINAL] = "final",
-	[STEP_APPLYING] = "applying",
-	[STEP_APPLIED] = "applied",
-	[STEP_DONE] = "done",
-	[STEP_ABORTED] = "aborted",
-	[STEP_FAILED] = "failed",
+	[STEP_NONE] = "none",	      [STEP_PREPARING] = "preparing",
+	[STEP_PREPARED] = "prepared", [STEP_FINALIZING] = "finalizing",
+	[STEP_FINAL] = "final",	      [STEP_APPLYING] = "applying",
+	[STEP_APPLIED] = "applied",   [STEP_DONE] = "done",
+	[STEP_ABORTED] = "aborted",   [STEP_FAILED] = "failed",
 };
 
 const char *migration_step_to_string(enum migration_step step)
@@ -77,8 +72,7 @@ static bool report_equal(const struct migration_report *a, const struct migratio
 	       memcmp(a->offsets_after, b->offsets_after, a->n_vcpus * sizeof(uint64_t)) == 0 &&
 	       a->elapsed_ns == b->elapsed_ns && a->delta_cycles == b->delta_cycles &&
 	       a->error_bound_ns == b->error_bound_ns &&
-	       a->apply_latency_ns == b->apply_latency_ns &&
-	       a->guest_tsc_khz == b->guest_tsc_khz &&
+	       a->apply_latency_ns == b->apply_latency_ns && a->guest_tsc_khz == b->guest_tsc_khz &&
 	       a->error_bound_exceeded == b->error_bound_exceeded;
 }
 
@@ -135,8 +129,8 @@ static void move_to(struct session *s, enum migration_step step, uint64_t now_ns
 	s->updated_ns = now_ns;
 }
 
-int session_init(struct session *s, enum vm_role role, const char *migration_id,
-		 const char *vm_id, const char *peer_identity, uint64_t now_ns)
+int session_init(struct session *s, enum vm_role role, const char *migration_id, const char *vm_id,
+		 const char *peer_identity, uint64_t now_ns)
 {
 	size_t peer_len;
 

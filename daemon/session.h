@@ -10,17 +10,17 @@
 #include "counter_state.h"
 
 #define SESSION_PEER_NAME_MAX 255
-#define SESSION_REASON_MAX 255
+#define SESSION_REASON_MAX    255
 
 enum migration_step {
 	STEP_NONE = 0,
-	STEP_PREPARING,  /* source: state read, Prepare sent, waiting PrepareAck */
-	STEP_PREPARED,   /* target validated Prepare / source got PrepareAck */
+	STEP_PREPARING,	 /* source: state read, Prepare sent, waiting PrepareAck */
+	STEP_PREPARED,	 /* target validated Prepare / source got PrepareAck */
 	STEP_FINALIZING, /* source: VMM paused, final state sent, waiting FinalAck */
-	STEP_FINAL,      /* final state delivered (source) / stored (target) */
-	STEP_APPLYING,   /* target: apply running in the VMM */
-	STEP_APPLIED,    /* target applied / source received Applied */
-	STEP_DONE,       /* target got the source's Ack / source sent it */
+	STEP_FINAL,	 /* final state delivered (source) / stored (target) */
+	STEP_APPLYING,	 /* target: apply running in the VMM */
+	STEP_APPLIED,	 /* target applied / source received Applied */
+	STEP_DONE,	 /* target got the source's Ack / source sent it */
 	STEP_ABORTED,
 	STEP_FAILED,
 	_STEP_MAX,
@@ -49,7 +49,7 @@ struct session {
 	bool has_report;
 	struct migration_report report;
 	char reason[SESSION_REASON_MAX + 1]; /* why ABORTED/FAILED */
-	uint64_t started_ns;                 /* monotonic, passed in */
+	uint64_t started_ns;		     /* monotonic, passed in */
 	uint64_t updated_ns;
 };
 
@@ -70,12 +70,12 @@ struct session {
 
 /* -EINVAL for an invalid id, a role other than source/target, or an empty or
  * over-long (> SESSION_PEER_NAME_MAX) peer identity; s is untouched then. */
-int session_init(struct session *s, enum vm_role role, const char *migration_id,
-		 const char *vm_id, const char *peer_identity, uint64_t now_ns);
+int session_init(struct session *s, enum vm_role role, const char *migration_id, const char *vm_id,
+		 const char *peer_identity, uint64_t now_ns);
 
 /* Source side. */
 int session_source_prepare_sent(struct session *s, const struct counter_state *state,
-				uint64_t now_ns);                      /* NONE -> PREPARING */
+				uint64_t now_ns); /* NONE -> PREPARING */
 int session_source_prepare_acked(struct session *s, const char *from, uint64_t now_ns);
 /* PREPARED or FINAL -> FINALIZING with generation + 1 (a VMM that paused,
  * resumed and paused again sends a newer final state). -EOVERFLOW if the
@@ -110,7 +110,8 @@ int session_target_applied(struct session *s, const struct migration_report *rep
 /* APPLYING -> FINAL again: the write failed, the source may retry. The reason
  * is kept in s->reason. */
 int session_target_apply_failed(struct session *s, const char *reason, uint64_t now_ns);
-int session_target_acked(struct session *s, const char *from, uint64_t now_ns); /* APPLIED -> DONE */
+int session_target_acked(struct session *s, const char *from,
+			 uint64_t now_ns); /* APPLIED -> DONE */
 
 /* Any non-terminal step before APPLIED (APPLYING included) -> ABORTED. A
  * session that applied (APPLIED, or DONE on either side) cannot un-apply:

@@ -224,9 +224,8 @@ static bool error_is_key_mismatch(void)
 {
 	unsigned long e = ERR_peek_error();
 
-	return ERR_GET_LIB(e) == ERR_LIB_X509 &&
-	       (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
-		ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH);
+	return ERR_GET_LIB(e) == ERR_LIB_X509 && (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
+						  ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH);
 }
 
 int tls_ctx_new(const struct tls_config *config, bool is_server, SSL_CTX **ret_ctx, char *err,

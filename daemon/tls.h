@@ -9,7 +9,7 @@
 #include <openssl/ssl.h>
 
 #define TLS_MAX_ALLOWED_PEERS 256
-#define TLS_PEER_NAME_MAX 255
+#define TLS_PEER_NAME_MAX     255
 
 struct tls_config {
 	const char *ca_file;   /* PEM bundle of the fleet CA */

@@ -18,20 +18,20 @@
 #include "vcounter.pb-c.h"
 
 /* Limits (each a clear error when hit). */
-#define VCD_MAX_VMS 4096          /* registered VMs per daemon */
-#define VCD_MAX_VMM_CONNS 1024    /* concurrent VMM connections */
-#define VCD_MAX_MIGRATIONS 1024   /* migrations kept (running + finished) */
-#define VCD_MAX_PEER_LINKS 256    /* peer links, both directions */
-#define VCD_MAX_ALLOWED_IDS 64    /* --allow-uid / --allow-gid entries */
-#define VCD_MAX_PENDING_OPS 64    /* outstanding KVM ops per VMM connection */
+#define VCD_MAX_VMS	    4096 /* registered VMs per daemon */
+#define VCD_MAX_VMM_CONNS   1024 /* concurrent VMM connections */
+#define VCD_MAX_MIGRATIONS  1024 /* migrations kept (running + finished) */
+#define VCD_MAX_PEER_LINKS  256	 /* peer links, both directions */
+#define VCD_MAX_ALLOWED_IDS 64	 /* --allow-uid / --allow-gid entries */
+#define VCD_MAX_PENDING_OPS 64	 /* outstanding KVM ops per VMM connection */
 
 #define VCD_DEFAULT_VMM_SOCKET "/run/vcounterd/vmm.sock"
-#define VCD_DEFAULT_PEER_PORT 7420
+#define VCD_DEFAULT_PEER_PORT  7420
 
 struct vcd_config {
 	const char *vmm_socket;
 	const char *listen_addr; /* peer link; NULL: do not accept migrations */
-	const char *host_name;   /* this host's identity, for Hello and logs */
+	const char *host_name;	 /* this host's identity, for Hello and logs */
 	struct tls_config tls;
 	const char *allowed_peers[TLS_MAX_ALLOWED_PEERS];
 	uid_t allowed_uids[VCD_MAX_ALLOWED_IDS];

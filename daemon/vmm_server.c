@@ -128,13 +128,13 @@ static int send_error(int fd, uint64_t request_id, int error, const char *text)
 	return conn_send(&tmp, &msg);
 }
 
-static void conn_send_error(struct vmm_conn *conn, uint64_t request_id, int error,
-			    const char *text)
+static void conn_send_error(struct vmm_conn *conn, uint64_t request_id, int error, const char *text)
 {
 	int r = send_error(conn->fd, request_id, error, text);
 
 	if (r < 0) {
-		log_warning_errno(r, "vmm pid=%d: dropping connection, cannot send", (int)conn->pid);
+		log_warning_errno(r, "vmm pid=%d: dropping connection, cannot send",
+				  (int)conn->pid);
 		conn_close(conn, "send failed");
 	}
 }
@@ -310,7 +310,8 @@ static void handle_kvm_op_result(struct vmm_conn *conn, const Vcounter__V1__VmmM
 		goto done;
 	}
 	out->offset_control = res->offset_control;
-	snprintf(out->detail, sizeof(out->detail), "%s", res->probe_detail ? res->probe_detail : "");
+	snprintf(out->detail, sizeof(out->detail), "%s",
+		 res->probe_detail ? res->probe_detail : "");
 	if (res->state) {
 		r = wire_counter_state_from_pb(res->state, &out->state, err, sizeof(err));
 		if (r < 0)
@@ -413,7 +414,7 @@ static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 
 	if (!vm_id_is_valid(req->vm_id)) {
 		conn_send_error(conn, request_id, -EINVAL,
-				       "vm_id must be 1-63 characters of [A-Za-z0-9._:-]");
+				"vm_id must be 1-63 characters of [A-Za-z0-9._:-]");
 		return;
 	}
 	if (wire_role_from_pb(req->role, &role) < 0 || role == VM_ROLE_NONE) {
@@ -437,7 +438,7 @@ static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 	}
 	if (vcd->n_vms >= VCD_MAX_VMS) {
 		conn_send_error(conn, request_id, -ENOSPC,
-				       "too many registered VMs (limit VCD_MAX_VMS)");
+				"too many registered VMs (limit VCD_MAX_VMS)");
 		return;
 	}
 
@@ -499,7 +500,7 @@ static void handle_unregister(struct vmm_conn *conn, uint64_t request_id,
 	}
 	if (vm->conn_id != conn->id) {
 		conn_send_error(conn, request_id, -EPERM,
-				       "VM was registered by another connection");
+				"VM was registered by another connection");
 		return;
 	}
 	unregister_vm(conn->vcd, vm, "unregistered by its VMM");
@@ -538,7 +539,7 @@ static void dispatch(struct vmm_conn *conn, const Vcounter__V1__VmmMessage *msg,
 
 	if (*n_fds > 0 && msg->body_case != VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM) {
 		conn_send_error(conn, id, -EINVAL,
-				       "file descriptors are only accepted with RegisterVm");
+				"file descriptors are only accepted with RegisterVm");
 		return;
 	}
 
@@ -551,17 +552,16 @@ static void dispatch(struct vmm_conn *conn, const Vcounter__V1__VmmMessage *msg,
 		return;
 	case VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATE_OUT:
 		migration_handle_migrate_out(vcd, conn->id, id, msg->migrate_out->vm_id,
-						    msg->migrate_out->peer_address,
-						    msg->migrate_out->peer_name);
+					     msg->migrate_out->peer_address,
+					     msg->migrate_out->peer_name);
 		return;
 	case VCOUNTER__V1__VMM_MESSAGE__BODY_REPORT_PAUSED:
-		migration_handle_report_paused(vcd, conn->id, id,
-						      msg->report_paused->vm_id,
-						      msg->report_paused->migration_id);
+		migration_handle_report_paused(vcd, conn->id, id, msg->report_paused->vm_id,
+					       msg->report_paused->migration_id);
 		return;
 	case VCOUNTER__V1__VMM_MESSAGE__BODY_APPLY:
 		migration_handle_apply(vcd, conn->id, id, msg->apply->vm_id,
-					      msg->apply->migration_id);
+				       msg->apply->migration_id);
 		return;
 	case VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS:
 		handle_status(conn, id);
@@ -597,14 +597,13 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (n == -EAGAIN || n == -EINTR)
 		return;
 	if (n == -EMSGSIZE) {
-		conn_send_error(conn, 0, -EMSGSIZE,
-				       "message longer than the maximum frame size");
+		conn_send_error(conn, 0, -EMSGSIZE, "message longer than the maximum frame size");
 		return;
 	}
 	if (n == -ECHRNG) {
 		conn_send_error(conn, 0, -E2BIG,
-				       "too many file descriptors (control data truncated); "
-				       "all were closed");
+				"too many file descriptors (control data truncated); "
+				"all were closed");
 		return;
 	}
 	if (n == -EBADMSG) {
@@ -621,8 +620,8 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (r < 0) {
 		unix_fd_close_all(fds, n_fds);
 		conn_send_error(conn, 0, r,
-				       r == -EMSGSIZE ? "frame length over the maximum"
-						      : "truncated or malformed frame");
+				r == -EMSGSIZE ? "frame length over the maximum"
+					       : "truncated or malformed frame");
 		return;
 	}
 	msg = vcounter__v1__vmm_message__unpack(NULL, payload_len, payload);
@@ -651,8 +650,8 @@ static void conn_close(struct vmm_conn *conn, const char *why)
 			break;
 		}
 	}
-	log_debug("vmm conn=%llu pid=%d closed: %s", (unsigned long long)conn->id,
-		  (int)conn->pid, why);
+	log_debug("vmm conn=%llu pid=%d closed: %s", (unsigned long long)conn->id, (int)conn->pid,
+		  why);
 	/* The conn is unlinked first, so callbacks find it gone. */
 	while ((op = conn->ops)) {
 		conn->ops = op->next;

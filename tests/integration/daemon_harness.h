@@ -9,10 +9,10 @@
 
 struct daemon_proc {
 	pid_t pid;
-	char dir[256];        /* private temp dir */
+	char dir[256];	      /* private temp dir */
 	char vmm_socket[300]; /* dir/vmm.sock */
 	char log_path[300];   /* dir/vcounterd.log */
-	int peer_port;        /* -1 when not listening */
+	int peer_port;	      /* -1 when not listening */
 };
 
 /* mkdtemp under $TMPDIR and generate the test certificates there (or use

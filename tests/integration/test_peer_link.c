@@ -36,16 +36,16 @@
 #include "vcounter/vcounter.h"
 #include "wire.h"
 
-#define TARGET_NAME "host-b.test"
-#define URI_NAME "spiffe://fleet.test/host-u"
-#define TARGET_VM_ID "vm-target"
+#define TARGET_NAME	"host-b.test"
+#define URI_NAME	"spiffe://fleet.test/host-u"
+#define TARGET_VM_ID	"vm-target"
 #define RECV_TIMEOUT_MS 5000
-#define LOG_WAIT_MS 3000
+#define LOG_WAIT_MS	3000
 /* Fallback anchor rate when no KVM VM tells us the real one: any valid value
  * does for requests refused before the arithmetic. */
-#define DEFAULT_KHZ 2000000u
+#define DEFAULT_KHZ	2000000u
 /* Large source offsets, as a guest that ran long on another host has. */
-#define SRC_OFFSET UINT64_C(0x0000100000000000)
+#define SRC_OFFSET	UINT64_C(0x0000100000000000)
 
 static char certs_dir[256];
 static bool certs_made_here;
@@ -436,8 +436,8 @@ static struct counter_state *state_new(uint32_t guest_khz, uint32_t n_vcpus, uin
 }
 
 /* state NULL: a Prepare without CounterState. */
-static void send_prepare(struct peer *p, uint64_t id, const char *migration_id,
-			 const char *vm_id, const struct counter_state *state)
+static void send_prepare(struct peer *p, uint64_t id, const char *migration_id, const char *vm_id,
+			 const struct counter_state *state)
 {
 	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
 	Vcounter__V1__Prepare prep = VCOUNTER__V1__PREPARE__INIT;
@@ -455,8 +455,8 @@ static void send_prepare(struct peer *p, uint64_t id, const char *migration_id,
 	peer_send(p, &msg);
 }
 
-static void send_final(struct peer *p, uint64_t id, const char *migration_id,
-		       uint64_t generation, const struct counter_state *state)
+static void send_final(struct peer *p, uint64_t id, const char *migration_id, uint64_t generation,
+		       const struct counter_state *state)
 {
 	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
 	Vcounter__V1__FinalState fin = VCOUNTER__V1__FINAL_STATE__INIT;
@@ -638,11 +638,11 @@ static int group_setup(void **state)
 {
 	char ca[320], cert[320], key[320];
 	const char *args[] = {
-		"--listen", "127.0.0.1:0",
-		"--host-name", TARGET_NAME,
-		"--ca", ca,
-		"--cert", cert,
-		"--key", key,
+		"--listen",	"127.0.0.1:0",
+		"--host-name",	TARGET_NAME,
+		"--ca",		ca,
+		"--cert",	cert,
+		"--key",	key,
 		"--allow-peer", "host-a.test",
 		"--allow-peer", URI_NAME,
 		NULL,
@@ -1021,8 +1021,7 @@ static void test_prepare_for_a_source_role_vm_is_not_found(void **state)
 	random_migration_id(id);
 	peer_open_link(&p, "host-a");
 	send_prepare(&p, 55, id, "vm-leaving", s);
-	expect_error(&p, 55, VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND,
-		     "no target VM vm-leaving");
+	expect_error(&p, 55, VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND, "no target VM vm-leaving");
 	peer_close(&p);
 	vcounter_close(vc);
 	close(vcpu_fd);
@@ -1218,8 +1217,7 @@ static void test_full_protocol_with_replays_applies_by_offset(void **state)
 	*conflict = *fin2;
 	conflict->offset_cycles[1] += 1;
 	send_final(&a, 107, id, 2, conflict);
-	expect_error(&a, 107, VCOUNTER__V1__ERROR_CODE__ERROR_FAILED_PRECONDITION,
-		     "other content");
+	expect_error(&a, 107, VCOUNTER__V1__ERROR_CODE__ERROR_FAILED_PRECONDITION, "other content");
 	/* Another allowed peer may not touch this migration: no newer
 	 * generation, no abort. */
 	send_final(&u, 108, id, 3, fin3);

@@ -85,7 +85,8 @@ static void expect_error(int fd, uint64_t id, Vcounter__V1__ErrorCode code, cons
 	assert_int_equal(msg->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR);
 	assert_int_equal(msg->id, id);
 	if (msg->error->code != code || (substr && !strstr(msg->error->message, substr)))
-		fprintf(stderr, "got code %d message '%s'\n", msg->error->code, msg->error->message);
+		fprintf(stderr, "got code %d message '%s'\n", msg->error->code,
+			msg->error->message);
 	assert_int_equal(msg->error->code, code);
 	if (substr)
 		assert_non_null(strstr(msg->error->message, substr));
@@ -287,11 +288,26 @@ static void test_register_refuses_fds_of_the_wrong_kind(void **state)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	assert_true(memfd >= 0 && efd >= 0 && devnull >= 0);
 
-	{ int fds[] = { file, devnull }; register_expect_refusal(fds, 2, 1, "kvm-vm"); }
-	{ int fds[] = { memfd, devnull }; register_expect_refusal(fds, 2, 1, "kvm-vm"); }
-	{ int fds[] = { sv[0], devnull }; register_expect_refusal(fds, 2, 1, "kvm-vm"); }
-	{ int fds[] = { p[0], efd }; register_expect_refusal(fds, 2, 1, "kvm-vm"); }
-	{ int fds[] = { efd }; register_expect_refusal(fds, 1, 1, NULL); }
+	{
+		int fds[] = { file, devnull };
+		register_expect_refusal(fds, 2, 1, "kvm-vm");
+	}
+	{
+		int fds[] = { memfd, devnull };
+		register_expect_refusal(fds, 2, 1, "kvm-vm");
+	}
+	{
+		int fds[] = { sv[0], devnull };
+		register_expect_refusal(fds, 2, 1, "kvm-vm");
+	}
+	{
+		int fds[] = { p[0], efd };
+		register_expect_refusal(fds, 2, 1, "kvm-vm");
+	}
+	{
+		int fds[] = { efd };
+		register_expect_refusal(fds, 1, 1, NULL);
+	}
 
 	close(file);
 	close(memfd);
@@ -351,21 +367,47 @@ static void test_register_refuses_misplaced_kvm_fds(void **state)
 	assert_int_equal(test_vm_create(&b, 3, kvm), 0);
 
 	/* /dev/kvm itself where the VM belongs. */
-	{ int fds[] = { kvm, a.vcpu_fds[0], a.vcpu_fds[1] }; register_expect_refusal(fds, 3, 2, "kvm-vm"); }
+	{
+		int fds[] = { kvm, a.vcpu_fds[0], a.vcpu_fds[1] };
+		register_expect_refusal(fds, 3, 2, "kvm-vm");
+	}
 	/* A vCPU fd where the VM fd belongs. */
-	{ int fds[] = { a.vcpu_fds[0], a.vcpu_fds[0], a.vcpu_fds[1] }; register_expect_refusal(fds, 3, 2, "kvm-vm"); }
+	{
+		int fds[] = { a.vcpu_fds[0], a.vcpu_fds[0], a.vcpu_fds[1] };
+		register_expect_refusal(fds, 3, 2, "kvm-vm");
+	}
 	/* The VM fd in a vCPU slot. */
-	{ int fds[] = { a.vm_fd, a.vm_fd, a.vcpu_fds[1] }; register_expect_refusal(fds, 3, 2, "kvm-vcpu"); }
+	{
+		int fds[] = { a.vm_fd, a.vm_fd, a.vcpu_fds[1] };
+		register_expect_refusal(fds, 3, 2, "kvm-vcpu");
+	}
 	/* Another VM's vCPU 2 in slot 1. */
-	{ int fds[] = { a.vm_fd, a.vcpu_fds[0], b.vcpu_fds[2] }; register_expect_refusal(fds, 3, 2, "kvm-vcpu:1"); }
+	{
+		int fds[] = { a.vm_fd, a.vcpu_fds[0], b.vcpu_fds[2] };
+		register_expect_refusal(fds, 3, 2, "kvm-vcpu:1");
+	}
 	/* Swapped vCPUs. */
-	{ int fds[] = { a.vm_fd, a.vcpu_fds[1], a.vcpu_fds[0] }; register_expect_refusal(fds, 3, 2, "kvm-vcpu:0"); }
+	{
+		int fds[] = { a.vm_fd, a.vcpu_fds[1], a.vcpu_fds[0] };
+		register_expect_refusal(fds, 3, 2, "kvm-vcpu:0");
+	}
 	/* The same vCPU twice. */
-	{ int fds[] = { a.vm_fd, a.vcpu_fds[0], a.vcpu_fds[0] }; register_expect_refusal(fds, 3, 2, NULL); }
+	{
+		int fds[] = { a.vm_fd, a.vcpu_fds[0], a.vcpu_fds[0] };
+		register_expect_refusal(fds, 3, 2, NULL);
+	}
 	/* Missing and extra fds. */
-	{ int fds[] = { a.vm_fd, a.vcpu_fds[0] }; register_expect_refusal(fds, 2, 2, NULL); }
-	{ int fds[] = { a.vm_fd, a.vcpu_fds[0], a.vcpu_fds[1], b.vcpu_fds[2] }; register_expect_refusal(fds, 4, 2, NULL); }
-	{ register_expect_refusal(NULL, 0, 2, NULL); }
+	{
+		int fds[] = { a.vm_fd, a.vcpu_fds[0] };
+		register_expect_refusal(fds, 2, 2, NULL);
+	}
+	{
+		int fds[] = { a.vm_fd, a.vcpu_fds[0], a.vcpu_fds[1], b.vcpu_fds[2] };
+		register_expect_refusal(fds, 4, 2, NULL);
+	}
+	{
+		register_expect_refusal(NULL, 0, 2, NULL);
+	}
 
 	test_vm_destroy(&a);
 	test_vm_destroy(&b);
@@ -429,7 +471,8 @@ static void test_register_real_vm_reports_the_truth_about_offset_control(void **
 	assert_int_equal(info.offset_control, honours);
 	if (!honours) {
 		assert_non_null(strstr(info.probe_detail, "offset control unavailable"));
-		fprintf(stderr, "note: this host's KVM ignores TSC offsets: %s\n", info.probe_detail);
+		fprintf(stderr, "note: this host's KVM ignores TSC offsets: %s\n",
+			info.probe_detail);
 	}
 	assert_true(info.guest_tsc_khz > 0);
 	/* The probe restored what it wrote. */
@@ -473,9 +516,9 @@ static void test_unknown_migration_ids_are_refused(void **state)
 	assert_int_equal(vcounter_apply(vc, "vm-ids", "0123456789abcdef0123456789abcdef", &rep),
 			 -ENOENT);
 	assert_null(rep);
-	assert_int_equal(vcounter_report_paused(vc, "vm-ids", "0123456789abcdef0123456789abcdef",
-						&gen),
-			 -ENOENT);
+	assert_int_equal(
+		vcounter_report_paused(vc, "vm-ids", "0123456789abcdef0123456789abcdef", &gen),
+		-ENOENT);
 	/* A target VM cannot migrate out. */
 	assert_int_equal(vcounter_migrate_out(vc, "vm-ids", "127.0.0.1:1", "host-b.test",
 					      (char[VCOUNTER_MIGRATION_ID_SIZE]){ 0 }),

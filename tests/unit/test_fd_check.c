@@ -298,12 +298,12 @@ static int teardown_kvm(void **state)
 	return 0;
 }
 
-#define REQUIRE_KVM()                                                                              \
-	do {                                                                                       \
-		if (kf.skip_reason) {                                                              \
-			print_message("skipped: %s\n", kf.skip_reason);                            \
-			skip();                                                                    \
-		}                                                                                  \
+#define REQUIRE_KVM()                                                   \
+	do {                                                            \
+		if (kf.skip_reason) {                                   \
+			print_message("skipped: %s\n", kf.skip_reason); \
+			skip();                                         \
+		}                                                       \
 	} while (0)
 
 static void test_classify_recognises_real_kvm_fds(void **state)

@@ -93,16 +93,20 @@ static void test_datagram_must_be_exactly_one_frame(void **state)
 	const uint8_t *payload;
 	size_t len;
 
-	assert_int_equal(frame_parse_datagram(good, sizeof(good), VC_MAX_FRAME_BYTES, &payload, &len), 0);
+	assert_int_equal(
+		frame_parse_datagram(good, sizeof(good), VC_MAX_FRAME_BYTES, &payload, &len), 0);
 	assert_int_equal(len, 2);
-	assert_int_equal(frame_parse_datagram(truncated, sizeof(truncated), VC_MAX_FRAME_BYTES, &payload, &len),
-			 -EBADMSG);
-	assert_int_equal(frame_parse_datagram(trailing, sizeof(trailing), VC_MAX_FRAME_BYTES, &payload, &len),
-			 -EBADMSG);
-	assert_int_equal(frame_parse_datagram(short_header, sizeof(short_header), VC_MAX_FRAME_BYTES,
+	assert_int_equal(frame_parse_datagram(truncated, sizeof(truncated), VC_MAX_FRAME_BYTES,
 					      &payload, &len),
 			 -EBADMSG);
-	assert_int_equal(frame_parse_datagram(empty, sizeof(empty), VC_MAX_FRAME_BYTES, &payload, &len), 0);
+	assert_int_equal(frame_parse_datagram(trailing, sizeof(trailing), VC_MAX_FRAME_BYTES,
+					      &payload, &len),
+			 -EBADMSG);
+	assert_int_equal(frame_parse_datagram(short_header, sizeof(short_header),
+					      VC_MAX_FRAME_BYTES, &payload, &len),
+			 -EBADMSG);
+	assert_int_equal(
+		frame_parse_datagram(empty, sizeof(empty), VC_MAX_FRAME_BYTES, &payload, &len), 0);
 	assert_int_equal(len, 0);
 }
 

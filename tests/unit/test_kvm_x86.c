@@ -160,7 +160,8 @@ static void test_detect_accepts_kvm_with_tsc_offset_attr(void **state)
 		assert_int_equal(r, 0);
 	} else {
 		assert_int_equal(r, -EOPNOTSUPP);
-		assert_string_equal(detail, "KVM_VCPU_TSC_OFFSET not supported (Linux >= 5.16 needed)");
+		assert_string_equal(detail,
+				    "KVM_VCPU_TSC_OFFSET not supported (Linux >= 5.16 needed)");
 	}
 }
 
@@ -208,7 +209,8 @@ static void test_probe_reports_whether_kvm_honours_offsets(void **state)
 			 "reads back ",
 			 (unsigned long long)(original + 0x1000000));
 		assert_int_equal(strncmp(detail, expect, strlen(expect)), 0);
-		assert_non_null(strstr(detail, "(this host's KVM ignores TSC offsets, e.g. kvm_pvm)"));
+		assert_non_null(
+			strstr(detail, "(this host's KVM ignores TSC offsets, e.g. kvm_pvm)"));
 	}
 }
 
@@ -352,7 +354,8 @@ static void test_apply_writes_plan_or_reports_readback_mismatch(void **state)
 	if (honours) {
 		assert_int_equal(r, 0);
 		for (uint32_t i = 0; i < src->n_vcpus; i++) {
-			assert_int_equal(res->readback.offset_cycles[i], res->plan.offset_cycles[i]);
+			assert_int_equal(res->readback.offset_cycles[i],
+					 res->plan.offset_cycles[i]);
 			assert_int_equal(offset_get(t->vcpu_fds[i]), res->plan.offset_cycles[i]);
 		}
 	} else {
@@ -447,8 +450,9 @@ int main(void)
 						vm_setup, vm_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_writes_plan_or_reports_readback_mismatch,
 						vm_setup, vm_teardown),
-		cmocka_unit_test_setup_teardown(test_apply_refuses_vcpu_count_mismatch_before_writing,
-						vm_setup, vm_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_apply_refuses_vcpu_count_mismatch_before_writing, vm_setup,
+			vm_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_refuses_elapsed_beyond_policy, vm_setup,
 						vm_teardown),
 		cmocka_unit_test_setup_teardown(test_select_picks_kvm_x86_where_offered, vm_setup,

@@ -15,9 +15,9 @@
 #include "macro.h"
 #include "session.h"
 
-#define MIG "7f3c00aa11bb22cc33dd44ee55ff6677"
-#define VM "vm-42"
-#define PEER "target.example.net"
+#define MIG   "7f3c00aa11bb22cc33dd44ee55ff6677"
+#define VM    "vm-42"
+#define PEER  "target.example.net"
 #define OTHER "mallory.example.net"
 
 /* Sessions are ~34 KiB: keep them off the stack. */
@@ -64,11 +64,11 @@ static void make_report(struct migration_report *r, uint64_t generation, unsigne
 
 /* The call must be refused with err (or answered 1) and leave every byte of
  * the session as it was. */
-#define assert_unchanged_after(s, call, expected)                                    \
-	do {                                                                         \
-		memcpy(&snap, (s), sizeof(snap));                                    \
-		assert_int_equal((call), (expected));                                \
-		assert_memory_equal(&snap, (s), sizeof(snap));                       \
+#define assert_unchanged_after(s, call, expected)              \
+	do {                                                   \
+		memcpy(&snap, (s), sizeof(snap));              \
+		assert_int_equal((call), (expected));          \
+		assert_memory_equal(&snap, (s), sizeof(snap)); \
 	} while (0)
 
 /* ---- driving a session to a step ---- */
@@ -256,8 +256,8 @@ static void test_init_refuses_invalid_arguments(void **unused)
 	assert_unchanged_after(&sess, session_init(&sess, (enum vm_role)7, MIG, VM, PEER, 1),
 			       -EINVAL);
 	assert_unchanged_after(&sess,
-			       session_init(&sess, VM_ROLE_SOURCE, "7F3C00AA11BB22CC33DD44EE55FF6677",
-					    VM, PEER, 1),
+			       session_init(&sess, VM_ROLE_SOURCE,
+					    "7F3C00AA11BB22CC33DD44EE55FF6677", VM, PEER, 1),
 			       -EINVAL);
 	assert_unchanged_after(&sess, session_init(&sess, VM_ROLE_SOURCE, "7f3c", VM, PEER, 1),
 			       -EINVAL);
@@ -298,10 +298,9 @@ enum event {
 };
 
 static const char *const event_names[_EV_MAX] = {
-	"source_prepare_sent", "source_prepare_acked", "source_begin_final",
-	"source_final_acked",  "source_applied",       "target_prepare",
-	"target_final",        "target_begin_apply",   "target_applied",
-	"target_apply_failed", "target_acked",
+	"source_prepare_sent", "source_prepare_acked", "source_begin_final", "source_final_acked",
+	"source_applied",      "target_prepare",       "target_final",	     "target_begin_apply",
+	"target_applied",      "target_apply_failed",  "target_acked",
 };
 
 /* Run one event with arguments that would be right for the session's current
@@ -370,8 +369,9 @@ static int expected_result(enum vm_role role, enum migration_step step, enum eve
 	case EV_TARGET_FINAL:
 		return step == STEP_PREPARED || step == STEP_FINAL ? 0 : -EPROTO;
 	case EV_TARGET_BEGIN_APPLY:
-		return step == STEP_FINAL ? 0 :
-		       step == STEP_APPLIED || step == STEP_DONE ? 1 : -EPROTO;
+		return step == STEP_FINAL			   ? 0
+		       : step == STEP_APPLIED || step == STEP_DONE ? 1
+								   : -EPROTO;
 	case EV_TARGET_APPLIED:
 	case EV_TARGET_APPLY_FAILED:
 		return step == STEP_APPLYING ? 0 : -EPROTO;
@@ -409,8 +409,8 @@ static void check_every_event_from(enum vm_role role, enum migration_step step)
 static void test_out_of_order_transitions_are_refused_unchanged(void **unused)
 {
 	static const enum migration_step source_steps[] = {
-		STEP_NONE, STEP_PREPARING, STEP_PREPARED, STEP_FINALIZING,
-		STEP_FINAL, STEP_DONE,      STEP_ABORTED,  STEP_FAILED,
+		STEP_NONE,  STEP_PREPARING, STEP_PREPARED, STEP_FINALIZING,
+		STEP_FINAL, STEP_DONE,	    STEP_ABORTED,  STEP_FAILED,
 	};
 	static const enum migration_step target_steps[] = {
 		STEP_NONE,    STEP_PREPARED, STEP_FINAL,   STEP_APPLYING,
@@ -533,8 +533,8 @@ static void change_backend(struct counter_state *st)
 static void test_conflicting_replay_is_refused_with_eexist(void **unused)
 {
 	static void (*const changes[])(struct counter_state *) = {
-		change_offset, change_vcpu_count, change_khz,    change_anchor,
-		change_kvmclock, change_sync,     change_backend,
+		change_offset,	 change_vcpu_count, change_khz,	    change_anchor,
+		change_kvmclock, change_sync,	    change_backend,
 	};
 	static const enum migration_step steps[] = { STEP_FINAL, STEP_APPLYING, STEP_APPLIED,
 						     STEP_DONE };
@@ -543,13 +543,13 @@ static void test_conflicting_replay_is_refused_with_eexist(void **unused)
 		for (size_t c = 0; c < ELEMENTSOF(changes); c++) {
 			struct counter_state other;
 
-			print_message("step %s change %zu\n", migration_step_to_string(steps[i]), c);
+			print_message("step %s change %zu\n", migration_step_to_string(steps[i]),
+				      c);
 			target_to(&sess, steps[i]);
 			make_state(&other, 0);
 			changes[c](&other);
-			assert_unchanged_after(&sess,
-					       session_target_final(&sess, PEER, 1, &other, 999),
-					       -EEXIST);
+			assert_unchanged_after(
+				&sess, session_target_final(&sess, PEER, 1, &other, 999), -EEXIST);
 		}
 	}
 }
@@ -636,8 +636,13 @@ static void test_wrong_peer_is_refused_at_every_step_taking_from(void **unused)
 	};
 	/* Near misses count as strangers: identity is compared exactly. */
 	static const char *const strangers[] = {
-		OTHER, "", "target.example.ne", "target.example.net.", "TARGET.example.net",
-		"target.example.net ", NULL,
+		OTHER,
+		"",
+		"target.example.ne",
+		"target.example.net.",
+		"TARGET.example.net",
+		"target.example.net ",
+		NULL,
 	};
 
 	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -881,18 +886,28 @@ static unsigned rng_below(unsigned n)
 	return (unsigned)(rng_next() % n);
 }
 
-enum { WALK_ABORT = _EV_MAX, WALK_FAIL, _WALK_MAX };
+enum {
+	WALK_ABORT = _EV_MAX,
+	WALK_FAIL,
+	_WALK_MAX
+};
 
 /* The step an accepted (0) event leads to. */
 static enum migration_step walk_next_step(int ev)
 {
 	static const enum migration_step next[_WALK_MAX] = {
-		[EV_SOURCE_PREPARE_SENT] = STEP_PREPARING, [EV_SOURCE_PREPARE_ACKED] = STEP_PREPARED,
-		[EV_SOURCE_BEGIN_FINAL] = STEP_FINALIZING, [EV_SOURCE_FINAL_ACKED] = STEP_FINAL,
-		[EV_SOURCE_APPLIED] = STEP_DONE,           [EV_TARGET_PREPARE] = STEP_PREPARED,
-		[EV_TARGET_FINAL] = STEP_FINAL,            [EV_TARGET_BEGIN_APPLY] = STEP_APPLYING,
-		[EV_TARGET_APPLIED] = STEP_APPLIED,        [EV_TARGET_APPLY_FAILED] = STEP_FINAL,
-		[EV_TARGET_ACKED] = STEP_DONE,             [WALK_ABORT] = STEP_ABORTED,
+		[EV_SOURCE_PREPARE_SENT] = STEP_PREPARING,
+		[EV_SOURCE_PREPARE_ACKED] = STEP_PREPARED,
+		[EV_SOURCE_BEGIN_FINAL] = STEP_FINALIZING,
+		[EV_SOURCE_FINAL_ACKED] = STEP_FINAL,
+		[EV_SOURCE_APPLIED] = STEP_DONE,
+		[EV_TARGET_PREPARE] = STEP_PREPARED,
+		[EV_TARGET_FINAL] = STEP_FINAL,
+		[EV_TARGET_BEGIN_APPLY] = STEP_APPLYING,
+		[EV_TARGET_APPLIED] = STEP_APPLIED,
+		[EV_TARGET_APPLY_FAILED] = STEP_FINAL,
+		[EV_TARGET_ACKED] = STEP_DONE,
+		[WALK_ABORT] = STEP_ABORTED,
 		[WALK_FAIL] = STEP_FAILED,
 	};
 	return next[ev];
@@ -996,7 +1011,8 @@ static void test_random_walk_keeps_invariants(void **unused)
 				fail_msg("walk %u event %d: undocumented %d", walk, ev, r);
 			/* Refusals and replays change nothing at all. */
 			if (r != 0 && memcmp(&before, &sess, sizeof(before)) != 0)
-				fail_msg("walk %u event %d: answer %d changed the session", walk, ev, r);
+				fail_msg("walk %u event %d: answer %d changed the session", walk,
+					 ev, r);
 			if (r == 0 && sess.step != walk_next_step(ev))
 				fail_msg("walk %u: event %d from %s went to %s", walk, ev,
 					 migration_step_to_string(before.step),
@@ -1016,9 +1032,9 @@ static void test_random_walk_keeps_invariants(void **unused)
 			 * report. */
 			if (role == VM_ROLE_TARGET && sess.step == STEP_DONE)
 				assert_true(sess.has_final && sess.has_report);
-			if (role == VM_ROLE_TARGET && (sess.step == STEP_FINAL ||
-						       sess.step == STEP_APPLYING ||
-						       sess.step == STEP_APPLIED))
+			if (role == VM_ROLE_TARGET &&
+			    (sess.step == STEP_FINAL || sess.step == STEP_APPLYING ||
+			     sess.step == STEP_APPLIED))
 				assert_true(sess.generation >= 1);
 			if (role == VM_ROLE_SOURCE && sess.step == STEP_DONE)
 				assert_true(sess.has_report &&

@@ -29,8 +29,8 @@
 #include "tls.h"
 
 #define RUN_TIMEOUT_MS 5000
-#define MAX_FRAMES 128
-#define N_CLIENTS 4
+#define MAX_FRAMES     128
+#define N_CLIENTS      4
 
 static char certs_dir[256];
 
@@ -136,15 +136,15 @@ static void watchdog_arm(struct fixture *f, int timeout_ms)
 }
 
 /* Run the loop until cond holds; the watchdog fails the test instead of hanging it. */
-#define RUN_UNTIL_MS(f, cond, ms)                                        \
-	do {                                                             \
-		watchdog_arm((f), (ms));                                 \
-		while (!(cond) && !(f)->timed_out)                       \
-			event_base_loop((f)->base, EVLOOP_ONCE);         \
-		evtimer_del((f)->watchdog);                              \
-		if (!(cond))                                             \
+#define RUN_UNTIL_MS(f, cond, ms)                                          \
+	do {                                                               \
+		watchdog_arm((f), (ms));                                   \
+		while (!(cond) && !(f)->timed_out)                         \
+			event_base_loop((f)->base, EVLOOP_ONCE);           \
+		evtimer_del((f)->watchdog);                                \
+		if (!(cond))                                               \
 			print_error("timed out waiting for: %s\n", #cond); \
-		assert_true(cond);                                       \
+		assert_true(cond);                                         \
 	} while (0)
 #define RUN_UNTIL(f, cond) RUN_UNTIL_MS(f, cond, RUN_TIMEOUT_MS)
 
@@ -243,8 +243,8 @@ static struct peer_listener *listen_extra(struct fixture *f, SSL_CTX *ctx, struc
 	return l;
 }
 
-static void connect_client(struct fixture *f, SSL_CTX *ctx, const char *addr,
-			   const char *expected, struct side *s)
+static void connect_client(struct fixture *f, SSL_CTX *ctx, const char *addr, const char *expected,
+			   struct side *s)
 {
 	assert_int_equal(peer_conn_connect(f->base, ctx, addr, expected, &ops, s, &s->conn), 0);
 	assert_non_null(s->conn);
@@ -344,26 +344,26 @@ static void pump(struct fixture *f, int fd, short events)
 }
 
 /* Drive an SSL_connect/SSL_write-style call to completion: 1 done, 0 refused. */
-#define RAW_STEP(f, raw, call, ret_ok)                                                        \
-	do {                                                                                  \
-		watchdog_arm((f), RUN_TIMEOUT_MS);                                            \
-		for (;;) {                                                                    \
-			int _r_ = (call);                                                     \
-			int _e_;                                                              \
-			if (_r_ > 0) {                                                        \
-				*(ret_ok) = 1;                                                \
-				break;                                                        \
-			}                                                                     \
-			_e_ = SSL_get_error((raw)->ssl, _r_);                                 \
-			if (_e_ != SSL_ERROR_WANT_READ && _e_ != SSL_ERROR_WANT_WRITE) {      \
-				ERR_clear_error();                                            \
-				*(ret_ok) = 0;                                                \
-				break;                                                        \
-			}                                                                     \
-			assert_false((f)->timed_out);                                         \
+#define RAW_STEP(f, raw, call, ret_ok)                                                       \
+	do {                                                                                 \
+		watchdog_arm((f), RUN_TIMEOUT_MS);                                           \
+		for (;;) {                                                                   \
+			int _r_ = (call);                                                    \
+			int _e_;                                                             \
+			if (_r_ > 0) {                                                       \
+				*(ret_ok) = 1;                                               \
+				break;                                                       \
+			}                                                                    \
+			_e_ = SSL_get_error((raw)->ssl, _r_);                                \
+			if (_e_ != SSL_ERROR_WANT_READ && _e_ != SSL_ERROR_WANT_WRITE) {     \
+				ERR_clear_error();                                           \
+				*(ret_ok) = 0;                                               \
+				break;                                                       \
+			}                                                                    \
+			assert_false((f)->timed_out);                                        \
 			pump((f), (raw)->fd, _e_ == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT); \
-		}                                                                             \
-		evtimer_del((f)->watchdog);                                                   \
+		}                                                                            \
+		evtimer_del((f)->watchdog);                                                  \
 	} while (0)
 
 static int raw_handshake(struct fixture *f, struct raw *raw)
@@ -408,19 +408,19 @@ static void test_ctx_new_reports_missing_files_and_bad_keys(void **state)
 				 sizeof(err)),
 			 -ENOENT);
 	assert_non_null(strstr(err, "no-such-ca.pem"));
-	assert_int_equal(ctx_new("no-such-cert", "host-a", "ca", false, allow_b, 1, &ctx, err,
-				 sizeof(err)),
-			 -ENOENT);
+	assert_int_equal(
+		ctx_new("no-such-cert", "host-a", "ca", false, allow_b, 1, &ctx, err, sizeof(err)),
+		-ENOENT);
 	assert_non_null(strstr(err, "no-such-cert.pem"));
-	assert_int_equal(ctx_new("host-a", "no-such-key", "ca", false, allow_b, 1, &ctx, err,
-				 sizeof(err)),
-			 -ENOENT);
+	assert_int_equal(
+		ctx_new("host-a", "no-such-key", "ca", false, allow_b, 1, &ctx, err, sizeof(err)),
+		-ENOENT);
 	assert_non_null(strstr(err, "no-such-key.key"));
 
 	/* host-b's key does not belong to host-a's certificate. */
-	assert_int_equal(ctx_new("host-a", "host-b", "ca", true, allow_b, 1, &ctx, err,
-				 sizeof(err)),
-			 -EKEYREJECTED);
+	assert_int_equal(
+		ctx_new("host-a", "host-b", "ca", true, allow_b, 1, &ctx, err, sizeof(err)),
+		-EKEYREJECTED);
 	assert_non_null(strstr(err, "host-b.key"));
 
 	/* Not PEM at all. */
@@ -429,13 +429,13 @@ static void test_ctx_new_reports_missing_files_and_bad_keys(void **state)
 	assert_non_null(fp);
 	fputs("this is not a certificate\n", fp);
 	fclose(fp);
-	assert_int_equal(ctx_new("garbage", "host-a", "ca", false, allow_b, 1, &ctx, err,
-				 sizeof(err)),
-			 -EINVAL);
+	assert_int_equal(
+		ctx_new("garbage", "host-a", "ca", false, allow_b, 1, &ctx, err, sizeof(err)),
+		-EINVAL);
 	assert_non_null(strstr(err, "garbage.pem"));
-	assert_int_equal(ctx_new("host-a", "host-a", "garbage", false, allow_b, 1, &ctx, err,
-				 sizeof(err)),
-			 -EINVAL);
+	assert_int_equal(
+		ctx_new("host-a", "host-a", "garbage", false, allow_b, 1, &ctx, err, sizeof(err)),
+		-EINVAL);
 	unlink(garbage);
 
 	/* Allow-list entries must be real names. */
@@ -449,9 +449,9 @@ static void test_ctx_new_reports_missing_files_and_bad_keys(void **state)
 		assert_int_equal(ctx_new("host-a", "host-a", "ca", false, with_empty, 1, &ctx, err,
 					 sizeof(err)),
 				 -EINVAL);
-		assert_int_equal(ctx_new("host-a", "host-a", "ca", false, NULL, 1, &ctx, err,
-					 sizeof(err)),
-				 -EINVAL);
+		assert_int_equal(
+			ctx_new("host-a", "host-a", "ca", false, NULL, 1, &ctx, err, sizeof(err)),
+			-EINVAL);
 		assert_int_equal(ctx_new("host-a", "host-a", "ca", false, allow_b,
 					 TLS_MAX_ALLOWED_PEERS + 1, &ctx, err, sizeof(err)),
 				 -EINVAL);
@@ -524,8 +524,8 @@ static void test_connect_refuses_malformed_addresses(void **state)
 {
 	struct fixture *f = *state;
 	static const char *const bad[] = {
-		"127.0.0.1", "127.0.0.1:", ":7777", "127.0.0.1:0", "127.0.0.1:65536",
-		"127.0.0.1:77x", "::1:7777", "[::1]7777", "[::1:7777", "[127.0.0.1]:7777",
+		"127.0.0.1",	 "127.0.0.1:", ":7777",	    "127.0.0.1:0", "127.0.0.1:65536",
+		"127.0.0.1:77x", "::1:7777",   "[::1]7777", "[::1:7777",   "[127.0.0.1]:7777",
 	};
 	struct peer_conn *conn = NULL;
 	struct peer_listener *l = NULL;
@@ -538,9 +538,9 @@ static void test_connect_refuses_malformed_addresses(void **state)
 		assert_int_equal(r, -EINVAL);
 	}
 	assert_null(conn);
-	assert_int_equal(peer_listener_new(f->base, f->server_ctx, "127.0.0.1", &ops, &f->server,
-					   &l),
-			 -EINVAL);
+	assert_int_equal(
+		peer_listener_new(f->base, f->server_ctx, "127.0.0.1", &ops, &f->server, &l),
+		-EINVAL);
 	assert_null(l);
 }
 
@@ -552,9 +552,8 @@ static void test_connect_to_closed_port_reports_econnrefused(void **state)
 	char addr[64];
 
 	/* A port that was just free'd has nobody listening. */
-	assert_int_equal(peer_listener_new(f->base, f->server_ctx, "127.0.0.1:0", &ops, &f->server,
-					   &l),
-			 0);
+	assert_int_equal(
+		peer_listener_new(f->base, f->server_ctx, "127.0.0.1:0", &ops, &f->server, &l), 0);
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", peer_listener_port(l));
 	peer_listener_free(l);
 
@@ -842,10 +841,10 @@ static void test_allow_list_match_is_exact_and_case_insensitive(void **state)
 		bool admitted;
 	} cases[] = {
 		{ "HOST-A.Test", true },   /* DNS names are case-insensitive */
-		{ "host-a", false },       /* no prefix match */
+		{ "host-a", false },	   /* no prefix match */
 		{ "host-a.test.", false }, /* no normalisation */
-		{ "*.test", false },       /* no wildcards */
-		{ "a.test", false },       /* no suffix match */
+		{ "*.test", false },	   /* no wildcards */
+		{ "a.test", false },	   /* no suffix match */
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

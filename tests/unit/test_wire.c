@@ -139,9 +139,9 @@ static void test_counter_state_round_trips_through_peer_frame(void **unused)
 
 	assert_int_equal(wire_peer_pack_frame(&msg, &frame, &frame_len), 0);
 	assert_true(frame_len <= FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES);
-	assert_int_equal(frame_parse_datagram(frame, frame_len, VC_MAX_FRAME_BYTES, &payload,
-					      &payload_len),
-			 0);
+	assert_int_equal(
+		frame_parse_datagram(frame, frame_len, VC_MAX_FRAME_BYTES, &payload, &payload_len),
+		0);
 	assert_int_equal(payload_len, frame_len - FRAME_HEADER_BYTES);
 	assert_int_equal(wire_peer_unpack(payload, payload_len, &got), 0);
 	assert_int_equal(got->id, 99);
@@ -149,8 +149,8 @@ static void test_counter_state_round_trips_through_peer_frame(void **unused)
 	assert_string_equal(got->final_state->migration_id, MIGRATION_ID);
 	assert_int_equal(got->final_state->generation, 7);
 	memset(&out, 0xa5, sizeof(out));
-	assert_int_equal(wire_counter_state_from_pb(got->final_state->state, &out, err, sizeof(err)),
-			 0);
+	assert_int_equal(
+		wire_counter_state_from_pb(got->final_state->state, &out, err, sizeof(err)), 0);
 	assert_string_equal(err, "");
 	assert_state_equal(&in, &out);
 	wire_peer_free(got);
@@ -183,9 +183,9 @@ static void test_counter_state_round_trips_through_vmm_frame(void **unused)
 	msg.kvm_op_result = &result;
 
 	assert_int_equal(wire_vmm_pack_frame(&msg, &frame, &frame_len), 0);
-	assert_int_equal(frame_parse_datagram(frame, frame_len, VC_MAX_FRAME_BYTES, &payload,
-					      &payload_len),
-			 0);
+	assert_int_equal(
+		frame_parse_datagram(frame, frame_len, VC_MAX_FRAME_BYTES, &payload, &payload_len),
+		0);
 	assert_int_equal(wire_vmm_unpack(payload, payload_len, &got), 0);
 	assert_int_equal(got->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP_RESULT);
 	assert_int_equal(got->kvm_op_result->backend, VCOUNTER__V1__BACKEND__BACKEND_KVM_ARM64);
@@ -216,9 +216,9 @@ static void test_report_round_trips_through_peer_frame(void **unused)
 
 	assert_int_equal(wire_peer_pack_frame(&msg, &frame, &frame_len), 0);
 	assert_true(frame_len > 2 * 10 * VC_MAX_VCPUS);
-	assert_int_equal(frame_parse_datagram(frame, frame_len, VC_MAX_FRAME_BYTES, &payload,
-					      &payload_len),
-			 0);
+	assert_int_equal(
+		frame_parse_datagram(frame, frame_len, VC_MAX_FRAME_BYTES, &payload, &payload_len),
+		0);
 	assert_int_equal(wire_peer_unpack(payload, payload_len, &got), 0);
 	assert_int_equal(got->body_case, VCOUNTER__V1__PEER_MESSAGE__BODY_APPLIED);
 	assert_int_equal(wire_report_from_pb(got->applied->report, &out, err, sizeof(err)), 0);
@@ -301,8 +301,8 @@ static void test_unpack_ignores_unknown_field(void **unused)
 	static const uint8_t vmm_bytes[] = { 0x08, 0x03, 0x98, 0x06, 0x01, 0xc0, 0x02, 0x01 };
 	/* PeerMessage: field 99 first, then ack (field 16, tag 0x82 0x01) with
 	 * migration_id "ab" (field 1, tag 0x0a). */
-	static const uint8_t peer_bytes[] = { 0x98, 0x06, 0x01, 0x82, 0x01, 0x04,
-					      0x0a, 0x02, 'a',  'b' };
+	static const uint8_t peer_bytes[] = { 0x98, 0x06, 0x01, 0x82, 0x01,
+					      0x04, 0x0a, 0x02, 'a',  'b' };
 	Vcounter__V1__VmmMessage *vmm = NULL;
 	Vcounter__V1__PeerMessage *peer = NULL;
 
@@ -510,8 +510,10 @@ static void test_counter_state_from_pb_refuses_each_invalid_field(void **unused)
 		{ "frac bits 0 with ratio", mut_frac_bits_0_with_ratio,
 		  "tsc_scaling_frac_bits 0 with tsc_scaling_ratio" },
 		{ "no offsets", mut_no_offsets, "offset_cycles has no entries" },
-		{ "1025 offsets", mut_too_many_offsets, "offset_cycles has 1025 entries, limit 1024" },
-		{ "offsets without data", mut_offsets_without_data, "offset_cycles has 8 entries but no data" },
+		{ "1025 offsets", mut_too_many_offsets,
+		  "offset_cycles has 1025 entries, limit 1024" },
+		{ "offsets without data", mut_offsets_without_data,
+		  "offset_cycles has 8 entries but no data" },
 		{ "anchor missing", mut_anchor_missing, "anchor missing" },
 		{ "anchor source 7", mut_anchor_source_unknown, "anchor source 7 unknown" },
 		{ "anchor source none", mut_anchor_source_none, "anchor source is none" },
@@ -528,7 +530,8 @@ static void test_counter_state_from_pb_refuses_each_invalid_field(void **unused)
 		pb_fixture_init(&f);
 		/* Unmutated, the fixture is accepted: the refusal below is the
 		 * mutation's doing. */
-		assert_int_equal(wire_counter_state_from_pb(&f.pb.state, &ret, err, sizeof(err)), 0);
+		assert_int_equal(wire_counter_state_from_pb(&f.pb.state, &ret, err, sizeof(err)),
+				 0);
 		cases[i].mutate(&f);
 		memset(&ret, 0x5a, sizeof(ret));
 		memcpy(&untouched, &ret, sizeof(ret));
@@ -611,9 +614,9 @@ static void test_counter_state_from_pb_refuses_unknown_enum_after_unpack(void **
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE;
 	msg.prepare = &prepare;
 	assert_int_equal(wire_peer_pack_frame(&msg, &frame, &frame_len), 0);
-	assert_int_equal(wire_peer_unpack(frame + FRAME_HEADER_BYTES, frame_len - FRAME_HEADER_BYTES,
-					  &got),
-			 0);
+	assert_int_equal(
+		wire_peer_unpack(frame + FRAME_HEADER_BYTES, frame_len - FRAME_HEADER_BYTES, &got),
+		0);
 	assert_int_equal(wire_counter_state_from_pb(got->prepare->state, &ret, err, sizeof(err)),
 			 -EINVAL);
 	assert_string_equal(err, "backend 9 unknown");
@@ -655,7 +658,8 @@ static void rmut_vm_id_space(struct report_fixture *f)
 }
 static void rmut_vm_id_too_long(struct report_fixture *f)
 {
-	f->pb.report.vm_id = (char *)"a123456789b123456789c123456789d123456789e123456789f123456789g123";
+	f->pb.report.vm_id =
+		(char *)"a123456789b123456789c123456789d123456789e123456789f123456789g123";
 }
 static void rmut_backend_unknown(struct report_fixture *f)
 {
@@ -716,7 +720,8 @@ static void test_report_from_pb_refuses_each_invalid_field(void **unused)
 		cases[i].mutate(&f);
 		memset(&ret, 0x5a, sizeof(ret));
 		memcpy(&untouched, &ret, sizeof(ret));
-		assert_int_equal(wire_report_from_pb(&f.pb.report, &ret, err, sizeof(err)), -EINVAL);
+		assert_int_equal(wire_report_from_pb(&f.pb.report, &ret, err, sizeof(err)),
+				 -EINVAL);
 		if (!strstr(err, cases[i].err))
 			fail_msg("err \"%s\" lacks \"%s\"", err, cases[i].err);
 		assert_memory_equal(&ret, &untouched, sizeof(ret));
@@ -757,8 +762,8 @@ static void test_enum_conversions_refuse_unknown_values(void **unused)
 	assert_int_equal(role, VM_ROLE_NONE);
 
 	for (int k = 0; k < _BACKEND_KIND_MAX; k++) {
-		assert_int_equal(wire_backend_from_pb(wire_backend_to_pb((enum backend_kind)k), &kind),
-				 0);
+		assert_int_equal(
+			wire_backend_from_pb(wire_backend_to_pb((enum backend_kind)k), &kind), 0);
 		assert_int_equal(kind, k);
 	}
 	assert_int_equal(wire_backend_to_pb(_BACKEND_KIND_INVALID),
@@ -864,9 +869,9 @@ static void test_errno_from_error_prefers_errno_value_in_range(void **unused)
 
 static void test_errno_round_trips_through_error_reply(void **unused)
 {
-	static const int errs[] = { EINVAL, ENOENT, EPERM, EACCES, EPROTO, ESTALE, EXDEV,
-				    EEXIST, EALREADY, EOPNOTSUPP, EBUSY, ENOMEM, EMSGSIZE,
-				    ECANCELED, ENOMSG, EIO, EFAULT, EBADMSG };
+	static const int errs[] = { EINVAL,   ENOENT,	 EPERM,	   EACCES,     EPROTO, ESTALE,
+				    EXDEV,    EEXIST,	 EALREADY, EOPNOTSUPP, EBUSY,  ENOMEM,
+				    EMSGSIZE, ECANCELED, ENOMSG,   EIO,	       EFAULT, EBADMSG };
 
 	for (size_t i = 0; i < ELEMENTSOF(errs); i++) {
 		Vcounter__V1__Error e = VCOUNTER__V1__ERROR__INIT;

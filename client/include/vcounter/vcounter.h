@@ -14,7 +14,7 @@
 extern "C" {
 #endif
 
-#define VCOUNTER_DEFAULT_SOCKET "/run/vcounterd/vmm.sock"
+#define VCOUNTER_DEFAULT_SOCKET	   "/run/vcounterd/vmm.sock"
 #define VCOUNTER_MIGRATION_ID_SIZE 33 /* 32 hex digits + NUL */
 
 enum vcounter_role {
@@ -25,8 +25,8 @@ enum vcounter_role {
 struct vcounter;
 
 struct vcounter_vm_info {
-	char backend[32];       /* "kvm-x86", "none", ... */
-	bool offset_control;    /* KVM honours offset writes on this host */
+	char backend[32];	/* "kvm-x86", "none", ... */
+	bool offset_control;	/* KVM honours offset writes on this host */
 	char probe_detail[256]; /* why (not) */
 	uint32_t guest_tsc_khz;
 };
@@ -39,8 +39,8 @@ struct vcounter_report {
 	uint32_t n_vcpus;
 	uint64_t *offsets_before; /* n_vcpus entries: source offsets */
 	uint64_t *offsets_after;  /* n_vcpus entries: applied, read back */
-	int64_t elapsed_ns;       /* host time accounted between the anchors */
-	int64_t delta_cycles;     /* added to every source offset */
+	int64_t elapsed_ns;	  /* host time accounted between the anchors */
+	int64_t delta_cycles;	  /* added to every source offset */
 	uint64_t error_bound_ns;  /* UINT64_MAX: a host clock is unsynchronised */
 	uint64_t apply_latency_ns;
 	uint32_t guest_tsc_khz;
@@ -59,17 +59,15 @@ const char *vcounter_last_error(const struct vcounter *vc);
  * daemon by SCM_RIGHTS. The fds stay owned by the caller and must stay open
  * until vcounter_unregister_vm(). Register before the vCPUs first run: the
  * daemon probes offset control by writing and restoring vCPU 0's offset. */
-int vcounter_register_vm(struct vcounter *vc, const char *vm_id, enum vcounter_role role,
-			 int vm_fd, const int *vcpu_fds, unsigned n_vcpus,
-			 struct vcounter_vm_info *ret_info);
+int vcounter_register_vm(struct vcounter *vc, const char *vm_id, enum vcounter_role role, int vm_fd,
+			 const int *vcpu_fds, unsigned n_vcpus, struct vcounter_vm_info *ret_info);
 int vcounter_unregister_vm(struct vcounter *vc, const char *vm_id);
 
 /* Source: start an outgoing migration of vm_id to the daemon at
  * peer_address ("host:port"), whose certificate must carry peer_name. The
  * current counter state goes to the target, which pre-computes. */
 int vcounter_migrate_out(struct vcounter *vc, const char *vm_id, const char *peer_address,
-			 const char *peer_name,
-			 char ret_migration_id[VCOUNTER_MIGRATION_ID_SIZE]);
+			 const char *peer_name, char ret_migration_id[VCOUNTER_MIGRATION_ID_SIZE]);
 /* Source: the guest is paused. Returns after the target daemon holds the
  * final state; the VMM may then send its own state to the target VMM. */
 int vcounter_report_paused(struct vcounter *vc, const char *vm_id, const char *migration_id,
