@@ -14,9 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define N_VCPUS 2
-#define GUEST_MEM_BYTES 0x10000
-#define GUEST_ENTRY 0x1000
+#define N_VCPUS		      2
+#define GUEST_MEM_BYTES	      0x10000
+#define GUEST_ENTRY	      0x1000
 /* Default offset: 2^40 cycles (minutes at GHz rates), positive so guest TSC = host + offset never
  * wraps and a KVM that ignores the offset (guest TSC == host TSC) cannot pass by accident. */
 #define DEFAULT_OFFSET_CYCLES (UINT64_C(1) << 40)
@@ -73,7 +73,8 @@ int main(int argc, char **argv)
 	if (ioctl(vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0)
 		return fail("KVM_SET_TSS_ADDR");
 
-	mem = mmap(NULL, GUEST_MEM_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	mem = mmap(NULL, GUEST_MEM_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
+		   0);
 	if (mem == MAP_FAILED)
 		return fail("mmap guest memory");
 	memcpy(mem + GUEST_ENTRY, guest_code, sizeof(guest_code));
@@ -100,8 +101,8 @@ int main(int argc, char **argv)
 		vcpu_fd[i] = ioctl(vm_fd, KVM_CREATE_VCPU, i);
 		if (vcpu_fd[i] < 0)
 			return fail("KVM_CREATE_VCPU");
-		run[i] = mmap(NULL, (size_t)run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd[i],
-			      0);
+		run[i] = mmap(NULL, (size_t)run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			      vcpu_fd[i], 0);
 		if (run[i] == MAP_FAILED)
 			return fail("mmap kvm_run");
 		if (ioctl(vcpu_fd[i], KVM_GET_SREGS, &sregs) < 0)
@@ -151,7 +152,8 @@ int main(int argc, char **argv)
 		printf("vcpu%d_lag_cycles=%" PRIu64 "\n", i, guest_tsc - offset - host_before);
 		printf("vcpu%d_window_cycles=%" PRIu64 "\n", i, host_after - host_before);
 		printf("vcpu%d_first_run_us=%lld\n", i,
-		       ((long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)) /
+		       ((long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL +
+			(t1.tv_nsec - t0.tv_nsec)) /
 			       1000);
 		if (tsc_offset_attr(vcpu_fd[i], KVM_GET_DEVICE_ATTR, &readback) < 0)
 			return fail("KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) after KVM_RUN");
