@@ -24,11 +24,6 @@
 #define DEFAULT_SECONDS 1.0
 #define MAX_SECONDS	3600.0
 
-struct options {
-	unsigned n_vcpus;
-	double seconds;
-};
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -46,165 +41,7 @@ static void usage(FILE *f)
 		DEFAULT_VCPUS, DEFAULT_SECONDS);
 }
 
-static int parse_options(int argc, char **argv, struct options *ret_opts)
-{
-	static const struct option long_options[] = {
-		{ "vcpus", required_argument, NULL, 'n' },
-		{ "seconds", required_argument, NULL, 's' },
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 },
-	};
-	struct options opts = { .n_vcpus = DEFAULT_VCPUS, .seconds = DEFAULT_SECONDS };
-	unsigned long n;
-	char *end;
-	int c;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "n:s:h", long_options, NULL)) != -1) {
-		switch (c) {
-		case 'n':
-			errno = 0;
-			n = strtoul(optarg, &end, 10);
-			if (errno || end == optarg || *end || n == 0 || n > MINIVM_MAX_VCPUS) {
-				fprintf(stderr, "minivmm: --vcpus must be 1..%d, not '%s'\n",
-					MINIVM_MAX_VCPUS, optarg);
-				return -EINVAL;
-			}
-			opts.n_vcpus = (unsigned)n;
-			break;
-		case 's':
-			errno = 0;
-			opts.seconds = strtod(optarg, &end);
-			if (errno || end == optarg || *end || !(opts.seconds > 0) ||
-			    opts.seconds > MAX_SECONDS) {
-				fprintf(stderr,
-					"minivmm: --seconds must be in (0, %.0f], not '%s'\n",
-					MAX_SECONDS, optarg);
-				return -EINVAL;
-			}
-			break;
-		case 'h':
-			usage(stdout);
-			exit(EXIT_SUCCESS);
-		default:
-			usage(stderr);
-			return -EINVAL;
-		}
-	}
-	if (optind != argc) {
-		fprintf(stderr, "minivmm: unexpected argument '%s'\n", argv[optind]);
-		return -EINVAL;
-	}
-	*ret_opts = opts;
-	return 0;
-}
-
-static void sleep_seconds(double seconds)
-{
-	struct timespec left = {
-		.tv_sec = (time_t)seconds,
-		.tv_nsec = (long)((seconds - (double)(time_t)seconds) * (double)NSEC_PER_SEC),
-	};
-
-	while (nanosleep(&left, &left) < 0 && errno == EINTR)
-		;
-}
-
-/* run: prove the VM works on this host and show what its guests see. */
-static int cmd_run(const struct options *opts)
-{
-	_cleanup_(minivm_freep) struct minivm *vm = NULL;
-	_cleanup_free_ struct minivm_observation *first = NULL, *last = NULL;
-	char error[MINIVM_ERROR_MAX] = "";
-	uint64_t host_tsc, min_tsc = UINT64_MAX, max_tsc = 0;
-	bool tsc_runs = true;
-	int r;
-
-	first = calloc(opts->n_vcpus, sizeof(*first));
-	last = calloc(opts->n_vcpus, sizeof(*last));
-	if (!first || !last) {
-		fprintf(stderr, "minivmm: out of memory\n");
-		return EXIT_FAILURE;
-	}
-
-	r = minivm_create(opts->n_vcpus, &vm, error);
-	if (r < 0) {
-		fprintf(stderr, "minivmm: creating the VM: %s\n", error[0] ? error : strerror(-r));
-		return EXIT_FAILURE;
-	}
-	r = minivm_start(vm);
-	if (r < 0) {
-		fprintf(stderr, "minivmm: %s\n", minivm_last_error(vm));
-		return EXIT_FAILURE;
-	}
-	(void)minivm_read_observations(vm, first, opts->n_vcpus);
-	sleep_seconds(opts->seconds);
-	r = minivm_pause(vm);
-	host_tsc = __rdtsc();
-	if (r < 0) {
-		fprintf(stderr, "minivmm: the guest stopped by itself: %s\n",
-			minivm_last_error(vm));
-		return EXIT_FAILURE;
-	}
-	(void)minivm_read_observations(vm, last, opts->n_vcpus);
-
-	printf("vcpus=%u seconds=%g host_tsc_after_pause=%" PRIu64 "\n", opts->n_vcpus,
-	       opts->seconds, host_tsc);
-	for (unsigned i = 0; i < opts->n_vcpus; i++) {
-		/* Guest TSC minus host TSC, read just after the pause: the vCPU's
-		 * offset plus the (small) time since its last sample. */
-		int64_t guest_minus_host = (int64_t)(last[i].tsc - host_tsc);
-
-		printf("vcpu=%u tsc=%" PRIu64 " seq=%" PRIu64 " samples=%" PRIu64
-		       " tsc_advance=%" PRIu64 " guest_minus_host=%" PRId64 "\n",
-		       i, last[i].tsc, last[i].seq, last[i].seq - first[i].seq,
-		       last[i].tsc - first[i].tsc, guest_minus_host);
-		if (last[i].tsc < min_tsc)
-			min_tsc = last[i].tsc;
-		if (last[i].tsc > max_tsc)
-			max_tsc = last[i].tsc;
-		if (last[i].seq != first[i].seq && last[i].tsc == first[i].tsc)
-			tsc_runs = false;
-	}
-	/* The vCPUs are kicked one after the other, so this includes the few
-	 * microseconds between their last samples, not only offset differences. */
-	printf("spread_cycles=%" PRIu64 "\n", max_tsc - min_tsc);
-	printf("guest_tsc_running=%s\n", tsc_runs ? "yes" : "no");
-	if (!tsc_runs)
-		fprintf(stderr,
-			"minivmm: the guest ran (its sample counters advanced) but rdtsc returned "
-			"the same value throughout: this host's KVM does not give the guest a "
-			"running TSC\n");
-	return EXIT_SUCCESS;
-}
-
-/* ---- the handoff: source and target minivmm ----
- *
- * The two minivmms move the VM the way a VMM does: the source pauses, its
- * daemon sends the final counter state to the target's daemon, then the
- * source sends guest memory and registers to the target minivmm over its
- * own TCP connection; the target loads them, asks its daemon to apply the
- * counter, and only then runs the vCPUs. The TSC never travels by value. */
-
-#define XFER_MAGIC	0x314d564dU /* "MVM1" */
-#define XFER_KIND_STATE 0
-#define XFER_KIND_ABORT 1
-
-/* Sent by the source minivmm, host byte order (both ends are this program
- * on the same architecture). */
-struct xfer_header {
-	uint32_t magic;
-	uint32_t kind;
-	char vm_id[64];
-	char migration_id[VCOUNTER_MIGRATION_ID_SIZE];
-	char reason[256];
-	uint64_t generation;
-	uint32_t n_vcpus;
-	uint64_t pause_tai_ns; /* CLOCK_TAI just after the source paused */
-	uint64_t blob_len;
-};
-
-struct handoff_options {
+struct options {
 	unsigned n_vcpus;
 	double seconds;
 	const char *vm_id;
@@ -217,7 +54,13 @@ struct handoff_options {
 	int64_t vcpu_skew;     /* source: vCPU i's offset starts i * skew apart */
 };
 
-static int parse_handoff_options(int argc, char **argv, bool source, struct handoff_options *ret)
+enum command {
+	COMMAND_RUN,
+	COMMAND_SOURCE,
+	COMMAND_TARGET,
+};
+
+static int parse_options(int argc, char **argv, enum command command, struct options *ret)
 {
 	static const struct option long_options[] = {
 		{ "vcpus", required_argument, NULL, 'n' },
@@ -233,7 +76,7 @@ static int parse_handoff_options(int argc, char **argv, bool source, struct hand
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	struct handoff_options o = {
+	struct options o = {
 		.n_vcpus = DEFAULT_VCPUS,
 		.seconds = DEFAULT_SECONDS,
 		.vm_id = "minivm",
@@ -306,17 +149,125 @@ static int parse_handoff_options(int argc, char **argv, bool source, struct hand
 		fprintf(stderr, "minivmm: unexpected argument '%s'\n", argv[optind]);
 		return -EINVAL;
 	}
-	if (source && (!o.to || !o.peer || !o.peer_name)) {
+	if (command == COMMAND_SOURCE && (!o.to || !o.peer || !o.peer_name)) {
 		fprintf(stderr, "minivmm source: --to, --peer and --peer-name are required\n");
 		return -EINVAL;
 	}
-	if (!source && !o.listen) {
+	if (command == COMMAND_TARGET && !o.listen) {
 		fprintf(stderr, "minivmm target: --listen is required\n");
 		return -EINVAL;
 	}
 	*ret = o;
 	return 0;
 }
+
+static void sleep_seconds(double seconds)
+{
+	struct timespec left = {
+		.tv_sec = (time_t)seconds,
+		.tv_nsec = (long)((seconds - (double)(time_t)seconds) * (double)NSEC_PER_SEC),
+	};
+
+	while (nanosleep(&left, &left) < 0 && errno == EINTR)
+		;
+}
+
+/* run: prove the VM works on this host and show what its guests see. */
+static int cmd_run(int argc, char **argv)
+{
+	_cleanup_(minivm_freep) struct minivm *vm = NULL;
+	_cleanup_free_ struct minivm_observation *first = NULL, *last = NULL;
+	char error[MINIVM_ERROR_MAX] = "";
+	uint64_t host_tsc, min_tsc = UINT64_MAX, max_tsc = 0;
+	bool tsc_runs = true;
+	struct options o;
+	int r;
+
+	if (parse_options(argc, argv, COMMAND_RUN, &o) < 0)
+		return EXIT_FAILURE;
+	first = calloc(o.n_vcpus, sizeof(*first));
+	last = calloc(o.n_vcpus, sizeof(*last));
+	if (!first || !last) {
+		fprintf(stderr, "minivmm: out of memory\n");
+		return EXIT_FAILURE;
+	}
+
+	r = minivm_create(o.n_vcpus, &vm, error);
+	if (r < 0) {
+		fprintf(stderr, "minivmm: creating the VM: %s\n", error[0] ? error : strerror(-r));
+		return EXIT_FAILURE;
+	}
+	r = minivm_start(vm);
+	if (r < 0) {
+		fprintf(stderr, "minivmm: %s\n", minivm_last_error(vm));
+		return EXIT_FAILURE;
+	}
+	(void)minivm_read_observations(vm, first, o.n_vcpus);
+	sleep_seconds(o.seconds);
+	r = minivm_pause(vm);
+	host_tsc = __rdtsc();
+	if (r < 0) {
+		fprintf(stderr, "minivmm: the guest stopped by itself: %s\n",
+			minivm_last_error(vm));
+		return EXIT_FAILURE;
+	}
+	(void)minivm_read_observations(vm, last, o.n_vcpus);
+
+	printf("vcpus=%u seconds=%g host_tsc_after_pause=%" PRIu64 "\n", o.n_vcpus, o.seconds,
+	       host_tsc);
+	for (unsigned i = 0; i < o.n_vcpus; i++) {
+		/* Guest TSC minus host TSC, read just after the pause: the vCPU's
+		 * offset plus the (small) time since its last sample. */
+		int64_t guest_minus_host = (int64_t)(last[i].tsc - host_tsc);
+
+		printf("vcpu=%u tsc=%" PRIu64 " seq=%" PRIu64 " samples=%" PRIu64
+		       " tsc_advance=%" PRIu64 " guest_minus_host=%" PRId64 "\n",
+		       i, last[i].tsc, last[i].seq, last[i].seq - first[i].seq,
+		       last[i].tsc - first[i].tsc, guest_minus_host);
+		if (last[i].tsc < min_tsc)
+			min_tsc = last[i].tsc;
+		if (last[i].tsc > max_tsc)
+			max_tsc = last[i].tsc;
+		if (last[i].seq != first[i].seq && last[i].tsc == first[i].tsc)
+			tsc_runs = false;
+	}
+	/* The vCPUs are kicked one after the other, so this includes the few
+	 * microseconds between their last samples, not only offset differences. */
+	printf("spread_cycles=%" PRIu64 "\n", max_tsc - min_tsc);
+	printf("guest_tsc_running=%s\n", tsc_runs ? "yes" : "no");
+	if (!tsc_runs)
+		fprintf(stderr,
+			"minivmm: the guest ran (its sample counters advanced) but rdtsc returned "
+			"the same value throughout: this host's KVM does not give the guest a "
+			"running TSC\n");
+	return EXIT_SUCCESS;
+}
+
+/* ---- the handoff: source and target minivmm ----
+ *
+ * The two minivmms move the VM the way a VMM does: the source pauses, its
+ * daemon sends the final counter state to the target's daemon, then the
+ * source sends guest memory and registers to the target minivmm over its
+ * own TCP connection; the target loads them, asks its daemon to apply the
+ * counter, and only then runs the vCPUs. The TSC never travels by value. */
+
+#define XFER_MAGIC	0x314d564dU /* "MVM1" */
+#define XFER_KIND_STATE 0
+#define XFER_KIND_ABORT 1
+
+/* Sent by the source minivmm, host byte order (both ends are this program
+ * on the same architecture). */
+struct xfer_header {
+	uint32_t magic;
+	uint32_t kind;
+	char vm_id[64];
+	char migration_id[VCOUNTER_MIGRATION_ID_SIZE];
+	char reason[256];
+	uint64_t generation;
+	uint32_t n_vcpus;
+	uint64_t pause_tai_ns; /* CLOCK_TAI just after the source paused */
+	uint64_t blob_len;
+};
 
 static uint64_t tai_now_ns(void)
 {
@@ -406,7 +357,7 @@ static int connect_to(const char *host_port)
 }
 
 /* Tell the target minivmm the handoff is off, so it does not wait. */
-static void send_abort(const struct handoff_options *o, const char *reason)
+static void send_abort(const struct options *o, const char *reason)
 {
 	struct xfer_header h = { .magic = XFER_MAGIC, .kind = XFER_KIND_ABORT };
 	int fd = connect_to(o->to);
@@ -466,7 +417,7 @@ static int cmd_source(int argc, char **argv)
 	_cleanup_free_ struct minivm_observation *obs = NULL;
 	_cleanup_free_ void *blob = NULL;
 	_cleanup_close_ int fd = -1;
-	struct handoff_options o;
+	struct options o;
 	struct vcounter_vm_info info;
 	struct vcounter *vc = NULL;
 	struct xfer_header h = { .magic = XFER_MAGIC, .kind = XFER_KIND_STATE };
@@ -475,7 +426,7 @@ static int cmd_source(int argc, char **argv)
 	char done;
 	int r, ret = EXIT_FAILURE;
 
-	if (parse_handoff_options(argc, argv, true, &o) < 0)
+	if (parse_options(argc, argv, COMMAND_SOURCE, &o) < 0)
 		return EXIT_FAILURE;
 	obs = calloc(o.n_vcpus, sizeof(*obs));
 	if (!obs)
@@ -574,7 +525,7 @@ out:
 	return ret;
 }
 
-static int listen_on(const struct handoff_options *o)
+static int listen_on(const struct options *o)
 {
 	struct addrinfo *ai;
 	struct sockaddr_storage ss;
@@ -661,7 +612,7 @@ static int cmd_target(int argc, char **argv)
 	_cleanup_free_ void *blob = NULL;
 	_cleanup_close_ int lfd = -1, fd = -1;
 	struct vcounter_report *rep = NULL;
-	struct handoff_options o;
+	struct options o;
 	struct vcounter_vm_info info;
 	struct vcounter *vc = NULL;
 	struct xfer_header h;
@@ -670,7 +621,7 @@ static int cmd_target(int argc, char **argv)
 	const char done = 0;
 	int r, ret = EXIT_FAILURE;
 
-	if (parse_handoff_options(argc, argv, false, &o) < 0)
+	if (parse_options(argc, argv, COMMAND_TARGET, &o) < 0)
 		return EXIT_FAILURE;
 	before = calloc(o.n_vcpus, sizeof(*before));
 	after = calloc(o.n_vcpus, sizeof(*after));
@@ -743,16 +694,12 @@ out:
 
 int main(int argc, char **argv)
 {
-	struct options opts;
-
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_FAILURE;
 	}
 	if (strcmp(argv[1], "run") == 0) {
-		if (parse_options(argc - 1, argv + 1, &opts) < 0)
-			return EXIT_FAILURE;
-		return cmd_run(&opts);
+		return cmd_run(argc - 1, argv + 1);
 	}
 	if (strcmp(argv[1], "source") == 0)
 		return cmd_source(argc - 1, argv + 1);
