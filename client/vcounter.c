@@ -30,10 +30,25 @@ struct vc_vm {
 	int *vcpu_fds;
 };
 
+/* APPLY ops the daemon sent ahead (at most one per VM: the newest), held
+ * until vcounter_apply() names their migration. */
+#define VCOUNTER_MAX_HELD_OPS 64
+
+struct held_op {
+	struct held_op *next;
+	uint64_t id;
+	Vcounter__V1__VmmMessage *msg;
+};
+
 struct vcounter {
 	int fd;
 	uint64_t next_id;
 	struct vc_vm *vms;
+	struct held_op *held;
+	size_t n_held;
+	/* Set during vcounter_apply(): the APPLY ops it may run. */
+	const char *applying_vm;
+	const char *applying_migration;
 	char last_error[512];
 	uint8_t buf[FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES];
 };
@@ -108,6 +123,13 @@ void vcounter_close(struct vcounter *vc)
 		return;
 	while (vc->vms)
 		vm_forget(vc, vc->vms->vm_id);
+	while (vc->held) {
+		struct held_op *h = vc->held;
+
+		vc->held = h->next;
+		wire_vmm_free(h->msg);
+		free(h);
+	}
 	close(vc->fd);
 	free(vc);
 }
@@ -258,13 +280,172 @@ send:
 	return send_msg(vc, &msg, NULL, 0);
 }
 
-/* Send request (with fds) and wait for the reply naming its id, serving KVM
- * ops meanwhile. The reply is returned unpacked; an Error reply becomes
- * -errno with last_error set. */
-static int call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const int *fds, size_t n_fds,
-		Vcounter__V1__VmmMessage **ret_reply)
+static bool op_is_apply_for(const Vcounter__V1__KvmOp *op, const char *vm_id,
+			    const char *migration_id)
+{
+	return op->kind == VCOUNTER__V1__KVM_OP_KIND__KVM_OP_APPLY && vm_id && migration_id &&
+	       op->vm_id && op->migration_id && strcmp(op->vm_id, vm_id) == 0 &&
+	       strcmp(op->migration_id, migration_id) == 0;
+}
+
+/* Remove and return the held op that matches, or the one with this id. */
+static struct held_op *held_take(struct vcounter *vc, const char *vm_id, uint64_t id)
+{
+	for (struct held_op **p = &vc->held; *p; p = &(*p)->next) {
+		struct held_op *h = *p;
+
+		if ((vm_id && strcmp(h->msg->kvm_op->vm_id, vm_id) == 0) ||
+		    (!vm_id && h->id == id)) {
+			*p = h->next;
+			vc->n_held--;
+			return h;
+		}
+	}
+	return NULL;
+}
+
+static void held_drop(struct held_op *h)
+{
+	if (h) {
+		wire_vmm_free(h->msg);
+		free(h);
+	}
+}
+
+/* Keep an APPLY op sent ahead; a newer one for the same VM replaces it. */
+static void hold(struct vcounter *vc, Vcounter__V1__VmmMessage *msg)
+{
+	struct held_op *h;
+
+	held_drop(held_take(vc, msg->kvm_op->vm_id, 0));
+	if (vc->n_held >= VCOUNTER_MAX_HELD_OPS || !(h = calloc(1, sizeof(*h)))) {
+		wire_vmm_free(msg); /* the daemon sends it again on request */
+		return;
+	}
+	h->id = msg->id;
+	h->msg = msg;
+	h->next = vc->held;
+	vc->held = h;
+	vc->n_held++;
+}
+
+/* Receive one message; timeout_ms 0 polls. 0 with *ret_msg NULL: nothing. */
+static int receive(struct vcounter *vc, int timeout_ms, Vcounter__V1__VmmMessage **ret_msg)
+{
+	struct pollfd pfd = { .fd = vc->fd, .events = POLLIN };
+	int got[UNIX_FD_MAX_FDS];
+	size_t n_got = 0, payload_len;
+	const uint8_t *payload;
+	ssize_t n;
+	int r;
+
+	*ret_msg = NULL;
+	r = poll(&pfd, 1, timeout_ms);
+	if (r < 0)
+		return errno == EINTR ? 0 : set_error(vc, -errno, "poll: %s", strerror(errno));
+	if (r == 0)
+		return 0;
+	n = unix_fd_recv(vc->fd, vc->buf, sizeof(vc->buf), got, &n_got);
+	unix_fd_close_all(got, n_got); /* the daemon never sends fds */
+	if (n == 0)
+		return set_error(vc, -ECONNRESET, "vcounterd closed the connection");
+	if (n < 0)
+		return set_error(vc, (int)n, "receive from vcounterd: %s", strerror((int)-n));
+	r = frame_parse_datagram(vc->buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload, &payload_len);
+	if (r < 0)
+		return set_error(vc, r, "malformed frame from vcounterd");
+	if (wire_vmm_unpack(payload, payload_len, ret_msg) < 0)
+		*ret_msg = NULL; /* a newer daemon's message type: not ours to answer */
+	return 0;
+}
+
+/* Serve a KVM op. APPLY ops run only inside vcounter_apply() for their own
+ * migration (and not while draining: the newest held one runs after);
+ * others are held. Takes msg. */
+static int serve_kvm_op(struct vcounter *vc, Vcounter__V1__VmmMessage *msg, bool draining)
+{
+	const Vcounter__V1__KvmOp *op = msg->kvm_op;
+	int r = 0;
+
+	if (op->kind == VCOUNTER__V1__KVM_OP_KIND__KVM_OP_WITHDRAW) {
+		held_drop(held_take(vc, NULL, msg->id));
+		wire_vmm_free(msg);
+		return 0;
+	}
+	if (op->kind == VCOUNTER__V1__KVM_OP_KIND__KVM_OP_APPLY &&
+	    (draining || !op_is_apply_for(op, vc->applying_vm, vc->applying_migration))) {
+		hold(vc, msg);
+		return 0;
+	}
+	r = run_kvm_op(vc, msg->id, op);
+	wire_vmm_free(msg);
+	if (r < 0)
+		return set_error(vc, r, "cannot answer vcounterd: %s", strerror(-r));
+	return 0;
+}
+
+/* Is msg the reply to request_id (or a connection-level Error, id 0)? Then
+ * 0 with *ret_reply set, or -errno for an Error (last_error set). 1: not
+ * ours (a late reply to an abandoned request), dropped. Takes msg. */
+static int take_reply(struct vcounter *vc, Vcounter__V1__VmmMessage *msg, uint64_t request_id,
+		      Vcounter__V1__VmmMessage **ret_reply)
+{
+	int r;
+
+	if (msg->id != request_id &&
+	    !(msg->id == 0 && msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR)) {
+		wire_vmm_free(msg);
+		return 1;
+	}
+	if (msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR) {
+		r = wire_errno_from_error(msg->error);
+		set_error(vc, r < 0 ? r : -EIO, "%s",
+			  msg->error->message ? msg->error->message : "error");
+		wire_vmm_free(msg);
+		return r < 0 ? r : -EIO;
+	}
+	*ret_reply = msg;
+	return 0;
+}
+
+/* Wait for the reply naming request_id, serving KVM ops meanwhile. An Error
+ * reply becomes -errno with last_error set. */
+static int wait_reply(struct vcounter *vc, uint64_t request_id,
+		      Vcounter__V1__VmmMessage **ret_reply)
 {
 	struct timespec start, now;
+	int r;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		Vcounter__V1__VmmMessage *msg;
+		long elapsed_ms;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		elapsed_ms = (now.tv_sec - start.tv_sec) * 1000 +
+			     (now.tv_nsec - start.tv_nsec) / 1000000;
+		if (elapsed_ms >= VCOUNTER_CALL_TIMEOUT_MS)
+			return set_error(vc, -ETIMEDOUT, "vcounterd did not answer in time");
+		r = receive(vc, (int)(VCOUNTER_CALL_TIMEOUT_MS - elapsed_ms), &msg);
+		if (r < 0)
+			return r;
+		if (!msg)
+			continue;
+		if (msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP) {
+			r = serve_kvm_op(vc, msg, false);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		r = take_reply(vc, msg, request_id, ret_reply);
+		if (r != 1)
+			return r;
+	}
+}
+
+static int send_request(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const int *fds,
+			size_t n_fds)
+{
 	int r;
 
 	req->id = ++vc->next_id;
@@ -272,68 +453,15 @@ static int call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const int *f
 	r = send_msg(vc, req, fds, n_fds);
 	if (r < 0)
 		return set_error(vc, r, "cannot send to vcounterd: %s", strerror(-r));
-	clock_gettime(CLOCK_MONOTONIC, &start);
+	return 0;
+}
 
-	for (;;) {
-		struct pollfd pfd = { .fd = vc->fd, .events = POLLIN };
-		int got[UNIX_FD_MAX_FDS];
-		size_t n_got = 0, payload_len;
-		const uint8_t *payload;
-		Vcounter__V1__VmmMessage *msg;
-		long elapsed_ms;
-		ssize_t n;
+static int call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const int *fds, size_t n_fds,
+		Vcounter__V1__VmmMessage **ret_reply)
+{
+	int r = send_request(vc, req, fds, n_fds);
 
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		elapsed_ms = (now.tv_sec - start.tv_sec) * 1000 +
-			     (now.tv_nsec - start.tv_nsec) / 1000000;
-		if (elapsed_ms >= VCOUNTER_CALL_TIMEOUT_MS)
-			return set_error(vc, -ETIMEDOUT, "vcounterd did not answer in time");
-		r = poll(&pfd, 1, (int)(VCOUNTER_CALL_TIMEOUT_MS - elapsed_ms));
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return set_error(vc, -errno, "poll: %s", strerror(errno));
-		}
-		if (r == 0)
-			continue;
-		n = unix_fd_recv(vc->fd, vc->buf, sizeof(vc->buf), got, &n_got);
-		unix_fd_close_all(got, n_got); /* the daemon never sends fds */
-		if (n == 0)
-			return set_error(vc, -ECONNRESET, "vcounterd closed the connection");
-		if (n < 0)
-			return set_error(vc, (int)n, "receive from vcounterd: %s",
-					 strerror((int)-n));
-		r = frame_parse_datagram(vc->buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload,
-					 &payload_len);
-		if (r < 0)
-			return set_error(vc, r, "malformed frame from vcounterd");
-		r = wire_vmm_unpack(payload, payload_len, &msg);
-		if (r < 0)
-			continue; /* a newer daemon's message type: not ours to answer */
-
-		if (msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP) {
-			r = run_kvm_op(vc, msg->id, msg->kvm_op);
-			wire_vmm_free(msg);
-			if (r < 0)
-				return set_error(vc, r, "cannot answer vcounterd: %s",
-						 strerror(-r));
-			continue;
-		}
-		if (msg->id != req->id &&
-		    !(msg->id == 0 && msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR)) {
-			wire_vmm_free(msg);
-			continue; /* a late reply to an abandoned request */
-		}
-		if (msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR) {
-			r = wire_errno_from_error(msg->error);
-			set_error(vc, r < 0 ? r : -EIO, "%s",
-				  msg->error->message ? msg->error->message : "error");
-			wire_vmm_free(msg);
-			return r < 0 ? r : -EIO;
-		}
-		*ret_reply = msg;
-		return 0;
-	}
+	return r < 0 ? r : wait_reply(vc, req->id, ret_reply);
 }
 
 static int expect(struct vcounter *vc, Vcounter__V1__VmmMessage *reply,
@@ -485,6 +613,52 @@ int vcounter_report_paused(struct vcounter *vc, const char *vm_id, const char *m
 	return 0;
 }
 
+/* The daemon sent the APPLY op when the final state reached it; it waits in
+ * the socket or in vc->held. Ask, then run the newest op for this migration
+ * at once: the apply costs one round trip. Ops that arrive later (a newer
+ * generation, or the op sent on request) run as they come. */
+static int apply_call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const char *vm_id,
+		      const char *migration_id, Vcounter__V1__VmmMessage **ret_reply)
+{
+	struct held_op *h;
+	int r;
+
+	r = send_request(vc, req, NULL, 0);
+	if (r < 0)
+		return r;
+	vc->applying_vm = vm_id;
+	vc->applying_migration = migration_id;
+	for (;;) { /* drain what is already queued, holding APPLY ops */
+		Vcounter__V1__VmmMessage *msg;
+
+		r = receive(vc, 0, &msg);
+		if (r < 0 || !msg)
+			break;
+		if (msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP) {
+			r = serve_kvm_op(vc, msg, true);
+			if (r < 0)
+				break;
+			continue;
+		}
+		/* A repeated apply is answered at once, with no op. */
+		r = take_reply(vc, msg, req->id, ret_reply);
+		if (r != 1)
+			goto out;
+		r = 0;
+	}
+	if (r == 0) {
+		h = held_take(vc, vm_id, 0);
+		if (h && op_is_apply_for(h->msg->kvm_op, vm_id, migration_id))
+			r = run_kvm_op(vc, h->id, h->msg->kvm_op);
+		held_drop(h);
+	}
+	if (r == 0)
+		r = wait_reply(vc, req->id, ret_reply);
+out:
+	vc->applying_vm = vc->applying_migration = NULL;
+	return r;
+}
+
 void vcounter_report_free(struct vcounter_report *report)
 {
 	if (!report)
@@ -510,7 +684,7 @@ int vcounter_apply(struct vcounter *vc, const char *vm_id, const char *migration
 	ap.migration_id = (char *)migration_id;
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_APPLY;
 	req.apply = &ap;
-	r = call(vc, &req, NULL, 0, &reply);
+	r = apply_call(vc, &req, vm_id, migration_id, &reply);
 	if (r == 0)
 		r = expect(vc, reply, VCOUNTER__V1__VMM_MESSAGE__BODY_APPLY_REPLY);
 	if (r < 0)

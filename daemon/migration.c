@@ -62,6 +62,9 @@ struct migration {
 	uint64_t peer_request_id; /* target: id of the message to answer */
 	struct event *timer;	  /* peer reply deadline */
 	uint64_t apply_started_ns;
+	/* Target: the APPLY op handed to the VMM for the current final state. */
+	uint64_t apply_op_id;
+	uint64_t apply_op_conn_id;
 	int64_t planned_delta_cycles;
 	uint64_t planned_error_bound_ns;
 };
@@ -195,6 +198,17 @@ static void migration_reply_vmm_error(struct vcd *vcd, struct migration *m, int 
 
 static void link_send(struct peer_link *link, const Vcounter__V1__PeerMessage *msg);
 
+/* A target migration that ends without applying voids the op it sent ahead. */
+static void withdraw_apply_op(struct vcd *vcd, struct migration *m)
+{
+	uint64_t op_id = m->apply_op_id;
+
+	if (!op_id)
+		return;
+	m->apply_op_id = 0;
+	vmm_kvm_op_cancel(vcd, m->apply_op_conn_id, op_id);
+}
+
 static void migration_fail(struct vcd *vcd, struct migration *m, int error, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
@@ -207,6 +221,7 @@ static void migration_fail(struct vcd *vcd, struct migration *m, int error, cons
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
 	evtimer_del(m->timer);
+	withdraw_apply_op(vcd, m);
 	if (!migration_step_is_terminal(m->s.step)) {
 		session_fail(&m->s, reason, vcd_now_ns());
 		errno = error < 0 ? -error : error;
@@ -498,6 +513,7 @@ static void link_close_cb(struct peer_conn *conn, int error, const char *reason,
 
 struct op_ctx {
 	char migration_id[VC_MIGRATION_ID_LEN + 1];
+	uint64_t op_id;
 };
 
 static struct op_ctx *op_ctx_new(const struct migration *m)
@@ -730,8 +746,10 @@ void migration_handle_report_paused(struct vcd *vcd, uint64_t conn_id, uint64_t 
 		migration_fail(vcd, m, -ENOMEM, "out of memory");
 		return;
 	}
-	r = vmm_kvm_op(vcd, vm, VCOUNTER__V1__KVM_OP_KIND__KVM_OP_READ_STATE, NULL,
-		       source_final_read, ctx);
+	r = vmm_kvm_op(
+		vcd, vm,
+		&(struct kvm_op_request){ .kind = VCOUNTER__V1__KVM_OP_KIND__KVM_OP_READ_STATE },
+		source_final_read, ctx, NULL);
 	if (r < 0) {
 		free(ctx);
 		migration_fail(vcd, m, r, "cannot ask the VMM for its final counter state");
@@ -935,6 +953,8 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 	link_send(link, &reply);
 }
 
+static void push_apply_op(struct vcd *vcd, struct migration *m);
+
 static void handle_final(struct vcd *vcd, struct peer_link *link,
 			 const Vcounter__V1__PeerMessage *msg)
 {
@@ -978,6 +998,7 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 		log_info("vm=%s migration=%s role=target step=final: generation=%" PRIu64,
 			 m->s.vm_id, m->s.migration_id, fin->generation);
 		m->link_id = link->id;
+		push_apply_op(vcd, m);
 		break;
 	case 1:
 		log_info("vm=%s migration=%s: final state generation %" PRIu64 " replayed, no-op",
@@ -1079,8 +1100,18 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 	char err[256];
 	int r;
 
-	if (!m || m->s.step != STEP_APPLYING)
+	if (!m || ctx->op_id != m->apply_op_id)
+		return; /* superseded by a newer final state, or from a gone VMM */
+	m->apply_op_id = 0;
+	if (m->s.step != STEP_APPLYING) {
+		/* libvcounter only runs an APPLY inside vcounter_apply(); a result
+		 * without the request is not ours to record. */
+		if (error >= 0)
+			log_warning("vm=%s migration=%s: apply result without an apply request "
+				    "ignored",
+				    m->s.vm_id, m->s.migration_id);
 		return;
+	}
 	if (!plan || !rep) {
 		error = -ENOMEM;
 		text = "out of memory";
@@ -1140,12 +1171,54 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 			    m->s.migration_id);
 }
 
+/* Hand the VMM the APPLY op for the current final state now, so that its
+ * vcounter_apply() costs one round trip: the op waits in the VMM's socket. */
+static int send_apply_op(struct vcd *vcd, struct migration *m, const struct vm_entry *vm,
+			 bool deferred)
+{
+	struct kvm_op_request req = {
+		.kind = VCOUNTER__V1__KVM_OP_KIND__KVM_OP_APPLY,
+		.plan_source = &m->s.final,
+		.migration_id = m->s.migration_id,
+		.generation = m->s.generation,
+		.deferred = deferred,
+	};
+	struct op_ctx *ctx;
+	int r;
+
+	if (m->apply_op_id)
+		vmm_kvm_op_cancel(vcd, m->apply_op_conn_id, m->apply_op_id);
+	ctx = op_ctx_new(m);
+	if (!ctx)
+		return -ENOMEM;
+	r = vmm_kvm_op(vcd, vm, &req, target_applied, ctx, &ctx->op_id);
+	if (r < 0) {
+		free(ctx);
+		return r;
+	}
+	m->apply_op_id = ctx->op_id;
+	m->apply_op_conn_id = vm->conn_id;
+	return 0;
+}
+
+static void push_apply_op(struct vcd *vcd, struct migration *m)
+{
+	struct vm_entry *vm = vcd_find_vm(vcd, m->s.vm_id);
+	int r;
+
+	if (!vm || vm->role != VM_ROLE_TARGET)
+		return;
+	r = send_apply_op(vcd, m, vm, true);
+	if (r < 0)
+		log_debug("vm=%s migration=%s: apply op not sent ahead (%s); sent on request",
+			  m->s.vm_id, m->s.migration_id, strerror(-r));
+}
+
 void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
 			    const char *vm_id, const char *migration_id)
 {
 	struct migration *m = migration_find(vcd, migration_id);
 	struct vm_entry *vm = vm_id ? vcd_find_vm(vcd, vm_id) : NULL;
-	struct op_ctx *ctx;
 	int r;
 
 	if (!m || m->s.role != VM_ROLE_TARGET || !vm_id || strcmp(m->s.vm_id, vm_id) != 0) {
@@ -1174,16 +1247,14 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 	m->vmm_conn_id = conn_id;
 	m->vmm_request_id = request_id;
 	m->apply_started_ns = vcd_now_ns();
-	ctx = op_ctx_new(m);
-	if (!ctx) {
-		session_target_apply_failed(&m->s, "out of memory", vcd_now_ns());
-		migration_reply_vmm_error(vcd, m, -ENOMEM, "out of memory");
+	/* The op sent ahead runs now; its deadline starts. Without one (the VMM
+	 * reconnected since), send it now. */
+	if (m->apply_op_id && m->apply_op_conn_id == conn_id &&
+	    vmm_kvm_op_arm(vcd, conn_id, m->apply_op_id) == 0)
 		return;
-	}
-	r = vmm_kvm_op(vcd, vm, VCOUNTER__V1__KVM_OP_KIND__KVM_OP_APPLY, &m->s.final,
-		       target_applied, ctx);
+	m->apply_op_id = 0;
+	r = send_apply_op(vcd, m, vm, false);
 	if (r < 0) {
-		free(ctx);
 		session_target_apply_failed(&m->s, "cannot reach the VMM", vcd_now_ns());
 		migration_reply_vmm_error(vcd, m, r, "cannot ask the VMM to apply");
 	}
@@ -1265,6 +1336,7 @@ static void handle_abort(struct vcd *vcd, struct peer_link *link,
 		return;
 	}
 	evtimer_del(m->timer);
+	withdraw_apply_op(vcd, m);
 	log_warning("vm=%s migration=%s step=aborted: by peer %s: %s", m->s.vm_id,
 		    m->s.migration_id, link->identity, reason);
 	migration_reply_vmm_error(vcd, m, -ECANCELED, "migration aborted by the peer");
@@ -1293,6 +1365,7 @@ void migration_vm_gone(struct vcd *vcd, const char *vm_id)
 		if (session_abort(&m->s, "VM unregistered", vcd_now_ns()) < 0)
 			continue; /* already applied on the target: nothing to undo */
 		evtimer_del(m->timer);
+		withdraw_apply_op(vcd, m);
 		log_warning("vm=%s migration=%s step=aborted: the VM left this daemon", vm_id,
 			    m->s.migration_id);
 		send_abort(vcd, m, "VM unregistered");

@@ -108,10 +108,23 @@ void vmm_reply_ok(struct vcd *vcd, uint64_t conn_id, uint64_t request_id);
 void vmm_reply_error(struct vcd *vcd, uint64_t conn_id, uint64_t request_id, int error,
 		     const char *fmt, ...) __attribute__((format(printf, 5, 6), nonnull(5)));
 void vmm_reply(struct vcd *vcd, uint64_t conn_id, Vcounter__V1__VmmMessage *msg);
-/* Ask the VMM holding vm to run a KVM op; cb is called exactly once. For
- * KVM_OP_APPLY, plan_source is the final source state to apply. */
-int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, int kind,
-	       const struct counter_state *plan_source, vcd_kvm_op_cb cb, void *userdata);
+struct kvm_op_request {
+	int kind; /* Vcounter__V1__KvmOpKind */
+	/* KVM_OP_APPLY: the final source state, and which migration it is. */
+	const struct counter_state *plan_source;
+	const char *migration_id;
+	uint64_t generation;
+	/* Sent ahead of need: no deadline until vmm_kvm_op_arm(). */
+	bool deferred;
+};
+
+/* Ask the VMM holding vm to run a KVM op; cb is called exactly once (with
+ * -ECANCELED after vmm_kvm_op_cancel). */
+int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, const struct kvm_op_request *req,
+	       vcd_kvm_op_cb cb, void *userdata, uint64_t *ret_op_id);
+/* Start the deadline of a deferred op: -ENOENT if it is gone. */
+int vmm_kvm_op_arm(struct vcd *vcd, uint64_t conn_id, uint64_t op_id);
+void vmm_kvm_op_cancel(struct vcd *vcd, uint64_t conn_id, uint64_t op_id);
 
 /* migration.c */
 int migrations_start(struct vcd *vcd);

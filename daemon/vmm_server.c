@@ -209,8 +209,18 @@ static void op_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	pending_op_free(op);
 }
 
-int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, int kind,
-	       const struct counter_state *plan_source, vcd_kvm_op_cb cb, void *userdata)
+static void op_arm(struct vcd *vcd, struct pending_op *op)
+{
+	struct timeval tv = {
+		.tv_sec = vcd->config.kvm_op_timeout_ms / 1000,
+		.tv_usec = (vcd->config.kvm_op_timeout_ms % 1000) * 1000,
+	};
+
+	evtimer_add(op->timer, &tv);
+}
+
+int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, const struct kvm_op_request *req,
+	       vcd_kvm_op_cb cb, void *userdata, uint64_t *ret_op_id)
 {
 	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
 	Vcounter__V1__KvmOp op_pb = VCOUNTER__V1__KVM_OP__INIT;
@@ -218,7 +228,6 @@ int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, int kind,
 	struct wire_counter_state_pb state_pb;
 	struct vmm_conn *conn = conn_find(vcd, vm->conn_id);
 	struct pending_op *op;
-	struct timeval tv;
 	int r;
 
 	if (!conn)
@@ -229,7 +238,7 @@ int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, int kind,
 	if (!op)
 		return -ENOMEM;
 	op->id = ++vcd->vmm->next_op_id;
-	op->kind = kind;
+	op->kind = req->kind;
 	op->conn = conn;
 	op->cb = cb;
 	op->userdata = userdata;
@@ -239,13 +248,15 @@ int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, int kind,
 		return -ENOMEM;
 	}
 
-	op_pb.kind = (Vcounter__V1__KvmOpKind)kind;
+	op_pb.kind = (Vcounter__V1__KvmOpKind)req->kind;
 	op_pb.vm_id = (char *)vm->vm_id;
-	if (plan_source) {
-		wire_counter_state_to_pb(plan_source, &state_pb);
+	if (req->plan_source) {
+		wire_counter_state_to_pb(req->plan_source, &state_pb);
 		plan.source = &state_pb.state;
 		plan.max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns;
 		op_pb.plan = &plan;
+		op_pb.migration_id = (char *)(req->migration_id ? req->migration_id : "");
+		op_pb.generation = req->generation;
 	}
 	msg.id = op->id;
 	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP;
@@ -255,13 +266,55 @@ int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, int kind,
 		pending_op_free(op);
 		return r;
 	}
-	tv.tv_sec = vcd->config.kvm_op_timeout_ms / 1000;
-	tv.tv_usec = (vcd->config.kvm_op_timeout_ms % 1000) * 1000;
-	evtimer_add(op->timer, &tv);
+	if (!req->deferred)
+		op_arm(vcd, op);
 	op->next = conn->ops;
 	conn->ops = op;
 	conn->n_ops++;
+	if (ret_op_id)
+		*ret_op_id = op->id;
 	return 0;
+}
+
+static struct pending_op *op_find(struct vcd *vcd, uint64_t conn_id, uint64_t op_id)
+{
+	struct vmm_conn *conn = conn_find(vcd, conn_id);
+
+	if (!conn)
+		return NULL;
+	for (struct pending_op *op = conn->ops; op; op = op->next)
+		if (op->id == op_id)
+			return op;
+	return NULL;
+}
+
+int vmm_kvm_op_arm(struct vcd *vcd, uint64_t conn_id, uint64_t op_id)
+{
+	struct pending_op *op = op_find(vcd, conn_id, op_id);
+
+	if (!op)
+		return -ENOENT;
+	op_arm(vcd, op);
+	return 0;
+}
+
+void vmm_kvm_op_cancel(struct vcd *vcd, uint64_t conn_id, uint64_t op_id)
+{
+	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__KvmOp op_pb = VCOUNTER__V1__KVM_OP__INIT;
+	struct pending_op *op = op_find(vcd, conn_id, op_id);
+
+	if (!op)
+		return;
+	/* The VMM may hold it unrun (sent ahead): tell it the op is void. */
+	op_pb.kind = VCOUNTER__V1__KVM_OP_KIND__KVM_OP_WITHDRAW;
+	msg.id = op_id;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP;
+	msg.kvm_op = &op_pb;
+	(void)conn_send(op->conn, &msg);
+	conn_take_op(op->conn, op_id);
+	op->cb(vcd, -ECANCELED, "superseded", NULL, op->userdata);
+	pending_op_free(op);
 }
 
 static int anchor_from_pb(const Vcounter__V1__HostAnchor *pb, struct host_anchor *ret)
@@ -473,8 +526,9 @@ static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 	ctx->conn_id = conn->id;
 	ctx->request_id = request_id;
 	snprintf(ctx->vm_id, sizeof(ctx->vm_id), "%s", vm->vm_id);
-	r = vmm_kvm_op(vcd, vm, VCOUNTER__V1__KVM_OP_KIND__KVM_OP_PROBE, NULL, register_probe_done,
-		       ctx);
+	r = vmm_kvm_op(vcd, vm,
+		       &(struct kvm_op_request){ .kind = VCOUNTER__V1__KVM_OP_KIND__KVM_OP_PROBE },
+		       register_probe_done, ctx, NULL);
 	if (r < 0) {
 		free(ctx);
 		vm_entry_free(vcd, vm);
