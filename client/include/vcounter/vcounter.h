@@ -68,12 +68,16 @@ int vcounter_unregister_vm(struct vcounter *vc, const char *vm_id);
  * current counter state goes to the target, which pre-computes. */
 int vcounter_migrate_out(struct vcounter *vc, const char *vm_id, const char *peer_address,
 			 const char *peer_name, char ret_migration_id[VCOUNTER_MIGRATION_ID_SIZE]);
-/* Source: the guest is paused. Returns after the target daemon holds the
+/* Source: the guest is paused: every vCPU thread is out of KVM_RUN (vCPU
+ * ioctls wait for the vCPU mutex KVM_RUN holds, so the offsets are read
+ * here, not while the guest runs). Returns after the target daemon holds the
  * final state; the VMM may then send its own state to the target VMM. */
 int vcounter_report_paused(struct vcounter *vc, const char *vm_id, const char *migration_id,
 			   uint64_t *ret_generation);
-/* Target: vCPU state is loaded; apply the counter. The vCPUs may run when
- * this returns 0. Applying twice returns the first report, writes nothing. */
+/* Target: vCPU state is loaded and no vCPU has run; apply the counter. The
+ * vCPUs may run when this returns 0, not before. One round trip: the daemon
+ * sent the write ahead, when the final state reached it. Applying twice
+ * returns the first report and writes nothing. */
 int vcounter_apply(struct vcounter *vc, const char *vm_id, const char *migration_id,
 		   struct vcounter_report **ret_report);
 void vcounter_report_free(struct vcounter_report *report);
