@@ -72,6 +72,9 @@ int harness_start(struct daemon_proc *d, const char *const *extra_args)
 	char exe[512], port_file[320];
 	const char *argv[64];
 	bool listening = false;
+	char wrapper_buf[512], *save = NULL;
+	const char *wrapper;
+	int wait_rounds = 500;
 	size_t n = 0;
 
 	memset(d, 0, sizeof(*d));
@@ -84,6 +87,16 @@ int harness_start(struct daemon_proc *d, const char *const *extra_args)
 	snprintf(port_file, sizeof(port_file), "%s/port", d->dir);
 	snprintf(exe, sizeof(exe), "%s/daemon/vcounterd", harness_build_root());
 
+	/* VC_DAEMON_WRAPPER, e.g. "valgrind --error-exitcode=97 --leak-check=full",
+	 * runs the daemon under a tool; its exit status then tells. */
+	wrapper = getenv("VC_DAEMON_WRAPPER");
+	if (wrapper && *wrapper) {
+		snprintf(wrapper_buf, sizeof(wrapper_buf), "%s", wrapper);
+		for (char *tok = strtok_r(wrapper_buf, " ", &save); tok && n < 16;
+		     tok = strtok_r(NULL, " ", &save))
+			argv[n++] = tok;
+		wait_rounds = 3000; /* slow start under valgrind */
+	}
 	argv[n++] = exe;
 	argv[n++] = "--vmm-socket";
 	argv[n++] = d->vmm_socket;
@@ -108,10 +121,10 @@ int harness_start(struct daemon_proc *d, const char *const *extra_args)
 			dup2(log, STDERR_FILENO);
 			dup2(log, STDOUT_FILENO);
 		}
-		execv(exe, (char *const *)argv);
+		execvp(argv[0], (char *const *)argv);
 		_exit(127);
 	}
-	for (int i = 0; i < 500; i++) {
+	for (int i = 0; i < wait_rounds; i++) {
 		if (!harness_alive(d))
 			break;
 		if (socket_accepts(d->vmm_socket)) {

@@ -22,7 +22,8 @@ int harness_certs(char *ret_dir, size_t size);
 /* Start build/daemon/vcounterd with extra args (NULL-terminated), wait until
  * its VMM socket accepts (and the port file exists when --listen is given). */
 int harness_start(struct daemon_proc *d, const char *const *extra_args);
-/* SIGTERM, wait, remove temp files. Returns the exit status or -1. */
+/* SIGTERM, wait, remove temp files. Returns the exit status or -1; under
+ * VC_DAEMON_WRAPPER (valgrind) a nonzero status means the tool found errors. */
 int harness_stop(struct daemon_proc *d);
 bool harness_alive(const struct daemon_proc *d);
 /* Number of open fds of the daemon (/proc/PID/fd). */

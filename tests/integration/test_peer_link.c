@@ -670,7 +670,12 @@ static int group_teardown(void **state)
 	target_vm_release();
 	if (!harness_alive(&target))
 		harness_dump_log(&target);
-	harness_stop(&target);
+	if (getenv("VC_DAEMON_WRAPPER"))
+		harness_dump_log(&target);
+	if (harness_stop(&target) != 0) {
+		fprintf(stderr, "vcounterd did not exit cleanly (see its log above)\n");
+		return -1;
+	}
 	remove_certs();
 	return 0;
 }

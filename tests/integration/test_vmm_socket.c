@@ -146,7 +146,12 @@ static int group_teardown(void **state)
 {
 	if (!harness_alive(&daemon_main))
 		harness_dump_log(&daemon_main);
-	harness_stop(&daemon_main);
+	if (getenv("VC_DAEMON_WRAPPER"))
+		harness_dump_log(&daemon_main);
+	if (harness_stop(&daemon_main) != 0) {
+		fprintf(stderr, "vcounterd did not exit cleanly (see its log above)\n");
+		return -1;
+	}
 	return 0;
 }
 
