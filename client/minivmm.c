@@ -1,5 +1,6 @@
-/* minivmm.c - the reference VMM's command line: runs the minivm guest, and
- * drives a by-offset counter handoff between two of them through libvcounter. */
+/* minivmm.c - the reference VMM's command line: runs the minivm guest, drives a
+ * by-offset counter handoff between two of them through libvcounter, or the
+ * by-value restore VMMs do today, and measures either from what the guest saw. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -16,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "hostclock.h"
 #include "macro.h"
 #include "minivm.h"
 #include "vcounter/vcounter.h"
@@ -23,21 +25,31 @@
 #define DEFAULT_VCPUS	2
 #define DEFAULT_SECONDS 1.0
 #define MAX_SECONDS	3600.0
+/* Ten years: far beyond any uptime, well inside 2^63 cycles at any rate. */
+#define MAX_GUEST_UPTIME (10.0 * 365 * 86400)
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: minivmm run [--vcpus N] [--seconds S]\n"
 		"       minivmm target --listen HOST:PORT [--port-file F] [--vm-id ID]\n"
-		"                      [--vcounterd SOCKET] [--vcpus N]\n"
+		"                      [--vcounterd SOCKET] [--vcpus N] [--by-value]\n"
 		"       minivmm source --to HOST:PORT --peer HOST:PORT --peer-name NAME\n"
 		"                      [--vm-id ID] [--vcounterd SOCKET] [--vcpus N] [--seconds "
 		"S]\n"
-		"                      [--vcpu-skew CYCLES]\n"
+		"                      [--vcpu-skew CYCLES] [--guest-uptime S]\n"
+		"       minivmm source --by-value --to HOST:PORT [--vcpus N] [--seconds S] ...\n"
 		"\n"
 		"run: create a KVM VM whose N vCPUs (default %d) loop storing their\n"
 		"rdtsc, run it S seconds (default %.0f), pause it, print what each\n"
-		"vCPU's guest last saw.\n",
+		"vCPU's guest last saw.\n"
+		"source, target: move such a VM from one minivmm to the other, the TSC\n"
+		"by offset through vcounterd, or with --by-value (on both) the way VMMs\n"
+		"do today: IA32_TSC read after the pause, written back per vCPU with\n"
+		"KVM_SET_MSRS, no daemon. The target prints the continuity and phase\n"
+		"errors the guest's own samples show, and a 'result ...' line.\n"
+		"--vcpu-skew: vCPU i's offset starts i * CYCLES from vCPU 0's.\n"
+		"--guest-uptime: the guest's TSC starts as if it had run S seconds.\n",
 		DEFAULT_VCPUS, DEFAULT_SECONDS);
 }
 
@@ -52,6 +64,8 @@ struct options {
 	const char *listen;    /* target: host:port to accept the source on */
 	const char *port_file; /* target: write the bound port here */
 	int64_t vcpu_skew;     /* source: vCPU i's offset starts i * skew apart */
+	double guest_uptime;   /* source: seconds the guest's TSC starts ahead */
+	bool by_value;	       /* restore IA32_TSC by value, without vcounterd */
 };
 
 enum command {
@@ -73,6 +87,8 @@ static int parse_options(int argc, char **argv, enum command command, struct opt
 		{ "listen", required_argument, NULL, 'l' },
 		{ "port-file", required_argument, NULL, 'f' },
 		{ "vcpu-skew", required_argument, NULL, 'k' },
+		{ "guest-uptime", required_argument, NULL, 'u' },
+		{ "by-value", no_argument, NULL, 'b' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -137,6 +153,19 @@ static int parse_options(int argc, char **argv, enum command command, struct opt
 				return -EINVAL;
 			}
 			break;
+		case 'u':
+			errno = 0;
+			o.guest_uptime = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(o.guest_uptime >= 0) ||
+			    o.guest_uptime > MAX_GUEST_UPTIME) {
+				fprintf(stderr, "minivmm: --guest-uptime must be in [0, %.0f]\n",
+					MAX_GUEST_UPTIME);
+				return -EINVAL;
+			}
+			break;
+		case 'b':
+			o.by_value = true;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(EXIT_SUCCESS);
@@ -149,8 +178,12 @@ static int parse_options(int argc, char **argv, enum command command, struct opt
 		fprintf(stderr, "minivmm: unexpected argument '%s'\n", argv[optind]);
 		return -EINVAL;
 	}
-	if (command == COMMAND_SOURCE && (!o.to || !o.peer || !o.peer_name)) {
-		fprintf(stderr, "minivmm source: --to, --peer and --peer-name are required\n");
+	if (command == COMMAND_SOURCE && !o.to) {
+		fprintf(stderr, "minivmm source: --to is required\n");
+		return -EINVAL;
+	}
+	if (command == COMMAND_SOURCE && !o.by_value && (!o.peer || !o.peer_name)) {
+		fprintf(stderr, "minivmm source: --peer and --peer-name are required (or --by-value)\n");
 		return -EINVAL;
 	}
 	if (command == COMMAND_TARGET && !o.listen) {

@@ -258,6 +258,7 @@ static int run_kvm_op(struct vcounter *vc, uint64_t id, const Vcounter__V1__KvmO
 			break;
 		}
 		policy.max_abs_elapsed_ns = op->plan->max_abs_elapsed_ns;
+		policy.tsc_khz_tolerance_ppm = op->plan->tsc_khz_tolerance_ppm;
 		r = backend->apply(&fds, src, &policy, applied);
 		if (r < 0) {
 			snprintf(detail, sizeof(detail), "apply failed: %s", strerror(-r));

@@ -109,9 +109,9 @@ static int anchor_elapsed_ns(uint64_t src_tai_ns, uint64_t dst_tai_ns, int64_t *
 int counter_math_plan(const struct counter_state *src, const struct counter_target *dst,
 		      const struct counter_policy *policy, struct counter_plan *ret_plan)
 {
-	uint64_t abs_elapsed_ns, delta;
+	uint64_t abs_elapsed_ns, delta, rate_error_ns;
 	int64_t elapsed_ns, elapsed_cycles;
-	uint32_t n;
+	uint32_t n, khz_diff;
 	int r;
 
 	if (!src || !dst || !ret_plan)
@@ -128,8 +128,13 @@ int counter_math_plan(const struct counter_state *src, const struct counter_targ
 	    !scaling_is_valid(dst->tsc_scaling_ratio, dst->tsc_scaling_frac_bits))
 		return -EINVAL;
 	/* Offsets cannot change a guest's TSC rate: the VMM must first give the
-	 * target vCPUs the source's frequency (KVM_SET_TSC_KHZ). */
-	if (src->guest_tsc_khz != dst->guest_tsc_khz)
+	 * target vCPUs the source's frequency (KVM_SET_TSC_KHZ). Rates within
+	 * KVM's own tolerance count as the same (see the header). */
+	khz_diff = src->guest_tsc_khz > dst->guest_tsc_khz
+			   ? src->guest_tsc_khz - dst->guest_tsc_khz
+			   : dst->guest_tsc_khz - src->guest_tsc_khz;
+	if ((uint64_t)khz_diff * 1000000 >
+	    (uint64_t)src->guest_tsc_khz * (policy ? policy->tsc_khz_tolerance_ppm : 0))
 		return -EXDEV;
 
 	/* TAI, not REALTIME, so a leap second between the two readings cannot
@@ -166,6 +171,16 @@ int counter_math_plan(const struct counter_state *src, const struct counter_targ
 	ret_plan->delta_cycles = u64_as_s64(delta);
 	ret_plan->error_bound_ns =
 		counter_math_error_bound_ns(&src->sync, &src->anchor, &dst->sync, &dst->anchor);
+	/* Cycles are counted at the source's rate; had the blackout run at the
+	 * target's, they would differ by |elapsed| * diff / khz (rounded up). */
+	if (khz_diff && ret_plan->error_bound_ns != UINT64_MAX) {
+		rate_error_ns =
+			(uint64_t)(((u128)abs_elapsed_ns * khz_diff + src->guest_tsc_khz - 1) /
+				   src->guest_tsc_khz);
+		ret_plan->error_bound_ns = rate_error_ns > UINT64_MAX - ret_plan->error_bound_ns
+						   ? UINT64_MAX
+						   : ret_plan->error_bound_ns + rate_error_ns;
+	}
 
 	/* The target kernel advances kvmclock by the realtime that elapsed since
 	 * the source read it. Only ask for that when the source reading carries

@@ -20,8 +20,17 @@ struct counter_target {
 };
 
 /* Passing a NULL policy to counter_math_plan() means no limit. */
+/* KVM's own tsc_tolerance_ppm default (arch/x86/kvm/x86.c): a requested TSC
+ * rate within this of the host's runs unscaled, i.e. KVM treats the two as
+ * the same frequency. Two hosts' calibrations of one nominal rate differ by
+ * a few ppm (measured in the two-host rig: 2445406 vs 2445408 kHz). */
+#define COUNTER_MATH_DEFAULT_TSC_TOLERANCE_PPM 250
+
 struct counter_policy {
 	uint64_t max_abs_elapsed_ns; /* refuse larger |elapsed| (0: no limit) */
+	/* Guest TSC rates closer than this are the same frequency (0: exact);
+	 * the difference over the elapsed time is added to the error bound. */
+	uint32_t tsc_khz_tolerance_ppm;
 };
 
 struct counter_plan {
@@ -63,8 +72,9 @@ uint64_t counter_math_error_bound_ns(const struct sync_error *src_sync,
  * Errors: -EINVAL (NULL src/dst/ret_plan, vCPU count mismatch/0/above
  * VC_MAX_VCPUS, zero kHz, missing or unknown anchor source, frac_bits >= 64
  * with a nonzero ratio),
- * -EXDEV (guest TSC frequencies differ: scaling is the VMM's job, via
- * KVM_SET_TSC_KHZ on the target, before apply), -ERANGE (|elapsed| beyond
+ * -EXDEV (guest TSC frequencies differ by more than the policy's
+ * tolerance: scaling is the VMM's job, via KVM_SET_TSC_KHZ on the target,
+ * before apply), -ERANGE (|elapsed| beyond
  * policy, or elapsed or its cycles not representable in int64_t).
  * ret_plan is written only on success. */
 int counter_math_plan(const struct counter_state *src, const struct counter_target *dst,

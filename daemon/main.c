@@ -42,12 +42,15 @@ static void usage(FILE *f)
 		"  --error-bound-limit NS   error bound limit per migration (default 1000000)\n"
 		"  --error-bound-policy P   'warn' (default) or 'refuse' above the limit\n"
 		"  --max-elapsed NS         refuse |elapsed| above this (default 3600000000000)\n"
+		"  --tsc-tolerance PPM      guest TSC rates this close count as equal (default "
+		"%d,\n"
+		"                           KVM's tsc_tolerance_ppm); 0 demands equal kHz\n"
 		"  --kvm-op-timeout MS      VMM answer deadline (default 10000)\n"
 		"  --peer-timeout MS        peer answer deadline (default 30000)\n"
 		"  --log-level LEVEL        error, warning, info (default), debug\n"
 		"  --version                print the version\n"
 		"  --help                   this text\n",
-		VCD_DEFAULT_VMM_SOCKET);
+		VCD_DEFAULT_VMM_SOCKET, COUNTER_MATH_DEFAULT_TSC_TOLERANCE_PPM);
 }
 
 static int parse_u64(const char *s, uint64_t *ret)
@@ -82,6 +85,7 @@ static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char 
 		ARG_BOUND_LIMIT,
 		ARG_BOUND_POLICY,
 		ARG_MAX_ELAPSED,
+		ARG_TSC_TOLERANCE,
 		ARG_KVM_OP_TIMEOUT,
 		ARG_PEER_TIMEOUT,
 		ARG_LOG_LEVEL,
@@ -101,6 +105,7 @@ static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char 
 		{ "error-bound-limit", required_argument, NULL, ARG_BOUND_LIMIT },
 		{ "error-bound-policy", required_argument, NULL, ARG_BOUND_POLICY },
 		{ "max-elapsed", required_argument, NULL, ARG_MAX_ELAPSED },
+		{ "tsc-tolerance", required_argument, NULL, ARG_TSC_TOLERANCE },
 		{ "kvm-op-timeout", required_argument, NULL, ARG_KVM_OP_TIMEOUT },
 		{ "peer-timeout", required_argument, NULL, ARG_PEER_TIMEOUT },
 		{ "log-level", required_argument, NULL, ARG_LOG_LEVEL },
@@ -178,6 +183,15 @@ static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char 
 				cfg->kvm_op_timeout_ms = (unsigned)v;
 			else
 				cfg->peer_timeout_ms = (unsigned)v;
+			break;
+		case ARG_TSC_TOLERANCE:
+			/* 1000000 ppm would call any two rates equal. */
+			if (parse_u64(optarg, &v) < 0 || v > 10000) {
+				fprintf(stderr,
+					"vcounterd: --tsc-tolerance must be 0..10000 ppm\n");
+				return -EINVAL;
+			}
+			cfg->tsc_tolerance_ppm = (uint32_t)v;
 			break;
 		case ARG_BOUND_POLICY:
 			if (strcmp(optarg, "warn") == 0)
@@ -290,6 +304,7 @@ int main(int argc, char **argv)
 			.vmm_socket = VCD_DEFAULT_VMM_SOCKET,
 			.error_bound_limit_ns = 1000000,
 			.max_abs_elapsed_ns = UINT64_C(3600) * NSEC_PER_SEC,
+			.tsc_tolerance_ppm = COUNTER_MATH_DEFAULT_TSC_TOLERANCE_PPM,
 			.kvm_op_timeout_ms = 10000,
 			.peer_timeout_ms = 30000,
 		},

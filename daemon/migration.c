@@ -813,7 +813,10 @@ static void handle_applied(struct vcd *vcd, struct peer_link *link,
 static int target_plan(struct vcd *vcd, const struct vm_entry *vm, const struct counter_state *src,
 		       struct counter_plan *ret_plan)
 {
-	struct counter_policy policy = { .max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns };
+	struct counter_policy policy = {
+		.max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns,
+		.tsc_khz_tolerance_ppm = vcd->config.tsc_tolerance_ppm,
+	};
 	struct counter_target dst = {
 		.guest_tsc_khz = vm->guest_tsc_khz,
 		.tsc_scaling_ratio = vm->tsc_scaling_ratio,
@@ -835,8 +838,9 @@ static const char *plan_error(int r)
 {
 	switch (r) {
 	case -EXDEV:
-		return "guest TSC frequencies differ and this path does not scale; the target "
-		       "VMM must set the source's frequency (KVM_SET_TSC_KHZ) first";
+		return "guest TSC frequencies differ beyond the tolerance and this path does not "
+		       "scale; the target VMM must set the source's frequency (KVM_SET_TSC_KHZ) "
+		       "first";
 	case -ERANGE:
 		return "elapsed time between the anchors is out of range (clocks not "
 		       "synchronised, or over the configured limit)";
@@ -1054,7 +1058,10 @@ static int verify_apply(struct vcd *vcd, const struct migration *m,
 			const struct kvm_op_outcome *out, struct counter_plan *ret_plan, char *err,
 			size_t err_size)
 {
-	struct counter_policy policy = { .max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns };
+	struct counter_policy policy = {
+		.max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns,
+		.tsc_khz_tolerance_ppm = vcd->config.tsc_tolerance_ppm,
+	};
 	struct counter_target dst = {
 		.guest_tsc_khz = out->state.guest_tsc_khz,
 		.tsc_scaling_ratio = out->state.tsc_scaling_ratio,

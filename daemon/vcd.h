@@ -41,6 +41,7 @@ struct vcd_config {
 	uint64_t error_bound_limit_ns; /* 0: no limit */
 	bool error_bound_refuse;       /* refuse (else warn) above the limit */
 	uint64_t max_abs_elapsed_ns;   /* |elapsed| beyond this is refused */
+	uint32_t tsc_tolerance_ppm;    /* guest TSC rates this close are equal */
 	unsigned kvm_op_timeout_ms;
 	unsigned peer_timeout_ms;
 };

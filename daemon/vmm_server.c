@@ -254,6 +254,7 @@ int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, const struct kvm_op_r
 		wire_counter_state_to_pb(req->plan_source, &state_pb);
 		plan.source = &state_pb.state;
 		plan.max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns;
+		plan.tsc_khz_tolerance_ppm = vcd->config.tsc_tolerance_ppm;
 		op_pb.plan = &plan;
 		op_pb.migration_id = (char *)(req->migration_id ? req->migration_id : "");
 		op_pb.generation = req->generation;

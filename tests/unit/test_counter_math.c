@@ -859,6 +859,37 @@ static void test_plan_carries_each_sides_scaling_ratio(void **state)
 		    UINT64_C(3000000000) + UINT64_C(450000000));
 }
 
+/* Two hosts' calibrations of one nominal rate differ by a few ppm (2445406
+ * vs 2445408 kHz in the two-host rig); KVM runs rates within its
+ * tsc_tolerance_ppm unscaled, and so does the plan. */
+static void test_plan_accepts_rates_within_tolerance_and_widens_the_bound(void **state)
+{
+	static struct counter_state src;
+	static struct counter_target dst;
+	static struct counter_plan exact, close;
+	struct counter_policy policy = { .tsc_khz_tolerance_ppm = 250 };
+
+	make_pair(&src, &dst, 2);
+	assert_int_equal(counter_math_plan(&src, &dst, &policy, &exact), 0);
+	/* 3000000 kHz +- 250 ppm = +- 750 kHz: 749 is in, 751 is out. */
+	dst.guest_tsc_khz = 3000000 - 749;
+	assert_int_equal(counter_math_plan(&src, &dst, &policy, &close), 0);
+	/* Same offsets (cycles count at the source's rate, the guest's own)... */
+	assert_true(close.offset_cycles[0] == exact.offset_cycles[0]);
+	assert_true(close.offset_cycles[1] == exact.offset_cycles[1]);
+	/* ...and the bound grows by ceil(150 ms * 749 / 3000000) = 37450 ns. */
+	assert_true(close.error_bound_ns == exact.error_bound_ns + 37450);
+	dst.guest_tsc_khz = 3000000 + 751;
+	expect_plan_refused(&src, &dst, &policy, -EXDEV);
+	dst.guest_tsc_khz = 3000000 - 751;
+	expect_plan_refused(&src, &dst, &policy, -EXDEV);
+	/* Tolerance 0 (or no policy) demands equal rates. */
+	dst.guest_tsc_khz = 3000000 - 1;
+	policy.tsc_khz_tolerance_ppm = 0;
+	expect_plan_refused(&src, &dst, &policy, -EXDEV);
+	expect_plan_refused(&src, &dst, NULL, -EXDEV);
+}
+
 static void test_plan_refuses_frequency_mismatch(void **state)
 {
 	static struct counter_state src;
@@ -1057,6 +1088,7 @@ int main(void)
 		cmocka_unit_test(test_plan_random_matches_reference_and_keeps_guest_continuous),
 		cmocka_unit_test(test_plan_carries_each_sides_scaling_ratio),
 		cmocka_unit_test(test_plan_refuses_frequency_mismatch),
+		cmocka_unit_test(test_plan_accepts_rates_within_tolerance_and_widens_the_bound),
 		cmocka_unit_test(test_plan_refuses_vcpu_count_mismatch),
 		cmocka_unit_test(test_plan_refuses_zero_khz),
 		cmocka_unit_test(test_plan_refuses_missing_or_unknown_anchor),
