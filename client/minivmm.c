@@ -22,9 +22,9 @@
 #include "minivm.h"
 #include "vcounter/vcounter.h"
 
-#define DEFAULT_VCPUS	2
-#define DEFAULT_SECONDS 1.0
-#define MAX_SECONDS	3600.0
+#define DEFAULT_VCPUS	 2
+#define DEFAULT_SECONDS	 1.0
+#define MAX_SECONDS	 3600.0
 /* Ten years: far beyond any uptime, well inside 2^63 cycles at any rate. */
 #define MAX_GUEST_UPTIME (10.0 * 365 * 86400)
 
@@ -183,7 +183,8 @@ static int parse_options(int argc, char **argv, enum command command, struct opt
 		return -EINVAL;
 	}
 	if (command == COMMAND_SOURCE && !o.by_value && (!o.peer || !o.peer_name)) {
-		fprintf(stderr, "minivmm source: --peer and --peer-name are required (or --by-value)\n");
+		fprintf(stderr,
+			"minivmm source: --peer and --peer-name are required (or --by-value)\n");
 		return -EINVAL;
 	}
 	if (command == COMMAND_TARGET && !o.listen) {
@@ -282,14 +283,29 @@ static int cmd_run(int argc, char **argv)
  * daemon sends the final counter state to the target's daemon, then the
  * source sends guest memory and registers to the target minivmm over its
  * own TCP connection; the target loads them, asks its daemon to apply the
- * counter, and only then runs the vCPUs. The TSC never travels by value. */
+ * counter, and only then runs the vCPUs. The TSC never travels by value.
+ *
+ * --by-value is the baseline the handoff is measured against: the source
+ * reads each vCPU's IA32_TSC after the pause and sends the values along, the
+ * target writes them back with KVM_SET_MSRS before it runs the vCPUs, and
+ * neither talks to vcounterd. Both modes send what the measurement needs
+ * (see measure_handoff()). */
 
-#define XFER_MAGIC	0x314d564dU /* "MVM1" */
+#define XFER_MAGIC	0x324d564dU /* "MVM2" */
 #define XFER_KIND_STATE 0
 #define XFER_KIND_ABORT 1
 
+/* IA32_TIME_STAMP_COUNTER (Intel SDM vol. 4, table 2-2). */
+#define MSR_IA32_TSC 0x10
+
+/* KVM's default tsc_tolerance_ppm (arch/x86/kvm/x86.c): a guest rate this
+ * close to the host's runs unscaled, so guest TSC = host TSC + offset. */
+#define UNSCALED_TOLERANCE_PPM 250
+
 /* Sent by the source minivmm, host byte order (both ends are this program
- * on the same architecture). */
+ * on the same architecture). For XFER_KIND_STATE it is followed by n_vcpus
+ * struct minivm_observation (each vCPU's last sample before the pause),
+ * n_vcpus struct xfer_vcpu and blob_len bytes of minivm_save() state. */
 struct xfer_header {
 	uint32_t magic;
 	uint32_t kind;
@@ -298,8 +314,17 @@ struct xfer_header {
 	char reason[256];
 	uint64_t generation;
 	uint32_t n_vcpus;
-	uint64_t pause_tai_ns; /* CLOCK_TAI just after the source paused */
+	uint32_t by_value;	   /* restore xfer_vcpu.msr_tsc, not by offset */
+	uint64_t pause_tai_ns;	   /* CLOCK_TAI just after the source paused */
+	uint32_t guest_tsc_khz;	   /* KVM_GET_TSC_KHZ of the source's vCPU 0 */
+	struct host_anchor anchor; /* source host clock and TSC after the pause */
 	uint64_t blob_len;
+};
+
+/* What the source read from each paused vCPU. */
+struct xfer_vcpu {
+	uint64_t tsc_offset; /* KVM_VCPU_TSC_OFFSET: guest TSC - host TSC */
+	uint64_t msr_tsc;    /* IA32_TSC, by value only: what VMMs save today */
 };
 
 static uint64_t tai_now_ns(void)
@@ -421,48 +446,234 @@ static int register_vm(struct vcounter *vc, struct minivm *vm, const char *vm_id
 	return 0;
 }
 
-/* Give the vCPUs different offsets, as a VM restored by value often has:
- * the handoff must keep these differences exactly. */
-static int skew_vcpus(struct minivm *vm, int64_t skew)
+/* KVM_VCPU_TSC_OFFSET (Documentation/virt/kvm/devices/vcpu.rst 4.1). vCPU
+ * ioctls wait for the vCPU mutex that KVM_RUN holds: paused vCPUs only. */
+static int vcpu_tsc_offset(int vcpu_fd, uint64_t *ret_offset)
+{
+	uint64_t offset;
+	struct kvm_device_attr attr = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+		.addr = (uint64_t)(uintptr_t)&offset,
+	};
+
+	if (ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attr) < 0)
+		return -errno;
+	*ret_offset = offset;
+	return 0;
+}
+
+/* Every vCPU's offset into ret_offsets[minivm_n_vcpus(vm)] (partly written
+ * on failure). */
+static int read_tsc_offsets(const struct minivm *vm, uint64_t *ret_offsets)
+{
+	const int *fds = minivm_vcpu_fds(vm);
+
+	for (unsigned i = 0; i < minivm_n_vcpus(vm); i++) {
+		int r = vcpu_tsc_offset(fds[i], &ret_offsets[i]);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* KVM_GET_MSRS or KVM_SET_MSRS (request) of IA32_TSC alone; both return
+ * the number of MSRs processed (api.rst 4.18, 4.19). A get returns the
+ * guest's TSC at the moment of the ioctl. */
+static int vcpu_msr_tsc(int vcpu_fd, unsigned long request, uint64_t value, uint64_t *ret_value)
+{
+	_cleanup_free_ struct kvm_msrs *msrs = NULL;
+	int n;
+
+	msrs = calloc(1, sizeof(*msrs) + sizeof(struct kvm_msr_entry));
+	if (!msrs)
+		return -ENOMEM;
+	msrs->nmsrs = 1;
+	msrs->entries[0].index = MSR_IA32_TSC;
+	msrs->entries[0].data = value;
+	n = ioctl(vcpu_fd, request, msrs);
+	if (n < 0)
+		return -errno;
+	if (n != 1)
+		return -EIO;
+	if (ret_value)
+		*ret_value = msrs->entries[0].data;
+	return 0;
+}
+
+/* KVM_GET_TSC_KHZ returns the rate as the ioctl's value (api.rst 4.56); 0
+ * means KVM does not know it. */
+static int guest_tsc_khz(const struct minivm *vm, uint32_t *ret_khz)
+{
+	int khz = ioctl(minivm_vcpu_fds(vm)[0], KVM_GET_TSC_KHZ, 0);
+
+	if (khz < 0)
+		return -errno;
+	if (khz == 0)
+		return -EINVAL;
+	*ret_khz = (uint32_t)khz;
+	return 0;
+}
+
+/* Start the vCPUs' offsets where a VM restored by value often has them:
+ * vCPU i's i * skew cycles after vCPU 0's (the handoff must keep these
+ * differences exactly), and all of them uptime_cycles ahead, as if the guest
+ * had run that long. A fresh VM's TSC is close to what KVM expects of any new
+ * VM, which changes how KVM treats a by-value write (restore_by_value()). */
+static int set_start_offsets(struct minivm *vm, int64_t skew, uint64_t uptime_cycles)
 {
 	const int *fds = minivm_vcpu_fds(vm);
 	uint64_t base = 0, v;
 	struct kvm_device_attr attr = {
 		.group = KVM_VCPU_TSC_CTRL,
 		.attr = KVM_VCPU_TSC_OFFSET,
+		.addr = (uint64_t)(uintptr_t)&v,
 	};
+	int r;
 
-	attr.addr = (uint64_t)(uintptr_t)&base;
-	if (ioctl(fds[0], KVM_GET_DEVICE_ATTR, &attr) < 0)
-		return -errno;
-	attr.addr = (uint64_t)(uintptr_t)&v;
-	for (unsigned i = 1; i < minivm_n_vcpus(vm); i++) {
-		v = base + (uint64_t)skew * i;
+	r = vcpu_tsc_offset(fds[0], &base);
+	if (r < 0)
+		return r;
+	for (unsigned i = uptime_cycles ? 0 : 1; i < minivm_n_vcpus(vm); i++) {
+		v = base + uptime_cycles + (uint64_t)skew * i;
 		if (ioctl(fds[i], KVM_SET_DEVICE_ATTR, &attr) < 0)
 			return -errno;
 	}
 	return 0;
 }
 
+/* Which by-value write KVM took as given. kvm_synchronize_tsc()
+ * (arch/x86/kvm/x86.c, Linux 6.1) treats a host-initiated IA32_TSC write
+ * whose value lies within one second of guest cycles of the previous write's
+ * value plus the time since (or is 0) as an attempt to synchronise the vCPUs,
+ * and gives the vCPU the offset of the write that opened the current
+ * "generation" instead of value - host TSC. A vCPU's creation counts as a
+ * write of 0. */
+struct tsc_write {
+	uint64_t host_tsc_before; /* host TSC just before KVM_SET_MSRS */
+	uint64_t host_tsc_after;  /* and just after */
+};
+
+/* The restore VMMs do today (QEMU's kvm_put_msrs() on the incoming side):
+ * IA32_TSC = the value saved after the pause, one vCPU after the other. The
+ * blackout is not accounted, and each vCPU's offset comes from the host TSC
+ * at its own write (or from KVM's matching, see struct tsc_write). */
+static int restore_by_value(struct minivm *vm, const struct xfer_vcpu *saved,
+			    struct tsc_write *ret_writes)
+{
+	const int *fds = minivm_vcpu_fds(vm);
+
+	for (unsigned i = 0; i < minivm_n_vcpus(vm); i++) {
+		uint64_t before = hostclock_rdtsc();
+		int r = vcpu_msr_tsc(fds[i], KVM_SET_MSRS, saved[i].msr_tsc, NULL);
+
+		if (r < 0)
+			return r;
+		ret_writes[i] = (struct tsc_write){
+			.host_tsc_before = before,
+			.host_tsc_after = hostclock_rdtsc(),
+		};
+	}
+	return 0;
+}
+
+/* Whether KVM set offset = value - host TSC at the write, i.e. the host TSC
+ * that offset implies lies within the write's bracket. */
+static bool tsc_write_taken_as_given(const struct tsc_write *w, uint64_t value, uint64_t offset)
+{
+	uint64_t host_tsc = value - offset;
+
+	return (int64_t)(host_tsc - w->host_tsc_before) >= 0 &&
+	       (int64_t)(w->host_tsc_after - host_tsc) >= 0;
+}
+
+/* ---- measuring a handoff from the guest's own samples ----
+ *
+ * Per vCPU, two of its samples: G1, its last before the pause (source), and
+ * G2, one after the resume (target), with the vCPU's offsets O1 and O2 read
+ * while it was out of KVM_RUN. The guest runs unscaled here (checked), so a
+ * sample's host TSC is h = G - O, and its host time comes from an anchor
+ * (CLOCK_TAI, host TSC) taken near it on the same host, A on the source, B
+ * on the target: t = anchor.tai + (h - anchor.tsc) / host kHz. Then
+ *
+ *   continuity error = (G2 - G1) / guest kHz - (t2 - t1)
+ *
+ * is what the guest's counter advanced minus the host time that really
+ * passed between the two samples (positive: the guest's TSC ran ahead), and
+ *
+ *   phase error = (O2[i] - O2[0]) - (O1[i] - O1[0])
+ *
+ * is exactly how much the guest-visible difference between vCPU i's and
+ * vCPU 0's counters changed. (Differences of samples cannot show it: each
+ * vCPU samples at its own times.) On one host both anchors read the same
+ * clock and TSC, so the continuity error is the handoff's own error; between
+ * hosts it would also hold the two clocks' disagreement, which the daemons'
+ * error bound covers. The anchors' widths bound the measurement's own error. */
+struct vcpu_measure {
+	double guest_ns;      /* (G2 - G1) / guest kHz */
+	double host_ns;	      /* t2 - t1 */
+	double error_ns;      /* guest_ns - host_ns */
+	int64_t phase_cycles; /* change of the offset difference to vCPU 0 */
+};
+
+/* ns from anchor a to host TSC reading h, h near a's (ms, not days). */
+static double ns_after_anchor(const struct host_anchor *a, uint64_t host_tsc)
+{
+	return (double)(int64_t)(host_tsc - a->host_tsc) * 1e6 / a->host_tsc_khz;
+}
+
+static void measure_handoff(uint32_t n_vcpus, uint32_t guest_khz,
+			    const struct minivm_observation *g1, const uint64_t *o1,
+			    const struct host_anchor *a, const struct minivm_observation *g2,
+			    const uint64_t *o2, const struct host_anchor *b,
+			    struct vcpu_measure *ret)
+{
+	/* Integer first: TAI ns since 1970 do not fit a double's mantissa. */
+	double anchors_ns = (double)(int64_t)(b->tai_ns - a->tai_ns);
+
+	for (uint32_t i = 0; i < n_vcpus; i++) {
+		uint64_t h1 = g1[i].tsc - o1[i], h2 = g2[i].tsc - o2[i];
+		struct vcpu_measure *m = &ret[i];
+
+		m->guest_ns = (double)(int64_t)(g2[i].tsc - g1[i].tsc) * 1e6 / guest_khz;
+		m->host_ns = anchors_ns + ns_after_anchor(b, h2) - ns_after_anchor(a, h1);
+		m->error_ns = m->guest_ns - m->host_ns;
+		m->phase_cycles = (int64_t)((o2[i] - o2[0]) - (o1[i] - o1[0]));
+	}
+}
+
+static bool khz_unscaled(uint32_t guest_khz, uint32_t host_khz)
+{
+	uint64_t diff = guest_khz > host_khz ? guest_khz - host_khz : host_khz - guest_khz;
+
+	return diff * 1000000 <= (uint64_t)host_khz * UNSCALED_TOLERANCE_PPM;
+}
+
 static int cmd_source(int argc, char **argv)
 {
 	_cleanup_(minivm_freep) struct minivm *vm = NULL;
 	_cleanup_free_ struct minivm_observation *obs = NULL;
+	_cleanup_free_ struct xfer_vcpu *xv = NULL;
+	_cleanup_free_ uint64_t *offsets = NULL;
 	_cleanup_free_ void *blob = NULL;
 	_cleanup_close_ int fd = -1;
 	struct options o;
 	struct vcounter_vm_info info;
 	struct vcounter *vc = NULL;
 	struct xfer_header h = { .magic = XFER_MAGIC, .kind = XFER_KIND_STATE };
-	char error[MINIVM_ERROR_MAX] = "", migration_id[VCOUNTER_MIGRATION_ID_SIZE];
-	uint64_t generation;
+	char error[MINIVM_ERROR_MAX] = "", migration_id[VCOUNTER_MIGRATION_ID_SIZE] = "";
+	uint32_t host_khz;
+	uint64_t generation = 0;
 	char done;
 	int r, ret = EXIT_FAILURE;
 
 	if (parse_options(argc, argv, COMMAND_SOURCE, &o) < 0)
 		return EXIT_FAILURE;
 	obs = calloc(o.n_vcpus, sizeof(*obs));
-	if (!obs)
+	xv = calloc(o.n_vcpus, sizeof(*xv));
+	offsets = calloc(o.n_vcpus, sizeof(*offsets));
+	if (!obs || !xv || !offsets)
 		return EXIT_FAILURE;
 	r = minivm_create(o.n_vcpus, &vm, error);
 	if (r < 0) {
@@ -470,19 +681,36 @@ static int cmd_source(int argc, char **argv)
 		send_abort(&o, "source could not create its VM");
 		return EXIT_FAILURE;
 	}
-	if (o.vcpu_skew && skew_vcpus(vm, o.vcpu_skew) < 0)
-		fprintf(stderr, "minivmm: cannot skew the vCPUs' offsets\n");
-	r = vcounter_connect(o.vcounterd, &vc);
+	/* Both rates before the guest runs: measuring the host's takes ~20 ms
+	 * (hostclock.h), which must not fall into the blackout. */
+	r = guest_tsc_khz(vm, &h.guest_tsc_khz);
+	if (r == 0)
+		r = hostclock_tsc_khz(&host_khz);
 	if (r < 0) {
-		fprintf(stderr, "minivmm: cannot reach vcounterd at %s: %s\n",
-			o.vcounterd ? o.vcounterd : VCOUNTER_DEFAULT_SOCKET, strerror(-r));
-		send_abort(&o, "source cannot reach its vcounterd");
+		fprintf(stderr, "minivmm: cannot tell the TSC rates: %s\n", strerror(-r));
+		send_abort(&o, "source cannot tell its TSC rates");
 		return EXIT_FAILURE;
 	}
-	/* Registered before the vCPUs first run: the daemon's probe writes. */
-	if (register_vm(vc, vm, o.vm_id, VCOUNTER_ROLE_SOURCE, &info) < 0) {
-		send_abort(&o, "source registration failed");
-		goto out;
+	if ((o.vcpu_skew || o.guest_uptime > 0) &&
+	    set_start_offsets(vm, o.vcpu_skew,
+			      (uint64_t)(o.guest_uptime * 1000.0 * h.guest_tsc_khz)) < 0)
+		fprintf(stderr, "minivmm: cannot set the vCPUs' start offsets\n");
+	if (!o.by_value) {
+		r = vcounter_connect(o.vcounterd, &vc);
+		if (r < 0) {
+			fprintf(stderr, "minivmm: cannot reach vcounterd at %s: %s\n",
+				o.vcounterd ? o.vcounterd : VCOUNTER_DEFAULT_SOCKET, strerror(-r));
+			send_abort(&o, "source cannot reach its vcounterd");
+			return EXIT_FAILURE;
+		}
+		/* Registered before the vCPUs first run: the daemon's probe writes. */
+		if (register_vm(vc, vm, o.vm_id, VCOUNTER_ROLE_SOURCE, &info) < 0) {
+			send_abort(&o, "source registration failed");
+			goto out;
+		}
+	} else {
+		printf("source: vm=%s by value (IA32_TSC, no vcounterd) guest_tsc_khz=%u\n",
+		       o.vm_id, h.guest_tsc_khz);
 	}
 	r = minivm_start(vm);
 	if (r < 0) {
@@ -492,14 +720,17 @@ static int cmd_source(int argc, char **argv)
 	}
 	sleep_seconds(o.seconds);
 
-	r = vcounter_migrate_out(vc, o.vm_id, o.peer, o.peer_name, migration_id);
-	if (r < 0) {
-		fprintf(stderr, "minivmm: migration refused: %s\n", vcounter_last_error(vc));
-		printf("source: migration refused: %s\n", vcounter_last_error(vc));
-		send_abort(&o, vcounter_last_error(vc));
-		goto out;
+	if (!o.by_value) {
+		r = vcounter_migrate_out(vc, o.vm_id, o.peer, o.peer_name, migration_id);
+		if (r < 0) {
+			fprintf(stderr, "minivmm: migration refused: %s\n",
+				vcounter_last_error(vc));
+			printf("source: migration refused: %s\n", vcounter_last_error(vc));
+			send_abort(&o, vcounter_last_error(vc));
+			goto out;
+		}
+		printf("source: migration=%s prepared with %s\n", migration_id, o.peer_name);
 	}
-	printf("source: migration=%s prepared with %s\n", migration_id, o.peer_name);
 
 	/* Blackout starts. */
 	r = minivm_pause(vm);
@@ -511,11 +742,37 @@ static int cmd_source(int argc, char **argv)
 		goto out;
 	}
 	(void)minivm_read_observations(vm, obs, o.n_vcpus);
-	r = vcounter_report_paused(vc, o.vm_id, migration_id, &generation);
+	/* By value, IA32_TSC first, as a VMM saves it when the VM stops
+	 * (QEMU: kvm_get_tsc() from the vm state change handler). */
+	for (unsigned i = 0; o.by_value && i < o.n_vcpus; i++) {
+		r = vcpu_msr_tsc(minivm_vcpu_fds(vm)[i], KVM_GET_MSRS, 0, &xv[i].msr_tsc);
+		if (r < 0) {
+			fprintf(stderr, "minivmm: KVM_GET_MSRS IA32_TSC: %s\n", strerror(-r));
+			send_abort(&o, "source cannot read IA32_TSC");
+			goto out;
+		}
+	}
+	/* For the measurement only: the offsets the guest's samples were taken
+	 * with, and the host clock they map to. */
+	r = read_tsc_offsets(vm, offsets);
+	if (r == 0)
+		r = hostclock_bracket_anchor(host_khz, &h.anchor);
 	if (r < 0) {
-		fprintf(stderr, "minivmm: final state refused: %s\n", vcounter_last_error(vc));
-		send_abort(&o, vcounter_last_error(vc));
+		fprintf(stderr, "minivmm: reading the offsets or the host clock: %s\n",
+			strerror(-r));
+		send_abort(&o, "source cannot measure");
 		goto out;
+	}
+	for (unsigned i = 0; i < o.n_vcpus; i++)
+		xv[i].tsc_offset = offsets[i];
+	if (!o.by_value) {
+		r = vcounter_report_paused(vc, o.vm_id, migration_id, &generation);
+		if (r < 0) {
+			fprintf(stderr, "minivmm: final state refused: %s\n",
+				vcounter_last_error(vc));
+			send_abort(&o, vcounter_last_error(vc));
+			goto out;
+		}
 	}
 
 	h.blob_len = minivm_state_size(vm);
@@ -528,6 +785,7 @@ static int cmd_source(int argc, char **argv)
 	snprintf(h.migration_id, sizeof(h.migration_id), "%s", migration_id);
 	h.generation = generation;
 	h.n_vcpus = o.n_vcpus;
+	h.by_value = o.by_value;
 	fd = connect_to(o.to);
 	if (fd < 0) {
 		fprintf(stderr, "minivmm: cannot reach the target minivmm at %s: %s\n", o.to,
@@ -538,20 +796,30 @@ static int cmd_source(int argc, char **argv)
 	if (r == 0)
 		r = write_all(fd, obs, o.n_vcpus * sizeof(*obs));
 	if (r == 0)
+		r = write_all(fd, xv, o.n_vcpus * sizeof(*xv));
+	if (r == 0)
 		r = write_all(fd, blob, h.blob_len);
 	if (r < 0) {
 		fprintf(stderr, "minivmm: sending the VM to the target: %s\n", strerror(-r));
 		goto out;
 	}
-	for (unsigned i = 0; i < o.n_vcpus; i++)
-		printf("source: vcpu=%u last_guest_tsc=%" PRIu64 "\n", i, obs[i].tsc);
+	for (unsigned i = 0; i < o.n_vcpus; i++) {
+		printf("source: vcpu=%u last_guest_tsc=%" PRIu64, i, obs[i].tsc);
+		if (o.by_value)
+			printf(" ia32_tsc=%" PRIu64, xv[i].msr_tsc);
+		printf("\n");
+	}
 	/* The target answers one byte once its guest runs: the VM has moved. */
 	if (read_all(fd, &done, 1) < 0 || done != 0) {
 		fprintf(stderr, "minivmm: the target did not take the VM\n");
 		goto out;
 	}
-	printf("source: handed off, generation=%" PRIu64 "\n", generation);
-	vcounter_unregister_vm(vc, o.vm_id);
+	if (o.by_value) {
+		printf("source: handed off by value\n");
+	} else {
+		printf("source: handed off, generation=%" PRIu64 "\n", generation);
+		vcounter_unregister_vm(vc, o.vm_id);
+	}
 	ret = EXIT_SUCCESS;
 out:
 	vcounter_close(vc);
@@ -596,27 +864,96 @@ static int listen_on(const struct options *o)
 	return fd;
 }
 
-static void print_report(const struct vcounter_report *rep, const struct minivm_observation *before,
-			 const struct minivm_observation *after, uint64_t pause_tai_ns,
-			 uint64_t resume_tai_ns)
+/* What the target prints: offsets are what KVM held (read back on each
+ * side), so both modes show the same columns. */
+struct handoff_view {
+	const char *mode; /* "offset" or "by-value" */
+	uint32_t n_vcpus;
+	uint32_t guest_khz;
+	const uint64_t *o1, *o2;
+	const struct minivm_observation *g1, *g2;
+	const struct vcpu_measure *m; /* NULL: not measured (scaled guest TSC) */
+	const struct host_anchor *a, *b;
+	uint64_t pause_tai_ns, resume_tai_ns;
+	char error_bound[32];		/* the daemons' bound in ns, "unbounded" or "none" */
+	const char *tsc_writes_matched; /* by value: how many; "na" by offset */
+};
+
+static void print_table(const struct handoff_view *v)
 {
-	double khz = rep->guest_tsc_khz;
-	int64_t host_ns = (int64_t)(resume_tai_ns - pause_tai_ns);
+	printf("%-5s %22s %22s %22s %22s %16s %13s\n", "vCPU", "offset before", "offset after",
+	       "guest TSC at pause", "guest TSC at resume", "continuity ns", "phase cycles");
+	for (uint32_t i = 0; i < v->n_vcpus; i++) {
+		printf("%-5u %22" PRId64 " %22" PRId64 " %22" PRIu64 " %22" PRIu64, i,
+		       (int64_t)v->o1[i], (int64_t)v->o2[i], v->g1[i].tsc, v->g2[i].tsc);
+		if (v->m)
+			printf(" %16.0f %13" PRId64 "\n", v->m[i].error_ns, v->m[i].phase_cycles);
+		else
+			printf(" %16s %13s\n", "-", "-");
+	}
+}
+
+static double abs_double(double x)
+{
+	return x < 0 ? -x : x;
+}
+
+static void print_measurement(const struct handoff_view *v)
+{
+	double khz = v->guest_khz, worst_ns = 0;
+	int64_t phase = 0;
+	uint32_t worst = 0;
 	bool phase_kept = true;
 
+	for (uint32_t i = 0; i < v->n_vcpus; i++)
+		if (v->o2[i] - v->o2[0] != v->o1[i] - v->o1[0])
+			phase_kept = false;
+	printf("phase between vCPUs      %s\n",
+	       phase_kept ? "kept exactly (offset differences identical)" : "CHANGED");
+	/* The guest samples in a loop, so its last sample before the pause and
+	 * its first after the resume lie outside the blackout by up to one
+	 * sampling interval each: the advance is at least the blackout. */
+	printf("guest saw (vCPU 0)       TSC advanced %.3f ms between its last sample before the "
+	       "pause and its first after the resume; the blackout lasted %.3f ms\n",
+	       (double)(int64_t)(v->g2[0].tsc - v->g1[0].tsc) / khz,
+	       (double)(int64_t)(v->resume_tai_ns - v->pause_tai_ns) / 1e6);
+	if (!v->m) {
+		printf("continuity error         not measured: the guest TSC is scaled "
+		       "(guest G - offset is not the host TSC)\n");
+		return;
+	}
+	for (uint32_t i = 0; i < v->n_vcpus; i++) {
+		int64_t p = v->m[i].phase_cycles < 0 ? -v->m[i].phase_cycles : v->m[i].phase_cycles;
+
+		if (p > phase)
+			phase = p;
+		if (abs_double(v->m[i].error_ns) > abs_double(worst_ns)) {
+			worst_ns = v->m[i].error_ns;
+			worst = i;
+		}
+	}
+	printf("continuity error         %+.0f ns (%+.0f cycles) at vCPU %u, the largest: its TSC "
+	       "advanced %.0f ns while the host clock advanced %.0f ns between its samples "
+	       "(measured to +-%" PRIu64 " ns, the anchors' widths)\n",
+	       worst_ns, worst_ns * khz / 1e6, worst, v->m[worst].guest_ns, v->m[worst].host_ns,
+	       v->a->width_ns + v->b->width_ns);
+	printf("phase error              %" PRId64 " cycles (largest change of a vCPU's offset "
+	       "difference to vCPU 0)\n",
+	       phase);
+	printf("result mode=%s vcpus=%u guest_tsc_khz=%u continuity_ns_max=%.0f "
+	       "continuity_cycles_max=%.0f phase_cycles=%" PRId64 " error_bound_ns=%s "
+	       "anchor_width_ns=%" PRIu64 " blackout_ns=%" PRId64 " tsc_writes_matched=%s\n",
+	       v->mode, v->n_vcpus, v->guest_khz, worst_ns, worst_ns * khz / 1e6, phase,
+	       v->error_bound, v->a->width_ns + v->b->width_ns,
+	       (int64_t)(v->resume_tai_ns - v->pause_tai_ns), v->tsc_writes_matched);
+}
+
+static void print_report(const struct vcounter_report *rep, const struct handoff_view *v)
+{
 	printf("\n");
 	printf("handoff vm=%s migration=%s backend=%s generation=%" PRIu64 "\n", rep->vm_id,
 	       rep->migration_id, rep->backend, rep->generation);
-	printf("%-5s %22s %22s %22s %22s\n", "vCPU", "offset before", "offset after",
-	       "guest TSC at pause", "guest TSC at resume");
-	for (uint32_t i = 0; i < rep->n_vcpus; i++) {
-		printf("%-5u %22" PRId64 " %22" PRId64 " %22" PRIu64 " %22" PRIu64 "\n", i,
-		       (int64_t)rep->offsets_before[i], (int64_t)rep->offsets_after[i],
-		       before[i].tsc, after[i].tsc);
-		if (rep->offsets_after[i] - rep->offsets_after[0] !=
-		    rep->offsets_before[i] - rep->offsets_before[0])
-			phase_kept = false;
-	}
+	print_table(v);
 	printf("elapsed time accounted   %" PRId64 " ns (%" PRId64
 	       " cycles added to every offset)\n",
 	       rep->elapsed_ns, rep->delta_cycles);
@@ -628,20 +965,46 @@ static void print_report(const struct vcounter_report *rep, const struct minivm_
 		       rep->error_bound_exceeded ? " (over the configured limit)" : "");
 	printf("apply latency            %.1f us (VMM request to applied reply)\n",
 	       (double)rep->apply_latency_ns / 1e3);
-	printf("phase between vCPUs      %s\n",
-	       phase_kept ? "kept exactly (offset differences identical)" : "CHANGED");
-	/* The guest samples in a loop, so its last sample before the pause and
-	 * its first after the resume lie outside the blackout by up to one
-	 * sampling interval each: the advance is at least the blackout. */
-	printf("guest saw (vCPU 0)       TSC advanced %.3f ms between its last sample before the "
-	       "pause and its first after the resume; the blackout lasted %.3f ms\n",
-	       (double)(int64_t)(after[0].tsc - before[0].tsc) / khz, (double)host_ns / 1e6);
+	/* The table shows what KVM held; the daemon's report must say the same. */
+	for (uint32_t i = 0; i < rep->n_vcpus && i < v->n_vcpus; i++)
+		if (rep->offsets_before[i] != v->o1[i] || rep->offsets_after[i] != v->o2[i]) {
+			printf("offsets                  vCPU %u: KVM held %" PRId64 " -> %" PRId64
+			       ", the report says %" PRId64 " -> %" PRId64 "\n",
+			       i, (int64_t)v->o1[i], (int64_t)v->o2[i],
+			       (int64_t)rep->offsets_before[i], (int64_t)rep->offsets_after[i]);
+		}
+	print_measurement(v);
+}
+
+static void print_by_value(const struct xfer_header *h, const struct xfer_vcpu *saved,
+			   const struct tsc_write *writes, const struct handoff_view *v)
+{
+	printf("\n");
+	printf("handoff vm=%s by value: IA32_TSC saved after the pause, KVM_SET_MSRS per vCPU, "
+	       "no daemon\n",
+	       h->vm_id);
+	print_table(v);
+	for (uint32_t i = 0; i < v->n_vcpus; i++) {
+		bool given = tsc_write_taken_as_given(&writes[i], saved[i].msr_tsc, v->o2[i]);
+
+		printf("by-value write vCPU %-4u IA32_TSC=%" PRIu64 " -> offset %" PRId64 ": %s\n",
+		       i, saved[i].msr_tsc, (int64_t)v->o2[i],
+		       given ? "value - host TSC at the write"
+			     : "MATCHED by KVM to an earlier write (kvm_synchronize_tsc)");
+	}
+	printf("KVM TSC matching         %s of %u writes matched\n", v->tsc_writes_matched,
+	       v->n_vcpus);
+	print_measurement(v);
 }
 
 static int cmd_target(int argc, char **argv)
 {
 	_cleanup_(minivm_freep) struct minivm *vm = NULL;
 	_cleanup_free_ struct minivm_observation *before = NULL, *after = NULL;
+	_cleanup_free_ struct xfer_vcpu *xv = NULL;
+	_cleanup_free_ struct tsc_write *writes = NULL;
+	_cleanup_free_ uint64_t *o1 = NULL, *o2 = NULL, *o2_run = NULL;
+	_cleanup_free_ struct vcpu_measure *m = NULL;
 	_cleanup_free_ void *blob = NULL;
 	_cleanup_close_ int lfd = -1, fd = -1;
 	struct vcounter_report *rep = NULL;
@@ -649,20 +1012,37 @@ static int cmd_target(int argc, char **argv)
 	struct vcounter_vm_info info;
 	struct vcounter *vc = NULL;
 	struct xfer_header h;
-	char error[MINIVM_ERROR_MAX] = "";
+	struct host_anchor b;
+	struct handoff_view v;
+	char error[MINIVM_ERROR_MAX] = "", matched[16] = "na";
+	uint32_t host_khz, khz;
 	uint64_t resume_tai_ns;
 	const char done = 0;
+	bool measured;
 	int r, ret = EXIT_FAILURE;
 
 	if (parse_options(argc, argv, COMMAND_TARGET, &o) < 0)
 		return EXIT_FAILURE;
 	before = calloc(o.n_vcpus, sizeof(*before));
 	after = calloc(o.n_vcpus, sizeof(*after));
-	if (!before || !after)
+	xv = calloc(o.n_vcpus, sizeof(*xv));
+	writes = calloc(o.n_vcpus, sizeof(*writes));
+	o1 = calloc(o.n_vcpus, sizeof(*o1));
+	o2 = calloc(o.n_vcpus, sizeof(*o2));
+	o2_run = calloc(o.n_vcpus, sizeof(*o2_run));
+	m = calloc(o.n_vcpus, sizeof(*m));
+	if (!before || !after || !xv || !writes || !o1 || !o2 || !o2_run || !m)
 		return EXIT_FAILURE;
 	r = minivm_create(o.n_vcpus, &vm, error);
 	if (r < 0) {
 		fprintf(stderr, "minivmm: creating the VM: %s\n", error[0] ? error : strerror(-r));
+		return EXIT_FAILURE;
+	}
+	r = guest_tsc_khz(vm, &khz);
+	if (r == 0)
+		r = hostclock_tsc_khz(&host_khz);
+	if (r < 0) {
+		fprintf(stderr, "minivmm: cannot tell the TSC rates: %s\n", strerror(-r));
 		return EXIT_FAILURE;
 	}
 	lfd = listen_on(&o);
@@ -670,13 +1050,18 @@ static int cmd_target(int argc, char **argv)
 		fprintf(stderr, "minivmm: cannot listen on %s: %s\n", o.listen, strerror(-lfd));
 		return EXIT_FAILURE;
 	}
-	r = vcounter_connect(o.vcounterd, &vc);
-	if (r < 0) {
-		fprintf(stderr, "minivmm: cannot reach vcounterd: %s\n", strerror(-r));
-		return EXIT_FAILURE;
+	if (!o.by_value) {
+		r = vcounter_connect(o.vcounterd, &vc);
+		if (r < 0) {
+			fprintf(stderr, "minivmm: cannot reach vcounterd: %s\n", strerror(-r));
+			return EXIT_FAILURE;
+		}
+		if (register_vm(vc, vm, o.vm_id, VCOUNTER_ROLE_TARGET, &info) < 0)
+			goto out;
+	} else {
+		printf("target: vm=%s by value (IA32_TSC, no vcounterd) guest_tsc_khz=%u\n",
+		       o.vm_id, khz);
 	}
-	if (register_vm(vc, vm, o.vm_id, VCOUNTER_ROLE_TARGET, &info) < 0)
-		goto out;
 	fflush(stdout);
 
 	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -684,10 +1069,17 @@ static int cmd_target(int argc, char **argv)
 		fprintf(stderr, "minivmm: no valid VM state from the source\n");
 		goto out;
 	}
+	h.vm_id[sizeof(h.vm_id) - 1] = '\0';
 	h.reason[sizeof(h.reason) - 1] = '\0';
 	h.migration_id[sizeof(h.migration_id) - 1] = '\0';
 	if (h.kind == XFER_KIND_ABORT) {
 		printf("target: the source called the migration off: %s\n", h.reason);
+		goto out;
+	}
+	if (!h.by_value != !o.by_value) {
+		fprintf(stderr, "minivmm: the source restores %s, this target %s\n",
+			h.by_value ? "by value" : "by offset",
+			o.by_value ? "by value" : "by offset");
 		goto out;
 	}
 	if (h.n_vcpus != o.n_vcpus || h.blob_len != minivm_state_size(vm)) {
@@ -697,14 +1089,29 @@ static int cmd_target(int argc, char **argv)
 	}
 	blob = malloc(h.blob_len);
 	if (!blob || read_all(fd, before, o.n_vcpus * sizeof(*before)) < 0 ||
-	    read_all(fd, blob, h.blob_len) < 0 || minivm_load(vm, blob, h.blob_len) < 0) {
+	    read_all(fd, xv, o.n_vcpus * sizeof(*xv)) < 0 || read_all(fd, blob, h.blob_len) < 0 ||
+	    minivm_load(vm, blob, h.blob_len) < 0) {
 		fprintf(stderr, "minivmm: cannot load the source VM's state\n");
 		goto out;
 	}
-	r = vcounter_apply(vc, o.vm_id, h.migration_id, &rep);
+	if (o.by_value) {
+		r = restore_by_value(vm, xv, writes);
+		if (r < 0) {
+			fprintf(stderr, "minivmm: KVM_SET_MSRS IA32_TSC: %s\n", strerror(-r));
+			goto out;
+		}
+	} else {
+		r = vcounter_apply(vc, o.vm_id, h.migration_id, &rep);
+		if (r < 0) {
+			fprintf(stderr, "minivmm: apply refused: %s\n", vcounter_last_error(vc));
+			printf("target: apply refused: %s\n", vcounter_last_error(vc));
+			goto out;
+		}
+	}
+	/* What the restore left in KVM, read while the vCPUs cannot run. */
+	r = read_tsc_offsets(vm, o2);
 	if (r < 0) {
-		fprintf(stderr, "minivmm: apply refused: %s\n", vcounter_last_error(vc));
-		printf("target: apply refused: %s\n", vcounter_last_error(vc));
+		fprintf(stderr, "minivmm: reading the offsets back: %s\n", strerror(-r));
 		goto out;
 	}
 	/* Only now may the vCPUs run (DESIGN.md section 3, switchover). */
@@ -715,9 +1122,61 @@ static int cmd_target(int argc, char **argv)
 		goto out;
 	}
 	(void)minivm_read_observations(vm, after, o.n_vcpus);
+	r = hostclock_bracket_anchor(host_khz, &b);
+	if (r < 0) {
+		fprintf(stderr, "minivmm: reading the host clock: %s\n", strerror(-r));
+		goto out;
+	}
 	(void)write_all(fd, &done, 1);
-	print_report(rep, before, after, h.pause_tai_ns, resume_tai_ns);
 	minivm_pause(vm);
+	/* KVM may rewrite offsets when a vCPU loads (an unstable host TSC): the
+	 * samples must have been taken with the offsets read above. */
+	if (read_tsc_offsets(vm, o2_run) == 0 && memcmp(o2, o2_run, o.n_vcpus * sizeof(*o2)) != 0)
+		printf("target: WARNING: KVM changed a vCPU's offset while it ran; the "
+		       "measurement uses the offsets from before the resume\n");
+
+	for (unsigned i = 0; i < o.n_vcpus; i++)
+		o1[i] = xv[i].tsc_offset;
+	if (h.guest_tsc_khz != khz)
+		printf("target: WARNING: the source's guest TSC ran at %u kHz, this one at %u "
+		       "kHz\n",
+		       h.guest_tsc_khz, khz);
+	measured =
+		khz_unscaled(khz, host_khz) && khz_unscaled(h.guest_tsc_khz, h.anchor.host_tsc_khz);
+	if (measured)
+		measure_handoff(o.n_vcpus, khz, before, o1, &h.anchor, after, o2, &b, m);
+	v = (struct handoff_view){
+		.mode = o.by_value ? "by-value" : "offset",
+		.n_vcpus = o.n_vcpus,
+		.guest_khz = khz,
+		.o1 = o1,
+		.o2 = o2,
+		.g1 = before,
+		.g2 = after,
+		.m = measured ? m : NULL,
+		.a = &h.anchor,
+		.b = &b,
+		.pause_tai_ns = h.pause_tai_ns,
+		.resume_tai_ns = resume_tai_ns,
+		.tsc_writes_matched = matched,
+	};
+	if (o.by_value) {
+		unsigned n_matched = 0;
+
+		for (unsigned i = 0; i < o.n_vcpus; i++)
+			if (!tsc_write_taken_as_given(&writes[i], xv[i].msr_tsc, o2[i]))
+				n_matched++;
+		snprintf(matched, sizeof(matched), "%u", n_matched);
+		snprintf(v.error_bound, sizeof(v.error_bound), "none");
+		print_by_value(&h, xv, writes, &v);
+	} else {
+		if (rep->error_bound_ns == UINT64_MAX)
+			snprintf(v.error_bound, sizeof(v.error_bound), "unbounded");
+		else
+			snprintf(v.error_bound, sizeof(v.error_bound), "%" PRIu64,
+				 rep->error_bound_ns);
+		print_report(rep, &v);
+	}
 	ret = EXIT_SUCCESS;
 out:
 	vcounter_report_free(rep);

@@ -1,13 +1,56 @@
 #!/bin/sh
-# handoff.sh BINDIR CERTDIR WORKDIR [VCPUS] - one by-offset handoff between two
-# vcounterd on loopback (host-a -> host-b, mutual TLS), driven by two minivmm.
+# handoff.sh [OPTIONS] BINDIR CERTDIR WORKDIR [VCPUS] - by-offset handoffs between two
+# vcounterd on loopback (host-a -> host-b, mutual TLS), driven by two minivmm; or, with
+# --modes, also the by-value baseline (minivmm --by-value, no daemon).
 # POSIX sh: it runs on the host (tools/demo) and as the payload inside the
-# nested-KVM rig (busybox). Prints both minivmms' output; exit 0 when the
+# nested-KVM rig (busybox). Prints both minivmms' output; exit 0 when every
 # handoff completed, 2 when the target refused for lack of offset control,
 # 1 otherwise (with the daemons' logs).
+#
+# Options (the defaults give one by-offset handoff, as tools/demo and
+# tests/integration/handoff-test expect):
+#   --runs K          K rounds (default 1), one pair of daemons for all of them
+#   --modes LIST      what each round does, in order: offset, by-value, or
+#                     offset,by-value (default offset)
+#   --seconds S       how long the source's guest runs before it moves (default 0.5)
+#   --vcpu-skew C     vCPU i's offset starts i * C cycles after vCPU 0's (default 1000003)
+#   --guest-uptime S  the guest's TSC starts as if it had run S seconds (default 0)
+#   --results-only    print only the targets' "result ..." lines (and failures)
 set -eu
 
-bin=${1:?usage: handoff.sh BINDIR CERTDIR WORKDIR [VCPUS]}
+usage="usage: handoff.sh [--runs K] [--modes LIST] [--seconds S] [--vcpu-skew C] [--guest-uptime S] [--results-only] BINDIR CERTDIR WORKDIR [VCPUS]"
+runs=1
+modes=offset
+seconds=0.5
+skew=1000003
+uptime=0
+results_only=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--runs) runs=${2:?--runs needs a count}; shift 2 ;;
+	--modes) modes=${2:?--modes needs a list}; shift 2 ;;
+	--seconds) seconds=${2:?--seconds needs a value}; shift 2 ;;
+	--vcpu-skew) skew=${2:?--vcpu-skew needs cycles}; shift 2 ;;
+	--guest-uptime) uptime=${2:?--guest-uptime needs seconds}; shift 2 ;;
+	--results-only) results_only=1; shift ;;
+	--) shift; break ;;
+	-*) echo "$usage" >&2; exit 1 ;;
+	*) break ;;
+	esac
+done
+modes=$(echo "$modes" | tr ',' ' ')
+need_daemons=
+n_modes=0
+for m in $modes; do
+	n_modes=$((n_modes + 1))
+	case $m in
+	offset) need_daemons=1 ;;
+	by-value) ;;
+	*) echo "handoff: unknown mode '$m' (offset, by-value)" >&2; exit 1 ;;
+	esac
+done
+
+bin=${1:?$usage}
 certs=${2:?certificate directory}
 dir=${3:?work directory}
 vcpus=${4:-2}
@@ -25,43 +68,93 @@ wait_for() {
 	done
 }
 
-"$bin/vcounterd" --vmm-socket "$dir/a.sock" --host-name host-a.test \
-	--ca "$certs/ca.pem" --cert "$certs/host-a.pem" --key "$certs/host-a.key" \
-	--allow-peer host-b.test 2>"$dir/host-a.log" &
-daemon_a=$!
-"$bin/vcounterd" --vmm-socket "$dir/b.sock" --host-name host-b.test \
-	--listen 127.0.0.1:0 --port-file "$dir/b.port" \
-	--ca "$certs/ca.pem" --cert "$certs/host-b.pem" --key "$certs/host-b.key" \
-	--allow-peer host-a.test 2>"$dir/host-b.log" &
-daemon_b=$!
+daemon_a=
+daemon_b=
 trap 'kill $daemon_a $daemon_b 2>/dev/null || true' EXIT
-wait_for "$dir/a.sock"
-wait_for "$dir/b.port"
+if [ -n "$need_daemons" ]; then
+	"$bin/vcounterd" --vmm-socket "$dir/a.sock" --host-name host-a.test \
+		--ca "$certs/ca.pem" --cert "$certs/host-a.pem" --key "$certs/host-a.key" \
+		--allow-peer host-b.test 2>"$dir/host-a.log" &
+	daemon_a=$!
+	"$bin/vcounterd" --vmm-socket "$dir/b.sock" --host-name host-b.test \
+		--listen 127.0.0.1:0 --port-file "$dir/b.port" \
+		--ca "$certs/ca.pem" --cert "$certs/host-b.pem" --key "$certs/host-b.key" \
+		--allow-peer host-a.test 2>"$dir/host-b.log" &
+	daemon_b=$!
+	wait_for "$dir/a.sock"
+	wait_for "$dir/b.port"
+fi
 
-"$bin/minivmm" target --vcounterd "$dir/b.sock" --vcpus "$vcpus" \
-	--listen 127.0.0.1:0 --port-file "$dir/t.port" --vm-id demo-vm >"$dir/target.out" 2>&1 &
-target=$!
-wait_for "$dir/t.port"
+# One handoff: handoff_once RUN MODE VM_ID; outputs in $dir/{source,target}.RUN.MODE.out.
+handoff_once() {
+	run=$1
+	mode=$2
+	vm_id=$3
+	tag=$run.$mode
+	if [ "$mode" = by-value ]; then
+		set -- --by-value
+	else
+		set -- --vcounterd "$dir/b.sock"
+	fi
+	"$bin/minivmm" target "$@" --vcpus "$vcpus" --listen 127.0.0.1:0 \
+		--port-file "$dir/t.$tag.port" --vm-id "$vm_id" >"$dir/target.$tag.out" 2>&1 &
+	target=$!
+	wait_for "$dir/t.$tag.port"
+	if [ "$mode" = by-value ]; then
+		set -- --by-value
+	else
+		set -- --vcounterd "$dir/a.sock" --peer "127.0.0.1:$(cat "$dir/b.port")" \
+			--peer-name host-b.test
+	fi
+	set +e
+	"$bin/minivmm" source "$@" --vcpus "$vcpus" --seconds "$seconds" \
+		--to "127.0.0.1:$(cat "$dir/t.$tag.port")" --vm-id "$vm_id" \
+		--vcpu-skew "$skew" --guest-uptime "$uptime" >"$dir/source.$tag.out" 2>&1
+	source_rc=$?
+	wait "$target"
+	target_rc=$?
+	set -e
+	[ "$source_rc" = 0 ] && [ "$target_rc" = 0 ]
+}
 
-set +e
-"$bin/minivmm" source --vcounterd "$dir/a.sock" --vcpus "$vcpus" --seconds 0.5 \
-	--to "127.0.0.1:$(cat "$dir/t.port")" --peer "127.0.0.1:$(cat "$dir/b.port")" \
-	--peer-name host-b.test --vm-id demo-vm --vcpu-skew 1000003 >"$dir/source.out" 2>&1
-source_rc=$?
-wait "$target"
-target_rc=$?
-set -e
+single=
+[ "$runs" = 1 ] && [ "$n_modes" = 1 ] && single=1
+run=1
+while [ "$run" -le "$runs" ]; do
+	for mode in $modes; do
+		if [ -n "$single" ]; then
+			vm_id=demo-vm
+		else
+			vm_id=demo-vm-$run-$mode
+		fi
+		tag=$run.$mode
+		ok=1
+		handoff_once "$run" "$mode" "$vm_id" || ok=
+		if [ -n "$results_only" ] && [ -n "$ok" ]; then
+			grep -h "^result " "$dir/target.$tag.out" | sed "s/^result /result run=$run /"
+		elif [ -z "$results_only" ]; then
+			[ -n "$single" ] || echo "==== run=$run mode=$mode"
+			cat "$dir/source.$tag.out" "$dir/target.$tag.out"
+		fi
+		if [ -z "$ok" ]; then
+			[ -z "$results_only" ] ||
+				cat "$dir/source.$tag.out" "$dir/target.$tag.out"
+			if grep -q "offset control unavailable" "$dir/target.$tag.out"; then
+				exit 2
+			fi
+			for host in a b; do
+				if [ -f "$dir/host-$host.log" ]; then
+					echo "---- host-$host log" >&2
+					cat "$dir/host-$host.log" >&2
+				fi
+			done
+			exit 1
+		fi
+	done
+	run=$((run + 1))
+done
 
-cat "$dir/source.out" "$dir/target.out"
-if [ "$source_rc" = 0 ] && [ "$target_rc" = 0 ]; then
+if [ -n "$need_daemons" ] && [ -z "$results_only" ]; then
 	grep -h "step=done" "$dir/host-a.log" "$dir/host-b.log" | sed 's/^vcounterd\[[0-9.]*\] /log: /'
-	exit 0
 fi
-if grep -q "offset control unavailable" "$dir/target.out"; then
-	exit 2
-fi
-echo "---- host-a log" >&2
-cat "$dir/host-a.log" >&2
-echo "---- host-b log" >&2
-cat "$dir/host-b.log" >&2
-exit 1
+exit 0
