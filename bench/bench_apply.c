@@ -27,6 +27,7 @@
 #include "daemon_harness.h"
 #include "frame.h"
 #include "hostclock.h"
+#include "kvm_x86.h"
 #include "macro.h"
 #include "unix_fd.h"
 #include "vcounter/vcounter.h"
@@ -131,34 +132,6 @@ static void sleep_ns(uint64_t ns)
 	nanosleep(&ts, NULL);
 }
 
-static int vcpu_offset_get(int vcpu_fd, uint64_t *ret_offset)
-{
-	uint64_t offset = 0;
-	struct kvm_device_attr attr = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-		.addr = (uint64_t)(uintptr_t)&offset,
-	};
-
-	if (ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attr) < 0)
-		return -errno;
-	*ret_offset = offset;
-	return 0;
-}
-
-static int vcpu_offset_set(int vcpu_fd, uint64_t offset)
-{
-	struct kvm_device_attr attr = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-		.addr = (uint64_t)(uintptr_t)&offset,
-	};
-
-	if (ioctl(vcpu_fd, KVM_SET_DEVICE_ATTR, &attr) < 0)
-		return -errno;
-	return 0;
-}
-
 static void bench_vm_destroy(struct bench_vm *vm)
 {
 	if (vm->vcpu_fds) {
@@ -202,10 +175,13 @@ static int bench_vm_create(int kvm_fd, const char *id, unsigned n_vcpus, struct 
 
 /* Write-then-read-back on vCPU 0, as the backend's probe does, restoring
  * the original. 1: honoured, 0: ignored (kvm_pvm), -errno. */
+/* 1 if this host's KVM honours TSC offsets, 0 if not (detail says why), or
+ * -errno: the backend's own write-then-read-back probe on a scratch VM. */
 static int offsets_honoured(int kvm_fd, char *detail, size_t detail_size)
 {
 	struct bench_vm vm;
-	uint64_t original = 0, written = 0, readback = 0;
+	struct kvm_vm_fds fds;
+	bool control = false;
 	int r;
 
 	r = bench_vm_create(kvm_fd, "probe", 1, &vm);
@@ -213,27 +189,10 @@ static int offsets_honoured(int kvm_fd, char *detail, size_t detail_size)
 		snprintf(detail, detail_size, "cannot create a KVM VM: %s", strerror(-r));
 		return r;
 	}
-	r = vcpu_offset_get(vm.vcpu_fds[0], &original);
-	if (r == 0) {
-		written = original + UINT64_C(0x1000000);
-		r = vcpu_offset_set(vm.vcpu_fds[0], written);
-	}
-	if (r == 0)
-		r = vcpu_offset_get(vm.vcpu_fds[0], &readback);
+	fds = (struct kvm_vm_fds){ .vm_fd = vm.vm_fd, .n_vcpus = 1, .vcpu_fds = vm.vcpu_fds };
+	r = backend_kvm_x86.probe(&fds, &control, detail, detail_size);
 	bench_vm_destroy(&vm);
-	if (r < 0) {
-		snprintf(detail, detail_size, "KVM_VCPU_TSC_OFFSET: %s", strerror(-r));
-		return r;
-	}
-	if (readback != written) {
-		snprintf(detail, detail_size,
-			 "offset control unavailable: wrote KVM_VCPU_TSC_OFFSET=%#" PRIx64
-			 ", reads back %#" PRIx64,
-			 written, readback);
-		return 0;
-	}
-	snprintf(detail, detail_size, "KVM_VCPU_TSC_OFFSET reads back what was written");
-	return 1;
+	return r < 0 ? r : control;
 }
 
 /* kvm_x86.c's kvm_tsc_tolerance_ppm(), whose file read is part of every
@@ -316,12 +275,12 @@ static int raw_apply_once(struct bench *b, uint64_t *ret_ns)
 	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &set) < 0)
 		return -errno;
 	for (unsigned i = 0; i < vm->n_vcpus; i++) {
-		r = vcpu_offset_set(vm->vcpu_fds[i], b->dst_offsets[i]);
+		r = kvm_x86_set_tsc_offset(vm->vcpu_fds[i], b->dst_offsets[i]);
 		if (r < 0)
 			return r;
 	}
 	for (unsigned i = 0; i < vm->n_vcpus; i++) {
-		r = vcpu_offset_get(vm->vcpu_fds[i], &offset);
+		r = kvm_x86_get_tsc_offset(vm->vcpu_fds[i], &offset);
 		if (r < 0)
 			return r;
 		if (offset != b->dst_offsets[i])
@@ -479,7 +438,7 @@ static int apply_check(struct bench *b, const struct vcounter_report *rep, char 
 				 (int64_t)delta);
 			return -EIO;
 		}
-		r = vcpu_offset_get(b->dst.vcpu_fds[i], &held);
+		r = kvm_x86_get_tsc_offset(b->dst.vcpu_fds[i], &held);
 		if (r < 0) {
 			snprintf(err, err_size, "reading vCPU %u's offset: %s", i, strerror(-r));
 			return r;
@@ -645,7 +604,7 @@ static int bench_size_setup(struct bench *b, int kvm_fd, unsigned n_vcpus)
 	if (!b->dst_offsets)
 		return -ENOMEM;
 	for (unsigned i = 0; i < n_vcpus; i++) {
-		r = vcpu_offset_get(b->dst.vcpu_fds[i], &b->dst_offsets[i]);
+		r = kvm_x86_get_tsc_offset(b->dst.vcpu_fds[i], &b->dst_offsets[i]);
 		if (r < 0)
 			return r;
 	}

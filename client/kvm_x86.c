@@ -15,6 +15,7 @@
 #include <linux/kvm.h>
 
 #include "backend.h"
+#include "kvm_x86.h"
 #include "hostclock.h"
 #include "macro.h"
 
@@ -84,7 +85,7 @@ static int vm_fds_check(const struct kvm_vm_fds *vm)
 	return 0;
 }
 
-static int vcpu_get_offset(int vcpu_fd, uint64_t *ret_offset)
+int kvm_x86_get_tsc_offset(int vcpu_fd, uint64_t *ret_offset)
 {
 	uint64_t offset = 0;
 	struct kvm_device_attr attr = {
@@ -99,7 +100,7 @@ static int vcpu_get_offset(int vcpu_fd, uint64_t *ret_offset)
 	return 0;
 }
 
-static int vcpu_set_offset(int vcpu_fd, uint64_t offset)
+int kvm_x86_set_tsc_offset(int vcpu_fd, uint64_t offset)
 {
 	struct kvm_device_attr attr = {
 		.group = KVM_VCPU_TSC_CTRL,
@@ -343,7 +344,7 @@ static int kvm_x86_probe(const struct kvm_vm_fds *vm, bool *ret_offset_control, 
 	}
 	fd = vm->vcpu_fds[0];
 
-	r = vcpu_get_offset(fd, &original);
+	r = kvm_x86_get_tsc_offset(fd, &original);
 	if (r < 0) {
 		detail_printf(detail, detail_size,
 			      "KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0: %s",
@@ -356,18 +357,18 @@ static int kvm_x86_probe(const struct kvm_vm_fds *vm, bool *ret_offset_control, 
 	if (written == 0)
 		written += PROBE_DELTA_CYCLES;
 
-	r = vcpu_set_offset(fd, written);
+	r = kvm_x86_set_tsc_offset(fd, written);
 	if (r < 0) {
 		detail_printf(detail, detail_size,
 			      "KVM_SET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0: %s",
 			      strerror(-r));
 		return r;
 	}
-	r = vcpu_get_offset(fd, &readback);
+	r = kvm_x86_get_tsc_offset(fd, &readback);
 	/* Restore whatever happened: the probe must leave the VM as it was. */
-	r_restore = vcpu_set_offset(fd, original);
+	r_restore = kvm_x86_set_tsc_offset(fd, original);
 	if (r_restore == 0)
-		r_restore = vcpu_get_offset(fd, &restored);
+		r_restore = kvm_x86_get_tsc_offset(fd, &restored);
 	if (r < 0) {
 		detail_printf(detail, detail_size,
 			      "KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0 after write: %s",
@@ -465,7 +466,7 @@ static int kvm_x86_read_state(const struct kvm_vm_fds *vm, struct counter_state 
 	if (r < 0)
 		return r;
 	for (uint32_t i = 0; i < vm->n_vcpus; i++) {
-		r = vcpu_get_offset(vm->vcpu_fds[i], &state->offset_cycles[i]);
+		r = kvm_x86_get_tsc_offset(vm->vcpu_fds[i], &state->offset_cycles[i]);
 		if (r < 0)
 			return r;
 	}
@@ -527,7 +528,7 @@ static int kvm_x86_apply(const struct kvm_vm_fds *vm, const struct counter_state
 	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &set) < 0)
 		return -errno;
 	for (uint32_t i = 0; i < vm->n_vcpus; i++) {
-		r = vcpu_set_offset(vm->vcpu_fds[i], res->plan.offset_cycles[i]);
+		r = kvm_x86_set_tsc_offset(vm->vcpu_fds[i], res->plan.offset_cycles[i]);
 		if (r < 0)
 			return r;
 	}
@@ -543,7 +544,7 @@ static int kvm_x86_apply(const struct kvm_vm_fds *vm, const struct counter_state
 	res->readback.anchor = target.anchor;
 	res->readback.sync = target.sync;
 	for (uint32_t i = 0; i < vm->n_vcpus; i++) {
-		r = vcpu_get_offset(vm->vcpu_fds[i], &res->readback.offset_cycles[i]);
+		r = kvm_x86_get_tsc_offset(vm->vcpu_fds[i], &res->readback.offset_cycles[i]);
 		if (r < 0)
 			return r;
 	}

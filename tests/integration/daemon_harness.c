@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "daemon_harness.h"
+#include "kvm_x86.h"
 
 const char *harness_build_root(void)
 {
@@ -228,4 +229,18 @@ void harness_dump_log(const struct daemon_proc *d)
 	while (fgets(line, sizeof(line), f))
 		fputs(line, stderr);
 	fclose(f);
+}
+
+bool harness_kvm_honours_offsets(int vcpu_fd)
+{
+	uint64_t orig, back;
+	bool honoured;
+
+	if (kvm_x86_get_tsc_offset(vcpu_fd, &orig) < 0 ||
+	    kvm_x86_set_tsc_offset(vcpu_fd, orig + 0x12345678) < 0)
+		return false;
+	honoured = kvm_x86_get_tsc_offset(vcpu_fd, &back) == 0 && back == orig + 0x12345678;
+	if (kvm_x86_set_tsc_offset(vcpu_fd, orig) < 0)
+		return false;
+	return honoured;
 }

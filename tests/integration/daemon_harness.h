@@ -32,3 +32,8 @@ int harness_fd_count(const struct daemon_proc *d);
 bool harness_log_contains(const struct daemon_proc *d, const char *needle);
 void harness_dump_log(const struct daemon_proc *d);
 const char *harness_build_root(void);
+
+/* The tests' own oracle for "does this host's KVM honour TSC offsets":
+ * write the vCPU's offset + 0x12345678, read it back, restore. Independent
+ * of the backend's probe, whose answer the daemon reports. */
+bool harness_kvm_honours_offsets(int vcpu_fd);

@@ -30,6 +30,7 @@
 
 #include "counter_state.h"
 #include "daemon_harness.h"
+#include "kvm_x86.h"
 #include "frame.h"
 #include "hostclock.h"
 #include "macro.h"
@@ -523,38 +524,9 @@ static void expect_final_ack(struct peer *p, uint64_t id, const char *migration_
 static uint64_t read_offset(int vcpu_fd)
 {
 	uint64_t v = 0;
-	struct kvm_device_attr attr = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-		.addr = (uint64_t)(uintptr_t)&v,
-	};
 
-	assert_int_equal(ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attr), 0);
+	assert_int_equal(kvm_x86_get_tsc_offset(vcpu_fd, &v), 0);
 	return v;
-}
-
-static int write_offset(int vcpu_fd, uint64_t v)
-{
-	struct kvm_device_attr attr = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-		.addr = (uint64_t)(uintptr_t)&v,
-	};
-
-	return ioctl(vcpu_fd, KVM_SET_DEVICE_ATTR, &attr) < 0 ? -errno : 0;
-}
-
-/* Whether this host's KVM honours a TSC offset write: write, read back,
- * restore (a PVM-style KVM returns 0 and reads back 0, DESIGN.md section 4). */
-static bool host_honours_offsets(int vcpu_fd)
-{
-	uint64_t orig = read_offset(vcpu_fd), back;
-
-	if (write_offset(vcpu_fd, orig + 0x12345678) < 0)
-		return false;
-	back = read_offset(vcpu_fd);
-	assert_int_equal(write_offset(vcpu_fd, orig), 0);
-	return back == orig + 0x12345678;
 }
 
 /* Create the 2-vCPU target VM and register it with the daemon as
@@ -580,7 +552,7 @@ static void target_vm_or_skip(void)
 	khz = ioctl(tvm.vcpu_fds[0], KVM_GET_TSC_KHZ);
 	assert_true(khz > 0);
 	tvm.tsc_khz = (uint32_t)khz;
-	tvm.honours_offsets = host_honours_offsets(tvm.vcpu_fds[0]);
+	tvm.honours_offsets = harness_kvm_honours_offsets(tvm.vcpu_fds[0]);
 
 	assert_int_equal(vcounter_connect(target.vmm_socket, &tvm.vc), 0);
 	assert_int_equal(vcounter_register_vm(tvm.vc, TARGET_VM_ID, VCOUNTER_ROLE_TARGET, tvm.vm_fd,

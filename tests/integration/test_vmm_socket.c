@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "daemon_harness.h"
+#include "kvm_x86.h"
 #include "frame.h"
 #include "unix_fd.h"
 #include "vcounter/vcounter.h"
@@ -419,38 +420,11 @@ static void test_register_refuses_misplaced_kvm_fds(void **state)
 	close(kvm);
 }
 
-/* Whether this host's KVM honours a TSC offset write, asked directly. */
-static int host_honours_offsets(const struct test_vm *vm)
-{
-	uint64_t orig = 0, val, back = 0;
-	struct kvm_device_attr attr = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-	};
-
-	attr.addr = (uint64_t)(uintptr_t)&orig;
-	if (ioctl(vm->vcpu_fds[0], KVM_GET_DEVICE_ATTR, &attr) < 0)
-		return 0;
-	val = orig + 0x12345678;
-	attr.addr = (uint64_t)(uintptr_t)&val;
-	ioctl(vm->vcpu_fds[0], KVM_SET_DEVICE_ATTR, &attr);
-	attr.addr = (uint64_t)(uintptr_t)&back;
-	ioctl(vm->vcpu_fds[0], KVM_GET_DEVICE_ATTR, &attr);
-	attr.addr = (uint64_t)(uintptr_t)&orig;
-	ioctl(vm->vcpu_fds[0], KVM_SET_DEVICE_ATTR, &attr);
-	return back == val;
-}
-
 static uint64_t read_offset(int vcpu_fd)
 {
 	uint64_t v = 0;
-	struct kvm_device_attr attr = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-		.addr = (uint64_t)(uintptr_t)&v,
-	};
 
-	assert_int_equal(ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attr), 0);
+	assert_int_equal(kvm_x86_get_tsc_offset(vcpu_fd, &v), 0);
 	return v;
 }
 
@@ -464,7 +438,7 @@ static void test_register_real_vm_reports_the_truth_about_offset_control(void **
 	int honours;
 
 	assert_int_equal(test_vm_create(&vm, 2, kvm), 0);
-	honours = host_honours_offsets(&vm);
+	honours = harness_kvm_honours_offsets(vm.vcpu_fds[0]);
 	before[0] = read_offset(vm.vcpu_fds[0]);
 	before[1] = read_offset(vm.vcpu_fds[1]);
 
