@@ -13,16 +13,26 @@ static const struct {
 	int bit;
 	const char *name;
 } status_names[] = {
-	{ STA_PLL, "PLL" },	    { STA_PPSFREQ, "PPSFREQ" }, { STA_PPSTIME, "PPSTIME" },
-	{ STA_FLL, "FLL" },	    { STA_INS, "INS" },		{ STA_DEL, "DEL" },
-	{ STA_UNSYNC, "UNSYNC" },   { STA_FREQHOLD, "FREQHOLD" }, { STA_PPSSIGNAL, "PPSSIGNAL" },
-	{ STA_PPSJITTER, "PPSJITTER" }, { STA_PPSWANDER, "PPSWANDER" }, { STA_PPSERROR, "PPSERROR" },
-	{ STA_CLOCKERR, "CLOCKERR" }, { STA_NANO, "NANO" },	{ STA_MODE, "MODE" },
+	{ STA_PLL, "PLL" },
+	{ STA_PPSFREQ, "PPSFREQ" },
+	{ STA_PPSTIME, "PPSTIME" },
+	{ STA_FLL, "FLL" },
+	{ STA_INS, "INS" },
+	{ STA_DEL, "DEL" },
+	{ STA_UNSYNC, "UNSYNC" },
+	{ STA_FREQHOLD, "FREQHOLD" },
+	{ STA_PPSSIGNAL, "PPSSIGNAL" },
+	{ STA_PPSJITTER, "PPSJITTER" },
+	{ STA_PPSWANDER, "PPSWANDER" },
+	{ STA_PPSERROR, "PPSERROR" },
+	{ STA_CLOCKERR, "CLOCKERR" },
+	{ STA_NANO, "NANO" },
+	{ STA_MODE, "MODE" },
 	{ STA_CLK, "CLK" },
 };
 
-static const char *const state_names[] = { "TIME_OK", "TIME_INS", "TIME_DEL",
-					    "TIME_OOP", "TIME_WAIT", "TIME_ERROR" };
+static const char *const state_names[] = { "TIME_OK",  "TIME_INS",  "TIME_DEL",
+					   "TIME_OOP", "TIME_WAIT", "TIME_ERROR" };
 
 static uint64_t rdtsc_fenced(void)
 {
@@ -73,7 +83,8 @@ int main(void)
 		return 1;
 	}
 	printf("adjtimex_state=%d %s\n", state,
-	       state < (int)(sizeof(state_names) / sizeof(state_names[0])) ? state_names[state] : "?");
+	       state < (int)(sizeof(state_names) / sizeof(state_names[0])) ? state_names[state]
+									   : "?");
 	printf("status=0x%x", (unsigned int)tx.status);
 	for (i = 0; i < sizeof(status_names) / sizeof(status_names[0]); i++)
 		if (tx.status & status_names[i].bit)

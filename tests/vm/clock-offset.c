@@ -23,10 +23,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAGIC UINT32_C(0x76636f66) /* "vcof" */
+#define MAGIC	 UINT32_C(0x76636f66) /* "vcof" */
 #define OP_QUERY 1
 #define OP_REPLY 2
-#define OP_BYE 3
+#define OP_BYE	 3
 
 struct packet {
 	uint32_t magic;
@@ -123,7 +123,8 @@ static int query(const char *host, int port, int count)
 			continue;
 		n = recv(fd, &r, sizeof(r), 0);
 		t4 = realtime_ns();
-		if (n != (ssize_t)sizeof(r) || r.magic != MAGIC || r.op != OP_REPLY || r.seq != q.seq)
+		if (n != (ssize_t)sizeof(r) || r.magic != MAGIC || r.op != OP_REPLY ||
+		    r.seq != q.seq)
 			continue;
 		got++;
 		delay = (t4 - t1) - (r.t3_ns - r.t2_ns);

@@ -36,14 +36,14 @@ struct sock_sample {
 };
 
 /* MC146818 registers (datasheet; QEMU hw/rtc/mc146818rtc.c). */
-#define REG_SEC 0x00
-#define REG_MIN 0x02
-#define REG_HOUR 0x04
-#define REG_MDAY 0x07
-#define REG_MON 0x08
-#define REG_YEAR 0x09
-#define REG_B 0x0b
-#define REG_CENTURY 0x32
+#define REG_SEC	     0x00
+#define REG_MIN	     0x02
+#define REG_HOUR     0x04
+#define REG_MDAY     0x07
+#define REG_MON	     0x08
+#define REG_YEAR     0x09
+#define REG_B	     0x0b
+#define REG_CENTURY  0x32
 #define REG_B_BINARY 0x04
 
 /* Samples whose edge is known less precisely than this are not sent: run-two-vms declares 1 ms of
@@ -165,7 +165,8 @@ int main(int argc, char **argv)
 			s.tv.tv_usec = (edge_ns % 1000000000) / 1000;
 			s.offset = (double)(rtc_s - s.tv.tv_sec) - s.tv.tv_usec / 1e6;
 			/* chronyd may not be listening yet: drop the sample, keep going. */
-			(void)!sendto(sock_fd, &s, sizeof(s), 0, (struct sockaddr *)&addr, sizeof(addr));
+			(void)!sendto(sock_fd, &s, sizeof(s), 0, (struct sockaddr *)&addr,
+				      sizeof(addr));
 		}
 		/* One line per edge, for the record (init sends it to a file). */
 		printf("rtc=%lld edge_ns=%lld edge_width_ns=%lld%s\n", (long long)rtc_s,
