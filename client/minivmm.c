@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "hostclock.h"
+#include "kvm_x86.h"
 #include "macro.h"
 #include "minivm.h"
 #include "vcounter/vcounter.h"
@@ -446,23 +447,6 @@ static int register_vm(struct vcounter *vc, struct minivm *vm, const char *vm_id
 	return 0;
 }
 
-/* KVM_VCPU_TSC_OFFSET (Documentation/virt/kvm/devices/vcpu.rst 4.1). vCPU
- * ioctls wait for the vCPU mutex that KVM_RUN holds: paused vCPUs only. */
-static int vcpu_tsc_offset(int vcpu_fd, uint64_t *ret_offset)
-{
-	uint64_t offset;
-	struct kvm_device_attr attr = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-		.addr = (uint64_t)(uintptr_t)&offset,
-	};
-
-	if (ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attr) < 0)
-		return -errno;
-	*ret_offset = offset;
-	return 0;
-}
-
 /* Every vCPU's offset into ret_offsets[minivm_n_vcpus(vm)] (partly written
  * on failure). */
 static int read_tsc_offsets(const struct minivm *vm, uint64_t *ret_offsets)
@@ -470,7 +454,7 @@ static int read_tsc_offsets(const struct minivm *vm, uint64_t *ret_offsets)
 	const int *fds = minivm_vcpu_fds(vm);
 
 	for (unsigned i = 0; i < minivm_n_vcpus(vm); i++) {
-		int r = vcpu_tsc_offset(fds[i], &ret_offsets[i]);
+		int r = kvm_x86_get_tsc_offset(fds[i], &ret_offsets[i]);
 
 		if (r < 0)
 			return r;
@@ -524,68 +508,84 @@ static int guest_tsc_khz(const struct minivm *vm, uint32_t *ret_khz)
 static int set_start_offsets(struct minivm *vm, int64_t skew, uint64_t uptime_cycles)
 {
 	const int *fds = minivm_vcpu_fds(vm);
-	uint64_t base = 0, v;
-	struct kvm_device_attr attr = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-		.addr = (uint64_t)(uintptr_t)&v,
-	};
+	uint64_t base = 0;
 	int r;
 
-	r = vcpu_tsc_offset(fds[0], &base);
+	r = kvm_x86_get_tsc_offset(fds[0], &base);
 	if (r < 0)
 		return r;
 	for (unsigned i = uptime_cycles ? 0 : 1; i < minivm_n_vcpus(vm); i++) {
-		v = base + uptime_cycles + (uint64_t)skew * i;
-		if (ioctl(fds[i], KVM_SET_DEVICE_ATTR, &attr) < 0)
-			return -errno;
+		r = kvm_x86_set_tsc_offset(fds[i], base + uptime_cycles + (uint64_t)skew * i);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }
 
-/* Which by-value write KVM took as given. kvm_synchronize_tsc()
- * (arch/x86/kvm/x86.c, Linux 6.1) treats a host-initiated IA32_TSC write
- * whose value lies within one second of guest cycles of the previous write's
- * value plus the time since (or is 0) as an attempt to synchronise the vCPUs,
- * and gives the vCPU the offset of the write that opened the current
- * "generation" instead of value - host TSC. A vCPU's creation counts as a
- * write of 0. */
+/* What one by-value write did. kvm_synchronize_tsc() (arch/x86/kvm/x86.c,
+ * Linux 6.1) treats a host-initiated IA32_TSC write whose value lies within
+ * one second of guest cycles of the previous write's value plus the time
+ * since (or is 0) as an attempt to synchronise the vCPUs, and gives the vCPU
+ * the offset of the write that opened the current "generation" instead of
+ * value - host TSC. A vCPU's creation counts as a write of 0. */
 struct tsc_write {
+	uint64_t offset_before;	  /* the vCPU's offset before the restore */
 	uint64_t host_tsc_before; /* host TSC just before KVM_SET_MSRS */
 	uint64_t host_tsc_after;  /* and just after */
+};
+
+enum tsc_write_outcome {
+	TSC_WRITE_GIVEN,   /* offset = value - host TSC during the write */
+	TSC_WRITE_MATCHED, /* an offset KVM already held: an earlier write's, or creation's */
+	TSC_WRITE_OTHER,
 };
 
 /* The restore VMMs do today (QEMU's kvm_put_msrs() on the incoming side):
  * IA32_TSC = the value saved after the pause, one vCPU after the other. The
  * blackout is not accounted, and each vCPU's offset comes from the host TSC
- * at its own write (or from KVM's matching, see struct tsc_write). */
+ * at its own write, or from KVM's matching (struct tsc_write). The offsets
+ * before are read first, so that nothing else runs between the writes. */
 static int restore_by_value(struct minivm *vm, const struct xfer_vcpu *saved,
 			    struct tsc_write *ret_writes)
 {
 	const int *fds = minivm_vcpu_fds(vm);
+	int r;
 
 	for (unsigned i = 0; i < minivm_n_vcpus(vm); i++) {
-		uint64_t before = hostclock_rdtsc();
-		int r = vcpu_msr_tsc(fds[i], KVM_SET_MSRS, saved[i].msr_tsc, NULL);
-
+		r = kvm_x86_get_tsc_offset(fds[i], &ret_writes[i].offset_before);
 		if (r < 0)
 			return r;
-		ret_writes[i] = (struct tsc_write){
-			.host_tsc_before = before,
-			.host_tsc_after = hostclock_rdtsc(),
-		};
+	}
+	for (unsigned i = 0; i < minivm_n_vcpus(vm); i++) {
+		uint64_t before = hostclock_rdtsc();
+
+		r = vcpu_msr_tsc(fds[i], KVM_SET_MSRS, saved[i].msr_tsc, NULL);
+		if (r < 0)
+			return r;
+		ret_writes[i].host_tsc_before = before;
+		ret_writes[i].host_tsc_after = hostclock_rdtsc();
 	}
 	return 0;
 }
 
-/* Whether KVM set offset = value - host TSC at the write, i.e. the host TSC
- * that offset implies lies within the write's bracket. */
-static bool tsc_write_taken_as_given(const struct tsc_write *w, uint64_t value, uint64_t offset)
+/* vCPU i's write of saved[i].msr_tsc, given the offsets read back after all writes.
+ * Matching is told by equality to the cycle: an offset computed from a fresh
+ * host TSC equals one KVM held before only by chance. The bracket alone is
+ * ambiguous: vCPU 0's offset can fall in vCPU i's bracket when their values
+ * lie as far apart as their writes (seen once in 80 writes). */
+static enum tsc_write_outcome tsc_write_outcome(unsigned i, const struct tsc_write *writes,
+						const struct xfer_vcpu *saved,
+						const uint64_t *offsets, unsigned n_vcpus)
 {
-	uint64_t host_tsc = value - offset;
+	uint64_t host_tsc = saved[i].msr_tsc - offsets[i];
 
-	return (int64_t)(host_tsc - w->host_tsc_before) >= 0 &&
-	       (int64_t)(w->host_tsc_after - host_tsc) >= 0;
+	for (unsigned j = 0; j < n_vcpus; j++)
+		if (offsets[i] == writes[j].offset_before || (j < i && offsets[i] == offsets[j]))
+			return TSC_WRITE_MATCHED;
+	if ((int64_t)(host_tsc - writes[i].host_tsc_before) >= 0 &&
+	    (int64_t)(writes[i].host_tsc_after - host_tsc) >= 0)
+		return TSC_WRITE_GIVEN;
+	return TSC_WRITE_OTHER;
 }
 
 /* ---- measuring a handoff from the guest's own samples ----
@@ -985,12 +985,17 @@ static void print_by_value(const struct xfer_header *h, const struct xfer_vcpu *
 	       h->vm_id);
 	print_table(v);
 	for (uint32_t i = 0; i < v->n_vcpus; i++) {
-		bool given = tsc_write_taken_as_given(&writes[i], saved[i].msr_tsc, v->o2[i]);
+		static const char *const outcome[] = {
+			[TSC_WRITE_GIVEN] = "taken as given (value - host TSC at the write)",
+			[TSC_WRITE_MATCHED] = "MATCHED: KVM kept an offset it held before "
+					      "(kvm_synchronize_tsc), or ignored the write",
+			[TSC_WRITE_OTHER] = "neither value - host TSC at the write nor an offset "
+					    "KVM held before",
+		};
 
 		printf("by-value write vCPU %-4u IA32_TSC=%" PRIu64 " -> offset %" PRId64 ": %s\n",
 		       i, saved[i].msr_tsc, (int64_t)v->o2[i],
-		       given ? "value - host TSC at the write"
-			     : "MATCHED by KVM to an earlier write (kvm_synchronize_tsc)");
+		       outcome[tsc_write_outcome(i, writes, saved, v->o2, v->n_vcpus)]);
 	}
 	printf("KVM TSC matching         %s of %u writes matched\n", v->tsc_writes_matched,
 	       v->n_vcpus);
@@ -1164,7 +1169,7 @@ static int cmd_target(int argc, char **argv)
 		unsigned n_matched = 0;
 
 		for (unsigned i = 0; i < o.n_vcpus; i++)
-			if (!tsc_write_taken_as_given(&writes[i], xv[i].msr_tsc, o2[i]))
+			if (tsc_write_outcome(i, writes, xv, o2, o.n_vcpus) == TSC_WRITE_MATCHED)
 				n_matched++;
 		snprintf(matched, sizeof(matched), "%u", n_matched);
 		snprintf(v.error_bound, sizeof(v.error_bound), "none");
