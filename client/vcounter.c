@@ -488,8 +488,6 @@ int vcounter_register_vm(struct vcounter *vc, const char *vm_id, enum vcounter_r
 	if (!vc || !vm_id_is_valid(vm_id) || n_vcpus == 0 || n_vcpus > VC_MAX_VCPUS ||
 	    (role != VCOUNTER_ROLE_SOURCE && role != VCOUNTER_ROLE_TARGET))
 		return vc ? set_error(vc, -EINVAL, "invalid VM id, role or vCPU count") : -EINVAL;
-	if (n_vcpus + 1 > UNIX_FD_MAX_FDS)
-		return set_error(vc, -E2BIG, "more vCPUs than one message can carry fds for");
 	if (vm_find(vc, vm_id))
 		return set_error(vc, -EEXIST, "VM %s is already registered here", vm_id);
 	fds = calloc(n_vcpus + 1, sizeof(int));
@@ -514,7 +512,22 @@ int vcounter_register_vm(struct vcounter *vc, const char *vm_id, enum vcounter_r
 	reg.vcpu_count = n_vcpus;
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
 	req.register_vm = &reg;
-	r = call(vc, &req, fds, n_vcpus + 1, &reply);
+	/* One message carries at most UNIX_FD_MAX_FDS fds (SCM_MAX_FD): a larger
+	 * VM goes in full messages, each answered with ok, the last one with the
+	 * registration's reply (vcounter.proto, RegisterVm). */
+	for (size_t sent = 0, total = (size_t)n_vcpus + 1;;) {
+		size_t n = total - sent < UNIX_FD_MAX_FDS ? total - sent : UNIX_FD_MAX_FDS;
+
+		reg.first_vcpu = sent == 0 ? 0 : (uint32_t)(sent - 1);
+		r = call(vc, &req, fds + sent, n, &reply);
+		sent += n;
+		if (r < 0 || sent == total)
+			break;
+		r = expect(vc, reply, VCOUNTER__V1__VMM_MESSAGE__BODY_OK);
+		if (r < 0)
+			break;
+		wire_vmm_free(reply);
+	}
 	if (r == 0)
 		r = expect(vc, reply, VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM_REPLY);
 	if (r < 0) {

@@ -56,6 +56,7 @@ struct vm_entry {
 	int *fds; /* VM fd then vCPU fds, held until unregister/disconnect */
 	size_t n_fds;
 	uint32_t n_vcpus;
+	bool complete; /* every vCPU fd has arrived (RegisterVm may take several) */
 	bool probed;
 	enum backend_kind backend;
 	bool offset_control;

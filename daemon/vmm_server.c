@@ -456,15 +456,85 @@ static void register_probe_done(struct vcd *vcd, int error, const char *msg,
 	vmm_reply(vcd, ctx->conn_id, &reply);
 }
 
+/* The fds have all arrived: check them as a whole and probe. */
+static void register_complete(struct vmm_conn *conn, uint64_t request_id, struct vm_entry *vm)
+{
+	struct vcd *vcd = conn->vcd;
+	struct register_ctx *ctx;
+	char err[256];
+	int r;
+
+	vm->complete = true;
+	r = fd_check_registration(vm->fds, vm->n_fds, vm->n_vcpus, err, sizeof(err));
+	if (r < 0) {
+		vm_entry_free(vcd, vm);
+		conn_send_error(conn, request_id, r, err);
+		return;
+	}
+	ctx = calloc(1, sizeof(*ctx));
+	if (!ctx) {
+		vm_entry_free(vcd, vm);
+		conn_send_error(conn, request_id, -ENOMEM, "out of memory");
+		return;
+	}
+	ctx->conn_id = conn->id;
+	ctx->request_id = request_id;
+	snprintf(ctx->vm_id, sizeof(ctx->vm_id), "%s", vm->vm_id);
+	r = vmm_kvm_op(vcd, vm,
+		       &(struct kvm_op_request){ .kind = VCOUNTER__V1__KVM_OP_KIND__KVM_OP_PROBE },
+		       register_probe_done, ctx, NULL);
+	if (r < 0) {
+		free(ctx);
+		vm_entry_free(vcd, vm);
+		conn_send_error(conn, request_id, r, "cannot ask the VMM to probe its VM");
+	}
+}
+
+/* How many of `remaining` fds the next RegisterVm must carry: all, or a
+ * full message. */
+static size_t chunk_fds(size_t remaining)
+{
+	return remaining < UNIX_FD_MAX_FDS ? remaining : UNIX_FD_MAX_FDS;
+}
+
+/* A RegisterVm that continues a VM too large for one message. */
+static void handle_register_more(struct vmm_conn *conn, uint64_t request_id,
+				 const Vcounter__V1__RegisterVm *req, int *fds, size_t *n_fds)
+{
+	struct vm_entry *vm = vcd_find_vm(conn->vcd, req->vm_id);
+	char err[256];
+
+	if (!vm || vm->conn_id != conn->id || vm->complete) {
+		conn_send_error(conn, request_id, -ENOENT,
+				"no registration of that VM in progress on this connection");
+		return;
+	}
+	if ((int)req->role != (int)vm->role || req->vcpu_count != vm->n_vcpus ||
+	    req->first_vcpu != vm->n_fds - 1 || *n_fds != chunk_fds(vm->n_vcpus + 1 - vm->n_fds)) {
+		snprintf(err, sizeof(err),
+			 "continuation does not fit: expected vCPU %zu onwards of %u, got %zu fds "
+			 "from vCPU %u; registration dropped",
+			 vm->n_fds - 1, vm->n_vcpus, *n_fds, req->first_vcpu);
+		vm_entry_free(conn->vcd, vm);
+		conn_send_error(conn, request_id, -EINVAL, err);
+		return;
+	}
+	memcpy(vm->fds + vm->n_fds, fds, *n_fds * sizeof(int));
+	vm->n_fds += *n_fds;
+	*n_fds = 0; /* the VM entry owns them now */
+	if (vm->n_fds == 1 + (size_t)vm->n_vcpus)
+		register_complete(conn, request_id, vm);
+	else
+		vmm_reply_ok(conn->vcd, conn->id, request_id);
+}
+
 static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 			    const Vcounter__V1__RegisterVm *req, int *fds, size_t *n_fds)
 {
 	struct vcd *vcd = conn->vcd;
-	struct register_ctx *ctx;
 	struct vm_entry *vm;
 	enum vm_role role;
 	char err[256];
-	int r;
 
 	if (!vm_id_is_valid(req->vm_id)) {
 		conn_send_error(conn, request_id, -EINVAL,
@@ -481,9 +551,16 @@ static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 		conn_send_error(conn, request_id, -EINVAL, err);
 		return;
 	}
-	r = fd_check_registration(fds, *n_fds, req->vcpu_count, err, sizeof(err));
-	if (r < 0) {
-		conn_send_error(conn, request_id, r, err);
+	if (req->first_vcpu > 0) {
+		handle_register_more(conn, request_id, req, fds, n_fds);
+		return;
+	}
+	/* The first message carries the VM fd and as many vCPUs as fit: all of
+	 * them, or a full message (anything shorter is fds missing). */
+	if (*n_fds != chunk_fds(1 + (size_t)req->vcpu_count)) {
+		snprintf(err, sizeof(err), "%zu fds for a VM with %u vCPUs (expected %zu)", *n_fds,
+			 req->vcpu_count, chunk_fds(1 + (size_t)req->vcpu_count));
+		conn_send_error(conn, request_id, -EINVAL, err);
 		return;
 	}
 	if (vcd_find_vm(vcd, req->vm_id)) {
@@ -497,17 +574,8 @@ static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 	}
 
 	vm = calloc(1, sizeof(*vm));
-	ctx = calloc(1, sizeof(*ctx));
-	if (!vm || !ctx) {
+	if (!vm || !(vm->fds = calloc(1 + (size_t)req->vcpu_count, sizeof(int)))) {
 		free(vm);
-		free(ctx);
-		conn_send_error(conn, request_id, -ENOMEM, "out of memory");
-		return;
-	}
-	vm->fds = calloc(*n_fds, sizeof(int));
-	if (!vm->fds) {
-		free(vm);
-		free(ctx);
 		conn_send_error(conn, request_id, -ENOMEM, "out of memory");
 		return;
 	}
@@ -524,17 +592,10 @@ static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 	vcd->vms = vm;
 	vcd->n_vms++;
 
-	ctx->conn_id = conn->id;
-	ctx->request_id = request_id;
-	snprintf(ctx->vm_id, sizeof(ctx->vm_id), "%s", vm->vm_id);
-	r = vmm_kvm_op(vcd, vm,
-		       &(struct kvm_op_request){ .kind = VCOUNTER__V1__KVM_OP_KIND__KVM_OP_PROBE },
-		       register_probe_done, ctx, NULL);
-	if (r < 0) {
-		free(ctx);
-		vm_entry_free(vcd, vm);
-		conn_send_error(conn, request_id, r, "cannot ask the VMM to probe its VM");
-	}
+	if (vm->n_fds == 1 + (size_t)vm->n_vcpus)
+		register_complete(conn, request_id, vm);
+	else
+		vmm_reply_ok(vcd, conn->id, request_id);
 }
 
 static void unregister_vm(struct vcd *vcd, struct vm_entry *vm, const char *why)

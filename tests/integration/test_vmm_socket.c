@@ -325,9 +325,11 @@ static void test_register_refuses_fds_of_the_wrong_kind(void **state)
 	close(sv[1]);
 }
 
+#define TEST_VM_MAX_VCPUS 300
+
 struct test_vm {
 	int vm_fd;
-	int vcpu_fds[4];
+	int vcpu_fds[TEST_VM_MAX_VCPUS];
 	unsigned n;
 };
 
@@ -479,6 +481,93 @@ static void test_register_real_vm_reports_the_truth_about_offset_control(void **
 	close(kvm);
 }
 
+/* More vCPUs than one message has room for (SCM_MAX_FD = 253 fds): the
+ * registration goes in full messages, and a continuation that does not fit
+ * drops the whole registration with every fd it brought. */
+static void test_register_vm_larger_than_one_message(void **state)
+{
+	int kvm = open_kvm_or_skip();
+	static struct test_vm vm;
+	struct vcounter_vm_info info;
+	struct vcounter *vc;
+	int r, fd, fds[UNIX_FD_MAX_FDS];
+
+	r = test_vm_create(&vm, TEST_VM_MAX_VCPUS, kvm);
+	if (r < 0) {
+		fprintf(stderr, "SKIP: this KVM will not create %d vCPUs: %s\n", TEST_VM_MAX_VCPUS,
+			strerror(-r));
+		close(kvm);
+		skip();
+	}
+	assert_int_equal(vcounter_connect(daemon_main.vmm_socket, &vc), 0);
+	assert_int_equal(vcounter_register_vm(vc, "vm-big", VCOUNTER_ROLE_TARGET, vm.vm_fd,
+					      vm.vcpu_fds, TEST_VM_MAX_VCPUS, &info),
+			 0);
+	assert_string_equal(info.backend, "kvm-x86");
+	assert_int_equal(harness_fd_count(&daemon_main), baseline_fds + 1 + 1 + TEST_VM_MAX_VCPUS);
+	assert_int_equal(vcounter_unregister_vm(vc, "vm-big"), 0);
+	vcounter_close(vc);
+	assert_fds_back_to_baseline();
+
+	/* A first message short of full is fds missing. */
+	fds[0] = vm.vm_fd;
+	memcpy(fds + 1, vm.vcpu_fds, (UNIX_FD_MAX_FDS - 1) * sizeof(int));
+	register_expect_refusal(fds, 100, TEST_VM_MAX_VCPUS, "expected 253");
+
+	/* A full first message, then a continuation from the wrong vCPU. */
+	{
+		Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
+		Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
+
+		fd = raw_connect(daemon_main.vmm_socket);
+		reg.vm_id = "vm-big";
+		reg.role = VCOUNTER__V1__ROLE__ROLE_TARGET;
+		reg.vcpu_count = TEST_VM_MAX_VCPUS;
+		req.id = 1;
+		req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
+		req.register_vm = &reg;
+		raw_send_msg(fd, &req, fds, UNIX_FD_MAX_FDS);
+		reply = raw_recv(fd);
+		assert_non_null(reply);
+		assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_OK);
+		assert_int_equal(reply->id, 1);
+		wire_vmm_free(reply);
+		/* The daemon holds the first message's fds while it waits. */
+		assert_int_equal(harness_fd_count(&daemon_main),
+				 baseline_fds + 1 + UNIX_FD_MAX_FDS);
+		reg.first_vcpu = 200; /* 252 is next */
+		req.id = 2;
+		raw_send_msg(fd, &req, vm.vcpu_fds + 252, TEST_VM_MAX_VCPUS - 252);
+		expect_error(fd, 2, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT,
+			     "registration dropped");
+		assert_int_equal(harness_fd_count(&daemon_main), baseline_fds + 1);
+		close(fd);
+	}
+	/* A VMM that disconnects halfway releases what it sent. */
+	{
+		Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
+		Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
+
+		fd = raw_connect(daemon_main.vmm_socket);
+		reg.vm_id = "vm-big";
+		reg.role = VCOUNTER__V1__ROLE__ROLE_TARGET;
+		reg.vcpu_count = TEST_VM_MAX_VCPUS;
+		req.id = 3;
+		req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
+		req.register_vm = &reg;
+		raw_send_msg(fd, &req, fds, UNIX_FD_MAX_FDS);
+		reply = raw_recv(fd);
+		assert_non_null(reply);
+		assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_OK);
+		wire_vmm_free(reply);
+		close(fd);
+		assert_fds_back_to_baseline();
+	}
+	assert_daemon_serving();
+	test_vm_destroy(&vm);
+	close(kvm);
+}
+
 static void test_unknown_migration_ids_are_refused(void **state)
 {
 	int kvm = open_kvm_or_skip();
@@ -564,6 +653,7 @@ int main(void)
 		cmocka_unit_test(test_register_refuses_fds_of_the_wrong_kind),
 		cmocka_unit_test(test_register_refuses_misplaced_kvm_fds),
 		cmocka_unit_test(test_register_real_vm_reports_the_truth_about_offset_control),
+		cmocka_unit_test(test_register_vm_larger_than_one_message),
 		cmocka_unit_test(test_unknown_migration_ids_are_refused),
 		cmocka_unit_test(test_migrate_out_without_tls_is_a_clear_error),
 		cmocka_unit_test(test_connection_from_a_uid_not_allowed_is_refused),
