@@ -487,6 +487,37 @@ static void test_register_real_vm_reports_the_truth_about_offset_control(void **
 	close(kvm);
 }
 
+/* A RegisterVm of the TEST_VM_MAX_VCPUS-vCPU target "vm-big" starting at
+ * first_vcpu, with these fds. */
+static void send_big_register(int fd, uint64_t id, uint32_t first_vcpu, const int *fds,
+			      size_t n_fds)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
+
+	reg.vm_id = "vm-big";
+	reg.role = VCOUNTER__V1__ROLE__ROLE_TARGET;
+	reg.vcpu_count = TEST_VM_MAX_VCPUS;
+	reg.first_vcpu = first_vcpu;
+	req.id = id;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
+	req.register_vm = &reg;
+	raw_send_msg(fd, &req, fds, n_fds);
+}
+
+/* The first, full message: answered with ok, the VM is not complete yet. */
+static void send_big_first_message(int fd, uint64_t id, const int *fds)
+{
+	Vcounter__V1__VmmMessage *reply;
+
+	send_big_register(fd, id, 0, fds, UNIX_FD_MAX_FDS);
+	reply = raw_recv(fd);
+	assert_non_null(reply);
+	assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_OK);
+	assert_int_equal(reply->id, id);
+	wire_vmm_free(reply);
+}
+
 /* More vCPUs than one message has room for (SCM_MAX_FD = 253 fds): the
  * registration goes in full messages, and a continuation that does not fit
  * drops the whole registration with every fd it brought. */
@@ -521,54 +552,21 @@ static void test_register_vm_larger_than_one_message(void **state)
 	register_expect_refusal(fds, 100, TEST_VM_MAX_VCPUS, "expected 253");
 
 	/* A full first message, then a continuation from the wrong vCPU. */
-	{
-		Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
-		Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
+	fd = raw_connect(daemon_main.vmm_socket);
+	send_big_first_message(fd, 1, fds);
+	/* The daemon holds the first message's fds while it waits. */
+	assert_int_equal(harness_fd_count(&daemon_main), baseline_fds + 1 + UNIX_FD_MAX_FDS);
+	send_big_register(fd, 2, 200 /* 252 is next */, vm.vcpu_fds + 252, TEST_VM_MAX_VCPUS - 252);
+	expect_error(fd, 2, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT,
+		     "registration dropped");
+	assert_fd_count_settles(baseline_fds + 1);
+	close(fd);
 
-		fd = raw_connect(daemon_main.vmm_socket);
-		reg.vm_id = "vm-big";
-		reg.role = VCOUNTER__V1__ROLE__ROLE_TARGET;
-		reg.vcpu_count = TEST_VM_MAX_VCPUS;
-		req.id = 1;
-		req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
-		req.register_vm = &reg;
-		raw_send_msg(fd, &req, fds, UNIX_FD_MAX_FDS);
-		reply = raw_recv(fd);
-		assert_non_null(reply);
-		assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_OK);
-		assert_int_equal(reply->id, 1);
-		wire_vmm_free(reply);
-		/* The daemon holds the first message's fds while it waits. */
-		assert_int_equal(harness_fd_count(&daemon_main),
-				 baseline_fds + 1 + UNIX_FD_MAX_FDS);
-		reg.first_vcpu = 200; /* 252 is next */
-		req.id = 2;
-		raw_send_msg(fd, &req, vm.vcpu_fds + 252, TEST_VM_MAX_VCPUS - 252);
-		expect_error(fd, 2, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT,
-			     "registration dropped");
-		assert_fd_count_settles(baseline_fds + 1);
-		close(fd);
-	}
 	/* A VMM that disconnects halfway releases what it sent. */
-	{
-		Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
-		Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
-
-		fd = raw_connect(daemon_main.vmm_socket);
-		reg.vm_id = "vm-big";
-		reg.role = VCOUNTER__V1__ROLE__ROLE_TARGET;
-		reg.vcpu_count = TEST_VM_MAX_VCPUS;
-		req.id = 3;
-		req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
-		req.register_vm = &reg;
-		raw_send_msg(fd, &req, fds, UNIX_FD_MAX_FDS);
-		reply = raw_recv(fd);
-		assert_non_null(reply);
-		assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_OK);
-		wire_vmm_free(reply);
-		close(fd);
-		assert_fds_back_to_baseline();
-	}
+	fd = raw_connect(daemon_main.vmm_socket);
+	send_big_first_message(fd, 3, fds);
+	close(fd);
+	assert_fds_back_to_baseline();
 	assert_daemon_serving();
 	test_vm_destroy(&vm);
 	close(kvm);
