@@ -53,9 +53,18 @@ struct backend_ops {
 		     const struct counter_policy *policy, struct backend_apply_result *ret);
 };
 
+extern const struct backend_ops backend_kvm_syscounter; /* kernel-patch/ */
 extern const struct backend_ops backend_kvm_x86;
 
-/* The best backend this VM's KVM offers (DESIGN.md section 4 order), or
- * NULL with the reason in detail. */
+/* The best backend this VM's KVM offers (DESIGN.md section 4 order:
+ * kvm-syscounter, then kvm-x86), or NULL with the reason in detail. */
 const struct backend_ops *backend_select(const struct kvm_vm_fds *vm, char *detail,
 					 size_t detail_size);
+/* The same among allowed[0..n_allowed), in that order (the operator's
+ * preference); n_allowed 0: all, in DESIGN.md order. A kind that is not
+ * built here is named in detail as such. */
+const struct backend_ops *backend_select_from(const struct kvm_vm_fds *vm,
+					      const enum backend_kind *allowed, size_t n_allowed,
+					      char *detail, size_t detail_size);
+/* The built backend of that kind, or NULL. */
+const struct backend_ops *backend_by_kind(enum backend_kind kind);

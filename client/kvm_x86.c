@@ -44,10 +44,7 @@ __extension__ typedef unsigned __int128 kvm_x86_u128;
  * must not land inside a blackout: measured once, then cached. */
 static _Atomic uint32_t cached_host_tsc_khz;
 
-static void detail_printf(char *detail, size_t detail_size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void detail_printf(char *detail, size_t detail_size, const char *fmt, ...)
+void kvm_x86_detail(char *detail, size_t detail_size, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -73,7 +70,7 @@ static int monotonic_ns(uint64_t *ret_ns)
 	return 0;
 }
 
-static int vm_fds_check(const struct kvm_vm_fds *vm)
+int kvm_x86_vm_fds_check(const struct kvm_vm_fds *vm)
 {
 	if (!vm || vm->vm_fd < 0 || !vm->vcpu_fds)
 		return -EINVAL;
@@ -112,6 +109,26 @@ int kvm_x86_set_tsc_offset(int vcpu_fd, uint64_t offset)
 		return -errno;
 	return 0;
 }
+
+static int attr_get(int vcpu_fd, struct tsc_vcpu_state *ret)
+{
+	*ret = (struct tsc_vcpu_state){ 0 };
+	return kvm_x86_get_tsc_offset(vcpu_fd, &ret->offset);
+}
+
+static int attr_set(int vcpu_fd, const struct tsc_vcpu_state *st)
+{
+	return kvm_x86_set_tsc_offset(vcpu_fd, st->offset);
+}
+
+/* The upstream interface has no ratio: it is derived from the rates. */
+static const struct kvm_x86_tsc_access attr_access = {
+	.kind = BACKEND_KVM_X86,
+	.name = "KVM_VCPU_TSC_OFFSET",
+	.reports_ratio = false,
+	.get = attr_get,
+	.set = attr_set,
+};
 
 static int vm_get_clock(int vm_fd, struct kvmclock_state *ret_clock)
 {
@@ -308,9 +325,9 @@ static int kvm_x86_detect(const struct kvm_vm_fds *vm, char *detail, size_t deta
 	};
 	int r;
 
-	r = vm_fds_check(vm);
+	r = kvm_x86_vm_fds_check(vm);
 	if (r < 0) {
-		detail_printf(detail, detail_size, "invalid VM/vCPU fds");
+		kvm_x86_detail(detail, detail_size, "invalid VM/vCPU fds");
 		return r;
 	}
 	if (ioctl(vm->vcpu_fds[0], KVM_HAS_DEVICE_ATTR, &attr) == 0)
@@ -321,80 +338,79 @@ static int kvm_x86_detect(const struct kvm_vm_fds *vm, char *detail, size_t deta
 	 * unknown (kvm_arch_tsc_has_attr()); ENOTTY: not a KVM vCPU fd at all.
 	 * Anything else (EIO: another process's VM) is a real failure. */
 	if (r == -ENXIO || r == -EINVAL || r == -ENOTTY) {
-		detail_printf(detail, detail_size,
-			      "KVM_VCPU_TSC_OFFSET not supported (Linux >= 5.16 needed)");
+		kvm_x86_detail(detail, detail_size,
+			       "KVM_VCPU_TSC_OFFSET not supported (Linux >= 5.16 needed)");
 		return -EOPNOTSUPP;
 	}
-	detail_printf(detail, detail_size, "KVM_HAS_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0: %s",
-		      strerror(-r));
+	kvm_x86_detail(detail, detail_size,
+		       "KVM_HAS_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0: %s", strerror(-r));
 	return r;
 }
 
-static int kvm_x86_probe(const struct kvm_vm_fds *vm, bool *ret_offset_control, char *detail,
-			 size_t detail_size)
+int kvm_x86_tsc_probe(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_fds *vm,
+		      bool *ret_offset_control, char *detail, size_t detail_size)
 {
-	uint64_t original = 0, written, readback = 0, restored = 0;
+	struct tsc_vcpu_state original, written, readback, restored;
 	uint32_t host_khz;
 	int fd, r, r_restore;
 
-	r = vm_fds_check(vm);
+	r = kvm_x86_vm_fds_check(vm);
 	if (r < 0 || !ret_offset_control) {
-		detail_printf(detail, detail_size, "invalid VM/vCPU fds");
+		kvm_x86_detail(detail, detail_size, "invalid VM/vCPU fds");
 		return -EINVAL;
 	}
 	fd = vm->vcpu_fds[0];
 
-	r = kvm_x86_get_tsc_offset(fd, &original);
+	r = acc->get(fd, &original);
 	if (r < 0) {
-		detail_printf(detail, detail_size,
-			      "KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0: %s",
-			      strerror(-r));
+		kvm_x86_detail(detail, detail_size, "reading %s of vCPU 0: %s", acc->name,
+			       strerror(-r));
 		return r;
 	}
 	/* Never write 0: kvm_pvm reads every offset back as 0, and would then
-	 * look like a KVM that honoured the write. */
-	written = original + PROBE_DELTA_CYCLES;
-	if (written == 0)
-		written += PROBE_DELTA_CYCLES;
+	 * look like a KVM that honoured the write. The ratio goes back as read:
+	 * an interface that checks it must accept its own. */
+	written = original;
+	written.offset = original.offset + PROBE_DELTA_CYCLES;
+	if (written.offset == 0)
+		written.offset += PROBE_DELTA_CYCLES;
 
-	r = kvm_x86_set_tsc_offset(fd, written);
+	r = acc->set(fd, &written);
 	if (r < 0) {
-		detail_printf(detail, detail_size,
-			      "KVM_SET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0: %s",
-			      strerror(-r));
+		kvm_x86_detail(detail, detail_size, "writing %s of vCPU 0: %s", acc->name,
+			       strerror(-r));
 		return r;
 	}
-	r = kvm_x86_get_tsc_offset(fd, &readback);
+	r = acc->get(fd, &readback);
 	/* Restore whatever happened: the probe must leave the VM as it was. */
-	r_restore = kvm_x86_set_tsc_offset(fd, original);
+	r_restore = acc->set(fd, &original);
 	if (r_restore == 0)
-		r_restore = kvm_x86_get_tsc_offset(fd, &restored);
+		r_restore = acc->get(fd, &restored);
 	if (r < 0) {
-		detail_printf(detail, detail_size,
-			      "KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0 after write: %s",
-			      strerror(-r));
+		kvm_x86_detail(detail, detail_size, "reading %s of vCPU 0 after a write: %s",
+			       acc->name, strerror(-r));
 		return r;
 	}
 	if (r_restore < 0) {
-		detail_printf(detail, detail_size,
-			      "restoring vCPU 0's KVM_VCPU_TSC_OFFSET=%#llx: %s",
-			      (unsigned long long)original, strerror(-r_restore));
+		kvm_x86_detail(detail, detail_size, "restoring vCPU 0's %s=%#llx: %s", acc->name,
+			       (unsigned long long)original.offset, strerror(-r_restore));
 		return r_restore;
 	}
 
-	if (readback != written) {
-		detail_printf(
-			detail, detail_size,
-			"offset control unavailable: KVM accepted KVM_VCPU_TSC_OFFSET=%#llx but "
-			"reads back %#llx (this host's KVM ignores TSC offsets, e.g. kvm_pvm)",
-			(unsigned long long)written, (unsigned long long)readback);
+	if (readback.offset != written.offset) {
+		kvm_x86_detail(detail, detail_size,
+			       "offset control unavailable: KVM accepted %s=%#llx but reads back "
+			       "%#llx (this host's KVM ignores TSC offsets, e.g. kvm_pvm)",
+			       acc->name, (unsigned long long)written.offset,
+			       (unsigned long long)readback.offset);
 		*ret_offset_control = false;
 		return 0;
 	}
-	if (restored != original) {
-		detail_printf(detail, detail_size,
-			      "vCPU 0's KVM_VCPU_TSC_OFFSET reads back %#llx after restoring %#llx",
-			      (unsigned long long)restored, (unsigned long long)original);
+	if (restored.offset != original.offset) {
+		kvm_x86_detail(detail, detail_size,
+			       "vCPU 0's %s reads back %#llx after restoring %#llx", acc->name,
+			       (unsigned long long)restored.offset,
+			       (unsigned long long)original.offset);
 		return -EIO;
 	}
 
@@ -402,23 +418,36 @@ static int kvm_x86_probe(const struct kvm_vm_fds *vm, bool *ret_offset_control, 
 	 * (~20 ms), not the apply inside a blackout. */
 	r = host_tsc_khz(&host_khz);
 	if (r < 0) {
-		detail_printf(detail, detail_size, "host TSC frequency unknown: %s", strerror(-r));
+		kvm_x86_detail(detail, detail_size, "host TSC frequency unknown: %s", strerror(-r));
 		return r;
 	}
 
-	detail_printf(detail, detail_size,
-		      "offset control available: KVM_VCPU_TSC_OFFSET=%#llx read back exactly, "
-		      "original %#llx restored",
-		      (unsigned long long)written, (unsigned long long)original);
+	kvm_x86_detail(detail, detail_size,
+		       "offset control available: %s=%#llx read back exactly, original %#llx "
+		       "restored",
+		       acc->name, (unsigned long long)written.offset,
+		       (unsigned long long)original.offset);
 	*ret_offset_control = true;
 	return 0;
 }
 
-/* Guest rate, scaling ratio and the host rate: what read_state and the
- * target side of apply both need. */
-static int read_rates(const struct kvm_vm_fds *vm, uint32_t *ret_guest_khz, uint64_t *ret_ratio,
-		      uint32_t *ret_frac_bits, uint32_t *ret_host_khz)
+/* KVM keeps "no scaling" as the default ratio, 1 << frac_bits with TSC
+ * scaling hardware, 0 without; counter_state says 0 for both. */
+static uint64_t ratio_normalised(uint64_t ratio, uint32_t frac_bits)
 {
+	if (frac_bits < 64 && ratio == UINT64_C(1) << frac_bits)
+		return 0;
+	return ratio;
+}
+
+/* Guest rate, scaling ratio and the host rate: what read_state and the
+ * target side of apply both need. *ret_raw is vCPU 0's state as the access
+ * read it (the ratio as KVM holds it, for interfaces that check it). */
+static int read_rates(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_fds *vm,
+		      uint32_t *ret_guest_khz, uint64_t *ret_ratio, uint32_t *ret_frac_bits,
+		      uint32_t *ret_host_khz, struct tsc_vcpu_state *ret_raw)
+{
+	struct tsc_vcpu_state raw = { 0 };
 	uint32_t guest_khz = 0, host_khz = 0, frac_bits = 0;
 	uint64_t ratio = 0;
 	int r;
@@ -429,33 +458,64 @@ static int read_rates(const struct kvm_vm_fds *vm, uint32_t *ret_guest_khz, uint
 	r = host_tsc_khz(&host_khz);
 	if (r < 0)
 		return r;
-	r = tsc_scaling(guest_khz, host_khz, &ratio, &frac_bits);
-	if (r < 0)
-		return r;
+	if (acc->reports_ratio) {
+		r = acc->get(vm->vcpu_fds[0], &raw);
+		if (r < 0)
+			return r;
+		ratio = ratio_normalised(raw.ratio, raw.frac_bits);
+		frac_bits = raw.frac_bits;
+	} else {
+		r = tsc_scaling(guest_khz, host_khz, &ratio, &frac_bits);
+		if (r < 0)
+			return r;
+	}
 	*ret_guest_khz = guest_khz;
 	*ret_ratio = ratio;
 	*ret_frac_bits = frac_bits;
 	*ret_host_khz = host_khz;
+	*ret_raw = raw;
 	return 0;
 }
 
-static int kvm_x86_read_state(const struct kvm_vm_fds *vm, struct counter_state *ret_state)
+/* Every vCPU's offset; with a reporting access, every vCPU must run at
+ * vCPU 0's ratio (one guest TSC rate per VM, or no one delta). */
+static int read_offsets(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_fds *vm,
+			const struct tsc_vcpu_state *raw0, uint64_t *ret_offsets)
+{
+	for (uint32_t i = 0; i < vm->n_vcpus; i++) {
+		struct tsc_vcpu_state st;
+		int r = acc->get(vm->vcpu_fds[i], &st);
+
+		if (r < 0)
+			return r;
+		if (acc->reports_ratio &&
+		    (st.ratio != raw0->ratio || st.frac_bits != raw0->frac_bits))
+			return -EINVAL;
+		ret_offsets[i] = st.offset;
+	}
+	return 0;
+}
+
+int kvm_x86_tsc_read_state(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_fds *vm,
+			   struct counter_state *ret_state)
 {
 	_cleanup_free_ struct counter_state *state = NULL;
+	struct tsc_vcpu_state raw0;
 	uint32_t host_khz;
 	int r;
 
-	r = vm_fds_check(vm);
+	r = kvm_x86_vm_fds_check(vm);
 	if (r < 0 || !ret_state)
 		return -EINVAL;
 	state = calloc(1, sizeof(*state));
 	if (!state)
 		return -ENOMEM;
 
-	state->backend = BACKEND_KVM_X86;
+	state->backend = acc->kind;
+	state->arch = COUNTER_ARCH_X86_TSC;
 	state->n_vcpus = vm->n_vcpus;
-	r = read_rates(vm, &state->guest_tsc_khz, &state->tsc_scaling_ratio,
-		       &state->tsc_scaling_frac_bits, &host_khz);
+	r = read_rates(acc, vm, &state->guest_tsc_khz, &state->tsc_scaling_ratio,
+		       &state->tsc_scaling_frac_bits, &host_khz, &raw0);
 	if (r < 0)
 		return r;
 	/* vcpu.rst section 4 step order: the clock (and our anchor), then the
@@ -465,28 +525,28 @@ static int kvm_x86_read_state(const struct kvm_vm_fds *vm, struct counter_state 
 	r = take_anchor(vm, host_khz, &state->kvmclock, &state->anchor, &state->sync);
 	if (r < 0)
 		return r;
-	for (uint32_t i = 0; i < vm->n_vcpus; i++) {
-		r = kvm_x86_get_tsc_offset(vm->vcpu_fds[i], &state->offset_cycles[i]);
-		if (r < 0)
-			return r;
-	}
+	r = read_offsets(acc, vm, &raw0, state->offset_cycles);
+	if (r < 0)
+		return r;
 
 	memcpy(ret_state, state, sizeof(*state));
 	return 0;
 }
 
-static int kvm_x86_apply(const struct kvm_vm_fds *vm, const struct counter_state *src,
-			 const struct counter_policy *policy, struct backend_apply_result *ret)
+int kvm_x86_tsc_apply(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_fds *vm,
+		      const struct counter_state *src, const struct counter_policy *policy,
+		      struct backend_apply_result *ret)
 {
 	_cleanup_free_ struct backend_apply_result *res = NULL;
-	struct counter_target target = { 0 };
+	struct counter_target target = { .arch = COUNTER_ARCH_X86_TSC };
 	struct kvmclock_state clock_now;
 	struct kvm_clock_data set = { 0 };
+	struct tsc_vcpu_state raw0;
 	uint64_t t0 = 0, t1 = 0;
 	uint32_t host_khz;
 	int r;
 
-	r = vm_fds_check(vm);
+	r = kvm_x86_vm_fds_check(vm);
 	if (r < 0 || !src || !ret)
 		return -EINVAL;
 	res = calloc(1, sizeof(*res));
@@ -494,8 +554,8 @@ static int kvm_x86_apply(const struct kvm_vm_fds *vm, const struct counter_state
 		return -ENOMEM;
 
 	target.n_vcpus = vm->n_vcpus;
-	r = read_rates(vm, &target.guest_tsc_khz, &target.tsc_scaling_ratio,
-		       &target.tsc_scaling_frac_bits, &host_khz);
+	r = read_rates(acc, vm, &target.guest_tsc_khz, &target.tsc_scaling_ratio,
+		       &target.tsc_scaling_frac_bits, &host_khz, &raw0);
 	if (r < 0)
 		return r;
 	r = take_anchor(vm, host_khz, &clock_now, &target.anchor, &target.sync);
@@ -521,14 +581,19 @@ static int kvm_x86_apply(const struct kvm_vm_fds *vm, const struct counter_state
 	}
 
 	/* vcpu.rst section 4 order: KVM_SET_CLOCK (step 4), then every vCPU's
-	 * offset (step 7). */
+	 * offset (step 7). An access that checks the ratio is handed the one
+	 * the plan was computed for: a ratio changed since is refused, not
+	 * written over. */
 	r = monotonic_ns(&t0);
 	if (r < 0)
 		return r;
 	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &set) < 0)
 		return -errno;
 	for (uint32_t i = 0; i < vm->n_vcpus; i++) {
-		r = kvm_x86_set_tsc_offset(vm->vcpu_fds[i], res->plan.offset_cycles[i]);
+		struct tsc_vcpu_state st = raw0;
+
+		st.offset = res->plan.offset_cycles[i];
+		r = acc->set(vm->vcpu_fds[i], &st);
 		if (r < 0)
 			return r;
 	}
@@ -536,18 +601,17 @@ static int kvm_x86_apply(const struct kvm_vm_fds *vm, const struct counter_state
 	if (r < 0)
 		return r;
 
-	res->readback.backend = BACKEND_KVM_X86;
+	res->readback.backend = acc->kind;
+	res->readback.arch = COUNTER_ARCH_X86_TSC;
 	res->readback.guest_tsc_khz = target.guest_tsc_khz;
 	res->readback.tsc_scaling_ratio = target.tsc_scaling_ratio;
 	res->readback.tsc_scaling_frac_bits = target.tsc_scaling_frac_bits;
 	res->readback.n_vcpus = vm->n_vcpus;
 	res->readback.anchor = target.anchor;
 	res->readback.sync = target.sync;
-	for (uint32_t i = 0; i < vm->n_vcpus; i++) {
-		r = kvm_x86_get_tsc_offset(vm->vcpu_fds[i], &res->readback.offset_cycles[i]);
-		if (r < 0)
-			return r;
-	}
+	r = read_offsets(acc, vm, &raw0, res->readback.offset_cycles);
+	if (r < 0)
+		return r;
 	r = vm_get_clock(vm->vm_fd, &res->readback.kvmclock);
 	if (r < 0)
 		return r;
@@ -560,7 +624,7 @@ static int kvm_x86_apply(const struct kvm_vm_fds *vm, const struct counter_state
 		if (res->readback.offset_cycles[i] == res->plan.offset_cycles[i])
 			continue;
 		snprintf(res->detail, sizeof(res->detail),
-			 "vCPU %u: wrote KVM_VCPU_TSC_OFFSET=%#llx, reads back %#llx", i,
+			 "vCPU %u: wrote %s=%#llx, reads back %#llx", i, acc->name,
 			 (unsigned long long)res->plan.offset_cycles[i],
 			 (unsigned long long)res->readback.offset_cycles[i]);
 		r = -EIO;
@@ -570,6 +634,23 @@ static int kvm_x86_apply(const struct kvm_vm_fds *vm, const struct counter_state
 	 * VM holds now. */
 	memcpy(ret, res, sizeof(*res));
 	return r;
+}
+
+static int kvm_x86_probe(const struct kvm_vm_fds *vm, bool *ret_offset_control, char *detail,
+			 size_t detail_size)
+{
+	return kvm_x86_tsc_probe(&attr_access, vm, ret_offset_control, detail, detail_size);
+}
+
+static int kvm_x86_read_state(const struct kvm_vm_fds *vm, struct counter_state *ret_state)
+{
+	return kvm_x86_tsc_read_state(&attr_access, vm, ret_state);
+}
+
+static int kvm_x86_apply(const struct kvm_vm_fds *vm, const struct counter_state *src,
+			 const struct counter_policy *policy, struct backend_apply_result *ret)
+{
+	return kvm_x86_tsc_apply(&attr_access, vm, src, policy, ret);
 }
 
 const struct backend_ops backend_kvm_x86 = {

@@ -168,6 +168,48 @@ static void op_error(Vcounter__V1__KvmOpResult *res, Vcounter__V1__Error *e, int
 	res->error = e;
 }
 
+/* PROBE: the first of the daemon's allowed backends (all when it names
+ * none) this VM's KVM offers; NULL with the reasons when none. Other ops:
+ * the backend the VM registered with, or an error; never another one, whose
+ * state the daemon has not seen. */
+static int op_backend(const Vcounter__V1__KvmOp *op, const struct kvm_vm_fds *fds,
+		      const struct backend_ops **ret, char *detail, size_t detail_size)
+{
+	enum backend_kind allowed[_BACKEND_KIND_MAX], kind;
+	const struct backend_ops *b;
+	size_t n = 0;
+	int r;
+
+	*ret = NULL;
+	if (op->kind == VCOUNTER__V1__KVM_OP_KIND__KVM_OP_PROBE) {
+		for (size_t i = 0; i < op->n_backends; i++) {
+			if (wire_backend_from_pb(op->backends[i], &kind) < 0 ||
+			    kind == BACKEND_NONE || n >= ELEMENTSOF(allowed)) {
+				snprintf(detail, detail_size, "allowed backend %d unknown",
+					 (int)op->backends[i]);
+				return -EINVAL;
+			}
+			allowed[n++] = kind;
+		}
+		*ret = backend_select_from(fds, allowed, n, detail, detail_size);
+		return 0;
+	}
+	if (op->backend == VCOUNTER__V1__BACKEND__BACKEND_NONE) {
+		*ret = backend_select(fds, detail, detail_size);
+		return 0;
+	}
+	if (wire_backend_from_pb(op->backend, &kind) < 0 || !(b = backend_by_kind(kind))) {
+		snprintf(detail, detail_size, "backend %d is not built into this libvcounter",
+			 (int)op->backend);
+		return -EOPNOTSUPP;
+	}
+	r = b->detect(fds, detail, detail_size);
+	if (r < 0)
+		return r;
+	*ret = b;
+	return 0;
+}
+
 static int run_kvm_op(struct vcounter *vc, uint64_t id, const Vcounter__V1__KvmOp *op)
 {
 	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
@@ -199,7 +241,11 @@ static int run_kvm_op(struct vcounter *vc, uint64_t id, const Vcounter__V1__KvmO
 	fds.vm_fd = vm->vm_fd;
 	fds.n_vcpus = vm->n_vcpus;
 	fds.vcpu_fds = vm->vcpu_fds;
-	backend = backend_select(&fds, detail, sizeof(detail));
+	r = op_backend(op, &fds, &backend, detail, sizeof(detail));
+	if (r < 0) {
+		op_error(&res, &e, r, detail);
+		goto send;
+	}
 	if (!backend) {
 		if (op->kind == VCOUNTER__V1__KVM_OP_KIND__KVM_OP_PROBE) {
 			res.backend = VCOUNTER__V1__BACKEND__BACKEND_NONE;
@@ -224,7 +270,9 @@ static int run_kvm_op(struct vcounter *vc, uint64_t id, const Vcounter__V1__KvmO
 		/* The frequency and scaling the target will be planned with. */
 		r = backend->read_state(&fds, state);
 		if (r < 0) {
-			op_error(&res, &e, r, "reading counter state after the probe failed");
+			snprintf(detail, sizeof(detail),
+				 "reading counter state after the probe failed: %s", strerror(-r));
+			op_error(&res, &e, r, detail);
 			break;
 		}
 		wire_counter_state_to_pb(state, &state_pb);
@@ -233,7 +281,9 @@ static int run_kvm_op(struct vcounter *vc, uint64_t id, const Vcounter__V1__KvmO
 	case VCOUNTER__V1__KVM_OP_KIND__KVM_OP_READ_STATE:
 		r = backend->read_state(&fds, state);
 		if (r < 0) {
-			op_error(&res, &e, r, "reading counter state failed");
+			snprintf(detail, sizeof(detail), "reading counter state failed: %s",
+				 strerror(-r));
+			op_error(&res, &e, r, detail);
 			break;
 		}
 		wire_counter_state_to_pb(state, &state_pb);

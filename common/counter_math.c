@@ -116,6 +116,10 @@ int counter_math_plan(const struct counter_state *src, const struct counter_targ
 
 	if (!src || !dst || !ret_plan)
 		return -EINVAL;
+	if (src->arch == COUNTER_ARCH_NONE || dst->arch == COUNTER_ARCH_NONE)
+		return -EINVAL;
+	if (src->arch != dst->arch)
+		return -ENOEXEC;
 
 	n = src->n_vcpus;
 	if (n == 0 || n > VC_MAX_VCPUS || dst->n_vcpus != n)

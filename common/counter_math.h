@@ -11,6 +11,7 @@
 
 /* The destination side's parameters, known before the blackout. */
 struct counter_target {
+	enum counter_arch arch;	    /* must be the source's */
 	uint32_t guest_tsc_khz;	    /* KVM_GET_TSC_KHZ of the target vCPUs */
 	uint64_t tsc_scaling_ratio; /* 0: ratio 1 */
 	uint32_t tsc_scaling_frac_bits;
@@ -72,7 +73,9 @@ uint64_t counter_math_error_bound_ns(const struct sync_error *src_sync,
  * Errors: -EINVAL (NULL src/dst/ret_plan, vCPU count mismatch/0/above
  * VC_MAX_VCPUS, zero kHz, missing or unknown anchor source, frac_bits >= 64
  * with a nonzero ratio),
- * -EXDEV (guest TSC frequencies differ by more than the policy's
+ * -ENOEXEC (source and target counters are of different architectures,
+ * e.g. x86 TSC state offered to an arm64 VM: nothing converts one into the
+ * other), -EXDEV (guest TSC frequencies differ by more than the policy's
  * tolerance: scaling is the VMM's job, via KVM_SET_TSC_KHZ on the target,
  * before apply), -ERANGE (|elapsed| beyond
  * policy, or elapsed or its cycles not representable in int64_t).

@@ -12,6 +12,12 @@ static const char *const backend_kind_table[_BACKEND_KIND_MAX] = {
 	[BACKEND_KVM_ARM64] = "kvm-arm64",
 };
 
+static const char *const counter_arch_table[_COUNTER_ARCH_MAX] = {
+	[COUNTER_ARCH_NONE] = "none",
+	[COUNTER_ARCH_X86_TSC] = "x86-tsc",
+	[COUNTER_ARCH_ARM64_CNTVCT] = "arm64-cntvct",
+};
+
 static const char *const vm_role_table[_VM_ROLE_MAX] = {
 	[VM_ROLE_NONE] = "none",
 	[VM_ROLE_SOURCE] = "source",
@@ -45,6 +51,13 @@ enum backend_kind backend_kind_from_string(const char *s)
 {
 	return (enum backend_kind)table_lookup(backend_kind_table, ELEMENTSOF(backend_kind_table),
 					       s);
+}
+
+const char *counter_arch_to_string(enum counter_arch arch)
+{
+	if (arch < 0 || arch >= _COUNTER_ARCH_MAX)
+		return NULL;
+	return counter_arch_table[arch];
 }
 
 const char *vm_role_to_string(enum vm_role role)

@@ -23,6 +23,18 @@ enum backend_kind {
 const char *backend_kind_to_string(enum backend_kind kind);
 enum backend_kind backend_kind_from_string(const char *s);
 
+/* Which counter a state describes (see vcounter.proto CounterArch): state
+ * moves between backends of one architecture, never across. */
+enum counter_arch {
+	COUNTER_ARCH_NONE = 0,
+	COUNTER_ARCH_X86_TSC = 1,
+	COUNTER_ARCH_ARM64_CNTVCT = 2,
+	_COUNTER_ARCH_MAX,
+	_COUNTER_ARCH_INVALID = -1,
+};
+
+const char *counter_arch_to_string(enum counter_arch arch);
+
 enum vm_role {
 	VM_ROLE_NONE = 0,
 	VM_ROLE_SOURCE = 1,
@@ -71,7 +83,8 @@ struct kvmclock_state {
 };
 
 struct counter_state {
-	enum backend_kind backend;
+	enum backend_kind backend; /* which backend read it (logs, reports) */
+	enum counter_arch arch;	   /* what the numbers below mean */
 	uint32_t guest_tsc_khz;
 	/* guest_tsc = ((host_tsc * ratio) >> frac_bits) + offset; ratio 0
 	 * means no scaling (ratio 1). frac_bits is 48 on Intel, 32 on AMD. */

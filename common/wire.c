@@ -160,6 +160,40 @@ int wire_backend_from_pb(Vcounter__V1__Backend pb, enum backend_kind *ret)
 	return 0;
 }
 
+int wire_counter_arch_from_pb(Vcounter__V1__CounterArch pb, enum counter_arch *ret)
+{
+	enum counter_arch arch;
+
+	switch (pb) {
+	case VCOUNTER__V1__COUNTER_ARCH__COUNTER_ARCH_NONE:
+		arch = COUNTER_ARCH_NONE;
+		break;
+	case VCOUNTER__V1__COUNTER_ARCH__COUNTER_ARCH_X86_TSC:
+		arch = COUNTER_ARCH_X86_TSC;
+		break;
+	case VCOUNTER__V1__COUNTER_ARCH__COUNTER_ARCH_ARM64_CNTVCT:
+		arch = COUNTER_ARCH_ARM64_CNTVCT;
+		break;
+	default:
+		return -EINVAL;
+	}
+	*ret = arch;
+	return 0;
+}
+
+Vcounter__V1__CounterArch wire_counter_arch_to_pb(enum counter_arch arch)
+{
+	switch (arch) {
+	case COUNTER_ARCH_X86_TSC:
+		return VCOUNTER__V1__COUNTER_ARCH__COUNTER_ARCH_X86_TSC;
+	case COUNTER_ARCH_ARM64_CNTVCT:
+		return VCOUNTER__V1__COUNTER_ARCH__COUNTER_ARCH_ARM64_CNTVCT;
+	case COUNTER_ARCH_NONE:
+	default:
+		return VCOUNTER__V1__COUNTER_ARCH__COUNTER_ARCH_NONE;
+	}
+}
+
 Vcounter__V1__Backend wire_backend_to_pb(enum backend_kind kind)
 {
 	switch (kind) {
@@ -290,6 +324,7 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 {
 	enum backend_kind backend;
 	enum anchor_source source;
+	enum counter_arch arch;
 	int r;
 
 	if (!pb)
@@ -300,6 +335,14 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 	r = check_backend(pb->backend, &backend, err, err_size);
 	if (r < 0)
 		return r;
+	/* Without it the offsets could be TSC cycles or generic-timer ticks. */
+	if (wire_counter_arch_from_pb(pb->arch, &arch) < 0)
+		return refuse(err, err_size, "counter arch %d unknown", (int)pb->arch);
+	if (arch == COUNTER_ARCH_NONE)
+		return refuse(err, err_size, "counter arch missing");
+	if (arch == COUNTER_ARCH_ARM64_CNTVCT &&
+	    (pb->tsc_scaling_ratio || pb->tsc_scaling_frac_bits))
+		return refuse(err, err_size, "arm64-cntvct state with a TSC scaling ratio");
 	r = check_guest_tsc_khz(pb->guest_tsc_khz, err, err_size);
 	if (r < 0)
 		return r;
@@ -338,6 +381,7 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 
 	memset(ret, 0, sizeof(*ret));
 	ret->backend = backend;
+	ret->arch = arch;
 	ret->guest_tsc_khz = pb->guest_tsc_khz;
 	ret->tsc_scaling_ratio = pb->tsc_scaling_ratio;
 	ret->tsc_scaling_frac_bits = pb->tsc_scaling_frac_bits;
@@ -436,6 +480,7 @@ void wire_counter_state_to_pb(const struct counter_state *s, struct wire_counter
 	};
 
 	ret->state.backend = wire_backend_to_pb(s->backend);
+	ret->state.arch = wire_counter_arch_to_pb(s->arch);
 	ret->state.guest_tsc_khz = s->guest_tsc_khz;
 	ret->state.tsc_scaling_ratio = s->tsc_scaling_ratio;
 	ret->state.tsc_scaling_frac_bits = s->tsc_scaling_frac_bits;
@@ -497,7 +542,8 @@ void wire_report_to_pb(const struct migration_report *r, struct wire_report_pb *
  *   ENOTSOCK                                               ERROR_INVALID_ARGUMENT
  *   ENOENT ESRCH ENXIO                                     ERROR_NOT_FOUND
  *   EPERM EACCES                                           ERROR_PERMISSION_DENIED
- *   EPROTO ESTALE EXDEV EEXIST EALREADY ENOTRECOVERABLE    ERROR_FAILED_PRECONDITION
+ *   EPROTO ESTALE EXDEV ENOEXEC EEXIST EALREADY
+ *   ENOTRECOVERABLE                                        ERROR_FAILED_PRECONDITION
  *   EOPNOTSUPP ENODEV EBUSY EAGAIN ENOTCONN ECONNREFUSED
  *   ECONNRESET ECONNABORTED EHOSTUNREACH ENETUNREACH
  *   ETIMEDOUT EPIPE ESHUTDOWN                               ERROR_UNAVAILABLE
@@ -547,6 +593,7 @@ Vcounter__V1__ErrorCode wire_error_code_from_errno(int negative_errno)
 	case EPROTO:
 	case ESTALE:
 	case EXDEV:
+	case ENOEXEC:
 	case EEXIST:
 	case EALREADY:
 	case ENOTRECOVERABLE:

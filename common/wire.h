@@ -28,7 +28,8 @@ int wire_peer_pack_frame(const Vcounter__V1__PeerMessage *msg, uint8_t **ret_buf
  * naming the field ("offset_cycles has 1025 entries, limit 1024",
  * "backend 9 unknown", "anchor missing"). ret is written only on success;
  * err may be NULL.
- * CounterState: backend known and not none; guest_tsc_khz 1..10000000 (10
+ * CounterState: backend known and not none; arch known and not none (and
+ * no scaling ratio for arm64-cntvct); guest_tsc_khz 1..10000000 (10
  * GHz); 1..VC_MAX_VCPUS offsets; tsc_scaling_frac_bits <= 63, and 32 or 48
  * when tsc_scaling_ratio != 0; anchor present with source kvm-clock or
  * bracket; kvmclock (any flags) and sync present.
@@ -43,6 +44,8 @@ int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb, struct migratio
 			char *err, size_t err_size);
 int wire_backend_from_pb(Vcounter__V1__Backend pb, enum backend_kind *ret);
 int wire_role_from_pb(Vcounter__V1__Role pb, enum vm_role *ret);
+int wire_counter_arch_from_pb(Vcounter__V1__CounterArch pb, enum counter_arch *ret);
+Vcounter__V1__CounterArch wire_counter_arch_to_pb(enum counter_arch arch);
 
 /* Outgoing conversions fill caller-owned storage; repeated fields point into
  * the source struct, which must outlive the packed use. */

@@ -45,6 +45,9 @@ static void usage(FILE *f)
 		"  --tsc-tolerance PPM      guest TSC rates this close count as equal (default "
 		"%d,\n"
 		"                           KVM's tsc_tolerance_ppm); 0 demands equal kHz\n"
+		"  --backends LIST          counter backends allowed, in preference order\n"
+		"                           (comma-separated: kvm-syscounter, kvm-x86;\n"
+		"                           default: both, in that order)\n"
 		"  --kvm-op-timeout MS      VMM answer deadline (default 10000)\n"
 		"  --peer-timeout MS        peer answer deadline (default 30000)\n"
 		"  --log-level LEVEL        error, warning, info (default), debug\n"
@@ -68,6 +71,40 @@ static int parse_u64(const char *s, uint64_t *ret)
 	return 0;
 }
 
+/* "kvm-syscounter,kvm-x86": each known, built for this architecture, once. */
+static int parse_backends(const char *list, struct vcd_config *cfg)
+{
+	_cleanup_free_ char *copy = strdup(list);
+	char *save = NULL;
+
+	if (!copy)
+		return -ENOMEM;
+	cfg->n_backends = 0;
+	for (char *name = strtok_r(copy, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+		enum backend_kind kind = backend_kind_from_string(name);
+
+		if (kind != BACKEND_KVM_SYSCOUNTER && kind != BACKEND_KVM_X86) {
+			fprintf(stderr,
+				"vcounterd: --backends: '%s' is not a backend of this build "
+				"(kvm-syscounter, kvm-x86)\n",
+				name);
+			return -EINVAL;
+		}
+		for (size_t i = 0; i < cfg->n_backends; i++) {
+			if (cfg->backends[i] == kind) {
+				fprintf(stderr, "vcounterd: --backends: '%s' twice\n", name);
+				return -EINVAL;
+			}
+		}
+		cfg->backends[cfg->n_backends++] = kind;
+	}
+	if (cfg->n_backends == 0) {
+		fprintf(stderr, "vcounterd: --backends needs at least one backend\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char **port_file,
 		      int *log_level)
 {
@@ -86,6 +123,7 @@ static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char 
 		ARG_BOUND_POLICY,
 		ARG_MAX_ELAPSED,
 		ARG_TSC_TOLERANCE,
+		ARG_BACKENDS,
 		ARG_KVM_OP_TIMEOUT,
 		ARG_PEER_TIMEOUT,
 		ARG_LOG_LEVEL,
@@ -106,6 +144,7 @@ static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char 
 		{ "error-bound-policy", required_argument, NULL, ARG_BOUND_POLICY },
 		{ "max-elapsed", required_argument, NULL, ARG_MAX_ELAPSED },
 		{ "tsc-tolerance", required_argument, NULL, ARG_TSC_TOLERANCE },
+		{ "backends", required_argument, NULL, ARG_BACKENDS },
 		{ "kvm-op-timeout", required_argument, NULL, ARG_KVM_OP_TIMEOUT },
 		{ "peer-timeout", required_argument, NULL, ARG_PEER_TIMEOUT },
 		{ "log-level", required_argument, NULL, ARG_LOG_LEVEL },
@@ -192,6 +231,10 @@ static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char 
 				return -EINVAL;
 			}
 			cfg->tsc_tolerance_ppm = (uint32_t)v;
+			break;
+		case ARG_BACKENDS:
+			if (parse_backends(optarg, cfg) < 0)
+				return -EINVAL;
 			break;
 		case ARG_BOUND_POLICY:
 			if (strcmp(optarg, "warn") == 0)

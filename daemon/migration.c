@@ -418,11 +418,23 @@ static void send_hello(struct peer_link *link)
 {
 	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
 	Vcounter__V1__Hello hello = VCOUNTER__V1__HELLO__INIT;
-	Vcounter__V1__Backend backends[] = { VCOUNTER__V1__BACKEND__BACKEND_KVM_X86 };
+	/* What this daemon lets its VMMs use. State is exchanged by counter
+	 * architecture (CounterState.arch), so this is information for the
+	 * peer's logs, not a negotiation. */
+	const struct vcd_config *cfg = &link->vcd->config;
+	Vcounter__V1__Backend backends[_BACKEND_KIND_MAX];
+	size_t n = 0;
+
+	if (cfg->n_backends == 0) {
+		backends[n++] = VCOUNTER__V1__BACKEND__BACKEND_KVM_SYSCOUNTER;
+		backends[n++] = VCOUNTER__V1__BACKEND__BACKEND_KVM_X86;
+	}
+	for (size_t i = 0; i < cfg->n_backends; i++)
+		backends[n++] = wire_backend_to_pb(cfg->backends[i]);
 
 	hello.protocol_version = PEER_PROTOCOL_VERSION;
-	hello.host_name = (char *)(link->vcd->config.host_name ? link->vcd->config.host_name : "");
-	hello.n_backends = ELEMENTSOF(backends);
+	hello.host_name = (char *)(cfg->host_name ? cfg->host_name : "");
+	hello.n_backends = n;
 	hello.backends = backends;
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_HELLO;
 	msg.hello = &hello;
@@ -818,6 +830,7 @@ static int target_plan(struct vcd *vcd, const struct vm_entry *vm, const struct 
 		.tsc_khz_tolerance_ppm = vcd->config.tsc_tolerance_ppm,
 	};
 	struct counter_target dst = {
+		.arch = vm->arch,
 		.guest_tsc_khz = vm->guest_tsc_khz,
 		.tsc_scaling_ratio = vm->tsc_scaling_ratio,
 		.tsc_scaling_frac_bits = vm->tsc_scaling_frac_bits,
@@ -837,6 +850,9 @@ static int target_plan(struct vcd *vcd, const struct vm_entry *vm, const struct 
 static const char *plan_error(int r)
 {
 	switch (r) {
+	case -ENOEXEC:
+		return "the source's counter is of another architecture than this VM's "
+		       "(x86 TSC vs arm64 generic timer): nothing converts one into the other";
 	case -EXDEV:
 		return "guest TSC frequencies differ beyond the tolerance and this path does not "
 		       "scale; the target VMM must set the source's frequency (KVM_SET_TSC_KHZ) "
@@ -896,6 +912,14 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 					m->s.migration_id);
 			return;
 		}
+	/* Before anything else about the VM: state of another counter is
+	 * foreign whatever this host's KVM can do. */
+	if (state->arch != vm->arch) {
+		link_send_error(link, msg->id, -ENOEXEC, "source counter %s, target VM %s: %s",
+				counter_arch_to_string(state->arch) ?: "?",
+				counter_arch_to_string(vm->arch) ?: "?", plan_error(-ENOEXEC));
+		return;
+	}
 	if (!vm->offset_control) {
 		link_send_error(link, msg->id, -EOPNOTSUPP, "target host %s: %s",
 				vcd->config.host_name, vm->probe_detail);
@@ -991,9 +1015,10 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 		return;
 	}
 	if (state->n_vcpus != m->s.prepared.n_vcpus ||
-	    state->guest_tsc_khz != m->s.prepared.guest_tsc_khz) {
+	    state->guest_tsc_khz != m->s.prepared.guest_tsc_khz ||
+	    state->arch != m->s.prepared.arch) {
 		link_send_error(link, msg->id, -EINVAL,
-				"final state changes the vCPU count or frequency");
+				"final state changes the vCPU count, frequency or counter");
 		return;
 	}
 	r = session_target_final(&m->s, link->identity, fin->generation, state, vcd_now_ns());
@@ -1063,6 +1088,7 @@ static int verify_apply(struct vcd *vcd, const struct migration *m,
 		.tsc_khz_tolerance_ppm = vcd->config.tsc_tolerance_ppm,
 	};
 	struct counter_target dst = {
+		.arch = out->state.arch,
 		.guest_tsc_khz = out->state.guest_tsc_khz,
 		.tsc_scaling_ratio = out->state.tsc_scaling_ratio,
 		.tsc_scaling_frac_bits = out->state.tsc_scaling_frac_bits,

@@ -46,7 +46,8 @@ static bool step_is_cancelled(enum migration_step step)
  * first n_vcpus offsets are. */
 static bool counter_state_equal(const struct counter_state *a, const struct counter_state *b)
 {
-	return a->backend == b->backend && a->guest_tsc_khz == b->guest_tsc_khz &&
+	return a->backend == b->backend && a->arch == b->arch &&
+	       a->guest_tsc_khz == b->guest_tsc_khz &&
 	       a->tsc_scaling_ratio == b->tsc_scaling_ratio &&
 	       a->tsc_scaling_frac_bits == b->tsc_scaling_frac_bits && a->n_vcpus == b->n_vcpus &&
 	       a->n_vcpus <= VC_MAX_VCPUS &&

@@ -44,6 +44,10 @@ struct vcd_config {
 	uint32_t tsc_tolerance_ppm;    /* guest TSC rates this close are equal */
 	unsigned kvm_op_timeout_ms;
 	unsigned peer_timeout_ms;
+	/* --backends: allowed counter backends in preference order; 0: all
+	 * that libvcounter has, in DESIGN.md order. */
+	enum backend_kind backends[_BACKEND_KIND_MAX];
+	size_t n_backends;
 };
 
 struct vm_entry {
@@ -59,6 +63,7 @@ struct vm_entry {
 	bool complete; /* every vCPU fd has arrived (RegisterVm may take several) */
 	bool probed;
 	enum backend_kind backend;
+	enum counter_arch arch; /* of the state it registered with */
 	bool offset_control;
 	char probe_detail[256];
 	uint32_t guest_tsc_khz;

@@ -225,6 +225,7 @@ int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, const struct kvm_op_r
 	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
 	Vcounter__V1__KvmOp op_pb = VCOUNTER__V1__KVM_OP__INIT;
 	Vcounter__V1__ApplyPlan plan = VCOUNTER__V1__APPLY_PLAN__INIT;
+	Vcounter__V1__Backend backends_pb[_BACKEND_KIND_MAX];
 	struct wire_counter_state_pb state_pb;
 	struct vmm_conn *conn = conn_find(vcd, vm->conn_id);
 	struct pending_op *op;
@@ -250,6 +251,16 @@ int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, const struct kvm_op_r
 
 	op_pb.kind = (Vcounter__V1__KvmOpKind)req->kind;
 	op_pb.vm_id = (char *)vm->vm_id;
+	/* PROBE picks among what the operator allows; every later op runs on
+	 * the backend the probe picked. */
+	if (req->kind == VCOUNTER__V1__KVM_OP_KIND__KVM_OP_PROBE) {
+		for (size_t i = 0; i < vcd->config.n_backends; i++)
+			backends_pb[i] = wire_backend_to_pb(vcd->config.backends[i]);
+		op_pb.n_backends = vcd->config.n_backends;
+		op_pb.backends = backends_pb;
+	} else {
+		op_pb.backend = wire_backend_to_pb(vm->backend);
+	}
 	if (req->plan_source) {
 		wire_counter_state_to_pb(req->plan_source, &state_pb);
 		plan.source = &state_pb.state;
@@ -433,6 +444,7 @@ static void register_probe_done(struct vcd *vcd, int error, const char *msg,
 		vm->registered_state = malloc(sizeof(*vm->registered_state));
 		if (vm->registered_state)
 			*vm->registered_state = out->state;
+		vm->arch = out->state.arch;
 		vm->guest_tsc_khz = out->state.guest_tsc_khz;
 		vm->tsc_scaling_ratio = out->state.tsc_scaling_ratio;
 		vm->tsc_scaling_frac_bits = out->state.tsc_scaling_frac_bits;

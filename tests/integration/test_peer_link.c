@@ -281,8 +281,10 @@ static void expect_hello(struct peer *p)
 
 	assert_int_equal(msg->hello->protocol_version, 1);
 	assert_string_equal(msg->hello->host_name, TARGET_NAME);
-	assert_int_equal(msg->hello->n_backends, 1);
-	assert_int_equal(msg->hello->backends[0], VCOUNTER__V1__BACKEND__BACKEND_KVM_X86);
+	/* The default: every backend this build has, in DESIGN.md order. */
+	assert_int_equal(msg->hello->n_backends, 2);
+	assert_int_equal(msg->hello->backends[0], VCOUNTER__V1__BACKEND__BACKEND_KVM_SYSCOUNTER);
+	assert_int_equal(msg->hello->backends[1], VCOUNTER__V1__BACKEND__BACKEND_KVM_X86);
 	wire_peer_free(msg);
 }
 
@@ -415,6 +417,7 @@ static void make_state(struct counter_state *s, uint32_t guest_khz, uint32_t n_v
 
 	memset(s, 0, sizeof(*s));
 	s->backend = BACKEND_KVM_X86;
+	s->arch = COUNTER_ARCH_X86_TSC;
 	s->guest_tsc_khz = guest_khz;
 	s->n_vcpus = n_vcpus;
 	for (uint32_t i = 0; i < n_vcpus; i++)
@@ -953,6 +956,12 @@ static void test_prepare_refuses_missing_or_invalid_counter_state(void **state)
 	send_prepare(&p, 45, id, TARGET_VM_ID, s);
 	expect_error(&p, 45, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT,
 		     "anchor source is none");
+
+	s->anchor.source = ANCHOR_BRACKET;
+	s->arch = COUNTER_ARCH_NONE;
+	send_prepare(&p, 46, id, TARGET_VM_ID, s);
+	expect_error(&p, 46, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT,
+		     "invalid counter state: counter arch missing");
 	peer_close(&p);
 	free(s);
 	/* None of these started a migration: the same id is still free. */
@@ -1061,6 +1070,30 @@ static void test_prepare_refuses_guest_tsc_frequency_mismatch(void **state)
 					      "guest TSC frequencies differ");
 	peer_close(&p);
 	free(s);
+	assert_target_serving();
+}
+
+/* Well-formed, but another architecture's counter: foreign state, refused
+ * before anything about the target VM's KVM (even its offset control) is
+ * considered, and no migration starts. */
+static void test_prepare_refuses_another_architectures_counter(void **state)
+{
+	struct counter_state *s;
+	char id[VC_MIGRATION_ID_LEN + 1];
+	struct peer p;
+
+	target_vm_or_skip();
+	s = state_new(tvm.tsc_khz, 2, SRC_OFFSET);
+	s->arch = COUNTER_ARCH_ARM64_CNTVCT;
+	random_migration_id(id);
+	peer_open_link(&p, "host-a");
+	send_prepare(&p, 72, id, TARGET_VM_ID, s);
+	expect_error(&p, 72, VCOUNTER__V1__ERROR_CODE__ERROR_FAILED_PRECONDITION,
+		     "source counter arm64-cntvct, target VM x86-tsc: the source's counter is of "
+		     "another architecture");
+	peer_close(&p);
+	free(s);
+	assert_false(log_has_line(id, "step=prepared"));
 	assert_target_serving();
 }
 
@@ -1472,6 +1505,7 @@ int main(void)
 		cmocka_unit_test(test_prepare_for_a_source_role_vm_is_not_found),
 		cmocka_unit_test(test_prepare_refuses_vcpu_count_mismatch),
 		cmocka_unit_test(test_prepare_refuses_guest_tsc_frequency_mismatch),
+		cmocka_unit_test(test_prepare_refuses_another_architectures_counter),
 		cmocka_unit_test(test_prepare_tells_the_truth_about_offset_control),
 		cmocka_unit_test(test_full_protocol_with_replays_applies_by_offset),
 		cmocka_unit_test(test_abort_before_apply_leaves_the_vm_untouched),

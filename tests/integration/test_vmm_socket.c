@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -24,6 +25,7 @@
 #include "daemon_harness.h"
 #include "kvm_x86.h"
 #include "frame.h"
+#include "macro.h"
 #include "unix_fd.h"
 #include "vcounter/vcounter.h"
 #include "wire.h"
@@ -360,6 +362,12 @@ static void test_vm_destroy(struct test_vm *vm)
 	close(vm->vm_fd);
 }
 
+/* Does this kernel offer kernel-patch/'s KVM_CAP_SYSTEM_COUNTER_STATE? */
+static bool kernel_has_syscounter(int vm_fd)
+{
+	return ioctl(vm_fd, KVM_CHECK_EXTENSION, 1024) > 0;
+}
+
 static int open_kvm_or_skip(void)
 {
 	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -454,7 +462,10 @@ static void test_register_real_vm_reports_the_truth_about_offset_control(void **
 	assert_int_equal(vcounter_register_vm(vc, "vm-real", VCOUNTER_ROLE_SOURCE, vm.vm_fd,
 					      vm.vcpu_fds, 2, &info),
 			 0);
-	assert_string_equal(info.backend, "kvm-x86");
+	/* The kernel-patch/ backend where the kernel offers it (tests/kernel),
+	 * else the upstream one. */
+	assert_string_equal(info.backend,
+			    kernel_has_syscounter(vm.vm_fd) ? "kvm-syscounter" : "kvm-x86");
 	assert_int_equal(info.offset_control, honours);
 	if (!honours) {
 		assert_non_null(strstr(info.probe_detail, "offset control unavailable"));
@@ -621,6 +632,103 @@ static void test_migrate_out_without_tls_is_a_clear_error(void **state)
 	close(kvm);
 }
 
+/* --backends is the operator's: the daemon's probe offers only those, in
+ * that order, and a VM whose KVM has none of them registers without offset
+ * control, saying what each lacks. */
+static void test_backends_flag_limits_and_orders_the_probe(void **state)
+{
+	const char *only_patch[] = { "--backends", "kvm-syscounter", NULL };
+	const char *x86_first[] = { "--backends", "kvm-x86,kvm-syscounter", NULL };
+	int kvm = open_kvm_or_skip();
+	struct vcounter_vm_info info;
+	struct daemon_proc d;
+	struct vcounter *vc;
+	struct test_vm vm;
+	bool patched;
+
+	assert_int_equal(test_vm_create(&vm, 2, kvm), 0);
+	patched = kernel_has_syscounter(vm.vm_fd);
+
+	assert_int_equal(harness_start(&d, only_patch), 0);
+	assert_int_equal(vcounter_connect(d.vmm_socket, &vc), 0);
+	assert_int_equal(vcounter_register_vm(vc, "vm-only-patch", VCOUNTER_ROLE_SOURCE, vm.vm_fd,
+					      vm.vcpu_fds, 2, &info),
+			 0);
+	if (patched) {
+		assert_string_equal(info.backend, "kvm-syscounter");
+	} else {
+		assert_string_equal(info.backend, "none");
+		assert_false(info.offset_control);
+		assert_string_equal(info.probe_detail,
+				    "no counter backend for this VM: kvm-syscounter: "
+				    "KVM_CAP_SYSTEM_COUNTER_STATE not offered (a kernel without "
+				    "vcounterd's kernel-patch/)");
+		assert_true(harness_log_contains(&d, "backend=none"));
+	}
+	vcounter_close(vc);
+	assert_int_equal(harness_stop(&d), 0);
+
+	assert_int_equal(harness_start(&d, x86_first), 0);
+	assert_int_equal(vcounter_connect(d.vmm_socket, &vc), 0);
+	assert_int_equal(vcounter_register_vm(vc, "vm-x86-first", VCOUNTER_ROLE_TARGET, vm.vm_fd,
+					      vm.vcpu_fds, 2, &info),
+			 0);
+	assert_string_equal(info.backend, "kvm-x86");
+	assert_true(harness_log_contains(&d, "backend=kvm-x86"));
+	vcounter_close(vc);
+	assert_int_equal(harness_stop(&d), 0);
+	test_vm_destroy(&vm);
+	close(kvm);
+}
+
+/* Runs vcounterd with args; it must exit non-zero at once, saying why. */
+static void expect_daemon_refuses_args(const char *const *args, const char *substr)
+{
+	char exe[512], out[1024] = "";
+	const char *argv[16];
+	size_t n = 0, got = 0;
+	int pipefd[2], status;
+	ssize_t r;
+	pid_t pid;
+
+	snprintf(exe, sizeof(exe), "%s/daemon/vcounterd", harness_build_root());
+	argv[n++] = exe;
+	for (size_t i = 0; args[i] && n < ELEMENTSOF(argv) - 1; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(pipefd[1], STDERR_FILENO);
+		execv(exe, (char *const *)argv);
+		_exit(127);
+	}
+	close(pipefd[1]);
+	while (got < sizeof(out) - 1 && (r = read(pipefd[0], out + got, sizeof(out) - 1 - got)) > 0)
+		got += (size_t)r;
+	close(pipefd[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_not_equal(WEXITSTATUS(status), 0);
+	if (!strstr(out, substr))
+		fprintf(stderr, "vcounterd said: %s\n", out);
+	assert_non_null(strstr(out, substr));
+}
+
+static void test_backends_flag_refuses_garbage(void **state)
+{
+	const char *arm64[] = { "--backends", "kvm-arm64", NULL };
+	const char *twice[] = { "--backends", "kvm-x86,kvm-x86", NULL };
+	const char *empty[] = { "--backends", ",", NULL };
+	const char *junk[] = { "--backends", "kvm-x86,\x01x", NULL };
+
+	expect_daemon_refuses_args(arm64, "'kvm-arm64' is not a backend of this build");
+	expect_daemon_refuses_args(twice, "'kvm-x86' twice");
+	expect_daemon_refuses_args(empty, "--backends needs at least one backend");
+	expect_daemon_refuses_args(junk, "is not a backend of this build");
+}
+
 static void test_connection_from_a_uid_not_allowed_is_refused(void **state)
 {
 	const char *args[] = { "--allow-uid", "4242", NULL };
@@ -660,6 +768,8 @@ int main(void)
 		cmocka_unit_test(test_register_vm_larger_than_one_message),
 		cmocka_unit_test(test_unknown_migration_ids_are_refused),
 		cmocka_unit_test(test_migrate_out_without_tls_is_a_clear_error),
+		cmocka_unit_test(test_backends_flag_limits_and_orders_the_probe),
+		cmocka_unit_test(test_backends_flag_refuses_garbage),
 		cmocka_unit_test(test_connection_from_a_uid_not_allowed_is_refused),
 	};
 

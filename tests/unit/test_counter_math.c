@@ -220,6 +220,7 @@ static void make_pair(struct counter_state *src, struct counter_target *dst, uin
 	memset(dst, 0, sizeof(*dst));
 
 	src->backend = BACKEND_KVM_X86;
+	src->arch = dst->arch = COUNTER_ARCH_X86_TSC;
 	src->guest_tsc_khz = 3000000;
 	src->n_vcpus = n_vcpus;
 	src->anchor = (struct host_anchor){
@@ -905,6 +906,32 @@ static void test_plan_refuses_frequency_mismatch(void **state)
 	expect_plan_refused(&src, &dst, NULL, -EXDEV);
 }
 
+/* An x86 TSC state must never be turned into arm64 generic-timer offsets or
+ * the reverse, and a state that does not say which it is, is not used; the
+ * backend that read it does not matter (patched and unpatched x86 mix). */
+static void test_plan_refuses_foreign_or_unnamed_counter(void **state)
+{
+	static struct counter_state src;
+	static struct counter_target dst;
+	static struct counter_plan plan;
+
+	make_pair(&src, &dst, 2);
+	dst.arch = COUNTER_ARCH_ARM64_CNTVCT;
+	expect_plan_refused(&src, &dst, NULL, -ENOEXEC);
+	src.arch = COUNTER_ARCH_ARM64_CNTVCT;
+	dst.arch = COUNTER_ARCH_X86_TSC;
+	expect_plan_refused(&src, &dst, NULL, -ENOEXEC);
+	src.arch = COUNTER_ARCH_NONE;
+	expect_plan_refused(&src, &dst, NULL, -EINVAL);
+	src.arch = COUNTER_ARCH_X86_TSC;
+	dst.arch = COUNTER_ARCH_NONE;
+	expect_plan_refused(&src, &dst, NULL, -EINVAL);
+
+	make_pair(&src, &dst, 2);
+	src.backend = BACKEND_KVM_SYSCOUNTER;
+	assert_int_equal(counter_math_plan(&src, &dst, NULL, &plan), 0);
+}
+
 static void test_plan_refuses_vcpu_count_mismatch(void **state)
 {
 	static struct counter_state src;
@@ -1089,6 +1116,7 @@ int main(void)
 		cmocka_unit_test(test_plan_carries_each_sides_scaling_ratio),
 		cmocka_unit_test(test_plan_refuses_frequency_mismatch),
 		cmocka_unit_test(test_plan_accepts_rates_within_tolerance_and_widens_the_bound),
+		cmocka_unit_test(test_plan_refuses_foreign_or_unnamed_counter),
 		cmocka_unit_test(test_plan_refuses_vcpu_count_mismatch),
 		cmocka_unit_test(test_plan_refuses_zero_khz),
 		cmocka_unit_test(test_plan_refuses_missing_or_unknown_anchor),

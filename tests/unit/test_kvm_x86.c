@@ -240,7 +240,7 @@ static void test_probe_returns_errno_of_failed_ioctl(void **state)
 	assert_int_equal(backend_kvm_x86.probe(&vm, &offset_control, detail, sizeof(detail)),
 			 -ENOTTY);
 	assert_true(offset_control); /* untouched on failure */
-	assert_non_null(strstr(detail, "KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU 0"));
+	assert_non_null(strstr(detail, "reading KVM_VCPU_TSC_OFFSET of vCPU 0: "));
 }
 
 static void test_read_state_reports_every_vcpu_rate_and_anchor(void **state)
@@ -411,6 +411,10 @@ static void test_select_picks_kvm_x86_where_offered(void **state)
 	char detail[BACKEND_DETAIL_MAX] = "";
 	const struct backend_ops *ops = backend_select(&t->fds, detail, sizeof(detail));
 
+	/* The kernel-patch/ backend comes first where the kernel has it
+	 * (test_kvm_syscounter); here, the upstream one. */
+	if (ops == &backend_kvm_syscounter)
+		return;
 	if (has_offset_attr(t->vcpu_fds[0])) {
 		assert_ptr_equal(ops, &backend_kvm_x86);
 	} else {
@@ -428,8 +432,10 @@ static void test_select_refuses_naming_what_is_missing(void **state)
 
 	assert_true(null_fd >= 0);
 	assert_null(backend_select(&vm, detail, sizeof(detail)));
-	assert_string_equal(detail, "no counter backend for this VM: kvm-x86: "
-				    "KVM_VCPU_TSC_OFFSET not supported (Linux >= 5.16 needed)");
+	assert_string_equal(detail, "no counter backend for this VM: kvm-syscounter: "
+				    "KVM_CHECK_EXTENSION on the VM fd: Inappropriate ioctl for "
+				    "device; kvm-x86: KVM_VCPU_TSC_OFFSET not supported (Linux >= "
+				    "5.16 needed)");
 }
 
 int main(void)

@@ -27,6 +27,7 @@ static void make_state(struct counter_state *st, unsigned variant)
 {
 	memset(st, 0, sizeof(*st));
 	st->backend = BACKEND_KVM_X86;
+	st->arch = COUNTER_ARCH_X86_TSC;
 	st->guest_tsc_khz = 2500000;
 	st->n_vcpus = 4;
 	for (uint32_t i = 0; i < st->n_vcpus; i++)
@@ -475,6 +476,7 @@ static void test_exact_replay_returns_1_unchanged(void **unused)
 		 * n_vcpus: neither is content. */
 		memset(&same, 0xee, sizeof(same));
 		same.backend = sess.final.backend;
+		same.arch = sess.final.arch;
 		same.guest_tsc_khz = sess.final.guest_tsc_khz;
 		same.tsc_scaling_ratio = sess.final.tsc_scaling_ratio;
 		same.tsc_scaling_frac_bits = sess.final.tsc_scaling_frac_bits;

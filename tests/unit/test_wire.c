@@ -24,6 +24,7 @@ static void fill_state(struct counter_state *s, uint32_t n_vcpus)
 {
 	memset(s, 0, sizeof(*s));
 	s->backend = BACKEND_KVM_X86;
+	s->arch = COUNTER_ARCH_X86_TSC;
 	s->guest_tsc_khz = 2995200;
 	s->tsc_scaling_ratio = UINT64_C(1) << 48;
 	s->tsc_scaling_frac_bits = 48;
@@ -437,6 +438,18 @@ static void mut_backend_none(struct pb_fixture *f)
 {
 	f->pb.state.backend = VCOUNTER__V1__BACKEND__BACKEND_NONE;
 }
+static void mut_arch_none(struct pb_fixture *f)
+{
+	f->pb.state.arch = VCOUNTER__V1__COUNTER_ARCH__COUNTER_ARCH_NONE;
+}
+static void mut_arch_unknown(struct pb_fixture *f)
+{
+	f->pb.state.arch = (Vcounter__V1__CounterArch)3;
+}
+static void mut_arm64_with_ratio(struct pb_fixture *f)
+{
+	f->pb.state.arch = VCOUNTER__V1__COUNTER_ARCH__COUNTER_ARCH_ARM64_CNTVCT;
+}
 static void mut_khz_zero(struct pb_fixture *f)
 {
 	f->pb.state.guest_tsc_khz = 0;
@@ -501,6 +514,10 @@ static void test_counter_state_from_pb_refuses_each_invalid_field(void **unused)
 		{ "backend 9", mut_backend_unknown, "backend 9 unknown" },
 		{ "backend -1", mut_backend_negative, "backend -1 unknown" },
 		{ "backend none", mut_backend_none, "backend is none" },
+		{ "arch none", mut_arch_none, "counter arch missing" },
+		{ "arch 3", mut_arch_unknown, "counter arch 3 unknown" },
+		{ "arm64 with a TSC ratio", mut_arm64_with_ratio,
+		  "arm64-cntvct state with a TSC scaling ratio" },
 		{ "khz 0", mut_khz_zero, "guest_tsc_khz is 0" },
 		{ "khz > 10 GHz", mut_khz_over_10ghz,
 		  "guest_tsc_khz 10000001 above limit 10000000" },

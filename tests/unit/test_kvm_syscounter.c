@@ -1,0 +1,331 @@
+/* test_kvm_syscounter.c - the kvm-syscounter backend (kernel-patch/'s
+ * KVM_{GET,SET}_SYSTEM_COUNTER_STATE) against the real /dev/kvm of the
+ * machine running the tests. On a kernel without the series (this project's
+ * hosts, the Debian rig) it checks the refusal and backend selection and
+ * skips the rest, saying why; tests/kernel runs it in the rig booted with the
+ * patched kernel, where every test runs. Cross-checked with the upstream
+ * KVM_VCPU_TSC_OFFSET attribute, read here without either backend. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <linux/kvm.h>
+
+#include "backend.h"
+#include "macro.h"
+
+#ifndef KVM_CAP_SYSTEM_COUNTER_STATE
+#define KVM_CAP_SYSTEM_COUNTER_STATE 1024
+#endif
+
+#define TEST_VCPUS 3
+/* Far from 0 (what kvm_pvm reads back) and from the probe's own delta. */
+#define TEST_DELTA UINT64_C(0x123456789)
+
+struct test_vm {
+	int kvm_fd;
+	int open_errno;
+	int vm_fd;
+	int vcpu_fds[TEST_VCPUS];
+	struct kvm_vm_fds fds;
+	bool has_cap;
+};
+
+static int vm_setup(void **state)
+{
+	struct test_vm *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return -1;
+	t->kvm_fd = t->vm_fd = -1;
+	for (int i = 0; i < TEST_VCPUS; i++)
+		t->vcpu_fds[i] = -1;
+	*state = t;
+
+	t->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (t->kvm_fd < 0) {
+		t->open_errno = errno;
+		return 0; /* the tests skip */
+	}
+	t->vm_fd = ioctl(t->kvm_fd, KVM_CREATE_VM, 0);
+	if (t->vm_fd < 0)
+		return -1;
+	for (int i = 0; i < TEST_VCPUS; i++) {
+		t->vcpu_fds[i] = ioctl(t->vm_fd, KVM_CREATE_VCPU, (unsigned long)i);
+		if (t->vcpu_fds[i] < 0)
+			return -1;
+	}
+	t->fds = (struct kvm_vm_fds){
+		.vm_fd = t->vm_fd,
+		.n_vcpus = TEST_VCPUS,
+		.vcpu_fds = t->vcpu_fds,
+	};
+	t->has_cap = ioctl(t->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYSTEM_COUNTER_STATE) > 0;
+	return 0;
+}
+
+static int vm_teardown(void **state)
+{
+	struct test_vm *t = *state;
+
+	if (!t)
+		return 0;
+	for (int i = 0; i < TEST_VCPUS; i++)
+		close_nointr(t->vcpu_fds[i]);
+	close_nointr(t->vm_fd);
+	close_nointr(t->kvm_fd);
+	free(t);
+	return 0;
+}
+
+static struct test_vm *vm_or_skip(void **state)
+{
+	struct test_vm *t = *state;
+
+	if (t->kvm_fd < 0) {
+		print_message("skipped: /dev/kvm cannot be opened (%s)\n", strerror(t->open_errno));
+		skip();
+	}
+	return t;
+}
+
+/* The patched kernel's VM, or a skip naming what is missing. */
+static struct test_vm *patched_vm_or_skip(void **state)
+{
+	struct test_vm *t = vm_or_skip(state);
+
+	if (!t->has_cap) {
+		print_message("skipped: this kernel does not offer KVM_CAP_SYSTEM_COUNTER_STATE "
+			      "(tests/kernel runs this test on the kernel-patch/ kernel)\n");
+		skip();
+	}
+	return t;
+}
+
+static uint64_t attr_get(int vcpu_fd)
+{
+	uint64_t offset = 0;
+	struct kvm_device_attr attr = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+		.addr = (uint64_t)(uintptr_t)&offset,
+	};
+
+	assert_int_equal(ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attr), 0);
+	return offset;
+}
+
+static void attr_set(int vcpu_fd, uint64_t offset)
+{
+	struct kvm_device_attr attr = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+		.addr = (uint64_t)(uintptr_t)&offset,
+	};
+
+	assert_int_equal(ioctl(vcpu_fd, KVM_SET_DEVICE_ATTR, &attr), 0);
+}
+
+/* ---- everywhere ---- */
+
+static void test_detect_names_the_missing_capability(void **state)
+{
+	struct test_vm *t = vm_or_skip(state);
+	char detail[BACKEND_DETAIL_MAX] = "";
+	int r = backend_kvm_syscounter.detect(&t->fds, detail, sizeof(detail));
+
+	if (t->has_cap) {
+		assert_int_equal(r, 0);
+		return;
+	}
+	assert_int_equal(r, -EOPNOTSUPP);
+	assert_string_equal(detail, "KVM_CAP_SYSTEM_COUNTER_STATE not offered (a kernel without "
+				    "vcounterd's kernel-patch/)");
+}
+
+static void test_detect_refuses_fd_that_is_not_a_vm(void **state)
+{
+	_cleanup_close_ int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int fds[1] = { null_fd };
+	struct kvm_vm_fds vm = { .vm_fd = null_fd, .n_vcpus = 1, .vcpu_fds = fds };
+	char detail[BACKEND_DETAIL_MAX] = "";
+
+	assert_true(null_fd >= 0);
+	assert_int_equal(backend_kvm_syscounter.detect(&vm, detail, sizeof(detail)), -EOPNOTSUPP);
+	assert_string_equal(detail, "KVM_CHECK_EXTENSION on the VM fd: Inappropriate ioctl for "
+				    "device");
+}
+
+/* DESIGN.md order: the patch's backend when the kernel has it, else the
+ * upstream one; an operator's list is followed in its own order. */
+static void test_select_prefers_syscounter_and_follows_the_allowed_order(void **state)
+{
+	struct test_vm *t = vm_or_skip(state);
+	const enum backend_kind x86_first[] = { BACKEND_KVM_X86, BACKEND_KVM_SYSCOUNTER };
+	const enum backend_kind only_syscounter[] = { BACKEND_KVM_SYSCOUNTER };
+	const enum backend_kind arm64[] = { BACKEND_KVM_ARM64 };
+	char detail[BACKEND_DETAIL_MAX] = "";
+	const struct backend_ops *ops;
+
+	ops = backend_select(&t->fds, detail, sizeof(detail));
+	assert_ptr_equal(ops, t->has_cap ? &backend_kvm_syscounter : &backend_kvm_x86);
+
+	ops = backend_select_from(&t->fds, x86_first, ELEMENTSOF(x86_first), detail,
+				  sizeof(detail));
+	assert_ptr_equal(ops, &backend_kvm_x86);
+
+	ops = backend_select_from(&t->fds, only_syscounter, ELEMENTSOF(only_syscounter), detail,
+				  sizeof(detail));
+	if (t->has_cap) {
+		assert_ptr_equal(ops, &backend_kvm_syscounter);
+	} else {
+		assert_null(ops);
+		assert_string_equal(detail,
+				    "no counter backend for this VM: kvm-syscounter: "
+				    "KVM_CAP_SYSTEM_COUNTER_STATE not offered (a kernel without "
+				    "vcounterd's kernel-patch/)");
+	}
+
+	assert_null(backend_select_from(&t->fds, arm64, ELEMENTSOF(arm64), detail, sizeof(detail)));
+	assert_string_equal(detail, "no counter backend for this VM: kvm-arm64: not built into "
+				    "this libvcounter");
+	assert_ptr_equal(backend_by_kind(BACKEND_KVM_SYSCOUNTER), &backend_kvm_syscounter);
+	assert_null(backend_by_kind(BACKEND_KVM_ARM64));
+}
+
+/* ---- on the patched kernel ---- */
+
+static void test_probe_writes_reads_back_and_restores(void **state)
+{
+	struct test_vm *t = patched_vm_or_skip(state);
+	char detail[BACKEND_DETAIL_MAX] = "";
+	bool control = false;
+	uint64_t before;
+
+	attr_set(t->vcpu_fds[0], attr_get(t->vcpu_fds[0]) + TEST_DELTA);
+	before = attr_get(t->vcpu_fds[0]);
+	assert_int_equal(backend_kvm_syscounter.probe(&t->fds, &control, detail, sizeof(detail)),
+			 0);
+	print_message("probe: %s\n", detail);
+	assert_true(control);
+	assert_non_null(strstr(detail, "offset control available: KVM_SYSTEM_COUNTER_STATE="));
+	assert_int_equal(attr_get(t->vcpu_fds[0]), before);
+}
+
+/* What the ioctl reads is what KVM_VCPU_TSC_OFFSET reads, vCPU by vCPU. */
+static void test_read_state_matches_the_upstream_attribute(void **state)
+{
+	struct test_vm *t = patched_vm_or_skip(state);
+	_cleanup_free_ struct counter_state *s = calloc(1, sizeof(*s));
+	_cleanup_free_ struct counter_state *up = calloc(1, sizeof(*up));
+
+	assert_non_null(s);
+	assert_non_null(up);
+	for (int i = 0; i < TEST_VCPUS; i++)
+		attr_set(t->vcpu_fds[i], attr_get(t->vcpu_fds[i]) + (uint64_t)(i + 1) * TEST_DELTA);
+	assert_int_equal(backend_kvm_syscounter.read_state(&t->fds, s), 0);
+	assert_int_equal(backend_kvm_x86.read_state(&t->fds, up), 0);
+
+	assert_int_equal(s->backend, BACKEND_KVM_SYSCOUNTER);
+	assert_int_equal(s->arch, COUNTER_ARCH_X86_TSC);
+	assert_int_equal(up->arch, COUNTER_ARCH_X86_TSC);
+	assert_int_equal(s->n_vcpus, TEST_VCPUS);
+	for (int i = 0; i < TEST_VCPUS; i++) {
+		assert_int_equal(s->offset_cycles[i], attr_get(t->vcpu_fds[i]));
+		assert_int_equal(s->offset_cycles[i], up->offset_cycles[i]);
+	}
+	assert_int_equal(s->guest_tsc_khz, up->guest_tsc_khz);
+	/* A VM never given a rate is unscaled; KVM's default ratio (1 << frac
+	 * bits with scaling hardware) reads as 0, as the derived one does. */
+	assert_int_equal(s->tsc_scaling_ratio, 0);
+	assert_int_equal(up->tsc_scaling_ratio, 0);
+}
+
+/* The patched and unpatched backends exchange state: each applies what the
+ * other read, and the vCPU phase survives exactly either way. */
+static void apply_across(struct test_vm *t, const struct backend_ops *reader,
+			 const struct backend_ops *writer)
+{
+	_cleanup_free_ struct counter_state *src = calloc(1, sizeof(*src));
+	_cleanup_free_ struct backend_apply_result *res = calloc(1, sizeof(*res));
+
+	assert_non_null(src);
+	assert_non_null(res);
+	assert_int_equal(reader->read_state(&t->fds, src), 0);
+	for (uint32_t i = 0; i < src->n_vcpus; i++)
+		src->offset_cycles[i] += (UINT64_C(1) << 31) + i * TEST_DELTA;
+
+	assert_int_equal(writer->apply(&t->fds, src, NULL, res), 0);
+	assert_int_equal(res->readback.backend, writer->kind);
+	for (uint32_t i = 0; i < src->n_vcpus; i++) {
+		assert_int_equal(res->plan.offset_cycles[i] - res->plan.offset_cycles[0],
+				 src->offset_cycles[i] - src->offset_cycles[0]);
+		assert_int_equal(res->readback.offset_cycles[i], res->plan.offset_cycles[i]);
+		assert_int_equal(attr_get(t->vcpu_fds[i]), res->plan.offset_cycles[i]);
+	}
+}
+
+static void test_apply_takes_state_read_by_the_upstream_backend(void **state)
+{
+	apply_across(patched_vm_or_skip(state), &backend_kvm_x86, &backend_kvm_syscounter);
+}
+
+static void test_upstream_backend_applies_state_read_by_syscounter(void **state)
+{
+	apply_across(patched_vm_or_skip(state), &backend_kvm_syscounter, &backend_kvm_x86);
+}
+
+/* arm64 state is never written into an x86 VM, and nothing is touched. */
+static void test_apply_refuses_foreign_counter_before_writing(void **state)
+{
+	struct test_vm *t = patched_vm_or_skip(state);
+	_cleanup_free_ struct counter_state *src = calloc(1, sizeof(*src));
+	_cleanup_free_ struct backend_apply_result *res = calloc(1, sizeof(*res));
+	uint64_t before[TEST_VCPUS];
+
+	assert_non_null(src);
+	assert_non_null(res);
+	assert_int_equal(backend_kvm_syscounter.read_state(&t->fds, src), 0);
+	for (int i = 0; i < TEST_VCPUS; i++) {
+		before[i] = attr_get(t->vcpu_fds[i]);
+		src->offset_cycles[i] += TEST_DELTA;
+	}
+	src->arch = COUNTER_ARCH_ARM64_CNTVCT;
+	assert_int_equal(backend_kvm_syscounter.apply(&t->fds, src, NULL, res), -ENOEXEC);
+	for (int i = 0; i < TEST_VCPUS; i++)
+		assert_int_equal(attr_get(t->vcpu_fds[i]), before[i]);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_detect_names_the_missing_capability, vm_setup,
+						vm_teardown),
+		cmocka_unit_test(test_detect_refuses_fd_that_is_not_a_vm),
+		cmocka_unit_test_setup_teardown(
+			test_select_prefers_syscounter_and_follows_the_allowed_order, vm_setup,
+			vm_teardown),
+		cmocka_unit_test_setup_teardown(test_probe_writes_reads_back_and_restores, vm_setup,
+						vm_teardown),
+		cmocka_unit_test_setup_teardown(test_read_state_matches_the_upstream_attribute,
+						vm_setup, vm_teardown),
+		cmocka_unit_test_setup_teardown(test_apply_takes_state_read_by_the_upstream_backend,
+						vm_setup, vm_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_upstream_backend_applies_state_read_by_syscounter, vm_setup,
+			vm_teardown),
+		cmocka_unit_test_setup_teardown(test_apply_refuses_foreign_counter_before_writing,
+						vm_setup, vm_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
