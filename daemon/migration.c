@@ -605,6 +605,13 @@ void migration_handle_migrate_out(struct vcd *vcd, uint64_t conn_id, uint64_t re
 				"VM registration is not finished");
 		return;
 	}
+	/* Nothing to read the counter with (e.g. --backends excludes what
+	 * this KVM has): say so now, not as a failed read later. */
+	if (vm->backend == BACKEND_NONE) {
+		vmm_reply_error(vcd, conn_id, request_id, -EOPNOTSUPP, "source VM %s: %s",
+				vm->vm_id, vm->probe_detail);
+		return;
+	}
 	if (!peer_address || !*peer_address || !peer_name || !*peer_name ||
 	    strlen(peer_name) > TLS_PEER_NAME_MAX ||
 	    strlen(peer_address) >= sizeof(link->address)) {
@@ -847,6 +854,13 @@ static int target_plan(struct vcd *vcd, const struct vm_entry *vm, const struct 
 	return counter_math_plan(src, &dst, &policy, ret_plan);
 }
 
+static const char *arch_name(enum counter_arch arch)
+{
+	const char *name = counter_arch_to_string(arch);
+
+	return name ? name : "?";
+}
+
 static const char *plan_error(int r)
 {
 	switch (r) {
@@ -916,8 +930,7 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 	 * foreign whatever this host's KVM can do. */
 	if (state->arch != vm->arch) {
 		link_send_error(link, msg->id, -ENOEXEC, "source counter %s, target VM %s: %s",
-				counter_arch_to_string(state->arch) ?: "?",
-				counter_arch_to_string(vm->arch) ?: "?", plan_error(-ENOEXEC));
+				arch_name(state->arch), arch_name(vm->arch), plan_error(-ENOEXEC));
 		return;
 	}
 	if (!vm->offset_control) {

@@ -640,7 +640,10 @@ static void handle_status(struct vmm_conn *conn, uint64_t request_id)
 	Vcounter__V1__VmmMessage reply = VCOUNTER__V1__VMM_MESSAGE__INIT;
 	Vcounter__V1__StatusReply st = VCOUNTER__V1__STATUS_REPLY__INIT;
 	Vcounter__V1__SyncError sync_pb = VCOUNTER__V1__SYNC_ERROR__INIT;
+	_cleanup_free_ Vcounter__V1__VmStatus *vms = NULL;
+	_cleanup_free_ Vcounter__V1__VmStatus **vm_ptrs = NULL;
 	struct sync_error sync;
+	size_t n = 0;
 
 	if (hostclock_sync_error(&sync) == 0) {
 		sync_pb.maxerror_ns = sync.maxerror_ns;
@@ -652,6 +655,30 @@ static void handle_status(struct vmm_conn *conn, uint64_t request_id)
 	st.vm_count = (uint32_t)conn->vcd->n_vms;
 	st.migration_count = (uint32_t)migration_count(conn->vcd);
 	st.version = (char *)VCOUNTER_VERSION;
+	/* Only VMs whose probe finished: before that there is no backend. A
+	 * full daemon (VCD_MAX_VMS) stays well under VC_MAX_FRAME_BYTES. */
+	vms = calloc(conn->vcd->n_vms ? conn->vcd->n_vms : 1, sizeof(*vms));
+	vm_ptrs = calloc(conn->vcd->n_vms ? conn->vcd->n_vms : 1, sizeof(*vm_ptrs));
+	if (vms && vm_ptrs) {
+		for (struct vm_entry *vm = conn->vcd->vms; vm && n < conn->vcd->n_vms;
+		     vm = vm->next) {
+			if (!vm->probed)
+				continue;
+			vcounter__v1__vm_status__init(&vms[n]);
+			vms[n].vm_id = vm->vm_id;
+			vms[n].role = vm->role == VM_ROLE_SOURCE ? VCOUNTER__V1__ROLE__ROLE_SOURCE
+								 : VCOUNTER__V1__ROLE__ROLE_TARGET;
+			vms[n].vcpu_count = vm->n_vcpus;
+			vms[n].backend = wire_backend_to_pb(vm->backend);
+			vms[n].offset_control = vm->offset_control;
+			vms[n].probe_detail = vm->probe_detail;
+			vms[n].guest_tsc_khz = vm->guest_tsc_khz;
+			vm_ptrs[n] = &vms[n];
+			n++;
+		}
+		st.n_vms = n;
+		st.vms = vm_ptrs;
+	}
 	reply.id = request_id;
 	reply.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS_REPLY;
 	reply.status_reply = &st;

@@ -96,6 +96,38 @@ static void expect_error(int fd, uint64_t id, Vcounter__V1__ErrorCode code, cons
 	wire_vmm_free(msg);
 }
 
+/* The status reply's entry for vm_id on daemon d (asserts it exists). */
+static void expect_status_backend(const struct daemon_proc *d, const char *vm_id,
+				  const char *backend)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
+	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
+	enum backend_kind kind;
+	bool found = false;
+	int fd = raw_connect(d->vmm_socket);
+
+	req.id = 78;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
+	req.status = &st;
+	raw_send_msg(fd, &req, NULL, 0);
+	reply = raw_recv(fd);
+	assert_non_null(reply);
+	assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS_REPLY);
+	for (size_t i = 0; i < reply->status_reply->n_vms; i++) {
+		const Vcounter__V1__VmStatus *vm = reply->status_reply->vms[i];
+
+		if (strcmp(vm->vm_id, vm_id) != 0)
+			continue;
+		found = true;
+		assert_int_equal(wire_backend_from_pb(vm->backend, &kind), 0);
+		assert_string_equal(backend_kind_to_string(kind), backend);
+		assert_int_equal(vm->vcpu_count, 2);
+	}
+	assert_true(found);
+	wire_vmm_free(reply);
+	close(fd);
+}
+
 /* The daemon still answers a status request on a fresh connection, and has
  * closed every fd it did not keep. */
 static void assert_daemon_serving(void)
@@ -644,6 +676,7 @@ static void test_backends_flag_limits_and_orders_the_probe(void **state)
 	struct daemon_proc d;
 	struct vcounter *vc;
 	struct test_vm vm;
+	char id[VC_MIGRATION_ID_LEN + 1];
 	bool patched;
 
 	assert_int_equal(test_vm_create(&vm, 2, kvm), 0);
@@ -654,6 +687,7 @@ static void test_backends_flag_limits_and_orders_the_probe(void **state)
 	assert_int_equal(vcounter_register_vm(vc, "vm-only-patch", VCOUNTER_ROLE_SOURCE, vm.vm_fd,
 					      vm.vcpu_fds, 2, &info),
 			 0);
+	expect_status_backend(&d, "vm-only-patch", info.backend);
 	if (patched) {
 		assert_string_equal(info.backend, "kvm-syscounter");
 	} else {
@@ -664,6 +698,12 @@ static void test_backends_flag_limits_and_orders_the_probe(void **state)
 				    "KVM_CAP_SYSTEM_COUNTER_STATE not offered (a kernel without "
 				    "vcounterd's kernel-patch/)");
 		assert_true(harness_log_contains(&d, "backend=none"));
+		/* Such a VM cannot leave: refused at once, saying why. */
+		assert_int_equal(
+			vcounter_migrate_out(vc, "vm-only-patch", "127.0.0.1:1", "host-b.test", id),
+			-EOPNOTSUPP);
+		assert_non_null(strstr(vcounter_last_error(vc),
+				       "source VM vm-only-patch: no counter backend"));
 	}
 	vcounter_close(vc);
 	assert_int_equal(harness_stop(&d), 0);
@@ -675,6 +715,7 @@ static void test_backends_flag_limits_and_orders_the_probe(void **state)
 			 0);
 	assert_string_equal(info.backend, "kvm-x86");
 	assert_true(harness_log_contains(&d, "backend=kvm-x86"));
+	expect_status_backend(&d, "vm-x86-first", "kvm-x86");
 	vcounter_close(vc);
 	assert_int_equal(harness_stop(&d), 0);
 	test_vm_destroy(&vm);
