@@ -16,15 +16,20 @@
 #   --vcpu-skew C     vCPU i's offset starts i * C cycles after vCPU 0's (default 1000003)
 #   --guest-uptime S  the guest's TSC starts as if it had run S seconds (default 0)
 #   --results-only    print only the targets' "result ..." lines (and failures)
+#   --backends-a LIST, --backends-b LIST
+#                     vcounterd --backends for host-a (source) / host-b (target), e.g.
+#                     kvm-x86 to make one side act as an unpatched host on a patched kernel
 set -eu
 
-usage="usage: handoff.sh [--runs K] [--modes LIST] [--seconds S] [--vcpu-skew C] [--guest-uptime S] [--results-only] BINDIR CERTDIR WORKDIR [VCPUS]"
+usage="usage: handoff.sh [--runs K] [--modes LIST] [--seconds S] [--vcpu-skew C] [--guest-uptime S] [--results-only] [--backends-a LIST] [--backends-b LIST] BINDIR CERTDIR WORKDIR [VCPUS]"
 runs=1
 modes=offset
 seconds=0.5
 skew=1000003
 uptime=0
 results_only=
+backends_a=
+backends_b=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--runs) runs=${2:?--runs needs a count}; shift 2 ;;
@@ -33,6 +38,8 @@ while [ $# -gt 0 ]; do
 	--vcpu-skew) skew=${2:?--vcpu-skew needs cycles}; shift 2 ;;
 	--guest-uptime) uptime=${2:?--guest-uptime needs seconds}; shift 2 ;;
 	--results-only) results_only=1; shift ;;
+	--backends-a) backends_a=${2:?--backends-a needs a list}; shift 2 ;;
+	--backends-b) backends_b=${2:?--backends-b needs a list}; shift 2 ;;
 	--) shift; break ;;
 	-*) echo "$usage" >&2; exit 1 ;;
 	*) break ;;
@@ -72,11 +79,15 @@ daemon_a=
 daemon_b=
 trap 'kill $daemon_a $daemon_b 2>/dev/null || true' EXIT
 if [ -n "$need_daemons" ]; then
-	"$bin/vcounterd" --vmm-socket "$dir/a.sock" --host-name host-a.test \
+	set --
+	[ -z "$backends_a" ] || set -- --backends "$backends_a"
+	"$bin/vcounterd" "$@" --vmm-socket "$dir/a.sock" --host-name host-a.test \
 		--ca "$certs/ca.pem" --cert "$certs/host-a.pem" --key "$certs/host-a.key" \
 		--allow-peer host-b.test 2>"$dir/host-a.log" &
 	daemon_a=$!
-	"$bin/vcounterd" --vmm-socket "$dir/b.sock" --host-name host-b.test \
+	set --
+	[ -z "$backends_b" ] || set -- --backends "$backends_b"
+	"$bin/vcounterd" "$@" --vmm-socket "$dir/b.sock" --host-name host-b.test \
 		--listen 127.0.0.1:0 --port-file "$dir/b.port" \
 		--ca "$certs/ca.pem" --cert "$certs/host-b.pem" --key "$certs/host-b.key" \
 		--allow-peer host-a.test 2>"$dir/host-b.log" &
