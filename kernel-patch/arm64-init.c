@@ -44,9 +44,9 @@ static void print_kvm_log(void)
 		char *text;
 
 		if (n <= 0)
-			continue;	/* EPIPE: records overwritten, read on */
+			continue; /* EPIPE: records overwritten, read on */
 		rec[n] = '\0';
-		text = strchr(rec, ';');	/* "prio,seq,usec,flags;text\n" */
+		text = strchr(rec, ';'); /* "prio,seq,usec,flags;text\n" */
 		if (text && (strstr(text, "kvm") || strstr(text, "KVM") ||
 			     strstr(text, "Linux version") || strstr(text, "started at EL")))
 			printf("dmesg: %s", text + 1);
@@ -99,7 +99,8 @@ static int run_line(char *line, int *required)
 		return 0;
 	}
 	if (WIFEXITED(status)) {
-		printf("=== END %s: exit %d (%.1fs)\n", argv[0], WEXITSTATUS(status), now() - start);
+		printf("=== END %s: exit %d (%.1fs)\n", argv[0], WEXITSTATUS(status),
+		       now() - start);
 		return WEXITSTATUS(status) == 0;
 	}
 	printf("=== END %s: signal %d%s (%.1fs)\n", argv[0], WTERMSIG(status),

@@ -66,9 +66,9 @@ __asm__(".pushsection .rodata\n"
 	"guest_code_end:\n"
 	".popsection\n");
 
-#define GUEST_CODE 0x10000ULL
+#define GUEST_CODE     0x10000ULL
 #define GUEST_MEM_SIZE 0x10000ULL
-#define GUEST_MMIO 0x100000ULL
+#define GUEST_MMIO     0x100000ULL
 
 static int failures;
 
@@ -151,8 +151,10 @@ static int create_vcpu(int vm, int id, uint64_t pc_offset, struct vcpu *v)
 		printf("FAIL: KVM_ARM_VCPU_INIT %d: %s\n", id, strerror(errno));
 		return -1;
 	}
-	if (one_reg(v->fd, KVM_SET_ONE_REG, KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE |
-					      KVM_REG_ARM_CORE_REG(regs.pc), &pc)) {
+	if (one_reg(v->fd, KVM_SET_ONE_REG,
+		    KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE |
+			    KVM_REG_ARM_CORE_REG(regs.pc),
+		    &pc)) {
 		printf("FAIL: setting the PC of vCPU %d: %s\n", id, strerror(errno));
 		return -1;
 	}
@@ -270,8 +272,7 @@ static int test_main_vm(void)
 	int vm, r;
 
 	vm = create_vm();
-	if (vm < 0 || add_guest_memory(vm) ||
-	    create_vcpu(vm, 0, 0, &v0) ||
+	if (vm < 0 || add_guest_memory(vm) || create_vcpu(vm, 0, 0, &v0) ||
 	    create_vcpu(vm, 1, (uint64_t)((char *)guest_spin - (char *)guest_code_start), &v1))
 		return -1;
 
@@ -291,7 +292,7 @@ static int test_main_vm(void)
 
 	/* SET on vCPU 0: both vCPUs read it back, and so do the counter registers. */
 	h0 = host_counter();
-	want_v = h0 - (1ULL << 40);	/* guest virtual counter ~2^40 */
+	want_v = h0 - (1ULL << 40); /* guest virtual counter ~2^40 */
 	want_p = 12345;
 	r = set_state(v0.fd, want_v, want_p);
 	printf("set cntvoff=%" PRIu64 " cntpoff=%" PRIu64 " rc=%d\n", want_v, want_p, r);
@@ -378,7 +379,7 @@ static int test_main_vm(void)
 
 	/* While vCPU 1 is in KVM_RUN, SET on vCPU 0 is refused with EBUSY, then works. */
 	{
-		struct sigaction sa = { .sa_handler = on_sigusr1 };	/* no SA_RESTART */
+		struct sigaction sa = { .sa_handler = on_sigusr1 }; /* no SA_RESTART */
 		pthread_t t;
 		void *ret;
 
@@ -388,14 +389,14 @@ static int test_main_vm(void)
 		} else {
 			while (!spinner_started)
 				usleep(1000);
-			usleep(300000);	/* into KVM_RUN */
+			usleep(300000); /* into KVM_RUN */
 			r = set_state(v0.fd, 1, 2);
 			printf("set_while_other_vcpu_runs=%d\n", r);
 			CHECK(r == -EBUSY, "SET while vCPU 1 runs returned %d, want %d", r, -EBUSY);
 			r = set_vm_offset(vm, 3);
 			printf("arm_set_counter_offset_while_other_vcpu_runs=%d\n", r);
-			CHECK(r == -EBUSY, "KVM_ARM_SET_COUNTER_OFFSET while vCPU 1 runs returned %d",
-			      r);
+			CHECK(r == -EBUSY,
+			      "KVM_ARM_SET_COUNTER_OFFSET while vCPU 1 runs returned %d", r);
 			pthread_kill(t, SIGUSR1);
 			pthread_join(t, &ret);
 			printf("spinner_run=%d\n", (int)(intptr_t)ret);
@@ -442,8 +443,9 @@ static int test_counter_reg_interplay(void)
 	r = one_reg(v.fd, KVM_SET_ONE_REG, KVM_REG_ARM_TIMER_CNT, &cnt);
 	r = r ? r : one_reg(v.fd, KVM_SET_ONE_REG, KVM_REG_ARM_PTIMER_CNT, &cnt);
 	r = r ? r : get_state(v.fd, &st);
-	printf("after_set timer_cnt:=1000 ptimer_cnt:=1000 get cntvoff=%" PRIu64
-	       " cntpoff=%" PRIu64 " rc=%d\n", st.cntvoff, st.cntpoff, r);
+	printf("after_set timer_cnt:=1000 ptimer_cnt:=1000 get cntvoff=%" PRIu64 " cntpoff=%" PRIu64
+	       " rc=%d\n",
+	       st.cntvoff, st.cntpoff, r);
 	CHECK(r == 0 && st.cntvoff == 5555 && st.cntpoff == 6666,
 	      "counter register writes after SET moved the offsets to %" PRIu64 "/%" PRIu64,
 	      st.cntvoff, st.cntpoff);
@@ -454,8 +456,8 @@ static int test_counter_reg_interplay(void)
 
 		if (create_vcpu(vm, 1, 0, &v1) == 0) {
 			r = get_state(v1.fd, &st);
-			printf("new_vcpu get cntvoff=%" PRIu64 " cntpoff=%" PRIu64 "\n",
-			       st.cntvoff, st.cntpoff);
+			printf("new_vcpu get cntvoff=%" PRIu64 " cntpoff=%" PRIu64 "\n", st.cntvoff,
+			       st.cntpoff);
 			CHECK(r == 0 && st.cntvoff == 5555 && st.cntpoff == 6666,
 			      "creating a vCPU after SET moved the offsets");
 			check_guest_counters(&v1, "new_vcpu", 5555, 6666);
@@ -476,7 +478,7 @@ static int test_counter_reg_interplay(void)
 #define RACE_ITERS 2000
 
 struct racer {
-	int fd;		/* vCPU fd, or the VM fd for KVM_ARM_SET_COUNTER_OFFSET */
+	int fd; /* vCPU fd, or the VM fd for KVM_ARM_SET_COUNTER_OFFSET */
 	int is_vm;
 	int ok, busy, other, torn;
 };
@@ -542,13 +544,13 @@ static int test_concurrent_writers(void)
 		pthread_join(t[i], NULL);
 	printf("race: set_vcpu0 ok=%d busy=%d other=%d; set_vcpu1 ok=%d busy=%d other=%d;"
 	       " arm_set_counter_offset ok=%d busy=%d other=%d; get_vcpu2 ok=%d torn=%d other=%d\n",
-	       w[0].ok, w[0].busy, w[0].other, w[1].ok, w[1].busy, w[1].other, w[2].ok,
-	       w[2].busy, w[2].other, w[3].ok, w[3].torn, w[3].other);
+	       w[0].ok, w[0].busy, w[0].other, w[1].ok, w[1].busy, w[1].other, w[2].ok, w[2].busy,
+	       w[2].other, w[3].ok, w[3].torn, w[3].other);
 	CHECK(!w[0].other && !w[1].other && !w[2].other,
 	      "a racing write returned something other than 0 or -EBUSY");
 	CHECK(w[0].ok + w[1].ok > 0, "no racing SET succeeded");
-	CHECK(w[3].ok == RACE_ITERS && !w[3].torn, "racing GETs failed (%d) or read torn pairs (%d)",
-	      w[3].other, w[3].torn);
+	CHECK(w[3].ok == RACE_ITERS && !w[3].torn,
+	      "racing GETs failed (%d) or read torn pairs (%d)", w[3].other, w[3].torn);
 	for (int i = 0; i < 3; i++)
 		close(v[i].fd);
 	close(vm);
