@@ -21,6 +21,7 @@
 #include <linux/kvm.h>
 
 #include "backend.h"
+#include "kvm_test_vm.h"
 #include "macro.h"
 
 #ifndef KVM_CAP_SYSTEM_COUNTER_STATE
@@ -31,79 +32,22 @@
 /* Far from 0 (what kvm_pvm reads back) and from the probe's own delta. */
 #define TEST_DELTA UINT64_C(0x123456789)
 
-struct test_vm {
-	int kvm_fd;
-	int open_errno;
-	int vm_fd;
-	int vcpu_fds[TEST_VCPUS];
-	struct kvm_vm_fds fds;
-	bool has_cap;
-};
-
 static int vm_setup(void **state)
 {
-	struct test_vm *t = calloc(1, sizeof(*t));
-
-	if (!t)
-		return -1;
-	t->kvm_fd = t->vm_fd = -1;
-	for (int i = 0; i < TEST_VCPUS; i++)
-		t->vcpu_fds[i] = -1;
-	*state = t;
-
-	t->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (t->kvm_fd < 0) {
-		t->open_errno = errno;
-		return 0; /* the tests skip */
-	}
-	t->vm_fd = ioctl(t->kvm_fd, KVM_CREATE_VM, 0);
-	if (t->vm_fd < 0)
-		return -1;
-	for (int i = 0; i < TEST_VCPUS; i++) {
-		t->vcpu_fds[i] = ioctl(t->vm_fd, KVM_CREATE_VCPU, (unsigned long)i);
-		if (t->vcpu_fds[i] < 0)
-			return -1;
-	}
-	t->fds = (struct kvm_vm_fds){
-		.vm_fd = t->vm_fd,
-		.n_vcpus = TEST_VCPUS,
-		.vcpu_fds = t->vcpu_fds,
-	};
-	t->has_cap = ioctl(t->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYSTEM_COUNTER_STATE) > 0;
-	return 0;
+	return kvm_test_vm_setup(state, TEST_VCPUS);
 }
 
-static int vm_teardown(void **state)
+static bool has_cap(const struct kvm_test_vm *t)
 {
-	struct test_vm *t = *state;
-
-	if (!t)
-		return 0;
-	for (int i = 0; i < TEST_VCPUS; i++)
-		close_nointr(t->vcpu_fds[i]);
-	close_nointr(t->vm_fd);
-	close_nointr(t->kvm_fd);
-	free(t);
-	return 0;
-}
-
-static struct test_vm *vm_or_skip(void **state)
-{
-	struct test_vm *t = *state;
-
-	if (t->kvm_fd < 0) {
-		print_message("skipped: /dev/kvm cannot be opened (%s)\n", strerror(t->open_errno));
-		skip();
-	}
-	return t;
+	return ioctl(t->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYSTEM_COUNTER_STATE) > 0;
 }
 
 /* The patched kernel's VM, or a skip naming what is missing. */
-static struct test_vm *patched_vm_or_skip(void **state)
+static struct kvm_test_vm *patched_vm_or_skip(void **state)
 {
-	struct test_vm *t = vm_or_skip(state);
+	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
 
-	if (!t->has_cap) {
+	if (!has_cap(t)) {
 		print_message("skipped: this kernel does not offer KVM_CAP_SYSTEM_COUNTER_STATE "
 			      "(tests/kernel runs this test on the kernel-patch/ kernel)\n");
 		skip();
@@ -111,39 +55,15 @@ static struct test_vm *patched_vm_or_skip(void **state)
 	return t;
 }
 
-static uint64_t attr_get(int vcpu_fd)
-{
-	uint64_t offset = 0;
-	struct kvm_device_attr attr = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-		.addr = (uint64_t)(uintptr_t)&offset,
-	};
-
-	assert_int_equal(ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attr), 0);
-	return offset;
-}
-
-static void attr_set(int vcpu_fd, uint64_t offset)
-{
-	struct kvm_device_attr attr = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-		.addr = (uint64_t)(uintptr_t)&offset,
-	};
-
-	assert_int_equal(ioctl(vcpu_fd, KVM_SET_DEVICE_ATTR, &attr), 0);
-}
-
 /* ---- everywhere ---- */
 
 static void test_detect_names_the_missing_capability(void **state)
 {
-	struct test_vm *t = vm_or_skip(state);
+	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
 	char detail[BACKEND_DETAIL_MAX] = "";
 	int r = backend_kvm_syscounter.detect(&t->fds, detail, sizeof(detail));
 
-	if (t->has_cap) {
+	if (has_cap(t)) {
 		assert_int_equal(r, 0);
 		return;
 	}
@@ -169,7 +89,7 @@ static void test_detect_refuses_fd_that_is_not_a_vm(void **state)
  * upstream one; an operator's list is followed in its own order. */
 static void test_select_prefers_syscounter_and_follows_the_allowed_order(void **state)
 {
-	struct test_vm *t = vm_or_skip(state);
+	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
 	const enum backend_kind x86_first[] = { BACKEND_KVM_X86, BACKEND_KVM_SYSCOUNTER };
 	const enum backend_kind only_syscounter[] = { BACKEND_KVM_SYSCOUNTER };
 	const enum backend_kind arm64[] = { BACKEND_KVM_ARM64 };
@@ -177,7 +97,7 @@ static void test_select_prefers_syscounter_and_follows_the_allowed_order(void **
 	const struct backend_ops *ops;
 
 	ops = backend_select(&t->fds, detail, sizeof(detail));
-	assert_ptr_equal(ops, t->has_cap ? &backend_kvm_syscounter : &backend_kvm_x86);
+	assert_ptr_equal(ops, has_cap(t) ? &backend_kvm_syscounter : &backend_kvm_x86);
 
 	ops = backend_select_from(&t->fds, x86_first, ELEMENTSOF(x86_first), detail,
 				  sizeof(detail));
@@ -185,7 +105,7 @@ static void test_select_prefers_syscounter_and_follows_the_allowed_order(void **
 
 	ops = backend_select_from(&t->fds, only_syscounter, ELEMENTSOF(only_syscounter), detail,
 				  sizeof(detail));
-	if (t->has_cap) {
+	if (has_cap(t)) {
 		assert_ptr_equal(ops, &backend_kvm_syscounter);
 	} else {
 		assert_null(ops);
@@ -206,32 +126,33 @@ static void test_select_prefers_syscounter_and_follows_the_allowed_order(void **
 
 static void test_probe_writes_reads_back_and_restores(void **state)
 {
-	struct test_vm *t = patched_vm_or_skip(state);
+	struct kvm_test_vm *t = patched_vm_or_skip(state);
 	char detail[BACKEND_DETAIL_MAX] = "";
 	bool control = false;
 	uint64_t before;
 
-	attr_set(t->vcpu_fds[0], attr_get(t->vcpu_fds[0]) + TEST_DELTA);
-	before = attr_get(t->vcpu_fds[0]);
+	kvm_test_offset_set(t->vcpu_fds[0], kvm_test_offset_get(t->vcpu_fds[0]) + TEST_DELTA);
+	before = kvm_test_offset_get(t->vcpu_fds[0]);
 	assert_int_equal(backend_kvm_syscounter.probe(&t->fds, &control, detail, sizeof(detail)),
 			 0);
 	print_message("probe: %s\n", detail);
 	assert_true(control);
 	assert_non_null(strstr(detail, "offset control available: KVM_SYSTEM_COUNTER_STATE="));
-	assert_int_equal(attr_get(t->vcpu_fds[0]), before);
+	assert_int_equal(kvm_test_offset_get(t->vcpu_fds[0]), before);
 }
 
 /* What the ioctl reads is what KVM_VCPU_TSC_OFFSET reads, vCPU by vCPU. */
 static void test_read_state_matches_the_upstream_attribute(void **state)
 {
-	struct test_vm *t = patched_vm_or_skip(state);
+	struct kvm_test_vm *t = patched_vm_or_skip(state);
 	_cleanup_free_ struct counter_state *s = calloc(1, sizeof(*s));
 	_cleanup_free_ struct counter_state *up = calloc(1, sizeof(*up));
 
 	assert_non_null(s);
 	assert_non_null(up);
 	for (int i = 0; i < TEST_VCPUS; i++)
-		attr_set(t->vcpu_fds[i], attr_get(t->vcpu_fds[i]) + (uint64_t)(i + 1) * TEST_DELTA);
+		kvm_test_offset_set(t->vcpu_fds[i], kvm_test_offset_get(t->vcpu_fds[i]) +
+							    (uint64_t)(i + 1) * TEST_DELTA);
 	assert_int_equal(backend_kvm_syscounter.read_state(&t->fds, s), 0);
 	assert_int_equal(backend_kvm_x86.read_state(&t->fds, up), 0);
 
@@ -240,7 +161,7 @@ static void test_read_state_matches_the_upstream_attribute(void **state)
 	assert_int_equal(up->arch, COUNTER_ARCH_X86_TSC);
 	assert_int_equal(s->n_vcpus, TEST_VCPUS);
 	for (int i = 0; i < TEST_VCPUS; i++) {
-		assert_int_equal(s->offset_cycles[i], attr_get(t->vcpu_fds[i]));
+		assert_int_equal(s->offset_cycles[i], kvm_test_offset_get(t->vcpu_fds[i]));
 		assert_int_equal(s->offset_cycles[i], up->offset_cycles[i]);
 	}
 	assert_int_equal(s->guest_tsc_khz, up->guest_tsc_khz);
@@ -252,7 +173,7 @@ static void test_read_state_matches_the_upstream_attribute(void **state)
 
 /* The patched and unpatched backends exchange state: each applies what the
  * other read, and the vCPU phase survives exactly either way. */
-static void apply_across(struct test_vm *t, const struct backend_ops *reader,
+static void apply_across(struct kvm_test_vm *t, const struct backend_ops *reader,
 			 const struct backend_ops *writer)
 {
 	_cleanup_free_ struct counter_state *src = calloc(1, sizeof(*src));
@@ -270,7 +191,7 @@ static void apply_across(struct test_vm *t, const struct backend_ops *reader,
 		assert_int_equal(res->plan.offset_cycles[i] - res->plan.offset_cycles[0],
 				 src->offset_cycles[i] - src->offset_cycles[0]);
 		assert_int_equal(res->readback.offset_cycles[i], res->plan.offset_cycles[i]);
-		assert_int_equal(attr_get(t->vcpu_fds[i]), res->plan.offset_cycles[i]);
+		assert_int_equal(kvm_test_offset_get(t->vcpu_fds[i]), res->plan.offset_cycles[i]);
 	}
 }
 
@@ -287,7 +208,7 @@ static void test_upstream_backend_applies_state_read_by_syscounter(void **state)
 /* arm64 state is never written into an x86 VM, and nothing is touched. */
 static void test_apply_refuses_foreign_counter_before_writing(void **state)
 {
-	struct test_vm *t = patched_vm_or_skip(state);
+	struct kvm_test_vm *t = patched_vm_or_skip(state);
 	_cleanup_free_ struct counter_state *src = calloc(1, sizeof(*src));
 	_cleanup_free_ struct backend_apply_result *res = calloc(1, sizeof(*res));
 	uint64_t before[TEST_VCPUS];
@@ -296,35 +217,35 @@ static void test_apply_refuses_foreign_counter_before_writing(void **state)
 	assert_non_null(res);
 	assert_int_equal(backend_kvm_syscounter.read_state(&t->fds, src), 0);
 	for (int i = 0; i < TEST_VCPUS; i++) {
-		before[i] = attr_get(t->vcpu_fds[i]);
+		before[i] = kvm_test_offset_get(t->vcpu_fds[i]);
 		src->offset_cycles[i] += TEST_DELTA;
 	}
 	src->arch = COUNTER_ARCH_ARM64_CNTVCT;
 	assert_int_equal(backend_kvm_syscounter.apply(&t->fds, src, NULL, res), -ENOEXEC);
 	for (int i = 0; i < TEST_VCPUS; i++)
-		assert_int_equal(attr_get(t->vcpu_fds[i]), before[i]);
+		assert_int_equal(kvm_test_offset_get(t->vcpu_fds[i]), before[i]);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_detect_names_the_missing_capability, vm_setup,
-						vm_teardown),
+						kvm_test_vm_teardown),
 		cmocka_unit_test(test_detect_refuses_fd_that_is_not_a_vm),
 		cmocka_unit_test_setup_teardown(
 			test_select_prefers_syscounter_and_follows_the_allowed_order, vm_setup,
-			vm_teardown),
+			kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(test_probe_writes_reads_back_and_restores, vm_setup,
-						vm_teardown),
+						kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(test_read_state_matches_the_upstream_attribute,
-						vm_setup, vm_teardown),
+						vm_setup, kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_takes_state_read_by_the_upstream_backend,
-						vm_setup, vm_teardown),
+						vm_setup, kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_upstream_backend_applies_state_read_by_syscounter, vm_setup,
-			vm_teardown),
+			kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_refuses_foreign_counter_before_writing,
-						vm_setup, vm_teardown),
+						vm_setup, kvm_test_vm_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

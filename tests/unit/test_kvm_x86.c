@@ -18,6 +18,7 @@
 
 #include "backend.h"
 #include "hostclock.h"
+#include "kvm_test_vm.h"
 #include "macro.h"
 
 #define TEST_VCPUS 2
@@ -25,94 +26,9 @@
  * mean something (kvm_pvm reads every offset back as 0). */
 #define TEST_DELTA UINT64_C(0x123456789)
 
-struct test_vm {
-	int kvm_fd;
-	int open_errno;
-	int vm_fd;
-	int vcpu_fds[TEST_VCPUS];
-	struct kvm_vm_fds fds;
-};
-
 static int vm_setup(void **state)
 {
-	struct test_vm *t = calloc(1, sizeof(*t));
-
-	if (!t)
-		return -1;
-	t->kvm_fd = t->vm_fd = -1;
-	for (int i = 0; i < TEST_VCPUS; i++)
-		t->vcpu_fds[i] = -1;
-	*state = t;
-
-	t->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (t->kvm_fd < 0) {
-		t->open_errno = errno;
-		return 0; /* the test skips */
-	}
-	t->vm_fd = ioctl(t->kvm_fd, KVM_CREATE_VM, 0);
-	if (t->vm_fd < 0)
-		return -1;
-	for (int i = 0; i < TEST_VCPUS; i++) {
-		t->vcpu_fds[i] = ioctl(t->vm_fd, KVM_CREATE_VCPU, (unsigned long)i);
-		if (t->vcpu_fds[i] < 0)
-			return -1;
-	}
-	t->fds = (struct kvm_vm_fds){
-		.vm_fd = t->vm_fd,
-		.n_vcpus = TEST_VCPUS,
-		.vcpu_fds = t->vcpu_fds,
-	};
-	return 0;
-}
-
-static int vm_teardown(void **state)
-{
-	struct test_vm *t = *state;
-
-	if (!t)
-		return 0;
-	for (int i = 0; i < TEST_VCPUS; i++)
-		close_nointr(t->vcpu_fds[i]);
-	close_nointr(t->vm_fd);
-	close_nointr(t->kvm_fd);
-	free(t);
-	return 0;
-}
-
-/* The test's VM, or a skip when this machine has no /dev/kvm. */
-static struct test_vm *vm_or_skip(void **state)
-{
-	struct test_vm *t = *state;
-
-	if (t->kvm_fd < 0) {
-		print_message("skipped: /dev/kvm cannot be opened (%s)\n", strerror(t->open_errno));
-		skip();
-	}
-	return t;
-}
-
-static uint64_t offset_get(int vcpu_fd)
-{
-	uint64_t offset = 0;
-	struct kvm_device_attr attr = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-		.addr = (uint64_t)(uintptr_t)&offset,
-	};
-
-	assert_int_equal(ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attr), 0);
-	return offset;
-}
-
-static void offset_set(int vcpu_fd, uint64_t offset)
-{
-	struct kvm_device_attr attr = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-		.addr = (uint64_t)(uintptr_t)&offset,
-	};
-
-	assert_int_equal(ioctl(vcpu_fd, KVM_SET_DEVICE_ATTR, &attr), 0);
+	return kvm_test_vm_setup(state, TEST_VCPUS);
 }
 
 static bool has_offset_attr(int vcpu_fd)
@@ -128,12 +44,12 @@ static bool has_offset_attr(int vcpu_fd)
 /* The truth, found without the backend: does this KVM keep a written offset? */
 static bool kvm_honours_offsets(int vcpu_fd)
 {
-	uint64_t original = offset_get(vcpu_fd);
+	uint64_t original = kvm_test_offset_get(vcpu_fd);
 	uint64_t readback;
 
-	offset_set(vcpu_fd, original + TEST_DELTA);
-	readback = offset_get(vcpu_fd);
-	offset_set(vcpu_fd, original);
+	kvm_test_offset_set(vcpu_fd, original + TEST_DELTA);
+	readback = kvm_test_offset_get(vcpu_fd);
+	kvm_test_offset_set(vcpu_fd, original);
 	return readback == original + TEST_DELTA;
 }
 
@@ -152,7 +68,7 @@ static uint64_t abs_diff(uint64_t a, uint64_t b)
 
 static void test_detect_accepts_kvm_with_tsc_offset_attr(void **state)
 {
-	struct test_vm *t = vm_or_skip(state);
+	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
 	char detail[BACKEND_DETAIL_MAX] = "";
 	int r = backend_kvm_x86.detect(&t->fds, detail, sizeof(detail));
 
@@ -189,10 +105,10 @@ static void test_detect_rejects_empty_vm(void **state)
 
 static void test_probe_reports_whether_kvm_honours_offsets(void **state)
 {
-	struct test_vm *t = vm_or_skip(state);
+	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
 	char detail[BACKEND_DETAIL_MAX] = "", expect[BACKEND_DETAIL_MAX];
 	bool honours = kvm_honours_offsets(t->vcpu_fds[0]);
-	uint64_t original = offset_get(t->vcpu_fds[0]);
+	uint64_t original = kvm_test_offset_get(t->vcpu_fds[0]);
 	bool offset_control = !honours;
 
 	assert_int_equal(backend_kvm_x86.probe(&t->fds, &offset_control, detail, sizeof(detail)),
@@ -216,16 +132,16 @@ static void test_probe_reports_whether_kvm_honours_offsets(void **state)
 
 static void test_probe_restores_original_offset(void **state)
 {
-	struct test_vm *t = vm_or_skip(state);
+	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
 	bool offset_control;
 	uint64_t before;
 
 	/* A non-default offset, where the KVM keeps one, so that restoring
 	 * "0" by accident would show. */
-	offset_set(t->vcpu_fds[0], offset_get(t->vcpu_fds[0]) - TEST_DELTA);
-	before = offset_get(t->vcpu_fds[0]);
+	kvm_test_offset_set(t->vcpu_fds[0], kvm_test_offset_get(t->vcpu_fds[0]) - TEST_DELTA);
+	before = kvm_test_offset_get(t->vcpu_fds[0]);
 	assert_int_equal(backend_kvm_x86.probe(&t->fds, &offset_control, NULL, 0), 0);
-	assert_int_equal(offset_get(t->vcpu_fds[0]), before);
+	assert_int_equal(kvm_test_offset_get(t->vcpu_fds[0]), before);
 }
 
 static void test_probe_returns_errno_of_failed_ioctl(void **state)
@@ -245,7 +161,7 @@ static void test_probe_returns_errno_of_failed_ioctl(void **state)
 
 static void test_read_state_reports_every_vcpu_rate_and_anchor(void **state)
 {
-	struct test_vm *t = vm_or_skip(state);
+	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
 	_cleanup_free_ struct counter_state *s = calloc(1, sizeof(*s));
 	struct kvm_clock_data clock = { 0 };
 	struct sync_error sync;
@@ -255,7 +171,8 @@ static void test_read_state_reports_every_vcpu_rate_and_anchor(void **state)
 	assert_non_null(s);
 	/* Distinct offsets where the KVM keeps them: each vCPU must be read. */
 	for (int i = 0; i < TEST_VCPUS; i++)
-		offset_set(t->vcpu_fds[i], offset_get(t->vcpu_fds[i]) + (uint64_t)i * TEST_DELTA);
+		kvm_test_offset_set(t->vcpu_fds[i],
+				    kvm_test_offset_get(t->vcpu_fds[i]) + (uint64_t)i * TEST_DELTA);
 	khz = ioctl(t->vcpu_fds[0], KVM_GET_TSC_KHZ, 0);
 	assert_true(khz > 0);
 	assert_int_equal(ioctl(t->vm_fd, KVM_GET_CLOCK, &clock), 0);
@@ -272,7 +189,7 @@ static void test_read_state_reports_every_vcpu_rate_and_anchor(void **state)
 	assert_int_equal(s->backend, BACKEND_KVM_X86);
 	assert_int_equal(s->n_vcpus, TEST_VCPUS);
 	for (int i = 0; i < TEST_VCPUS; i++)
-		assert_int_equal(s->offset_cycles[i], offset_get(t->vcpu_fds[i]));
+		assert_int_equal(s->offset_cycles[i], kvm_test_offset_get(t->vcpu_fds[i]));
 	assert_int_equal(s->guest_tsc_khz, (uint32_t)khz);
 	/* vCPUs never given a rate run at the host's: no scaling. */
 	assert_int_equal(s->tsc_scaling_ratio, 0);
@@ -299,7 +216,7 @@ static void test_read_state_reports_every_vcpu_rate_and_anchor(void **state)
 
 static void test_read_state_refuses_vcpus_at_different_rates(void **state)
 {
-	struct test_vm *t = vm_or_skip(state);
+	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
 	_cleanup_free_ struct counter_state *s = calloc(1, sizeof(*s));
 	int khz = ioctl(t->vcpu_fds[0], KVM_GET_TSC_KHZ, 0);
 
@@ -317,7 +234,7 @@ static void test_read_state_refuses_vcpus_at_different_rates(void **state)
 
 static void test_apply_writes_plan_or_reports_readback_mismatch(void **state)
 {
-	struct test_vm *t = vm_or_skip(state);
+	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
 	_cleanup_free_ struct counter_state *src = calloc(1, sizeof(*src));
 	_cleanup_free_ struct backend_apply_result *res = calloc(1, sizeof(*res));
 	bool honours = kvm_honours_offsets(t->vcpu_fds[0]);
@@ -356,7 +273,8 @@ static void test_apply_writes_plan_or_reports_readback_mismatch(void **state)
 		for (uint32_t i = 0; i < src->n_vcpus; i++) {
 			assert_int_equal(res->readback.offset_cycles[i],
 					 res->plan.offset_cycles[i]);
-			assert_int_equal(offset_get(t->vcpu_fds[i]), res->plan.offset_cycles[i]);
+			assert_int_equal(kvm_test_offset_get(t->vcpu_fds[i]),
+					 res->plan.offset_cycles[i]);
 		}
 	} else {
 		print_message("this host ignores offsets: apply says \"%s\"\n", res->detail);
@@ -371,7 +289,7 @@ static void test_apply_writes_plan_or_reports_readback_mismatch(void **state)
 
 static void test_apply_refuses_vcpu_count_mismatch_before_writing(void **state)
 {
-	struct test_vm *t = vm_or_skip(state);
+	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
 	_cleanup_free_ struct counter_state *src = calloc(1, sizeof(*src));
 	_cleanup_free_ struct backend_apply_result *res = calloc(1, sizeof(*res));
 	uint64_t before[TEST_VCPUS];
@@ -380,7 +298,7 @@ static void test_apply_refuses_vcpu_count_mismatch_before_writing(void **state)
 	assert_non_null(res);
 	assert_int_equal(backend_kvm_x86.read_state(&t->fds, src), 0);
 	for (int i = 0; i < TEST_VCPUS; i++)
-		before[i] = offset_get(t->vcpu_fds[i]);
+		before[i] = kvm_test_offset_get(t->vcpu_fds[i]);
 	src->n_vcpus = TEST_VCPUS - 1;
 	src->offset_cycles[0] += TEST_DELTA;
 	res->apply_ns = 42;
@@ -388,12 +306,12 @@ static void test_apply_refuses_vcpu_count_mismatch_before_writing(void **state)
 	assert_int_equal(backend_kvm_x86.apply(&t->fds, src, NULL, res), -EINVAL);
 	assert_int_equal(res->apply_ns, 42); /* result untouched */
 	for (int i = 0; i < TEST_VCPUS; i++)
-		assert_int_equal(offset_get(t->vcpu_fds[i]), before[i]);
+		assert_int_equal(kvm_test_offset_get(t->vcpu_fds[i]), before[i]);
 }
 
 static void test_apply_refuses_elapsed_beyond_policy(void **state)
 {
-	struct test_vm *t = vm_or_skip(state);
+	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
 	_cleanup_free_ struct counter_state *src = calloc(1, sizeof(*src));
 	_cleanup_free_ struct backend_apply_result *res = calloc(1, sizeof(*res));
 	struct counter_policy policy = { .max_abs_elapsed_ns = NSEC_PER_SEC };
@@ -407,7 +325,7 @@ static void test_apply_refuses_elapsed_beyond_policy(void **state)
 
 static void test_select_picks_kvm_x86_where_offered(void **state)
 {
-	struct test_vm *t = vm_or_skip(state);
+	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
 	char detail[BACKEND_DETAIL_MAX] = "";
 	const struct backend_ops *ops = backend_select(&t->fds, detail, sizeof(detail));
 
@@ -442,27 +360,27 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_detect_accepts_kvm_with_tsc_offset_attr,
-						vm_setup, vm_teardown),
+						vm_setup, kvm_test_vm_teardown),
 		cmocka_unit_test(test_detect_refuses_fd_that_is_not_a_vcpu),
 		cmocka_unit_test(test_detect_rejects_empty_vm),
 		cmocka_unit_test_setup_teardown(test_probe_reports_whether_kvm_honours_offsets,
-						vm_setup, vm_teardown),
+						vm_setup, kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(test_probe_restores_original_offset, vm_setup,
-						vm_teardown),
+						kvm_test_vm_teardown),
 		cmocka_unit_test(test_probe_returns_errno_of_failed_ioctl),
 		cmocka_unit_test_setup_teardown(test_read_state_reports_every_vcpu_rate_and_anchor,
-						vm_setup, vm_teardown),
+						vm_setup, kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(test_read_state_refuses_vcpus_at_different_rates,
-						vm_setup, vm_teardown),
+						vm_setup, kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_writes_plan_or_reports_readback_mismatch,
-						vm_setup, vm_teardown),
+						vm_setup, kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_apply_refuses_vcpu_count_mismatch_before_writing, vm_setup,
-			vm_teardown),
+			kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_refuses_elapsed_beyond_policy, vm_setup,
-						vm_teardown),
+						kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(test_select_picks_kvm_x86_where_offered, vm_setup,
-						vm_teardown),
+						kvm_test_vm_teardown),
 		cmocka_unit_test(test_select_refuses_naming_what_is_missing),
 	};
 
