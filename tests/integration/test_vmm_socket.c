@@ -96,23 +96,34 @@ static void expect_error(int fd, uint64_t id, Vcounter__V1__ErrorCode code, cons
 	wire_vmm_free(msg);
 }
 
-/* The status reply's entry for vm_id on daemon d (asserts it exists). */
-static void expect_status_backend(const struct daemon_proc *d, const char *vm_id,
-				  const char *backend)
+/* A status request with this id on a fresh connection to socket_path; the
+ * reply, checked to be a StatusReply to that id (free with wire_vmm_free). */
+static Vcounter__V1__VmmMessage *status_of(const char *socket_path, uint64_t id)
 {
 	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
 	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
-	enum backend_kind kind;
-	bool found = false;
-	int fd = raw_connect(d->vmm_socket);
+	int fd = raw_connect(socket_path);
 
-	req.id = 78;
+	req.id = id;
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
 	req.status = &st;
 	raw_send_msg(fd, &req, NULL, 0);
 	reply = raw_recv(fd);
+	close(fd);
 	assert_non_null(reply);
 	assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS_REPLY);
+	assert_int_equal(reply->id, id);
+	return reply;
+}
+
+/* The status reply's entry for vm_id on daemon d (asserts it exists). */
+static void expect_status_backend(const struct daemon_proc *d, const char *vm_id,
+				  const char *backend)
+{
+	Vcounter__V1__VmmMessage *reply = status_of(d->vmm_socket, 78);
+	enum backend_kind kind;
+	bool found = false;
+
 	for (size_t i = 0; i < reply->status_reply->n_vms; i++) {
 		const Vcounter__V1__VmStatus *vm = reply->status_reply->vms[i];
 
@@ -125,30 +136,18 @@ static void expect_status_backend(const struct daemon_proc *d, const char *vm_id
 	}
 	assert_true(found);
 	wire_vmm_free(reply);
-	close(fd);
 }
 
 /* The daemon still answers a status request on a fresh connection, and has
  * closed every fd it did not keep. */
 static void assert_daemon_serving(void)
 {
-	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
-	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
-	int fd;
+	Vcounter__V1__VmmMessage *reply;
 
 	assert_true(harness_alive(&daemon_main));
-	fd = raw_connect(daemon_main.vmm_socket);
-	req.id = 77;
-	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
-	req.status = &st;
-	raw_send_msg(fd, &req, NULL, 0);
-	reply = raw_recv(fd);
-	assert_non_null(reply);
-	assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS_REPLY);
-	assert_int_equal(reply->id, 77);
+	reply = status_of(daemon_main.vmm_socket, 77);
 	assert_string_equal(reply->status_reply->version, "0.1.0");
 	wire_vmm_free(reply);
-	close(fd);
 }
 
 /* The daemon closes fds it does not keep after it answers, and a
