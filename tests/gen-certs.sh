@@ -1,6 +1,7 @@
 #!/bin/sh
-# gen-certs.sh DIR - a throwaway PKI for the peer-link TLS tests: a fleet CA, two hosts, and the
-# certificates the daemon must refuse (other CA, SAN not allow-listed, expired). EC P-256, quiet.
+# gen-certs.sh DIR - a throwaway PKI for the peer-link and control-API TLS tests: a fleet CA, two
+# hosts, two controllers, and the certificates the daemon must refuse (other CA, SAN not
+# allow-listed, expired). EC P-256, quiet.
 set -eu
 
 dir=${1:?usage: gen-certs.sh DIR}
@@ -8,7 +9,8 @@ mkdir -p "$dir"
 cd "$dir"
 
 outputs="ca.pem ca.key host-a.pem host-a.key host-b.pem host-b.key other-ca.pem other-ca.key
-	other-host.pem other-host.key evil.pem evil.key expired.pem expired.key uri.pem uri.key"
+	other-host.pem other-host.key evil.pem evil.key expired.pem expired.key uri.pem uri.key
+	ctl-operator.pem ctl-operator.key ctl-reader.pem ctl-reader.key ctl-other.pem ctl-other.key"
 
 # Idempotent: a complete set is kept as it is (a partial one, from a killed run, is redone).
 complete=1
@@ -100,6 +102,11 @@ newleaf other-host DNS:host-a.test other-ca
 newleaf evil DNS:host-evil.test ca
 # A URI identity (SPIFFE style) and no DNS name at all.
 newleaf uri URI:spiffe://fleet.test/host-u ca
+# Fleet controllers on the control API (TCP + TLS): one with the operator
+# role, one read-only, and one claiming the operator's name from another CA.
+newleaf ctl-operator DNS:ctl-operator.test ca
+newleaf ctl-reader DNS:ctl-reader.test ca
+newleaf ctl-other DNS:ctl-operator.test other-ca
 
 # Valid chain and allow-listed name, but its validity ended in 2020.
 newkey expired

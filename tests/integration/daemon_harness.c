@@ -84,6 +84,7 @@ int harness_start(struct daemon_proc *d, const char *const *extra_args)
 	if (!mkdtemp(d->dir))
 		return -errno;
 	snprintf(d->vmm_socket, sizeof(d->vmm_socket), "%s/vmm.sock", d->dir);
+	snprintf(d->control_socket, sizeof(d->control_socket), "%s/control.sock", d->dir);
 	snprintf(d->log_path, sizeof(d->log_path), "%s/vcounterd.log", d->dir);
 	snprintf(port_file, sizeof(port_file), "%s/port", d->dir);
 	snprintf(exe, sizeof(exe), "%s/daemon/vcounterd", harness_build_root());
@@ -101,6 +102,8 @@ int harness_start(struct daemon_proc *d, const char *const *extra_args)
 	argv[n++] = exe;
 	argv[n++] = "--vmm-socket";
 	argv[n++] = d->vmm_socket;
+	argv[n++] = "--control-socket";
+	argv[n++] = d->control_socket;
 	argv[n++] = "--port-file";
 	argv[n++] = port_file;
 	argv[n++] = "--log-level";

@@ -11,6 +11,7 @@ struct daemon_proc {
 	pid_t pid;
 	char dir[256];	      /* private temp dir */
 	char vmm_socket[300]; /* dir/vmm.sock */
+	char control_socket[300]; /* dir/control.sock (gRPC, service Control) */
 	char log_path[300];   /* dir/vcounterd.log */
 	int peer_port;	      /* -1 when not listening */
 };
