@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "frame.h"
 #include "macro.h"
+#include "report.h"
 #include "unix_fd.h"
 #include "vcounter/vcounter.h"
 #include "wire.h"
@@ -725,10 +726,7 @@ out:
 
 void vcounter_report_free(struct vcounter_report *report)
 {
-	if (!report)
-		return;
-	free(report->offsets_before);
-	free(report->offsets_after);
+	report_clear(report);
 	free(report);
 }
 
@@ -737,8 +735,7 @@ int vcounter_apply(struct vcounter *vc, const char *vm_id, const char *migration
 {
 	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
 	Vcounter__V1__ApplyRequest ap = VCOUNTER__V1__APPLY_REQUEST__INIT;
-	_cleanup_free_ struct migration_report *rep = NULL;
-	struct vcounter_report *out;
+	_cleanup_free_ struct vcounter_report *out = NULL;
 	char err[256];
 	int r;
 
@@ -753,40 +750,20 @@ int vcounter_apply(struct vcounter *vc, const char *vm_id, const char *migration
 		r = expect(vc, reply, VCOUNTER__V1__VMM_MESSAGE__BODY_APPLY_REPLY);
 	if (r < 0)
 		return r;
-	rep = calloc(1, sizeof(*rep));
-	if (!rep) {
+	out = calloc(1, sizeof(*out));
+	if (!out) {
 		wire_vmm_free(reply);
 		return set_error(vc, -ENOMEM, "out of memory");
 	}
-	r = wire_report_from_pb(reply->apply_reply->report, rep, err, sizeof(err));
+	r = report_from_pb(reply->apply_reply->report, out, err, sizeof(err));
 	wire_vmm_free(reply);
+	if (r == -ENOMEM)
+		return set_error(vc, r, "out of memory");
 	if (r < 0)
 		return set_error(vc, r, "invalid report from vcounterd: %s", err);
-	if (!ret_report)
-		return 0;
-	out = calloc(1, sizeof(*out));
-	if (!out)
-		return set_error(vc, -ENOMEM, "out of memory");
-	out->offsets_before = calloc(rep->n_vcpus, sizeof(uint64_t));
-	out->offsets_after = calloc(rep->n_vcpus, sizeof(uint64_t));
-	if (!out->offsets_before || !out->offsets_after) {
-		vcounter_report_free(out);
-		return set_error(vc, -ENOMEM, "out of memory");
-	}
-	snprintf(out->migration_id, sizeof(out->migration_id), "%s", rep->migration_id);
-	snprintf(out->vm_id, sizeof(out->vm_id), "%s", rep->vm_id);
-	snprintf(out->backend, sizeof(out->backend), "%s",
-		 backend_kind_to_string(rep->backend) ? backend_kind_to_string(rep->backend) : "?");
-	out->generation = rep->generation;
-	out->n_vcpus = rep->n_vcpus;
-	memcpy(out->offsets_before, rep->offsets_before, rep->n_vcpus * sizeof(uint64_t));
-	memcpy(out->offsets_after, rep->offsets_after, rep->n_vcpus * sizeof(uint64_t));
-	out->elapsed_ns = rep->elapsed_ns;
-	out->delta_cycles = rep->delta_cycles;
-	out->error_bound_ns = rep->error_bound_ns;
-	out->apply_latency_ns = rep->apply_latency_ns;
-	out->guest_tsc_khz = rep->guest_tsc_khz;
-	out->error_bound_exceeded = rep->error_bound_exceeded;
-	*ret_report = out;
+	if (ret_report)
+		*ret_report = TAKE_PTR(out);
+	else
+		report_clear(out);
 	return 0;
 }
