@@ -19,8 +19,8 @@ struct grpc_wire_decoder {
 	uint32_t max_len; /* messages above this are refused */
 	uint8_t prefix[GRPC_WIRE_PREFIX_BYTES];
 	size_t prefix_have;
-	bool compressed;
-	uint8_t *buf; /* current message, malloc'd */
+	bool compressed; /* after -EBADMSG: true if the flag byte was 1 */
+	uint8_t *buf;	 /* current message, malloc'd */
 	uint32_t len;
 	uint32_t have;
 	int error; /* sticky once set */
@@ -30,8 +30,10 @@ void grpc_wire_decoder_init(struct grpc_wire_decoder *d, uint32_t max_len);
 void grpc_wire_decoder_free(struct grpc_wire_decoder *d);
 
 /* Feed len bytes; for each complete message call on_message(msg, msg_len,
- * userdata) (msg valid during the call; a nonzero return stops feeding and
- * is returned). Returns 0, the callback's nonzero value, or a sticky error:
+ * userdata) (msg valid and non-NULL during the call, also for an empty
+ * message; a nonzero return stops feeding, the rest of data is dropped, and
+ * is returned, not sticky). Returns 0, the callback's nonzero value, or a
+ * sticky error:
  *   -EMSGSIZE  a prefix announces more than max_len (nothing allocated)
  *   -EBADMSG   the compressed flag is set (this project offers no
  *              compression), or the flag byte is neither 0 nor 1
@@ -51,8 +53,8 @@ int grpc_wire_parse_timeout(const char *value, size_t len, uint64_t *ret_ns);
 void grpc_wire_format_timeout(uint64_t ns, char out[10]);
 
 /* grpc-message: percent-encode every byte outside 0x20..0x7e and '%'.
- * Returns the encoded length; writes at most size - 1 bytes and a NUL
- * (truncating at a whole escape). */
+ * Writes at most size - 1 bytes and a NUL (truncating at a whole escape);
+ * returns the length written (strlen(out)). */
 size_t grpc_wire_percent_encode(const char *in, char *out, size_t size);
 /* Decode into out (NUL-terminated, truncated to size - 1); malformed
  * escapes are kept literally. Returns the decoded length. */
