@@ -48,12 +48,27 @@ static void usage(FILE *f)
 		"  --backends LIST          counter backends allowed, in preference order\n"
 		"                           (comma-separated: kvm-syscounter, kvm-x86;\n"
 		"                           default: both, in that order)\n"
+		"  --control-socket PATH    control API (gRPC, h2c) socket (default %s;\n"
+		"                           'none': no socket)\n"
+		"  --control-listen ADDR:PORT  control API on TCP, TLS 1.3 with client\n"
+		"                           certificates of the fleet CA (--ca/--cert/--key)\n"
+		"  --control-port-file FILE write the control TCP port actually bound to FILE\n"
+		"  --control-operator NAME  controller identity (SAN) that may start and\n"
+		"                           abort migrations; repeatable\n"
+		"  --control-reader NAME    controller identity that may list and watch;\n"
+		"                           repeatable\n"
+		"  --control-operator-uid UID, --control-operator-gid GID\n"
+		"  --control-reader-uid UID, --control-reader-gid GID\n"
+		"                           local callers on the control socket, by\n"
+		"                           SO_PEERCRED (root and the daemon's uid are\n"
+		"                           operators); repeatable\n"
 		"  --kvm-op-timeout MS      VMM answer deadline (default 10000)\n"
 		"  --peer-timeout MS        peer answer deadline (default 30000)\n"
 		"  --log-level LEVEL        error, warning, info (default), debug\n"
 		"  --version                print the version\n"
 		"  --help                   this text\n",
-		VCD_DEFAULT_VMM_SOCKET, COUNTER_MATH_DEFAULT_TSC_TOLERANCE_PPM);
+		VCD_DEFAULT_VMM_SOCKET, COUNTER_MATH_DEFAULT_TSC_TOLERANCE_PPM,
+		VCD_DEFAULT_CONTROL_SOCKET);
 }
 
 static int parse_u64(const char *s, uint64_t *ret)
@@ -105,8 +120,50 @@ static int parse_backends(const char *list, struct vcd_config *cfg)
 	return 0;
 }
 
+/* --control-*-uid/gid: a number, or a user/group name. */
+static int parse_id(const char *s, bool group, uint32_t *ret)
+{
+	uint64_t v;
+
+	if (parse_u64(s, &v) == 0 && v < UINT32_MAX) {
+		*ret = (uint32_t)v;
+		return 0;
+	}
+	if (group) {
+		struct group *g = getgrnam(s);
+
+		if (g) {
+			*ret = g->gr_gid;
+			return 0;
+		}
+	} else {
+		struct passwd *p = getpwnam(s);
+
+		if (p) {
+			*ret = p->pw_uid;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int add_name(const char **list, size_t *n, const char *name, const char *opt)
+{
+	if (!*name || strlen(name) > GRPC_IDENTITY_MAX) {
+		fprintf(stderr, "vcounterd: %s needs a name of 1..%d bytes\n", opt,
+			GRPC_IDENTITY_MAX);
+		return -EINVAL;
+	}
+	if (*n >= GRPC_MAX_IDENTITIES) {
+		fprintf(stderr, "vcounterd: too many %s (limit %d)\n", opt, GRPC_MAX_IDENTITIES);
+		return -E2BIG;
+	}
+	list[(*n)++] = name;
+	return 0;
+}
+
 static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char **port_file,
-		      int *log_level)
+		      const char **control_port_file, int *log_level)
 {
 	enum {
 		ARG_VMM_SOCKET = 0x100,
@@ -126,6 +183,15 @@ static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char 
 		ARG_BACKENDS,
 		ARG_KVM_OP_TIMEOUT,
 		ARG_PEER_TIMEOUT,
+		ARG_CONTROL_SOCKET,
+		ARG_CONTROL_LISTEN,
+		ARG_CONTROL_PORT_FILE,
+		ARG_CONTROL_OPERATOR,
+		ARG_CONTROL_READER,
+		ARG_CONTROL_OPERATOR_UID,
+		ARG_CONTROL_OPERATOR_GID,
+		ARG_CONTROL_READER_UID,
+		ARG_CONTROL_READER_GID,
 		ARG_LOG_LEVEL,
 		ARG_VERSION,
 	};
@@ -147,6 +213,15 @@ static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char 
 		{ "backends", required_argument, NULL, ARG_BACKENDS },
 		{ "kvm-op-timeout", required_argument, NULL, ARG_KVM_OP_TIMEOUT },
 		{ "peer-timeout", required_argument, NULL, ARG_PEER_TIMEOUT },
+		{ "control-socket", required_argument, NULL, ARG_CONTROL_SOCKET },
+		{ "control-listen", required_argument, NULL, ARG_CONTROL_LISTEN },
+		{ "control-port-file", required_argument, NULL, ARG_CONTROL_PORT_FILE },
+		{ "control-operator", required_argument, NULL, ARG_CONTROL_OPERATOR },
+		{ "control-reader", required_argument, NULL, ARG_CONTROL_READER },
+		{ "control-operator-uid", required_argument, NULL, ARG_CONTROL_OPERATOR_UID },
+		{ "control-operator-gid", required_argument, NULL, ARG_CONTROL_OPERATOR_GID },
+		{ "control-reader-uid", required_argument, NULL, ARG_CONTROL_READER_UID },
+		{ "control-reader-gid", required_argument, NULL, ARG_CONTROL_READER_GID },
 		{ "log-level", required_argument, NULL, ARG_LOG_LEVEL },
 		{ "version", no_argument, NULL, ARG_VERSION },
 		{ "help", no_argument, NULL, 'h' },
@@ -247,6 +322,56 @@ static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char 
 				return -EINVAL;
 			}
 			break;
+		case ARG_CONTROL_SOCKET:
+			cfg->control_socket = strcmp(optarg, "none") == 0 ? NULL : optarg;
+			break;
+		case ARG_CONTROL_LISTEN:
+			cfg->control_listen = optarg;
+			break;
+		case ARG_CONTROL_PORT_FILE:
+			*control_port_file = optarg;
+			break;
+		case ARG_CONTROL_OPERATOR:
+			if (add_name(cfg->control_operators, &cfg->n_control_operators, optarg,
+				     "--control-operator") < 0)
+				return -EINVAL;
+			break;
+		case ARG_CONTROL_READER:
+			if (add_name(cfg->control_readers, &cfg->n_control_readers, optarg,
+				     "--control-reader") < 0)
+				return -EINVAL;
+			break;
+		case ARG_CONTROL_OPERATOR_UID:
+		case ARG_CONTROL_OPERATOR_GID:
+		case ARG_CONTROL_READER_UID:
+		case ARG_CONTROL_READER_GID: {
+			bool group = c == ARG_CONTROL_OPERATOR_GID || c == ARG_CONTROL_READER_GID;
+			bool op = c == ARG_CONTROL_OPERATOR_UID || c == ARG_CONTROL_OPERATOR_GID;
+			size_t *n = group ? (op ? &cfg->n_control_operator_gids
+						: &cfg->n_control_reader_gids)
+					  : (op ? &cfg->n_control_operator_uids
+						: &cfg->n_control_reader_uids);
+			uint32_t id;
+
+			if (parse_id(optarg, group, &id) < 0) {
+				fprintf(stderr, "vcounterd: %s: no such %s '%s'\n",
+					argv[optind - 1], group ? "group" : "user", optarg);
+				return -EINVAL;
+			}
+			if (*n >= VCD_MAX_ALLOWED_IDS) {
+				fprintf(stderr, "vcounterd: too many %s (limit %d)\n",
+					argv[optind - 1], VCD_MAX_ALLOWED_IDS);
+				return -E2BIG;
+			}
+			if (group)
+				(op ? cfg->control_operator_gids : cfg->control_reader_gids)[*n] =
+					id;
+			else
+				(op ? cfg->control_operator_uids : cfg->control_reader_uids)[*n] =
+					id;
+			(*n)++;
+			break;
+		}
 		case ARG_LOG_LEVEL:
 			*log_level = log_parse_level(optarg);
 			if (*log_level < 0) {
@@ -345,6 +470,7 @@ int main(int argc, char **argv)
 	struct vcd vcd = {
 		.config = {
 			.vmm_socket = VCD_DEFAULT_VMM_SOCKET,
+			.control_socket = VCD_DEFAULT_CONTROL_SOCKET,
 			.error_bound_limit_ns = 1000000,
 			.max_abs_elapsed_ns = UINT64_C(3600) * NSEC_PER_SEC,
 			.tsc_tolerance_ppm = COUNTER_MATH_DEFAULT_TSC_TOLERANCE_PPM,
@@ -353,11 +479,11 @@ int main(int argc, char **argv)
 		},
 	};
 	struct event *sigint = NULL, *sigterm = NULL;
-	const char *port_file = NULL;
+	const char *port_file = NULL, *control_port_file = NULL;
 	int log_level = LOG_INFO;
 	int vmm_fd, r, ret = EXIT_FAILURE;
 
-	r = parse_args(argc, argv, &vcd.config, &port_file, &log_level);
+	r = parse_args(argc, argv, &vcd.config, &port_file, &control_port_file, &log_level);
 	if (r <= 0)
 		return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 	log_setup(log_level);
@@ -374,6 +500,7 @@ int main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 
+	vcd.started_ns = vcd_now_ns();
 	vcd.base = event_base_new();
 	if (!vcd.base) {
 		log_error("cannot create the event loop");
@@ -384,6 +511,18 @@ int main(int argc, char **argv)
 	if (vcd.config.listen_addr && !vcd.tls_server) {
 		log_error(
 			"--listen needs --ca, --cert and --key: the peer link is mutual TLS only");
+		goto out;
+	}
+	if (vcd.config.control_listen &&
+	    (!vcd.tls_server ||
+	     vcd.config.n_control_operators + vcd.config.n_control_readers == 0)) {
+		log_error("--control-listen needs --ca, --cert, --key and at least one "
+			  "--control-operator or --control-reader: TCP callers are known by "
+			  "certificate only");
+		goto out;
+	}
+	if (control_port_file && !vcd.config.control_listen) {
+		log_error("--control-port-file needs --control-listen");
 		goto out;
 	}
 	vmm_fd = vmm_socket_open(vcd.config.vmm_socket);
@@ -410,6 +549,16 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
+	r = control_start(&vcd, -1);
+	if (r < 0)
+		goto out; /* control_start said why */
+	if (control_port_file) {
+		r = write_port_file(control_port_file, control_tcp_port(&vcd));
+		if (r < 0) {
+			log_error_errno(r, "cannot write %s", control_port_file);
+			goto out;
+		}
+	}
 	sigint = evsignal_new(vcd.base, SIGINT, signal_cb, vcd.base);
 	sigterm = evsignal_new(vcd.base, SIGTERM, signal_cb, vcd.base);
 	if (!sigint || !sigterm)
@@ -429,6 +578,7 @@ out:
 		event_free(sigint);
 	if (sigterm)
 		event_free(sigterm);
+	control_stop(&vcd);
 	migrations_stop(&vcd);
 	vmm_server_stop(&vcd);
 	if (vcd.tls_server)

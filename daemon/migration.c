@@ -67,6 +67,8 @@ struct migration {
 	uint64_t apply_op_conn_id;
 	int64_t planned_delta_cycles;
 	uint64_t planned_error_bound_ns;
+	char peer_address[256]; /* source: where the target daemon listens */
+	bool by_controller;
 };
 
 struct migrations {
@@ -197,6 +199,7 @@ static void migration_reply_vmm_error(struct vcd *vcd, struct migration *m, int 
 }
 
 static void link_send(struct peer_link *link, const Vcounter__V1__PeerMessage *msg);
+static void send_abort(struct vcd *vcd, struct migration *m, const char *reason);
 
 /* A target migration that ends without applying voids the op it sent ahead. */
 static void withdraw_apply_op(struct vcd *vcd, struct migration *m)
@@ -207,6 +210,45 @@ static void withdraw_apply_op(struct vcd *vcd, struct migration *m)
 		return;
 	m->apply_op_id = 0;
 	vmm_kvm_op_cancel(vcd, m->apply_op_conn_id, op_id);
+}
+
+static void view_of(const struct migration *m, struct migration_view *ret)
+{
+	*ret = (struct migration_view){
+		.s = &m->s,
+		.peer_address = m->peer_address,
+		.by_controller = m->by_controller,
+		.planned_delta_cycles = m->planned_delta_cycles,
+		.planned_error_bound_ns = m->planned_error_bound_ns,
+	};
+}
+
+/* Every step a migration takes is told to the control API's watchers and to
+ * the VMM that registered the VM here (MigrationNotice): a migration a
+ * controller started or aborted is how that VMM learns to do its part. */
+static void migration_changed(struct vcd *vcd, struct migration *m)
+{
+	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__MigrationNotice n = VCOUNTER__V1__MIGRATION_NOTICE__INIT;
+	struct vm_entry *vm = vcd_find_vm(vcd, m->s.vm_id);
+	struct migration_view view;
+
+	view_of(m, &view);
+	control_migration_event(vcd, &view);
+	if (!vm || vm->role != m->s.role)
+		return;
+	n.migration_id = m->s.migration_id;
+	n.vm_id = m->s.vm_id;
+	n.role = m->s.role == VM_ROLE_SOURCE ? VCOUNTER__V1__ROLE__ROLE_SOURCE
+					     : VCOUNTER__V1__ROLE__ROLE_TARGET;
+	n.step = (Vcounter__V1__MigrationStep)m->s.step;
+	n.peer_identity = m->s.peer_identity;
+	n.peer_address = m->peer_address;
+	n.reason = m->s.reason;
+	n.generation = m->s.generation;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATION_NOTICE;
+	msg.migration_notice = &n;
+	vmm_notify(vcd, vm->conn_id, &msg);
 }
 
 static void migration_fail(struct vcd *vcd, struct migration *m, int error, const char *fmt, ...)
@@ -227,6 +269,7 @@ static void migration_fail(struct vcd *vcd, struct migration *m, int error, cons
 		errno = error < 0 ? -error : error;
 		log_error("vm=%s migration=%s role=%s step=failed: %s", m->s.vm_id,
 			  m->s.migration_id, vm_role_to_string(m->s.role), reason);
+		migration_changed(vcd, m);
 	}
 	migration_reply_vmm_error(vcd, m, error, reason);
 }
@@ -575,15 +618,114 @@ static int source_prepare_state(const struct vm_entry *vm, struct counter_state 
 	return hostclock_bracket_anchor(vm->registered_state->anchor.host_tsc_khz, &ret->anchor);
 }
 
+/* Start a source migration of vm to the daemon at peer_address: the
+ * checks, the session, Prepare. The VMM request (conn_id, request_id; 0 for
+ * a controller) is answered when PrepareAck arrives. -errno with a
+ * sentence in err when nothing was started; after *ret is set, failures
+ * are the migration's own (migration_fail). */
+static int source_start(struct vcd *vcd, struct vm_entry *vm, const char *peer_address,
+			const char *peer_name, uint64_t conn_id, uint64_t request_id,
+			struct migration **ret, char *err, size_t err_size)
+{
+	struct peer_link *link = NULL;
+	struct migration *m;
+	_cleanup_free_ struct counter_state *state = NULL;
+	char id[VC_MIGRATION_ID_LEN + 1];
+	int r;
+
+	if (vm->role != VM_ROLE_SOURCE) {
+		snprintf(err, err_size, "VM %s was registered as a migration target", vm->vm_id);
+		return -EADDRNOTAVAIL;
+	}
+	if (!vm->probed) {
+		snprintf(err, err_size, "VM %s: registration is not finished", vm->vm_id);
+		return -EAGAIN;
+	}
+	/* Nothing to read the counter with (e.g. --backends excludes what
+	 * this KVM has): say so now, not as a failed read later. */
+	if (vm->backend == BACKEND_NONE) {
+		snprintf(err, err_size, "source VM %s: %s", vm->vm_id, vm->probe_detail);
+		return -EOPNOTSUPP;
+	}
+	if (!peer_address || !*peer_address || !peer_name || !*peer_name ||
+	    strlen(peer_name) > TLS_PEER_NAME_MAX ||
+	    strlen(peer_address) >= sizeof(m->peer_address)) {
+		snprintf(err, err_size, "peer_address and peer_name are required");
+		return -EINVAL;
+	}
+	for (m = vcd->migrations->list; m; m = m->next)
+		if (m->s.role == VM_ROLE_SOURCE && strcmp(m->s.vm_id, vm->vm_id) == 0 &&
+		    !migration_step_is_terminal(m->s.step)) {
+			snprintf(err, err_size, "VM %s already has migration %s running", vm->vm_id,
+				 m->s.migration_id);
+			return -EBUSY;
+		}
+
+	r = new_migration_id(id);
+	if (r < 0) {
+		snprintf(err, err_size, "cannot draw a migration id");
+		return r;
+	}
+	r = link_get_outgoing(vcd, peer_address, peer_name, &link);
+	if (r == -ENOKEY) {
+		snprintf(err, err_size, "no TLS client certificate configured (--cert/--key/--ca)");
+		return r;
+	}
+	if (r < 0) {
+		snprintf(err, err_size, "cannot connect to %s: %s", peer_address, strerror(-r));
+		return r;
+	}
+	r = migration_new(vcd, &m);
+	if (r < 0) {
+		snprintf(err, err_size, "too many migrations running (limit %d)",
+			 VCD_MAX_MIGRATIONS);
+		return r;
+	}
+	r = session_init(&m->s, VM_ROLE_SOURCE, id, vm->vm_id, peer_name, vcd_now_ns());
+	if (r < 0) {
+		migration_free(vcd, m);
+		snprintf(err, err_size, "invalid migration parameters");
+		return r;
+	}
+	snprintf(m->peer_address, sizeof(m->peer_address), "%s", peer_address);
+	m->link_id = link->id;
+	m->vmm_conn_id = conn_id;
+	m->vmm_request_id = request_id;
+	m->by_controller = request_id == 0;
+	*ret = m;
+	state = calloc(1, sizeof(*state));
+	if (!state) {
+		migration_fail(vcd, m, -ENOMEM, "out of memory");
+		return 0;
+	}
+	r = source_prepare_state(vm, state);
+	if (r < 0) {
+		migration_fail(vcd, m, r, "cannot take the source anchor");
+		return 0;
+	}
+	r = session_source_prepare_sent(&m->s, state, vcd_now_ns());
+	if (r < 0) {
+		migration_fail(vcd, m, r, "state machine refused prepare");
+		return 0;
+	}
+	log_info("vm=%s migration=%s role=source step=prepare: peer=%s backend=%s "
+		 "guest_tsc_khz=%u anchor=%s by=%s",
+		 m->s.vm_id, m->s.migration_id, m->s.peer_identity,
+		 backend_kind_to_string(state->backend), state->guest_tsc_khz,
+		 anchor_source_to_string(state->anchor.source),
+		 m->by_controller ? "controller" : "vmm");
+	migration_changed(vcd, m);
+	send_prepare(vcd, m, link);
+	return 0;
+}
+
 void migration_handle_migrate_out(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
 				  const char *vm_id, const char *peer_address,
 				  const char *peer_name)
 {
 	struct vm_entry *vm = vm_id ? vcd_find_vm(vcd, vm_id) : NULL;
-	struct peer_link *link = NULL;
 	struct migration *m;
-	_cleanup_free_ struct counter_state *state = NULL;
-	char id[VC_MIGRATION_ID_LEN + 1];
+	char err[512];
 	int r;
 
 	if (!vm) {
@@ -595,89 +737,87 @@ void migration_handle_migrate_out(struct vcd *vcd, uint64_t conn_id, uint64_t re
 				"VM was registered by another connection");
 		return;
 	}
-	if (vm->role != VM_ROLE_SOURCE) {
-		vmm_reply_error(vcd, conn_id, request_id, -EINVAL,
-				"VM was registered as a migration target");
-		return;
-	}
-	if (!vm->probed) {
-		vmm_reply_error(vcd, conn_id, request_id, -EAGAIN,
-				"VM registration is not finished");
-		return;
-	}
-	/* Nothing to read the counter with (e.g. --backends excludes what
-	 * this KVM has): say so now, not as a failed read later. */
-	if (vm->backend == BACKEND_NONE) {
-		vmm_reply_error(vcd, conn_id, request_id, -EOPNOTSUPP, "source VM %s: %s",
-				vm->vm_id, vm->probe_detail);
-		return;
-	}
-	if (!peer_address || !*peer_address || !peer_name || !*peer_name ||
-	    strlen(peer_name) > TLS_PEER_NAME_MAX ||
-	    strlen(peer_address) >= sizeof(link->address)) {
-		vmm_reply_error(vcd, conn_id, request_id, -EINVAL,
-				"peer_address and peer_name are required");
-		return;
-	}
-	for (m = vcd->migrations->list; m; m = m->next)
-		if (m->s.role == VM_ROLE_SOURCE && strcmp(m->s.vm_id, vm_id) == 0 &&
-		    !migration_step_is_terminal(m->s.step)) {
-			vmm_reply_error(vcd, conn_id, request_id, -EBUSY,
-					"VM already has migration %s running", m->s.migration_id);
-			return;
-		}
+	r = source_start(vcd, vm, peer_address, peer_name, conn_id, request_id, &m, err,
+			 sizeof(err));
+	if (r < 0)
+		vmm_reply_error(vcd, conn_id, request_id, r == -EADDRNOTAVAIL ? -EINVAL : r, "%s",
+				err);
+}
 
-	r = new_migration_id(id);
-	if (r < 0) {
-		vmm_reply_error(vcd, conn_id, request_id, r, "cannot draw a migration id");
-		return;
+int migration_start(struct vcd *vcd, const char *vm_id, const char *peer_address,
+		    const char *peer_name, struct migration_view *ret, char *err, size_t err_size)
+{
+	struct vm_entry *vm;
+	struct migration *m;
+	int r;
+
+	if (!vm_id || !vm_id_is_valid(vm_id)) {
+		snprintf(err, err_size, "vm_id must be 1..%d of [A-Za-z0-9._:-]", VC_VM_ID_MAX);
+		return -EINVAL;
 	}
-	r = link_get_outgoing(vcd, peer_address, peer_name, &link);
-	if (r == -ENOKEY) {
-		vmm_reply_error(vcd, conn_id, request_id, r,
-				"no TLS client certificate configured (--cert/--key/--ca)");
-		return;
+	vm = vcd_find_vm(vcd, vm_id);
+	if (!vm) {
+		snprintf(err, err_size, "no VM %s registered on %s", vm_id, vcd->config.host_name);
+		return -ENOENT;
 	}
-	if (r < 0) {
-		vmm_reply_error(vcd, conn_id, request_id, r, "cannot connect to %s", peer_address);
-		return;
+	r = source_start(vcd, vm, peer_address, peer_name, 0, 0, &m, err, err_size);
+	if (r < 0)
+		return r;
+	view_of(m, ret);
+	return 0;
+}
+
+int migration_abort(struct vcd *vcd, const char *migration_id, const char *reason,
+		    struct migration_view *ret)
+{
+	struct migration *m = migration_find(vcd, migration_id);
+	int r;
+
+	if (!m)
+		return -ENOENT;
+	r = session_abort(&m->s, reason, vcd_now_ns());
+	view_of(m, ret);
+	if (r != 0)
+		return r; /* 1: already aborted; -EALREADY applied; -ECANCELED failed */
+	evtimer_del(m->timer);
+	withdraw_apply_op(vcd, m);
+	log_warning("vm=%s migration=%s role=%s step=aborted: by a controller: %s", m->s.vm_id,
+		    m->s.migration_id, vm_role_to_string(m->s.role), reason);
+	send_abort(vcd, m, reason);
+	migration_reply_vmm_error(vcd, m, -ECANCELED, "migration aborted by a controller");
+	migration_changed(vcd, m);
+	return 0;
+}
+
+int migration_get_view(struct vcd *vcd, const char *migration_id, struct migration_view *ret)
+{
+	struct migration *m = migration_find(vcd, migration_id);
+
+	if (!m)
+		return -ENOENT;
+	view_of(m, ret);
+	return 0;
+}
+
+void migrations_foreach(struct vcd *vcd,
+			void (*cb)(const struct migration_view *view, void *userdata),
+			void *userdata)
+{
+	struct migration_view view;
+
+	for (struct migration *m = vcd->migrations ? vcd->migrations->list : NULL; m; m = m->next) {
+		view_of(m, &view);
+		cb(&view, userdata);
 	}
-	r = migration_new(vcd, &m);
-	if (r < 0) {
-		vmm_reply_error(vcd, conn_id, request_id, r,
-				"too many migrations running (limit VCD_MAX_MIGRATIONS)");
-		return;
-	}
-	r = session_init(&m->s, VM_ROLE_SOURCE, id, vm_id, peer_name, vcd_now_ns());
-	if (r < 0) {
-		migration_free(vcd, m);
-		vmm_reply_error(vcd, conn_id, request_id, r, "invalid migration parameters");
-		return;
-	}
-	m->link_id = link->id;
-	m->vmm_conn_id = conn_id;
-	m->vmm_request_id = request_id;
-	state = calloc(1, sizeof(*state));
-	if (!state) {
-		migration_fail(vcd, m, -ENOMEM, "out of memory");
-		return;
-	}
-	r = source_prepare_state(vm, state);
-	if (r < 0) {
-		migration_fail(vcd, m, r, "cannot take the source anchor");
-		return;
-	}
-	r = session_source_prepare_sent(&m->s, state, vcd_now_ns());
-	if (r < 0) {
-		migration_fail(vcd, m, r, "state machine refused prepare");
-		return;
-	}
-	log_info("vm=%s migration=%s role=source step=prepare: peer=%s backend=%s "
-		 "guest_tsc_khz=%u anchor=%s",
-		 m->s.vm_id, m->s.migration_id, m->s.peer_identity,
-		 backend_kind_to_string(state->backend), state->guest_tsc_khz,
-		 anchor_source_to_string(state->anchor.source));
-	send_prepare(vcd, m, link);
+}
+
+size_t migrations_running(struct vcd *vcd)
+{
+	size_t n = 0;
+
+	for (struct migration *m = vcd->migrations ? vcd->migrations->list : NULL; m; m = m->next)
+		n += !migration_step_is_terminal(m->s.step);
+	return n;
 }
 
 static void source_final_read(struct vcd *vcd, int error, const char *text,
@@ -726,6 +866,7 @@ static void source_final_read(struct vcd *vcd, int error, const char *text,
 	}
 	log_info("vm=%s migration=%s role=source step=final: generation=%" PRIu64, m->s.vm_id,
 		 m->s.migration_id, generation);
+	migration_changed(vcd, m);
 	migration_arm_timer(vcd, m);
 }
 
@@ -820,6 +961,8 @@ static void handle_applied(struct vcd *vcd, struct peer_link *link,
 		return;
 	}
 	log_outcome(rep, "source");
+	if (r == 0)
+		migration_changed(vcd, m);
 	ack_body.migration_id = m->s.migration_id;
 	ack.id = msg->id;
 	ack.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_ACK;
@@ -984,6 +1127,7 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 		 "planned_delta_cycles=%" PRId64 " planned_error_bound_ns=%" PRIu64,
 		 m->s.vm_id, m->s.migration_id, link->identity, plan->delta_cycles,
 		 plan->error_bound_ns);
+	migration_changed(vcd, m);
 
 	ack.migration_id = m->s.migration_id;
 	ack.planned_delta_cycles = plan->delta_cycles;
@@ -1040,6 +1184,7 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 		log_info("vm=%s migration=%s role=target step=final: generation=%" PRIu64,
 			 m->s.vm_id, m->s.migration_id, fin->generation);
 		m->link_id = link->id;
+		migration_changed(vcd, m);
 		push_apply_op(vcd, m);
 		break;
 	case 1:
@@ -1174,6 +1319,7 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 		log_error("vm=%s migration=%s role=target step=apply: failed: %s", m->s.vm_id,
 			  m->s.migration_id, text);
 		migration_reply_vmm_error(vcd, m, error, text);
+		migration_changed(vcd, m);
 		return;
 	}
 
@@ -1201,6 +1347,7 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 	log_outcome(rep, "target");
 	reply_apply(vcd, m->vmm_conn_id, m->vmm_request_id, rep);
 	m->vmm_request_id = 0;
+	migration_changed(vcd, m);
 
 	link = link_find(vcd, m->link_id);
 	if (!link) {
@@ -1293,6 +1440,7 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 	m->vmm_conn_id = conn_id;
 	m->vmm_request_id = request_id;
 	m->apply_started_ns = vcd_now_ns();
+	migration_changed(vcd, m);
 	/* The op sent ahead runs now; its deadline starts. Without one (the VMM
 	 * reconnected since), send it now. */
 	if (m->apply_op_id && m->apply_op_conn_id == conn_id &&
@@ -1303,6 +1451,7 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 	if (r < 0) {
 		session_target_apply_failed(&m->s, "cannot reach the VMM", vcd_now_ns());
 		migration_reply_vmm_error(vcd, m, r, "cannot ask the VMM to apply");
+		migration_changed(vcd, m);
 	}
 }
 
@@ -1328,12 +1477,17 @@ static void handle_prepare_ack(struct vcd *vcd, struct peer_link *link,
 		 "planned_delta_cycles=%" PRId64 " planned_error_bound_ns=%" PRIu64,
 		 m->s.vm_id, m->s.migration_id, link->identity,
 		 msg->prepare_ack->planned_delta_cycles, msg->prepare_ack->planned_error_bound_ns);
-	mor.migration_id = m->s.migration_id;
-	reply.id = m->vmm_request_id;
-	reply.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATE_OUT_REPLY;
-	reply.migrate_out_reply = &mor;
-	vmm_reply(vcd, m->vmm_conn_id, &reply);
-	m->vmm_request_id = 0;
+	m->planned_delta_cycles = msg->prepare_ack->planned_delta_cycles;
+	m->planned_error_bound_ns = msg->prepare_ack->planned_error_bound_ns;
+	if (m->vmm_request_id) {
+		mor.migration_id = m->s.migration_id;
+		reply.id = m->vmm_request_id;
+		reply.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATE_OUT_REPLY;
+		reply.migrate_out_reply = &mor;
+		vmm_reply(vcd, m->vmm_conn_id, &reply);
+		m->vmm_request_id = 0;
+	}
+	migration_changed(vcd, m);
 }
 
 static void handle_final_ack(struct vcd *vcd, struct peer_link *link,
@@ -1359,6 +1513,7 @@ static void handle_final_ack(struct vcd *vcd, struct peer_link *link,
 	reply.report_paused_reply = &rpr;
 	vmm_reply(vcd, m->vmm_conn_id, &reply);
 	m->vmm_request_id = 0;
+	migration_changed(vcd, m);
 }
 
 static void handle_abort(struct vcd *vcd, struct peer_link *link,
@@ -1386,6 +1541,7 @@ static void handle_abort(struct vcd *vcd, struct peer_link *link,
 	log_warning("vm=%s migration=%s step=aborted: by peer %s: %s", m->s.vm_id,
 		    m->s.migration_id, link->identity, reason);
 	migration_reply_vmm_error(vcd, m, -ECANCELED, "migration aborted by the peer");
+	migration_changed(vcd, m);
 }
 
 static void send_abort(struct vcd *vcd, struct migration *m, const char *reason)
@@ -1416,6 +1572,7 @@ void migration_vm_gone(struct vcd *vcd, const char *vm_id)
 			    m->s.migration_id);
 		send_abort(vcd, m, "VM unregistered");
 		migration_reply_vmm_error(vcd, m, -ECANCELED, "VM unregistered");
+		migration_changed(vcd, m);
 	}
 }
 
@@ -1493,8 +1650,9 @@ static void link_frame_cb(struct peer_conn *conn, const uint8_t *payload, size_t
 		else {
 			struct migration *m = migration_find(vcd, migration_id);
 
-			if (m && m->s.role == VM_ROLE_TARGET)
-				session_target_acked(&m->s, link->identity, vcd_now_ns());
+			if (m && m->s.role == VM_ROLE_TARGET &&
+			    session_target_acked(&m->s, link->identity, vcd_now_ns()) == 0)
+				migration_changed(vcd, m);
 		}
 		break;
 	default:

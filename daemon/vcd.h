@@ -13,6 +13,7 @@
 
 #include "counter_math.h"
 #include "counter_state.h"
+#include "grpc.h"
 #include "session.h"
 #include "tls.h"
 #include "vcounter.pb-c.h"
@@ -25,8 +26,11 @@
 #define VCD_MAX_ALLOWED_IDS 64	 /* --allow-uid / --allow-gid entries */
 #define VCD_MAX_PENDING_OPS 64	 /* outstanding KVM ops per VMM connection */
 
-#define VCD_DEFAULT_VMM_SOCKET "/run/vcounterd/vmm.sock"
-#define VCD_DEFAULT_PEER_PORT  7420
+#define VCD_MAX_WATCHERS 1024 /* WatchEvents streams */
+
+#define VCD_DEFAULT_VMM_SOCKET	   "/run/vcounterd/vmm.sock"
+#define VCD_DEFAULT_CONTROL_SOCKET "/run/vcounterd/control.sock"
+#define VCD_DEFAULT_PEER_PORT	   7420
 
 struct vcd_config {
 	const char *vmm_socket;
@@ -48,6 +52,22 @@ struct vcd_config {
 	 * that libvcounter has, in DESIGN.md order. */
 	enum backend_kind backends[_BACKEND_KIND_MAX];
 	size_t n_backends;
+
+	/* service Control (gRPC): unix socket (NULL: none), TCP + TLS. */
+	const char *control_socket;
+	const char *control_listen;
+	const char *control_operators[GRPC_MAX_IDENTITIES]; /* TLS identities */
+	size_t n_control_operators;
+	const char *control_readers[GRPC_MAX_IDENTITIES];
+	size_t n_control_readers;
+	uid_t control_operator_uids[VCD_MAX_ALLOWED_IDS];
+	size_t n_control_operator_uids;
+	uid_t control_reader_uids[VCD_MAX_ALLOWED_IDS];
+	size_t n_control_reader_uids;
+	gid_t control_operator_gids[VCD_MAX_ALLOWED_IDS];
+	size_t n_control_operator_gids;
+	gid_t control_reader_gids[VCD_MAX_ALLOWED_IDS];
+	size_t n_control_reader_gids;
 };
 
 struct vm_entry {
@@ -102,8 +122,10 @@ struct vcd {
 	SSL_CTX *tls_client;
 	struct vmm_server *vmm;
 	struct migrations *migrations;
+	struct control *control;
 	struct vm_entry *vms;
 	size_t n_vms;
+	uint64_t started_ns; /* CLOCK_MONOTONIC at start-up */
 };
 
 /* vmm_server.c */
@@ -133,6 +155,10 @@ int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, const struct kvm_op_r
 int vmm_kvm_op_arm(struct vcd *vcd, uint64_t conn_id, uint64_t op_id);
 void vmm_kvm_op_cancel(struct vcd *vcd, uint64_t conn_id, uint64_t op_id);
 
+/* Best effort, for notices the VMM did not ask for: a VMM that does not
+ * read loses the notice (logged), not its connection. */
+void vmm_notify(struct vcd *vcd, uint64_t conn_id, const Vcounter__V1__VmmMessage *msg);
+
 /* migration.c */
 int migrations_start(struct vcd *vcd);
 int migrations_listen_port(struct vcd *vcd);
@@ -147,5 +173,41 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 /* A VM is leaving (unregister or VMM disconnect): abort what it had running. */
 void migration_vm_gone(struct vcd *vcd, const char *vm_id);
 size_t migration_count(struct vcd *vcd);
+
+/* A migration as the control API shows it; the pointers are valid until the
+ * event loop runs again. */
+struct migration_view {
+	const struct session *s;
+	const char *peer_address; /* source: the target daemon's host:port */
+	bool by_controller;	  /* started through service Control */
+	int64_t planned_delta_cycles;
+	uint64_t planned_error_bound_ns;
+};
+
+int migration_get_view(struct vcd *vcd, const char *migration_id, struct migration_view *ret);
+void migrations_foreach(struct vcd *vcd,
+			void (*cb)(const struct migration_view *view, void *userdata),
+			void *userdata);
+size_t migrations_running(struct vcd *vcd);
+/* Service Control's StartMigration: like a VMM's MigrateOut, but nobody
+ * waits; the VMM that registered the VM learns of it by MigrationNotice.
+ * -errno with a sentence in err: -EINVAL bad arguments, -ENOENT no such VM,
+ * -EADDRNOTAVAIL a target VM, -EAGAIN registration not finished,
+ * -EOPNOTSUPP no counter backend, -EBUSY one is running, -ENOKEY no TLS
+ * client identity, -ECONNREFUSED et al. cannot reach the peer, -ENOSPC. */
+int migration_start(struct vcd *vcd, const char *vm_id, const char *peer_address,
+		    const char *peer_name, struct migration_view *ret, char *err, size_t err_size);
+/* Abort by a controller: never touches the source VM. 0 (or 1: was already
+ * aborted), -ENOENT, -EALREADY applied (cannot un-apply), -ECANCELED
+ * failed. */
+int migration_abort(struct vcd *vcd, const char *migration_id, const char *reason,
+		    struct migration_view *ret);
+
+/* control.c: service Control. */
+int control_start(struct vcd *vcd, int listen_unix_fd);
+void control_stop(struct vcd *vcd);
+int control_tcp_port(struct vcd *vcd); /* -ENOTCONN without TCP */
+void control_vm_event(struct vcd *vcd, const struct vm_entry *vm, bool registered);
+void control_migration_event(struct vcd *vcd, const struct migration_view *view);
 
 uint64_t vcd_now_ns(void); /* CLOCK_MONOTONIC */

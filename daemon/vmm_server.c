@@ -151,6 +151,19 @@ void vmm_reply(struct vcd *vcd, uint64_t conn_id, Vcounter__V1__VmmMessage *msg)
 	conn_send_or_drop(conn, msg);
 }
 
+void vmm_notify(struct vcd *vcd, uint64_t conn_id, const Vcounter__V1__VmmMessage *msg)
+{
+	struct vmm_conn *conn = conn_find(vcd, conn_id);
+	int r;
+
+	if (!conn)
+		return;
+	r = conn_send(conn, msg);
+	if (r < 0)
+		log_warning_errno(r, "vmm pid=%d: notice not delivered (the VMM does not read)",
+				  (int)conn->pid);
+}
+
 void vmm_reply_ok(struct vcd *vcd, uint64_t conn_id, uint64_t request_id)
 {
 	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
@@ -466,6 +479,7 @@ static void register_probe_done(struct vcd *vcd, int error, const char *msg,
 	reply.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM_REPLY;
 	reply.register_vm_reply = &r;
 	vmm_reply(vcd, ctx->conn_id, &reply);
+	control_vm_event(vcd, vm, true);
 }
 
 /* The fds have all arrived: check them as a whole and probe. */
@@ -614,6 +628,8 @@ static void unregister_vm(struct vcd *vcd, struct vm_entry *vm, const char *why)
 {
 	log_info("vm=%s step=unregister: %s", vm->vm_id, why);
 	migration_vm_gone(vcd, vm->vm_id);
+	if (vm->probed)
+		control_vm_event(vcd, vm, false);
 	vm_entry_free(vcd, vm);
 }
 
