@@ -7,36 +7,6 @@
 #include "macro.h"
 #include "session.h"
 
-static const char *const migration_step_table[_STEP_MAX] = {
-	[STEP_NONE] = "none",	      [STEP_PREPARING] = "preparing",
-	[STEP_PREPARED] = "prepared", [STEP_FINALIZING] = "finalizing",
-	[STEP_FINAL] = "final",	      [STEP_APPLYING] = "applying",
-	[STEP_APPLIED] = "applied",   [STEP_DONE] = "done",
-	[STEP_ABORTED] = "aborted",   [STEP_FAILED] = "failed",
-};
-
-const char *migration_step_to_string(enum migration_step step)
-{
-	if (step < 0 || step >= _STEP_MAX)
-		return NULL;
-	return migration_step_table[step];
-}
-
-enum migration_step migration_step_from_string(const char *s)
-{
-	if (!s)
-		return _STEP_INVALID;
-	for (size_t i = 0; i < ELEMENTSOF(migration_step_table); i++)
-		if (strcmp(migration_step_table[i], s) == 0)
-			return (enum migration_step)i;
-	return _STEP_INVALID;
-}
-
-bool migration_step_is_terminal(enum migration_step step)
-{
-	return step == STEP_DONE || step == STEP_ABORTED || step == STEP_FAILED;
-}
-
 static bool step_is_cancelled(enum migration_step step)
 {
 	return step == STEP_ABORTED || step == STEP_FAILED;

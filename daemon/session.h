@@ -12,27 +12,6 @@
 #define SESSION_PEER_NAME_MAX 255
 #define SESSION_REASON_MAX    255
 
-enum migration_step {
-	STEP_NONE = 0,
-	STEP_PREPARING,	 /* source: state read, Prepare sent, waiting PrepareAck */
-	STEP_PREPARED,	 /* target validated Prepare / source got PrepareAck */
-	STEP_FINALIZING, /* source: VMM paused, final state sent, waiting FinalAck */
-	STEP_FINAL,	 /* final state delivered (source) / stored (target) */
-	STEP_APPLYING,	 /* target: apply running in the VMM */
-	STEP_APPLIED,	 /* target applied / source received Applied */
-	STEP_DONE,	 /* target got the source's Ack / source sent it */
-	STEP_ABORTED,
-	STEP_FAILED,
-	_STEP_MAX,
-	_STEP_INVALID = -1,
-};
-
-const char *migration_step_to_string(enum migration_step step);
-/* For the session journal: _STEP_INVALID for an unknown name. */
-enum migration_step migration_step_from_string(const char *s);
-/* DONE, ABORTED, FAILED: nothing moves a session out of these. */
-bool migration_step_is_terminal(enum migration_step step);
-
 struct session {
 	char migration_id[VC_MIGRATION_ID_LEN + 1];
 	char vm_id[VC_VM_ID_MAX + 1];
