@@ -39,6 +39,7 @@ static void usage(FILE *f)
 		"                      [--vm-id ID] [--vcounterd SOCKET] [--vcpus N] [--seconds "
 		"S]\n"
 		"                      [--vcpu-skew CYCLES] [--guest-uptime S]\n"
+		"       minivmm source --controlled --to HOST:PORT [--vm-id ID] ...\n"
 		"       minivmm source --by-value --to HOST:PORT [--vcpus N] [--seconds S] ...\n"
 		"\n"
 		"run: create a KVM VM whose N vCPUs (default %d) loop storing their\n"
@@ -50,7 +51,10 @@ static void usage(FILE *f)
 		"KVM_SET_MSRS, no daemon. The target prints the continuity and phase\n"
 		"errors the guest's own samples show, and a 'result ...' line.\n"
 		"--vcpu-skew: vCPU i's offset starts i * CYCLES from vCPU 0's.\n"
-		"--guest-uptime: the guest's TSC starts as if it had run S seconds.\n",
+		"--guest-uptime: the guest's TSC starts as if it had run S seconds.\n"
+		"--controlled: after S seconds, wait for a fleet controller to start the\n"
+		"migration on the daemon (vcounterctl migrate); the daemon's notice names\n"
+		"it and the target.\n",
 		DEFAULT_VCPUS, DEFAULT_SECONDS);
 }
 
@@ -67,6 +71,7 @@ struct options {
 	int64_t vcpu_skew;     /* source: vCPU i's offset starts i * skew apart */
 	double guest_uptime;   /* source: seconds the guest's TSC starts ahead */
 	bool by_value;	       /* restore IA32_TSC by value, without vcounterd */
+	bool controlled;       /* source: a controller starts the migration */
 };
 
 enum command {
@@ -90,6 +95,7 @@ static int parse_options(int argc, char **argv, enum command command, struct opt
 		{ "vcpu-skew", required_argument, NULL, 'k' },
 		{ "guest-uptime", required_argument, NULL, 'u' },
 		{ "by-value", no_argument, NULL, 'b' },
+		{ "controlled", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -167,6 +173,9 @@ static int parse_options(int argc, char **argv, enum command command, struct opt
 		case 'b':
 			o.by_value = true;
 			break;
+		case 'c':
+			o.controlled = true;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(EXIT_SUCCESS);
@@ -183,9 +192,15 @@ static int parse_options(int argc, char **argv, enum command command, struct opt
 		fprintf(stderr, "minivmm source: --to is required\n");
 		return -EINVAL;
 	}
-	if (command == COMMAND_SOURCE && !o.by_value && (!o.peer || !o.peer_name)) {
+	if (command == COMMAND_SOURCE && !o.by_value && !o.controlled &&
+	    (!o.peer || !o.peer_name)) {
+		fprintf(stderr, "minivmm source: --peer and --peer-name are required (or "
+				"--controlled, or --by-value)\n");
+		return -EINVAL;
+	}
+	if (o.controlled && (command != COMMAND_SOURCE || o.by_value || o.peer)) {
 		fprintf(stderr,
-			"minivmm source: --peer and --peer-name are required (or --by-value)\n");
+			"minivmm: --controlled is for a source by offset, without --peer\n");
 		return -EINVAL;
 	}
 	if (command == COMMAND_TARGET && !o.listen) {
@@ -650,6 +665,54 @@ static bool khz_unscaled(uint32_t guest_khz, uint32_t host_khz)
 	return diff * 1000000 <= (uint64_t)host_khz * UNSCALED_TOLERANCE_PPM;
 }
 
+/* --controlled: the guest runs until a fleet controller starts its
+ * migration on the daemon (vcounterctl migrate, or service Control's
+ * StartMigration); the daemon's notice says when the target is prepared. */
+#define CONTROLLED_WAIT_MS 300000
+
+static int await_controller(struct vcounter *vc, const struct options *o,
+			    char migration_id[VCOUNTER_MIGRATION_ID_SIZE])
+{
+	struct vcounter_notice n;
+	int r;
+
+	printf("source: vm=%s waiting for a controller to start its migration\n", o->vm_id);
+	fflush(stdout);
+	for (;;) {
+		r = vcounter_next_notice(vc, CONTROLLED_WAIT_MS, &n);
+		if (r == 0) {
+			fprintf(stderr, "minivmm: no controller started a migration in %d s\n",
+				CONTROLLED_WAIT_MS / 1000);
+			send_abort(o, "no controller started the migration");
+			return -ETIMEDOUT;
+		}
+		if (r < 0) {
+			fprintf(stderr, "minivmm: waiting for vcounterd: %s\n",
+				vcounter_last_error(vc));
+			send_abort(o, "source lost its vcounterd");
+			return r;
+		}
+		if (strcmp(n.vm_id, o->vm_id) != 0 || n.role != VCOUNTER_ROLE_SOURCE)
+			continue;
+		printf("source: notice migration=%s step=%s\n", n.migration_id, n.step);
+		if (n.terminal) {
+			/* Called off before the pause: the guest runs on here. */
+			printf("source: migration=%s %s before the pause: %s\n", n.migration_id,
+			       n.step, n.reason);
+			send_abort(o, n.reason);
+			return -ECANCELED;
+		}
+		if (strcmp(n.step, "prepared") == 0) {
+			memcpy(migration_id, n.migration_id, VCOUNTER_MIGRATION_ID_SIZE);
+			printf("source: migration=%s started by a controller, prepared with %s "
+			       "at %s\n",
+			       migration_id, n.peer_identity, n.peer_address);
+			fflush(stdout);
+			return 0;
+		}
+	}
+}
+
 static int cmd_source(int argc, char **argv)
 {
 	_cleanup_(minivm_freep) struct minivm *vm = NULL;
@@ -720,7 +783,11 @@ static int cmd_source(int argc, char **argv)
 	}
 	sleep_seconds(o.seconds);
 
-	if (!o.by_value) {
+	if (o.controlled) {
+		r = await_controller(vc, &o, migration_id);
+		if (r < 0)
+			goto out;
+	} else if (!o.by_value) {
 		r = vcounter_migrate_out(vc, o.vm_id, o.peer, o.peer_name, migration_id);
 		if (r < 0) {
 			fprintf(stderr, "minivmm: migration refused: %s\n",
@@ -1106,12 +1173,17 @@ static int cmd_target(int argc, char **argv)
 			goto out;
 		}
 	} else {
+		struct vcounter_notice n;
+
 		r = vcounter_apply(vc, o.vm_id, h.migration_id, &rep);
 		if (r < 0) {
 			fprintf(stderr, "minivmm: apply refused: %s\n", vcounter_last_error(vc));
 			printf("target: apply refused: %s\n", vcounter_last_error(vc));
 			goto out;
 		}
+		/* What the daemon told this VMM of the migration meanwhile. */
+		while (vcounter_next_notice(vc, 0, &n) == 1)
+			printf("target: notice migration=%s step=%s\n", n.migration_id, n.step);
 	}
 	/* What the restore left in KVM, read while the vCPUs cannot run. */
 	r = read_tsc_offsets(vm, o2);

@@ -41,12 +41,22 @@ struct held_op {
 	Vcounter__V1__VmmMessage *msg;
 };
 
+/* MigrationNotices not yet taken by vcounter_next_notice(), oldest first. */
+#define VCOUNTER_MAX_NOTICES 256
+
+struct queued_notice {
+	struct queued_notice *next;
+	struct vcounter_notice notice;
+};
+
 struct vcounter {
 	int fd;
 	uint64_t next_id;
 	struct vc_vm *vms;
 	struct held_op *held;
 	size_t n_held;
+	struct queued_notice *notices, **notices_tail;
+	size_t n_notices;
 	/* Set during vcounter_apply(): the APPLY ops it may run. */
 	const char *applying_vm;
 	const char *applying_migration;
@@ -92,6 +102,7 @@ int vcounter_connect(const char *socket_path, struct vcounter **ret_vc)
 	if (!vc)
 		return -ENOMEM;
 	vc->fd = TAKE_FD(fd);
+	vc->notices_tail = &vc->notices;
 	*ret_vc = vc;
 	return 0;
 }
@@ -130,6 +141,12 @@ void vcounter_close(struct vcounter *vc)
 		vc->held = h->next;
 		wire_vmm_free(h->msg);
 		free(h);
+	}
+	while (vc->notices) {
+		struct queued_notice *q = vc->notices;
+
+		vc->notices = q->next;
+		free(q);
 	}
 	close(vc->fd);
 	free(vc);
@@ -436,6 +453,55 @@ static int serve_kvm_op(struct vcounter *vc, Vcounter__V1__VmmMessage *msg, bool
 	return 0;
 }
 
+static struct queued_notice *notice_pop(struct vcounter *vc)
+{
+	struct queued_notice *q = vc->notices;
+
+	if (!q)
+		return NULL;
+	vc->notices = q->next;
+	if (!vc->notices)
+		vc->notices_tail = &vc->notices;
+	vc->n_notices--;
+	return q;
+}
+
+/* Keep a MigrationNotice for vcounter_next_notice(); true if msg was one
+ * (then it is taken). */
+static bool absorb_notice(struct vcounter *vc, Vcounter__V1__VmmMessage *msg)
+{
+	const Vcounter__V1__MigrationNotice *n = msg->migration_notice;
+	struct queued_notice *q;
+	const char *step;
+
+	if (msg->body_case != VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATION_NOTICE)
+		return false;
+	if (vc->n_notices >= VCOUNTER_MAX_NOTICES)
+		free(notice_pop(vc));
+	q = calloc(1, sizeof(*q));
+	if (q) {
+		step = migration_step_to_string((enum migration_step)n->step);
+		snprintf(q->notice.migration_id, sizeof(q->notice.migration_id), "%s",
+			 n->migration_id);
+		snprintf(q->notice.vm_id, sizeof(q->notice.vm_id), "%s", n->vm_id);
+		q->notice.role = n->role == VCOUNTER__V1__ROLE__ROLE_TARGET ? VCOUNTER_ROLE_TARGET
+									    : VCOUNTER_ROLE_SOURCE;
+		snprintf(q->notice.step, sizeof(q->notice.step), "%s", step ? step : "unknown");
+		q->notice.terminal = migration_step_is_terminal((enum migration_step)n->step);
+		q->notice.generation = n->generation;
+		snprintf(q->notice.peer_identity, sizeof(q->notice.peer_identity), "%s",
+			 n->peer_identity);
+		snprintf(q->notice.peer_address, sizeof(q->notice.peer_address), "%s",
+			 n->peer_address);
+		snprintf(q->notice.reason, sizeof(q->notice.reason), "%s", n->reason);
+		*vc->notices_tail = q;
+		vc->notices_tail = &q->next;
+		vc->n_notices++;
+	}
+	wire_vmm_free(msg);
+	return true;
+}
+
 /* Is msg the reply to request_id (or a connection-level Error, id 0)? Then
  * 0 with *ret_reply set, or -errno for an Error (last_error set). 1: not
  * ours (a late reply to an abandoned request), dropped. Takes msg. */
@@ -489,6 +555,8 @@ static int wait_reply(struct vcounter *vc, uint64_t request_id,
 				return r;
 			continue;
 		}
+		if (absorb_notice(vc, msg))
+			continue;
 		r = take_reply(vc, msg, request_id, ret_reply);
 		if (r != 1)
 			return r;
@@ -705,6 +773,8 @@ static int apply_call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const 
 				break;
 			continue;
 		}
+		if (absorb_notice(vc, msg))
+			continue;
 		/* A repeated apply is answered at once, with no op. */
 		r = take_reply(vc, msg, req->id, ret_reply);
 		if (r != 1)
@@ -766,4 +836,53 @@ int vcounter_apply(struct vcounter *vc, const char *vm_id, const char *migration
 	else
 		report_clear(out);
 	return 0;
+}
+
+int vcounter_fd(const struct vcounter *vc)
+{
+	return vc ? vc->fd : -EINVAL;
+}
+
+int vcounter_next_notice(struct vcounter *vc, int timeout_ms, struct vcounter_notice *ret)
+{
+	struct timespec start, now;
+	int r;
+
+	if (!vc || !ret)
+		return -EINVAL;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		struct queued_notice *q = notice_pop(vc);
+		Vcounter__V1__VmmMessage *msg;
+		long left = timeout_ms;
+
+		if (q) {
+			*ret = q->notice;
+			free(q);
+			return 1;
+		}
+		if (timeout_ms > 0) {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			left = timeout_ms - ((now.tv_sec - start.tv_sec) * 1000 +
+					     (now.tv_nsec - start.tv_nsec) / 1000000);
+			if (left <= 0)
+				return 0;
+		}
+		r = receive(vc, (int)left, &msg);
+		if (r < 0)
+			return r;
+		if (!msg) {
+			if (timeout_ms == 0)
+				return 0;
+			continue;
+		}
+		if (msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP) {
+			r = serve_kvm_op(vc, msg, false);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (!absorb_notice(vc, msg))
+			wire_vmm_free(msg); /* a late reply to an abandoned request */
+	}
 }

@@ -82,6 +82,39 @@ int vcounter_apply(struct vcounter *vc, const char *vm_id, const char *migration
 		   struct vcounter_report **ret_report);
 void vcounter_report_free(struct vcounter_report *report);
 
+/* A migration of one of this connection's VMs moved. A fleet controller can
+ * start or abort migrations on the daemon (service Control, vcounterctl);
+ * this is how the VMM learns of them and does its part:
+ *  - source, step "prepared": the target validated the state; migrate the
+ *    guest, pause it, then vcounter_report_paused(migration_id);
+ *  - target, step "prepared": a migration for this VM is coming; once the
+ *    vCPU state is loaded, vcounter_apply(migration_id);
+ *  - "aborted" or "failed" (terminal): stop; a paused source resumes. The
+ *    source VM's counter was never written.
+ * Every step is told, also for migrations the VMM started itself. */
+struct vcounter_notice {
+	char migration_id[VCOUNTER_MIGRATION_ID_SIZE];
+	char vm_id[64];
+	enum vcounter_role role;
+	char step[16]; /* "preparing", "prepared", "finalizing", "final", "applying",
+			  "applied", "done", "aborted", "failed" */
+	bool terminal; /* done, aborted, failed */
+	uint64_t generation;
+	char peer_identity[256];
+	char peer_address[256]; /* source: the target daemon */
+	char reason[256];	/* aborted, failed: why */
+};
+
+/* The connection's socket, for poll(): readable when the daemon sent
+ * something (a notice, or a KVM op only libvcounter can run): then call
+ * vcounter_next_notice(vc, 0, ...). */
+int vcounter_fd(const struct vcounter *vc);
+/* Wait up to timeout_ms (-1: no limit, 0: only what has arrived) for the
+ * next notice, running the daemon's KVM ops meanwhile. 1 with *ret filled,
+ * 0 when none came, -errno. Notices that arrive during other calls are kept
+ * in order (the oldest dropped beyond 256) and returned first. */
+int vcounter_next_notice(struct vcounter *vc, int timeout_ms, struct vcounter_notice *ret);
+
 #ifdef __cplusplus
 }
 #endif
