@@ -19,9 +19,12 @@
 #   --backends-a LIST, --backends-b LIST
 #                     vcounterd --backends for host-a (source) / host-b (target), e.g.
 #                     kvm-x86 to make one side act as an unpatched host on a patched kernel
+#   --controlled      a fleet controller starts each by-offset handoff: the source minivmm
+#                     runs with --controlled and BINDIR/vcounterctl migrates it through
+#                     host-a's control API (gRPC), watching it to the outcome
 set -eu
 
-usage="usage: handoff.sh [--runs K] [--modes LIST] [--seconds S] [--vcpu-skew C] [--guest-uptime S] [--results-only] [--backends-a LIST] [--backends-b LIST] BINDIR CERTDIR WORKDIR [VCPUS]"
+usage="usage: handoff.sh [--runs K] [--modes LIST] [--seconds S] [--vcpu-skew C] [--guest-uptime S] [--results-only] [--backends-a LIST] [--backends-b LIST] [--controlled] BINDIR CERTDIR WORKDIR [VCPUS]"
 runs=1
 modes=offset
 seconds=0.5
@@ -30,6 +33,7 @@ uptime=0
 results_only=
 backends_a=
 backends_b=
+controlled=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--runs) runs=${2:?--runs needs a count}; shift 2 ;;
@@ -40,6 +44,7 @@ while [ $# -gt 0 ]; do
 	--results-only) results_only=1; shift ;;
 	--backends-a) backends_a=${2:?--backends-a needs a list}; shift 2 ;;
 	--backends-b) backends_b=${2:?--backends-b needs a list}; shift 2 ;;
+	--controlled) controlled=1; shift ;;
 	--) shift; break ;;
 	-*) echo "$usage" >&2; exit 1 ;;
 	*) break ;;
@@ -81,13 +86,15 @@ trap 'kill $daemon_a $daemon_b 2>/dev/null || true' EXIT
 if [ -n "$need_daemons" ]; then
 	set --
 	[ -z "$backends_a" ] || set -- --backends "$backends_a"
-	"$bin/vcounterd" "$@" --vmm-socket "$dir/a.sock" --host-name host-a.test \
+	"$bin/vcounterd" "$@" --vmm-socket "$dir/a.sock" --control-socket "$dir/a.ctl" \
+		--host-name host-a.test \
 		--ca "$certs/ca.pem" --cert "$certs/host-a.pem" --key "$certs/host-a.key" \
 		--allow-peer host-b.test 2>"$dir/host-a.log" &
 	daemon_a=$!
 	set --
 	[ -z "$backends_b" ] || set -- --backends "$backends_b"
-	"$bin/vcounterd" "$@" --vmm-socket "$dir/b.sock" --host-name host-b.test \
+	"$bin/vcounterd" "$@" --vmm-socket "$dir/b.sock" --control-socket "$dir/b.ctl" \
+		--host-name host-b.test \
 		--listen 127.0.0.1:0 --port-file "$dir/b.port" \
 		--ca "$certs/ca.pem" --cert "$certs/host-b.pem" --key "$certs/host-b.key" \
 		--allow-peer host-a.test 2>"$dir/host-b.log" &
@@ -113,6 +120,8 @@ handoff_once() {
 	wait_for "$dir/t.$tag.port"
 	if [ "$mode" = by-value ]; then
 		set -- --by-value
+	elif [ -n "$controlled" ]; then
+		set -- --vcounterd "$dir/a.sock" --controlled
 	else
 		set -- --vcounterd "$dir/a.sock" --peer "127.0.0.1:$(cat "$dir/b.port")" \
 			--peer-name host-b.test
@@ -120,12 +129,32 @@ handoff_once() {
 	set +e
 	"$bin/minivmm" source "$@" --vcpus "$vcpus" --seconds "$seconds" \
 		--to "127.0.0.1:$(cat "$dir/t.$tag.port")" --vm-id "$vm_id" \
-		--vcpu-skew "$skew" --guest-uptime "$uptime" >"$dir/source.$tag.out" 2>&1
+		--vcpu-skew "$skew" --guest-uptime "$uptime" >"$dir/source.$tag.out" 2>&1 &
+	source=$!
+	ctl_rc=0
+	if [ "$mode" = offset ] && [ -n "$controlled" ]; then
+		# The controller: once the source waits, migrate it and watch to the end.
+		i=0
+		while ! grep -q "waiting for a controller" "$dir/source.$tag.out"; do
+			i=$((i + 1))
+			if [ "$i" -gt 3000 ] || ! kill -0 "$source" 2>/dev/null; then
+				echo "handoff: the source never waited for a controller" >&2
+				break
+			fi
+			sleep 0.01
+		done
+		"$bin/vcounterctl" --socket "$dir/a.ctl" migrate "$vm_id" \
+			--to "127.0.0.1:$(cat "$dir/b.port")" --peer-name host-b.test --wait \
+			>"$dir/ctl.$tag.out" 2>&1
+		ctl_rc=$?
+		sed 's/^/controller: /' "$dir/ctl.$tag.out" >>"$dir/source.$tag.out"
+	fi
+	wait "$source"
 	source_rc=$?
 	wait "$target"
 	target_rc=$?
 	set -e
-	[ "$source_rc" = 0 ] && [ "$target_rc" = 0 ]
+	[ "$source_rc" = 0 ] && [ "$target_rc" = 0 ] && [ "$ctl_rc" = 0 ]
 }
 
 single=
