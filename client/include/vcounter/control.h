@@ -7,7 +7,41 @@
  * All calls are synchronous. They return 0 on success and -errno on
  * failure; after a failure vcounter_ctl_status() is the gRPC status the
  * daemon answered (or -1 when the failure was local: connect, TLS, I/O) and
- * vcounter_ctl_last_error() a sentence. */
+ * vcounter_ctl_last_error() a sentence.
+ *
+ * A gRPC status becomes -errno as follows (vcounter_ctl_status() keeps the
+ * status itself):
+ *   CANCELLED           -ECANCELED
+ *   INVALID_ARGUMENT    -EINVAL
+ *   DEADLINE_EXCEEDED   -ETIME
+ *   NOT_FOUND           -ENOENT      (unknown VM or migration)
+ *   ALREADY_EXISTS      -EEXIST
+ *   PERMISSION_DENIED   -EPERM       (this caller's role may not)
+ *   RESOURCE_EXHAUSTED  -ENOBUFS     (a daemon limit was hit)
+ *   FAILED_PRECONDITION -EBUSY       (not now: wrong role or step, the VM
+ *                                     is migrating or cannot migrate)
+ *   ABORTED             -EAGAIN
+ *   OUT_OF_RANGE        -ERANGE
+ *   UNIMPLEMENTED       -EOPNOTSUPP
+ *   UNAVAILABLE         -EHOSTUNREACH (e.g. the target daemon)
+ *   UNAUTHENTICATED     -EACCES
+ *   UNKNOWN, INTERNAL, DATA_LOSS, numbers this version does not know: -EIO
+ * An HTTP status other than 200 without grpc-status is mapped to a status
+ * first, as gRPC does (doc/http-grpc-status-mapping.md: 400 INTERNAL, 401
+ * UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED, 429/502/503/504
+ * UNAVAILABLE, else UNKNOWN).
+ * Local failures (status -1): -ENOENT, -ECONNREFUSED, ... from connect();
+ * -ECONNREFUSED also when the daemon refuses this controller's certificate
+ * (a TLS alert), -EKEYREJECTED when the daemon's certificate fails
+ * verification, -EPROTO for HTTP/2 errors (a reset stream, a GOAWAY, no ALPN
+ * h2, a unary call answered with zero or two messages), -EBADMSG for a
+ * message that does not unpack or carries invalid ids, -EMSGSIZE for one
+ * over 4 MiB, -ECONNRESET when the daemon closes the connection. After a
+ * local failure other than a deadline the connection is unusable (-ENOTCONN):
+ * close it and connect again.
+ * A deadline that passes is -ETIME with status DEADLINE_EXCEEDED, whether
+ * the daemon's trailers or this library's own poll() timeout noticed first;
+ * the stream is reset and the connection stays usable. */
 #ifndef VCOUNTER_CONTROL_H
 #define VCOUNTER_CONTROL_H
 
@@ -41,9 +75,40 @@ struct vcounter_ctl_options {
 
 struct vcounter_ctl;
 
+/* gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html),
+ * as vcounter_ctl_status() returns them, and -1 for a local failure. */
+enum vcounter_ctl_status_code {
+	VCOUNTER_CTL_STATUS_LOCAL = -1,
+	VCOUNTER_CTL_STATUS_OK = 0,
+	VCOUNTER_CTL_STATUS_CANCELLED = 1,
+	VCOUNTER_CTL_STATUS_UNKNOWN = 2,
+	VCOUNTER_CTL_STATUS_INVALID_ARGUMENT = 3,
+	VCOUNTER_CTL_STATUS_DEADLINE_EXCEEDED = 4,
+	VCOUNTER_CTL_STATUS_NOT_FOUND = 5,
+	VCOUNTER_CTL_STATUS_ALREADY_EXISTS = 6,
+	VCOUNTER_CTL_STATUS_PERMISSION_DENIED = 7,
+	VCOUNTER_CTL_STATUS_RESOURCE_EXHAUSTED = 8,
+	VCOUNTER_CTL_STATUS_FAILED_PRECONDITION = 9,
+	VCOUNTER_CTL_STATUS_ABORTED = 10,
+	VCOUNTER_CTL_STATUS_OUT_OF_RANGE = 11,
+	VCOUNTER_CTL_STATUS_UNIMPLEMENTED = 12,
+	VCOUNTER_CTL_STATUS_INTERNAL = 13,
+	VCOUNTER_CTL_STATUS_UNAVAILABLE = 14,
+	VCOUNTER_CTL_STATUS_DATA_LOSS = 15,
+	VCOUNTER_CTL_STATUS_UNAUTHENTICATED = 16,
+};
+
+/* Connect and exchange the HTTP/2 prefaces: on return the daemon has
+ * answered (and, over TLS, accepted this controller's certificate). That
+ * takes at most timeout_ms, or 10 s when it is 0. */
 int vcounter_ctl_connect(const struct vcounter_ctl_options *options, struct vcounter_ctl **ret);
 void vcounter_ctl_close(struct vcounter_ctl *ctl); /* NULL ok */
+/* ctl NULL: why this thread's last vcounter_ctl_connect() failed, naming
+ * the socket or address. */
 const char *vcounter_ctl_last_error(const struct vcounter_ctl *ctl);
+/* Change the deadline of later calls (0: none), e.g. none for a watch
+ * after short unary calls. */
+void vcounter_ctl_set_timeout(struct vcounter_ctl *ctl, unsigned timeout_ms);
 /* gRPC status of the last call (0 OK, 3 INVALID_ARGUMENT, 5 NOT_FOUND, ...),
  * -1 when it failed before a status arrived. */
 int vcounter_ctl_status(const struct vcounter_ctl *ctl);
@@ -152,11 +217,14 @@ int vcounter_ctl_abort_migration(struct vcounter_ctl *ctl, const char *migration
 				 const char *reason, struct vcounter_ctl_migration *ret);
 
 /* Stream events (filters NULL or "": all) to cb until cb returns nonzero
- * (the stream is cancelled; that value is returned), the deadline passes
- * (-ETIME) or the daemon ends the stream (-EPIPE, status in
- * vcounter_ctl_status). cb is first called once with event NULL when the
- * daemon has accepted the watch (its response headers arrived): every event
- * after that instant is delivered. The event is valid during cb only. */
+ * (the stream is cancelled with RST_STREAM; that value is returned, status
+ * CANCELLED), the deadline passes (-ETIME) or the daemon ends the stream
+ * (-EPIPE when it ends it with OK, else its status as -errno, as above).
+ * cb is first called once with event NULL when the daemon has accepted the
+ * watch (its response headers arrived): every event after that instant is
+ * delivered. The event is valid during cb only. Events of a kind this
+ * version does not know are skipped. cb must not use ctl (calls on one
+ * connection are sequential); another connection is fine. */
 int vcounter_ctl_watch(struct vcounter_ctl *ctl, const char *vm_id, const char *migration_id,
 		       int (*cb)(const struct vcounter_ctl_event *event, void *userdata),
 		       void *userdata);
