@@ -86,6 +86,7 @@ struct ctl_call {
 	int grpc_status;   /* -1 until grpc-status */
 	char grpc_message[256];
 	bool closed;
+	bool reset_by_daemon;	   /* an RST_STREAM arrived */
 	uint32_t close_error_code; /* RST_STREAM's, or 0 */
 	unsigned n_messages;
 	/* A handler's nonzero return: the stream is reset, this is kept. */
@@ -482,6 +483,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 	if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK))
 		ctl->got_settings = true;
 	call = call_of(ctl, frame->hd.stream_id);
+	if (call && frame->hd.type == NGHTTP2_RST_STREAM)
+		call->reset_by_daemon = true;
 	if (!call || frame->hd.type != NGHTTP2_HEADERS || call->headers_done)
 		return 0;
 	if (call->http_status >= 100 && call->http_status < 200) {
@@ -1085,10 +1088,11 @@ static int call_status(struct vcounter_ctl *ctl, const struct ctl_call *call)
 		return set_error(ctl, status, status_to_errno(status), "%s: HTTP status %d",
 				 vcounter_ctl_status_name(status), call->http_status);
 	}
-	if (call->close_error_code != NGHTTP2_NO_ERROR)
+	if (call->reset_by_daemon || call->close_error_code != NGHTTP2_NO_ERROR)
 		return set_error(ctl, VCOUNTER_CTL_STATUS_LOCAL, -EPROTO,
-				 "the daemon reset the stream (%s)",
-				 nghttp2_http2_strerror(call->close_error_code));
+				 "the daemon reset the stream (RST_STREAM %s) %s",
+				 nghttp2_http2_strerror(call->close_error_code),
+				 call->headers_done ? "before its trailers" : "without an answer");
 	if (call->headers_done && !call->grpc_content_type)
 		return set_error(ctl, VCOUNTER_CTL_STATUS_UNKNOWN,
 				 status_to_errno(VCOUNTER_CTL_STATUS_UNKNOWN),
