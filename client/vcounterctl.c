@@ -79,6 +79,7 @@ static void error(const char *fmt, ...)
 {
 	va_list ap;
 
+	fflush(stdout); /* what was said before comes before, also when piped */
 	fprintf(stderr, "%s: ", program);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);

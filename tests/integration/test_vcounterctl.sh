@@ -233,6 +233,7 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ -x "$minivmm_bin" ]; then
 	watch_pid=$!
 	i=0
 	while [ "$i" -lt 1000 ]; do
+		# shellcheck disable=SC2086
 		"$ctl_bin" $sock --json status >"$tmp/out" 2>/dev/null || :
 		if python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["watchers"] < 1)' \
 			"$tmp/out" 2>/dev/null; then
