@@ -89,6 +89,7 @@ struct ctl_call {
 	bool reset_by_daemon;	   /* an RST_STREAM arrived */
 	uint32_t close_error_code; /* RST_STREAM's, or 0 */
 	unsigned n_messages;
+	bool partial; /* the stream ended inside a message */
 	/* A handler's nonzero return: the stream is reset, this is kept. */
 	int stop;
 	/* Handlers: the response headers arrived (not trailers-only), and each
@@ -1014,6 +1015,10 @@ static int ctl_run(struct vcounter_ctl *ctl, struct ctl_call *call, const char *
 	r = 0;
 	while (r == 0 && !call->closed) {
 		r = ctl_flush(ctl, deadline_ns);
+		/* A write cut short leaves half a frame (or an SSL_write that
+		 * must be retried) on the connection: nothing can follow it. */
+		if (r == -ETIME)
+			ctl->broken = true;
 		if (r < 0 || call->closed)
 			break;
 		if (!nghttp2_session_want_read(ctl->session)) {
@@ -1024,10 +1029,11 @@ static int ctl_run(struct vcounter_ctl *ctl, struct ctl_call *call, const char *
 		r = ctl_receive(ctl, deadline_ns);
 	}
 	if (r == -ETIME) {
-		/* Our deadline: cancel the stream, keep the connection. */
+		/* Our deadline: cancel the stream, keep the connection (when
+		 * the deadline passed while reading). */
 		nghttp2_submit_rst_stream(ctl->session, NGHTTP2_FLAG_NONE, call->stream_id,
 					  NGHTTP2_CANCEL);
-		if (ctl_flush(ctl, deadline_after_ms(CTL_CANCEL_FLUSH_MS)) < 0)
+		if (ctl->broken || ctl_flush(ctl, deadline_after_ms(CTL_CANCEL_FLUSH_MS)) < 0)
 			ctl->broken = true;
 		r = set_error(ctl, VCOUNTER_CTL_STATUS_DEADLINE_EXCEEDED, -ETIME,
 			      "deadline exceeded (%u ms)", ctl->timeout_ms);
@@ -1038,6 +1044,7 @@ static int ctl_run(struct vcounter_ctl *ctl, struct ctl_call *call, const char *
 		ctl_flush(ctl, deadline_ns);
 	}
 	ctl->call = NULL;
+	call->partial = grpc_wire_decoder_partial(&call->decoder);
 	grpc_wire_decoder_free(&call->decoder);
 	call->body = NULL;
 	return r;
@@ -1049,7 +1056,7 @@ static int call_status(struct vcounter_ctl *ctl, const struct ctl_call *call)
 {
 	if (call->grpc_status >= 0) {
 		if (call->grpc_status == VCOUNTER_CTL_STATUS_OK) {
-			if (grpc_wire_decoder_partial(&call->decoder))
+			if (call->partial)
 				return set_error(ctl, VCOUNTER_CTL_STATUS_LOCAL, -EPROTO,
 						 "the daemon's last message was cut short");
 			return set_error(ctl, VCOUNTER_CTL_STATUS_OK, 0, "%s", "");

@@ -41,7 +41,8 @@
  * close it and connect again.
  * A deadline that passes is -ETIME with status DEADLINE_EXCEEDED, whether
  * the daemon's trailers or this library's own poll() timeout noticed first;
- * the stream is reset and the connection stays usable. */
+ * the stream is reset and the connection stays usable (unless the deadline
+ * cut a write short: then later calls fail with -ENOTCONN too). */
 #ifndef VCOUNTER_CONTROL_H
 #define VCOUNTER_CONTROL_H
 
