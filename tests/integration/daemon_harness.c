@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -129,9 +130,14 @@ int harness_start(struct daemon_proc *d, const char *const *extra_args)
 		_exit(127);
 	}
 	for (int i = 0; i < wait_rounds; i++) {
+		struct stat st;
+
 		if (!harness_alive(d))
 			break;
-		if (socket_accepts(d->vmm_socket)) {
+		/* The control socket is set up after the VMM socket: ready
+		 * when both are (the daemon reports READY=1 only then). */
+		if (socket_accepts(d->vmm_socket) && stat(d->control_socket, &st) == 0 &&
+		    S_ISSOCK(st.st_mode)) {
 			FILE *f;
 
 			if (!listening)

@@ -154,8 +154,16 @@ static void assert_daemon_serving(void)
  * connection's fds when it sees the hangup: wait (up to 1 s) for that. */
 static void assert_fd_count_settles(int want)
 {
+	char cmd[128];
+
 	for (int i = 0; i < 200 && harness_fd_count(&daemon_main) != want; i++)
 		usleep(5000);
+	if (harness_fd_count(&daemon_main) != want) {
+		snprintf(cmd, sizeof(cmd), "ls -l /proc/%d/fd >&2", (int)daemon_main.pid);
+		fprintf(stderr, "the daemon holds %d fds, %d expected:\n",
+			harness_fd_count(&daemon_main), want);
+		(void)!system(cmd);
+	}
 	assert_int_equal(harness_fd_count(&daemon_main), want);
 }
 
