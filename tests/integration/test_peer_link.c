@@ -1183,6 +1183,34 @@ static uint64_t expect_applied(struct peer *p, const struct vcounter_report *rep
 	return id;
 }
 
+/* The target VMM's notices of migration id, in order: each step of
+ * steps[] (NULL-terminated), nothing else; notices of other migrations
+ * (earlier tests) are skipped. The last one's reason must hold reason. */
+static void expect_notices(const char *id, const char *const *steps, const char *reason)
+{
+	struct vcounter_notice n;
+	size_t i = 0;
+
+	while (steps[i]) {
+		assert_int_equal(vcounter_next_notice(tvm.vc, 2000, &n), 1);
+		if (strcmp(n.migration_id, id) != 0)
+			continue;
+		assert_string_equal(n.vm_id, TARGET_VM_ID);
+		assert_int_equal(n.role, VCOUNTER_ROLE_TARGET);
+		assert_string_equal(n.peer_identity, "host-a.test");
+		assert_string_equal(n.step, steps[i]);
+		assert_int_equal(n.terminal, strcmp(n.step, "done") == 0 ||
+						     strcmp(n.step, "aborted") == 0 ||
+						     strcmp(n.step, "failed") == 0);
+		i++;
+	}
+	if (reason)
+		assert_non_null(strstr(n.reason, reason));
+	/* And no more of this migration. */
+	while (vcounter_next_notice(tvm.vc, 0, &n) == 1)
+		assert_string_not_equal(n.migration_id, id);
+}
+
 static void test_full_protocol_with_replays_applies_by_offset(void **state)
 {
 	struct counter_state *prep, *fin2, *conflict, *fin3;
@@ -1287,6 +1315,12 @@ static void test_full_protocol_with_replays_applies_by_offset(void **state)
 
 	/* The source never saw a second Applied: the next frame is this reply. */
 	ping(&a, 115);
+	/* The VMM was told of every step, once: replays, refusals and the
+	 * repeated apply moved nothing. */
+	expect_notices(
+		id,
+		(const char *const[]){ "prepared", "final", "applying", "applied", "done", NULL },
+		NULL);
 	vcounter_report_free(rep);
 	vcounter_report_free(again);
 	peer_close(&u);
@@ -1328,6 +1362,8 @@ static void test_abort_before_apply_leaves_the_vm_untouched(void **state)
 	assert_int_equal(vcounter_apply(tvm.vc, TARGET_VM_ID, id, &rep), -ECANCELED);
 	assert_null(rep);
 	assert_non_null(strstr(vcounter_last_error(tvm.vc), "aborted"));
+	expect_notices(id, (const char *const[]){ "prepared", "final", "aborted", NULL },
+		       "operator cancelled");
 	read_vm_offsets(vm_after);
 	assert_true(vm_after[0] == vm_before[0] && vm_after[1] == vm_before[1]);
 
