@@ -128,6 +128,7 @@ struct grpc_conn {
 	struct event *timer_ev; /* handshake, then drain timeout */
 	struct event *pump_ev;	/* manual: pump, or the pending close */
 	struct grpc_caller caller;
+	char remote[NI_MAXHOST + NI_MAXSERV + 4]; /* TCP: "[host]:port" */
 
 	unsigned depth;	    /* entry points on the stack: destroy waits for 0 */
 	bool in_session;    /* inside nghttp2_session_mem_recv/mem_send */
@@ -921,8 +922,8 @@ static void conn_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 	conn_enter(conn);
 	if (conn->state == CONN_HANDSHAKE) {
-		log_warning("control conn=%u: TLS handshake not complete within %d s, closed",
-			    conn->id, GRPC_HANDSHAKE_TIMEOUT_S);
+		log_warning("control conn=%u %s: TLS handshake not complete within %d s, closed",
+			    conn->id, conn->remote, GRPC_HANDSHAKE_TIMEOUT_S);
 		conn_close(conn, false, LOG_DEBUG, "handshake timeout");
 	}
 	conn->draining = false; /* drain timeout: close now */
@@ -944,7 +945,7 @@ static void conn_close(struct grpc_conn *conn, bool flush, int priority, const c
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
 	log_msg(priority, "control conn=%u %s: closed: %s", conn->id,
-		conn->caller.identity[0] ? conn->caller.identity : "(handshake)", reason);
+		conn->caller.identity[0] ? conn->caller.identity : conn->remote, reason);
 
 	conn->closing = true;
 	if (flush && conn->session && !conn->in_session) {
@@ -1088,15 +1089,39 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 	conn_leave(conn);
 }
 
-static const char *ssl_error_string(char *buf, size_t size)
+/* Why the bufferevent failed, in words. */
+static const char *conn_error_string(struct grpc_conn *conn, char *buf, size_t size)
 {
-	unsigned long e = ERR_get_error();
+	unsigned long e, root = 0;
+	socklen_t len = sizeof(int);
+	int soerr = 0;
+	long verify;
 
-	if (!e)
-		return "connection closed";
-	ERR_error_string_n(e, buf, size);
-	ERR_clear_error();
-	return buf;
+	if (conn->ssl) {
+		/* libevent hands its saved errors back last-in first-out, with
+		 * SSL_get_error() codes (no library) among them: the last real
+		 * one popped is the root cause. */
+		while ((e = bufferevent_get_openssl_error(conn->bev)) != 0)
+			if (ERR_GET_LIB(e) != 0)
+				root = e;
+		ERR_clear_error();
+		verify = SSL_get_verify_result(conn->ssl);
+		if (conn->state == CONN_HANDSHAKE && verify != X509_V_OK) {
+			snprintf(buf, size, "client certificate refused: %s",
+				 verify == X509_V_ERR_APPLICATION_VERIFICATION
+					 ? "no SAN on the control lists"
+					 : X509_verify_cert_error_string(verify));
+			return buf;
+		}
+		if (root) {
+			ERR_error_string_n(root, buf, size);
+			return buf;
+		}
+	}
+	if (getsockopt(bufferevent_getfd(conn->bev), SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 &&
+	    soerr != 0)
+		return strerror(soerr);
+	return "connection closed";
 }
 
 /* The leaf's first SAN (dNSName or URI), for a caller on neither list. */
@@ -1210,7 +1235,8 @@ static void conn_handshake_done(struct grpc_conn *conn)
 	event_del(conn->timer_ev);
 	SSL_get0_alpn_selected(conn->ssl, &alpn, &alpn_len);
 	if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
-		log_warning("control conn=%u: TLS client did not offer ALPN h2, closed", conn->id);
+		log_warning("control conn=%u %s: TLS client did not offer ALPN h2, closed",
+			    conn->id, conn->remote);
 		conn_close(conn, false, LOG_DEBUG, "no ALPN h2");
 		return;
 	}
@@ -1239,15 +1265,13 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		if (conn->state == CONN_HANDSHAKE)
 			conn_handshake_done(conn);
 	} else if (conn->state == CONN_HANDSHAKE) {
-		log_warning("control conn=%u: TLS handshake failed: %s", conn->id,
-			    ssl_error_string(buf, sizeof(buf)));
+		log_warning("control conn=%u %s: TLS handshake failed: %s", conn->id, conn->remote,
+			    conn_error_string(conn, buf, sizeof(buf)));
 		conn_close(conn, false, LOG_DEBUG, "handshake failed");
 	} else if (what & BEV_EVENT_EOF) {
 		conn_close(conn, false, LOG_DEBUG, "end of stream from the client");
 	} else {
-		conn_close(conn, false, LOG_DEBUG, "%s",
-			   conn->ssl ? ssl_error_string(buf, sizeof(buf))
-				     : strerror(EVUTIL_SOCKET_ERROR()));
+		conn_close(conn, false, LOG_DEBUG, "%s", conn_error_string(conn, buf, sizeof(buf)));
 	}
 	conn_leave(conn);
 }
@@ -1380,7 +1404,9 @@ static void tcp_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct
 		return;
 	}
 	conn_enter(conn);
-	log_debug("control conn=%u: TCP from %s port %s", conn->id, host, port);
+	snprintf(conn->remote, sizeof(conn->remote), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
+		 port);
+	log_debug("control conn=%u %s: TCP connection", conn->id, conn->remote);
 	/* Calls are small requests and answers: Nagle plus delayed ACKs would
 	 * add 40 ms to some of them. */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1392,6 +1418,10 @@ static void tcp_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct
 		conn_leave(conn);
 		return;
 	}
+	/* A client that vanishes without close_notify has simply gone: OpenSSL
+	 * 3 would make that an error (unexpected EOF), libevent then an error
+	 * event rather than BEV_EVENT_EOF. */
+	SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	/* On failure libevent 2.1 has already freed ssl (BEV_OPT_CLOSE_ON_FREE), not the fd. */
 	conn->bev = bufferevent_openssl_socket_new(server->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
 						   BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
@@ -1403,7 +1433,6 @@ static void tcp_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct
 	}
 	conn->ssl = ssl;
 	conn->state = CONN_HANDSHAKE;
-	/* A client that vanishes without close_notify is simply gone. */
 	bufferevent_openssl_set_allow_dirty_shutdown(conn->bev, 1);
 	bufferevent_setcb(conn->bev, NULL, NULL, conn_event_cb, conn);
 	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);

@@ -389,7 +389,8 @@ static size_t grpc_body(uint8_t *out, uint8_t flag, uint32_t announced, const vo
 {
 	grpc_wire_prefix(out, announced);
 	out[0] = flag;
-	memcpy(out + GRPC_WIRE_PREFIX_BYTES, msg, msg_len);
+	if (msg_len)
+		memcpy(out + GRPC_WIRE_PREFIX_BYTES, msg, msg_len);
 	return GRPC_WIRE_PREFIX_BYTES + msg_len;
 }
 
@@ -505,6 +506,20 @@ static int settled_fd_count(const struct daemon_proc *d)
 			least = n;
 	}
 	return least;
+}
+
+/* The daemon logs a refusal after the client has seen it. */
+static void assert_log_eventually(const struct daemon_proc *d, const char *needle)
+{
+	bool found = false;
+
+	for (int i = 0; i < 500 && !found; i++) {
+		found = harness_log_contains(d, needle);
+		if (!found)
+			usleep(10000);
+	}
+	if (!found)
+		fail_msg("no \"%s\" in the daemon's log", needle);
 }
 
 static void assert_daemon_serving(void)
@@ -896,7 +911,7 @@ static void test_watcher_that_does_not_read_is_dropped(void **state)
 			dropped = harness_log_contains(&daemon_main, "client does not read");
 	}
 	assert_true(dropped);
-	assert_true(harness_log_contains(&daemon_main, "watcher uid=0"));
+	assert_log_eventually(&daemon_main, "watcher uid=0");
 	assert_watchers_settle(0);
 	reply = list_vms(daemon_main.control_socket);
 	vcounter__v1__list_vms_reply__free_unpacked(reply, NULL);
@@ -959,7 +974,7 @@ static void test_caller_on_no_list_is_permission_denied(void **state)
 	/* root and the daemon's euid are operators: PERMISSION_DENIED is not
 	 * everyone's answer */
 	assert_daemon_serving();
-	assert_true(harness_log_contains(&daemon_main, "needs the reader role; caller uid=65534"));
+	assert_log_eventually(&daemon_main, "needs the reader role; caller uid=65534");
 }
 
 static void test_reader_uid_may_read_but_not_operate(void **state)
@@ -973,7 +988,7 @@ static void test_reader_uid_may_read_but_not_operate(void **state)
 	assert_int_equal(status_as_nobody(d->control_socket, CONTROL "ListVms"), STATUS_OK);
 	assert_int_equal(status_as_nobody(d->control_socket, CONTROL "StartMigration"),
 			 STATUS_PERMISSION);
-	assert_true(harness_log_contains(d, "needs the operator role; caller uid=65534"));
+	assert_log_eventually(d, "needs the operator role; caller uid=65534");
 	assert_int_equal(harness_stop(d), 0);
 	d->pid = 0;
 }
@@ -1161,13 +1176,14 @@ static void test_tls_roles_come_from_the_certificate(void **state)
 					      "ctl-reader.test has reader"));
 	/* ctl-operator.test's name on a certificate of another CA */
 	assert_refused(&t, "ctl-other", "h2");
-	assert_true(harness_log_contains(t.d, "TLS handshake failed"));
+	assert_log_eventually(t.d, "TLS handshake failed: client certificate refused");
 	/* a host certificate of the fleet CA that is on no control list */
 	assert_refused(&t, "host-a", "h2");
+	assert_log_eventually(t.d, "client certificate refused: no SAN on the control lists");
 	/* no ALPN h2 */
 	assert_refused(&t, "ctl-operator", "http/1.1");
 	assert_refused(&t, "ctl-operator", "");
-	assert_true(harness_log_contains(t.d, "did not offer ALPN h2"));
+	assert_log_eventually(t.d, "did not offer ALPN h2");
 	/* and it still serves */
 	assert_int_equal(tls_status(&t, "ctl-operator", CONTROL "ListVms"), STATUS_OK);
 	assert_fds_settle(t.d, baseline);
