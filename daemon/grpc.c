@@ -3,6 +3,7 @@
  * unix socket (h2c, SO_PEERCRED) and on TCP + TLS 1.3 (ALPN h2, client
  * certificates). Message framing and headers: common/grpc_wire.c, after
  * https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md. */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -1011,8 +1012,14 @@ static void conn_pump(struct grpc_conn *conn)
 		}
 	}
 	conn->in_session = false;
-	if (!nghttp2_session_want_read(conn->session) && !nghttp2_session_want_write(conn->session))
+	if (!nghttp2_session_want_read(conn->session) &&
+	    !nghttp2_session_want_write(conn->session)) {
+		/* Ended cleanly (the client's GOAWAY, all streams done): our
+		 * GOAWAY says NO_ERROR; conn_close's own PROTOCOL_ERROR is then a
+		 * no-op (nghttp2 terminates a session once). */
+		(void)nghttp2_session_terminate_session(conn->session, NGHTTP2_NO_ERROR);
 		conn_close(conn, true, LOG_DEBUG, "HTTP/2 session ended");
+	}
 }
 
 static void conn_schedule_pump(struct grpc_conn *conn)
@@ -1813,6 +1820,9 @@ void grpc_server_free(struct grpc_server *server)
 	while (server->conns) {
 		struct grpc_conn *conn = server->conns;
 
+		/* Not from inside one of our callbacks: a connection on the
+		 * stack could not be freed. */
+		assert(conn->depth == 0);
 		conn_enter(conn);
 		conn_close(conn, false, LOG_DEBUG, "server shutting down");
 		conn->draining = false;

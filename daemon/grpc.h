@@ -14,9 +14,12 @@
  * faults: unknown method (UNIMPLEMENTED), a request over
  * GRPC_MAX_MESSAGE_BYTES (RESOURCE_EXHAUSTED), the compressed flag
  * (INTERNAL without grpc-encoding, UNIMPLEMENTED with one: no compression is
- * offered), a request that does not unpack (INVALID_ARGUMENT), a role too
- * low (PERMISSION_DENIED). A malformed HTTP/2 preface closes that
- * connection only. */
+ * offered), a request that does not unpack, or is not exactly one message,
+ * or has a malformed grpc-timeout (INVALID_ARGUMENT), a role too low
+ * (PERMISSION_DENIED), a content-type not application/grpc (HTTP 415 with
+ * UNKNOWN, as PROTOCOL-HTTP2.md asks), a method other than POST (HTTP 405
+ * with UNIMPLEMENTED). A malformed HTTP/2 preface or any other connection
+ * error gets GOAWAY and closes that connection only. */
 #pragma once
 
 #include <stdbool.h>
@@ -83,9 +86,11 @@ struct grpc_caller {
 
 struct grpc_server_config {
 	/* Unix socket: listen_unix_fd >= 0 is an already bound, listening
-	 * socket (systemd socket activation); otherwise unix_path is created
-	 * (an old socket file there is replaced), 0660. Neither: no unix
-	 * socket. */
+	 * socket (systemd socket activation), the server's once
+	 * grpc_server_new() succeeds (grpc_server_free closes it), still the
+	 * caller's when it fails; otherwise unix_path is created (an old
+	 * socket file there is replaced, anything else is -EEXIST), 0660.
+	 * Neither: no unix socket. */
 	int listen_unix_fd;
 	const char *unix_path;
 	/* SO_PEERCRED: uid 0 and the daemon's own euid are operators; these
@@ -141,7 +146,8 @@ int grpc_server_new(struct event_base *base, const struct grpc_server_config *co
 		    const struct grpc_method *methods, size_t n_methods, void *userdata,
 		    struct grpc_server **ret, char *err, size_t err_size);
 /* Ends every call (their cancel callbacks run), closes every socket,
- * unlinks the unix socket it created. NULL ok. */
+ * unlinks the unix socket it created. NULL ok. Not from inside a handler
+ * or cancel callback. */
 void grpc_server_free(struct grpc_server *server);
 /* The TCP port bound (tcp_addr with port 0), -ENOTCONN without TCP. */
 int grpc_server_tcp_port(const struct grpc_server *server);
@@ -155,13 +161,18 @@ const struct grpc_caller *grpc_call_caller(const struct grpc_call *call);
  * deadline the transport ends the call with DEADLINE_EXCEEDED itself. */
 uint64_t grpc_call_deadline_ns(const struct grpc_call *call);
 
-/* Queue one response message. 0, or:
+/* send() and finish() only queue and submit: the frames go out from the
+ * event loop, and neither runs another call's callback, so a caller walking
+ * a list of its calls sees only the call it passed vanish (-ENOBUFS).
+ *
+ * Queue one response message. 0, or:
  *   -EMSGSIZE  it packs to more than GRPC_MAX_MESSAGE_BYTES (nothing sent)
  *   -ENOBUFS   the client does not read: over GRPC_MAX_STREAM_QUEUE (or the
  *              connection over GRPC_MAX_CONN_QUEUE) is waiting. The
  *              transport has reset the stream (RST_STREAM CANCEL) and ran
  *              the cancel callback; call is gone.
- *   -EPIPE     called after the call ended
+ *   -EPIPE     the call has ended (e.g. from its own cancel callback) or
+ *              its connection is closing (the cancel callback follows)
  */
 int grpc_call_send(struct grpc_call *call, const ProtobufCMessage *message);
 

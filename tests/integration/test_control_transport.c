@@ -43,6 +43,7 @@
 #define H2_MAX_DATA	   (4u << 20)
 /* Limits of daemon/grpc.h, restated: the test pins them. */
 #define MAX_MESSAGE_BYTES  (1u << 20)
+#define MAX_CONNECTIONS	   256
 #define NOBODY		   65534
 #define STATUS_OK	   0
 #define STATUS_INVALID_ARG 3
@@ -773,6 +774,68 @@ static void test_protocol_error_after_preface_gets_goaway(void **state)
 	assert_daemon_serving();
 }
 
+/* The daemon's first bytes on a connection: its SETTINGS frame (9-byte
+ * header, type 4). Returns the frame type, or -1 if the connection ended
+ * (or nothing came within IO_TIMEOUT_MS). */
+static int first_frame_type(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	uint8_t header[9];
+	size_t have = 0;
+
+	while (have < sizeof(header)) {
+		ssize_t n;
+
+		if (poll(&pfd, 1, IO_TIMEOUT_MS) != 1)
+			return -1;
+		n = recv(fd, header + have, sizeof(header) - have, 0);
+		if (n <= 0)
+			return -1;
+		have += (size_t)n;
+	}
+	return header[3];
+}
+
+/* GRPC_MAX_CONNECTIONS at once: one more is closed at accept, with a
+ * warning; a connection that goes frees its slot. */
+static void test_connections_over_the_maximum_are_refused(void **state)
+{
+	static int fds[MAX_CONNECTIONS];
+	struct h2_stream *s = NULL;
+	struct h2 h;
+	int extra;
+
+	for (int i = 0; i < MAX_CONNECTIONS; i++) {
+		fds[i] = unix_connect(daemon_main.control_socket);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(first_frame_type(fds[i]), NGHTTP2_SETTINGS);
+	}
+	extra = unix_connect(daemon_main.control_socket);
+	assert_true(extra >= 0); /* the kernel's backlog took it */
+	assert_int_equal(first_frame_type(extra), -1);
+	close(extra);
+	assert_log_eventually(&daemon_main, "256 connections open (max 256)");
+
+	close(fds[0]);
+	/* the daemon sees that close in its own time */
+	for (int tries = 0; tries < 100; tries++) {
+		assert_int_equal(h2_open_unix(&h, daemon_main.control_socket), 0);
+		s = h2_submit(&h, CONTROL "ListVms", empty_request, sizeof(empty_request), NULL);
+		assert_non_null(s);
+		if (h2_wait_closed(&h, s))
+			break;
+		h2_close(&h);
+		s = NULL;
+		usleep(10000);
+	}
+	assert_non_null(s);
+	assert_int_equal(s->grpc_status, STATUS_OK);
+	h2_close(&h);
+	for (int i = 1; i < MAX_CONNECTIONS; i++)
+		close(fds[i]);
+	assert_fds_settle(&daemon_main, baseline_fds);
+}
+
 /* ---- server streaming ---- */
 
 static void test_watch_headers_come_before_any_event(void **state)
@@ -1247,6 +1310,7 @@ int main(void)
 		cmocka_unit_test(test_calls_share_a_connection),
 		cmocka_unit_test(test_malformed_preface_closes_that_connection_only),
 		cmocka_unit_test(test_protocol_error_after_preface_gets_goaway),
+		cmocka_unit_test(test_connections_over_the_maximum_are_refused),
 		cmocka_unit_test(test_watch_headers_come_before_any_event),
 		cmocka_unit_test(test_watch_with_grpc_timeout_ends_deadline_exceeded),
 		cmocka_unit_test(test_client_reset_cancels_the_watch),
