@@ -111,8 +111,8 @@ struct grpc_call {
 	bool response_started; /* HEADERS submitted with a data provider */
 	bool trailers_pending; /* finish() came: trailers follow the queue */
 	int trailer_status;
-	char trailer_message[CALL_MESSAGE_ENC_MAX];
-	struct evbuffer *out; /* framed messages nghttp2 has not taken yet */
+	char *trailer_message; /* percent-encoded; malloc'd: most calls have none */
+	struct evbuffer *out;  /* framed messages nghttp2 has not taken yet */
 
 	grpc_cancel_cb cancel_cb;
 	void *cancel_userdata;
@@ -252,6 +252,7 @@ static void call_free(struct grpc_call *call)
 	grpc_wire_decoder_free(&call->decoder);
 	if (call->request)
 		protobuf_c_message_free_unpacked(call->request, NULL);
+	free(call->trailer_message);
 	free(call);
 }
 
@@ -367,16 +368,20 @@ static int call_submit_trailers(struct grpc_call *call)
 {
 	char status_str[12];
 	size_t n_nva = 1;
-	int n;
+	const char *message = call->trailer_message ? call->trailer_message : "";
+	int n, r;
 
 	n = snprintf(status_str, sizeof(status_str), "%d", call->trailer_status);
 	nghttp2_nv nva[] = {
 		NV("grpc-status", status_str, (size_t)n),
-		NV("grpc-message", call->trailer_message, strlen(call->trailer_message)),
+		NV("grpc-message", message, strlen(message)),
 	};
-	if (call->trailer_message[0])
+	if (*message)
 		n_nva++;
-	return nghttp2_submit_trailer(call->conn->session, call->stream_id, nva, n_nva);
+	r = nghttp2_submit_trailer(call->conn->session, call->stream_id, nva, n_nva);
+	free(call->trailer_message); /* nghttp2 copied it */
+	call->trailer_message = NULL;
+	return r;
 }
 
 /* nghttp2 pulls response DATA from the call's queue; an empty queue defers
@@ -437,7 +442,8 @@ static void call_submit_end(struct grpc_call *call, int status, const char *mess
 		return;
 	}
 	call->trailer_status = status;
-	snprintf(call->trailer_message, sizeof(call->trailer_message), "%s", message_enc);
+	/* Without memory for it the status still goes, without its message. */
+	call->trailer_message = *message_enc ? strdup(message_enc) : NULL;
 	call->trailers_pending = true;
 	(void)nghttp2_session_resume_data(conn->session, call->stream_id);
 }
