@@ -158,6 +158,8 @@ static void send_one(struct grpc_call *call, const ProtobufCMessage *msg)
 {
 	int r = grpc_call_send(call, msg);
 
+	if (r == -ENOBUFS)
+		return; /* the client does not read: the transport reset the call */
 	if (r == -EMSGSIZE)
 		grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
 				 "the reply is over %u bytes; narrow the request",
