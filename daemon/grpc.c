@@ -1201,9 +1201,19 @@ static void conn_tls_caller(struct grpc_conn *conn)
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 
+/* Per connection: a burst of 200 stream resets, then 20 a second; 8
+ * CONTINUATION frames per header block; 32 entries per SETTINGS; 1000 acks
+ * owed at once. A controller opens a handful of streams a second. */
+#define STREAM_RESET_BURST   200
+#define STREAM_RESET_RATE    20
+#define MAX_CONTINUATIONS    8
+#define MAX_SETTINGS_ENTRIES 32
+#define MAX_OUTBOUND_ACKS    1000
+
 static int conn_start_session(struct grpc_conn *conn)
 {
 	nghttp2_session_callbacks *callbacks;
+	nghttp2_option *option;
 	const nghttp2_settings_entry settings[] = {
 		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, GRPC_MAX_STREAMS },
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW_BYTES },
@@ -1218,7 +1228,20 @@ static int conn_start_session(struct grpc_conn *conn)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk_recv);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
 	nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
-	r = nghttp2_session_server_new(&conn->session, callbacks, conn);
+	/* Floods a client can send without ever opening a call: resets (the
+	 * "rapid reset" attack, CVE-2023-44487), CONTINUATION frames,
+	 * SETTINGS and PINGs whose acks pile up. nghttp2 ends the session
+	 * (GOAWAY) when one is exceeded; only that connection closes. */
+	if (nghttp2_option_new(&option) != 0) {
+		nghttp2_session_callbacks_del(callbacks);
+		return -ENOMEM;
+	}
+	nghttp2_option_set_stream_reset_rate_limit(option, STREAM_RESET_BURST, STREAM_RESET_RATE);
+	nghttp2_option_set_max_continuations(option, MAX_CONTINUATIONS);
+	nghttp2_option_set_max_settings(option, MAX_SETTINGS_ENTRIES);
+	nghttp2_option_set_max_outbound_ack(option, MAX_OUTBOUND_ACKS);
+	r = nghttp2_session_server_new2(&conn->session, callbacks, conn, option);
+	nghttp2_option_del(option);
 	nghttp2_session_callbacks_del(callbacks);
 	if (r != 0)
 		return -ENOMEM;

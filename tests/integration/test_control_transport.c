@@ -774,6 +774,53 @@ static void test_protocol_error_after_preface_gets_goaway(void **state)
 	assert_daemon_serving();
 }
 
+/* "Rapid reset" (CVE-2023-44487): open a stream and reset it at once, over
+ * and over, so that the server does work for calls that never run. Past the
+ * burst the daemon ends that connection with GOAWAY; others are served. */
+static void test_rapid_reset_flood_closes_that_connection_only(void **state)
+{
+	nghttp2_nv nva[] = {
+#define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, 0 }
+		NV(":method", "POST"),
+		NV(":scheme", "http"),
+		NV(":path", CONTROL "WatchEvents"),
+		NV(":authority", "localhost"),
+		NV("te", "trailers"),
+		NV("content-type", "application/grpc"),
+#undef NV
+	};
+	int64_t deadline = now_ms() + IO_TIMEOUT_MS;
+	struct h2 h;
+	int sent = 0;
+
+	assert_int_equal(h2_open_unix(&h, daemon_main.control_socket), 0);
+	for (; sent < 2000 && !h.goaway && !h.eof; sent++) {
+		int32_t id = nghttp2_submit_headers(h.session, NGHTTP2_FLAG_NONE, -1, NULL, nva,
+						    sizeof(nva) / sizeof(nva[0]), NULL);
+
+		assert_true(id > 0);
+		/* HEADERS out first: a stream reset before it is sent is
+		 * never sent at all. */
+		if (h2_flush(&h) < 0)
+			break;
+		assert_int_equal(
+			nghttp2_submit_rst_stream(h.session, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL),
+			0);
+		if (h2_flush(&h) < 0 || h2_pump(&h, 0) < 0)
+			break;
+	}
+	while (!h.eof && now_ms() < deadline)
+		(void)h2_pump(&h, (int)(deadline - now_ms()));
+	fprintf(stderr, "note: connection ended after %d opened-and-reset streams\n", sent);
+	assert_true(h.goaway);
+	assert_true(h.eof);
+	/* Past the burst of 200, long before the 2000 this would send. */
+	assert_true(sent > 150 && sent < 1000);
+	h2_close(&h);
+	assert_watchers_settle(0);
+	assert_daemon_serving();
+}
+
 /* The daemon's first bytes on a connection: its SETTINGS frame (9-byte
  * header, type 4). Returns the frame type, or -1 if the connection ended
  * (or nothing came within IO_TIMEOUT_MS). */
@@ -1310,6 +1357,7 @@ int main(void)
 		cmocka_unit_test(test_calls_share_a_connection),
 		cmocka_unit_test(test_malformed_preface_closes_that_connection_only),
 		cmocka_unit_test(test_protocol_error_after_preface_gets_goaway),
+		cmocka_unit_test(test_rapid_reset_flood_closes_that_connection_only),
 		cmocka_unit_test(test_connections_over_the_maximum_are_refused),
 		cmocka_unit_test(test_watch_headers_come_before_any_event),
 		cmocka_unit_test(test_watch_with_grpc_timeout_ends_deadline_exceeded),
