@@ -9,11 +9,11 @@
 
 struct daemon_proc {
 	pid_t pid;
-	char dir[256];	      /* private temp dir */
-	char vmm_socket[300]; /* dir/vmm.sock */
+	char dir[256];		  /* private temp dir */
+	char vmm_socket[300];	  /* dir/vmm.sock */
 	char control_socket[300]; /* dir/control.sock (gRPC, service Control) */
-	char log_path[300];   /* dir/vcounterd.log */
-	int peer_port;	      /* -1 when not listening */
+	char log_path[300];	  /* dir/vcounterd.log */
+	int peer_port;		  /* -1 when not listening */
 };
 
 /* mkdtemp under $TMPDIR and generate the test certificates there (or use
