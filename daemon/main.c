@@ -14,10 +14,10 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <systemd/sd-daemon.h>
 
 #include "log.h"
 #include "macro.h"
+#include "service.h"
 #include "vcd.h"
 
 #include "config.h"
@@ -482,6 +482,10 @@ int main(int argc, char **argv)
 	const char *port_file = NULL, *control_port_file = NULL;
 	int log_level = LOG_INFO;
 	int vmm_fd, r, ret = EXIT_FAILURE;
+	struct service *svc = NULL;
+	struct service_sockets socks;
+	_cleanup_close_ int control_fd = -1;
+	char err[512];
 
 	r = parse_args(argc, argv, &vcd.config, &port_file, &control_port_file, &log_level);
 	if (r <= 0)
@@ -525,7 +529,21 @@ int main(int argc, char **argv)
 		log_error("--control-port-file needs --control-listen");
 		goto out;
 	}
-	vmm_fd = vmm_socket_open(vcd.config.vmm_socket);
+	/* Sockets passed by systemd (vcounterd.socket) replace opening our own. */
+	r = service_listen_fds(&socks, err, sizeof(err));
+	if (r < 0) {
+		log_error_errno(r, "socket activation: %s", err);
+		goto out;
+	}
+	control_fd = socks.control_fd;
+	if (control_fd >= 0)
+		vcd.config.control_socket = socks.control_path;
+	if (socks.vmm_fd >= 0) {
+		vmm_fd = socks.vmm_fd;
+		vcd.config.vmm_socket = socks.vmm_path;
+	} else {
+		vmm_fd = vmm_socket_open(vcd.config.vmm_socket);
+	}
 	if (vmm_fd < 0) {
 		log_error_errno(vmm_fd, "cannot listen on %s", vcd.config.vmm_socket);
 		goto out;
@@ -549,9 +567,10 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	r = control_start(&vcd, -1);
+	r = control_start(&vcd, control_fd);
 	if (r < 0)
 		goto out; /* control_start said why */
+	control_fd = -1;  /* the control API's now (grpc.h) */
 	if (control_port_file) {
 		r = write_port_file(control_port_file, control_tcp_port(&vcd));
 		if (r < 0) {
@@ -565,15 +584,21 @@ int main(int argc, char **argv)
 		goto out;
 	evsignal_add(sigint, NULL);
 	evsignal_add(sigterm, NULL);
+	r = service_new(&vcd, NULL, NULL, &svc);
+	if (r < 0) {
+		log_error_errno(r, "cannot set up the systemd notifications");
+		goto out;
+	}
 
 	log_info("vcounterd %s on %s: vmm socket %s, peer link %s", VCOUNTER_VERSION,
 		 vcd.config.host_name, vcd.config.vmm_socket,
 		 vcd.config.listen_addr ? vcd.config.listen_addr : "off");
-	sd_notifyf(0, "READY=1\nSTATUS=serving VMMs on %s", vcd.config.vmm_socket);
+	service_ready(svc);
 	event_base_dispatch(vcd.base);
-	sd_notify(0, "STOPPING=1");
+	service_stopping(svc);
 	ret = EXIT_SUCCESS;
 out:
+	service_free(svc);
 	if (sigint)
 		event_free(sigint);
 	if (sigterm)
