@@ -698,6 +698,11 @@ int control_tcp_port(struct vcd *vcd)
 						    : -ENOTCONN;
 }
 
+size_t control_watcher_count(struct vcd *vcd)
+{
+	return vcd->control ? vcd->control->n_watchers : 0;
+}
+
 void control_stop(struct vcd *vcd)
 {
 	struct control *ctl = vcd->control;

@@ -32,6 +32,7 @@
 #include "grpc_wire.h"
 #include "log.h"
 #include "macro.h"
+#include "metrics.h"
 #include "tls.h"
 #include "unix_fd.h"
 
@@ -929,6 +930,7 @@ static void conn_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 	conn_enter(conn);
 	if (conn->state == CONN_HANDSHAKE) {
+		metrics_tls_handshake_failed(&vcd_metrics, METRICS_LISTENER_CONTROL);
 		log_warning("control conn=%u %s: TLS handshake not complete within %d s, closed",
 			    conn->id, conn->remote, GRPC_HANDSHAKE_TIMEOUT_S);
 		conn_close(conn, false, LOG_DEBUG, "handshake timeout");
@@ -1301,6 +1303,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		if (conn->state == CONN_HANDSHAKE)
 			conn_handshake_done(conn);
 	} else if (conn->state == CONN_HANDSHAKE) {
+		metrics_tls_handshake_failed(&vcd_metrics, METRICS_LISTENER_CONTROL);
 		log_warning("control conn=%u %s: TLS handshake failed: %s", conn->id, conn->remote,
 			    conn_error_string(conn, buf, sizeof(buf)));
 		conn_close(conn, false, LOG_DEBUG, "handshake failed");

@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "macro.h"
+#include "metrics_http.h"
 #include "service.h"
 #include "vcd.h"
 
@@ -53,6 +54,9 @@ static void usage(FILE *f)
 		"  --control-listen ADDR:PORT  control API on TCP, TLS 1.3 with client\n"
 		"                           certificates of the fleet CA (--ca/--cert/--key)\n"
 		"  --control-port-file FILE write the control TCP port actually bound to FILE\n"
+		"  --metrics-listen ADDR:PORT  Prometheus metrics over HTTP (GET /metrics); a\n"
+		"                           bare port is on 127.0.0.1 (default: off)\n"
+		"  --metrics-port-file FILE write the metrics TCP port actually bound to FILE\n"
 		"  --control-operator NAME  controller identity (SAN) that may start and\n"
 		"                           abort migrations; repeatable\n"
 		"  --control-reader NAME    controller identity that may list and watch;\n"
@@ -163,7 +167,8 @@ static int add_name(const char **list, size_t *n, const char *name, const char *
 }
 
 static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char **port_file,
-		      const char **control_port_file, int *log_level)
+		      const char **control_port_file, const char **metrics_port_file,
+		      int *log_level)
 {
 	enum {
 		ARG_VMM_SOCKET = 0x100,
@@ -186,6 +191,8 @@ static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char 
 		ARG_CONTROL_SOCKET,
 		ARG_CONTROL_LISTEN,
 		ARG_CONTROL_PORT_FILE,
+		ARG_METRICS_LISTEN,
+		ARG_METRICS_PORT_FILE,
 		ARG_CONTROL_OPERATOR,
 		ARG_CONTROL_READER,
 		ARG_CONTROL_OPERATOR_UID,
@@ -216,6 +223,8 @@ static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char 
 		{ "control-socket", required_argument, NULL, ARG_CONTROL_SOCKET },
 		{ "control-listen", required_argument, NULL, ARG_CONTROL_LISTEN },
 		{ "control-port-file", required_argument, NULL, ARG_CONTROL_PORT_FILE },
+		{ "metrics-listen", required_argument, NULL, ARG_METRICS_LISTEN },
+		{ "metrics-port-file", required_argument, NULL, ARG_METRICS_PORT_FILE },
 		{ "control-operator", required_argument, NULL, ARG_CONTROL_OPERATOR },
 		{ "control-reader", required_argument, NULL, ARG_CONTROL_READER },
 		{ "control-operator-uid", required_argument, NULL, ARG_CONTROL_OPERATOR_UID },
@@ -330,6 +339,12 @@ static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char 
 			break;
 		case ARG_CONTROL_PORT_FILE:
 			*control_port_file = optarg;
+			break;
+		case ARG_METRICS_LISTEN:
+			cfg->metrics_listen = optarg;
+			break;
+		case ARG_METRICS_PORT_FILE:
+			*metrics_port_file = optarg;
 			break;
 		case ARG_CONTROL_OPERATOR:
 			if (add_name(cfg->control_operators, &cfg->n_control_operators, optarg,
@@ -479,7 +494,7 @@ int main(int argc, char **argv)
 		},
 	};
 	struct event *sigint = NULL, *sigterm = NULL;
-	const char *port_file = NULL, *control_port_file = NULL;
+	const char *port_file = NULL, *control_port_file = NULL, *metrics_port_file = NULL;
 	int log_level = LOG_INFO;
 	int vmm_fd, r, ret = EXIT_FAILURE;
 	struct service *svc = NULL;
@@ -487,7 +502,8 @@ int main(int argc, char **argv)
 	_cleanup_close_ int control_fd = -1;
 	char err[512];
 
-	r = parse_args(argc, argv, &vcd.config, &port_file, &control_port_file, &log_level);
+	r = parse_args(argc, argv, &vcd.config, &port_file, &control_port_file, &metrics_port_file,
+		       &log_level);
 	if (r <= 0)
 		return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 	log_setup(log_level);
@@ -529,6 +545,10 @@ int main(int argc, char **argv)
 		log_error("--control-port-file needs --control-listen");
 		goto out;
 	}
+	if (metrics_port_file && !vcd.config.metrics_listen) {
+		log_error("--metrics-port-file needs --metrics-listen");
+		goto out;
+	}
 	/* Sockets passed by systemd (vcounterd.socket) replace opening our own. */
 	r = service_listen_fds(&socks, err, sizeof(err));
 	if (r < 0) {
@@ -564,6 +584,17 @@ int main(int argc, char **argv)
 		r = write_port_file(port_file, migrations_listen_port(&vcd));
 		if (r < 0) {
 			log_error_errno(r, "cannot write %s", port_file);
+			goto out;
+		}
+	}
+	/* Before the control socket: a test harness that waits for that socket
+	 * then finds the metrics port file written too. */
+	if (metrics_http_start(&vcd) < 0)
+		goto out; /* metrics_http_start said why */
+	if (metrics_port_file) {
+		r = write_port_file(metrics_port_file, metrics_http_port(&vcd));
+		if (r < 0) {
+			log_error_errno(r, "cannot write %s", metrics_port_file);
 			goto out;
 		}
 	}
@@ -603,6 +634,7 @@ out:
 		event_free(sigint);
 	if (sigterm)
 		event_free(sigterm);
+	metrics_http_stop(&vcd);
 	control_stop(&vcd);
 	migrations_stop(&vcd);
 	vmm_server_stop(&vcd);

@@ -14,6 +14,7 @@
 #include "hostclock.h"
 #include "log.h"
 #include "macro.h"
+#include "metrics.h"
 #include "peer_conn.h"
 #include "vcd.h"
 #include "wire.h"
@@ -69,6 +70,7 @@ struct migration {
 	uint64_t planned_error_bound_ns;
 	char peer_address[256]; /* source: where the target daemon listens */
 	bool by_controller;
+	bool metrics_counted; /* its outcome is in vcounterd_migrations_total */
 };
 
 struct migrations {
@@ -235,6 +237,7 @@ static void migration_changed(struct vcd *vcd, struct migration *m)
 
 	view_of(m, &view);
 	control_migration_event(vcd, &view);
+	metrics_migration_changed(&vcd_metrics, &m->s, &m->metrics_counted);
 	if (!vm || vm->role != m->s.role)
 		return;
 	n.migration_id = m->s.migration_id;
@@ -535,10 +538,12 @@ static void link_close_cb(struct peer_conn *conn, int error, const char *reason,
 
 	if (!link) {
 		/* Never verified: a failed handshake on the listener. */
+		metrics_tls_handshake_failed(&vcd_metrics, METRICS_LISTENER_PEER);
 		log_warning("peer link: incoming connection refused: %s", reason);
 		return;
 	}
 
+	metrics_peer_link_closed(&vcd_metrics, error);
 	if (error < 0)
 		log_warning("peer=%s address=%s: link closed: %s",
 			    link->identity[0] ? link->identity : "?", link->address, reason);
@@ -818,6 +823,21 @@ size_t migrations_running(struct vcd *vcd)
 	for (struct migration *m = vcd->migrations ? vcd->migrations->list : NULL; m; m = m->next)
 		n += !migration_step_is_terminal(m->s.step);
 	return n;
+}
+
+void migrations_link_counts(struct vcd *vcd, size_t *ret_established, size_t *ret_connecting)
+{
+	size_t established = 0, connecting = 0;
+
+	for (struct peer_link *l = vcd->migrations ? vcd->migrations->links : NULL; l;
+	     l = l->next) {
+		if (l->established)
+			established++;
+		else
+			connecting++;
+	}
+	*ret_established = established;
+	*ret_connecting = connecting;
 }
 
 static void source_final_read(struct vcd *vcd, int error, const char *text,

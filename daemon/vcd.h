@@ -68,6 +68,10 @@ struct vcd_config {
 	size_t n_control_operator_gids;
 	gid_t control_reader_gids[VCD_MAX_ALLOWED_IDS];
 	size_t n_control_reader_gids;
+
+	/* Prometheus metrics over HTTP (metrics_http.h): "ADDR:PORT" or a bare
+	 * port (127.0.0.1); NULL: off. */
+	const char *metrics_listen;
 };
 
 struct vm_entry {
@@ -126,6 +130,7 @@ struct vcd {
 	struct vm_entry *vms;
 	size_t n_vms;
 	uint64_t started_ns; /* CLOCK_MONOTONIC at start-up */
+	struct metrics_http *metrics_http;
 };
 
 /* vmm_server.c */
@@ -189,6 +194,8 @@ void migrations_foreach(struct vcd *vcd,
 			void (*cb)(const struct migration_view *view, void *userdata),
 			void *userdata);
 size_t migrations_running(struct vcd *vcd);
+/* Peer links verified and up, and those still connecting or handshaking. */
+void migrations_link_counts(struct vcd *vcd, size_t *ret_established, size_t *ret_connecting);
 /* Service Control's StartMigration: like a VMM's MigrateOut, but nobody
  * waits; the VMM that registered the VM learns of it by MigrationNotice.
  * -errno with a sentence in err: -EINVAL bad arguments, -ENOENT no such VM,
@@ -206,7 +213,8 @@ int migration_abort(struct vcd *vcd, const char *migration_id, const char *reaso
 /* control.c: service Control. */
 int control_start(struct vcd *vcd, int listen_unix_fd);
 void control_stop(struct vcd *vcd);
-int control_tcp_port(struct vcd *vcd); /* -ENOTCONN without TCP */
+int control_tcp_port(struct vcd *vcd);	       /* -ENOTCONN without TCP */
+size_t control_watcher_count(struct vcd *vcd); /* open WatchEvents streams */
 void control_vm_event(struct vcd *vcd, const struct vm_entry *vm, bool registered);
 void control_migration_event(struct vcd *vcd, const struct migration_view *view);
 

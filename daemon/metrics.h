@@ -1,0 +1,96 @@
+/* metrics.h - the daemon's Prometheus metrics: the counters and the apply
+ * latency histogram that hooks in migration.c and grpc.c feed, and their
+ * text exposition (format 0.0.4). Pure: no I/O, no clocks; what is read from
+ * the daemon when scraped (VMs, links, watchers) comes in a snapshot, and
+ * metrics_http.c serves the text. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "counter_state.h"
+#include "session.h"
+
+/* Upper bounds (le) of vcounterd_apply_latency_seconds: 1-2.5-5 per decade
+ * from 10 us to 10 s, plus +Inf. The apply is one VMM round trip (tens of us
+ * on an idle host, 15 ms measured in the nested rig, README). */
+#define METRICS_APPLY_LATENCY_BUCKETS 19
+/* The text is a fixed set of series, whatever the daemon holds; the unit test
+ * renders every value at its widest and stays under this. */
+#define METRICS_TEXT_MAX	      16384
+
+/* Where an incoming TLS handshake failed. */
+enum metrics_listener {
+	METRICS_LISTENER_PEER = 0, /* --listen, the peer link */
+	METRICS_LISTENER_CONTROL,  /* --control-listen, service Control */
+	_METRICS_LISTENER_MAX,
+	_METRICS_LISTENER_INVALID = -1,
+};
+
+const char *metrics_listener_to_string(enum metrics_listener listener);
+
+/* How a migration ended, as vcounterd_migrations_total counts it. */
+enum metrics_outcome {
+	METRICS_OUTCOME_DONE = 0,
+	METRICS_OUTCOME_ABORTED,
+	METRICS_OUTCOME_FAILED,
+	_METRICS_OUTCOME_MAX,
+	_METRICS_OUTCOME_INVALID = -1,
+};
+
+const char *metrics_outcome_to_string(enum metrics_outcome outcome);
+
+/* Counters since start-up. All zero is the empty state. */
+struct metrics {
+	uint64_t migrations[_VM_ROLE_MAX][_METRICS_OUTCOME_MAX]; /* [VM_ROLE_NONE] unused */
+	/* Per bucket (not cumulative): [i] counts latencies in (le[i-1], le[i]],
+	 * the last one those above every bound. */
+	uint64_t apply_latency_buckets[METRICS_APPLY_LATENCY_BUCKETS + 1];
+	uint64_t apply_latency_count;
+	uint64_t apply_latency_sum_ns;
+	bool has_last;		      /* a migration applied since start-up */
+	uint64_t last_error_bound_ns; /* UINT64_MAX: unbounded (a clock unsynchronised) */
+	int64_t last_elapsed_ns;
+	uint64_t peer_link_failures;
+	uint64_t tls_handshake_failures[_METRICS_LISTENER_MAX];
+};
+
+/* The daemon's own counters, process-wide like the log level: grpc.c knows
+ * nothing of struct vcd, and there is one daemon per process. */
+extern struct metrics vcd_metrics;
+
+/* What the daemon holds when scraped. */
+struct metrics_snapshot {
+	const char *version;
+	uint64_t start_time_ns; /* CLOCK_REALTIME since the epoch */
+	/* VMs whose registration finished (probed), by role and backend. */
+	uint64_t vms[_VM_ROLE_MAX][_BACKEND_KIND_MAX];
+	uint64_t migrations_running;
+	uint64_t peer_links_established;
+	uint64_t peer_links_connecting; /* connect or TLS handshake running */
+	uint64_t control_watchers;
+};
+
+/* A migration moved (every step passes through migration.c's
+ * migration_changed()). Counts its outcome the first time it has one and
+ * sets *counted (false when the migration starts), so a session seen again
+ * in a terminal step is not counted twice:
+ *  - target: APPLIED is "done" (the counter was written, acked by the source
+ *    or not), and its report feeds the apply latency histogram;
+ *  - source: DONE (the target's report arrived) is "done";
+ *  - either: ABORTED, FAILED.
+ * A "done" with a report also sets the last error bound and elapsed time. */
+void metrics_migration_changed(struct metrics *m, const struct session *s, bool *counted);
+void metrics_tls_handshake_failed(struct metrics *m, enum metrics_listener listener);
+/* A peer link closed: error < 0 (connect refused, handshake failed, link
+ * lost) is a failure, 0 an orderly close. */
+void metrics_peer_link_closed(struct metrics *m, int error);
+
+/* The exposition text, NUL-terminated: its length, or -ENOBUFS when size is
+ * too small (buf then holds nothing useful). Families each have HELP and TYPE
+ * once; label values are escaped (\ " newline); +Inf where a bound is
+ * unbounded; the last error bound and elapsed time have no sample before a
+ * migration applied. */
+int metrics_render(const struct metrics *m, const struct metrics_snapshot *snap, char *buf,
+		   size_t size);
