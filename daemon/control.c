@@ -618,25 +618,69 @@ static const struct grpc_method methods[] = {
 	  GRPC_ROLE_READER, watch_events },
 };
 
+int control_tls_new(const struct vcd_config *cfg, SSL_CTX **ret, char *err, size_t err_size)
+{
+	/* The fleet CA and this host's certificate, but the controllers'
+	 * names on the allow-list: the handshake refuses anyone else. */
+	const char *names[2 * GRPC_MAX_IDENTITIES];
+	struct tls_config t = cfg->tls;
+	size_t n = 0;
+
+	if (cfg->n_control_operators > GRPC_MAX_IDENTITIES ||
+	    cfg->n_control_readers > GRPC_MAX_IDENTITIES) {
+		snprintf(err, err_size, "more than %d control operators or readers",
+			 GRPC_MAX_IDENTITIES);
+		return -E2BIG;
+	}
+	for (size_t i = 0; i < cfg->n_control_operators; i++)
+		names[n++] = cfg->control_operators[i];
+	for (size_t i = 0; i < cfg->n_control_readers; i++)
+		names[n++] = cfg->control_readers[i];
+	t.allowed_peers = names;
+	t.n_allowed_peers = n;
+	return tls_ctx_new(&t, true, ret, err, err_size);
+}
+
+/* The role lists of cfg, as grpc_server_config carries them. */
+static void roles_of(const struct vcd_config *cfg, struct grpc_server_config *gc)
+{
+	gc->operator_uids = cfg->control_operator_uids;
+	gc->n_operator_uids = cfg->n_control_operator_uids;
+	gc->reader_uids = cfg->control_reader_uids;
+	gc->n_reader_uids = cfg->n_control_reader_uids;
+	gc->operator_gids = cfg->control_operator_gids;
+	gc->n_operator_gids = cfg->n_control_operator_gids;
+	gc->reader_gids = cfg->control_reader_gids;
+	gc->n_reader_gids = cfg->n_control_reader_gids;
+	gc->operator_names = cfg->control_operators;
+	gc->n_operator_names = cfg->n_control_operators;
+	gc->reader_names = cfg->control_readers;
+	gc->n_reader_names = cfg->n_control_readers;
+}
+
+int control_reconfigure(struct vcd *vcd, const struct vcd_config *cfg, SSL_CTX *tls, char *err,
+			size_t err_size)
+{
+	struct grpc_server_config gc = { .listen_unix_fd = -1 };
+	int r;
+
+	if (!vcd->control || !vcd->control->server)
+		return 0;
+	roles_of(cfg, &gc);
+	r = grpc_server_set_roles(vcd->control->server, &gc, err, err_size);
+	if (r < 0)
+		return r;
+	grpc_server_set_tls(vcd->control->server, tls);
+	return 0;
+}
+
 int control_start(struct vcd *vcd, int listen_unix_fd)
 {
 	const struct vcd_config *cfg = &vcd->config;
 	struct grpc_server_config gc = {
 		.listen_unix_fd = listen_unix_fd,
 		.unix_path = cfg->control_socket,
-		.operator_uids = cfg->control_operator_uids,
-		.n_operator_uids = cfg->n_control_operator_uids,
-		.reader_uids = cfg->control_reader_uids,
-		.n_reader_uids = cfg->n_control_reader_uids,
-		.operator_gids = cfg->control_operator_gids,
-		.n_operator_gids = cfg->n_control_operator_gids,
-		.reader_gids = cfg->control_reader_gids,
-		.n_reader_gids = cfg->n_control_reader_gids,
 		.tcp_addr = cfg->control_listen,
-		.operator_names = cfg->control_operators,
-		.n_operator_names = cfg->n_control_operators,
-		.reader_names = cfg->control_readers,
-		.n_reader_names = cfg->n_control_readers,
 	};
 	struct control *ctl;
 	SSL_CTX *tls = NULL;
@@ -653,21 +697,10 @@ int control_start(struct vcd *vcd, int listen_unix_fd)
 		ctl->host_tsc_khz = 0;
 	backend_support_probe(ctl);
 	vcd->control = ctl;
+	roles_of(cfg, &gc);
 
 	if (cfg->control_listen) {
-		/* The fleet CA and this host's certificate, but the controllers'
-		 * names on the allow-list: the handshake refuses anyone else. */
-		const char *names[2 * GRPC_MAX_IDENTITIES];
-		struct tls_config t = cfg->tls;
-		size_t n = 0;
-
-		for (size_t i = 0; i < cfg->n_control_operators; i++)
-			names[n++] = cfg->control_operators[i];
-		for (size_t i = 0; i < cfg->n_control_readers; i++)
-			names[n++] = cfg->control_readers[i];
-		t.allowed_peers = names;
-		t.n_allowed_peers = n;
-		r = tls_ctx_new(&t, true, &tls, err, sizeof(err));
+		r = control_tls_new(cfg, &tls, err, sizeof(err));
 		if (r < 0) {
 			log_error_errno(r, "control API TLS context: %s", err);
 			control_stop(vcd);

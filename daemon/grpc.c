@@ -1881,6 +1881,67 @@ void grpc_server_free(struct grpc_server *server)
 	free(server);
 }
 
+int grpc_server_set_roles(struct grpc_server *server, const struct grpc_server_config *config,
+			  char *err, size_t err_size)
+{
+	/* All copied before anything is swapped: on failure the old lists stand. */
+	struct grpc_server n = { 0 };
+	int r;
+
+	snprintf(err, err_size, "out of memory");
+	r = copy_ids(config->operator_uids, config->n_operator_uids, &n.operator_uids,
+		     &n.n_operator_uids, "operator uids", err, err_size);
+	if (r == 0)
+		r = copy_ids(config->reader_uids, config->n_reader_uids, &n.reader_uids,
+			     &n.n_reader_uids, "reader uids", err, err_size);
+	if (r == 0)
+		r = copy_ids(config->operator_gids, config->n_operator_gids, &n.operator_gids,
+			     &n.n_operator_gids, "operator gids", err, err_size);
+	if (r == 0)
+		r = copy_ids(config->reader_gids, config->n_reader_gids, &n.reader_gids,
+			     &n.n_reader_gids, "reader gids", err, err_size);
+	if (r == 0)
+		r = copy_names(config->operator_names, config->n_operator_names, &n.operator_names,
+			       &n.n_operator_names, "operator", err, err_size);
+	if (r == 0)
+		r = copy_names(config->reader_names, config->n_reader_names, &n.reader_names,
+			       &n.n_reader_names, "reader", err, err_size);
+	if (r == 0) {
+		struct grpc_server old = *server;
+
+		server->operator_uids = n.operator_uids;
+		server->n_operator_uids = n.n_operator_uids;
+		server->reader_uids = n.reader_uids;
+		server->n_reader_uids = n.n_reader_uids;
+		server->operator_gids = n.operator_gids;
+		server->n_operator_gids = n.n_operator_gids;
+		server->reader_gids = n.reader_gids;
+		server->n_reader_gids = n.n_reader_gids;
+		server->operator_names = n.operator_names;
+		server->n_operator_names = n.n_operator_names;
+		server->reader_names = n.reader_names;
+		server->n_reader_names = n.n_reader_names;
+		n = old; /* freed below */
+	}
+	free(n.operator_uids);
+	free(n.reader_uids);
+	free(n.operator_gids);
+	free(n.reader_gids);
+	free_names(n.operator_names, n.n_operator_names);
+	free_names(n.reader_names, n.n_reader_names);
+	return r;
+}
+
+void grpc_server_set_tls(struct grpc_server *server, SSL_CTX *tls)
+{
+	if (!server || !server->tcp_listener || !tls || tls == server->tls)
+		return;
+	SSL_CTX_up_ref(tls);
+	SSL_CTX_set_alpn_select_cb(tls, alpn_select_cb, NULL);
+	SSL_CTX_free(server->tls);
+	server->tls = tls;
+}
+
 int grpc_server_tcp_port(const struct grpc_server *server)
 {
 	if (!server || !server->tcp_listener)

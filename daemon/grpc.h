@@ -149,6 +149,16 @@ int grpc_server_new(struct event_base *base, const struct grpc_server_config *co
  * unlinks the unix socket it created. NULL ok. Not from inside a handler
  * or cancel callback. */
 void grpc_server_free(struct grpc_server *server);
+/* A configuration reload: the role lists of config (uids, gids, names; the
+ * rest is ignored) replace the server's for connections accepted from now
+ * on; a connection's caller stays as it was judged. -errno with a sentence
+ * in err, and the old lists stay. */
+int grpc_server_set_roles(struct grpc_server *server, const struct grpc_server_config *config,
+			  char *err, size_t err_size);
+/* Connections accepted from now on handshake with tls (as config's tls: a
+ * reference is taken, ALPN "h2" added); open ones keep theirs. Nothing
+ * without a TCP listener. */
+void grpc_server_set_tls(struct grpc_server *server, SSL_CTX *tls);
 /* The TCP port bound (tcp_addr with port 0), -ENOTCONN without TCP. */
 int grpc_server_tcp_port(const struct grpc_server *server);
 /* Open server-streaming calls (for status). */

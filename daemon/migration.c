@@ -1708,6 +1708,12 @@ int migrations_start(struct vcd *vcd)
 	return 0;
 }
 
+void migrations_tls_changed(struct vcd *vcd)
+{
+	if (vcd->migrations && vcd->migrations->listener && vcd->tls_server)
+		peer_listener_set_ctx(vcd->migrations->listener, vcd->tls_server);
+}
+
 int migrations_listen_port(struct vcd *vcd)
 {
 	return vcd->migrations && vcd->migrations->listener

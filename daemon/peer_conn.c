@@ -43,7 +43,7 @@ enum conn_state {
 
 struct peer_conn {
 	struct event_base *base;
-	SSL_CTX *ctx;
+	SSL_CTX *ctx; /* a reference of ours: the daemon may swap its contexts (reload) */
 	const struct peer_conn_ops *ops;
 	void *userdata;
 	enum conn_state state;
@@ -81,7 +81,7 @@ struct peer_conn {
 
 struct peer_listener {
 	struct event_base *base;
-	SSL_CTX *ctx;
+	SSL_CTX *ctx; /* a reference of ours, for connections accepted from now on */
 	const struct peer_conn_ops *ops;
 	void *userdata;
 	struct evconnlistener *evl;
@@ -267,6 +267,7 @@ static void conn_destroy(struct peer_conn *conn)
 	close_nointr(conn->fd);
 	if (conn->addrs)
 		freeaddrinfo(conn->addrs);
+	SSL_CTX_free(conn->ctx);
 	free(conn);
 }
 
@@ -316,7 +317,6 @@ static struct peer_conn *conn_new(struct event_base *base, SSL_CTX *ctx,
 	if (!conn)
 		return NULL;
 	conn->base = base;
-	conn->ctx = ctx;
 	conn->ops = ops;
 	conn->userdata = userdata;
 	conn->fd = -1;
@@ -325,6 +325,9 @@ static struct peer_conn *conn_new(struct event_base *base, SSL_CTX *ctx,
 		free(conn);
 		return NULL;
 	}
+	/* A client needs its context after connect(), which is later (SSL_new holds one then). */
+	SSL_CTX_up_ref(ctx);
+	conn->ctx = ctx;
 	return conn;
 }
 
@@ -810,7 +813,6 @@ int peer_listener_new(struct event_base *base, SSL_CTX *ctx, const char *addr,
 		goto fail;
 	}
 	l->base = base;
-	l->ctx = ctx;
 	l->ops = ops;
 	l->userdata = userdata;
 	l->retry_ev = evtimer_new(base, listener_retry_cb, l);
@@ -829,6 +831,8 @@ int peer_listener_new(struct event_base *base, SSL_CTX *ctx, const char *addr,
 	}
 	evconnlistener_set_error_cb(l->evl, listener_error_cb);
 	freeaddrinfo(addrs);
+	SSL_CTX_up_ref(ctx);
+	l->ctx = ctx;
 	*ret_listener = l;
 	return 0;
 
@@ -873,6 +877,16 @@ struct peer_listener *peer_listener_free(struct peer_listener *listener)
 	}
 	evconnlistener_free(listener->evl);
 	event_free(listener->retry_ev);
+	SSL_CTX_free(listener->ctx);
 	free(listener);
 	return NULL;
+}
+
+void peer_listener_set_ctx(struct peer_listener *listener, SSL_CTX *ctx)
+{
+	if (!listener || !ctx || ctx == listener->ctx)
+		return;
+	SSL_CTX_up_ref(ctx);
+	SSL_CTX_free(listener->ctx);
+	listener->ctx = ctx;
 }

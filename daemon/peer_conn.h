@@ -42,7 +42,8 @@ struct peer_conn_ops {
 
 /* Connect to host:port ("127.0.0.1:7777", "[::1]:7777", "name:port"),
  * expecting the peer to carry SAN expected_name (and to be on the context's
- * allow-list). Asynchronous: ops->on_established or ops->on_close follows. */
+ * allow-list). Asynchronous: ops->on_established or ops->on_close follows.
+ * The connection takes a reference on ctx (the caller may free its own). */
 int peer_conn_connect(struct event_base *base, SSL_CTX *ctx, const char *host_port,
 		      const char *expected_name, const struct peer_conn_ops *ops, void *userdata,
 		      struct peer_conn **ret_conn);
@@ -65,11 +66,15 @@ struct peer_conn *peer_conn_free(struct peer_conn *conn);
 /* Listen on addr ("127.0.0.1:0" picks a port). Each accepted connection gets
  * ops/userdata; on_established fires after a verified handshake. A failed
  * handshake (plaintext, wrong CA, SAN not allowed, TLS 1.2) closes only that
- * connection (ops->on_close with the reason) and the listener keeps serving. */
+ * connection (ops->on_close with the reason) and the listener keeps serving.
+ * The listener takes a reference on ctx. */
 int peer_listener_new(struct event_base *base, SSL_CTX *ctx, const char *addr,
 		      const struct peer_conn_ops *ops, void *userdata,
 		      struct peer_listener **ret_listener);
 int peer_listener_port(const struct peer_listener *listener);
+/* Connections accepted from now on use ctx (a new certificate, CA or
+ * allow-list: a configuration reload); those already accepted keep theirs. */
+void peer_listener_set_ctx(struct peer_listener *listener, SSL_CTX *ctx);
 /* Connections still in their handshake are dropped (no on_close);
  * established ones belong to the user and live on. */
 struct peer_listener *peer_listener_free(struct peer_listener *listener);

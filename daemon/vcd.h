@@ -167,6 +167,8 @@ void vmm_notify(struct vcd *vcd, uint64_t conn_id, const Vcounter__V1__VmmMessag
 /* migration.c */
 int migrations_start(struct vcd *vcd);
 int migrations_listen_port(struct vcd *vcd);
+/* vcd->tls_server changed (a reload): incoming links from now on use it. */
+void migrations_tls_changed(struct vcd *vcd);
 void migrations_stop(struct vcd *vcd);
 void migration_handle_migrate_out(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
 				  const char *vm_id, const char *peer_address,
@@ -212,6 +214,13 @@ int migration_abort(struct vcd *vcd, const char *migration_id, const char *reaso
 
 /* control.c: service Control. */
 int control_start(struct vcd *vcd, int listen_unix_fd);
+/* The TLS server context of the control API's TCP listener for cfg: the
+ * fleet CA, this host's certificate, the controllers' names as allow-list. */
+int control_tls_new(const struct vcd_config *cfg, SSL_CTX **ret, char *err, size_t err_size);
+/* A reload: cfg's role lists, and tls (when the TCP listener is on), for
+ * connections from now on. -errno with a sentence in err: nothing changed. */
+int control_reconfigure(struct vcd *vcd, const struct vcd_config *cfg, SSL_CTX *tls, char *err,
+			size_t err_size);
 void control_stop(struct vcd *vcd);
 int control_tcp_port(struct vcd *vcd);	       /* -ENOTCONN without TCP */
 size_t control_watcher_count(struct vcd *vcd); /* open WatchEvents streams */
