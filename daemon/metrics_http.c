@@ -501,8 +501,8 @@ static void accept_error_cb(struct evconnlistener *evl, void *arg)
 	const struct timeval tv = { .tv_usec = METRICS_HTTP_RETRY_MS * 1000 };
 
 	/* Out of fds or memory: the connection waits in the backlog; try later. */
-	log_warning_errno(-EVUTIL_SOCKET_ERROR(), "metrics: accept failed, pausing %d ms",
-			  METRICS_HTTP_RETRY_MS);
+	log_debug_errno(-EVUTIL_SOCKET_ERROR(), "metrics: accept failed, pausing %d ms",
+			METRICS_HTTP_RETRY_MS);
 	evconnlistener_disable(evl);
 	evtimer_add(srv->retry_ev, &tv);
 }
