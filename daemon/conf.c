@@ -86,7 +86,7 @@ static const struct conf_enum_value bound_policies[] = {
 	{ NULL, 0 },
 };
 
-static const char *const sections[] = { "daemon", "vmm", "peer", "control", "policy" };
+static const char *const sections[] = { "daemon", "vmm", "peer", "control", "policy", "metrics" };
 
 /* Every setting; doc/vcounterd.conf.5 and systemd/vcounterd.conf.example describe each. */
 static const struct conf_key keys[] = {
@@ -149,6 +149,12 @@ static const struct conf_key keys[] = {
 	  FIELD(config.tsc_tolerance_ppm), .min = 0, .max = 10000 },
 	{ "policy", "kvm-op-timeout-ms", "kvm-op-timeout", "10000", CONF_U64, 0,
 	  FIELD(config.kvm_op_timeout_ms), .min = 1, .max = 3600000 },
+
+	/* metrics_http.c: "ADDR:PORT" or a bare port (on 127.0.0.1). */
+	{ "metrics", "listen", "metrics-listen", NULL, CONF_STRING, CONF_RESTART | CONF_NONE,
+	  FIELD(config.metrics_listen), .max = ADDRESS_MAX },
+	{ "metrics", "port-file", "metrics-port-file", NULL, CONF_PATH, CONF_RESTART,
+	  FIELD(metrics_port_file), .max = FILE_PATH_MAX },
 };
 
 _Static_assert(ELEMENTSOF(keys) <= CONF_MAX_KEYS, "raise CONF_MAX_KEYS");
@@ -319,7 +325,12 @@ static int set_backends(struct conf *conf, const struct conf_key *k, const char 
 	size_t *n = count_of(conf, k);
 	const char *p = item;
 
-	/* "kvm-syscounter,kvm-x86" as --backends takes it; empty elements are skipped. */
+	/* "kvm-syscounter,kvm-x86" as --backends takes it; empty elements are skipped, but one
+	 * backend at least is named (an empty list would mean all of them). */
+	if (!item[strspn(item, ",")]) {
+		snprintf(reason, size, "needs at least one backend");
+		return -EINVAL;
+	}
 	while (*p) {
 		const char *end = strchrnul(p, ',');
 		size_t len = (size_t)(end - p);
@@ -690,7 +701,7 @@ static int parse_section(struct parse *p, char *line)
 		show(shown, sizeof(shown), name);
 		return line_error(p, -EINVAL,
 				  "section '[%s]': unknown section (daemon, vmm, peer, control, "
-				  "policy)",
+				  "policy, metrics)",
 				  shown);
 	}
 	p->section = section;
@@ -1002,53 +1013,96 @@ static void where(const struct conf *conf, const struct conf_key *k, char *out, 
 	}
 }
 
+/* A check across keys failed on k: said in the flags' words when the command line set it (as
+ * vcounterd always has), else with where the file did. */
+static int validate_error(const struct conf *conf, const struct conf_key *k, char *err,
+			  size_t err_size, const char *file_reason, const char *argv_message)
+{
+	char at[SHOW_MAX * 8 + 64];
+
+	if (conf->origin[key_index(k)] == CONF_ORIGIN_ARGV) {
+		snprintf(err, err_size, "%s", argv_message);
+	} else {
+		where(conf, k, at, sizeof(at));
+		snprintf(err, err_size, "%s: %s", at, file_reason);
+	}
+	return -EINVAL;
+}
+
 int conf_validate(const struct conf *conf, char *err, size_t err_size)
 {
 	const struct vcd_config *cfg = &conf->config;
 	const struct tls_config *t = &cfg->tls;
 	bool tls = t->ca_file && t->cert_file && t->key_file;
-	char at[SHOW_MAX * 8 + 64];
 
-	if (!tls && (t->ca_file || t->cert_file || t->key_file)) {
-		const struct conf_key *k = key_of("peer", t->ca_file	 ? "ca"
-							  : t->cert_file ? "cert"
-									 : "key");
-
-		where(conf, k, at, sizeof(at));
-		snprintf(err, err_size,
-			 "%s: ca, cert and key go together ([peer] in the file, --ca, --cert "
-			 "and --key)",
-			 at);
-		return -EINVAL;
-	}
-	if (cfg->listen_addr && !tls) {
-		where(conf, key_of("peer", "listen"), at, sizeof(at));
-		snprintf(err, err_size,
-			 "%s: the peer link is mutual TLS only: it needs ca, cert and key", at);
-		return -EINVAL;
-	}
-	if (cfg->control_listen && !tls) {
-		where(conf, key_of("control", "listen"), at, sizeof(at));
-		snprintf(err, err_size,
-			 "%s: needs ca, cert and key ([peer]): TCP callers are known by "
-			 "certificate only",
-			 at);
-		return -EINVAL;
-	}
-	if (cfg->control_listen && cfg->n_control_operators + cfg->n_control_readers == 0) {
-		where(conf, key_of("control", "listen"), at, sizeof(at));
-		snprintf(err, err_size,
-			 "%s: needs at least one operator or reader: TCP callers are known by "
-			 "certificate only",
-			 at);
-		return -EINVAL;
-	}
-	if (conf->control_port_file && !cfg->control_listen) {
-		where(conf, key_of("control", "port-file"), at, sizeof(at));
-		snprintf(err, err_size, "%s: needs [control] listen (--control-listen)", at);
-		return -EINVAL;
-	}
+	if (!tls && (t->ca_file || t->cert_file || t->key_file))
+		return validate_error(
+			conf,
+			key_of("peer", t->ca_file     ? "ca"
+				       : t->cert_file ? "cert"
+						      : "key"),
+			err, err_size,
+			"ca, cert and key go together (in [peer], or --ca, --cert and "
+			"--key)",
+			"--ca, --cert and --key go together");
+	if (cfg->listen_addr && !tls)
+		return validate_error(conf, key_of("peer", "listen"), err, err_size,
+				      "needs ca, cert and key: the peer link is mutual TLS only",
+				      "--listen needs --ca, --cert and --key: the peer link is "
+				      "mutual TLS only");
+	if (cfg->control_listen && (!tls || cfg->n_control_operators + cfg->n_control_readers == 0))
+		return validate_error(
+			conf, key_of("control", "listen"), err, err_size,
+			"needs ca, cert and key ([peer]) and at least one operator or "
+			"reader: TCP callers are known by certificate only",
+			"--control-listen needs --ca, --cert, --key and at least one "
+			"--control-operator or --control-reader: TCP callers are "
+			"known by certificate only");
+	if (conf->control_port_file && !cfg->control_listen)
+		return validate_error(conf, key_of("control", "port-file"), err, err_size,
+				      "needs [control] listen",
+				      "--control-port-file needs --control-listen");
+	if (conf->metrics_port_file && !cfg->metrics_listen)
+		return validate_error(conf, key_of("metrics", "port-file"), err, err_size,
+				      "needs [metrics] listen",
+				      "--metrics-port-file needs --metrics-listen");
 	return 0;
+}
+
+int conf_where(const struct conf *conf, const char *section, const char *name, char *out,
+	       size_t size)
+{
+	const struct conf_key *k = find_key(section, name);
+
+	if (!k || (k->type != CONF_STRING && k->type != CONF_PATH))
+		return -EINVAL;
+	where(conf, k, out, size);
+	return 0;
+}
+
+void conf_apply(const struct conf *new_conf, const struct conf *old_conf, struct vcd_config *live)
+{
+	const size_t base = offsetof(struct conf, config);
+	const struct vcd_config was = *live;
+
+	*live = new_conf->config;
+	live->tls.allowed_peers = live->allowed_peers;
+	if (!old_conf)
+		return;
+	for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+		const struct conf_key *k = &keys[i];
+		size_t at = k->offset - base;
+		const char *had, *loaded;
+
+		if (!(k->flags & CONF_RESTART) || k->offset < base ||
+		    k->offset >= base + sizeof(struct vcd_config))
+			continue;
+		memcpy(&had, (const char *)&was + at, sizeof(had));
+		loaded = *(const char *const *)cfield_of(old_conf, k);
+		/* Replaced after loading (socket activation's paths): the daemon's own. */
+		if (had != loaded)
+			memcpy((char *)live + at, &had, sizeof(had));
+	}
 }
 
 /* ---- the wrapper that reads ---- */

@@ -30,6 +30,7 @@ struct conf {
 	struct vcd_config config;
 	const char *port_file;	       /* [peer] port-file, --port-file */
 	const char *control_port_file; /* [control] port-file, --control-port-file */
+	const char *metrics_port_file; /* [metrics] port-file, --metrics-port-file */
 	int log_level;		       /* LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG */
 
 	/* What it was read from, for a reload: the file (NULL: none) and
@@ -93,6 +94,13 @@ int conf_finish(struct conf *conf, uid_t self_uid, const char *host_name);
  * 0, or -EINVAL with a sentence naming where the keys were set in err. */
 int conf_validate(const struct conf *conf, char *err, size_t err_size);
 
+/* "FILE:LINE: key 'cert' = '/etc/x.pem'" (or "--cert '/etc/x.pem'", or
+ * "[peer] cert '...'" for a default): where a string-valued key's value came
+ * from, for messages about it found later (a certificate that does not
+ * load). -EINVAL for a key that is no string. */
+int conf_where(const struct conf *conf, const char *section, const char *name, char *out,
+	       size_t size);
+
 /* The whole of it, as a daemon starts or reloads: defaults, the file (path;
  * NULL: CONF_DEFAULT_PATH, and then a missing file is fine), argv, finish
  * (getuid(), gethostname()), validate. 0 and *ret, or -errno with the reason
@@ -112,6 +120,12 @@ typedef void (*conf_diff_cb)(const char *section, const char *key, bool needs_re
 /* Report every key that differs. 0 or -ENOMEM. */
 int conf_diff(const struct conf *old_conf, const struct conf *new_conf, conf_diff_cb cb,
 	      void *userdata);
+/* Make live (the daemon's vcd->config) new_conf's configuration. Values the
+ * daemon replaced after loading old_conf (live differs from old_conf:
+ * socket activation's socket paths) stay live's: they need a restart
+ * anyway. old_conf NULL: at start-up. */
+void conf_apply(const struct conf *new_conf, const struct conf *old_conf, struct vcd_config *live);
+
 /* Settings a running daemon cannot change (sockets, listen addresses, host
  * name, port files) that differ in new_conf get old_conf's value back, cb
  * told of each. 0 or -ENOMEM. */

@@ -1,9 +1,6 @@
-/* main.c - vcounterd: command line, sockets, TLS contexts, event loop. */
+/* main.c - vcounterd: configuration (conf.c), sockets, TLS contexts, event loop. */
 #include <errno.h>
-#include <getopt.h>
-#include <grp.h>
 #include <inttypes.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +12,7 @@
 
 #include <event2/event.h>
 
+#include "conf.h"
 #include "log.h"
 #include "macro.h"
 #include "metrics_http.h"
@@ -28,6 +26,11 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: vcounterd [OPTIONS]\n"
 		"Hand KVM guests' system counters between hosts by offset.\n\n"
+		"  --config FILE            configuration file, vcounterd.conf(5) (default\n"
+		"                           %s,\n"
+		"                           fine when missing); the options below win\n"
+		"  --check-config           check the configuration (TLS files too), print\n"
+		"                           it as in effect, exit 0; or say why not, exit 1\n"
 		"  --vmm-socket PATH        VMM socket (default %s)\n"
 		"  --listen ADDR:PORT       accept migrations from peers here (port 0: any)\n"
 		"  --port-file FILE         write the peer port actually bound to FILE\n"
@@ -71,346 +74,28 @@ static void usage(FILE *f)
 		"  --log-level LEVEL        error, warning, info (default), debug\n"
 		"  --version                print the version\n"
 		"  --help                   this text\n",
-		VCD_DEFAULT_VMM_SOCKET, COUNTER_MATH_DEFAULT_TSC_TOLERANCE_PPM,
+		CONF_DEFAULT_PATH, VCD_DEFAULT_VMM_SOCKET, COUNTER_MATH_DEFAULT_TSC_TOLERANCE_PPM,
 		VCD_DEFAULT_CONTROL_SOCKET);
 }
 
-static int parse_u64(const char *s, uint64_t *ret)
+/* --check-config: valid, TLS files included: print it as in effect, 0; else why, 1. */
+static int check_config(struct conf *conf)
 {
-	char *end;
-	unsigned long long v;
+	char err[CONF_ERROR_MAX];
+	int r = vcd_check_tls(conf, err, sizeof(err));
 
-	if (!s || !*s || *s == '-')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end)
-		return -EINVAL;
-	*ret = v;
-	return 0;
+	if (r < 0)
+		fprintf(stderr, "vcounterd: %s\n", err);
+	else
+		conf_print(conf, stdout);
+	conf_free(conf);
+	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
-/* "kvm-syscounter,kvm-x86": each known, built for this architecture, once. */
-static int parse_backends(const char *list, struct vcd_config *cfg)
+/* service.c's SIGHUP, between RELOADING=1 and READY=1. */
+static int reload_cb(void *userdata)
 {
-	_cleanup_free_ char *copy = strdup(list);
-	char *save = NULL;
-
-	if (!copy)
-		return -ENOMEM;
-	cfg->n_backends = 0;
-	for (char *name = strtok_r(copy, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
-		enum backend_kind kind = backend_kind_from_string(name);
-
-		if (kind != BACKEND_KVM_SYSCOUNTER && kind != BACKEND_KVM_X86) {
-			fprintf(stderr,
-				"vcounterd: --backends: '%s' is not a backend of this build "
-				"(kvm-syscounter, kvm-x86)\n",
-				name);
-			return -EINVAL;
-		}
-		for (size_t i = 0; i < cfg->n_backends; i++) {
-			if (cfg->backends[i] == kind) {
-				fprintf(stderr, "vcounterd: --backends: '%s' twice\n", name);
-				return -EINVAL;
-			}
-		}
-		cfg->backends[cfg->n_backends++] = kind;
-	}
-	if (cfg->n_backends == 0) {
-		fprintf(stderr, "vcounterd: --backends needs at least one backend\n");
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/* --control-*-uid/gid: a number, or a user/group name. */
-static int parse_id(const char *s, bool group, uint32_t *ret)
-{
-	uint64_t v;
-
-	if (parse_u64(s, &v) == 0 && v < UINT32_MAX) {
-		*ret = (uint32_t)v;
-		return 0;
-	}
-	if (group) {
-		struct group *g = getgrnam(s);
-
-		if (g) {
-			*ret = g->gr_gid;
-			return 0;
-		}
-	} else {
-		struct passwd *p = getpwnam(s);
-
-		if (p) {
-			*ret = p->pw_uid;
-			return 0;
-		}
-	}
-	return -EINVAL;
-}
-
-static int add_name(const char **list, size_t *n, const char *name, const char *opt)
-{
-	if (!*name || strlen(name) > GRPC_IDENTITY_MAX) {
-		fprintf(stderr, "vcounterd: %s needs a name of 1..%d bytes\n", opt,
-			GRPC_IDENTITY_MAX);
-		return -EINVAL;
-	}
-	if (*n >= GRPC_MAX_IDENTITIES) {
-		fprintf(stderr, "vcounterd: too many %s (limit %d)\n", opt, GRPC_MAX_IDENTITIES);
-		return -E2BIG;
-	}
-	list[(*n)++] = name;
-	return 0;
-}
-
-static int parse_args(int argc, char **argv, struct vcd_config *cfg, const char **port_file,
-		      const char **control_port_file, const char **metrics_port_file,
-		      int *log_level)
-{
-	enum {
-		ARG_VMM_SOCKET = 0x100,
-		ARG_LISTEN,
-		ARG_PORT_FILE,
-		ARG_HOST_NAME,
-		ARG_CA,
-		ARG_CERT,
-		ARG_KEY,
-		ARG_ALLOW_PEER,
-		ARG_ALLOW_UID,
-		ARG_ALLOW_GID,
-		ARG_BOUND_LIMIT,
-		ARG_BOUND_POLICY,
-		ARG_MAX_ELAPSED,
-		ARG_TSC_TOLERANCE,
-		ARG_BACKENDS,
-		ARG_KVM_OP_TIMEOUT,
-		ARG_PEER_TIMEOUT,
-		ARG_CONTROL_SOCKET,
-		ARG_CONTROL_LISTEN,
-		ARG_CONTROL_PORT_FILE,
-		ARG_METRICS_LISTEN,
-		ARG_METRICS_PORT_FILE,
-		ARG_CONTROL_OPERATOR,
-		ARG_CONTROL_READER,
-		ARG_CONTROL_OPERATOR_UID,
-		ARG_CONTROL_OPERATOR_GID,
-		ARG_CONTROL_READER_UID,
-		ARG_CONTROL_READER_GID,
-		ARG_LOG_LEVEL,
-		ARG_VERSION,
-	};
-	static const struct option options[] = {
-		{ "vmm-socket", required_argument, NULL, ARG_VMM_SOCKET },
-		{ "listen", required_argument, NULL, ARG_LISTEN },
-		{ "port-file", required_argument, NULL, ARG_PORT_FILE },
-		{ "host-name", required_argument, NULL, ARG_HOST_NAME },
-		{ "ca", required_argument, NULL, ARG_CA },
-		{ "cert", required_argument, NULL, ARG_CERT },
-		{ "key", required_argument, NULL, ARG_KEY },
-		{ "allow-peer", required_argument, NULL, ARG_ALLOW_PEER },
-		{ "allow-uid", required_argument, NULL, ARG_ALLOW_UID },
-		{ "allow-gid", required_argument, NULL, ARG_ALLOW_GID },
-		{ "error-bound-limit", required_argument, NULL, ARG_BOUND_LIMIT },
-		{ "error-bound-policy", required_argument, NULL, ARG_BOUND_POLICY },
-		{ "max-elapsed", required_argument, NULL, ARG_MAX_ELAPSED },
-		{ "tsc-tolerance", required_argument, NULL, ARG_TSC_TOLERANCE },
-		{ "backends", required_argument, NULL, ARG_BACKENDS },
-		{ "kvm-op-timeout", required_argument, NULL, ARG_KVM_OP_TIMEOUT },
-		{ "peer-timeout", required_argument, NULL, ARG_PEER_TIMEOUT },
-		{ "control-socket", required_argument, NULL, ARG_CONTROL_SOCKET },
-		{ "control-listen", required_argument, NULL, ARG_CONTROL_LISTEN },
-		{ "control-port-file", required_argument, NULL, ARG_CONTROL_PORT_FILE },
-		{ "metrics-listen", required_argument, NULL, ARG_METRICS_LISTEN },
-		{ "metrics-port-file", required_argument, NULL, ARG_METRICS_PORT_FILE },
-		{ "control-operator", required_argument, NULL, ARG_CONTROL_OPERATOR },
-		{ "control-reader", required_argument, NULL, ARG_CONTROL_READER },
-		{ "control-operator-uid", required_argument, NULL, ARG_CONTROL_OPERATOR_UID },
-		{ "control-operator-gid", required_argument, NULL, ARG_CONTROL_OPERATOR_GID },
-		{ "control-reader-uid", required_argument, NULL, ARG_CONTROL_READER_UID },
-		{ "control-reader-gid", required_argument, NULL, ARG_CONTROL_READER_GID },
-		{ "log-level", required_argument, NULL, ARG_LOG_LEVEL },
-		{ "version", no_argument, NULL, ARG_VERSION },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 }
-	};
-	uint64_t v;
-	int c;
-
-	while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
-		switch (c) {
-		case ARG_VMM_SOCKET:
-			cfg->vmm_socket = optarg;
-			break;
-		case ARG_LISTEN:
-			cfg->listen_addr = optarg;
-			break;
-		case ARG_PORT_FILE:
-			*port_file = optarg;
-			break;
-		case ARG_HOST_NAME:
-			cfg->host_name = optarg;
-			break;
-		case ARG_CA:
-			cfg->tls.ca_file = optarg;
-			break;
-		case ARG_CERT:
-			cfg->tls.cert_file = optarg;
-			break;
-		case ARG_KEY:
-			cfg->tls.key_file = optarg;
-			break;
-		case ARG_ALLOW_PEER:
-			if (cfg->tls.n_allowed_peers >= TLS_MAX_ALLOWED_PEERS) {
-				fprintf(stderr, "vcounterd: too many --allow-peer (limit %d)\n",
-					TLS_MAX_ALLOWED_PEERS);
-				return -E2BIG;
-			}
-			cfg->allowed_peers[cfg->tls.n_allowed_peers++] = optarg;
-			break;
-		case ARG_ALLOW_UID:
-		case ARG_ALLOW_GID:
-			if (parse_u64(optarg, &v) < 0 || v > UINT32_MAX - 1) {
-				fprintf(stderr, "vcounterd: invalid %s '%s'\n",
-					c == ARG_ALLOW_UID ? "--allow-uid" : "--allow-gid", optarg);
-				return -EINVAL;
-			}
-			if (c == ARG_ALLOW_UID) {
-				if (cfg->n_allowed_uids >= VCD_MAX_ALLOWED_IDS)
-					return -E2BIG;
-				cfg->allowed_uids[cfg->n_allowed_uids++] = (uid_t)v;
-			} else {
-				if (cfg->n_allowed_gids >= VCD_MAX_ALLOWED_IDS)
-					return -E2BIG;
-				cfg->allowed_gids[cfg->n_allowed_gids++] = (gid_t)v;
-			}
-			break;
-		case ARG_BOUND_LIMIT:
-		case ARG_MAX_ELAPSED:
-		case ARG_KVM_OP_TIMEOUT:
-		case ARG_PEER_TIMEOUT:
-			if (parse_u64(optarg, &v) < 0 ||
-			    ((c == ARG_KVM_OP_TIMEOUT || c == ARG_PEER_TIMEOUT) &&
-			     (v == 0 || v > 3600000))) {
-				fprintf(stderr, "vcounterd: invalid value '%s' for %s\n", optarg,
-					argv[optind - 1]);
-				return -EINVAL;
-			}
-			if (c == ARG_BOUND_LIMIT)
-				cfg->error_bound_limit_ns = v;
-			else if (c == ARG_MAX_ELAPSED)
-				cfg->max_abs_elapsed_ns = v;
-			else if (c == ARG_KVM_OP_TIMEOUT)
-				cfg->kvm_op_timeout_ms = (unsigned)v;
-			else
-				cfg->peer_timeout_ms = (unsigned)v;
-			break;
-		case ARG_TSC_TOLERANCE:
-			/* 1000000 ppm would call any two rates equal. */
-			if (parse_u64(optarg, &v) < 0 || v > 10000) {
-				fprintf(stderr,
-					"vcounterd: --tsc-tolerance must be 0..10000 ppm\n");
-				return -EINVAL;
-			}
-			cfg->tsc_tolerance_ppm = (uint32_t)v;
-			break;
-		case ARG_BACKENDS:
-			if (parse_backends(optarg, cfg) < 0)
-				return -EINVAL;
-			break;
-		case ARG_BOUND_POLICY:
-			if (strcmp(optarg, "warn") == 0)
-				cfg->error_bound_refuse = false;
-			else if (strcmp(optarg, "refuse") == 0)
-				cfg->error_bound_refuse = true;
-			else {
-				fprintf(stderr,
-					"vcounterd: --error-bound-policy must be warn or refuse\n");
-				return -EINVAL;
-			}
-			break;
-		case ARG_CONTROL_SOCKET:
-			cfg->control_socket = strcmp(optarg, "none") == 0 ? NULL : optarg;
-			break;
-		case ARG_CONTROL_LISTEN:
-			cfg->control_listen = optarg;
-			break;
-		case ARG_CONTROL_PORT_FILE:
-			*control_port_file = optarg;
-			break;
-		case ARG_METRICS_LISTEN:
-			cfg->metrics_listen = optarg;
-			break;
-		case ARG_METRICS_PORT_FILE:
-			*metrics_port_file = optarg;
-			break;
-		case ARG_CONTROL_OPERATOR:
-			if (add_name(cfg->control_operators, &cfg->n_control_operators, optarg,
-				     "--control-operator") < 0)
-				return -EINVAL;
-			break;
-		case ARG_CONTROL_READER:
-			if (add_name(cfg->control_readers, &cfg->n_control_readers, optarg,
-				     "--control-reader") < 0)
-				return -EINVAL;
-			break;
-		case ARG_CONTROL_OPERATOR_UID:
-		case ARG_CONTROL_OPERATOR_GID:
-		case ARG_CONTROL_READER_UID:
-		case ARG_CONTROL_READER_GID: {
-			bool group = c == ARG_CONTROL_OPERATOR_GID || c == ARG_CONTROL_READER_GID;
-			bool op = c == ARG_CONTROL_OPERATOR_UID || c == ARG_CONTROL_OPERATOR_GID;
-			size_t *n = group ? (op ? &cfg->n_control_operator_gids
-						: &cfg->n_control_reader_gids)
-					  : (op ? &cfg->n_control_operator_uids
-						: &cfg->n_control_reader_uids);
-			uint32_t id;
-
-			if (parse_id(optarg, group, &id) < 0) {
-				fprintf(stderr, "vcounterd: %s: no such %s '%s'\n",
-					argv[optind - 1], group ? "group" : "user", optarg);
-				return -EINVAL;
-			}
-			if (*n >= VCD_MAX_ALLOWED_IDS) {
-				fprintf(stderr, "vcounterd: too many %s (limit %d)\n",
-					argv[optind - 1], VCD_MAX_ALLOWED_IDS);
-				return -E2BIG;
-			}
-			if (group)
-				(op ? cfg->control_operator_gids : cfg->control_reader_gids)[*n] =
-					id;
-			else
-				(op ? cfg->control_operator_uids : cfg->control_reader_uids)[*n] =
-					id;
-			(*n)++;
-			break;
-		}
-		case ARG_LOG_LEVEL:
-			*log_level = log_parse_level(optarg);
-			if (*log_level < 0) {
-				fprintf(stderr, "vcounterd: unknown log level '%s'\n", optarg);
-				return -EINVAL;
-			}
-			break;
-		case ARG_VERSION:
-			printf("vcounterd %s\n", VCOUNTER_VERSION);
-			return 0;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return -EINVAL;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "vcounterd: unexpected argument '%s'\n", argv[optind]);
-		return -EINVAL;
-	}
-	cfg->tls.allowed_peers = cfg->allowed_peers;
-	return 1;
+	return vcd_reload(userdata);
 }
 
 static int vmm_socket_open(const char *path)
@@ -482,73 +167,58 @@ static int write_port_file(const char *path, int port)
 
 int main(int argc, char **argv)
 {
-	struct vcd vcd = {
-		.config = {
-			.vmm_socket = VCD_DEFAULT_VMM_SOCKET,
-			.control_socket = VCD_DEFAULT_CONTROL_SOCKET,
-			.error_bound_limit_ns = 1000000,
-			.max_abs_elapsed_ns = UINT64_C(3600) * NSEC_PER_SEC,
-			.tsc_tolerance_ppm = COUNTER_MATH_DEFAULT_TSC_TOLERANCE_PPM,
-			.kvm_op_timeout_ms = 10000,
-			.peer_timeout_ms = 30000,
-		},
-	};
+	struct vcd vcd = { 0 };
 	struct event *sigint = NULL, *sigterm = NULL;
-	const char *port_file = NULL, *control_port_file = NULL, *metrics_port_file = NULL;
-	int log_level = LOG_INFO;
+	const char *port_file, *control_port_file, *metrics_port_file;
+	struct conf_cmdline cmd;
+	struct conf *conf = NULL;
+	char conf_err[CONF_ERROR_MAX];
 	int vmm_fd, r, ret = EXIT_FAILURE;
 	struct service *svc = NULL;
 	struct service_sockets socks;
 	_cleanup_close_ int control_fd = -1;
 	char err[512];
 
-	r = parse_args(argc, argv, &vcd.config, &port_file, &control_port_file, &metrics_port_file,
-		       &log_level);
-	if (r <= 0)
-		return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
-	log_setup(log_level);
-	if (vcd.config.n_allowed_uids == 0) {
-		vcd.config.allowed_uids[vcd.config.n_allowed_uids++] = 0;
-		if (getuid() != 0)
-			vcd.config.allowed_uids[vcd.config.n_allowed_uids++] = getuid();
+	/* The file, then the flags over it; checked whole (conf.h). */
+	r = conf_parse_cmdline(argc, argv, &cmd, conf_err, sizeof(conf_err));
+	if (r < 0) {
+		fprintf(stderr, "vcounterd: %s\n", conf_err);
+		return EXIT_FAILURE;
 	}
-	if (!vcd.config.host_name) {
-		static char host[256];
-
-		gethostname(host, sizeof(host) - 1);
-		vcd.config.host_name = host;
+	if (cmd.help) {
+		usage(stdout);
+		return EXIT_SUCCESS;
 	}
+	if (cmd.version) {
+		printf("vcounterd %s\n", VCOUNTER_VERSION);
+		return EXIT_SUCCESS;
+	}
+	r = conf_load(cmd.config_path, argc, argv, &conf_system_ops, &conf, conf_err,
+		      sizeof(conf_err));
+	if (r < 0) {
+		fprintf(stderr, "vcounterd: %s\n", conf_err);
+		return EXIT_FAILURE;
+	}
+	if (cmd.check_config)
+		return check_config(conf);
+	vcd.conf = conf;
+	conf_apply(conf, NULL, &vcd.config);
+	port_file = conf->port_file;
+	control_port_file = conf->control_port_file;
+	metrics_port_file = conf->metrics_port_file;
+	log_setup(conf->log_level);
 	signal(SIGPIPE, SIG_IGN);
 
 	vcd.started_ns = vcd_now_ns();
 	vcd.base = event_base_new();
 	if (!vcd.base) {
 		log_error("cannot create the event loop");
+		conf_free(vcd.conf);
 		return EXIT_FAILURE;
 	}
+	/* conf_validate checked what goes together (--listen needs TLS, ...). */
 	if (tls_setup(&vcd) < 0)
 		goto out;
-	if (vcd.config.listen_addr && !vcd.tls_server) {
-		log_error(
-			"--listen needs --ca, --cert and --key: the peer link is mutual TLS only");
-		goto out;
-	}
-	if (vcd.config.control_listen &&
-	    (!vcd.tls_server ||
-	     vcd.config.n_control_operators + vcd.config.n_control_readers == 0)) {
-		log_error("--control-listen needs --ca, --cert, --key and at least one "
-			  "--control-operator or --control-reader: TCP callers are known by "
-			  "certificate only");
-		goto out;
-	}
-	if (control_port_file && !vcd.config.control_listen) {
-		log_error("--control-port-file needs --control-listen");
-		goto out;
-	}
-	if (metrics_port_file && !vcd.config.metrics_listen) {
-		log_error("--metrics-port-file needs --metrics-listen");
-		goto out;
-	}
 	/* Sockets passed by systemd (vcounterd.socket) replace opening our own. */
 	r = service_listen_fds(&socks, err, sizeof(err));
 	if (r < 0) {
@@ -615,7 +285,7 @@ int main(int argc, char **argv)
 		goto out;
 	evsignal_add(sigint, NULL);
 	evsignal_add(sigterm, NULL);
-	r = service_new(&vcd, NULL, NULL, &svc);
+	r = service_new(&vcd, reload_cb, &vcd, &svc);
 	if (r < 0) {
 		log_error_errno(r, "cannot set up the systemd notifications");
 		goto out;
@@ -643,5 +313,6 @@ out:
 	if (vcd.tls_client)
 		SSL_CTX_free(vcd.tls_client);
 	event_base_free(vcd.base);
+	conf_free(vcd.conf);
 	return ret;
 }

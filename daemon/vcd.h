@@ -112,6 +112,7 @@ struct kvm_op_outcome {
 };
 
 struct vcd;
+struct conf;
 
 /* error is 0 or -errno (-ETIMEDOUT, -ECONNRESET when the VMM went away, or
  * what the VMM reported); msg a sentence when error != 0. outcome is only
@@ -131,6 +132,9 @@ struct vcd {
 	size_t n_vms;
 	uint64_t started_ns; /* CLOCK_MONOTONIC at start-up */
 	struct metrics_http *metrics_http;
+	/* The configuration config was made from (conf.h): its strings'
+	 * owner, and what a reload reads again. */
+	struct conf *conf;
 };
 
 /* vmm_server.c */
@@ -226,5 +230,16 @@ int control_tcp_port(struct vcd *vcd);	       /* -ENOTCONN without TCP */
 size_t control_watcher_count(struct vcd *vcd); /* open WatchEvents streams */
 void control_vm_event(struct vcd *vcd, const struct vm_entry *vm, bool registered);
 void control_migration_event(struct vcd *vcd, const struct migration_view *view);
+
+/* reload.c: read the configuration file and the command line again and
+ * swap the result in (certificates, allow-lists, roles, policy, timeouts,
+ * log level, backends), or keep the old one whole and log why ("FILE:LINE:
+ * key 'k' = 'v': reason"): 0 or -errno. Settings that need a restart
+ * (sockets, listen addresses, host name, port files) keep their values,
+ * with a warning when the file changed them. */
+int vcd_reload(struct vcd *vcd);
+/* Build (and free) the TLS contexts conf asks for: 0, or -errno with the
+ * key, its file and line, and OpenSSL's reason in err. */
+int vcd_check_tls(const struct conf *conf, char *err, size_t err_size);
 
 uint64_t vcd_now_ns(void); /* CLOCK_MONOTONIC */

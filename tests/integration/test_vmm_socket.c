@@ -774,7 +774,7 @@ static void test_backends_flag_refuses_garbage(void **state)
 
 	expect_daemon_refuses_args(arm64, "'kvm-arm64' is not a backend of this build");
 	expect_daemon_refuses_args(twice, "'kvm-x86' twice");
-	expect_daemon_refuses_args(empty, "--backends needs at least one backend");
+	expect_daemon_refuses_args(empty, "--backends ',': needs at least one backend");
 	expect_daemon_refuses_args(junk, "is not a backend of this build");
 }
 

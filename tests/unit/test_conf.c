@@ -112,6 +112,8 @@ static void test_defaults_are_the_documented_ones(void **state)
 	assert_null(c->tls.key_file);
 	assert_null(conf->port_file);
 	assert_null(conf->control_port_file);
+	assert_null(c->metrics_listen);
+	assert_null(conf->metrics_port_file);
 	assert_int_equal(conf->log_level, LOG_INFO);
 	assert_int_equal(c->error_bound_limit_ns, 1000000);
 	assert_false(c->error_bound_refuse);
@@ -159,7 +161,10 @@ static const char every_key[] = "[daemon]\n"
 				"error-bound-policy = refuse\n"
 				"max-elapsed-ns = 60000000000\n"
 				"tsc-tolerance-ppm = 0\n"
-				"kvm-op-timeout-ms = 500\n";
+				"kvm-op-timeout-ms = 500\n"
+				"[metrics]\n"
+				"listen = 9100\n"
+				"port-file = /run/v/metrics-port\n";
 
 static void test_every_key_parses_into_its_field(void **state)
 {
@@ -215,6 +220,9 @@ static void test_every_key_parses_into_its_field(void **state)
 	assert_int_equal(c->max_abs_elapsed_ns, UINT64_C(60000000000));
 	assert_int_equal(c->tsc_tolerance_ppm, 0);
 	assert_int_equal(c->kvm_op_timeout_ms, 500);
+
+	assert_string_equal(c->metrics_listen, "9100");
+	assert_string_equal(conf->metrics_port_file, "/run/v/metrics-port");
 	assert_int_equal(conf_validate(conf, err, sizeof(err)), 0);
 	conf_free(conf);
 }
@@ -229,8 +237,9 @@ static void test_origin_is_the_line_that_set_the_key(void **state)
 
 	/* Through conf_validate's message, which names the line. */
 	assert_int_equal(conf_validate(conf, err, sizeof(err)), -EINVAL);
-	assert_string_equal(err, "(config):5: key 'listen' = '127.0.0.1:1': the peer link is "
-				 "mutual TLS only: it needs ca, cert and key");
+	assert_string_equal(err,
+			    "(config):5: key 'listen' = '127.0.0.1:1': needs ca, cert and key: "
+			    "the peer link is mutual TLS only");
 	conf_free(conf);
 }
 
@@ -255,7 +264,7 @@ static void test_unknown_section_is_an_error(void **state)
 {
 	parse_fails("[daemon]\nlog-level = info\n[deamon]\n",
 		    FILE_NAME ":3: section '[deamon]': unknown section (daemon, vmm, peer, "
-			      "control, policy)");
+			      "control, policy, metrics)");
 }
 
 static void test_unknown_key_is_an_error(void **state)
@@ -300,6 +309,8 @@ static void test_bad_values_are_errors(void **state)
 	parse_fails("[daemon]\nbackends = kvm-arm64\n",
 		    FILE_NAME ":2: key 'backends' = 'kvm-arm64': 'kvm-arm64' is not a backend of "
 			      "this build (kvm-syscounter, kvm-x86)");
+	parse_fails("[daemon]\nbackends = ,\n",
+		    FILE_NAME ":2: key 'backends' = ',': needs at least one backend");
 	parse_fails("[daemon]\nbackends = kvm-x86,kvm-x86\n",
 		    FILE_NAME ":2: key 'backends' = 'kvm-x86,kvm-x86': 'kvm-x86' twice");
 	parse_fails("[vmm]\nallow-uid = 0 bob\n",
@@ -569,7 +580,8 @@ static void test_every_flag_reaches_the_same_field_as_its_key(void **state)
 	     "--control-operator-gid", "kvm", "--control-reader-uid", "alice",
 	     "--control-reader-uid", "5", "--control-reader-gid", "9", "--error-bound-limit",
 	     "2500000", "--error-bound-policy", "refuse", "--max-elapsed", "60000000000",
-	     "--tsc-tolerance", "0", "--kvm-op-timeout", "500");
+	     "--tsc-tolerance", "0", "--kvm-op-timeout", "500", "--metrics-listen", "9100",
+	     "--metrics-port-file", "/run/v/metrics-port");
 	int n = 0;
 
 	assert_int_equal(conf_apply_argv(from_argv, argc, argv, &fake_ops, err, sizeof(err)), 0);
@@ -713,31 +725,53 @@ static void test_validate_names_where_the_keys_were_set(void **state)
 		ARGV("--log-level", "info");
 		validate_fails("[peer]\nca = /ca.pem\nkey = /k.pem\n", argc, argv,
 			       FILE_NAME ":2: key 'ca' = '/ca.pem': ca, cert and key go together "
-					 "([peer] in the file, --ca, --cert and --key)");
+					 "(in [peer], or --ca, --cert and --key)");
 	}
 	{
+		ARGV("--cert", "/c.pem");
+		validate_fails("", argc, argv, "--ca, --cert and --key go together");
+	}
+	{
+		/* Set on the command line: in the flags' words, as always. */
 		ARGV("--listen", "0.0.0.0:7420");
 		validate_fails("", argc, argv,
-			       "--listen '0.0.0.0:7420': the peer link is mutual TLS only: it "
-			       "needs ca, cert and key");
+			       "--listen needs --ca, --cert and --key: the peer link is mutual TLS "
+			       "only");
+	}
+	{
+		ARGV("--log-level", "info");
+		validate_fails("[peer]\nlisten = 0.0.0.0:7420\n", argc, argv,
+			       FILE_NAME
+			       ":2: key 'listen' = '0.0.0.0:7420': needs ca, cert and key: "
+			       "the peer link is mutual TLS only");
 	}
 	{
 		ARGV("--control-listen", "127.0.0.1:0");
 		validate_fails("[peer]\nca = /a\ncert = /b\nkey = /c\n", argc, argv,
-			       "--control-listen '127.0.0.1:0': needs at least one operator or "
-			       "reader: TCP callers are known by certificate only");
+			       "--control-listen needs --ca, --cert, --key and at least one "
+			       "--control-operator or --control-reader: TCP callers are known by "
+			       "certificate only");
 	}
 	{
 		ARGV("--log-level", "info");
 		validate_fails("[control]\nlisten = 127.0.0.1:0\nreader = r.test\n", argc, argv,
-			       FILE_NAME ":2: key 'listen' = '127.0.0.1:0': needs ca, cert and key "
-					 "([peer]): TCP callers are known by certificate only");
+			       FILE_NAME
+			       ":2: key 'listen' = '127.0.0.1:0': needs ca, cert and key "
+			       "([peer]) and at least one operator or reader: TCP callers "
+			       "are known by certificate only");
 	}
 	{
 		ARGV("--control-port-file", "/tmp/p");
-		validate_fails("", argc, argv,
-			       "--control-port-file '/tmp/p': needs [control] listen "
-			       "(--control-listen)");
+		validate_fails("", argc, argv, "--control-port-file needs --control-listen");
+	}
+	{
+		ARGV("--log-level", "info");
+		validate_fails("[metrics]\nport-file = /tmp/m\n", argc, argv,
+			       FILE_NAME ":2: key 'port-file' = '/tmp/m': needs [metrics] listen");
+	}
+	{
+		ARGV("--metrics-port-file", "/tmp/m");
+		validate_fails("", argc, argv, "--metrics-port-file needs --metrics-listen");
 	}
 }
 
