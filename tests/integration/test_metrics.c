@@ -848,9 +848,11 @@ static int group_setup(void **state)
 	snprintf(control_file, sizeof(control_file), "%s/control-port", work_dir);
 	if (harness_start(&daemon_main, args) < 0)
 		return -1;
-	/* Written before the control socket the harness waits for. */
+	/* The metrics port file is written before the control socket the
+	 * harness waits for; the control port file only after it. */
 	metrics_port = read_port_file(metrics_file);
-	control_port = read_port_file(control_file);
+	for (int i = 0; i < 3000 && (control_port = read_port_file(control_file)) <= 0; i++)
+		sleep_ms(10);
 	peer_port = daemon_main.peer_port;
 	if (metrics_port <= 0 || control_port <= 0 || peer_port <= 0) {
 		fprintf(stderr, "ports: metrics %d control %d peer %d\n", metrics_port,
