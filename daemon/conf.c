@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "log.h"
 #include "macro.h"
 
 #define STRINGIFY_(x) #x
@@ -80,6 +81,13 @@ static const struct conf_enum_value log_levels[] = {
 	{ NULL, 0 },
 };
 
+static const struct conf_enum_value log_targets[] = {
+	{ "auto", LOG_TARGET_AUTO },
+	{ "journal", LOG_TARGET_JOURNAL },
+	{ "stderr", LOG_TARGET_STDERR },
+	{ NULL, 0 },
+};
+
 static const struct conf_enum_value bound_policies[] = {
 	{ "warn", 0 },
 	{ "refuse", 1 },
@@ -94,6 +102,8 @@ static const struct conf_key keys[] = {
 	  FIELD(config.host_name), .max = TLS_PEER_NAME_MAX },
 	{ "daemon", "log-level", "log-level", "info", CONF_ENUM, 0, FIELD(log_level),
 	  .values = log_levels },
+	{ "daemon", "log-target", "log-target", "auto", CONF_ENUM, 0, FIELD(log_target),
+	  .values = log_targets },
 	{ "daemon", "backends", "backends", NULL, CONF_BACKENDS, 0,
 	  LIST(config.backends, config.n_backends) },
 

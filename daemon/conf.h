@@ -32,6 +32,7 @@ struct conf {
 	const char *control_port_file; /* [control] port-file, --control-port-file */
 	const char *metrics_port_file; /* [metrics] port-file, --metrics-port-file */
 	int log_level;		       /* LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG */
+	int log_target;		       /* enum log_target (log.h) */
 
 	/* What it was read from, for a reload: the file (NULL: none) and
 	 * whether it was named (--config; a missing default file is fine), and

@@ -72,6 +72,8 @@ static void usage(FILE *f)
 		"  --kvm-op-timeout MS      VMM answer deadline (default 10000)\n"
 		"  --peer-timeout MS        peer answer deadline (default 30000)\n"
 		"  --log-level LEVEL        error, warning, info (default), debug\n"
+		"  --log-target TARGET      journal, stderr, or auto (default): the journal\n"
+		"                           when stderr is connected to it\n"
 		"  --version                print the version\n"
 		"  --help                   this text\n",
 		CONF_DEFAULT_PATH, VCD_DEFAULT_VMM_SOCKET, COUNTER_MATH_DEFAULT_TSC_TOLERANCE_PPM,
@@ -206,6 +208,7 @@ int main(int argc, char **argv)
 	port_file = conf->port_file;
 	control_port_file = conf->control_port_file;
 	metrics_port_file = conf->metrics_port_file;
+	log_set_target(conf->log_target);
 	log_setup(conf->log_level);
 	signal(SIGPIPE, SIG_IGN);
 

@@ -144,6 +144,7 @@ int vcd_reload(struct vcd *vcd)
 	vcd->tls_client = TAKE_PTR(tls.client);
 	migrations_tls_changed(vcd);
 	conf_apply(conf, old_conf, &vcd->config);
+	log_set_target(conf->log_target);
 	log_setup(conf->log_level);
 	vcd->conf = conf;
 	conf_free(old_conf);
