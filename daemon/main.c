@@ -128,7 +128,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct event_base *base = arg;
 
-	log_info("signal %d: stopping", (int)sig);
+	log_info_id(LOG_MESSAGE_DAEMON_STOPPING, "signal %d: stopping", (int)sig);
 	event_base_loopbreak(base);
 }
 
@@ -294,9 +294,9 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	log_info("vcounterd %s on %s: vmm socket %s, peer link %s", VCOUNTER_VERSION,
-		 vcd.config.host_name, vcd.config.vmm_socket,
-		 vcd.config.listen_addr ? vcd.config.listen_addr : "off");
+	log_info_id(LOG_MESSAGE_DAEMON_STARTED, "vcounterd %s on %s: vmm socket %s, peer link %s",
+		    VCOUNTER_VERSION, vcd.config.host_name, vcd.config.vmm_socket,
+		    vcd.config.listen_addr ? vcd.config.listen_addr : "off");
 	service_ready(svc);
 	event_base_dispatch(vcd.base);
 	service_stopping(svc);
