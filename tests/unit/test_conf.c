@@ -388,7 +388,7 @@ static void test_duplicate_scalar_key_is_an_error(void **state)
 
 static void test_too_long_line_is_an_error(void **state)
 {
-	char *text = malloc(CONF_MAX_LINE_BYTES + 64);
+	static char text[CONF_MAX_LINE_BYTES + 64];
 	struct conf *conf;
 	size_t n;
 
@@ -403,7 +403,6 @@ static void test_too_long_line_is_an_error(void **state)
 	memset(text + n, 'x', CONF_MAX_LINE_BYTES);
 	strcpy(text + n + CONF_MAX_LINE_BYTES, "\n");
 	parse_fails(text, FILE_NAME ":2: line longer than 4096 bytes");
-	free(text);
 }
 
 static void test_malformed_lines_are_errors(void **state)
@@ -1069,6 +1068,7 @@ static void test_random_text_never_crashes_and_errors_have_a_line(void **state)
 		struct conf *conf = conf_new();
 		int r;
 
+		assert_non_null(text);
 		while (len < cap && i % 2 == 1) {
 			const char *l =
 				plausible_lines[rand_r(&seed) % ELEMENTSOF(plausible_lines)];
@@ -1093,6 +1093,7 @@ static void test_random_text_never_crashes_and_errors_have_a_line(void **state)
 		/* Every 10th: one huge line. */
 		if (i % 10 == 9) {
 			text = realloc(text, len + CONF_MAX_LINE_BYTES + 2);
+			assert_non_null(text);
 			memset(text + len, 'a', CONF_MAX_LINE_BYTES + 1);
 			len += CONF_MAX_LINE_BYTES + 1;
 		}

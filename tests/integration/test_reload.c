@@ -1,0 +1,870 @@
+/* test_reload.c - a real vcounterd run from a configuration file alone (--config), its file
+ * rewritten and SIGHUP sent: new peer identities, controller roles, backends, policy, log level
+ * and certificate take effect for the next connection; established links, the registered VM and
+ * the daemon itself live on; a bad file (unknown key, bad value, unreadable certificate) is
+ * refused with its file:line message and the previous configuration keeps working. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "daemon_harness.h"
+#include "frame.h"
+#include "macro.h"
+#include "vcounter/control.h"
+#include "vcounter/vcounter.h"
+#include "wire.h"
+
+#define DAEMON_NAME	"host-b.test"
+#define URI_NAME	"spiffe://fleet.test/host-u"
+#define VM_ID		"vm-reload"
+#define RECV_TIMEOUT_MS 5000
+
+/* Seconds to wait for the daemon (much longer under VC_DAEMON_WRAPPER=valgrind). */
+static int wait_s = 10;
+
+static char certs_dir[256];
+static char dir[256];
+static char conf_path[320], log_path[320], vmm_socket[320], control_socket[320];
+static char port_path[320], control_port_path[320];
+static pid_t daemon_pid;
+static int peer_port, control_port;
+
+/* The registered VM (when /dev/kvm is there). */
+static struct {
+	bool ready;
+	int kvm_fd, vm_fd, vcpu_fd;
+	struct vcounter *vc;
+} vm = { .kvm_fd = -1, .vm_fd = -1, .vcpu_fd = -1 };
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void cert_path(char *buf, size_t size, const char *name, const char *ext)
+{
+	snprintf(buf, size, "%s/%s.%s", certs_dir, name, ext);
+}
+
+/* ---- the daemon's log ---- */
+
+static int log_count(const char *needle)
+{
+	char line[4096];
+	FILE *f = fopen(log_path, "re");
+	int n = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	fclose(f);
+	return n;
+}
+
+static void dump_log(void)
+{
+	char line[4096];
+	FILE *f = fopen(log_path, "re");
+
+	if (!f)
+		return;
+	fprintf(stderr, "---- %s ----\n", log_path);
+	while (fgets(line, sizeof(line), f))
+		fputs(line, stderr);
+	fclose(f);
+}
+
+static bool daemon_alive(void)
+{
+	int status;
+
+	return daemon_pid > 0 && waitpid(daemon_pid, &status, WNOHANG) == 0;
+}
+
+static void assert_log_has(const char *needle)
+{
+	if (log_count(needle) == 0) {
+		dump_log();
+		fail_msg("not in the daemon's log: %s", needle);
+	}
+}
+
+/* ---- the configuration file ---- */
+
+struct settings {
+	const char *allow_peer;
+	const char *reader; /* NULL: none */
+	const char *cert;   /* host-b, or another of gen-certs.sh */
+	const char *backends;
+	const char *policy;
+	const char *log_level;
+	const char *peer_listen;
+	const char *extra; /* more lines, at the end */
+};
+
+static const struct settings initial = {
+	.allow_peer = "host-a.test",
+	.reader = NULL,
+	.cert = "host-b",
+	.backends = "kvm-syscounter kvm-x86",
+	.policy = "warn",
+	.log_level = "info",
+	.peer_listen = "127.0.0.1:0",
+};
+
+/* Replace the file in one rename: the daemon never reads half of it. */
+static void write_conf(const struct settings *s)
+{
+	char tmp[340], ca[320], cert[320], key[320];
+	FILE *f;
+
+	cert_path(ca, sizeof(ca), "ca", "pem");
+	cert_path(cert, sizeof(cert), s->cert, "pem");
+	cert_path(key, sizeof(key), s->cert, "key");
+	snprintf(tmp, sizeof(tmp), "%s.tmp", conf_path);
+	f = fopen(tmp, "we");
+	assert_non_null(f);
+	fprintf(f,
+		"# test_reload.c\n"
+		"[daemon]\n"
+		"host-name = " DAEMON_NAME "\n"
+		"log-level = %s\n"
+		"backends = %s\n"
+		"\n"
+		"[vmm]\n"
+		"socket = %s\n"
+		"\n"
+		"[peer]\n"
+		"listen = %s\n"
+		"port-file = %s\n"
+		"ca = %s\n"
+		"cert = %s\n"
+		"key = %s\n"
+		"allow-peer = %s\n"
+		"\n"
+		"[control]\n"
+		"socket = %s\n"
+		"listen = 127.0.0.1:0\n"
+		"port-file = %s\n"
+		"operator = ctl-operator.test\n"
+		"%s%s%s"
+		"\n"
+		"[policy]\n"
+		"error-bound-policy = %s\n"
+		"%s",
+		s->log_level, s->backends, vmm_socket, s->peer_listen, port_path, ca, cert, key,
+		s->allow_peer, control_socket, control_port_path, s->reader ? "reader = " : "",
+		s->reader ? s->reader : "", s->reader ? "\n" : "", s->policy,
+		s->extra ? s->extra : "");
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(rename(tmp, conf_path), 0);
+}
+
+/* SIGHUP and wait for the outcome: true when applied, false when refused. */
+static bool reload(void)
+{
+	int applied = log_count("reload: configuration "), refused = log_count("keeping the "
+									       "previous "
+									       "configuration");
+	int64_t deadline = now_ms() + wait_s * 1000;
+
+	assert_int_equal(kill(daemon_pid, SIGHUP), 0);
+	while (now_ms() < deadline) {
+		if (log_count("reload: configuration ") > applied)
+			return true;
+		if (log_count("keeping the previous configuration") > refused)
+			return false;
+		if (!daemon_alive()) {
+			dump_log();
+			fail_msg("vcounterd died on SIGHUP");
+		}
+		sleep_ms(10);
+	}
+	dump_log();
+	fail_msg("no reload outcome in the log within %d s", wait_s);
+	return false;
+}
+
+static void reload_ok(void)
+{
+	if (!reload()) {
+		dump_log();
+		fail_msg("the reload was refused");
+	}
+	assert_true(daemon_alive());
+}
+
+static void reload_refused(const char *message)
+{
+	if (reload()) {
+		dump_log();
+		fail_msg("the reload was applied");
+	}
+	assert_true(daemon_alive());
+	assert_log_has(message);
+}
+
+/* ---- a peer daemon, over TLS 1.3 (as test_peer_link.c) ---- */
+
+struct peer {
+	int fd;
+	SSL_CTX *ctx;
+	SSL *ssl;
+	char tls_error[256];
+};
+
+static void save_tls_error(struct peer *p)
+{
+	unsigned long e = ERR_peek_last_error();
+
+	if (e)
+		ERR_error_string_n(e, p->tls_error, sizeof(p->tls_error));
+	ERR_clear_error();
+}
+
+/* Handshake as cert_name, expecting the daemon to be server_name. */
+static bool peer_open(struct peer *p, const char *cert_name, const char *server_name)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)peer_port) };
+	struct timeval tv = { .tv_sec = RECV_TIMEOUT_MS / 1000 };
+	char cert[320], key[320], ca[320];
+
+	memset(p, 0, sizeof(*p));
+	cert_path(cert, sizeof(cert), cert_name, "pem");
+	cert_path(key, sizeof(key), cert_name, "key");
+	cert_path(ca, sizeof(ca), "ca", "pem");
+	p->ctx = SSL_CTX_new(TLS_client_method());
+	assert_non_null(p->ctx);
+	assert_int_equal(SSL_CTX_set_min_proto_version(p->ctx, TLS1_3_VERSION), 1);
+	assert_int_equal(SSL_CTX_use_certificate_chain_file(p->ctx, cert), 1);
+	assert_int_equal(SSL_CTX_use_PrivateKey_file(p->ctx, key, SSL_FILETYPE_PEM), 1);
+	assert_int_equal(SSL_CTX_load_verify_locations(p->ctx, ca, NULL), 1);
+	SSL_CTX_set_verify(p->ctx, SSL_VERIFY_PEER, NULL);
+
+	p->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(p->fd >= 0);
+	assert_int_equal(setsockopt(p->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	assert_int_equal(setsockopt(p->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(p->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	p->ssl = SSL_new(p->ctx);
+	assert_non_null(p->ssl);
+	assert_int_equal(SSL_set1_host(p->ssl, server_name), 1);
+	assert_int_equal(SSL_set_tlsext_host_name(p->ssl, server_name), 1);
+	assert_int_equal(SSL_set_fd(p->ssl, p->fd), 1);
+	if (SSL_connect(p->ssl) == 1)
+		return true;
+	save_tls_error(p);
+	return false;
+}
+
+static void peer_close(struct peer *p)
+{
+	if (p->ssl) {
+		SSL_shutdown(p->ssl);
+		SSL_free(p->ssl);
+	}
+	SSL_CTX_free(p->ctx);
+	if (p->fd > 0)
+		close(p->fd);
+	ERR_clear_error();
+	memset(p, 0, sizeof(*p));
+}
+
+/* 1, 0 when the link ended (refused: TLS 1.3 lets the client finish its handshake before the
+ * server judged its certificate, so a refusal shows here), -ETIMEDOUT. */
+static int peer_read_exact(struct peer *p, uint8_t *buf, size_t n)
+{
+	int64_t deadline = now_ms() + RECV_TIMEOUT_MS;
+	size_t got = 0;
+
+	while (got < n) {
+		struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
+		int64_t left = deadline - now_ms();
+		size_t chunk = 0;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		if (!SSL_pending(p->ssl) && poll(&pfd, 1, (int)left) == 0)
+			return -ETIMEDOUT;
+		if (SSL_read_ex(p->ssl, buf + got, n - got, &chunk) == 1) {
+			got += chunk;
+			continue;
+		}
+		if (SSL_get_error(p->ssl, 0) == SSL_ERROR_WANT_READ)
+			continue;
+		save_tls_error(p);
+		return 0;
+	}
+	return 1;
+}
+
+/* The next frame, unpacked; NULL when the link ended. */
+static Vcounter__V1__PeerMessage *peer_recv(struct peer *p)
+{
+	static uint8_t payload[VC_MAX_FRAME_BYTES];
+	uint8_t header[FRAME_HEADER_BYTES];
+	Vcounter__V1__PeerMessage *msg = NULL;
+	uint32_t len;
+	int r;
+
+	r = peer_read_exact(p, header, sizeof(header));
+	assert_int_not_equal(r, -ETIMEDOUT);
+	if (r != 1)
+		return NULL;
+	assert_int_equal(frame_header_decode(header, VC_MAX_FRAME_BYTES, &len), 0);
+	assert_int_equal(peer_read_exact(p, payload, len), 1);
+	assert_int_equal(wire_peer_unpack(payload, len, &msg), 0);
+	return msg;
+}
+
+/* Does the daemon take a link from cert_name (its Hello arrives)? */
+static bool peer_admitted(const char *cert_name, const char *server_name)
+{
+	Vcounter__V1__PeerMessage *msg = NULL;
+	struct peer p;
+	bool admitted = false;
+
+	if (peer_open(&p, cert_name, server_name)) {
+		msg = peer_recv(&p);
+		admitted = msg && msg->body_case == VCOUNTER__V1__PEER_MESSAGE__BODY_HELLO;
+		if (msg)
+			assert_string_equal(msg->hello->host_name, DAEMON_NAME);
+		wire_peer_free(msg);
+	}
+	peer_close(&p);
+	return admitted;
+}
+
+/* An established link answers: a message of no body this version knows gets UNIMPLEMENTED. */
+static void peer_ping(struct peer *p, uint64_t id)
+{
+	uint8_t buf[16];
+	size_t n = FRAME_HEADER_BYTES, written = 0;
+	Vcounter__V1__PeerMessage *msg;
+
+	buf[n++] = 0x08; /* field 1 (id), varint */
+	buf[n++] = (uint8_t)id;
+	buf[n++] = 0x90; /* field 50, varint */
+	buf[n++] = 0x03;
+	buf[n++] = 0x01;
+	assert_int_equal(frame_header_encode(n - FRAME_HEADER_BYTES, buf), 0);
+	assert_int_equal(SSL_write_ex(p->ssl, buf, n, &written), 1);
+	msg = peer_recv(p);
+	assert_non_null(msg);
+	assert_int_equal(msg->body_case, VCOUNTER__V1__PEER_MESSAGE__BODY_ERROR);
+	assert_int_equal(msg->id, id);
+	assert_int_equal(msg->error->code, VCOUNTER__V1__ERROR_CODE__ERROR_UNIMPLEMENTED);
+	wire_peer_free(msg);
+}
+
+/* ---- the control API ---- */
+
+/* A controller on the TCP port, as cert_name: 0 when the status call worked. */
+static int controller_status(const char *cert_name, const char *server_name)
+{
+	char address[64], ca[320], cert[320], key[320];
+	struct vcounter_ctl_options o = {
+		.address = address,
+		.ca_file = ca,
+		.cert_file = cert,
+		.key_file = key,
+		.server_name = server_name,
+		.timeout_ms = RECV_TIMEOUT_MS,
+	};
+	struct vcounter_ctl_host host;
+	struct vcounter_ctl *ctl = NULL;
+	int r;
+
+	snprintf(address, sizeof(address), "127.0.0.1:%d", control_port);
+	cert_path(ca, sizeof(ca), "ca", "pem");
+	cert_path(cert, sizeof(cert), cert_name, "pem");
+	cert_path(key, sizeof(key), cert_name, "key");
+	r = vcounter_ctl_connect(&o, &ctl);
+	if (r == 0)
+		r = vcounter_ctl_host_status(ctl, &host);
+	vcounter_ctl_close(ctl);
+	return r;
+}
+
+/* The control listener's handshake refuses cert_name (the daemon says so in its log). */
+static bool controller_refused(const char *cert_name, const char *server_name)
+{
+	const char *why = "client certificate refused: no SAN on the control lists";
+	int before = log_count(why);
+	int r = controller_status(cert_name, server_name);
+	int64_t deadline = now_ms() + wait_s * 1000;
+
+	if (r == 0)
+		return false;
+	/* The client sees the alert as a refused or reset connection. */
+	assert_true(r == -ECONNREFUSED || r == -ECONNRESET);
+	while (log_count(why) == before && now_ms() < deadline)
+		sleep_ms(10);
+	return log_count(why) > before;
+}
+
+/* The daemon as the local root controller sees it. */
+static void local_status(struct vcounter_ctl_host *ret_host, size_t *ret_n_vms)
+{
+	struct vcounter_ctl_options o = { .socket_path = control_socket,
+					  .timeout_ms = RECV_TIMEOUT_MS };
+	struct vcounter_ctl *ctl = NULL;
+	struct vcounter_ctl_vm *vms = NULL;
+
+	assert_int_equal(vcounter_ctl_connect(&o, &ctl), 0);
+	assert_int_equal(vcounter_ctl_host_status(ctl, ret_host), 0);
+	assert_int_equal(vcounter_ctl_list_vms(ctl, &vms, ret_n_vms), 0);
+	for (size_t i = 0; i < *ret_n_vms; i++)
+		assert_string_equal(vms[i].vm_id, VM_ID);
+	free(vms);
+	vcounter_ctl_close(ctl);
+}
+
+static bool backend_allowed(const struct vcounter_ctl_host *host, const char *name)
+{
+	for (size_t i = 0; i < host->n_backends; i++)
+		if (strcmp(host->backends[i].name, name) == 0)
+			return host->backends[i].allowed;
+	fail_msg("backend %s not in the host status", name);
+	return false;
+}
+
+/* The VM is still there, as registered (when there is one). */
+static void assert_vm_listed(void)
+{
+	struct vcounter_ctl_host host;
+	size_t n_vms;
+
+	local_status(&host, &n_vms);
+	assert_int_equal(n_vms, vm.ready ? 1 : 0);
+	assert_int_equal(host.vm_count, vm.ready ? 1 : 0);
+}
+
+/* ---- the daemon ---- */
+
+static int read_port(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	int port = -1;
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%d", &port) != 1)
+		port = -1;
+	fclose(f);
+	return port;
+}
+
+static int daemon_start(void)
+{
+	char exe[512], wrapper_buf[512], *save = NULL;
+	const char *argv[24];
+	const char *wrapper = getenv("VC_DAEMON_WRAPPER");
+	size_t n = 0;
+	int64_t deadline;
+
+	snprintf(exe, sizeof(exe), "%s/daemon/vcounterd", harness_build_root());
+	if (wrapper && *wrapper) {
+		snprintf(wrapper_buf, sizeof(wrapper_buf), "%s", wrapper);
+		for (char *tok = strtok_r(wrapper_buf, " ", &save); tok && n < 16;
+		     tok = strtok_r(NULL, " ", &save))
+			argv[n++] = tok;
+		wait_s = 120;
+	}
+	/* The file alone: nothing on the command line would override it. */
+	argv[n++] = exe;
+	argv[n++] = "--config";
+	argv[n++] = conf_path;
+	argv[n] = NULL;
+
+	daemon_pid = fork();
+	if (daemon_pid < 0)
+		return -errno;
+	if (daemon_pid == 0) {
+		int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+		if (fd >= 0) {
+			dup2(fd, STDERR_FILENO);
+			dup2(fd, STDOUT_FILENO);
+		}
+		/* stderr lines, not the journal, whatever the test runs under. */
+		unsetenv("JOURNAL_STREAM");
+		execvp(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	/* Ready: the ports are written and SIGHUP has its handler (logged after it is set). */
+	deadline = now_ms() + wait_s * 1000;
+	while (now_ms() < deadline && daemon_alive()) {
+		peer_port = read_port(port_path);
+		control_port = read_port(control_port_path);
+		if (peer_port > 0 && control_port > 0 && log_count(": vmm socket ") > 0)
+			return 0;
+		sleep_ms(10);
+	}
+	dump_log();
+	return -ETIMEDOUT;
+}
+
+static int daemon_stop(void)
+{
+	int status = -1;
+
+	if (daemon_pid <= 0)
+		return -1;
+	kill(daemon_pid, SIGTERM);
+	for (int i = 0; i < wait_s * 100; i++) {
+		if (waitpid(daemon_pid, &status, WNOHANG) == daemon_pid)
+			break;
+		sleep_ms(10);
+	}
+	if (waitpid(daemon_pid, &status, WNOHANG) == 0) {
+		kill(daemon_pid, SIGKILL);
+		waitpid(daemon_pid, &status, 0);
+	}
+	daemon_pid = 0;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Register a 1-vCPU target VM, as a VMM does; without /dev/kvm, say so and go on. */
+static void vm_register(void)
+{
+	struct vcounter_vm_info info;
+
+	vm.kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm.kvm_fd < 0) {
+		fprintf(stderr,
+			"SKIP (part): /dev/kvm unavailable (%s): no registered VM to keep\n",
+			strerror(errno));
+		return;
+	}
+	vm.vm_fd = ioctl(vm.kvm_fd, KVM_CREATE_VM, 0);
+	assert_true(vm.vm_fd >= 0);
+	vm.vcpu_fd = ioctl(vm.vm_fd, KVM_CREATE_VCPU, 0);
+	assert_true(vm.vcpu_fd >= 0);
+	assert_int_equal(vcounter_connect(vmm_socket, &vm.vc), 0);
+	assert_int_equal(vcounter_register_vm(vm.vc, VM_ID, VCOUNTER_ROLE_TARGET, vm.vm_fd,
+					      &vm.vcpu_fd, 1, &info),
+			 0);
+	vm.ready = true;
+}
+
+static void vm_release(void)
+{
+	vcounter_close(vm.vc);
+	if (vm.vcpu_fd >= 0)
+		close(vm.vcpu_fd);
+	if (vm.vm_fd >= 0)
+		close(vm.vm_fd);
+	if (vm.kvm_fd >= 0)
+		close(vm.kvm_fd);
+}
+
+static int group_setup(void **state)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	/* SSL_write to a daemon that closed on us must fail, not kill us. */
+	signal(SIGPIPE, SIG_IGN);
+	if (harness_certs(certs_dir, sizeof(certs_dir)) < 0) {
+		fprintf(stderr, "cannot make test certificates (VC_TEST_CERTS unset?)\n");
+		return -1;
+	}
+	snprintf(dir, sizeof(dir), "%s/vcounterd-reload.XXXXXX", tmp ? tmp : "/tmp");
+	if (!mkdtemp(dir))
+		return -1;
+	snprintf(conf_path, sizeof(conf_path), "%s/vcounterd.conf", dir);
+	snprintf(log_path, sizeof(log_path), "%s/vcounterd.log", dir);
+	snprintf(vmm_socket, sizeof(vmm_socket), "%s/vmm.sock", dir);
+	snprintf(control_socket, sizeof(control_socket), "%s/control.sock", dir);
+	snprintf(port_path, sizeof(port_path), "%s/port", dir);
+	snprintf(control_port_path, sizeof(control_port_path), "%s/control-port", dir);
+	write_conf(&initial);
+	if (daemon_start() < 0) {
+		fprintf(stderr, "vcounterd did not start from %s\n", conf_path);
+		return -1;
+	}
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	char cmd[600];
+	int status;
+
+	vm_release();
+	if (!daemon_alive() || getenv("VC_DAEMON_WRAPPER"))
+		dump_log();
+	status = daemon_stop();
+	if (!getenv("VC_KEEP_TEST_DIRS")) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", dir);
+		if (!getenv("VC_TEST_CERT_DIR")) {
+			snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs_dir);
+			if (system(cmd) != 0)
+				fprintf(stderr, "cannot remove %s\n", certs_dir);
+		}
+	}
+	if (status != 0) {
+		fprintf(stderr, "vcounterd did not exit cleanly: %d\n", status);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- the tests, in order: each starts from where the last left the daemon ---- */
+
+static void test_the_file_alone_configures_the_daemon(void **state)
+{
+	struct vcounter_ctl_host host;
+	size_t n_vms;
+
+	/* Everything came from the file: host name, sockets, ports, identities. */
+	assert_true(peer_admitted("host-a", DAEMON_NAME));
+	assert_false(peer_admitted("uri", DAEMON_NAME));
+	assert_int_equal(controller_status("ctl-operator", DAEMON_NAME), 0);
+	assert_true(controller_refused("ctl-reader", DAEMON_NAME));
+	local_status(&host, &n_vms);
+	assert_string_equal(host.host_name, DAEMON_NAME);
+	assert_true(backend_allowed(&host, "kvm-syscounter"));
+	assert_true(backend_allowed(&host, "kvm-x86"));
+	/* log-level = info: no debug line. */
+	assert_int_equal(log_count(" debug: "), 0);
+	vm_register();
+	assert_vm_listed();
+}
+
+static void test_check_config_prints_the_file_as_in_effect(void **state)
+{
+	char cmd[1024], out[320], line[1024];
+	bool found = false;
+	FILE *f;
+
+	snprintf(out, sizeof(out), "%s/check.out", dir);
+	snprintf(cmd, sizeof(cmd), "'%s/daemon/vcounterd' --config '%s' --check-config >'%s' 2>&1",
+		 harness_build_root(), conf_path, out);
+	assert_int_equal(system(cmd), 0);
+	f = fopen(out, "re");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		found |= strcmp(line, "allow-peer = host-a.test\t# line 16\n") == 0;
+	fclose(f);
+	assert_true(found);
+}
+
+static void test_reload_applies_allow_lists_roles_backends_policy_log_level(void **state)
+{
+	struct settings s = initial;
+	struct vcounter_ctl_host host;
+	struct peer linked;
+	size_t n_vms;
+
+	/* A link established before the reload lives through it. */
+	assert_true(peer_open(&linked, "host-a", DAEMON_NAME));
+	{
+		Vcounter__V1__PeerMessage *hello = peer_recv(&linked);
+
+		assert_non_null(hello);
+		wire_peer_free(hello);
+	}
+
+	s.allow_peer = "host-a.test " URI_NAME;
+	s.reader = "ctl-reader.test";
+	s.backends = "kvm-x86";
+	s.policy = "refuse";
+	s.log_level = "debug";
+	write_conf(&s);
+	reload_ok();
+
+	assert_true(peer_admitted("uri", DAEMON_NAME));
+	assert_true(peer_admitted("host-a", DAEMON_NAME));
+	assert_false(peer_admitted("evil", DAEMON_NAME));
+	assert_int_equal(controller_status("ctl-reader", DAEMON_NAME), 0);
+	assert_int_equal(controller_status("ctl-operator", DAEMON_NAME), 0);
+	local_status(&host, &n_vms);
+	assert_false(backend_allowed(&host, "kvm-syscounter"));
+	assert_true(backend_allowed(&host, "kvm-x86"));
+	assert_log_has("reload: [policy] error-bound-policy = 'refuse' (was 'warn')");
+	assert_log_has("reload: [peer] allow-peer = 'host-a.test " URI_NAME
+		       "' (was 'host-a.test')");
+	assert_log_has("reload: [daemon] log-level = 'debug' (was 'info')");
+	/* log-level = debug: the connections above were logged at debug level. */
+	assert_true(log_count(" debug: ") > 0);
+
+	peer_ping(&linked, 7);
+	peer_close(&linked);
+	assert_vm_listed();
+}
+
+static void test_reload_swaps_the_certificate_for_new_connections(void **state)
+{
+	struct settings s = initial;
+
+	s.allow_peer = "host-a.test " URI_NAME;
+	s.reader = "ctl-reader.test";
+	/* The daemon now presents host-a's certificate (SAN host-a.test). */
+	s.cert = "host-a";
+	write_conf(&s);
+	reload_ok();
+
+	assert_true(peer_admitted("uri", "host-a.test"));
+	assert_false(peer_admitted("uri", DAEMON_NAME));
+	assert_int_equal(controller_status("ctl-reader", "host-a.test"), 0);
+	assert_int_equal(controller_status("ctl-reader", DAEMON_NAME), -EKEYREJECTED);
+	/* Back to its own, and the reader and URI peer gone again. */
+	write_conf(&initial);
+	reload_ok();
+	assert_true(peer_admitted("host-a", DAEMON_NAME));
+	assert_false(peer_admitted("uri", DAEMON_NAME));
+	assert_true(controller_refused("ctl-reader", DAEMON_NAME));
+	assert_vm_listed();
+}
+
+static void test_bad_files_are_refused_and_the_old_configuration_stays(void **state)
+{
+	struct settings s = initial;
+	char message[2048], missing[320];
+
+	/* Each would change the allow-list, were it applied. */
+	s.allow_peer = "host-a.test " URI_NAME;
+
+	s.extra = "tsc-tolerance-ppm = 20\nerror-bound-limit = 5\n";
+	write_conf(&s);
+	snprintf(message, sizeof(message),
+		 "reload: %s:27: key 'error-bound-limit' = '5': unknown key in [policy]; keeping "
+		 "the previous configuration",
+		 conf_path);
+	reload_refused(message);
+	assert_false(peer_admitted("uri", DAEMON_NAME));
+
+	s.extra = "kvm-op-timeout-ms = 0\n";
+	write_conf(&s);
+	snprintf(message, sizeof(message),
+		 "reload: %s:26: key 'kvm-op-timeout-ms' = '0': out of range (1..3600000); "
+		 "keeping the previous configuration",
+		 conf_path);
+	reload_refused(message);
+	assert_false(peer_admitted("uri", DAEMON_NAME));
+
+	s.extra = NULL;
+	s.cert = "no-such-cert";
+	write_conf(&s);
+	cert_path(missing, sizeof(missing), "no-such-cert", "pem");
+	snprintf(message, sizeof(message),
+		 "reload: %s:14: key 'cert' = '%s': certificate file %s: No such file or "
+		 "directory; keeping the previous configuration",
+		 conf_path, missing, missing);
+	reload_refused(message);
+
+	/* A key that does not belong to the certificate. */
+	s.cert = "host-b";
+	s.extra = NULL;
+	write_conf(&s);
+	{
+		/* host-b.pem with host-a.key: written by hand. */
+		char text[4096];
+		FILE *f = fopen(conf_path, "re");
+		size_t len;
+		char *k;
+
+		assert_non_null(f);
+		len = fread(text, 1, sizeof(text) - 1, f);
+		fclose(f);
+		text[len] = '\0';
+		k = strstr(text, "host-b.key");
+		assert_non_null(k);
+		memcpy(k, "host-a", 6);
+		f = fopen(conf_path, "we");
+		assert_non_null(f);
+		fputs(text, f);
+		assert_int_equal(fclose(f), 0);
+	}
+	snprintf(message, sizeof(message), "reload: %s:15: key 'key' = '", conf_path);
+	reload_refused(message);
+	{
+		char key[320], why[700];
+
+		cert_path(key, sizeof(key), "host-a", "key");
+		snprintf(why, sizeof(why), "'%s': key does not match certificate %s", key, key);
+		assert_log_has(why);
+	}
+
+	/* All the while the previous configuration served. */
+	assert_true(peer_admitted("host-a", DAEMON_NAME));
+	assert_false(peer_admitted("uri", DAEMON_NAME));
+	assert_int_equal(controller_status("ctl-operator", DAEMON_NAME), 0);
+	assert_vm_listed();
+
+	/* And a good file is taken again. */
+	s.extra = NULL;
+	write_conf(&s);
+	reload_ok();
+	assert_true(peer_admitted("uri", DAEMON_NAME));
+}
+
+static void test_settings_that_need_a_restart_keep_their_values(void **state)
+{
+	struct settings s = initial;
+	int port = peer_port;
+
+	s.peer_listen = "127.0.0.1:1";
+	s.allow_peer = "host-a.test " URI_NAME " host-evil.test";
+	write_conf(&s);
+	reload_ok();
+	assert_log_has("reload: [peer] listen changed from '127.0.0.1:0' to '127.0.0.1:1': that "
+		       "takes a restart; keeping '127.0.0.1:0'");
+	/* Still where it was, and the rest of the file applied. */
+	assert_int_equal(read_port(port_path), port);
+	assert_true(peer_admitted("evil", DAEMON_NAME));
+	assert_vm_listed();
+	assert_true(daemon_alive());
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_the_file_alone_configures_the_daemon),
+		cmocka_unit_test(test_check_config_prints_the_file_as_in_effect),
+		cmocka_unit_test(test_reload_applies_allow_lists_roles_backends_policy_log_level),
+		cmocka_unit_test(test_reload_swaps_the_certificate_for_new_connections),
+		cmocka_unit_test(test_bad_files_are_refused_and_the_old_configuration_stays),
+		cmocka_unit_test(test_settings_that_need_a_restart_keep_their_values),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
