@@ -34,6 +34,8 @@
 #include "log.h"
 
 #define SYSLOG_IDENTIFIER "vcounterd"
+/* Where sd_journal_sendv() sends, always (libsystemd's journal-send.c). */
+#define JOURNAL_SOCKET	  "/run/systemd/journal/socket"
 
 static int max_priority = LOG_INFO;
 static enum log_target target = LOG_TARGET_AUTO;
@@ -355,7 +357,14 @@ static void write_journal(int priority, int err, const char *message_id, const c
 
 	n = log_journal_fields(priority, err, message_id, file, line, func, message, iov, buf,
 			       sizeof(buf));
-	r = n > 0 ? sd_journal_sendv(iov, (int)n) : -ENOBUFS;
+	/* sd_journal_sendv() returns 0 when the socket is missing ("fail
+	 * silently if the journal is not available", libsystemd 252): look. */
+	if (n == 0)
+		r = -ENOBUFS;
+	else if (access(JOURNAL_SOCKET, W_OK) < 0)
+		r = -errno;
+	else
+		r = sd_journal_sendv(iov, (int)n);
 	if (r >= 0) {
 		journal_failing = false;
 		return;
