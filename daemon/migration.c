@@ -786,8 +786,8 @@ int migration_abort(struct vcd *vcd, const char *migration_id, const char *reaso
 		return r; /* 1: already aborted; -EALREADY applied; -ECANCELED failed */
 	evtimer_del(m->timer);
 	withdraw_apply_op(vcd, m);
-	log_warning("vm=%s migration=%s role=%s step=aborted: by a controller: %s", m->s.vm_id,
-		    m->s.migration_id, vm_role_to_string(m->s.role), reason);
+	log_info("vm=%s migration=%s role=%s step=aborted: by a controller: %s", m->s.vm_id,
+		 m->s.migration_id, vm_role_to_string(m->s.role), reason);
 	send_abort(vcd, m, reason);
 	migration_reply_vmm_error(vcd, m, -ECANCELED, "migration aborted by a controller");
 	migration_changed(vcd, m);
@@ -884,8 +884,8 @@ static void source_final_read(struct vcd *vcd, int error, const char *text,
 		migration_fail(vcd, m, r, "cannot send the final state");
 		return;
 	}
-	log_info("vm=%s migration=%s role=source step=final: generation=%" PRIu64, m->s.vm_id,
-		 m->s.migration_id, generation);
+	log_debug("vm=%s migration=%s role=source step=final: generation=%" PRIu64, m->s.vm_id,
+		  m->s.migration_id, generation);
 	migration_changed(vcd, m);
 	migration_arm_timer(vcd, m);
 }
@@ -1201,15 +1201,15 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 	r = session_target_final(&m->s, link->identity, fin->generation, state, vcd_now_ns());
 	switch (r) {
 	case 0:
-		log_info("vm=%s migration=%s role=target step=final: generation=%" PRIu64,
-			 m->s.vm_id, m->s.migration_id, fin->generation);
+		log_debug("vm=%s migration=%s role=target step=final: generation=%" PRIu64,
+			  m->s.vm_id, m->s.migration_id, fin->generation);
 		m->link_id = link->id;
 		migration_changed(vcd, m);
 		push_apply_op(vcd, m);
 		break;
 	case 1:
-		log_info("vm=%s migration=%s: final state generation %" PRIu64 " replayed, no-op",
-			 m->s.vm_id, m->s.migration_id, fin->generation);
+		log_debug("vm=%s migration=%s: final state generation %" PRIu64 " replayed, no-op",
+			  m->s.vm_id, m->s.migration_id, fin->generation);
 		/* The source may have reconnected: answer on the link it uses now. */
 		m->link_id = link->id;
 		break;
@@ -1446,8 +1446,8 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 	}
 	r = session_target_begin_apply(&m->s, vcd_now_ns());
 	if (r == 1) {
-		log_info("vm=%s migration=%s: apply repeated, no-op", m->s.vm_id,
-			 m->s.migration_id);
+		log_debug("vm=%s migration=%s: apply repeated, no-op", m->s.vm_id,
+			  m->s.migration_id);
 		reply_apply(vcd, conn_id, request_id, &m->s.report);
 		return;
 	}
@@ -1493,10 +1493,10 @@ static void handle_prepare_ack(struct vcd *vcd, struct peer_link *link,
 		return;
 	}
 	evtimer_del(m->timer);
-	log_info("vm=%s migration=%s role=source step=prepared: peer=%s "
-		 "planned_delta_cycles=%" PRId64 " planned_error_bound_ns=%" PRIu64,
-		 m->s.vm_id, m->s.migration_id, link->identity,
-		 msg->prepare_ack->planned_delta_cycles, msg->prepare_ack->planned_error_bound_ns);
+	log_debug("vm=%s migration=%s role=source step=prepared: peer=%s "
+		  "planned_delta_cycles=%" PRId64 " planned_error_bound_ns=%" PRIu64,
+		  m->s.vm_id, m->s.migration_id, link->identity,
+		  msg->prepare_ack->planned_delta_cycles, msg->prepare_ack->planned_error_bound_ns);
 	m->planned_delta_cycles = msg->prepare_ack->planned_delta_cycles;
 	m->planned_error_bound_ns = msg->prepare_ack->planned_error_bound_ns;
 	if (m->vmm_request_id) {
@@ -1558,8 +1558,8 @@ static void handle_abort(struct vcd *vcd, struct peer_link *link,
 	}
 	evtimer_del(m->timer);
 	withdraw_apply_op(vcd, m);
-	log_warning("vm=%s migration=%s step=aborted: by peer %s: %s", m->s.vm_id,
-		    m->s.migration_id, link->identity, reason);
+	log_info("vm=%s migration=%s step=aborted: by peer %s: %s", m->s.vm_id, m->s.migration_id,
+		 link->identity, reason);
 	migration_reply_vmm_error(vcd, m, -ECANCELED, "migration aborted by the peer");
 	migration_changed(vcd, m);
 }
@@ -1635,9 +1635,9 @@ static void link_frame_cb(struct peer_conn *conn, const uint8_t *payload, size_t
 
 	switch (msg->body_case) {
 	case VCOUNTER__V1__PEER_MESSAGE__BODY_HELLO:
-		log_info("peer=%s: hello from %s, protocol %u", link->identity,
-			 msg->hello->host_name ? msg->hello->host_name : "?",
-			 msg->hello->protocol_version);
+		log_debug("peer=%s: hello from %s, protocol %u", link->identity,
+			  msg->hello->host_name ? msg->hello->host_name : "?",
+			  msg->hello->protocol_version);
 		break;
 	case VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE:
 		handle_prepare(vcd, link, msg);
