@@ -80,18 +80,12 @@ static void usage(FILE *f)
 		VCD_DEFAULT_CONTROL_SOCKET);
 }
 
-/* --check-config: valid, TLS files included: print it as in effect, 0; else why, 1. */
+/* --check-config, once the configuration (TLS files included) checked out: print it. */
 static int check_config(struct conf *conf)
 {
-	char err[CONF_ERROR_MAX];
-	int r = vcd_check_tls(conf, err, sizeof(err));
-
-	if (r < 0)
-		fprintf(stderr, "vcounterd: %s\n", err);
-	else
-		conf_print(conf, stdout);
+	conf_print(conf, stdout);
 	conf_free(conf);
-	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+	return EXIT_SUCCESS;
 }
 
 /* service.c's SIGHUP, between RELOADING=1 and READY=1. */
@@ -199,6 +193,13 @@ int main(int argc, char **argv)
 		      sizeof(conf_err));
 	if (r < 0) {
 		fprintf(stderr, "vcounterd: %s\n", conf_err);
+		return EXIT_FAILURE;
+	}
+	/* The TLS files too, so that a bad one is named by its key and line, as on reload. */
+	r = vcd_check_tls(conf, conf_err, sizeof(conf_err));
+	if (r < 0) {
+		fprintf(stderr, "vcounterd: %s\n", conf_err);
+		conf_free(conf);
 		return EXIT_FAILURE;
 	}
 	if (cmd.check_config)
