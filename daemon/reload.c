@@ -149,9 +149,10 @@ int vcd_reload(struct vcd *vcd)
 	vcd->conf = conf;
 	conf_free(old_conf);
 	vcd_tls_done(&tls); /* the control server took its own reference */
-	log_info("reload: configuration %s%s applied, %u setting%s changed", vcd->conf->path,
-		 vcd->conf->path_explicit ? "" : " (if present) and the command line", n_changed,
-		 n_changed == 1 ? "" : "s");
+	log_info_id(LOG_MESSAGE_CONFIG_RELOADED,
+		    "reload: configuration %s%s applied, %u setting%s changed", vcd->conf->path,
+		    vcd->conf->path_explicit ? "" : " (if present) and the command line", n_changed,
+		    n_changed == 1 ? "" : "s");
 	return 0;
 
 fail:

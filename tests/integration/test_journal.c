@@ -48,6 +48,7 @@
 #define MID_VM_UNREGISTERED  "84c50426db0b4776a1413e076297c946"
 #define MID_DAEMON_STARTED   "8d37f79148754c5a932ac68dce75e8f9"
 #define MID_DAEMON_STOPPING  "56bffb2295c040389cc31049b9c017d8"
+#define MID_CONFIG_RELOADED  "b6191f8548de4f65a478fc423020af77"
 
 #define JOURNAL_SOCKET "/run/systemd/journal/socket"
 #define NAMESPACE      "vcounterd-test"
@@ -641,6 +642,42 @@ static void test_failed_start_logs_errno(void **state)
 	rmdir(dir);
 }
 
+/* SIGHUP with a configuration file: the reload is one entry with its id. */
+static void test_reload_entry(void **state)
+{
+	char dir[] = "/tmp/vcounterd-journal.XXXXXX", out[300], sock[300], conf[300], want[400];
+	const char *args[] = { "--config", conf, "--vmm-socket", sock, "--control-socket",
+			       "none",	   NULL };
+	const struct entry *e;
+	FILE *f;
+	pid_t pid;
+
+	ensure_journal();
+	assert_non_null(mkdtemp(dir));
+	snprintf(out, sizeof(out), "%s/stderr", dir);
+	snprintf(sock, sizeof(sock), "%s/vmm.sock", dir);
+	snprintf(conf, sizeof(conf), "%s/vcounterd.conf", dir);
+	f = fopen(conf, "we");
+	assert_non_null(f);
+	fputs("[daemon]\nlog-target = journal\n", f);
+	assert_int_equal(fclose(f), 0);
+
+	pid = spawn_daemon(out, NULL, args);
+	expect_entry(pid, "MESSAGE_ID", MID_DAEMON_STARTED);
+	kill(pid, SIGHUP);
+	e = expect_entry(pid, "MESSAGE_ID", MID_CONFIG_RELOADED);
+	assert_common_fields(e, "daemon/reload.c");
+	assert_field(e, "PRIORITY", "6");
+	snprintf(want, sizeof(want), "reload: configuration %s applied, 0 settings changed", conf);
+	assert_field(e, "MESSAGE", want);
+	kill(pid, SIGTERM);
+	assert_int_equal(wait_exit(pid), 0);
+	assert_int_equal(file_size(out), 0);
+	unlink(conf);
+	unlink(out);
+	rmdir(dir);
+}
+
 /* --log-target auto: the journal exactly when stderr is JOURNAL_STREAM's. */
 static void test_auto_target_follows_journal_stream(void **state)
 {
@@ -726,6 +763,7 @@ int main(void)
 		cmocka_unit_test(test_unreachable_journal_falls_back_to_stderr),
 		cmocka_unit_test(test_daemon_lifecycle_vm_and_migration_entries),
 		cmocka_unit_test(test_failed_start_logs_errno),
+		cmocka_unit_test(test_reload_entry),
 		cmocka_unit_test(test_auto_target_follows_journal_stream),
 	};
 	const char *wrapper = getenv("VC_DAEMON_WRAPPER");
