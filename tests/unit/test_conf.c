@@ -966,6 +966,137 @@ static void test_load_without_a_named_file_tolerates_a_missing_default(void **st
 	conf_free(conf);
 }
 
+/* ---- the documentation: every key of the table, and values that parse ---- */
+
+static int any_id(const char *name, uint32_t *ret)
+{
+	*ret = 4242;
+	return 0;
+}
+
+/* The source tree, from the test environment's VC_TEST_CERTS (SRC/tests/gen-certs.sh). */
+static bool source_file(const char *rel, char *ret, size_t size)
+{
+	const char *certs = getenv("VC_TEST_CERTS");
+	const char *tail = "/tests/gen-certs.sh";
+
+	if (!certs || strlen(certs) < strlen(tail) ||
+	    strcmp(certs + strlen(certs) - strlen(tail), tail) != 0)
+		return false;
+	snprintf(ret, size, "%.*s/%s", (int)(strlen(certs) - strlen(tail)), certs, rel);
+	return true;
+}
+
+static char *read_text(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char *text = calloc(1, CONF_MAX_FILE_BYTES + 1);
+
+	assert_non_null(f);
+	assert_non_null(text);
+	assert_true(fread(text, 1, CONF_MAX_FILE_BYTES, f) > 0);
+	fclose(f);
+	return text;
+}
+
+/* "section/key" of every key, in the table's order, from what conf_print writes. */
+static size_t table_keys(char keys[][64], size_t max)
+{
+	struct conf *conf = conf_new();
+	char *text = print_to_string(conf), *save = NULL, section[32] = "";
+	size_t n = 0;
+
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char key[48];
+
+		if (sscanf(line, "[%31[a-z]]", section) == 1)
+			continue;
+		size_t len = strlen(line);
+		bool unset = len > 11 && strcmp(line + len - 11, " is not set") == 0;
+
+		if ((unset && sscanf(line, "# %47[a-z-]", key) == 1) ||
+		    (!unset && sscanf(line, "%47[a-z-] = ", key) == 1)) {
+			assert_true(n < max);
+			snprintf(keys[n++], 64, "%s/%s", section, key);
+		}
+	}
+	free(text);
+	conf_free(conf);
+	return n;
+}
+
+static void test_example_file_has_every_key_and_parses(void **state)
+{
+	char path[512], keys[CONF_MAX_KEYS][64], *text, *save = NULL, section[32] = "";
+	static const struct conf_ops any_ops = { .user_id = any_id, .group_id = any_id };
+	size_t n = table_keys(keys, CONF_MAX_KEYS), found = 0;
+	struct conf *conf = conf_new(), *defaults = conf_new();
+	int n_diff = 0;
+
+	if (!source_file("systemd/vcounterd.conf.example", path, sizeof(path)))
+		skip();
+	text = read_text(path);
+	/* As shipped, everything commented: the defaults. */
+	assert_int_equal(conf_parse(conf, path, text, strlen(text), &any_ops, err, sizeof(err)), 0);
+	assert_int_equal(conf_diff(defaults, conf, count_diff, &n_diff), 0);
+	assert_int_equal(n_diff, 0);
+	conf_free(conf);
+
+	/* Every setting uncommented ("#key = value"): valid values, every key once. */
+	for (char *p = text; (p = strstr(p, "\n#")); p++)
+		if (p[2] >= 'a' && p[2] <= 'z')
+			p[1] = ' ';
+	conf = conf_new();
+	if (conf_parse(conf, path, text, strlen(text), &any_ops, err, sizeof(err)) < 0)
+		fail_msg("uncommented: %s", err);
+	conf_free(conf);
+	conf_free(defaults);
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char key[48], both[64];
+
+		if (sscanf(line, "[%31[a-z]]", section) == 1 ||
+		    sscanf(line, " %47[a-z-] =", key) != 1)
+			continue;
+		snprintf(both, sizeof(both), "%s/%s", section, key);
+		for (size_t i = 0; i < n; i++)
+			found += strcmp(keys[i], both) == 0;
+	}
+	assert_int_equal(found, n);
+	free(text);
+}
+
+static void test_man_page_has_every_key(void **state)
+{
+	char path[512], keys[CONF_MAX_KEYS][64], *text, *save = NULL, section[32] = "";
+	size_t n = table_keys(keys, CONF_MAX_KEYS);
+	bool documented[CONF_MAX_KEYS] = { false };
+
+	if (!source_file("doc/vcounterd.conf.5", path, sizeof(path)))
+		skip();
+	text = read_text(path);
+	/* ".SS [peer]", then ".BI allow\-peer \" = NAME ...\"" (or .TQ'd) items. */
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char key[64] = "", both[128];
+		size_t k = 0;
+
+		if (sscanf(line, ".SS [%31[a-z]]", section) == 1)
+			continue;
+		if (strncmp(line, ".BI ", 4) != 0)
+			continue;
+		for (const char *p = line + 4; *p && *p != ' ' && k + 1 < sizeof(key); p++)
+			if (*p != '\\')
+				key[k++] = *p;
+		key[k] = '\0';
+		snprintf(both, sizeof(both), "%s/%s", section, key);
+		for (size_t i = 0; i < n; i++)
+			documented[i] |= strcmp(keys[i], both) == 0;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!documented[i])
+			fail_msg("doc/vcounterd.conf.5 has no item for %s", keys[i]);
+	free(text);
+}
+
 /* ---- random text ---- */
 
 /* Pieces of a plausible file, for the half of the cases that are nearly right. */
@@ -1155,6 +1286,8 @@ int main(void)
 		cmocka_unit_test(test_restart_settings_keep_their_old_values),
 		cmocka_unit_test(test_load_reads_the_file_then_argv),
 		cmocka_unit_test(test_load_without_a_named_file_tolerates_a_missing_default),
+		cmocka_unit_test(test_example_file_has_every_key_and_parses),
+		cmocka_unit_test(test_man_page_has_every_key),
 		cmocka_unit_test(test_random_text_never_crashes_and_errors_have_a_line),
 	};
 
