@@ -1186,6 +1186,7 @@ int conf_load(const char *path, int argc, char **argv, const struct conf_ops *op
 		goto fail;
 	}
 	r = read_file(conf->path, &text, &len, err, err_size);
+	conf->file_found = r == 0;
 	if (r == -ENOENT && !conf->path_explicit)
 		r = 0; /* no file: defaults and the command line */
 	else if (r == 0)

@@ -39,6 +39,7 @@ struct conf {
 	 * argv (the caller's, never copied: main()'s lives long enough). */
 	const char *path;
 	bool path_explicit;
+	bool file_found; /* path was there and read */
 	int argc;
 	char **argv;
 

@@ -113,10 +113,12 @@ int vcd_reload(struct vcd *vcd)
 
 	if (!old_conf)
 		return log_error_errno(-ENOENT, "reload: no configuration to reload");
-	r = conf_load(old_conf->path_explicit ? old_conf->path : NULL, old_conf->argc,
-		      old_conf->argv, &conf_system_ops, &conf, err, sizeof(err));
+	/* A default file that was there and is gone now is an accident, not "use the defaults". */
+	r = conf_load(old_conf->path_explicit || old_conf->file_found ? old_conf->path : NULL,
+		      old_conf->argc, old_conf->argv, &conf_system_ops, &conf, err, sizeof(err));
 	if (r < 0)
 		goto fail;
+	conf->path_explicit = old_conf->path_explicit;
 	r = conf_keep_restart_settings(conf, old_conf, restart_needed, NULL);
 	if (r < 0) {
 		snprintf(err, sizeof(err), "out of memory");

@@ -824,6 +824,20 @@ static void test_bad_files_are_refused_and_the_old_configuration_stays(void **st
 		assert_log_has(why);
 	}
 
+	/* A file that is gone. */
+	{
+		char away[340];
+
+		snprintf(away, sizeof(away), "%s.away", conf_path);
+		assert_int_equal(rename(conf_path, away), 0);
+		snprintf(message, sizeof(message),
+			 "reload: %s: cannot read: No such file or directory; keeping the previous "
+			 "configuration",
+			 conf_path);
+		reload_refused(message);
+		assert_int_equal(rename(away, conf_path), 0);
+	}
+
 	/* All the while the previous configuration served. */
 	assert_true(peer_admitted("host-a", DAEMON_NAME));
 	assert_false(peer_admitted("uri", DAEMON_NAME));

@@ -912,6 +912,7 @@ static void test_load_reads_the_file_then_argv(void **state)
 	assert_string_equal(conf->config.host_name, "f.test");
 	assert_string_equal(conf->path, path);
 	assert_true(conf->path_explicit);
+	assert_true(conf->file_found);
 	assert_int_equal(conf->argc, argc);
 	assert_ptr_equal(conf->argv, argv);
 	conf_free(conf);
@@ -960,6 +961,7 @@ static void test_load_without_a_named_file_tolerates_a_missing_default(void **st
 	assert_int_equal(conf_load(NULL, argc, argv, &fake_ops, &conf, err, sizeof(err)), 0);
 	assert_string_equal(conf->path, CONF_DEFAULT_PATH);
 	assert_false(conf->path_explicit);
+	assert_false(conf->file_found);
 	assert_int_equal(conf->config.n_allowed_uids, 1);
 	assert_int_equal(conf->config.allowed_uids[0], 77);
 	assert_non_null(conf->config.host_name);
