@@ -220,6 +220,16 @@ int main(int argc, char **argv)
 		conf_free(vcd.conf);
 		return EXIT_FAILURE;
 	}
+	/* Before any socket exists: whoever sees one may signal us at once (a
+	 * test harness, systemd), and the default actions would kill the
+	 * daemon without its clean-up. A reload before start-up finished has
+	 * nothing to do: the configuration was just read. */
+	signal(SIGHUP, SIG_IGN);
+	sigint = evsignal_new(vcd.base, SIGINT, signal_cb, vcd.base);
+	sigterm = evsignal_new(vcd.base, SIGTERM, signal_cb, vcd.base);
+	if (!sigint || !sigterm || evsignal_add(sigint, NULL) < 0 ||
+	    evsignal_add(sigterm, NULL) < 0)
+		goto out;
 	/* conf_validate checked what goes together (--listen needs TLS, ...). */
 	if (tls_setup(&vcd) < 0)
 		goto out;
@@ -283,12 +293,6 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	sigint = evsignal_new(vcd.base, SIGINT, signal_cb, vcd.base);
-	sigterm = evsignal_new(vcd.base, SIGTERM, signal_cb, vcd.base);
-	if (!sigint || !sigterm)
-		goto out;
-	evsignal_add(sigint, NULL);
-	evsignal_add(sigterm, NULL);
 	r = service_new(&vcd, reload_cb, &vcd, &svc);
 	if (r < 0) {
 		log_error_errno(r, "cannot set up the systemd notifications");
