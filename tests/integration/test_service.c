@@ -71,6 +71,23 @@ static bool program_exists(const char *name)
 	return system(cmd) == 0;
 }
 
+/* What a test started or made, undone by its teardown even when an assertion
+ * ended it early (cmocka longjmps out of the test). */
+static pid_t live_pids[8];
+static char live_dirs[4][256];
+
+static void live_pid(pid_t pid, bool alive)
+{
+	for (size_t i = 0; i < ELEMENTSOF(live_pids); i++) {
+		if (alive && live_pids[i] == 0) {
+			live_pids[i] = pid;
+			return;
+		}
+		if (!alive && live_pids[i] == pid)
+			live_pids[i] = 0;
+	}
+}
+
 /* ---- a temporary directory per test ---- */
 
 struct test_dir {
@@ -83,6 +100,12 @@ static void dir_make(struct test_dir *d)
 
 	snprintf(d->path, sizeof(d->path), "%s/vcounterd-service.XXXXXX", tmp ? tmp : "/tmp");
 	assert_non_null(mkdtemp(d->path));
+	for (size_t i = 0; i < ELEMENTSOF(live_dirs); i++) {
+		if (!live_dirs[i][0]) {
+			snprintf(live_dirs[i], sizeof(live_dirs[i]), "%s", d->path);
+			break;
+		}
+	}
 	/* The daemon in a user namespace, and clients of other uids, get in. */
 	assert_int_equal(chmod(d->path, 0755), 0);
 }
@@ -96,6 +119,30 @@ static void dir_remove(struct test_dir *d)
 		if (system(cmd) != 0)
 			fprintf(stderr, "cannot remove %s\n", d->path);
 	}
+	for (size_t i = 0; i < ELEMENTSOF(live_dirs); i++)
+		if (strcmp(live_dirs[i], d->path) == 0)
+			live_dirs[i][0] = '\0';
+}
+
+/* Per-test teardown: kill what is still running, remove what is left. */
+static int teardown_leftovers(void **state)
+{
+	for (size_t i = 0; i < ELEMENTSOF(live_pids); i++) {
+		if (live_pids[i] > 0) {
+			kill(live_pids[i], SIGKILL);
+			waitpid(live_pids[i], NULL, 0);
+			live_pids[i] = 0;
+		}
+	}
+	for (size_t i = 0; i < ELEMENTSOF(live_dirs); i++) {
+		if (live_dirs[i][0]) {
+			struct test_dir d;
+
+			memcpy(d.path, live_dirs[i], sizeof(d.path));
+			dir_remove(&d);
+		}
+	}
+	return 0;
 }
 
 static void dir_file(const struct test_dir *d, const char *name, char *buf, size_t size)
@@ -276,6 +323,8 @@ static void spawn(struct daemon *d, const struct test_dir *dir, const char *log_
 	assert_int_equal(pipe2(to_parent, O_CLOEXEC), 0);
 	d->pid = fork();
 	assert_true(d->pid >= 0);
+	if (d->pid > 0)
+		live_pid(d->pid, true);
 	if (d->pid == 0) {
 		int log = open(d->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		char pid[32];
@@ -363,6 +412,7 @@ static int wait_exit(struct daemon *d, int timeout_ms)
 		pid_t r = waitpid(d->pid, &status, WNOHANG);
 
 		if (r == d->pid) {
+			live_pid(d->pid, false);
 			d->pid = 0;
 			return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 		}
@@ -370,6 +420,7 @@ static int wait_exit(struct daemon *d, int timeout_ms)
 	}
 	kill(d->pid, SIGKILL);
 	waitpid(d->pid, &status, 0);
+	live_pid(d->pid, false);
 	d->pid = 0;
 	return -1;
 }
@@ -950,12 +1001,18 @@ int main(void)
 		cmocka_unit_test(test_sigterm_sends_stopping),
 	};
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_no_watchdog_pings_when_not_asked),
-		cmocka_unit_test(test_socket_activation_serves_passed_sockets),
-		cmocka_unit_test(test_socket_activation_refuses_unknown_name),
-		cmocka_unit_test(test_socket_activation_refuses_unnamed),
-		cmocka_unit_test(test_socket_activation_refuses_stream_as_vmm),
-		cmocka_unit_test(test_private_users_would_refuse_vmms_of_a_group),
+		cmocka_unit_test_teardown(test_no_watchdog_pings_when_not_asked,
+					  teardown_leftovers),
+		cmocka_unit_test_teardown(test_socket_activation_serves_passed_sockets,
+					  teardown_leftovers),
+		cmocka_unit_test_teardown(test_socket_activation_refuses_unknown_name,
+					  teardown_leftovers),
+		cmocka_unit_test_teardown(test_socket_activation_refuses_unnamed,
+					  teardown_leftovers),
+		cmocka_unit_test_teardown(test_socket_activation_refuses_stream_as_vmm,
+					  teardown_leftovers),
+		cmocka_unit_test_teardown(test_private_users_would_refuse_vmms_of_a_group,
+					  teardown_leftovers),
 	};
 	int failed;
 
