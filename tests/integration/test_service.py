@@ -531,10 +531,13 @@ def main():
             print(r.stdout + r.stderr)
             return 1
         have_activate = shutil.which("systemd-socket-activate") and shutil.which("setpriv")
-        trace = bool(shutil.which("strace")) and not WRAPPER
+        with open(DAEMON, "rb") as f:
+            asan = b"__asan_init" in f.read()
+        trace = bool(shutil.which("strace")) and not WRAPPER and not asan
         if not trace:
             skip("syscall traces", "under VC_DAEMON_WRAPPER (the tool's syscalls, not the "
-                 "daemon's)" if WRAPPER else "strace is missing")
+                 "daemon's)" if WRAPPER else "an ASan build (LeakSanitizer does not run "
+                 "under ptrace)" if asan else "strace is missing")
         traces = []
         if trace and os.path.exists("/dev/kvm"):
             traces += trace_handoff(tmp, certs)
