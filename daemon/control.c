@@ -45,6 +45,7 @@ struct watcher {
 
 struct backend_support {
 	enum backend_kind kind;
+	bool from_device; /* /dev/kvm answered; else the VMMs' probes tell */
 	bool kernel_support;
 	char detail[160];
 };
@@ -214,10 +215,13 @@ static void backend_support_probe(struct control *ctl)
 
 		b->kind = order[i];
 		if (kvm < 0) {
-			snprintf(b->detail, sizeof(b->detail), "cannot open /dev/kvm: %s",
+			/* The service's sandbox hides /dev/kvm (PrivateDevices=):
+			 * the daemon never needs it, VMMs probe for it. */
+			snprintf(b->detail, sizeof(b->detail), "no /dev/kvm here (%s)",
 				 strerror(open_errno));
 			continue;
 		}
+		b->from_device = true;
 #ifdef KVM_CAP_VCPU_ATTRIBUTES
 		cap = b->kind == BACKEND_KVM_SYSCOUNTER ? KVM_CAP_SYSTEM_COUNTER_STATE
 							: KVM_CAP_VCPU_ATTRIBUTES;
@@ -270,6 +274,7 @@ static void get_host_status(struct grpc_call *call, const ProtobufCMessage *requ
 	Vcounter__V1__HostStatus hs = VCOUNTER__V1__HOST_STATUS__INIT;
 	Vcounter__V1__SyncError sync_pb = VCOUNTER__V1__SYNC_ERROR__INIT;
 	Vcounter__V1__BackendSupport bs[_BACKEND_KIND_MAX], *bsp[_BACKEND_KIND_MAX];
+	char details[_BACKEND_KIND_MAX][sizeof(ctl->support[0].detail) + 64];
 	char listen[300] = "";
 	struct sync_error sync = { 0 };
 	struct host_anchor anchor = { 0 };
@@ -285,6 +290,22 @@ static void get_host_status(struct grpc_call *call, const ProtobufCMessage *requ
 		bs[i].detail = (char *)b->detail;
 		for (const struct vm_entry *vm = vcd->vms; vm; vm = vm->next)
 			bs[i].vm_count += vm->probed && vm->backend == b->kind;
+		if (!b->from_device) {
+			/* What the VMMs' probes found is this kernel's answer: a
+			 * VM on kvm-syscounter also proves KVM_VCPU_TSC_OFFSET
+			 * (its probe cross-checks it). */
+			unsigned seen = 0;
+
+			for (const struct vm_entry *vm = vcd->vms; vm; vm = vm->next)
+				seen += vm->probed && (vm->backend == b->kind ||
+						       (b->kind == BACKEND_KVM_X86 &&
+							vm->backend == BACKEND_KVM_SYSCOUNTER));
+			bs[i].kernel_support = seen > 0;
+			snprintf(details[i], sizeof(details[i]), "%s; %s", b->detail,
+				 seen ? "offered: VMs registered with it"
+				      : "not seen in any registered VM's probe yet");
+			bs[i].detail = details[i];
+		}
 		bsp[i] = &bs[i];
 	}
 	hs.n_backends = ctl->n_support;

@@ -297,6 +297,61 @@ else
 	fi
 fi
 
+# ---- a daemon that cannot open /dev/kvm, as the hardened service runs (uid 65534 here): the
+# backends' kernel support comes from the VMMs' probes instead
+
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && [ -c /dev/kvm ] &&
+	! setpriv --reuid=65534 --regid=65534 --clear-groups test -r /dev/kvm; then
+	nokvm=$tmp/nokvm
+	mkdir -p "$nokvm"
+	chmod 0711 "$tmp" # uid 65534 must reach its own directory below
+	chmod 0777 "$nokvm"
+	: >"$nokvm/empty.conf"
+	chmod 0644 "$nokvm/empty.conf"
+	# shellcheck disable=SC2086
+	setpriv --reuid=65534 --regid=65534 --clear-groups ${VC_DAEMON_WRAPPER:-} "$daemon_bin" \
+		--config "$nokvm/empty.conf" --vmm-socket "$nokvm/vmm.sock" \
+		--control-socket "$nokvm/control.sock" --allow-uid 0 --log-level debug \
+		>"$nokvm/daemon.log" 2>&1 &
+	daemon_pid=$!
+	wait_for -S "$nokvm/control.sock" "$rounds" || cat "$nokvm/daemon.log"
+	run 0 "status of a daemon without /dev/kvm" --socket "$nokvm/control.sock" --json status
+	json "no /dev/kvm: no backend claimed before a VM shows one" 'all(
+		not b["kernel_support"] and "no /dev/kvm here" in b["detail"] and
+		"not seen in any registered VM" in b["detail"] for b in d["backends"])'
+	if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ -x "$minivmm_bin" ]; then
+		"$minivmm_bin" target --listen 127.0.0.1:0 --port-file "$nokvm/vmm-port" \
+			--vm-id nokvm-vm --vcounterd "$nokvm/vmm.sock" --vcpus 1 \
+			>"$nokvm/minivmm.log" 2>&1 &
+		vmm_pid=$!
+		i=0 # registered = probed: kvm-x86's VM count says so
+		while [ "$i" -lt 500 ]; do
+			"$ctl_bin" --socket "$nokvm/control.sock" --json status >"$tmp/out" 2>/dev/null || :
+			python3 -c 'import json,sys; sys.exit(sum(b["vm_count"] for b in
+				json.load(open(sys.argv[1]))["backends"]) < 1)' "$tmp/out" 2>/dev/null && break
+			sleep 0.02
+			i=$((i + 1))
+		done
+		run 0 "status once a VM registered" --socket "$nokvm/control.sock" --json status
+		json "no /dev/kvm: the VM's probe shows what this KVM offers" '
+			[b for b in d["backends"] if b["backend"] == "kvm-x86"][0]["kernel_support"] and
+			"VMs registered with it" in
+			[b for b in d["backends"] if b["backend"] == "kvm-x86"][0]["detail"]'
+		kill "$vmm_pid" 2>/dev/null || :
+		wait "$vmm_pid" 2>/dev/null || :
+		vmm_pid=
+	fi
+	kill "$daemon_pid"
+	set +e
+	wait "$daemon_pid"
+	rc=$?
+	set -e
+	daemon_pid=
+	[ "$rc" -eq 0 ] || { fail "the daemon without /dev/kvm exited $rc"; cat "$nokvm/daemon.log"; }
+else
+	echo "skip: not root, no setpriv or /dev/kvm readable by uid 65534: the daemon without /dev/kvm"
+fi
+
 if [ "$failures" -ne 0 ]; then
 	echo "$failures failure(s)"
 	exit 1
