@@ -128,6 +128,7 @@ struct grpc_conn {
 	SSL *ssl;		 /* TLS only */
 	nghttp2_session *session;
 	struct event *timer_ev; /* handshake, then drain timeout */
+	struct event *idle_ev;	/* no call open for a while: close */
 	struct event *pump_ev;	/* manual: pump, or the pending close */
 	struct grpc_caller caller;
 	char remote[NI_MAXHOST + NI_MAXSERV + 4]; /* TCP: "[host]:port" */
@@ -228,6 +229,7 @@ static void conn_close(struct grpc_conn *conn, bool flush, int priority, const c
 	__attribute__((format(printf, 4, 5)));
 static void conn_pump(struct grpc_conn *conn);
 static void conn_schedule_pump(struct grpc_conn *conn);
+static void conn_idle_update(struct grpc_conn *conn);
 static void conn_close_later(struct grpc_conn *conn, int priority, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -255,6 +257,7 @@ static void call_free(struct grpc_call *call)
 		protobuf_c_message_free_unpacked(call->request, NULL);
 	free(call->trailer_message);
 	free(call);
+	conn_idle_update(conn);
 }
 
 /* Freed once nobody can reach it: the user is done with it (ended), nghttp2
@@ -730,6 +733,7 @@ static struct grpc_call *call_new(struct grpc_conn *conn, int32_t stream_id)
 	if (conn->calls)
 		conn->calls->prev = call;
 	conn->calls = call;
+	conn_idle_update(conn);
 	return call;
 }
 
@@ -899,6 +903,8 @@ static void conn_destroy(struct grpc_conn *conn)
 		call_free(call);
 	}
 	event_free(conn->timer_ev);
+	event_free(conn->idle_ev);
+	conn->idle_ev = NULL;
 	event_free(conn->pump_ev);
 	if (conn->bev) {
 		if (conn->ssl && conn->state == CONN_OPEN &&
@@ -1263,6 +1269,36 @@ static void conn_opened(struct grpc_conn *conn)
 {
 	log_debug("control conn=%u %s: open, role %s", conn->id, conn->caller.identity,
 		  grpc_role_to_string(conn->caller.role));
+	conn_idle_update(conn);
+}
+
+/* A connection holds one of GRPC_MAX_CONNECTIONS slots: one that has no
+ * call open gives it back after a while (a caller with no role, who can
+ * only be refused, sooner), with GOAWAY so that a client reconnects. */
+static void conn_idle_update(struct grpc_conn *conn)
+{
+	struct timeval tv = { .tv_sec = conn->caller.role == GRPC_ROLE_NONE
+						? GRPC_IDLE_TIMEOUT_NO_ROLE_S
+						: GRPC_IDLE_TIMEOUT_S };
+
+	if (!conn->idle_ev)
+		return;
+	if (conn->calls || conn->closing || conn->state != CONN_OPEN)
+		event_del(conn->idle_ev);
+	else
+		evtimer_add(conn->idle_ev, &tv);
+}
+
+static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct grpc_conn *conn = arg;
+
+	conn_enter(conn);
+	if (!conn->closing && !conn->calls)
+		conn_close(conn, true, LOG_DEBUG, "idle for %d s",
+			   conn->caller.role == GRPC_ROLE_NONE ? GRPC_IDLE_TIMEOUT_NO_ROLE_S
+							       : GRPC_IDLE_TIMEOUT_S);
+	conn_leave(conn);
 }
 
 static void conn_handshake_done(struct grpc_conn *conn)
@@ -1324,10 +1360,13 @@ static struct grpc_conn *conn_new(struct grpc_server *server)
 	conn->server = server;
 	conn->id = ++server->next_conn_id;
 	conn->timer_ev = evtimer_new(server->base, conn_drain_timeout_cb, conn);
+	conn->idle_ev = evtimer_new(server->base, conn_idle_cb, conn);
 	conn->pump_ev = event_new(server->base, -1, 0, conn_pump_ev_cb, conn);
-	if (!conn->timer_ev || !conn->pump_ev) {
+	if (!conn->timer_ev || !conn->idle_ev || !conn->pump_ev) {
 		if (conn->timer_ev)
 			event_free(conn->timer_ev);
+		if (conn->idle_ev)
+			event_free(conn->idle_ev);
 		if (conn->pump_ev)
 			event_free(conn->pump_ev);
 		free(conn);

@@ -31,14 +31,16 @@
 #include <openssl/ssl.h>
 #include <protobuf-c/protobuf-c.h>
 
-#define GRPC_MAX_MESSAGE_BYTES	 (1u << 20)   /* one request or response message */
-#define GRPC_MAX_STREAM_QUEUE	 (256u << 10) /* bytes queued for one stream */
-#define GRPC_MAX_CONN_QUEUE	 (1u << 20)   /* bytes queued for one connection */
-#define GRPC_MAX_CONNECTIONS	 256
-#define GRPC_MAX_STREAMS	 128 /* concurrent streams per connection */
-#define GRPC_MAX_IDENTITIES	 64  /* per role list */
-#define GRPC_IDENTITY_MAX	 255
-#define GRPC_HANDSHAKE_TIMEOUT_S 10
+#define GRPC_MAX_MESSAGE_BYTES	    (1u << 20)	 /* one request or response message */
+#define GRPC_MAX_STREAM_QUEUE	    (256u << 10) /* bytes queued for one stream */
+#define GRPC_MAX_CONN_QUEUE	    (1u << 20)	 /* bytes queued for one connection */
+#define GRPC_MAX_CONNECTIONS	    256
+#define GRPC_MAX_STREAMS	    128 /* concurrent streams per connection */
+#define GRPC_MAX_IDENTITIES	    64	/* per role list */
+#define GRPC_IDENTITY_MAX	    255
+#define GRPC_HANDSHAKE_TIMEOUT_S    10
+#define GRPC_IDLE_TIMEOUT_S	    300 /* no call open: GOAWAY and close */
+#define GRPC_IDLE_TIMEOUT_NO_ROLE_S 10	/* the same, for a caller with no role */
 
 /* https://grpc.github.io/grpc/core/md_doc_statuscodes.html */
 enum grpc_status {

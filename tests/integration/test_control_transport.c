@@ -44,6 +44,7 @@
 /* Limits of daemon/grpc.h, restated: the test pins them. */
 #define MAX_MESSAGE_BYTES  (1u << 20)
 #define MAX_CONNECTIONS	   256
+#define IDLE_NO_ROLE_S	   10 /* daemon/grpc.h GRPC_IDLE_TIMEOUT_NO_ROLE_S */
 #define NOBODY		   65534
 #define STATUS_OK	   0
 #define STATUS_INVALID_ARG 3
@@ -1087,6 +1088,45 @@ static void test_caller_on_no_list_is_permission_denied(void **state)
 	assert_log_eventually(&daemon_main, "needs the reader role; caller uid=65534");
 }
 
+/* A caller with no role holds a connection slot for nothing: once refused
+ * and idle it gets GOAWAY after GRPC_IDLE_TIMEOUT_NO_ROLE_S. The child
+ * exits 0 when that came in [timeout - 2, timeout + 5] s. */
+static void test_idle_connection_without_a_role_is_closed(void **state)
+{
+	int wstatus;
+	pid_t pid;
+
+	open_socket_to_all(&daemon_main);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct h2_stream *s;
+		int64_t start, deadline;
+		struct h2 h;
+
+		if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0)
+			_exit(100);
+		if (h2_open_unix(&h, daemon_main.control_socket) < 0)
+			_exit(101);
+		s = h2_submit(&h, CONTROL "ListVms", empty_request, sizeof(empty_request), NULL);
+		if (!s || !h2_wait_closed(&h, s) || s->grpc_status != STATUS_PERMISSION)
+			_exit(102);
+		start = now_ms();
+		deadline = start + (IDLE_NO_ROLE_S + 5) * 1000;
+		while (!h.eof && now_ms() < deadline)
+			(void)h2_pump(&h, (int)(deadline - now_ms()));
+		if (!h.goaway || !h.eof)
+			_exit(103);
+		if (now_ms() - start < (IDLE_NO_ROLE_S - 2) * 1000)
+			_exit(104);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &wstatus, 0), pid);
+	assert_true(WIFEXITED(wstatus));
+	assert_int_equal(WEXITSTATUS(wstatus), 0);
+	assert_daemon_serving();
+}
+
 static void test_reader_uid_may_read_but_not_operate(void **state)
 {
 	const char *const args[] = { "--control-reader-uid", "65534", NULL };
@@ -1364,6 +1404,7 @@ int main(void)
 		cmocka_unit_test(test_client_reset_cancels_the_watch),
 		cmocka_unit_test(test_watcher_that_does_not_read_is_dropped),
 		cmocka_unit_test(test_caller_on_no_list_is_permission_denied),
+		cmocka_unit_test(test_idle_connection_without_a_role_is_closed),
 		cmocka_unit_test(test_reader_uid_may_read_but_not_operate),
 		cmocka_unit_test(test_tls_roles_come_from_the_certificate),
 		cmocka_unit_test(test_daemon_alive_with_fds_back_to_baseline),
