@@ -141,6 +141,7 @@ static enum grpc_status status_from_errno(int r)
 	case ENETUNREACH:
 	case ETIMEDOUT:
 	case ECONNRESET:
+	case ENOTCONN: /* a recovered VM whose VMM has not reattached */
 		return GRPC_STATUS_UNAVAILABLE;
 	case EADDRNOTAVAIL:
 	case EAGAIN:

@@ -13,6 +13,7 @@
 #include <event2/event.h>
 
 #include "conf.h"
+#include "fdstore.h"
 #include "log.h"
 #include "macro.h"
 #include "metrics_http.h"
@@ -239,6 +240,10 @@ int main(int argc, char **argv)
 		log_error_errno(r, "socket activation: %s", err);
 		goto out;
 	}
+	/* VMs kept in systemd's fd store by the previous run (fdstore.h). */
+	fdstore_init(&vcd);
+	fdstore_restore(&vcd, socks.stored, socks.n_stored);
+	free(socks.stored);
 	control_fd = socks.control_fd;
 	if (control_fd >= 0)
 		vcd.config.control_socket = socks.control_path;
@@ -315,6 +320,8 @@ out:
 	metrics_http_stop(&vcd);
 	control_stop(&vcd);
 	migrations_stop(&vcd);
+	/* The VMs stay in the fd store: a restart recovers them. */
+	vcd.stopping = true;
 	vmm_server_stop(&vcd);
 	if (vcd.tls_server)
 		SSL_CTX_free(vcd.tls_server);

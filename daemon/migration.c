@@ -646,6 +646,12 @@ static int source_start(struct vcd *vcd, struct vm_entry *vm, const char *peer_a
 		snprintf(err, err_size, "VM %s: registration is not finished", vm->vm_id);
 		return -EAGAIN;
 	}
+	/* Recovered from the fd store: KVM ops run in the VMM (vcd.h). */
+	if (vm->conn_id == 0) {
+		snprintf(err, err_size,
+			 "VM %s: its VMM has not reattached since vcounterd restarted", vm->vm_id);
+		return -ENOTCONN;
+	}
 	/* Nothing to read the counter with (e.g. --backends excludes what
 	 * this KVM has): say so now, not as a failed read later. */
 	if (vm->backend == BACKEND_NONE) {

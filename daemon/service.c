@@ -21,6 +21,7 @@
 #include "macro.h"
 #include "service.h"
 #include "vcd.h"
+#include "vm_store.h"
 
 struct service {
 	struct vcd *vcd;
@@ -83,6 +84,20 @@ static int take_fd(int fd, const char *name, struct service_sockets *s, char *er
 		{ "control", SOCK_STREAM, "ListenStream=" },
 	};
 
+	if (strcmp(name, "state") == 0 || vm_store_fd_name_is_valid(name)) {
+		struct fdstore_fd *p;
+
+		p = realloc(s->stored, (s->n_stored + 1) * sizeof(*p));
+		if (!p) {
+			snprintf(err, err_size, "out of memory");
+			return -ENOMEM;
+		}
+		s->stored = p;
+		snprintf(p[s->n_stored].name, sizeof(p[s->n_stored].name), "%s", name);
+		p[s->n_stored++].fd = fd;
+		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+		return 0;
+	}
 	for (size_t i = 0; i < ELEMENTSOF(sockets); i++) {
 		int *slot = i == 0 ? &s->vmm_fd : &s->control_fd;
 		int r;
@@ -110,7 +125,8 @@ static int take_fd(int fd, const char *name, struct service_sockets *s, char *er
 	}
 	snprintf(err, err_size,
 		 "fd %d is named '%s': vcounterd takes 'vmm' (ListenSequentialPacket=) and "
-		 "'control' (ListenStream=), named by FileDescriptorName= in its socket unit",
+		 "'control' (ListenStream=), named by FileDescriptorName= in its socket unit, "
+		 "and 'state' and 'vm<k>' from its fd store",
 		 fd, name);
 	return -EINVAL;
 }
@@ -131,7 +147,11 @@ int service_listen_fds(struct service_sockets *ret, char *err, size_t err_size)
 		r = take_fd(SD_LISTEN_FDS_START + i, names ? names[i] : "unknown", &s, err,
 			    err_size);
 	for (int i = 0; i < n && r == 0; i++) {
-		r = fd_nonblock(SD_LISTEN_FDS_START + i);
+		int fd = SD_LISTEN_FDS_START + i;
+
+		if (fd != s.vmm_fd && fd != s.control_fd)
+			continue;
+		r = fd_nonblock(fd);
 		if (r < 0)
 			snprintf(err, err_size, "fd %d: cannot make it non-blocking: %s",
 				 SD_LISTEN_FDS_START + i, strerror(-r));
@@ -140,6 +160,7 @@ int service_listen_fds(struct service_sockets *ret, char *err, size_t err_size)
 	if (r < 0) {
 		for (int i = 0; i < n; i++)
 			close(SD_LISTEN_FDS_START + i);
+		free(s.stored);
 		return r;
 	}
 	if (s.vmm_fd >= 0)

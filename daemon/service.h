@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <sys/un.h>
 
+#include "fdstore.h"
+
 struct vcd;
 
 /* STATUS= changes (VMs registered, migrations running) go out at most this
@@ -21,13 +23,19 @@ struct service_sockets {
 	/* Their addresses for logs and STATUS= ("@name" if abstract). */
 	char vmm_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
 	char control_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+	/* What the fd store passed back (fdstore.h): "state" and "vm<k>" fds,
+	 * left as they are (no O_NONBLOCK: a VM's open file is its VMM's too).
+	 * malloc'd, NULL when none; fdstore_restore() takes the fds. */
+	struct fdstore_fd *stored;
+	size_t n_stored;
 };
 
 /* Take the sockets passed by socket activation (LISTEN_FDS, LISTEN_FDNAMES;
- * the variables are unset). The ones found are the caller's, non-blocking and
- * close-on-exec; none passed is 0 with both fds -1. A name other than "vmm"
- * or "control", one of them twice, or a socket of another kind is -EINVAL
- * with a sentence in err, and every passed fd is closed. */
+ * the variables are unset), and the fd store's "state" and "vm<k>" fds. The
+ * ones found are the caller's, the sockets non-blocking and close-on-exec;
+ * none passed is 0 with both fds -1. Another name, "vmm" or "control" twice,
+ * or a socket of another kind is -EINVAL with a sentence in err, and every
+ * passed fd is closed. */
 int service_listen_fds(struct service_sockets *ret, char *err, size_t err_size);
 
 struct service;

@@ -97,6 +97,8 @@ struct vm_entry {
 	 * per-vCPU ioctls wait for the vCPU mutex that KVM_RUN holds, so a
 	 * running VM's offsets are only read again once the VMM paused it. */
 	struct counter_state *registered_state;
+	/* Its FDNAME in systemd's fd store (fdstore.h); "" when not stored. */
+	char fd_name[16];
 };
 
 /* What a KVM op run by the VMM's libvcounter returned, decoded and checked. */
@@ -135,6 +137,9 @@ struct vcd {
 	/* The configuration config was made from (conf.h): its strings'
 	 * owner, and what a reload reads again. */
 	struct conf *conf;
+	bool fdstore;	       /* NOTIFY_SOCKET set: VMs kept in systemd's fd store */
+	bool stopping;	       /* shutting down: VMs stay in the store for a restart */
+	uint64_t next_fd_name; /* k of the next "vm<k>" FDNAME */
 };
 
 /* vmm_server.c */

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "fd_check.h"
+#include "fdstore.h"
 #include "frame.h"
 #include "hostclock.h"
 #include "log.h"
@@ -421,6 +422,7 @@ static void vm_entry_free(struct vcd *vcd, struct vm_entry *vm)
 			break;
 		}
 	}
+	fdstore_vm_remove(vcd, vm);
 	unix_fd_close_all(vm->fds, vm->n_fds);
 	free(vm->fds);
 	free(vm->registered_state);
@@ -478,6 +480,7 @@ static void register_probe_done(struct vcd *vcd, int error, const char *msg,
 	reply.id = ctx->request_id;
 	reply.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM_REPLY;
 	reply.register_vm_reply = &r;
+	fdstore_vm_add(vcd, vm);
 	vmm_reply(vcd, ctx->conn_id, &reply);
 	control_vm_event(vcd, vm, true);
 }
@@ -651,6 +654,47 @@ static void handle_unregister(struct vmm_conn *conn, uint64_t request_id,
 	vmm_reply_ok(conn->vcd, conn->id, request_id);
 }
 
+/* A VM recovered from the fd store (fdstore.h) goes back to the process
+ * that registered it: the same pid and uid, so no other VMM of that user
+ * can take over its fds. */
+static void handle_attach(struct vmm_conn *conn, uint64_t request_id,
+			  const Vcounter__V1__AttachVm *req)
+{
+	Vcounter__V1__VmmMessage reply = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__RegisterVmReply r = VCOUNTER__V1__REGISTER_VM_REPLY__INIT;
+	struct vm_entry *vm = req->vm_id ? vcd_find_vm(conn->vcd, req->vm_id) : NULL;
+
+	if (!vm || !vm->probed) {
+		conn_send_error(conn, request_id, -ENOENT, "no such VM registered");
+		return;
+	}
+	if (vm->pid != conn->pid || vm->uid != conn->uid) {
+		log_warning("vm=%s step=reattach: refused: pid=%d uid=%u, it was registered by "
+			    "pid=%d uid=%u",
+			    vm->vm_id, (int)conn->pid, (unsigned)conn->uid, (int)vm->pid,
+			    (unsigned)vm->uid);
+		conn_send_error(conn, request_id, -EPERM, "VM was registered by another process");
+		return;
+	}
+	if (vm->conn_id != conn->id && conn_find(conn->vcd, vm->conn_id)) {
+		conn_send_error(conn, request_id, -EBUSY,
+				"VM is attached to another connection of this process");
+		return;
+	}
+	if (vm->conn_id != conn->id)
+		log_info("vm=%s pid=%d step=reattach: reattached to its VMM", vm->vm_id,
+			 (int)conn->pid);
+	vm->conn_id = conn->id;
+	r.backend = wire_backend_to_pb(vm->backend);
+	r.offset_control = vm->offset_control;
+	r.probe_detail = vm->probe_detail;
+	r.guest_tsc_khz = vm->guest_tsc_khz;
+	reply.id = request_id;
+	reply.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM_REPLY;
+	reply.register_vm_reply = &r;
+	conn_send_or_drop(conn, &reply);
+}
+
 static void handle_status(struct vmm_conn *conn, uint64_t request_id)
 {
 	Vcounter__V1__VmmMessage reply = VCOUNTER__V1__VMM_MESSAGE__INIT;
@@ -736,6 +780,9 @@ static void dispatch(struct vmm_conn *conn, const Vcounter__V1__VmmMessage *msg,
 		return;
 	case VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS:
 		handle_status(conn, id);
+		return;
+	case VCOUNTER__V1__VMM_MESSAGE__BODY_ATTACH_VM:
+		handle_attach(conn, id, msg->attach_vm);
 		return;
 	case VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP_RESULT:
 		handle_kvm_op_result(conn, msg);
@@ -932,6 +979,8 @@ void vmm_server_stop(struct vcd *vcd)
 		return;
 	while (srv->conns)
 		conn_close(srv->conns, "daemon stopping");
+	while (vcd->vms) /* detached: recovered, their VMMs not back yet */
+		vm_entry_free(vcd, vcd->vms);
 	event_free(srv->listen_ev);
 	close(srv->listen_fd);
 	free(srv);
