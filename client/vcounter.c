@@ -2,6 +2,7 @@
  * synchronous; while one waits for its reply, the KVM ops the daemon asks
  * for are run here, on the VMM's own fds (backend.h says why). */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "frame.h"
@@ -29,6 +31,8 @@ struct vc_vm {
 	int vm_fd;
 	uint32_t n_vcpus;
 	int *vcpu_fds;
+	enum vcounter_role role;
+	bool registered; /* the daemon answered the registration */
 };
 
 /* APPLY ops the daemon sent ahead (at most one per VM: the newest), held
@@ -51,6 +55,9 @@ struct queued_notice {
 
 struct vcounter {
 	int fd;
+	char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	bool daemon_gone;  /* the daemon closed the connection (or was killed) */
+	bool reconnecting; /* inside reconnect(): no second attempt */
 	uint64_t next_id;
 	struct vc_vm *vms;
 	struct held_op *held;
@@ -82,14 +89,11 @@ const char *vcounter_last_error(const struct vcounter *vc)
 	return vc ? vc->last_error : "no connection";
 }
 
-int vcounter_connect(const char *socket_path, struct vcounter **ret_vc)
+static int connect_socket(const char *socket_path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	_cleanup_close_ int fd = -1;
-	struct vcounter *vc;
 
-	if (!socket_path)
-		socket_path = VCOUNTER_DEFAULT_SOCKET;
 	if (strlen(socket_path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	strcpy(sa.sun_path, socket_path);
@@ -98,10 +102,24 @@ int vcounter_connect(const char *socket_path, struct vcounter **ret_vc)
 		return -errno;
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		return -errno;
+	return TAKE_FD(fd);
+}
+
+int vcounter_connect(const char *socket_path, struct vcounter **ret_vc)
+{
+	_cleanup_close_ int fd = -1;
+	struct vcounter *vc;
+
+	if (!socket_path)
+		socket_path = VCOUNTER_DEFAULT_SOCKET;
+	fd = connect_socket(socket_path);
+	if (fd < 0)
+		return fd;
 	vc = calloc(1, sizeof(*vc));
 	if (!vc)
 		return -ENOMEM;
 	vc->fd = TAKE_FD(fd);
+	snprintf(vc->socket_path, sizeof(vc->socket_path), "%s", socket_path);
 	vc->notices_tail = &vc->notices;
 	*ret_vc = vc;
 	return 0;
@@ -416,8 +434,10 @@ static int receive(struct vcounter *vc, int timeout_ms, Vcounter__V1__VmmMessage
 		return 0;
 	n = unix_fd_recv(vc->fd, vc->buf, sizeof(vc->buf), got, &n_got);
 	unix_fd_close_all(got, n_got); /* the daemon never sends fds */
-	if (n == 0)
+	if (n == 0 || n == -ECONNRESET) {
+		vc->daemon_gone = true;
 		return set_error(vc, -ECONNRESET, "vcounterd closed the connection");
+	}
 	if (n < 0)
 		return set_error(vc, (int)n, "receive from vcounterd: %s", strerror((int)-n));
 	r = frame_parse_datagram(vc->buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload, &payload_len);
@@ -576,12 +596,52 @@ static int send_request(struct vcounter *vc, Vcounter__V1__VmmMessage *req, cons
 	return 0;
 }
 
-static int call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const int *fds, size_t n_fds,
-		Vcounter__V1__VmmMessage **ret_reply)
+static int reconnect(struct vcounter *vc);
+
+/* A send that failed because the daemon is gone (killed, restarted). */
+static bool daemon_is_gone(struct vcounter *vc, int r)
+{
+	return r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN || vc->daemon_gone;
+}
+
+/* Send req; if the daemon is gone, reconnect once and send it again: it
+ * never reached the old daemon. */
+static int send_or_reconnect(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const int *fds,
+			     size_t n_fds)
 {
 	int r = send_request(vc, req, fds, n_fds);
 
-	return r < 0 ? r : wait_reply(vc, req->id, ret_reply);
+	if (r < 0 && !vc->reconnecting && daemon_is_gone(vc, r)) {
+		r = reconnect(vc);
+		if (r < 0)
+			return r;
+		r = send_request(vc, req, fds, n_fds);
+	}
+	return r;
+}
+
+/* The daemon went away after req reached it: whether it acted on req is
+ * unknown, so the call fails; the connection is back for the next one. */
+static int gone_during_call(struct vcounter *vc, int r)
+{
+	if (r != -ECONNRESET || vc->reconnecting || !vc->daemon_gone)
+		return r;
+	r = reconnect(vc);
+	if (r < 0)
+		return r;
+	return set_error(vc, -ECONNRESET,
+			 "vcounterd restarted during the call; whether it took effect is unknown "
+			 "(reconnected: the next call goes to the new daemon)");
+}
+
+static int call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const int *fds, size_t n_fds,
+		Vcounter__V1__VmmMessage **ret_reply)
+{
+	int r = send_or_reconnect(vc, req, fds, n_fds);
+
+	if (r < 0)
+		return r;
+	return gone_during_call(vc, wait_reply(vc, req->id, ret_reply));
 }
 
 static int expect(struct vcounter *vc, Vcounter__V1__VmmMessage *reply,
@@ -594,47 +654,46 @@ static int expect(struct vcounter *vc, Vcounter__V1__VmmMessage *reply,
 			 (int)reply->body_case);
 }
 
-int vcounter_register_vm(struct vcounter *vc, const char *vm_id, enum vcounter_role role, int vm_fd,
-			 const int *vcpu_fds, unsigned n_vcpus, struct vcounter_vm_info *ret_info)
+static void info_from_reply(const Vcounter__V1__RegisterVmReply *rr,
+			    struct vcounter_vm_info *ret_info)
+{
+	const char *name = NULL;
+	enum backend_kind kind;
+
+	if (!ret_info)
+		return;
+	if (wire_backend_from_pb(rr->backend, &kind) == 0)
+		name = backend_kind_to_string(kind);
+	memset(ret_info, 0, sizeof(*ret_info));
+	snprintf(ret_info->backend, sizeof(ret_info->backend), "%s", name ? name : "unknown");
+	ret_info->offset_control = rr->offset_control;
+	snprintf(ret_info->probe_detail, sizeof(ret_info->probe_detail), "%s",
+		 rr->probe_detail ? rr->probe_detail : "");
+	ret_info->guest_tsc_khz = rr->guest_tsc_khz;
+}
+
+/* Send vm's RegisterVm messages (its fds) and wait for the probe's reply. */
+static int register_send(struct vcounter *vc, struct vc_vm *vm, struct vcounter_vm_info *ret_info)
 {
 	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
 	Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
-	_cleanup_free_ int *fds = NULL;
-	const Vcounter__V1__RegisterVmReply *rr;
-	struct vc_vm *vm;
+	_cleanup_free_ int *fds = calloc((size_t)vm->n_vcpus + 1, sizeof(int));
 	int r;
 
-	if (!vc || !vm_id_is_valid(vm_id) || n_vcpus == 0 || n_vcpus > VC_MAX_VCPUS ||
-	    (role != VCOUNTER_ROLE_SOURCE && role != VCOUNTER_ROLE_TARGET))
-		return vc ? set_error(vc, -EINVAL, "invalid VM id, role or vCPU count") : -EINVAL;
-	if (vm_find(vc, vm_id))
-		return set_error(vc, -EEXIST, "VM %s is already registered here", vm_id);
-	fds = calloc(n_vcpus + 1, sizeof(int));
-	vm = calloc(1, sizeof(*vm));
-	if (!fds || !vm || !(vm->vcpu_fds = calloc(n_vcpus, sizeof(int)))) {
-		free(vm);
+	if (!fds)
 		return set_error(vc, -ENOMEM, "out of memory");
-	}
-	fds[0] = vm_fd;
-	memcpy(fds + 1, vcpu_fds, n_vcpus * sizeof(int));
-	memcpy(vm->vcpu_fds, vcpu_fds, n_vcpus * sizeof(int));
-	snprintf(vm->vm_id, sizeof(vm->vm_id), "%s", vm_id);
-	vm->vm_fd = vm_fd;
-	vm->n_vcpus = n_vcpus;
-	/* Known before the request goes out: the daemon probes during it. */
-	vm->next = vc->vms;
-	vc->vms = vm;
-
-	reg.vm_id = (char *)vm_id;
-	reg.role = role == VCOUNTER_ROLE_SOURCE ? VCOUNTER__V1__ROLE__ROLE_SOURCE
-						: VCOUNTER__V1__ROLE__ROLE_TARGET;
-	reg.vcpu_count = n_vcpus;
+	fds[0] = vm->vm_fd;
+	memcpy(fds + 1, vm->vcpu_fds, vm->n_vcpus * sizeof(int));
+	reg.vm_id = vm->vm_id;
+	reg.role = vm->role == VCOUNTER_ROLE_SOURCE ? VCOUNTER__V1__ROLE__ROLE_SOURCE
+						    : VCOUNTER__V1__ROLE__ROLE_TARGET;
+	reg.vcpu_count = vm->n_vcpus;
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
 	req.register_vm = &reg;
 	/* One message carries at most UNIX_FD_MAX_FDS fds (SCM_MAX_FD): a larger
 	 * VM goes in full messages, each answered with ok, the last one with the
 	 * registration's reply (vcounter.proto, RegisterVm). */
-	for (size_t sent = 0, total = (size_t)n_vcpus + 1;;) {
+	for (size_t sent = 0, total = (size_t)vm->n_vcpus + 1;;) {
 		size_t n = total - sent < UNIX_FD_MAX_FDS ? total - sent : UNIX_FD_MAX_FDS;
 
 		reg.first_vcpu = sent == 0 ? 0 : (uint32_t)(sent - 1);
@@ -649,27 +708,104 @@ int vcounter_register_vm(struct vcounter *vc, const char *vm_id, enum vcounter_r
 	}
 	if (r == 0)
 		r = expect(vc, reply, VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM_REPLY);
-	if (r < 0) {
-		vm_forget(vc, vm_id);
+	if (r < 0)
 		return r;
-	}
-	rr = reply->register_vm_reply;
-	if (ret_info) {
-		const char *name = NULL;
-		enum backend_kind kind;
-
-		if (wire_backend_from_pb(rr->backend, &kind) == 0)
-			name = backend_kind_to_string(kind);
-		memset(ret_info, 0, sizeof(*ret_info));
-		snprintf(ret_info->backend, sizeof(ret_info->backend), "%s",
-			 name ? name : "unknown");
-		ret_info->offset_control = rr->offset_control;
-		snprintf(ret_info->probe_detail, sizeof(ret_info->probe_detail), "%s",
-			 rr->probe_detail ? rr->probe_detail : "");
-		ret_info->guest_tsc_khz = rr->guest_tsc_khz;
-	}
+	info_from_reply(reply->register_vm_reply, ret_info);
 	wire_vmm_free(reply);
+	vm->registered = true;
 	return 0;
+}
+
+/* AttachVm: 0 (the restarted daemon recovered vm from its fd store), or
+ * -ENOENT (it did not: register again), or another -errno. */
+static int attach_send(struct vcounter *vc, struct vc_vm *vm)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
+	Vcounter__V1__AttachVm at = VCOUNTER__V1__ATTACH_VM__INIT;
+	int r;
+
+	at.vm_id = vm->vm_id;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_ATTACH_VM;
+	req.attach_vm = &at;
+	r = call(vc, &req, NULL, 0, &reply);
+	if (r == 0)
+		r = expect(vc, reply, VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM_REPLY);
+	if (r == 0)
+		wire_vmm_free(reply);
+	return r;
+}
+
+/* The daemon went away: connect again (once) to the same path and give it
+ * back every VM this connection registered, by AttachVm when it kept them
+ * (systemd's fd store), else by registering them again with the fds held
+ * here (the probe runs again then). The new socket takes the old one's fd
+ * number, so vcounter_fd() stays valid. 0 when connected again, whatever
+ * became of each VM (a call on a VM that could not be given back fails
+ * with the daemon's error). */
+static int reconnect(struct vcounter *vc)
+{
+	int fd = connect_socket(vc->socket_path);
+	int r;
+
+	if (fd < 0)
+		return set_error(vc, fd, "vcounterd went away and cannot be reached at %s: %s",
+				 vc->socket_path, strerror(-fd));
+	if (dup3(fd, vc->fd, O_CLOEXEC) < 0) {
+		r = -errno;
+		close(fd);
+		return set_error(vc, r, "cannot reconnect to vcounterd: %s", strerror(-r));
+	}
+	close(fd);
+	vc->daemon_gone = false;
+	while (vc->held) { /* ops of the daemon that went away */
+		struct held_op *h = vc->held;
+
+		vc->held = h->next;
+		vc->n_held--;
+		held_drop(h);
+	}
+	vc->reconnecting = true;
+	for (struct vc_vm *vm = vc->vms; vm && !vc->daemon_gone; vm = vm->next) {
+		if (!vm->registered)
+			continue; /* its registration is the call being retried */
+		r = attach_send(vc, vm);
+		if (r == -ENOENT)
+			r = register_send(vc, vm, NULL);
+		if (r < 0)
+			vm->registered = false; /* the daemon does not have it */
+	}
+	vc->reconnecting = false;
+	return vc->daemon_gone ? set_error(vc, -ECONNRESET, "vcounterd went away again") : 0;
+}
+
+int vcounter_register_vm(struct vcounter *vc, const char *vm_id, enum vcounter_role role, int vm_fd,
+			 const int *vcpu_fds, unsigned n_vcpus, struct vcounter_vm_info *ret_info)
+{
+	struct vc_vm *vm;
+	int r;
+
+	if (!vc || !vm_id_is_valid(vm_id) || n_vcpus == 0 || n_vcpus > VC_MAX_VCPUS ||
+	    (role != VCOUNTER_ROLE_SOURCE && role != VCOUNTER_ROLE_TARGET))
+		return vc ? set_error(vc, -EINVAL, "invalid VM id, role or vCPU count") : -EINVAL;
+	if (vm_find(vc, vm_id))
+		return set_error(vc, -EEXIST, "VM %s is already registered here", vm_id);
+	vm = calloc(1, sizeof(*vm));
+	if (!vm || !(vm->vcpu_fds = calloc(n_vcpus, sizeof(int)))) {
+		free(vm);
+		return set_error(vc, -ENOMEM, "out of memory");
+	}
+	memcpy(vm->vcpu_fds, vcpu_fds, n_vcpus * sizeof(int));
+	snprintf(vm->vm_id, sizeof(vm->vm_id), "%s", vm_id);
+	vm->vm_fd = vm_fd;
+	vm->n_vcpus = n_vcpus;
+	vm->role = role;
+	/* Known before the request goes out: the daemon probes during it. */
+	vm->next = vc->vms;
+	vc->vms = vm;
+	r = register_send(vc, vm, ret_info);
+	if (r < 0)
+		vm_forget(vc, vm_id);
+	return r;
 }
 
 int vcounter_unregister_vm(struct vcounter *vc, const char *vm_id)
@@ -756,7 +892,7 @@ static int apply_call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const 
 	struct held_op *h;
 	int r;
 
-	r = send_request(vc, req, NULL, 0);
+	r = send_or_reconnect(vc, req, NULL, 0);
 	if (r < 0)
 		return r;
 	vc->applying_vm = vm_id;
@@ -791,7 +927,7 @@ static int apply_call(struct vcounter *vc, Vcounter__V1__VmmMessage *req, const 
 		r = wait_reply(vc, req->id, ret_reply);
 out:
 	vc->applying_vm = vc->applying_migration = NULL;
-	return r;
+	return gone_during_call(vc, r);
 }
 
 void vcounter_report_free(struct vcounter_report *report)
@@ -869,6 +1005,13 @@ int vcounter_next_notice(struct vcounter *vc, int timeout_ms, struct vcounter_no
 				return 0;
 		}
 		r = receive(vc, (int)left, &msg);
+		if (r < 0 && vc->daemon_gone && !vc->reconnecting) {
+			/* Notices of the old daemon's migrations are lost with it. */
+			r = reconnect(vc);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		if (r < 0)
 			return r;
 		if (!msg) {

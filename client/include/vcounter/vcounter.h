@@ -47,7 +47,18 @@ struct vcounter_report {
 	bool error_bound_exceeded;
 };
 
-/* Connect to the daemon's VMM socket (NULL: VCOUNTER_DEFAULT_SOCKET). */
+/* Connect to the daemon's VMM socket (NULL: VCOUNTER_DEFAULT_SOCKET).
+ *
+ * When vcounterd restarts, the next call finds it gone and connects again
+ * to the same path, once per call, and gives the new daemon this
+ * connection's VMs: by AttachVm when it recovered them from systemd's fd
+ * store (systemctl restart, a crash restarted by Restart=), else (no
+ * systemd, or a full stop and start) by registering them again with the
+ * fds held here, which runs the probe again (it waits for vCPUs inside
+ * KVM_RUN: pause them, or expect the call to take that long). The call then
+ * goes out as if nothing happened; one the old daemon had already received
+ * fails with -ECONNRESET ("vcounterd restarted during the call"). The
+ * connection keeps its fd number (vcounter_fd()) across this. */
 int vcounter_connect(const char *socket_path, struct vcounter **ret_vc);
 /* Close the connection; the daemon forgets this connection's VMs. NULL ok. */
 void vcounter_close(struct vcounter *vc);
