@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -129,6 +130,31 @@ static void test_takes_vmm_and_control_by_name(void **state)
 	close_passed(2);
 }
 
+/* The fd store's fds come back by name, as they are: O_NONBLOCK is a flag
+ * of the open file, which a VM fd shares with its VMM. */
+static void test_takes_fd_store_names_and_leaves_them_blocking(void **state)
+{
+	int fds[] = { unix_socket("vmm.sock", SOCK_SEQPACKET, true),
+		      memfd_create("state", MFD_CLOEXEC), memfd_create("vm", MFD_CLOEXEC) };
+	struct service_sockets s;
+	char err[256];
+
+	assert_true(fds[1] >= 0 && fds[2] >= 0);
+	pass(fds, 3, "vmm:state:vm12");
+	assert_int_equal(service_listen_fds(&s, err, sizeof(err)), 0);
+	assert_int_equal(s.vmm_fd, 3);
+	assert_int_equal(s.n_stored, 2);
+	assert_string_equal(s.stored[0].name, "state");
+	assert_int_equal(s.stored[0].fd, 4);
+	assert_string_equal(s.stored[1].name, "vm12");
+	assert_int_equal(s.stored[1].fd, 5);
+	assert_false(fcntl(4, F_GETFL) & O_NONBLOCK);
+	assert_false(fcntl(5, F_GETFL) & O_NONBLOCK);
+	assert_true(fcntl(5, F_GETFD) & FD_CLOEXEC);
+	free(s.stored);
+	close_passed(3);
+}
+
 static void test_nothing_passed_is_no_socket(void **state)
 {
 	struct service_sockets s;
@@ -167,6 +193,13 @@ static void expect_refused(const int *fds, size_t n, const char *names, const ch
 	assert_non_null(strstr(err, why));
 	for (size_t i = 0; i < n; i++)
 		assert_false(fd_open(SD_LISTEN_FDS_START + (int)i));
+}
+
+static void test_vm_name_without_digits_is_refused(void **state)
+{
+	int fds[] = { memfd_create("vm", MFD_CLOEXEC) };
+
+	expect_refused(fds, 1, "vmx", "fd 3 is named 'vmx'");
 }
 
 static void test_unknown_name_is_refused(void **state)
@@ -216,6 +249,8 @@ int main(void)
 		cmocka_unit_test(test_takes_vmm_and_control_by_name),
 		cmocka_unit_test(test_nothing_passed_is_no_socket),
 		cmocka_unit_test(test_another_process_fds_are_not_taken),
+		cmocka_unit_test(test_takes_fd_store_names_and_leaves_them_blocking),
+		cmocka_unit_test(test_vm_name_without_digits_is_refused),
 		cmocka_unit_test(test_unknown_name_is_refused),
 		cmocka_unit_test(test_unnamed_is_refused),
 		cmocka_unit_test(test_a_name_twice_is_refused),
