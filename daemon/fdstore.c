@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -287,6 +288,45 @@ static int vm_from_entry(struct vcd *vcd, const struct vm_store_entry *e, int *f
 	return 0;
 }
 
+/* A recovered VM's VMM exited (its pidfd is readable): if it never came
+ * back, nobody can use the VM, and its fds would keep the guest's memory. */
+static void vmm_exit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vcd *vcd = arg;
+
+	for (struct vm_entry *vm = vcd->vms; vm; vm = vm->next) {
+		if (!vm->vmm_exit_ev || event_get_fd(vm->vmm_exit_ev) != fd)
+			continue;
+		if (vm->conn_id == 0) {
+			vmm_drop_vm(vcd, vm, "its VMM exited before reattaching");
+		} else {
+			event_free(vm->vmm_exit_ev);
+			vm->vmm_exit_ev = NULL;
+			close(fd);
+		}
+		return;
+	}
+}
+
+/* Watch the VMM process of a recovered VM; best effort (no pidfd: the VM
+ * stays until its VMM reattaches, or the daemon stops). */
+static void watch_vmm(struct vcd *vcd, struct vm_entry *vm)
+{
+	int fd = (int)syscall(SYS_pidfd_open, vm->pid, 0);
+
+	if (fd < 0) {
+		log_debug_errno(-errno, "vm=%s: cannot watch VMM pid=%d", vm->vm_id, (int)vm->pid);
+		return;
+	}
+	vm->vmm_exit_ev = event_new(vcd->base, fd, EV_READ, vmm_exit_cb, vcd);
+	if (!vm->vmm_exit_ev || event_add(vm->vmm_exit_ev, NULL) < 0) {
+		if (vm->vmm_exit_ev)
+			event_free(vm->vmm_exit_ev);
+		vm->vmm_exit_ev = NULL;
+		close(fd);
+	}
+}
+
 static void bump_fd_name(struct vcd *vcd, const char *name)
 {
 	unsigned long long k;
@@ -359,6 +399,7 @@ int fdstore_restore(struct vcd *vcd, struct fdstore_fd *fds, size_t n)
 			log_warning_errno(r, "vm=%s step=recover: dropped", e->vm_id);
 			continue;
 		}
+		watch_vmm(vcd, vcd->vms);
 		recovered++;
 		log_info("vm=%s role=%s vcpus=%u pid=%d step=recover: recovered from the fd store "
 			 "(%s), detached until its VMM reattaches",

@@ -99,6 +99,9 @@ struct vm_entry {
 	struct counter_state *registered_state;
 	/* Its FDNAME in systemd's fd store (fdstore.h); "" when not stored. */
 	char fd_name[16];
+	/* Recovered from the store: its VMM's exit (a pidfd), which drops the
+	 * VM if it had not reattached. NULL otherwise. */
+	struct event *vmm_exit_ev;
 };
 
 /* What a KVM op run by the VMM's libvcounter returned, decoded and checked. */
@@ -146,6 +149,8 @@ struct vcd {
 int vmm_server_start(struct vcd *vcd, int listen_fd);
 void vmm_server_stop(struct vcd *vcd);
 struct vm_entry *vcd_find_vm(struct vcd *vcd, const char *vm_id);
+/* Forget vm (logged with why): its migrations end, its fds are closed. */
+void vmm_drop_vm(struct vcd *vcd, struct vm_entry *vm, const char *why);
 /* Send a reply to request id on VMM connection conn_id (gone: dropped). */
 void vmm_reply_ok(struct vcd *vcd, uint64_t conn_id, uint64_t request_id);
 void vmm_reply_error(struct vcd *vcd, uint64_t conn_id, uint64_t request_id, int error,

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fd_check.h"
 #include "fdstore.h"
@@ -423,6 +424,10 @@ static void vm_entry_free(struct vcd *vcd, struct vm_entry *vm)
 		}
 	}
 	fdstore_vm_remove(vcd, vm);
+	if (vm->vmm_exit_ev) {
+		close(event_get_fd(vm->vmm_exit_ev));
+		event_free(vm->vmm_exit_ev);
+	}
 	unix_fd_close_all(vm->fds, vm->n_fds);
 	free(vm->fds);
 	free(vm->registered_state);
@@ -634,6 +639,11 @@ static void unregister_vm(struct vcd *vcd, struct vm_entry *vm, const char *why)
 	if (vm->probed)
 		control_vm_event(vcd, vm, false);
 	vm_entry_free(vcd, vm);
+}
+
+void vmm_drop_vm(struct vcd *vcd, struct vm_entry *vm, const char *why)
+{
+	unregister_vm(vcd, vm, why);
 }
 
 static void handle_unregister(struct vmm_conn *conn, uint64_t request_id,

@@ -9,7 +9,9 @@
  *      VMM's next call reattaches it transparently;
  *   2. without (no systemd): the VMM's next call registers it again;
  *   3. with a corrupted state record: a warning, the VM's fds leave the
- *      store, and the VMM's next call registers it again.
+ *      store, and the VMM's next call registers it again;
+ *   4. with the store, but the VMM exits before reattaching: the VM is
+ *      dropped, and its fds leave the store.
  * Exit 0 pass, 77 skip (no /dev/kvm), 1 fail. */
 #include <errno.h>
 #include <fcntl.h>
@@ -174,8 +176,8 @@ static void pump(int nfd, struct store *s, int timeout_ms)
 				from = cred.pid;
 			}
 		}
-		CHECK(from == daemon_pid, "notify message from pid %d, daemon is %d", (int)from,
-		      (int)daemon_pid);
+		CHECK(from == daemon_pid, "notify message from pid %d, daemon is %d: %.40s",
+		      (int)from, (int)daemon_pid, buf);
 		field(buf, "FDNAME", name, sizeof(name));
 		if (field(buf, "FDSTORE", tmp, sizeof(tmp)) && strcmp(tmp, "1") == 0) {
 			for (size_t i = 0; i < n_fds; i++) {
@@ -489,11 +491,69 @@ static void corrupted_state(int listen_fd, int nfd, const char *notify_path, str
 	r = vcounter_unregister_vm(vc, VM_ID);
 	CHECK(r == 0, "unregister after the restart: %d %s", r, vcounter_last_error(vc));
 	CHECK(log_count("run6.log", "step=register") == 1, "not registered again");
+	pump(nfd, &s, 300);
+	CHECK(store_vm_name(&s) == NULL, "%s stored after the VM was unregistered",
+	      store_vm_name(&s));
 	if (failures) {
 		dump_log("run5.log");
 		dump_log("run6.log");
 	}
 	vcounter_close(vc);
+	kill_daemon();
+	store_clear(&s);
+}
+
+/* Scenario 4: the VMM exits while its VM is detached: the daemon drops
+ * the VM (it would keep the guest's memory) and its fds leave the store. */
+static void vmm_exits_while_detached(int listen_fd, int nfd, const char *notify_path)
+{
+	struct store s = { .n = 0 };
+	char vmm[300], name[64];
+	const char *vm_name;
+	int go[2], done[2];
+	pid_t child;
+	char c = 0;
+
+	path_in_dir("vmm.sock", vmm, sizeof(vmm));
+	start_daemon(listen_fd, NULL, notify_path, "run7.log");
+	wait_ready(nfd, &s, "run7.log");
+	if (pipe2(go, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0)
+		return;
+	child = fork();
+	if (child == 0) {
+		struct vcounter *vc = NULL;
+		struct kvm_vm v;
+
+		if (kvm_vm_create(&v) < 0 || vcounter_connect(vmm, &vc) < 0 ||
+		    vcounter_register_vm(vc, "exiting-vm", VCOUNTER_ROLE_SOURCE, v.vm, &v.vcpu, 1,
+					 NULL) < 0)
+			_exit(1);
+		c = 'r';
+		if (write(done[1], &c, 1) != 1 || read(go[0], &c, 1) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	CHECK(read(done[0], &c, 1) == 1 && c == 'r', "the child VMM did not register");
+	pump(nfd, &s, 300);
+	vm_name = store_vm_name(&s);
+	CHECK(vm_name != NULL, "no vm<k> in the store");
+	snprintf(name, sizeof(name), "%s", vm_name ? vm_name : "-");
+	kill_daemon();
+	start_daemon(listen_fd, &s, notify_path, "run8.log");
+	wait_ready(nfd, &s, "run8.log");
+	CHECK(log_count("run8.log", "step=recover: recovered") == 1, "not recovered");
+	c = 'x';
+	CHECK(write(go[1], &c, 1) == 1, "write");
+	waitpid(child, NULL, 0);
+	CHECK(wait_log("run8.log", "its VMM exited before reattaching", 5000),
+	      "a detached VM outlived its VMM");
+	pump(nfd, &s, 300);
+	CHECK(store_count(&s, name) == 0, "%s still stored after its VMM exited", name);
+	if (failures) {
+		dump_log("run7.log");
+		dump_log("run8.log");
+	}
+	close(go[0]), close(go[1]), close(done[0]), close(done[1]);
 	kill_daemon();
 	store_clear(&s);
 }
@@ -548,6 +608,7 @@ int main(void)
 	crash_restart_with_store(listen_fd, nfd, notify_path, &v);
 	restart_without_store(listen_fd, &v);
 	corrupted_state(listen_fd, nfd, notify_path, &v);
+	vmm_exits_while_detached(listen_fd, nfd, notify_path);
 
 	kill_daemon();
 	if (!failures) {
