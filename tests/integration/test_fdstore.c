@@ -35,8 +35,10 @@
 #include <linux/kvm.h>
 
 #include "daemon_harness.h"
+#include "frame.h"
 #include "vcounter/control.h"
 #include "vcounter/vcounter.h"
+#include "wire.h"
 
 #define MAX_STORED 64
 #define VM_ID	   "fdstore-vm:1"
@@ -339,6 +341,54 @@ static size_t control_vm_count(const char *vm_id)
 	return found;
 }
 
+/* AttachVm from a process other than the VMM (same uid, another pid), on
+ * the wire: the error code the daemon answers, or -1. */
+static int attach_from_other_process(const char *vm_id)
+{
+	int pipefd[2], code = -1;
+	pid_t child;
+
+	if (pipe(pipefd) < 0)
+		return -1;
+	child = fork();
+	if (child == 0) {
+		Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply = NULL;
+		Vcounter__V1__AttachVm at = VCOUNTER__V1__ATTACH_VM__INIT;
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		uint8_t *frame, buf[65536];
+		const uint8_t *payload;
+		size_t len, payload_len;
+		ssize_t n;
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+
+		code = -1;
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%.90s/vmm.sock", dir);
+		at.vm_id = (char *)vm_id;
+		req.id = 1;
+		req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_ATTACH_VM;
+		req.attach_vm = &at;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+		    wire_vmm_pack_frame(&req, &frame, &len) == 0 &&
+		    send(fd, frame, len, 0) == (ssize_t)len &&
+		    (n = recv(fd, buf, sizeof(buf), 0)) > 0 &&
+		    frame_parse_datagram(buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload,
+					 &payload_len) == 0 &&
+		    wire_vmm_unpack(payload, payload_len, &reply) == 0 && reply)
+			code = reply->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR
+				       ? (int)reply->error->code
+				       : 0;
+		if (write(pipefd[1], &code, sizeof(code)) != sizeof(code))
+			_exit(1);
+		_exit(0);
+	}
+	close(pipefd[1]);
+	if (read(pipefd[0], &code, sizeof(code)) != sizeof(code))
+		code = -1;
+	close(pipefd[0]);
+	waitpid(child, NULL, 0);
+	return code;
+}
+
 struct kvm_vm {
 	int kvm, vm, vcpu;
 };
@@ -401,6 +451,14 @@ static void crash_restart_with_store(int listen_fd, int nfd, const char *notify_
 	CHECK(log_count("run2.log", "step=register") == 0, "a registration after restart");
 	CHECK(control_vm_count(VM_ID) == 1, "service Control does not list the recovered VM");
 	CHECK(store_count(&s, name) == 2, "the restart dropped %s from the store", name);
+
+	/* Another process of the same user may not take the VM over. */
+	r = attach_from_other_process(VM_ID);
+	CHECK(r == VCOUNTER__V1__ERROR_CODE__ERROR_PERMISSION_DENIED,
+	      "AttachVm from another pid: code %d, expected PERMISSION_DENIED", r);
+	r = attach_from_other_process("no-such-vm");
+	CHECK(r == VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND,
+	      "AttachVm of an unknown VM: code %d, expected NOT_FOUND", r);
 
 	/* The next call finds the old connection dead, reattaches, and runs:
 	 * unregister succeeds only on the connection the VM is bound to. */
