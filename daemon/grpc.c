@@ -33,15 +33,13 @@
 #include "log.h"
 #include "macro.h"
 #include "metrics.h"
+#include "peer_conn.h"
 #include "tls.h"
 #include "unix_fd.h"
 
 #define LISTEN_BACKLOG	64
 /* After accept() fails (EMFILE, ENOBUFS), pause accepting this long rather than spin. */
 #define ACCEPT_RETRY_MS 100
-/* "[" host "]:" port */
-#define HOST_MAX	256
-#define PORT_MAX	6
 
 /* A request's header block: a gRPC call has a handful of short headers, so
  * more than this is refused (RST_STREAM) rather than kept. */
@@ -1593,76 +1591,21 @@ fail:
 	return r;
 }
 
-/* "127.0.0.1:7000", "[::1]:0", "localhost:7000": host and port; a bare IPv6
- * address without brackets is ambiguous and refused. */
-static int split_host_port(const char *host_port, char host[HOST_MAX], char port[PORT_MAX],
-			   bool *ret_bracketed)
-{
-	const char *colon, *host_start, *host_end, *p;
-	unsigned long port_num = 0;
-	bool bracketed = host_port[0] == '[';
-	size_t host_len;
-
-	if (bracketed) {
-		host_start = host_port + 1;
-		host_end = strchr(host_start, ']');
-		if (!host_end || host_end[1] != ':')
-			return -EINVAL;
-		colon = host_end + 1;
-	} else {
-		host_start = host_port;
-		colon = strchr(host_port, ':');
-		if (!colon || strchr(colon + 1, ':'))
-			return -EINVAL;
-		host_end = colon;
-	}
-	host_len = (size_t)(host_end - host_start);
-	if (host_len == 0 || host_len >= HOST_MAX)
-		return -EINVAL;
-	p = colon + 1;
-	if (*p == '\0' || strlen(p) >= PORT_MAX)
-		return -EINVAL;
-	for (; *p; p++) {
-		if (*p < '0' || *p > '9')
-			return -EINVAL;
-		port_num = port_num * 10 + (unsigned long)(*p - '0');
-	}
-	if (port_num > 65535)
-		return -EINVAL;
-	memcpy(host, host_start, host_len);
-	host[host_len] = '\0';
-	snprintf(port, PORT_MAX, "%lu", port_num);
-	*ret_bracketed = bracketed;
-	return 0;
-}
-
 static int tcp_listen(const char *host_port, int *ret_port, char *err, size_t err_size)
 {
-	char host[HOST_MAX], port[PORT_MAX];
-	struct addrinfo hints = {
-		.ai_socktype = SOCK_STREAM,
-		.ai_protocol = IPPROTO_TCP,
-		.ai_flags = AI_NUMERICSERV | AI_PASSIVE,
-	};
 	struct addrinfo *addrs = NULL;
 	struct sockaddr_storage ss;
 	socklen_t ss_len = sizeof(ss);
-	bool bracketed;
 	int fd = -1, r, one = 1;
 
-	r = split_host_port(host_port, host, port, &bracketed);
-	if (r < 0) {
+	r = tcp_resolve(host_port, true, &addrs);
+	if (r == -EINVAL) {
 		snprintf(err, err_size, "control address \"%s\" is not host:port", host_port);
 		return r;
 	}
-	if (bracketed) {
-		hints.ai_family = AF_INET6;
-		hints.ai_flags |= AI_NUMERICHOST;
-	}
-	r = getaddrinfo(host, port, &hints, &addrs);
-	if (r != 0) {
+	if (r < 0) {
 		snprintf(err, err_size, "cannot resolve control address %s: %s", host_port,
-			 gai_strerror(r));
+			 strerror(-r));
 		return -EADDRNOTAVAIL;
 	}
 	r = -EADDRNOTAVAIL;

@@ -162,7 +162,7 @@ static int gai_to_errno(int gai)
 
 /* Resolve with getaddrinfo. Names are resolved synchronously (numeric addresses and
  * /etc/hosts names are instant; the fleet is not expected to depend on DNS at migration time). */
-static int resolve(const char *host_port, bool passive, struct addrinfo **ret_addrs)
+int tcp_resolve(const char *host_port, bool passive, struct addrinfo **ret_addrs)
 {
 	char host[PEER_HOST_MAX], port[PEER_PORT_MAX];
 	struct addrinfo hints = {
@@ -668,7 +668,7 @@ int peer_conn_connect(struct event_base *base, SSL_CTX *ctx, const char *host_po
 		return -EINVAL;
 	if (!*expected_name || strlen(expected_name) > TLS_PEER_NAME_MAX)
 		return -EINVAL;
-	r = resolve(host_port, false, &addrs);
+	r = tcp_resolve(host_port, false, &addrs);
 	if (r < 0)
 		return r;
 
@@ -803,7 +803,7 @@ int peer_listener_new(struct event_base *base, SSL_CTX *ctx, const char *addr,
 
 	if (!base || !ctx || !addr || !ops || !ret_listener)
 		return -EINVAL;
-	r = resolve(addr, true, &addrs);
+	r = tcp_resolve(addr, true, &addrs);
 	if (r < 0)
 		return r;
 

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <netdb.h>
+
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
@@ -78,3 +80,9 @@ void peer_listener_set_ctx(struct peer_listener *listener, SSL_CTX *ctx);
 /* Connections still in their handshake are dropped (no on_close);
  * established ones belong to the user and live on. */
 struct peer_listener *peer_listener_free(struct peer_listener *listener);
+
+/* "host:port", "[v6]:port" -> getaddrinfo's list for TCP (freeaddrinfo()).
+ * passive: for bind (AI_PASSIVE; port 0 allowed). -EINVAL when it is not
+ * host:port, -EHOSTUNREACH for an unknown name, -EAGAIN, -ENOMEM. Shared by
+ * the peer link and the control API's TCP listener. */
+int tcp_resolve(const char *host_port, bool passive, struct addrinfo **ret_addrs);
