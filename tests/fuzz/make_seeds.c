@@ -1,0 +1,252 @@
+/* make_seeds - writes the seed corpora of tests/fuzz/corpus/<target>/ with
+ * the project's own packers, so that every seed is a valid input that gets
+ * past the framing, checksums and unpacking. Run by tests/fuzz/make-seeds. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "frame.h"
+#include "grpc_wire.h"
+#include "vm_store.h"
+#include "wire.h"
+
+static const char *out_dir;
+
+static void put(const char *target, const char *name, const void *prefix, size_t prefix_len,
+		const void *data, size_t len)
+{
+	char path[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", out_dir, target);
+	if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+		perror(path);
+		exit(1);
+	}
+	snprintf(path, sizeof(path), "%s/%s/%s", out_dir, target, name);
+	f = fopen(path, "wb");
+	if (!f || fwrite(prefix, 1, prefix_len, f) != prefix_len ||
+	    fwrite(data, 1, len, f) != len || fclose(f) != 0) {
+		perror(path);
+		exit(1);
+	}
+}
+
+static void fill_state(struct counter_state *s, uint32_t n_vcpus)
+{
+	memset(s, 0, sizeof(*s));
+	s->backend = BACKEND_KVM_X86;
+	s->arch = COUNTER_ARCH_X86_TSC;
+	s->guest_tsc_khz = 2500000;
+	s->tsc_scaling_ratio = 1ull << 48;
+	s->tsc_scaling_frac_bits = 48;
+	s->n_vcpus = n_vcpus;
+	for (uint32_t i = 0; i < n_vcpus; i++)
+		s->offset_cycles[i] = (uint64_t)-1000 * (i + 1);
+	s->anchor.source = ANCHOR_BRACKET;
+	s->anchor.tai_ns = 123456789;
+	s->anchor.host_tsc = 987654321;
+	s->anchor.host_tsc_khz = 2500000;
+}
+
+static void fill_report(struct migration_report *r)
+{
+	memset(r, 0, sizeof(*r));
+	memcpy(r->migration_id, "0123456789abcdef0123456789abcdef", VC_MIGRATION_ID_LEN);
+	strcpy(r->vm_id, "vm-1");
+	r->backend = BACKEND_KVM_X86;
+	r->generation = 3;
+	r->n_vcpus = 2;
+	r->offsets_before[0] = r->offsets_after[0] = 100;
+	r->offsets_before[1] = r->offsets_after[1] = 200;
+	r->guest_tsc_khz = 2500000;
+}
+
+static void vmm_seed(const char *name, const uint8_t *fd_prefix, size_t fd_prefix_len,
+		     const Vcounter__V1__VmmMessage *msg)
+{
+	uint8_t *buf;
+	size_t len;
+
+	if (wire_vmm_pack_frame(msg, &buf, &len) < 0)
+		exit(1);
+	put("fuzz_vmm_frame", name, fd_prefix, fd_prefix_len, buf, len);
+	free(buf);
+}
+
+static void vmm_seeds(void)
+{
+	static struct counter_state s;
+	static struct migration_report r;
+	struct wire_counter_state_pb spb;
+	struct wire_report_pb rpb;
+	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
+	Vcounter__V1__KvmOpResult res = VCOUNTER__V1__KVM_OP_RESULT__INIT;
+	Vcounter__V1__ApplyReply reply = VCOUNTER__V1__APPLY_REPLY__INIT;
+	Vcounter__V1__Error error = VCOUNTER__V1__ERROR__INIT;
+
+	msg.id = 1;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
+	msg.register_vm = &reg;
+	reg.vm_id = "vm-1";
+	reg.role = VCOUNTER__V1__ROLE__ROLE_SOURCE;
+	reg.vcpu_count = 2;
+	vmm_seed("register-3fds", (const uint8_t[]){ 3, 2, 3, 0 }, 4, &msg);
+	vmm_seed("register-nofd", (const uint8_t[]){ 0 }, 1, &msg);
+
+	fill_state(&s, 4);
+	wire_counter_state_to_pb(&s, &spb);
+	res.state = &spb.state;
+	res.backend = VCOUNTER__V1__BACKEND__BACKEND_KVM_X86;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP_RESULT;
+	msg.kvm_op_result = &res;
+	vmm_seed("kvm-op-result", (const uint8_t[]){ 0 }, 1, &msg);
+
+	fill_report(&r);
+	wire_report_to_pb(&r, &rpb);
+	reply.report = &rpb.report;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_APPLY_REPLY;
+	msg.apply_reply = &reply;
+	vmm_seed("apply-reply", (const uint8_t[]){ 0 }, 1, &msg);
+
+	error.code = VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND;
+	error.message = "no such VM";
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR;
+	msg.error = &error;
+	vmm_seed("error", (const uint8_t[]){ 1, 4 }, 2, &msg);
+}
+
+static void peer_seed(const char *name, const Vcounter__V1__PeerMessage *msg)
+{
+	uint8_t *buf;
+	size_t len;
+
+	if (wire_peer_pack_frame(msg, &buf, &len) < 0)
+		exit(1);
+	/* The target takes the payload: the frame without its header. */
+	put("fuzz_peer_frame", name, NULL, 0, buf + FRAME_HEADER_BYTES, len - FRAME_HEADER_BYTES);
+	free(buf);
+}
+
+static void peer_seeds(void)
+{
+	static struct counter_state s;
+	static struct migration_report r;
+	struct wire_counter_state_pb spb;
+	struct wire_report_pb rpb;
+	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__Prepare prepare = VCOUNTER__V1__PREPARE__INIT;
+	Vcounter__V1__FinalState final = VCOUNTER__V1__FINAL_STATE__INIT;
+	Vcounter__V1__Applied applied = VCOUNTER__V1__APPLIED__INIT;
+
+	fill_state(&s, 2);
+	wire_counter_state_to_pb(&s, &spb);
+	msg.id = 7;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE;
+	msg.prepare = &prepare;
+	prepare.migration_id = "0123456789abcdef0123456789abcdef";
+	prepare.vm_id = "vm-1";
+	prepare.state = &spb.state;
+	peer_seed("prepare", &msg);
+
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_STATE;
+	msg.final_state = &final;
+	final.migration_id = prepare.migration_id;
+	final.generation = 3;
+	final.state = &spb.state;
+	peer_seed("final-state", &msg);
+
+	fill_report(&r);
+	wire_report_to_pb(&r, &rpb);
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_APPLIED;
+	msg.applied = &applied;
+	applied.report = &rpb.report;
+	peer_seed("applied", &msg);
+}
+
+/* fuzz_grpc_wire's input: chunk seed, max_len selector, then the stream. */
+static void grpc_seeds(void)
+{
+	Vcounter__V1__StartMigrationRequest start = VCOUNTER__V1__START_MIGRATION_REQUEST__INIT;
+	Vcounter__V1__WatchEventsRequest watch = VCOUNTER__V1__WATCH_EVENTS_REQUEST__INIT;
+	uint8_t stream[512];
+	size_t len = 2, n;
+
+	stream[0] = 3; /* small chunks */
+	stream[1] = 3; /* max_len 4096 */
+	start.vm_id = "vm-1";
+	start.peer_address = "host-b:7070";
+	start.peer_name = "host-b";
+	n = protobuf_c_message_pack(&start.base, stream + len + GRPC_WIRE_PREFIX_BYTES);
+	grpc_wire_prefix(stream + len, (uint32_t)n);
+	len += GRPC_WIRE_PREFIX_BYTES + n;
+	put("fuzz_grpc_wire", "start-migration", NULL, 0, stream, len);
+
+	watch.vm_id = "vm-1";
+	n = protobuf_c_message_pack(&watch.base, stream + len + GRPC_WIRE_PREFIX_BYTES);
+	grpc_wire_prefix(stream + len, (uint32_t)n);
+	len += GRPC_WIRE_PREFIX_BYTES + n;
+	grpc_wire_prefix(stream + len, 0); /* and an empty message */
+	len += GRPC_WIRE_PREFIX_BYTES;
+	stream[0] = 0x80; /* one chunk */
+	put("fuzz_grpc_wire", "two-messages", NULL, 0, stream, len);
+
+	put("fuzz_grpc_wire", "timeout", NULL, 0,
+	    "\x01\x01"
+	    "1500m",
+	    7);
+	put("fuzz_grpc_wire", "percent", NULL, 0,
+	    "\x01\x01"
+	    "bad%20vm%0A%zz",
+	    16);
+}
+
+static void vm_store_seeds(void)
+{
+	static struct vm_store_entry e[2];
+	uint8_t *buf;
+	size_t len;
+
+	for (int k = 0; k < 2; k++) {
+		strcpy(e[k].vm_id, k ? "vm-2" : "vm-1");
+		strcpy(e[k].fd_name, k ? "vm2" : "vm1");
+		e[k].role = k ? VM_ROLE_TARGET : VM_ROLE_SOURCE;
+		e[k].n_vcpus = 2;
+		e[k].pid = 1000 + k;
+		e[k].uid = 77;
+		e[k].backend = BACKEND_KVM_X86;
+		e[k].arch = COUNTER_ARCH_X86_TSC;
+		e[k].offset_control = k == 0;
+		strcpy(e[k].probe_detail, "kvm-x86: TSC offset control");
+		e[k].guest_tsc_khz = 2500000;
+		e[k].has_state = k == 0;
+		if (e[k].has_state)
+			fill_state(&e[k].state, 2);
+	}
+	for (size_t n = 0; n <= 2; n++) {
+		char name[16];
+
+		if (vm_store_encode(e, n, &buf, &len) < 0)
+			exit(1);
+		snprintf(name, sizeof(name), "record-%zu", n);
+		put("fuzz_vm_store", name, NULL, 0, buf, len);
+		free(buf);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "usage: make_seeds CORPUS_DIR\n");
+		return 2;
+	}
+	out_dir = argv[1];
+	vmm_seeds();
+	peer_seeds();
+	grpc_seeds();
+	vm_store_seeds();
+	return 0;
+}
