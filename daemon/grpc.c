@@ -318,6 +318,8 @@ static void call_reset(struct grpc_call *call, uint32_t error_code)
 }
 
 static size_t format_status(const char *fmt, va_list ap, char out[CALL_MESSAGE_ENC_MAX])
+	__attribute__((format(printf, 1, 0)));
+static size_t format_status(const char *fmt, va_list ap, char out[CALL_MESSAGE_ENC_MAX])
 {
 	char message[CALL_MESSAGE_MAX];
 
