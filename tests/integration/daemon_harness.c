@@ -213,31 +213,41 @@ int harness_fd_count(const struct daemon_proc *d)
 	return n;
 }
 
-bool harness_log_contains(const struct daemon_proc *d, const char *needle)
+int harness_file_count(const char *path, const char *needle)
 {
 	char line[4096];
-	bool found = false;
-	FILE *f = fopen(d->log_path, "re");
+	FILE *f = fopen(path, "re");
+	int n = 0;
 
 	if (!f)
-		return false;
-	while (!found && fgets(line, sizeof(line), f))
-		found = strstr(line, needle) != NULL;
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
 	fclose(f);
-	return found;
+	return n;
+}
+
+void harness_dump_file(const char *path)
+{
+	char line[4096];
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return;
+	fprintf(stderr, "---- %s ----\n", path);
+	while (fgets(line, sizeof(line), f))
+		fputs(line, stderr);
+	fclose(f);
+}
+
+bool harness_log_contains(const struct daemon_proc *d, const char *needle)
+{
+	return harness_file_count(d->log_path, needle) > 0;
 }
 
 void harness_dump_log(const struct daemon_proc *d)
 {
-	char line[4096];
-	FILE *f = fopen(d->log_path, "re");
-
-	if (!f)
-		return;
-	fprintf(stderr, "---- %s ----\n", d->log_path);
-	while (fgets(line, sizeof(line), f))
-		fputs(line, stderr);
-	fclose(f);
+	harness_dump_file(d->log_path);
 }
 
 bool harness_kvm_honours_offsets(int vcpu_fd)

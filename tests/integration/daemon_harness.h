@@ -32,6 +32,10 @@ int harness_fd_count(const struct daemon_proc *d);
 /* Does the daemon's log contain needle? */
 bool harness_log_contains(const struct daemon_proc *d, const char *needle);
 void harness_dump_log(const struct daemon_proc *d);
+/* The same for any log file (daemons a test starts itself): lines of path
+ * that contain needle (0 when it cannot be read), and path on stderr. */
+int harness_file_count(const char *path, const char *needle);
+void harness_dump_file(const char *path);
 const char *harness_build_root(void);
 
 /* The tests' own oracle for "does this host's KVM honour TSC offsets":

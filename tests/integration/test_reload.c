@@ -83,29 +83,12 @@ static void cert_path(char *buf, size_t size, const char *name, const char *ext)
 
 static int log_count(const char *needle)
 {
-	char line[4096];
-	FILE *f = fopen(log_path, "re");
-	int n = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		n += strstr(line, needle) != NULL;
-	fclose(f);
-	return n;
+	return harness_file_count(log_path, needle);
 }
 
 static void dump_log(void)
 {
-	char line[4096];
-	FILE *f = fopen(log_path, "re");
-
-	if (!f)
-		return;
-	fprintf(stderr, "---- %s ----\n", log_path);
-	while (fgets(line, sizeof(line), f))
-		fputs(line, stderr);
-	fclose(f);
+	harness_dump_file(log_path);
 }
 
 static bool daemon_alive(void)

@@ -381,29 +381,12 @@ static void spawn(struct daemon *d, const struct test_dir *dir, const char *log_
 
 static void dump_log(const struct daemon *d)
 {
-	char line[4096];
-	FILE *f = fopen(d->log_path, "re");
-
-	if (!f)
-		return;
-	fprintf(stderr, "---- %s ----\n", d->log_path);
-	while (fgets(line, sizeof(line), f))
-		fputs(line, stderr);
-	fclose(f);
+	harness_dump_file(d->log_path);
 }
 
 static bool log_contains(const struct daemon *d, const char *needle)
 {
-	char line[4096];
-	bool found = false;
-	FILE *f = fopen(d->log_path, "re");
-
-	if (!f)
-		return false;
-	while (!found && fgets(line, sizeof(line), f))
-		found = strstr(line, needle) != NULL;
-	fclose(f);
-	return found;
+	return harness_file_count(d->log_path, needle) > 0;
 }
 
 /* Wait for the daemon to exit by itself: its exit status, or -1 (killed). */
