@@ -9,6 +9,7 @@
 
 #include "frame.h"
 #include "grpc_wire.h"
+#include "journal.h"
 #include "vm_store.h"
 #include "wire.h"
 
@@ -237,6 +238,60 @@ static void vm_store_seeds(void)
 	}
 }
 
+/* Records a migration leaves on each side: prepared, final, applied with
+ * its report, aborted with a reason. */
+static void journal_seeds(void)
+{
+	static struct journal_entry e;
+	static const struct {
+		const char *name;
+		enum vm_role role;
+		enum migration_step step;
+	} steps[] = {
+		{ "source-preparing", VM_ROLE_SOURCE, STEP_PREPARING },
+		{ "source-final", VM_ROLE_SOURCE, STEP_FINAL },
+		{ "target-final", VM_ROLE_TARGET, STEP_FINAL },
+		{ "target-applied", VM_ROLE_TARGET, STEP_APPLIED },
+		{ "target-aborted", VM_ROLE_TARGET, STEP_ABORTED },
+	};
+	uint8_t *buf;
+	size_t len;
+
+	for (size_t k = 0; k < sizeof(steps) / sizeof(steps[0]); k++) {
+		memset(&e, 0, sizeof(e));
+		e.sequence = k + 1;
+		strcpy(e.s.migration_id, "0123456789abcdef0123456789abcdef");
+		strcpy(e.s.vm_id, "vm-1");
+		strcpy(e.s.peer_identity, "host-b");
+		strcpy(e.peer_address, "127.0.0.1:7420");
+		e.s.role = steps[k].role;
+		e.s.step = steps[k].step;
+		fill_state(&e.s.prepared, 2);
+		if (steps[k].step == STEP_FINAL || steps[k].step == STEP_APPLIED) {
+			e.s.has_final = true;
+			e.s.generation = 1;
+			fill_state(&e.s.final, 2);
+			e.awaiting_source = steps[k].role == VM_ROLE_TARGET;
+		}
+		if (steps[k].step == STEP_APPLIED) {
+			e.awaiting_source = false;
+			e.s.has_report = true;
+			strcpy(e.s.report.migration_id, e.s.migration_id);
+			strcpy(e.s.report.vm_id, e.s.vm_id);
+			e.s.report.backend = BACKEND_KVM_X86;
+			e.s.report.generation = 1;
+			e.s.report.n_vcpus = 2;
+			e.s.report.guest_tsc_khz = 2500000;
+		}
+		if (steps[k].step == STEP_ABORTED)
+			strcpy(e.s.reason, "vcounterd restarted before the final state arrived");
+		if (journal_encode(&e, &buf, &len) < 0)
+			exit(1);
+		put("fuzz_journal", steps[k].name, NULL, 0, buf, len);
+		free(buf);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -248,5 +303,6 @@ int main(int argc, char **argv)
 	peer_seeds();
 	grpc_seeds();
 	vm_store_seeds();
+	journal_seeds();
 	return 0;
 }
