@@ -1255,6 +1255,8 @@ static int migration_from_pb(struct vcounter_ctl *ctl, const Vcounter__V1__Migra
 	copy_text(m.peer_address, sizeof(m.peer_address), pb->peer_address);
 	m.generation = pb->generation;
 	m.started_by_controller = pb->started_by_controller;
+	m.recovered = pb->recovered;
+	m.awaiting_source = pb->awaiting_source;
 	m.age_ns = pb->age_ns;
 	m.step_age_ns = pb->step_age_ns;
 	m.planned_delta_cycles = pb->planned_delta_cycles;

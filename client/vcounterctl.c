@@ -261,6 +261,8 @@ static void json_migration(struct json *j, const char *key, const struct vcounte
 	json_str(j, "peer_address", m->peer_address);
 	json_u64(j, "generation", m->generation);
 	json_bool(j, "started_by_controller", m->started_by_controller);
+	json_bool(j, "recovered", m->recovered);
+	json_bool(j, "awaiting_source", m->awaiting_source);
 	json_u64(j, "age_ns", m->age_ns);
 	json_u64(j, "step_age_ns", m->step_age_ns);
 	json_i64(j, "planned_delta_cycles", m->planned_delta_cycles);
@@ -684,6 +686,11 @@ static void print_migration(const struct vcounter_ctl_migration *m)
 	else
 		field("peer", "%s", m->peer_identity[0] ? m->peer_identity : "-");
 	field("started by", "%s", m->started_by_controller ? "a controller" : "the VMM");
+	if (m->recovered)
+		field("recovered", "%s",
+		      m->awaiting_source
+			      ? "from the session journal; apply waits for the source's replay"
+			      : "from the session journal after a restart");
 	field("age", "%s (this step for %s)", format_ns(b1, sizeof(b1), m->age_ns),
 	      format_ns(b2, sizeof(b2), m->step_age_ns));
 	field("generation", "%" PRIu64, m->generation);

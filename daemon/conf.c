@@ -106,6 +106,8 @@ static const struct conf_key keys[] = {
 	  .values = log_targets },
 	{ "daemon", "backends", "backends", NULL, CONF_BACKENDS, 0,
 	  LIST(config.backends, config.n_backends) },
+	{ "daemon", "state-directory", "state-directory", NULL, CONF_PATH, CONF_RESTART,
+	  FIELD(config.state_dir), .max = FILE_PATH_MAX },
 
 	{ "vmm", "socket", "vmm-socket", VCD_DEFAULT_VMM_SOCKET, CONF_PATH, CONF_RESTART,
 	  FIELD(config.vmm_socket), .max = SOCKET_PATH_MAX },

@@ -116,6 +116,8 @@ static void migration_to_pb(const struct migration_view *v, uint64_t now, struct
 	ret->m.step_age_ns = now > s->updated_ns ? now - s->updated_ns : 0;
 	ret->m.planned_delta_cycles = v->planned_delta_cycles;
 	ret->m.planned_error_bound_ns = v->planned_error_bound_ns;
+	ret->m.recovered = v->recovered;
+	ret->m.awaiting_source = v->awaiting_source;
 	ret->m.failure_reason = (char *)s->reason;
 	if (s->has_report) {
 		wire_report_to_pb(&s->report, &ret->report);

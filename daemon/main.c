@@ -13,6 +13,7 @@
 #include <event2/event.h>
 
 #include "conf.h"
+#include "failpoint.h"
 #include "fdstore.h"
 #include "log.h"
 #include "macro.h"
@@ -33,6 +34,8 @@ static void usage(FILE *f)
 		"  --check-config           check the configuration (TLS files too), print\n"
 		"                           it as in effect, exit 0; or say why not, exit 1\n"
 		"  --vmm-socket PATH        VMM socket (default %s)\n"
+		"  --state-directory DIR    keep the session journal in DIR/journal (default:\n"
+		"                           $STATE_DIRECTORY, set by systemd; else none)\n"
 		"  --listen ADDR:PORT       accept migrations from peers here (port 0: any)\n"
 		"  --port-file FILE         write the peer port actually bound to FILE\n"
 		"  --host-name NAME         this host's identity (its certificate SAN)\n"
@@ -212,6 +215,10 @@ int main(int argc, char **argv)
 	metrics_port_file = conf->metrics_port_file;
 	log_set_target(conf->log_target);
 	log_setup(conf->log_level);
+	if (failpoints_init() < 0) {
+		conf_free(conf);
+		return EXIT_FAILURE;
+	}
 	signal(SIGPIPE, SIG_IGN);
 
 	vcd.started_ns = vcd_now_ns();
@@ -269,6 +276,9 @@ int main(int argc, char **argv)
 				vcd.config.listen_addr ? vcd.config.listen_addr : "-");
 		goto out;
 	}
+	/* Before the control API: a controller's first look sees them. */
+	if (migrations_recover(&vcd) < 0)
+		goto out; /* migrations_recover said why */
 	if (port_file) {
 		r = write_port_file(port_file, migrations_listen_port(&vcd));
 		if (r < 0) {

@@ -109,6 +109,11 @@ void metrics_peer_link_closed(struct metrics *m, int error)
 		m->peer_link_failures++;
 }
 
+void metrics_journal_write_failed(struct metrics *m)
+{
+	m->journal_write_failures++;
+}
+
 /* ---- rendering ---- */
 
 struct text {
@@ -296,6 +301,11 @@ static void render_links(struct text *t, const struct metrics *m,
 		text_label_value(t, listener_table[l]);
 		text_printf(t, "} %" PRIu64 "\n", m->tls_handshake_failures[l]);
 	}
+	text_family(t, "vcounterd_journal_write_failures_total", "counter",
+		    "Session journal writes that failed (disk full, I/O error); the step each "
+		    "was for did not take effect.");
+	text_printf(t, "vcounterd_journal_write_failures_total %" PRIu64 "\n",
+		    m->journal_write_failures);
 }
 
 int metrics_render(const struct metrics *m, const struct metrics_snapshot *snap, char *buf,

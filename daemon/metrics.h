@@ -54,6 +54,7 @@ struct metrics {
 	int64_t last_elapsed_ns;
 	uint64_t peer_link_failures;
 	uint64_t tls_handshake_failures[_METRICS_LISTENER_MAX];
+	uint64_t journal_write_failures;
 };
 
 /* The daemon's own counters, process-wide like the log level: grpc.c knows
@@ -86,6 +87,9 @@ void metrics_tls_handshake_failed(struct metrics *m, enum metrics_listener liste
 /* A peer link closed: error < 0 (connect refused, handshake failed, link
  * lost) is a failure, 0 an orderly close. */
 void metrics_peer_link_closed(struct metrics *m, int error);
+/* A session journal write failed (disk full, I/O error): the step it was
+ * for did not take effect. */
+void metrics_journal_write_failed(struct metrics *m);
 
 /* The exposition text, NUL-terminated: its length, or -ENOBUFS when size is
  * too small (buf then holds nothing useful). Families each have HELP and TYPE

@@ -8,10 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "counter_math.h"
+#include "failpoint.h"
 #include "frame.h"
 #include "hostclock.h"
+#include "journal.h"
 #include "log.h"
 #include "macro.h"
 #include "metrics.h"
@@ -22,6 +26,11 @@
 #define PEER_PROTOCOL_VERSION	  1
 #define LINK_MAX_QUEUED_FRAMES	  64 /* frames waiting for a handshake */
 #define LINK_MAX_PENDING_REQUESTS 1024
+/* A source whose link broke after the final state was delivered replays it
+ * on a new link (the target may have restarted and must see it again
+ * before it applies): this many times, this far apart. */
+#define REPLAY_MAX_ATTEMPTS	  10
+#define REPLAY_INTERVAL_MS	  500
 
 struct queued_frame {
 	struct queued_frame *next;
@@ -71,6 +80,14 @@ struct migration {
 	char peer_address[256]; /* source: where the target daemon listens */
 	bool by_controller;
 	bool metrics_counted; /* its outcome is in vcounterd_migrations_total */
+	/* Session journal: what the file on disk says now. */
+	uint64_t journal_seq;
+	enum migration_step journaled_step;
+	uint64_t journaled_generation;
+	bool recovered;	      /* loaded from the journal at start-up */
+	bool awaiting_source; /* target: recovered, the source has not replayed */
+	struct event *replay; /* source: replay the final state on a new link */
+	unsigned replay_attempts;
 };
 
 struct migrations {
@@ -144,6 +161,8 @@ static void migration_free(struct vcd *vcd, struct migration *m)
 	}
 	if (m->timer)
 		event_free(m->timer);
+	if (m->replay)
+		event_free(m->replay);
 	free(m);
 }
 
@@ -162,6 +181,8 @@ static int migration_new(struct vcd *vcd, struct migration **ret)
 				oldest = m;
 		if (!oldest)
 			return -ENOSPC;
+		if (vcd->journal)
+			(void)journal_remove(vcd->journal, oldest->s.migration_id);
 		migration_free(vcd, oldest);
 	}
 	m = calloc(1, sizeof(*m));
@@ -222,7 +243,60 @@ static void view_of(const struct migration *m, struct migration_view *ret)
 		.by_controller = m->by_controller,
 		.planned_delta_cycles = m->planned_delta_cycles,
 		.planned_error_bound_ns = m->planned_error_bound_ns,
+		.recovered = m->recovered,
+		.awaiting_source = m->awaiting_source && m->s.step == STEP_FINAL,
 	};
+}
+
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Write m's current step to the session journal, before that step takes
+ * effect (a message sent, a reply given, an apply started): 0, or -errno
+ * (logged) when it could not be made durable. The fail point
+ * crash/<role>/<step> fires right after a successful write. */
+static int migration_record(struct vcd *vcd, struct migration *m)
+{
+	_cleanup_free_ struct journal_entry *e = NULL;
+	char tag[64];
+	int r;
+
+	if (!vcd->journal)
+		return 0;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->sequence = m->journal_seq + 1;
+	e->s = m->s;
+	snprintf(e->peer_address, sizeof(e->peer_address), "%s", m->peer_address);
+	e->by_controller = m->by_controller;
+	e->planned_delta_cycles = m->planned_delta_cycles;
+	e->planned_error_bound_ns = m->planned_error_bound_ns;
+	e->realtime_ns = realtime_ns();
+	e->awaiting_source =
+		m->awaiting_source && m->s.role == VM_ROLE_TARGET && m->s.step == STEP_FINAL;
+	snprintf(tag, sizeof(tag), "%s/%s", vm_role_to_string(m->s.role),
+		 migration_step_to_string(m->s.step));
+	r = journal_write(vcd->journal, e, tag);
+	if (r < 0) {
+		log_error_errno(r,
+				"vm=%s migration=%s role=%s: cannot record step %s in the session "
+				"journal %s",
+				m->s.vm_id, m->s.migration_id, vm_role_to_string(m->s.role),
+				migration_step_to_string(m->s.step), journal_dir(vcd->journal));
+		metrics_journal_write_failed(&vcd_metrics);
+		return r;
+	}
+	m->journal_seq = e->sequence;
+	m->journaled_step = m->s.step;
+	m->journaled_generation = m->s.generation;
+	failpoint_crash(tag);
+	return 0;
 }
 
 /* Every step a migration takes is told to the control API's watchers and to
@@ -235,6 +309,10 @@ static void migration_changed(struct vcd *vcd, struct migration *m)
 	struct vm_entry *vm = vcd_find_vm(vcd, m->s.vm_id);
 	struct migration_view view;
 
+	/* Steps whose effect cannot wait were recorded before it; the rest
+	 * (aborted, failed, acked) are recorded here. */
+	if (m->journaled_step != m->s.step || m->journaled_generation != m->s.generation)
+		(void)migration_record(vcd, m);
 	view_of(m, &view);
 	control_migration_event(vcd, &view);
 	metrics_migration_changed(&vcd_metrics, &m->s, &m->metrics_counted);
@@ -275,6 +353,18 @@ static void migration_fail(struct vcd *vcd, struct migration *m, int error, cons
 		migration_changed(vcd, m);
 	}
 	migration_reply_vmm_error(vcd, m, error, reason);
+}
+
+/* The journal could not record m's step (migration_record said why): the
+ * step must not take effect. The peer is told, so it does not wait. */
+static void journal_failed(struct vcd *vcd, struct migration *m, int error)
+{
+	char step[32];
+
+	snprintf(step, sizeof(step), "%s", migration_step_to_string(m->s.step));
+	send_abort(vcd, m, "the peer's session journal failed");
+	migration_fail(vcd, m, error, "cannot record step %s in the session journal: %s", step,
+		       strerror(error < 0 ? -error : error));
 }
 
 /* ---- peer link ---- */
@@ -531,6 +621,8 @@ static void link_established_cb(struct peer_conn *conn, const char *identity, vo
 	link->queue_tail = &link->queue;
 }
 
+static void schedule_replay(struct vcd *vcd, struct migration *m);
+
 static void link_close_cb(struct peer_conn *conn, int error, const char *reason, void *userdata)
 {
 	struct vcd *vcd = userdata;
@@ -559,8 +651,9 @@ static void link_close_cb(struct peer_conn *conn, int error, const char *reason,
 			continue;
 		if (m->s.role == VM_ROLE_SOURCE && m->s.step == STEP_FINAL) {
 			log_warning("vm=%s migration=%s: link lost after the final state was "
-				    "delivered; outcome on the target unknown",
+				    "delivered; replaying it on a new link",
 				    m->s.vm_id, m->s.migration_id);
+			schedule_replay(vcd, m);
 			continue;
 		}
 		migration_fail(vcd, m, -ECONNRESET, "peer link lost: %s", reason);
@@ -719,6 +812,11 @@ static int source_start(struct vcd *vcd, struct vm_entry *vm, const char *peer_a
 		migration_fail(vcd, m, r, "state machine refused prepare");
 		return 0;
 	}
+	r = migration_record(vcd, m);
+	if (r < 0) {
+		journal_failed(vcd, m, r);
+		return 0;
+	}
 	log_info("vm=%s migration=%s role=source step=prepare: peer=%s backend=%s "
 		 "guest_tsc_khz=%u anchor=%s by=%s",
 		 m->s.vm_id, m->s.migration_id, m->s.peer_identity,
@@ -846,14 +944,26 @@ void migrations_link_counts(struct vcd *vcd, size_t *ret_established, size_t *re
 	*ret_connecting = connecting;
 }
 
+static int send_final(struct migration *m, struct peer_link *link)
+{
+	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__FinalState fin = VCOUNTER__V1__FINAL_STATE__INIT;
+	struct wire_counter_state_pb state_pb;
+
+	wire_counter_state_to_pb(&m->s.final, &state_pb);
+	fin.migration_id = m->s.migration_id;
+	fin.generation = m->s.generation;
+	fin.state = &state_pb.state;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_STATE;
+	msg.final_state = &fin;
+	return link_request(link, m->s.migration_id, &msg);
+}
+
 static void source_final_read(struct vcd *vcd, int error, const char *text,
 			      const struct kvm_op_outcome *out, void *userdata)
 {
 	_cleanup_free_ struct op_ctx *ctx = userdata;
 	struct migration *m = migration_find(vcd, ctx->migration_id);
-	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
-	Vcounter__V1__FinalState fin = VCOUNTER__V1__FINAL_STATE__INIT;
-	struct wire_counter_state_pb state_pb;
 	struct peer_link *link;
 	uint64_t generation;
 	int r;
@@ -878,14 +988,13 @@ static void source_final_read(struct vcd *vcd, int error, const char *text,
 		migration_fail(vcd, m, r, "state machine refused the final state");
 		return;
 	}
+	r = migration_record(vcd, m);
+	if (r < 0) {
+		journal_failed(vcd, m, r);
+		return;
+	}
 
-	wire_counter_state_to_pb(&m->s.final, &state_pb);
-	fin.migration_id = m->s.migration_id;
-	fin.generation = generation;
-	fin.state = &state_pb.state;
-	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_STATE;
-	msg.final_state = &fin;
-	r = link_request(link, m->s.migration_id, &msg);
+	r = send_final(m, link);
 	if (r < 0) {
 		migration_fail(vcd, m, r, "cannot send the final state");
 		return;
@@ -1149,6 +1258,14 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 	m->link_id = link->id;
 	m->planned_delta_cycles = plan->delta_cycles;
 	m->planned_error_bound_ns = plan->error_bound_ns;
+	r = migration_record(vcd, m);
+	if (r < 0) {
+		link_send_error(link, msg->id, r, "target cannot record the migration: %s",
+				strerror(-r));
+		migration_fail(vcd, m, r, "cannot record step prepared in the session journal: %s",
+			       strerror(-r));
+		return;
+	}
 	log_info("vm=%s migration=%s role=target step=prepared: peer=%s "
 		 "planned_delta_cycles=%" PRId64 " planned_error_bound_ns=%" PRIu64,
 		 m->s.vm_id, m->s.migration_id, link->identity, plan->delta_cycles,
@@ -1165,6 +1282,8 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 }
 
 static void push_apply_op(struct vcd *vcd, struct migration *m);
+static void send_applied(struct vcd *vcd, struct migration *m, struct peer_link *link,
+			 const struct migration_report *rep);
 
 static void handle_final(struct vcd *vcd, struct peer_link *link,
 			 const Vcounter__V1__PeerMessage *msg)
@@ -1210,6 +1329,17 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 		log_debug("vm=%s migration=%s role=target step=final: generation=%" PRIu64,
 			  m->s.vm_id, m->s.migration_id, fin->generation);
 		m->link_id = link->id;
+		/* A newer generation from the source proves itself current. */
+		m->awaiting_source = false;
+		r = migration_record(vcd, m);
+		if (r < 0) {
+			link_send_error(link, msg->id, r,
+					"target cannot record the final state: %s", strerror(-r));
+			migration_fail(vcd, m, r,
+				       "cannot record step final in the session journal: %s",
+				       strerror(-r));
+			return;
+		}
 		migration_changed(vcd, m);
 		push_apply_op(vcd, m);
 		break;
@@ -1218,6 +1348,15 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 			  m->s.vm_id, m->s.migration_id, fin->generation);
 		/* The source may have reconnected: answer on the link it uses now. */
 		m->link_id = link->id;
+		if (m->awaiting_source) {
+			log_info("vm=%s migration=%s role=target: the source confirmed generation "
+				 "%" PRIu64 " after the restart; it may be applied",
+				 m->s.vm_id, m->s.migration_id, m->s.generation);
+			m->awaiting_source = false;
+			evtimer_del(m->timer);
+			migration_changed(vcd, m);
+			push_apply_op(vcd, m);
+		}
 		break;
 	case -ESTALE:
 		link_send_error(link, msg->id, r,
@@ -1244,6 +1383,10 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 	reply.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_ACK;
 	reply.final_ack = &ack;
 	link_send(link, &reply);
+	/* A replay after it applied: the source lost the Applied (a restart,
+	 * a broken link); it gets it again. */
+	if (r == 1 && m->s.has_report && (m->s.step == STEP_APPLIED || m->s.step == STEP_DONE))
+		send_applied(vcd, m, link, &m->s.report);
 }
 
 static void reply_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
@@ -1310,9 +1453,6 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 	_cleanup_free_ struct counter_plan *plan = calloc(1, sizeof(*plan));
 	_cleanup_free_ struct migration_report *rep = calloc(1, sizeof(*rep));
 	struct migration *m = migration_find(vcd, ctx->migration_id);
-	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
-	Vcounter__V1__Applied applied = VCOUNTER__V1__APPLIED__INIT;
-	struct wire_report_pb rep_pb;
 	struct peer_link *link;
 	char err[256];
 	int r;
@@ -1370,6 +1510,14 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 		migration_reply_vmm_error(vcd, m, r, "internal state error");
 		return;
 	}
+	/* The VMM runs its vCPUs only on this reply: not before the journal
+	 * knows the offsets are written. */
+	r = migration_record(vcd, m);
+	if (r < 0) {
+		migration_fail(vcd, m, r, "cannot record step applied in the session journal: %s",
+			       strerror(-r));
+		return;
+	}
 	log_outcome(rep, "target");
 	reply_apply(vcd, m->vmm_conn_id, m->vmm_request_id, rep);
 	m->vmm_request_id = 0;
@@ -1381,6 +1529,17 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 			    m->s.vm_id, m->s.migration_id);
 		return;
 	}
+	send_applied(vcd, m, link, rep);
+}
+
+static void send_applied(struct vcd *vcd, struct migration *m, struct peer_link *link,
+			 const struct migration_report *rep)
+{
+	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__Applied applied = VCOUNTER__V1__APPLIED__INIT;
+	struct wire_report_pb rep_pb;
+
+	(void)vcd;
 	wire_report_to_pb(rep, &rep_pb);
 	applied.report = &rep_pb.report;
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_APPLIED;
@@ -1450,6 +1609,14 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 				"VM is not registered on this connection");
 		return;
 	}
+	if (m->awaiting_source) {
+		vmm_reply_error(vcd, conn_id, request_id, -ESTALE,
+				"migration %s was recovered from the session journal at generation "
+				"%" PRIu64 "; the source has not yet confirmed that generation is "
+				"its newest (it replays it when its link is back)",
+				m->s.migration_id, m->s.generation);
+		return;
+	}
 	r = session_target_begin_apply(&m->s, vcd_now_ns());
 	if (r == 1) {
 		log_debug("vm=%s migration=%s: apply repeated, no-op", m->s.vm_id,
@@ -1466,6 +1633,14 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 	m->vmm_conn_id = conn_id;
 	m->vmm_request_id = request_id;
 	m->apply_started_ns = vcd_now_ns();
+	r = migration_record(vcd, m);
+	if (r < 0) {
+		session_target_apply_failed(&m->s, "cannot record step applying", vcd_now_ns());
+		migration_reply_vmm_error(vcd, m, r,
+					  "cannot record the apply in the session journal");
+		migration_changed(vcd, m);
+		return;
+	}
 	migration_changed(vcd, m);
 	/* The op sent ahead runs now; its deadline starts. Without one (the VMM
 	 * reconnected since), send it now. */
@@ -1499,12 +1674,17 @@ static void handle_prepare_ack(struct vcd *vcd, struct peer_link *link,
 		return;
 	}
 	evtimer_del(m->timer);
+	m->planned_delta_cycles = msg->prepare_ack->planned_delta_cycles;
+	m->planned_error_bound_ns = msg->prepare_ack->planned_error_bound_ns;
+	r = migration_record(vcd, m);
+	if (r < 0) {
+		journal_failed(vcd, m, r);
+		return;
+	}
 	log_debug("vm=%s migration=%s role=source step=prepared: peer=%s "
 		  "planned_delta_cycles=%" PRId64 " planned_error_bound_ns=%" PRIu64,
 		  m->s.vm_id, m->s.migration_id, link->identity,
 		  msg->prepare_ack->planned_delta_cycles, msg->prepare_ack->planned_error_bound_ns);
-	m->planned_delta_cycles = msg->prepare_ack->planned_delta_cycles;
-	m->planned_error_bound_ns = msg->prepare_ack->planned_error_bound_ns;
 	if (m->vmm_request_id) {
 		mor.migration_id = m->s.migration_id;
 		reply.id = m->vmm_request_id;
@@ -1526,6 +1706,17 @@ static void handle_final_ack(struct vcd *vcd, struct peer_link *link,
 
 	if (!m || m->link_id != link->id)
 		return;
+	/* The answer to a replay (migration_replay_cb): the target holds
+	 * this generation; its Applied follows if it applied. */
+	if (m->s.role == VM_ROLE_SOURCE && m->s.step == STEP_FINAL &&
+	    msg->final_ack->generation == m->s.generation &&
+	    strcmp(link->identity, m->s.peer_identity) == 0) {
+		log_info("vm=%s migration=%s role=source: target %s holds generation %" PRIu64
+			 " after the replay",
+			 m->s.vm_id, m->s.migration_id, link->identity, m->s.generation);
+		m->replay_attempts = 0;
+		return;
+	}
 	r = session_source_final_acked(&m->s, link->identity, msg->final_ack->generation,
 				       vcd_now_ns());
 	if (r < 0) {
@@ -1533,6 +1724,11 @@ static void handle_final_ack(struct vcd *vcd, struct peer_link *link,
 		return;
 	}
 	evtimer_del(m->timer);
+	r = migration_record(vcd, m);
+	if (r < 0) {
+		journal_failed(vcd, m, r);
+		return;
+	}
 	rpr.generation = m->s.generation;
 	reply.id = m->vmm_request_id;
 	reply.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REPORT_PAUSED_REPLY;
@@ -1606,6 +1802,14 @@ static void migration_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct migration *m = arg;
 
+	if (m->awaiting_source) {
+		m->awaiting_source = false;
+		migration_fail(m->vcd, m, -ETIMEDOUT,
+			       "recovered after a restart at generation %" PRIu64 ", and the "
+			       "source did not confirm it within %u ms: not applied",
+			       m->s.generation, m->vcd->config.peer_timeout_ms);
+		return;
+	}
 	migration_fail(m->vcd, m, -ETIMEDOUT, "peer did not answer within %u ms at step %s",
 		       m->vcd->config.peer_timeout_ms, migration_step_to_string(m->s.step));
 }
@@ -1694,6 +1898,226 @@ static const struct peer_conn_ops link_ops = {
 	.on_close = link_close_cb,
 };
 
+/* ---- replaying a delivered final state, and recovery ---- */
+
+static void migration_replay_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct migration *m = arg;
+	struct vcd *vcd = m->vcd;
+	struct peer_link *link;
+	int r;
+
+	(void)fd;
+	(void)what;
+	if (m->s.role != VM_ROLE_SOURCE || m->s.step != STEP_FINAL)
+		return;
+	r = link_get_outgoing(vcd, m->peer_address, m->s.peer_identity, &link);
+	if (r < 0) {
+		log_warning("vm=%s migration=%s: cannot reach %s to replay the final state: %s",
+			    m->s.vm_id, m->s.migration_id, m->peer_address, strerror(-r));
+		schedule_replay(vcd, m);
+		return;
+	}
+	m->link_id = link->id;
+	r = send_final(m, link);
+	if (r < 0)
+		log_warning("vm=%s migration=%s: cannot replay the final state: %s", m->s.vm_id,
+			    m->s.migration_id, strerror(-r));
+	/* A link that does not come up closes, and schedules the next try. */
+}
+
+/* Replay the delivered final state on a new link after a backoff (0.5 s,
+ * doubling, at most 30 s apart), REPLAY_MAX_ATTEMPTS times. */
+static void schedule_replay(struct vcd *vcd, struct migration *m)
+{
+	uint64_t ms;
+	struct timeval tv;
+
+	if (m->replay_attempts >= REPLAY_MAX_ATTEMPTS) {
+		log_warning("vm=%s migration=%s: gave up replaying the final state to %s after %u "
+			    "attempts; the outcome on the target is unknown here",
+			    m->s.vm_id, m->s.migration_id, m->peer_address, m->replay_attempts);
+		return;
+	}
+	ms = (uint64_t)REPLAY_INTERVAL_MS << (m->replay_attempts < 6 ? m->replay_attempts : 6);
+	if (ms > 30000)
+		ms = 30000;
+	m->replay_attempts++;
+	if (!m->replay)
+		m->replay = evtimer_new(vcd->base, migration_replay_cb, m);
+	if (!m->replay)
+		return;
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(m->replay, &tv);
+}
+
+struct recovery {
+	struct vcd *vcd;
+	size_t loaded, set_aside, dropped;
+};
+
+static void recover_one(const struct journal_entry *e, void *userdata)
+{
+	struct recovery *rc = userdata;
+	struct vcd *vcd = rc->vcd;
+	uint64_t now = vcd_now_ns(), real = realtime_ns();
+	uint64_t age = real > e->realtime_ns ? real - e->realtime_ns : 0;
+	struct migration *m;
+	int r;
+
+	r = migration_new(vcd, &m);
+	if (r < 0) {
+		log_error("vm=%s migration=%s: session journal record not loaded: %s", e->s.vm_id,
+			  e->s.migration_id, strerror(-r));
+		rc->dropped++;
+		return;
+	}
+	m->s = e->s;
+	m->s.started_ns = m->s.updated_ns = now > age ? now - age : 0;
+	snprintf(m->peer_address, sizeof(m->peer_address), "%s", e->peer_address);
+	m->by_controller = e->by_controller;
+	m->planned_delta_cycles = e->planned_delta_cycles;
+	m->planned_error_bound_ns = e->planned_error_bound_ns;
+	m->journal_seq = e->sequence;
+	m->journaled_step = e->s.step;
+	m->journaled_generation = e->s.generation;
+	m->recovered = true;
+	/* Its outcome was counted by the run that reached it. */
+	m->metrics_counted = migration_step_is_terminal(e->s.step);
+	rc->loaded++;
+}
+
+static void recover_bad(const char *file, const char *reason, bool renamed, void *userdata)
+{
+	struct recovery *rc = userdata;
+
+	rc->set_aside++;
+	log_error("session journal %s/%s: %s; %s, not trusted: its migration is not resumed",
+		  journal_dir(rc->vcd->journal), file, reason,
+		  renamed ? "set aside as " JOURNAL_CORRUPT : "could not even be set aside");
+}
+
+/* Resume or abort m, loaded from the journal (DESIGN.md section 3). The
+ * source never wrote its VM, so aborting it is always safe; what it may
+ * resume is a final state the target confirmed (FINAL: replay it until the
+ * target's Applied arrives). A target applies nothing it cannot prove
+ * current: a recovered final state waits for the source's replay. */
+static void recover_resolve(struct vcd *vcd, struct migration *m)
+{
+	char reason[SESSION_REASON_MAX + 1];
+	const char *step = migration_step_to_string(m->s.step);
+	struct peer_link *link;
+
+	if (migration_step_is_terminal(m->s.step))
+		return;
+	if (m->s.role == VM_ROLE_SOURCE) {
+		if (m->s.step == STEP_FINAL) {
+			log_warning("vm=%s migration=%s role=source: recovered at step final "
+				    "(generation %" PRIu64 "): replaying it to %s at %s",
+				    m->s.vm_id, m->s.migration_id, m->s.generation,
+				    m->s.peer_identity, m->peer_address);
+			m->replay_attempts = 0;
+			migration_replay_cb(-1, 0, m);
+			return;
+		}
+		snprintf(reason, sizeof(reason),
+			 "vcounterd restarted at step %s, before the target confirmed the final "
+			 "state; the source VM was not written",
+			 step);
+		if (session_abort(&m->s, reason, vcd_now_ns()) != 0)
+			return;
+		log_warning("vm=%s migration=%s role=source step=aborted: %s", m->s.vm_id,
+			    m->s.migration_id, reason);
+		if (m->peer_address[0] &&
+		    link_get_outgoing(vcd, m->peer_address, m->s.peer_identity, &link) == 0) {
+			m->link_id = link->id;
+			send_abort(vcd, m, reason);
+		}
+		migration_changed(vcd, m);
+		return;
+	}
+	switch (m->s.step) {
+	case STEP_PREPARED:
+		snprintf(reason, sizeof(reason),
+			 "vcounterd restarted before the final state arrived");
+		if (session_abort(&m->s, reason, vcd_now_ns()) != 0)
+			return;
+		log_warning("vm=%s migration=%s role=target step=aborted: %s", m->s.vm_id,
+			    m->s.migration_id, reason);
+		migration_changed(vcd, m);
+		return;
+	case STEP_APPLYING:
+		session_target_apply_failed(&m->s,
+					    "vcounterd restarted while the apply was running; "
+					    "the VMM must apply again",
+					    vcd_now_ns());
+		/* fall through */
+	case STEP_FINAL:
+		m->awaiting_source = true;
+		migration_arm_timer(vcd, m);
+		log_warning("vm=%s migration=%s role=target: recovered at step %s (generation "
+			    "%" PRIu64 "): apply refused until the source replays it, for at most "
+			    "%u ms",
+			    m->s.vm_id, m->s.migration_id, step, m->s.generation,
+			    vcd->config.peer_timeout_ms);
+		migration_changed(vcd, m);
+		return;
+	default:
+		/* APPLIED: the source's replay gets the Applied again. */
+		log_info("vm=%s migration=%s role=target: recovered at step %s; the source's "
+			 "replay gets the report again",
+			 m->s.vm_id, m->s.migration_id, step);
+		return;
+	}
+}
+
+int migrations_recover(struct vcd *vcd)
+{
+	static char env_dir[4096];
+	const char *dir = vcd->config.state_dir;
+	struct recovery rc = { .vcd = vcd };
+	char path[4200];
+	int r;
+
+	if (!dir) {
+		const char *env = getenv("STATE_DIRECTORY"); /* systemd: a:b:c */
+
+		if (env && *env) {
+			snprintf(env_dir, sizeof(env_dir), "%.*s", (int)strcspn(env, ":"), env);
+			dir = env_dir;
+		}
+	}
+	if (!dir) {
+		log_info("no state directory (--state-directory): migrations are not journaled, "
+			 "and a restart fails those running");
+		return 0;
+	}
+	snprintf(path, sizeof(path), "%s/journal", dir);
+	/* systemd makes StateDirectory=; by hand, the directory may be new. */
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		log_error_errno(r, "cannot create the state directory %s", dir);
+		return r;
+	}
+	r = journal_open(path, &vcd->journal);
+	if (r < 0) {
+		log_error_errno(r, "cannot open the session journal %s", path);
+		return r;
+	}
+	r = journal_load(vcd->journal, recover_one, recover_bad, &rc);
+	if (r < 0) {
+		log_error_errno(r, "cannot read the session journal %s", path);
+		return r;
+	}
+	for (struct migration *m = vcd->migrations->list; m; m = m->next)
+		if (m->recovered)
+			recover_resolve(vcd, m);
+	log_info("session journal %s: %zu migrations loaded, %zu files set aside, %zu dropped",
+		 path, rc.loaded, rc.set_aside, rc.dropped);
+	return 0;
+}
+
 int migrations_start(struct vcd *vcd)
 {
 	int r;
@@ -1740,6 +2164,8 @@ void migrations_stop(struct vcd *vcd)
 	}
 	while (ms->list)
 		migration_free(vcd, ms->list);
+	journal_close(vcd->journal);
+	vcd->journal = NULL;
 	free(ms);
 	vcd->migrations = NULL;
 }

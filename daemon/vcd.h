@@ -72,6 +72,10 @@ struct vcd_config {
 	/* Prometheus metrics over HTTP (metrics_http.h): "ADDR:PORT" or a bare
 	 * port (127.0.0.1); NULL: off. */
 	const char *metrics_listen;
+
+	/* The session journal lives in <state_dir>/journal (journal.h); NULL:
+	 * $STATE_DIRECTORY (systemd's StateDirectory=), else no journal. */
+	const char *state_dir;
 };
 
 struct vm_entry {
@@ -140,9 +144,10 @@ struct vcd {
 	/* The configuration config was made from (conf.h): its strings'
 	 * owner, and what a reload reads again. */
 	struct conf *conf;
-	bool fdstore;	       /* NOTIFY_SOCKET set: VMs kept in systemd's fd store */
-	bool stopping;	       /* shutting down: VMs stay in the store for a restart */
-	uint64_t next_fd_name; /* k of the next "vm<k>" FDNAME */
+	bool fdstore;		 /* NOTIFY_SOCKET set: VMs kept in systemd's fd store */
+	bool stopping;		 /* shutting down: VMs stay in the store for a restart */
+	uint64_t next_fd_name;	 /* k of the next "vm<k>" FDNAME */
+	struct journal *journal; /* NULL: migrations are not journaled */
 };
 
 /* vmm_server.c */
@@ -184,6 +189,9 @@ int migrations_listen_port(struct vcd *vcd);
 /* vcd->tls_server changed (a reload): incoming links from now on use it. */
 void migrations_tls_changed(struct vcd *vcd);
 void migrations_stop(struct vcd *vcd);
+/* Open the session journal (config.state_dir) and resume or abort every
+ * migration it holds: 0, or -errno when the directory cannot be used. */
+int migrations_recover(struct vcd *vcd);
 void migration_handle_migrate_out(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
 				  const char *vm_id, const char *peer_address,
 				  const char *peer_name);
@@ -203,6 +211,8 @@ struct migration_view {
 	bool by_controller;	  /* started through service Control */
 	int64_t planned_delta_cycles;
 	uint64_t planned_error_bound_ns;
+	bool recovered;	      /* resumed from the session journal */
+	bool awaiting_source; /* target: recovered final state not yet confirmed */
 };
 
 int migration_get_view(struct vcd *vcd, const char *migration_id, struct migration_view *ret);

@@ -146,6 +146,10 @@ static const char expected_tail[] =
 	"# TYPE vcounterd_tls_handshake_failures_total counter\n"
 	"vcounterd_tls_handshake_failures_total{listener=\"peer\"} 7\n"
 	"vcounterd_tls_handshake_failures_total{listener=\"control\"} 0\n"
+	"# HELP vcounterd_journal_write_failures_total Session journal writes that failed (disk "
+	"full, I/O error); the step each was for did not take effect.\n"
+	"# TYPE vcounterd_journal_write_failures_total counter\n"
+	"vcounterd_journal_write_failures_total 2\n"
 	"# HELP vcounterd_control_watchers Open WatchEvents streams of the control API.\n"
 	"# TYPE vcounterd_control_watchers gauge\n"
 	"vcounterd_control_watchers 3\n";
@@ -178,6 +182,7 @@ static void test_render_known_state_is_exact(void **state)
 	m.last_elapsed_ns = 60520739;
 	m.peer_link_failures = 5;
 	m.tls_handshake_failures[METRICS_LISTENER_PEER] = 7;
+	m.journal_write_failures = 2;
 
 	snprintf(expected, sizeof(expected), "%s%s", expected_head, expected_tail);
 	assert_string_equal(render(&m, &snap), expected);
@@ -199,6 +204,7 @@ static void test_every_family_declared_once_before_its_samples(void **state)
 		"vcounterd_peer_links",
 		"vcounterd_peer_link_failures_total",
 		"vcounterd_tls_handshake_failures_total",
+		"vcounterd_journal_write_failures_total",
 		"vcounterd_control_watchers",
 	};
 	struct metrics m = { .has_last = true };

@@ -174,6 +174,8 @@ struct vcounter_ctl_migration {
 	int64_t planned_delta_cycles;
 	uint64_t planned_error_bound_ns;
 	char failure_reason[256];
+	bool recovered;	      /* resumed from the daemon's session journal */
+	bool awaiting_source; /* target, recovered: apply waits for the source */
 	/* From APPLIED on: what the target applied (offsets arrays are
 	 * malloc'd, freed by vcounter_ctl_migration_clear). */
 	bool has_report;
