@@ -1130,6 +1130,7 @@ static int group_setup(void **state)
 	if (control_port <= 0) {
 		fprintf(stderr, "no control port in %s\n", control_port_path);
 		harness_dump_log(&daemon_a);
+		harness_stop(&daemon_a); /* cmocka runs no teardown after a failed setup */
 		return -1;
 	}
 	return 0;
