@@ -656,7 +656,14 @@ static void link_close_cb(struct peer_conn *conn, int error, const char *reason,
 			schedule_replay(vcd, m);
 			continue;
 		}
-		migration_fail(vcd, m, -ECONNRESET, "peer link lost: %s", reason);
+		/* Never up: an outgoing link whose connect or handshake failed (a target with a
+		 * certificate we refuse, or no TLS 1.3). Its own error tells the VMM what happened;
+		 * ECONNRESET would read as "vcounterd restarted" to libvcounter's callers. */
+		if (!link->established)
+			migration_fail(vcd, m, error < 0 ? error : -ECONNRESET,
+				       "cannot establish the peer link: %s", reason);
+		else
+			migration_fail(vcd, m, -ECONNRESET, "peer link lost: %s", reason);
 	}
 	link->conn = NULL; /* peer_conn frees itself after this callback */
 	link_free(vcd, link);

@@ -67,6 +67,13 @@ static int vcd_tls_new(const struct conf *conf, struct vcd_tls *ret, char *err, 
 	r = tls_ctx_new(&cfg->tls, true, &t.server, why, sizeof(why));
 	if (r == 0)
 		r = tls_ctx_new(&cfg->tls, false, &t.client, why, sizeof(why));
+	/* A certificate no peer would accept (another CA, expired) is refused here, at start and
+	 * on reload, while the previous one still serves; the control listener's context is
+	 * made from the same files. */
+	if (r == 0)
+		r = tls_ctx_check_own_certificate(&cfg->tls, t.server, true, why, sizeof(why));
+	if (r == 0)
+		r = tls_ctx_check_own_certificate(&cfg->tls, t.client, false, why, sizeof(why));
 	if (r == 0 && cfg->control_listen)
 		r = control_tls_new(cfg, &t.control, why, sizeof(why));
 	if (r < 0) {

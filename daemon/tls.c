@@ -327,6 +327,50 @@ fail:
 	return r;
 }
 
+int tls_ctx_check_own_certificate(const struct tls_config *config, SSL_CTX *ctx, bool is_server,
+				  char *err, size_t err_size)
+{
+	STACK_OF(X509) *chain = NULL;
+	X509_STORE_CTX *store_ctx;
+	X509 *leaf;
+	int ok, error;
+
+	if (!config || !ctx)
+		return -EINVAL;
+	leaf = SSL_CTX_get0_certificate(ctx);
+	if (!leaf) {
+		if (err && err_size > 0)
+			snprintf(err, err_size, "certificate file %s: no certificate loaded",
+				 config->cert_file);
+		return -EINVAL;
+	}
+	(void)SSL_CTX_get0_chain_certs(ctx, &chain);
+	store_ctx = X509_STORE_CTX_new();
+	if (!store_ctx ||
+	    !X509_STORE_CTX_init(store_ctx, SSL_CTX_get_cert_store(ctx), leaf, chain)) {
+		X509_STORE_CTX_free(store_ctx);
+		set_error(err, err_size, "cannot check certificate", config->cert_file);
+		return -ENOMEM;
+	}
+	/* What the peer checks (RFC 5280 path and validity, the extended key usage of
+	 * RFC 5280 4.2.1.12 for this end of the connection); names are the peer's business. */
+	(void)X509_STORE_CTX_set_purpose(store_ctx, is_server ? X509_PURPOSE_SSL_SERVER
+							      : X509_PURPOSE_SSL_CLIENT);
+	ok = X509_verify_cert(store_ctx);
+	error = X509_STORE_CTX_get_error(store_ctx);
+	X509_STORE_CTX_free(store_ctx);
+	ERR_clear_error();
+	if (ok == 1)
+		return 0;
+	if (err && err_size > 0)
+		snprintf(err, err_size,
+			 "certificate file %s: not valid under the configured CA: %s",
+			 config->cert_file, X509_verify_cert_error_string(error));
+	return error == X509_V_ERR_CERT_HAS_EXPIRED || error == X509_V_ERR_CERT_NOT_YET_VALID
+		       ? -EKEYEXPIRED
+		       : -EKEYREJECTED;
+}
+
 int tls_peer_identity(SSL *ssl, char *ret_name, size_t name_size)
 {
 	const GENERAL_NAME *gn;

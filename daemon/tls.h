@@ -30,6 +30,15 @@ struct tls_config {
 int tls_ctx_new(const struct tls_config *config, bool is_server, SSL_CTX **ret_ctx, char *err,
 		size_t err_size);
 
+/* Does the certificate ctx presents (config->cert_file, loaded by tls_ctx_new) chain to ctx's
+ * CA, hold a validity period that includes now, and serve the purpose (TLS server or client)?
+ * tls_ctx_new loads a certificate of another CA or an expired one without complaint, and every
+ * peer would then refuse this host; this refuses it where the files are read (start, reload).
+ * 0, or -EKEYEXPIRED (expired or not yet valid) / -EKEYREJECTED (anything else) with a sentence
+ * in err naming cert_file and OpenSSL's reason. */
+int tls_ctx_check_own_certificate(const struct tls_config *config, SSL_CTX *ctx, bool is_server,
+				  char *err, size_t err_size);
+
 /* After a completed handshake: the first SAN of the peer's leaf that is on
  * the allow-list, copied to ret_name. -EPERM if none, -ENOTCONN before the
  * handshake. */

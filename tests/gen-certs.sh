@@ -1,7 +1,7 @@
 #!/bin/sh
 # gen-certs.sh DIR - a throwaway PKI for the peer-link and control-API TLS tests: a fleet CA, two
 # hosts, two controllers, and the certificates the daemon must refuse (other CA, SAN not
-# allow-listed, expired). EC P-256, quiet.
+# allow-listed, expired), on either end of a connection and for its own rotation. EC P-256, quiet.
 set -eu
 
 dir=${1:?usage: gen-certs.sh DIR}
@@ -10,7 +10,9 @@ cd "$dir"
 
 outputs="ca.pem ca.key host-a.pem host-a.key host-b.pem host-b.key other-ca.pem other-ca.key
 	other-host.pem other-host.key evil.pem evil.key expired.pem expired.key uri.pem uri.key
-	ctl-operator.pem ctl-operator.key ctl-reader.pem ctl-reader.key ctl-other.pem ctl-other.key"
+	ctl-operator.pem ctl-operator.key ctl-reader.pem ctl-reader.key ctl-other.pem ctl-other.key
+	host-a-next.pem host-a-next.key other-host-b.pem other-host-b.key expired-b.pem expired-b.key
+	ctl-expired.pem ctl-expired.key"
 
 # Idempotent: a complete set is kept as it is (a partial one, from a killed run, is redone).
 complete=1
@@ -108,15 +110,24 @@ newleaf ctl-operator DNS:ctl-operator.test ca
 newleaf ctl-reader DNS:ctl-reader.test ca
 newleaf ctl-other DNS:ctl-operator.test other-ca
 
-# Valid chain and allow-listed name, but its validity ended in 2020.
-newkey expired
-q openssl req -config "$cnf" -new -key "$work/expired.key" -subj "/CN=expired" \
-	-out "$work/expired.csr"
+# A second certificate for host-a.test: what a rotation on disk replaces host-a's with.
+newleaf host-a-next DNS:host-a.test ca
+# host-b.test's name from a CA the fleet does not trust: a target the source must refuse.
+newleaf other-host-b DNS:host-b.test other-ca
+
 : >"$work/index.txt"
 echo 01 >"$work/serial"
-SAN=DNS:host-a.test q openssl ca -config "$cnf" -batch -notext -extensions v3_leaf \
-	-startdate 200101000000Z -enddate 200102000000Z \
-	-in "$work/expired.csr" -out "$work/expired.pem"
+# newexpired NAME SAN: valid chain and an allow-listed name, but the validity ended in 2020.
+newexpired() {
+	newkey "$1"
+	q openssl req -config "$cnf" -new -key "$work/$1.key" -subj "/CN=$1" -out "$work/$1.csr"
+	SAN=$2 q openssl ca -config "$cnf" -batch -notext -extensions v3_leaf \
+		-startdate 200101000000Z -enddate 200102000000Z \
+		-in "$work/$1.csr" -out "$work/$1.pem"
+}
+newexpired expired DNS:host-a.test
+newexpired expired-b DNS:host-b.test
+newexpired ctl-expired DNS:ctl-operator.test
 
 for f in $outputs; do
 	mv -f "$work/$f" "$f"

@@ -590,23 +590,17 @@ static void target_vm_release(void)
 
 /* ---- setup ---- */
 
+/* The whole directory: gen-certs.sh makes more files than this test uses (controllers,
+ * rotation), and a list here fell behind it, leaving keys in $TMPDIR after every run. */
 static void remove_certs(void)
 {
-	static const char *const files[] = {
-		"ca", "host-a", "host-b", "other-ca", "other-host", "evil", "expired", "uri",
-	};
-	char path[320];
+	char cmd[300];
 
-	if (!certs_made_here)
+	if (!certs_made_here || getenv("VC_KEEP_TEST_DIRS"))
 		return;
-	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-		cert_path(path, sizeof(path), files[i], "pem");
-		unlink(path);
-		cert_path(path, sizeof(path), files[i], "key");
-		unlink(path);
-	}
-	if (rmdir(certs_dir) < 0)
-		fprintf(stderr, "cannot remove %s: %s\n", certs_dir, strerror(errno));
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs_dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", certs_dir);
 }
 
 static int group_setup(void **state)

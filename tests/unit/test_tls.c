@@ -395,6 +395,54 @@ static void raw_established(struct fixture *f, struct raw *raw)
 
 /* --- tests: contexts --- */
 
+/* tls_ctx_check_own_certificate on a context made of cert_name's files, as a TLS server or
+ * client; err gets its sentence. */
+static int check_own(const char *cert_name, bool is_server, char *err, size_t err_size)
+{
+	char ca_file[PATH_MAX], cert_file[PATH_MAX], key_file[PATH_MAX];
+	const struct tls_config config = {
+		.ca_file = ca_file,
+		.cert_file = cert_file,
+		.key_file = key_file,
+		.allowed_peers = allow_b,
+		.n_allowed_peers = 1,
+	};
+	SSL_CTX *ctx = NULL;
+	int r;
+
+	cert_path(ca_file, "ca", "pem");
+	cert_path(cert_file, cert_name, "pem");
+	cert_path(key_file, cert_name, "key");
+	/* tls_ctx_new itself takes any certificate whose key matches. */
+	assert_int_equal(tls_ctx_new(&config, is_server, &ctx, err, err_size), 0);
+	err[0] = '\0';
+	r = tls_ctx_check_own_certificate(&config, ctx, is_server, err, err_size);
+	SSL_CTX_free(ctx);
+	return r;
+}
+
+static void test_own_certificate_must_chain_to_the_ca_and_be_valid_now(void **state)
+{
+	char err[512];
+
+	(void)state;
+	/* host-a and a controller's leaf carry serverAuth and clientAuth (gen-certs.sh). */
+	for (int is_server = 0; is_server <= 1; is_server++) {
+		assert_int_equal(check_own("host-a", is_server, err, sizeof(err)), 0);
+		assert_string_equal(err, "");
+		assert_int_equal(check_own("ctl-operator", is_server, err, sizeof(err)), 0);
+
+		assert_int_equal(check_own("other-host", is_server, err, sizeof(err)),
+				 -EKEYREJECTED);
+		assert_non_null(strstr(err, "other-host.pem"));
+		assert_non_null(strstr(err, "unable to get local issuer certificate"));
+
+		assert_int_equal(check_own("expired", is_server, err, sizeof(err)), -EKEYEXPIRED);
+		assert_non_null(strstr(err, "expired.pem"));
+		assert_non_null(strstr(err, "certificate has expired"));
+	}
+}
+
 static void test_ctx_new_reports_missing_files_and_bad_keys(void **state)
 {
 	char err[512], garbage[PATH_MAX];
@@ -1087,6 +1135,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ctx_new_reports_missing_files_and_bad_keys),
+		cmocka_unit_test(test_own_certificate_must_chain_to_the_ca_and_be_valid_now),
 		T(test_mutual_tls_established_both_ways_with_identities),
 		T(test_connect_accepts_names_and_bracketed_ipv6),
 		T(test_connect_refuses_malformed_addresses),
