@@ -8,10 +8,18 @@
  * the target VM's offsets (applied exactly as reported, or untouched)
  * and the source VM's (never written).
  *
+ * The peer link itself is cut, black-holed and delayed by a TCP proxy the
+ * test runs between the daemons (root may not have tc netem here).
+ *
  * Steps past Prepare need a KVM that honours TSC offsets: they skip on a
  * host whose KVM ignores them and run in the nested-KVM rig (vm_faults). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -22,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -722,6 +731,285 @@ static void test_target_killed_at_applied_is_not_applied_twice(void **state)
 	expect_untouched(&src, "source");
 }
 
+/* ---- the peer link: a proxy between the daemons ---- */
+
+#define PROXY_MAX_PAIRS 16
+
+enum proxy_mode {
+	PROXY_FORWARD,
+	PROXY_BLACK_HOLE
+};
+
+struct proxy {
+	int listen_fd;
+	int port;
+	int target_port;
+	int wake[2];
+	pthread_t thread;
+	atomic_int mode;
+	atomic_int delay_ms;
+	atomic_bool cut, stop;
+	atomic_int accepted;
+	int pairs[PROXY_MAX_PAIRS][2]; /* -1: free */
+};
+
+static void proxy_close_pair(struct proxy *p, int k)
+{
+	close(p->pairs[k][0]);
+	close(p->pairs[k][1]);
+	p->pairs[k][0] = p->pairs[k][1] = -1;
+}
+
+static void proxy_accept(struct proxy *p)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_port = htons((uint16_t)p->target_port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int in = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC), out;
+
+	if (in < 0)
+		return;
+	out = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (out < 0 || connect(out, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(in);
+		if (out >= 0)
+			close(out);
+		return;
+	}
+	for (int k = 0; k < PROXY_MAX_PAIRS; k++) {
+		if (p->pairs[k][0] < 0) {
+			p->pairs[k][0] = in;
+			p->pairs[k][1] = out;
+			atomic_fetch_add(&p->accepted, 1);
+			return;
+		}
+	}
+	close(in);
+	close(out);
+}
+
+/* Forward what one side of pair k sent to the other; false when it closed. */
+static bool proxy_forward(struct proxy *p, int k, int side)
+{
+	char buf[65536];
+	ssize_t n = read(p->pairs[k][side], buf, sizeof(buf));
+	int delay = atomic_load(&p->delay_ms);
+
+	if (n <= 0)
+		return false;
+	if (delay > 0)
+		sleep_ms(delay);
+	for (ssize_t done = 0; done < n;) {
+		ssize_t w = write(p->pairs[k][!side], buf + done, (size_t)(n - done));
+
+		if (w <= 0)
+			return false;
+		done += w;
+	}
+	return true;
+}
+
+static void *proxy_main(void *arg)
+{
+	struct proxy *p = arg;
+
+	while (!atomic_load(&p->stop)) {
+		struct pollfd pfd[2 + 2 * PROXY_MAX_PAIRS];
+		int idx[2 * PROXY_MAX_PAIRS];
+		nfds_t n = 0;
+
+		if (atomic_exchange(&p->cut, false))
+			for (int k = 0; k < PROXY_MAX_PAIRS; k++)
+				if (p->pairs[k][0] >= 0)
+					proxy_close_pair(p, k);
+		pfd[n++] = (struct pollfd){ .fd = p->wake[0], .events = POLLIN };
+		pfd[n++] = (struct pollfd){ .fd = p->listen_fd, .events = POLLIN };
+		/* A black hole keeps the connections open and moves nothing. */
+		if (atomic_load(&p->mode) == PROXY_FORWARD)
+			for (int k = 0; k < PROXY_MAX_PAIRS; k++)
+				for (int side = 0; side < 2 && p->pairs[k][0] >= 0; side++) {
+					idx[n - 2] = k * 2 + side;
+					pfd[n++] = (struct pollfd){ .fd = p->pairs[k][side],
+								    .events = POLLIN };
+				}
+		if (poll(pfd, n, 1000) <= 0)
+			continue;
+		if (pfd[0].revents) {
+			char c;
+
+			(void)!read(p->wake[0], &c, 1);
+		}
+		if (pfd[1].revents & POLLIN)
+			proxy_accept(p);
+		for (nfds_t i = 2; i < n; i++) {
+			int k = idx[i - 2] / 2, side = idx[i - 2] % 2;
+
+			if (!pfd[i].revents || p->pairs[k][0] < 0)
+				continue;
+			if (!proxy_forward(p, k, side))
+				proxy_close_pair(p, k);
+		}
+	}
+	for (int k = 0; k < PROXY_MAX_PAIRS; k++)
+		if (p->pairs[k][0] >= 0)
+			proxy_close_pair(p, k);
+	return NULL;
+}
+
+static void proxy_wake(struct proxy *p)
+{
+	(void)!write(p->wake[1], "x", 1);
+}
+
+static void proxy_start(struct proxy *p, int target_port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+
+	memset(p, 0, sizeof(*p));
+	for (int k = 0; k < PROXY_MAX_PAIRS; k++)
+		p->pairs[k][0] = p->pairs[k][1] = -1;
+	p->target_port = target_port;
+	p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(p->listen_fd >= 0);
+	assert_int_equal(bind(p->listen_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(p->listen_fd, 16), 0);
+	assert_int_equal(getsockname(p->listen_fd, (struct sockaddr *)&sa, &len), 0);
+	p->port = ntohs(sa.sin_port);
+	assert_int_equal(pipe2(p->wake, O_CLOEXEC), 0);
+	assert_int_equal(pthread_create(&p->thread, NULL, proxy_main, p), 0);
+}
+
+static void proxy_set(struct proxy *p, enum proxy_mode mode, int delay_ms)
+{
+	atomic_store(&p->mode, mode);
+	atomic_store(&p->delay_ms, delay_ms);
+	proxy_wake(p);
+}
+
+/* Close every connection it carries, both sides (a cable pulled and put
+ * back: new connections go through). */
+static void proxy_cut(struct proxy *p)
+{
+	atomic_store(&p->cut, true);
+	proxy_wake(p);
+	for (int i = 0; i < 100 && atomic_load(&p->cut); i++)
+		sleep_ms(10);
+}
+
+static void proxy_stop(struct proxy *p)
+{
+	atomic_store(&p->stop, true);
+	proxy_wake(p);
+	pthread_join(p->thread, NULL);
+	close(p->listen_fd);
+	close(p->wake[0]);
+	close(p->wake[1]);
+}
+
+static void migrate_out_via(const struct proxy *p, char id[VCOUNTER_MIGRATION_ID_SIZE])
+{
+	char peer[64];
+
+	snprintf(peer, sizeof(peer), "127.0.0.1:%d", p->port);
+	if (vcounter_migrate_out(src.vc, "vm-1", peer, "host-b.test", id) < 0)
+		fail_msg("migrate_out: %s", vcounter_last_error(src.vc));
+}
+
+/* The link breaks once the target holds the final state: the source
+ * replays it on a new connection, and the report comes back that way. */
+static void test_link_cut_after_the_final_state_is_replayed(void **state)
+{
+	struct vcounter_ctl_migration m;
+	struct vcounter_report *rep = NULL;
+	char id[VCOUNTER_MIGRATION_ID_SIZE];
+	struct proxy p;
+	uint64_t gen;
+
+	require_offset_control();
+	proxy_start(&p, b.port);
+	migrate_out_via(&p, id);
+	if (vcounter_report_paused(src.vc, "vm-1", id, &gen) < 0)
+		fail_msg("report_paused: %s", vcounter_last_error(src.vc));
+	assert_int_equal(atomic_load(&p.accepted), 1);
+	proxy_cut(&p);
+	for (int i = 0; i < 200 && harness_file_count(a.log_path, "after the replay") == 0; i++)
+		sleep_ms(50);
+	assert_int_equal(harness_file_count(a.log_path, "replaying it on a new link"), 1);
+	assert_int_equal(harness_file_count(a.log_path, "after the replay"), 1);
+	assert_int_equal(atomic_load(&p.accepted), 2);
+	if (vcounter_apply(dst.vc, "vm-1", id, &rep) < 0)
+		fail_msg("apply: %s", vcounter_last_error(dst.vc));
+	expect_applied(&dst, rep);
+	expect_step(&a, id, "done", &m);
+	assert_true(m.report.offsets_after[1] == rep->offsets_after[1]);
+	vcounter_ctl_migration_clear(&m);
+	expect_step(&b, id, "done", &m);
+	vcounter_ctl_migration_clear(&m);
+	vcounter_report_free(rep);
+	proxy_stop(&p);
+	expect_untouched(&src, "source");
+}
+
+/* The link goes silent (connections open, nothing moves) after Prepare:
+ * the source gives up at its deadline; when the link finally breaks, the
+ * target, which never got the final state, ends too; nothing applied. */
+static void test_black_hole_times_out_and_nothing_is_applied(void **state)
+{
+	struct vcounter_ctl_migration m;
+	struct vcounter_report *rep = NULL;
+	char id[VCOUNTER_MIGRATION_ID_SIZE];
+	struct proxy p;
+	uint64_t gen;
+
+	require_offset_control();
+	proxy_start(&p, b.port);
+	migrate_out_via(&p, id);
+	proxy_set(&p, PROXY_BLACK_HOLE, 0);
+	assert_int_equal(vcounter_report_paused(src.vc, "vm-1", id, &gen), -ETIMEDOUT);
+	expect_step(&a, id, "failed", &m);
+	assert_non_null(strstr(m.failure_reason, "did not answer"));
+	vcounter_ctl_migration_clear(&m);
+	get_migration(&b, id, &m);
+	assert_string_equal(m.step, "prepared");
+	vcounter_ctl_migration_clear(&m);
+	proxy_cut(&p);
+	expect_step(&b, id, "failed", &m);
+	vcounter_ctl_migration_clear(&m);
+	assert_true(vcounter_apply(dst.vc, "vm-1", id, &rep) < 0);
+	proxy_stop(&p);
+	expect_untouched(&dst, "target");
+	expect_untouched(&src, "source");
+}
+
+/* A slow link (every chunk held 150 ms each way) only makes it slower. */
+static void test_delayed_link_still_completes(void **state)
+{
+	struct vcounter_ctl_migration m;
+	struct vcounter_report *rep = NULL;
+	char id[VCOUNTER_MIGRATION_ID_SIZE];
+	struct proxy p;
+	uint64_t gen;
+
+	require_offset_control();
+	proxy_start(&p, b.port);
+	proxy_set(&p, PROXY_FORWARD, 150);
+	migrate_out_via(&p, id);
+	if (vcounter_report_paused(src.vc, "vm-1", id, &gen) < 0)
+		fail_msg("report_paused: %s", vcounter_last_error(src.vc));
+	if (vcounter_apply(dst.vc, "vm-1", id, &rep) < 0)
+		fail_msg("apply: %s", vcounter_last_error(dst.vc));
+	expect_applied(&dst, rep);
+	expect_step(&a, id, "done", &m);
+	vcounter_ctl_migration_clear(&m);
+	expect_step(&b, id, "done", &m);
+	vcounter_ctl_migration_clear(&m);
+	vcounter_report_free(rep);
+	proxy_stop(&p);
+	expect_untouched(&src, "source");
+}
+
 /* ---- the journal failing, the VMM leaving ---- */
 
 /* A source that cannot journal does not send Prepare. */
@@ -815,6 +1103,11 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_source_vmm_leaving_aborts_both, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_link_cut_after_the_final_state_is_replayed,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_black_hole_times_out_and_nothing_is_applied,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delayed_link_still_completes, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
