@@ -1514,6 +1514,83 @@ static void test_final_state_replay_on_a_new_link_gets_the_applied(void **state)
 	assert_target_serving();
 }
 
+/* A source that sends valid messages in the wrong order for a live
+ * migration: each is refused or ignored, nothing changes, and the
+ * migration then completes with the newest final state. */
+static void test_valid_messages_in_the_wrong_order_change_nothing(void **state)
+{
+	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__Applied applied = VCOUNTER__V1__APPLIED__INIT;
+	struct migration_report *early = calloc(1, sizeof(*early));
+	struct vcounter_report *rep = NULL;
+	struct wire_report_pb pb;
+	struct counter_state *s1, *s2;
+	char id[VC_MIGRATION_ID_LEN + 1];
+	struct extra_vm v;
+	uint64_t applied_id;
+	struct peer a;
+
+	require_offset_control();
+	assert_non_null(early);
+	extra_vm_start(&v, "vm-order");
+	random_migration_id(id);
+	s1 = state_new(tvm.tsc_khz, 2, SRC_OFFSET + 1);
+	s2 = state_new(tvm.tsc_khz, 2, SRC_OFFSET + 2);
+	peer_open_link(&a, "host-a");
+
+	/* The final state before Prepare: no such migration yet. */
+	send_final(&a, 601, id, 1, s1);
+	expect_error(&a, 601, VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND, id);
+	send_prepare(&a, 602, id, "vm-order", s1);
+	expect_prepare_ack(&a, 602, id);
+
+	/* Applied is the target's message to send, not to receive. */
+	memcpy(early->migration_id, id, sizeof(early->migration_id));
+	snprintf(early->vm_id, sizeof(early->vm_id), "vm-order");
+	early->backend = BACKEND_KVM_X86;
+	early->generation = 1;
+	early->n_vcpus = 2;
+	early->guest_tsc_khz = tvm.tsc_khz;
+	wire_report_to_pb(early, &pb);
+	applied.report = &pb.report;
+	msg.id = 603;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_APPLIED;
+	msg.applied = &applied;
+	peer_send(&a, &msg);
+	expect_error(&a, 603, VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND, id);
+	/* An Ack before anything was applied answers no request. */
+	send_ack(&a, 604, id);
+	ping(&a, 605);
+	assert_log_line("reply to unknown request 604 ignored", NULL);
+	/* The VMM asking to apply before any final state. */
+	assert_int_equal(vcounter_apply(v.vc, "vm-order", id, &rep), -EPROTO);
+
+	/* Generation 2, then 1 late: the late one is stale. */
+	send_final(&a, 606, id, 2, s2);
+	expect_final_ack(&a, 606, id, 2);
+	send_final(&a, 607, id, 1, s1);
+	expect_error(&a, 607, VCOUNTER__V1__ERROR_CODE__ERROR_FAILED_PRECONDITION, "stale");
+	/* Prepare again, mid-migration. */
+	send_prepare(&a, 608, id, "vm-order", s1);
+	expect_error(&a, 608, VCOUNTER__V1__ERROR_CODE__ERROR_FAILED_PRECONDITION,
+		     "already exists");
+
+	assert_int_equal(vcounter_apply(v.vc, "vm-order", id, &rep), 0);
+	assert_true(rep->generation == 2);
+	assert_true(rep->offsets_before[0] == SRC_OFFSET + 2);
+	assert_true(read_offset(v.vcpu_fds[0]) == rep->offsets_after[0]);
+	applied_id = expect_applied(&a, rep);
+	send_ack(&a, applied_id, id);
+	ping(&a, 609);
+	vcounter_report_free(rep);
+	peer_close(&a);
+	extra_vm_stop(&v);
+	free(s1);
+	free(s2);
+	free(early);
+	assert_target_serving();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1542,6 +1619,7 @@ int main(void)
 		cmocka_unit_test(test_target_vm_leaving_aborts_and_tells_the_source),
 		cmocka_unit_test(test_foreign_peer_learns_nothing_about_a_migration),
 		cmocka_unit_test(test_final_state_replay_on_a_new_link_gets_the_applied),
+		cmocka_unit_test(test_valid_messages_in_the_wrong_order_change_nothing),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
