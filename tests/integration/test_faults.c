@@ -594,6 +594,39 @@ static void test_source_killed_at_final_resumes_to_done(void **state)
 	expect_untouched(&src, "source");
 }
 
+/* Killed after it journaled the target's report as done, before its Ack
+ * left: done here; the target applied exactly once and, never acked,
+ * stays at applied (its outcome: the counter was written). */
+static void test_source_killed_at_done_keeps_the_outcome(void **state)
+{
+	struct vcounter_ctl_migration m;
+	struct vcounter_report *rep = NULL;
+	char id[VCOUNTER_MIGRATION_ID_SIZE];
+	uint64_t gen;
+
+	require_offset_control();
+	restart_with(&a, "crash/source/done");
+	migrate_out(id);
+	if (vcounter_report_paused(src.vc, "vm-1", id, &gen) < 0)
+		fail_msg("report_paused: %s", vcounter_last_error(src.vc));
+	if (vcounter_apply(dst.vc, "vm-1", id, &rep) < 0)
+		fail_msg("apply: %s", vcounter_last_error(dst.vc));
+	node_expect_killed(&a, "crash/source/done");
+	node_start(&a, NULL);
+	expect_step(&a, id, "done", &m);
+	assert_true(m.recovered);
+	assert_true(m.has_report);
+	assert_true(m.report.offsets_after[0] == rep->offsets_after[0]);
+	vcounter_ctl_migration_clear(&m);
+	expect_step(&b, id, "applied", &m);
+	vcounter_ctl_migration_clear(&m);
+	expect_applied(&dst, rep);
+	expect_journal(&a, id, STEP_DONE);
+	expect_journal(&b, id, STEP_APPLIED);
+	vcounter_report_free(rep);
+	expect_untouched(&src, "source");
+}
+
 /* ---- the target killed ---- */
 
 static void test_target_killed_at_prepared_aborts(void **state)
@@ -1012,6 +1045,73 @@ static void test_delayed_link_still_completes(void **state)
 
 /* ---- the journal failing, the VMM leaving ---- */
 
+/* Files a full disk, a bad sector or a stray copy left: each reported and
+ * set aside, never loaded; the daemon starts and serves. */
+static void test_corrupt_journal_files_are_set_aside(void **state)
+{
+	static const char *const names[] = {
+		"00000000000000000000000000000001.journal", /* not a journal */
+		"00000000000000000000000000000002.journal", /* truncated */
+		"00000000000000000000000000000003.journal", /* another's record */
+	};
+	struct journal_entry *e = calloc(1, sizeof(*e));
+	struct vcounter_ctl_migration m;
+	char path[600], corrupt[620];
+	uint8_t *buf;
+	size_t len;
+	FILE *f;
+
+	assert_non_null(e);
+	node_stop(&a);
+	/* A well-formed record, under its own name and two others. */
+	e->sequence = 1;
+	snprintf(e->s.migration_id, sizeof(e->s.migration_id), "%s",
+		 "00000000000000000000000000000009");
+	snprintf(e->s.vm_id, sizeof(e->s.vm_id), "vm-1");
+	snprintf(e->s.peer_identity, sizeof(e->s.peer_identity), "host-b.test");
+	e->s.role = VM_ROLE_SOURCE;
+	e->s.step = STEP_ABORTED;
+	e->s.prepared.backend = BACKEND_KVM_X86;
+	e->s.prepared.arch = COUNTER_ARCH_X86_TSC;
+	e->s.prepared.guest_tsc_khz = 2000000;
+	e->s.prepared.n_vcpus = 1;
+	e->s.prepared.anchor.source = ANCHOR_BRACKET;
+	e->s.prepared.anchor.host_tsc_khz = 2000000;
+	assert_int_equal(journal_encode(e, &buf, &len), 0);
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(path, sizeof(path), "%s/journal/%s", a.state_dir,
+			 i < 3 ? names[i] : "00000000000000000000000000000009.journal");
+		f = fopen(path, "wb");
+		assert_non_null(f);
+		if (i == 0)
+			fputs("not a journal at all\n", f);
+		else
+			assert_int_equal(fwrite(buf, 1, i == 1 ? len - 7 : len, f),
+					 i == 1 ? len - 7 : len);
+		fclose(f);
+	}
+	node_start(&a, NULL);
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/journal/%s", a.state_dir, names[i]);
+		snprintf(corrupt, sizeof(corrupt), "%s.corrupt", path);
+		assert_int_equal(access(path, F_OK), -1);
+		assert_int_equal(access(corrupt, F_OK), 0);
+		assert_true(harness_file_count(a.log_path, names[i]) >= 1);
+	}
+	assert_int_equal(harness_file_count(a.log_path, "bad magic"), 1);
+	assert_int_equal(harness_file_count(a.log_path, "truncated"), 1);
+	assert_int_equal(harness_file_count(a.log_path, "not its file name"), 1);
+	assert_int_equal(harness_file_count(a.log_path, "1 migrations loaded, 3 files set aside"),
+			 1);
+	/* The good one is history in the control API; the daemon serves. */
+	expect_step(&a, "00000000000000000000000000000009", "aborted", &m);
+	assert_true(m.recovered);
+	vcounter_ctl_migration_clear(&m);
+	vm_register(&src, &a, VCOUNTER_ROLE_SOURCE);
+	free(buf);
+	free(e);
+}
+
 /* A source that cannot journal does not send Prepare. */
 static void test_source_journal_full_refuses_to_start(void **state)
 {
@@ -1088,6 +1188,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_source_killed_at_final_resumes_to_done, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_source_killed_at_done_keeps_the_outcome, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_target_killed_at_prepared_aborts, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(
@@ -1102,6 +1204,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_target_journal_eio_refuses_the_final_state,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_source_vmm_leaving_aborts_both, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_journal_files_are_set_aside, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_link_cut_after_the_final_state_is_replayed,
 						setup, teardown),
