@@ -21,6 +21,8 @@
 #include "vcd.h"
 #include "vm_store.h"
 
+_Static_assert(VM_STORE_MAX_VMS == VCD_MAX_VMS, "a store record holds every VM a daemon can");
+
 #define STATE_FD_NAME "state"
 
 void fdstore_init(struct vcd *vcd)

@@ -323,7 +323,7 @@ int vm_store_decode(const uint8_t *buf, size_t len, struct vm_store_entry **ret_
 	r = (struct reader){ .p = buf + VM_STORE_HEADER_BYTES,
 			     .left = len - VM_STORE_HEADER_BYTES };
 	n = get_u32(&r);
-	if (n > 4096) /* VCD_MAX_VMS */
+	if (n > VM_STORE_MAX_VMS)
 		return fail(err, err_size, -EBADMSG, "%u VMs, more than a daemon holds", n);
 	if (n > 0) {
 		entries = calloc(n, sizeof(*entries));

@@ -22,6 +22,9 @@
 #define VM_STORE_VERSION      1
 #define VM_STORE_HEADER_BYTES 16
 #define VM_STORE_FD_NAME_MAX  15 /* "vm" + up to 13 digits */
+/* VMs in one record: VCD_MAX_VMS, the most a daemon holds (fdstore.c checks
+ * that the two agree). */
+#define VM_STORE_MAX_VMS      4096
 /* The largest record: every VM with a full probe detail and 1024 offsets. */
 #define VM_STORE_MAX_BYTES    (64u << 20)
 
