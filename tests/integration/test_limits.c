@@ -39,19 +39,23 @@
 #include "wire.h"
 
 /* The daemon's lowered limits, as vcounterd(8) LIMITS names them. */
-#define TEST_MAX_VMS	     3
-#define TEST_MAX_VMM_CONNS   4
-#define TEST_MAX_WATCHERS    2
-#define TEST_MAX_MIGRATIONS  2
-#define STRINGIFY_(x)	     #x
-#define STRINGIFY(x)	     STRINGIFY_(x)
-#define SOURCE_NAME	     "host-a.test"
-#define TARGET_NAME	     "host-b.test"
-#define KVM_CAP_MAX_VCPUS_NR 66	  /* <linux/kvm.h> KVM_CAP_MAX_VCPUS */
-#define PAD_FIELD_TAG_BYTE0  0xc2 /* field 1000, length-delimited: tag 8002 */
-#define PAD_FIELD_TAG_BYTE1  0x3e
+#define TEST_MAX_VMS		 3
+#define TEST_MAX_VMM_CONNS	 4
+#define TEST_MAX_WATCHERS	 2
+#define TEST_MAX_MIGRATIONS	 2
+/* daemon/vcd.h VCD_MAX_PENDING_OPS (the test cannot include vcd.h, which
+ * pulls in libevent and OpenSSL; vcounterd(8) LIMITS names the value). */
+#define VCD_MAX_PENDING_OPS_TEST 64
+#define STRINGIFY_(x)		 #x
+#define STRINGIFY(x)		 STRINGIFY_(x)
+#define SOURCE_NAME		 "host-a.test"
+#define TARGET_NAME		 "host-b.test"
+#define KVM_CAP_MAX_VCPUS_NR	 66   /* <linux/kvm.h> KVM_CAP_MAX_VCPUS */
+#define PAD_FIELD_TAG_BYTE0	 0xc2 /* field 1000, length-delimited: tag 8002 */
+#define PAD_FIELD_TAG_BYTE1	 0x3e
 
 static struct daemon_proc daemon_main;
+static struct daemon_proc ops_daemon; /* pid 0 unless a test runs it */
 static char certs_dir[256];
 static bool certs_made_here;
 static int baseline_fds;
@@ -518,6 +522,133 @@ static void test_vcpus_per_vm_at_the_limit_and_one_past(void **state)
 	close(kvm);
 }
 
+/* ---- what a VMM connection may hold ---- */
+
+/* A raw RegisterVm of a 1-vCPU target VM, answered later (the probe). */
+static void send_register(int fd, uint64_t id, const char *vm_id, const struct test_vm *vm)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
+	int fds[2] = { vm->vm_fd, vm->vcpu_fds[0] };
+
+	reg.vm_id = (char *)vm_id;
+	reg.role = VCOUNTER__V1__ROLE__ROLE_TARGET;
+	reg.vcpu_count = 1;
+	req.id = id;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
+	req.register_vm = &reg;
+	raw_send_msg(fd, &req, fds, 2);
+}
+
+/* VCD_MAX_PENDING_OPS KVM ops the daemon asked a VMM to run and it has not
+ * answered: registration's probe is one. A VMM that answers none has 64
+ * registrations waiting; the 65th is refused with EBUSY at once, the 64
+ * wait on, and another VMM is served. Its own daemon: 65 VMs are more than
+ * the main one's --max-vms. */
+static void test_kvm_ops_per_vmm_at_the_limit_and_one_past(void **state)
+{
+	const char *args[] = { "--kvm-op-timeout", "60000", NULL };
+	int kvm = open_kvm_or_skip("the KVM op limit");
+	static struct test_vm vms[VCD_MAX_PENDING_OPS_TEST + 1];
+	struct daemon_proc *d = &ops_daemon;
+	int fd, other, base, ops = 0;
+	char vm_id[16];
+
+	assert_int_equal(harness_start(d, args), 0);
+	/* harness_start's readiness probe connected once: let that settle. */
+	base = harness_fd_count(d);
+	for (int i = 0; i < 40; i++) {
+		usleep(5000);
+		if (harness_fd_count(d) < base)
+			base = harness_fd_count(d);
+	}
+	for (int i = 0; i <= VCD_MAX_PENDING_OPS_TEST; i++)
+		assert_int_equal(test_vm_create(&vms[i], 1, kvm), 0);
+
+	fd = raw_connect(d->vmm_socket);
+	for (int i = 0; i <= VCD_MAX_PENDING_OPS_TEST; i++) {
+		snprintf(vm_id, sizeof(vm_id), "vm-op%d", i);
+		send_register(fd, 1000 + (uint64_t)i, vm_id, &vms[i]);
+	}
+	/* 64 probes asked for, then the 65th registration's refusal. */
+	for (;;) {
+		Vcounter__V1__VmmMessage *msg = raw_recv(fd);
+
+		assert_non_null(msg);
+		if (msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP) {
+			ops++;
+			wire_vmm_free(msg);
+			continue;
+		}
+		if (msg->body_case != VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR)
+			fail_msg("body %d after %d KVM ops", msg->body_case, ops);
+		if (msg->id != 1000 + VCD_MAX_PENDING_OPS_TEST)
+			fail_msg("error to %llu after %d ops: %s", (unsigned long long)msg->id, ops,
+				 msg->error->message);
+		assert_int_equal(msg->error->errno_value, EBUSY);
+		assert_int_equal(msg->error->code, VCOUNTER__V1__ERROR_CODE__ERROR_UNAVAILABLE);
+		assert_non_null(strstr(msg->error->message, "cannot ask the VMM to probe its VM"));
+		wire_vmm_free(msg);
+		break;
+	}
+	assert_int_equal(ops, VCD_MAX_PENDING_OPS_TEST);
+
+	/* Another VMM is served; this one's 64 stay until it goes. */
+	other = raw_connect(d->vmm_socket);
+	send_status(other, 5, NULL, 0);
+	wire_vmm_free(expect_status_reply(other, 5));
+	close(other);
+	assert_true(harness_fd_count(d) >= base + 1 + 2 * VCD_MAX_PENDING_OPS_TEST);
+	close(fd);
+	for (int i = 0; i < 400 && harness_fd_count(d) != base; i++)
+		usleep(5000);
+	assert_int_equal(harness_fd_count(d), base);
+	assert_true(harness_alive(d));
+	assert_int_equal(harness_stop(d), 0);
+	d->pid = 0;
+	for (int i = 0; i <= VCD_MAX_PENDING_OPS_TEST; i++)
+		test_vm_destroy(&vms[i]);
+	close(kvm);
+}
+
+/* The daemon queues nothing for a VMM (SOCK_SEQPACKET, non-blocking sends):
+ * the socket's send buffer is the limit, and a VMM that fills it by not
+ * reading its replies is disconnected ("dropping connection, cannot
+ * send"); others go on. */
+static void test_vmm_that_does_not_read_is_disconnected(void **state)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
+	int fd = raw_connect(daemon_main.vmm_socket), replies = 0, sent;
+	Vcounter__V1__VmmMessage *msg;
+	uint8_t *buf;
+	size_t len;
+
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
+	req.status = &st;
+	assert_int_equal(wire_vmm_pack_frame(&req, &buf, &len), 0);
+	for (sent = 0; sent < 100000; sent++) {
+		if (send(fd, buf, len, MSG_NOSIGNAL) != (ssize_t)len)
+			break; /* dropped: EPIPE or ECONNRESET */
+		if (sent % 64 == 0 &&
+		    harness_log_contains(&daemon_main, "dropping connection, cannot send"))
+			break;
+	}
+	free(buf);
+	assert_true(sent < 100000);
+	while ((msg = raw_recv(fd))) {
+		assert_int_equal(msg->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS_REPLY);
+		replies++;
+		wire_vmm_free(msg);
+	}
+	/* Some replies fit in the buffer, then the daemon closed. */
+	assert_true(replies > 0 && replies < sent);
+	assert_true(harness_log_contains(&daemon_main, "dropping connection, cannot send"));
+	close(fd);
+	assert_fd_count_settles(baseline_fds);
+	assert_daemon_serving();
+}
+
 /* ---- watchers ---- */
 
 static struct vcounter_ctl *ctl_connect(unsigned timeout_ms)
@@ -727,6 +858,17 @@ static void test_running_migrations_at_the_limit_and_one_past(void **state)
 
 /* ---- the daemon ---- */
 
+/* A test that failed midway leaves no daemon of its own behind. */
+static int stop_ops_daemon(void **state)
+{
+	if (ops_daemon.pid > 0) {
+		harness_dump_log(&ops_daemon);
+		harness_stop(&ops_daemon);
+		ops_daemon.pid = 0;
+	}
+	return 0;
+}
+
 static void cert_path(char *buf, size_t size, const char *name, const char *ext)
 {
 	snprintf(buf, size, "%s/%s.%s", certs_dir, name, ext);
@@ -808,6 +950,9 @@ int main(void)
 		cmocka_unit_test(test_vmm_connections_at_the_limit_and_one_past),
 		cmocka_unit_test(test_registered_vms_at_the_limit_and_one_past),
 		cmocka_unit_test(test_vcpus_per_vm_at_the_limit_and_one_past),
+		cmocka_unit_test_teardown(test_kvm_ops_per_vmm_at_the_limit_and_one_past,
+					  stop_ops_daemon),
+		cmocka_unit_test(test_vmm_that_does_not_read_is_disconnected),
 		cmocka_unit_test(test_watchers_at_the_limit_and_one_past),
 		cmocka_unit_test(test_running_migrations_at_the_limit_and_one_past),
 	};
