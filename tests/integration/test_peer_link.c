@@ -859,6 +859,55 @@ static void test_frame_of_exactly_the_maximum_is_answered_one_more_closes(void *
 	assert_target_serving();
 }
 
+/* daemon/vcd.h VCD_MAX_PEER_LINKS, restated: the test pins it. */
+#define MAX_PEER_LINKS 256
+
+/* VCD_MAX_PEER_LINKS verified links at once: all get their Hello and are
+ * served; one more completes its handshake and is dropped without one
+ * ("too many peer links"); one leaving makes room. */
+static void test_peer_links_at_the_limit_and_one_past(void **state)
+{
+	static struct peer links[MAX_PEER_LINKS + 1];
+	Vcounter__V1__PeerMessage *msg = NULL;
+	struct peer *extra = &links[MAX_PEER_LINKS];
+	bool in = false;
+	int r;
+
+	for (int i = 0; i < MAX_PEER_LINKS; i++)
+		peer_open_link(&links[i], i % 2 ? "uri" : "host-a");
+	assert_true(peer_open(extra, "host-a", false));
+	r = peer_recv(extra, &msg);
+	if (r == RECV_MESSAGE)
+		fprintf(stderr, "got body %d instead of a close\n", msg->body_case);
+	assert_true(r == RECV_CLOSED || r == -ECONNRESET);
+	peer_close(extra);
+	assert_log_line("too many peer links, connection dropped", NULL);
+
+	/* Those up are served, first and last. */
+	ping(&links[0], 51);
+	ping(&links[MAX_PEER_LINKS - 1], 52);
+
+	/* One leaves: room for one (once the daemon has seen it go). */
+	peer_close(&links[0]);
+	for (int i = 0; i < 100 && !in; i++) {
+		assert_true(peer_open(extra, "host-a", false));
+		r = peer_recv(extra, &msg);
+		in = r == RECV_MESSAGE;
+		if (in) {
+			assert_int_equal(msg->body_case, VCOUNTER__V1__PEER_MESSAGE__BODY_HELLO);
+			wire_peer_free(msg);
+		} else {
+			peer_close(extra);
+			usleep(20000);
+		}
+	}
+	assert_true(in);
+	ping(extra, 53);
+	for (int i = 1; i <= MAX_PEER_LINKS; i++)
+		peer_close(&links[i]);
+	assert_target_serving();
+}
+
 /* ---- 3. unknown migrations ---- */
 
 static void test_final_state_for_unknown_migration_is_not_found(void **state)
@@ -1593,6 +1642,7 @@ int main(void)
 		cmocka_unit_test(test_unknown_body_gets_unimplemented_naming_its_id),
 		cmocka_unit_test(test_length_prefix_over_maximum_closes_only_that_link),
 		cmocka_unit_test(test_frame_of_exactly_the_maximum_is_answered_one_more_closes),
+		cmocka_unit_test(test_peer_links_at_the_limit_and_one_past),
 		cmocka_unit_test(test_final_state_for_unknown_migration_is_not_found),
 		cmocka_unit_test(test_applied_and_abort_for_unknown_migration_are_harmless),
 		cmocka_unit_test(test_replies_to_requests_never_made_are_ignored),
