@@ -1145,6 +1145,74 @@ static void test_watcher_that_does_not_read_is_dropped(void **state)
 	fprintf(stderr, "note: watcher dropped after %u register/unregister cycles\n", cycles);
 }
 
+/* GRPC_MAX_CONN_QUEUE: five watches on one connection that reads nothing
+ * each stay under GRPC_MAX_STREAM_QUEUE (256 KiB) while together they pass
+ * 1 MiB, so the connection is what goes ("client does not read, N bytes
+ * waiting on the connection"), all five watchers with it, and others are
+ * served. */
+static void test_connection_that_does_not_read_is_closed(void **state)
+{
+	int kvm = open_kvm_or_skip();
+	struct vcounter_vm_info info;
+	Vcounter__V1__ListVmsReply *reply;
+	struct h2_stream *s[5];
+	struct vcounter *vc;
+	struct h2 watcher;
+	int vm_fd, vcpu_fd;
+	unsigned cycles = 0;
+	bool closed = false;
+	int64_t deadline;
+	int stream_resets = harness_file_count(daemon_main.log_path, "waiting; stream reset");
+
+	vm_fd = ioctl(kvm, KVM_CREATE_VM, 0);
+	assert_true(vm_fd >= 0);
+	vcpu_fd = ioctl(vm_fd, KVM_CREATE_VCPU, 0);
+	assert_true(vcpu_fd >= 0);
+	assert_int_equal(vcounter_connect(daemon_main.vmm_socket, &vc), 0);
+
+	assert_int_equal(h2_open_unix(&watcher, daemon_main.control_socket), 0);
+	{
+		nghttp2_settings_entry zero = { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0 };
+
+		assert_int_equal(
+			nghttp2_submit_settings(watcher.session, NGHTTP2_FLAG_NONE, &zero, 1), 0);
+	}
+	for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
+		s[i] = h2_submit(&watcher, CONTROL "WatchEvents", empty_request,
+				 sizeof(empty_request), NULL);
+		assert_non_null(s[i]);
+	}
+	deadline = now_ms() + IO_TIMEOUT_MS;
+	while (s[4]->n_header_blocks == 0 && now_ms() < deadline)
+		assert_true(h2_pump(&watcher, (int)(deadline - now_ms())) >= 0);
+	assert_watchers_settle(5);
+
+	deadline = now_ms() + 120000;
+	while (!closed && now_ms() < deadline) {
+		assert_int_equal(vcounter_register_vm(vc, "vm-events", VCOUNTER_ROLE_TARGET, vm_fd,
+						      &vcpu_fd, 1, &info),
+				 0);
+		assert_int_equal(vcounter_unregister_vm(vc, "vm-events"), 0);
+		cycles++;
+		if (cycles % 50 == 0)
+			closed = harness_log_contains(&daemon_main, "waiting on the connection");
+	}
+	assert_true(closed);
+	/* The connection, not one stream: no stream was over its own bound. */
+	assert_int_equal(harness_file_count(daemon_main.log_path, "waiting; stream reset"),
+			 stream_resets);
+	assert_watchers_settle(0);
+	reply = list_vms(daemon_main.control_socket);
+	vcounter__v1__list_vms_reply__free_unpacked(reply, NULL);
+	h2_close(&watcher);
+
+	vcounter_close(vc);
+	close(vcpu_fd);
+	close(vm_fd);
+	close(kvm);
+	fprintf(stderr, "note: connection closed after %u register/unregister cycles\n", cycles);
+}
+
 /* ---- roles on the unix socket ---- */
 
 /* In a child that became uid/gid NOBODY before connecting (SO_PEERCRED is
@@ -1511,6 +1579,7 @@ int main(void)
 		cmocka_unit_test(test_watch_with_grpc_timeout_ends_deadline_exceeded),
 		cmocka_unit_test(test_client_reset_cancels_the_watch),
 		cmocka_unit_test(test_watcher_that_does_not_read_is_dropped),
+		cmocka_unit_test(test_connection_that_does_not_read_is_closed),
 		cmocka_unit_test(test_caller_on_no_list_is_permission_denied),
 		cmocka_unit_test(test_idle_connection_without_a_role_is_closed),
 		cmocka_unit_test(test_reader_uid_may_read_but_not_operate),
