@@ -877,6 +877,7 @@ static void cert_path(char *buf, size_t size, const char *name, const char *ext)
 static int group_setup(void **state)
 {
 	char ca[320], cert[320], key[320];
+	struct rlimit nofile;
 	const char *args[] = {
 		"--max-vms",
 		STRINGIFY(TEST_MAX_VMS),
@@ -900,6 +901,12 @@ static int group_setup(void **state)
 	};
 
 	signal(SIGPIPE, SIG_IGN);
+	/* A VM of VC_MAX_VCPUS vCPUs is that many fds on both sides (the
+	 * daemon inherits this): raise the soft limit as far as allowed. */
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &nofile);
+	}
 	certs_made_here = !getenv("VC_TEST_CERT_DIR");
 	if (harness_certs(certs_dir, sizeof(certs_dir)) < 0) {
 		fprintf(stderr, "cannot make test certificates (VC_TEST_CERTS unset?)\n");
