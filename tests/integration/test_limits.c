@@ -4,8 +4,10 @@
  * daemon keeps serving and nothing already there is lost. Limits a test
  * cannot reach with real resources (4096 VMs, 1024 connections, watchers,
  * migrations) are lowered through their settings; the compiled constants
- * stay their caps (test_conf.c). The peer link's frame edge is in
- * test_peer_link.c, next to its TLS peer. */
+ * stay their caps (test_conf.c). Edges that need a raw TLS peer or HTTP/2
+ * client are next to theirs: peer-link frames and links in
+ * test_peer_link.c, gRPC messages, streams and queues in
+ * test_control_transport.c, the peer link's 4 MiB queue in test_tls.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
