@@ -49,7 +49,8 @@ struct vm_store_entry {
 uint32_t vm_store_crc32(const uint8_t *data, size_t len);
 
 /* Encode n entries into a malloc'd buffer: 0, or -EINVAL (an entry that
- * would not decode: bad id, fd name, enum), -E2BIG, -ENOMEM. */
+ * would not decode: bad id, fd name, enum), -E2BIG (more than
+ * VM_STORE_MAX_VMS, or over VM_STORE_MAX_BYTES), -ENOMEM. */
 int vm_store_encode(const struct vm_store_entry *entries, size_t n, uint8_t **ret_buf,
 		    size_t *ret_len);
 
