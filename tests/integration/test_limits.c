@@ -653,9 +653,16 @@ static void test_vmm_that_does_not_read_is_disconnected(void **state)
 
 /* ---- watchers ---- */
 
+/* The control socket the helpers below use: daemon_main's, unless a test
+ * runs its own daemon (ops_daemon). */
+static const char *ctl_socket(void)
+{
+	return ops_daemon.pid > 0 ? ops_daemon.control_socket : daemon_main.control_socket;
+}
+
 static struct vcounter_ctl *ctl_connect(unsigned timeout_ms)
 {
-	struct vcounter_ctl_options opts = { .socket_path = daemon_main.control_socket,
+	struct vcounter_ctl_options opts = { .socket_path = ctl_socket(),
 					     .timeout_ms = timeout_ms };
 	struct vcounter_ctl *ctl = NULL;
 
@@ -704,7 +711,7 @@ static pid_t start_watcher(void)
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		struct vcounter_ctl_options opts = { .socket_path = daemon_main.control_socket };
+		struct vcounter_ctl_options opts = { .socket_path = ctl_socket() };
 		struct vcounter_ctl *ctl;
 
 		close(p[0]);
@@ -764,6 +771,59 @@ static void test_watchers_at_the_limit_and_one_past(void **state)
 		stop_watcher(watchers[i]);
 	wait_watchers(0);
 	assert_daemon_serving();
+}
+
+/* A reload that lowers a limit keeps what is there and refuses new ones
+ * until the count is under the new limit ([control] max-watchers from a
+ * file, 2 then 1). */
+static void test_reload_lowering_a_limit_keeps_what_is_there(void **state)
+{
+	char conf_path[sizeof(certs_dir) + 32], config_arg[sizeof(conf_path) + 16];
+	const char *args[] = { config_arg, NULL };
+	pid_t watchers[2];
+	struct vcounter_ctl *ctl;
+	FILE *f;
+
+	snprintf(conf_path, sizeof(conf_path), "%s/limits.conf", certs_dir);
+	snprintf(config_arg, sizeof(config_arg), "--config=%s", conf_path);
+	f = fopen(conf_path, "we");
+	assert_non_null(f);
+	fputs("[control]\nmax-watchers = 2\n", f);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(harness_start(&ops_daemon, args), 0);
+
+	watchers[0] = start_watcher();
+	watchers[1] = start_watcher();
+	wait_watchers(2);
+	f = fopen(conf_path, "we");
+	assert_non_null(f);
+	fputs("[control]\nmax-watchers = 1\n", f);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(kill(ops_daemon.pid, SIGHUP), 0);
+	for (int i = 0; i < 500 && !harness_log_contains(&ops_daemon, "setting changed"); i++)
+		usleep(10000);
+	assert_true(harness_log_contains(&ops_daemon,
+					 "reload: [control] max-watchers = '1' (was '2')"));
+
+	/* Both stay; a third, and a second once one left, are refused. */
+	assert_int_equal(watcher_count(), 2);
+	ctl = ctl_connect(5000);
+	assert_true(vcounter_ctl_watch(ctl, NULL, NULL, count_events, &(int){ 0 }) < 0);
+	assert_int_equal(vcounter_ctl_status(ctl), VCOUNTER_CTL_STATUS_RESOURCE_EXHAUSTED);
+	if (!strstr(vcounter_ctl_last_error(ctl), "too many watchers (limit 1, max-watchers)"))
+		fail_msg("error: %s", vcounter_ctl_last_error(ctl));
+	stop_watcher(watchers[0]);
+	wait_watchers(1);
+	assert_true(vcounter_ctl_watch(ctl, NULL, NULL, count_events, &(int){ 0 }) < 0);
+	assert_int_equal(vcounter_ctl_status(ctl), VCOUNTER_CTL_STATUS_RESOURCE_EXHAUSTED);
+	vcounter_ctl_close(ctl);
+	stop_watcher(watchers[1]);
+	wait_watchers(0);
+	watchers[0] = start_watcher();
+	wait_watchers(1);
+	stop_watcher(watchers[0]);
+	assert_int_equal(harness_stop(&ops_daemon), 0);
+	unlink(conf_path);
 }
 
 /* ---- migrations ---- */
@@ -963,6 +1023,8 @@ int main(void)
 					  stop_ops_daemon),
 		cmocka_unit_test(test_vmm_that_does_not_read_is_disconnected),
 		cmocka_unit_test(test_watchers_at_the_limit_and_one_past),
+		cmocka_unit_test_teardown(test_reload_lowering_a_limit_keeps_what_is_there,
+					  stop_ops_daemon),
 		cmocka_unit_test(test_running_migrations_at_the_limit_and_one_past),
 	};
 
