@@ -115,6 +115,10 @@ static const struct conf_key keys[] = {
 	  LIST(config.allowed_uids, config.n_allowed_uids) },
 	{ "vmm", "allow-gid", "allow-gid", NULL, CONF_IDS, CONF_GROUP,
 	  LIST(config.allowed_gids, config.n_allowed_gids) },
+	{ "vmm", "max-vms", "max-vms", STRINGIFY(VCD_MAX_VMS), CONF_U64, 0, FIELD(config.max_vms),
+	  .min = 1, .max = VCD_MAX_VMS },
+	{ "vmm", "max-connections", "max-vmm-connections", STRINGIFY(VCD_MAX_VMM_CONNS), CONF_U64,
+	  0, FIELD(config.max_vmm_conns), .min = 1, .max = VCD_MAX_VMM_CONNS },
 
 	{ "peer", "listen", "listen", NULL, CONF_STRING, CONF_RESTART | CONF_NONE,
 	  FIELD(config.listen_addr), .max = ADDRESS_MAX },
@@ -129,6 +133,8 @@ static const struct conf_key keys[] = {
 	  LIST(config.allowed_peers, config.tls.n_allowed_peers), .max = TLS_PEER_NAME_MAX },
 	{ "peer", "timeout-ms", "peer-timeout", "30000", CONF_U64, 0, FIELD(config.peer_timeout_ms),
 	  .min = 1, .max = 3600000 },
+	{ "peer", "max-migrations", "max-migrations", STRINGIFY(VCD_MAX_MIGRATIONS), CONF_U64, 0,
+	  FIELD(config.max_migrations), .min = 1, .max = VCD_MAX_MIGRATIONS },
 
 	{ "control", "socket", "control-socket", VCD_DEFAULT_CONTROL_SOCKET, CONF_PATH,
 	  CONF_RESTART | CONF_NONE, FIELD(config.control_socket), .max = SOCKET_PATH_MAX },
@@ -148,6 +154,8 @@ static const struct conf_key keys[] = {
 	  LIST(config.control_reader_uids, config.n_control_reader_uids) },
 	{ "control", "reader-gid", "control-reader-gid", NULL, CONF_IDS, CONF_GROUP,
 	  LIST(config.control_reader_gids, config.n_control_reader_gids) },
+	{ "control", "max-watchers", "max-watchers", STRINGIFY(VCD_MAX_WATCHERS), CONF_U64, 0,
+	  FIELD(config.max_watchers), .min = 1, .max = VCD_MAX_WATCHERS },
 
 	{ "policy", "error-bound-limit-ns", "error-bound-limit", "1000000", CONF_U64, 0,
 	  FIELD(config.error_bound_limit_ns), .min = 0, .max = UINT64_MAX },

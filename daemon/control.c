@@ -535,9 +535,10 @@ static void watch_events(struct grpc_call *call, const ProtobufCMessage *request
 				 "invalid vm_id or migration_id filter");
 		return;
 	}
-	if (ctl->n_watchers >= VCD_MAX_WATCHERS) {
+	if (ctl->n_watchers >= vcd->config.max_watchers) {
 		grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-				 "too many watchers (limit %d)", VCD_MAX_WATCHERS);
+				 "too many watchers (limit %" PRIu32 ", max-watchers)",
+				 vcd->config.max_watchers);
 		return;
 	}
 	w = calloc(1, sizeof(*w));

@@ -21,6 +21,8 @@
 #include "vcd.h"
 #include "vm_store.h"
 
+_Static_assert(VM_STORE_MAX_VMS == VCD_MAX_VMS, "a store record holds every VM a daemon can");
+
 #define STATE_FD_NAME "state"
 
 void fdstore_init(struct vcd *vcd)
@@ -375,7 +377,7 @@ int fdstore_restore(struct vcd *vcd, struct fdstore_fd *fds, size_t n)
 		const struct vm_store_entry *e = &entries[i];
 		int *vm_fds = NULL;
 
-		if (vcd_find_vm(vcd, e->vm_id) || vcd->n_vms >= VCD_MAX_VMS) {
+		if (vcd_find_vm(vcd, e->vm_id) || vcd->n_vms >= vcd->config.max_vms) {
 			log_warning("vm=%s step=recover: dropped: already known or too many VMs",
 				    e->vm_id);
 			continue;

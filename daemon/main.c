@@ -75,6 +75,8 @@ static void usage(FILE *f)
 		"                           operators); repeatable\n"
 		"  --kvm-op-timeout MS      VMM answer deadline (default 10000)\n"
 		"  --peer-timeout MS        peer answer deadline (default 30000)\n"
+		"  --max-vms N, --max-vmm-connections N, --max-migrations N, --max-watchers N\n"
+		"                           limits, 1..their default (vcounterd(8), LIMITS)\n"
 		"  --log-level LEVEL        error, warning, info (default), debug\n"
 		"  --log-target TARGET      journal, stderr, or auto (default): the journal\n"
 		"                           when stderr is connected to it\n"

@@ -174,7 +174,7 @@ static int migration_new(struct vcd *vcd, struct migration **ret)
 	struct migrations *ms = vcd->migrations;
 	struct migration *m, *oldest = NULL;
 
-	if (ms->n >= VCD_MAX_MIGRATIONS) {
+	if (ms->n >= vcd->config.max_migrations) {
 		for (m = ms->list; m; m = m->next)
 			if (migration_step_is_terminal(m->s.step) &&
 			    (!oldest || m->s.updated_ns < oldest->s.updated_ns))
@@ -789,7 +789,7 @@ static int source_start(struct vcd *vcd, struct vm_entry *vm, const char *peer_a
 	r = migration_new(vcd, &m);
 	if (r < 0) {
 		snprintf(err, err_size, "too many migrations running (limit %d)",
-			 VCD_MAX_MIGRATIONS);
+			 (int)vcd->config.max_migrations);
 		return r;
 	}
 	r = session_init(&m->s, VM_ROLE_SOURCE, id, vm->vm_id, peer_name, vcd_now_ns());

@@ -18,15 +18,18 @@
 #include "tls.h"
 #include "vcounter.pb-c.h"
 
-/* Limits (each a clear error when hit). */
-#define VCD_MAX_VMS	    4096 /* registered VMs per daemon */
-#define VCD_MAX_VMM_CONNS   1024 /* concurrent VMM connections */
-#define VCD_MAX_MIGRATIONS  1024 /* migrations kept (running + finished) */
+/* Limits (each a clear error when hit; vcounterd(8), LIMITS, lists them all
+ * with the error a client sees). The four that a test cannot reach with
+ * real resources are also settings (vcd_config.max_*, vcounterd.conf(5)):
+ * the constant is their default and their upper bound. */
+#define VCD_MAX_VMS	    4096 /* registered VMs per daemon: [vmm] max-vms */
+#define VCD_MAX_VMM_CONNS   1024 /* concurrent VMM connections: [vmm] max-connections */
+#define VCD_MAX_MIGRATIONS  1024 /* migrations kept (running + finished): [peer] max-migrations */
 #define VCD_MAX_PEER_LINKS  256	 /* peer links, both directions */
 #define VCD_MAX_ALLOWED_IDS 64	 /* --allow-uid / --allow-gid entries */
 #define VCD_MAX_PENDING_OPS 64	 /* outstanding KVM ops per VMM connection */
 
-#define VCD_MAX_WATCHERS 1024 /* WatchEvents streams */
+#define VCD_MAX_WATCHERS 1024 /* WatchEvents streams: [control] max-watchers */
 
 #define VCD_DEFAULT_VMM_SOCKET	   "/run/vcounterd/vmm.sock"
 #define VCD_DEFAULT_CONTROL_SOCKET "/run/vcounterd/control.sock"
@@ -48,6 +51,12 @@ struct vcd_config {
 	uint32_t tsc_tolerance_ppm;    /* guest TSC rates this close are equal */
 	unsigned kvm_op_timeout_ms;
 	unsigned peer_timeout_ms;
+	/* Limits, 1..VCD_MAX_* (their defaults): a reload that lowers one
+	 * refuses new ones and keeps what is there. */
+	uint32_t max_vms;
+	uint32_t max_vmm_conns;
+	uint32_t max_migrations;
+	uint32_t max_watchers;
 	/* --backends: allowed counter backends in preference order; 0: all
 	 * that libvcounter has, in DESIGN.md order. */
 	enum backend_kind backends[_BACKEND_KIND_MAX];

@@ -121,6 +121,9 @@ int vm_store_encode(const struct vm_store_entry *entries, size_t n, uint8_t **re
 	struct writer w = { 0 };
 	uint8_t header[VM_STORE_HEADER_BYTES] = { 0 };
 
+	/* Nothing vm_store_decode would refuse. */
+	if (n > VM_STORE_MAX_VMS)
+		return -E2BIG;
 	put(&w, header, sizeof(header));
 	put_u32(&w, (uint32_t)n);
 	for (size_t i = 0; i < n && !w.error; i++) {
@@ -323,7 +326,7 @@ int vm_store_decode(const uint8_t *buf, size_t len, struct vm_store_entry **ret_
 	r = (struct reader){ .p = buf + VM_STORE_HEADER_BYTES,
 			     .left = len - VM_STORE_HEADER_BYTES };
 	n = get_u32(&r);
-	if (n > 4096) /* VCD_MAX_VMS */
+	if (n > VM_STORE_MAX_VMS)
 		return fail(err, err_size, -EBADMSG, "%u VMs, more than a daemon holds", n);
 	if (n > 0) {
 		entries = calloc(n, sizeof(*entries));

@@ -22,6 +22,9 @@
 #define VM_STORE_VERSION      1
 #define VM_STORE_HEADER_BYTES 16
 #define VM_STORE_FD_NAME_MAX  15 /* "vm" + up to 13 digits */
+/* VMs in one record: VCD_MAX_VMS, the most a daemon holds (fdstore.c checks
+ * that the two agree). */
+#define VM_STORE_MAX_VMS      4096
 /* The largest record: every VM with a full probe detail and 1024 offsets. */
 #define VM_STORE_MAX_BYTES    (64u << 20)
 
@@ -46,7 +49,8 @@ struct vm_store_entry {
 uint32_t vm_store_crc32(const uint8_t *data, size_t len);
 
 /* Encode n entries into a malloc'd buffer: 0, or -EINVAL (an entry that
- * would not decode: bad id, fd name, enum), -E2BIG, -ENOMEM. */
+ * would not decode: bad id, fd name, enum), -E2BIG (more than
+ * VM_STORE_MAX_VMS, or over VM_STORE_MAX_BYTES), -ENOMEM. */
 int vm_store_encode(const struct vm_store_entry *entries, size_t n, uint8_t **ret_buf,
 		    size_t *ret_len);
 

@@ -4,6 +4,7 @@
  * libvcounter, since KVM only accepts VM ioctls from the VM's own mm. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -601,9 +602,10 @@ static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 		conn_send_error(conn, request_id, -EEXIST, "vm_id is already registered");
 		return;
 	}
-	if (vcd->n_vms >= VCD_MAX_VMS) {
-		conn_send_error(conn, request_id, -ENOSPC,
-				"too many registered VMs (limit VCD_MAX_VMS)");
+	if (vcd->n_vms >= vcd->config.max_vms) {
+		snprintf(err, sizeof(err), "too many registered VMs (limit %" PRIu32 ", max-vms)",
+			 vcd->config.max_vms);
+		conn_send_error(conn, request_id, -ENOSPC, err);
 		return;
 	}
 
@@ -937,9 +939,14 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
 		send_error(cfd, 0, -EPERM, "uid/gid not allowed to use vcounterd");
 		return;
 	}
-	if (srv->n_conns >= VCD_MAX_VMM_CONNS) {
-		log_warning("VMM connection from pid=%d refused: too many connections", (int)pid);
-		send_error(cfd, 0, -ENOSPC, "too many VMM connections");
+	if (srv->n_conns >= vcd->config.max_vmm_conns) {
+		char text[96];
+
+		snprintf(text, sizeof(text),
+			 "too many VMM connections (limit %" PRIu32 ", max-connections)",
+			 vcd->config.max_vmm_conns);
+		log_warning("VMM connection from pid=%d refused: %s", (int)pid, text);
+		send_error(cfd, 0, -ENOSPC, text);
 		return;
 	}
 	conn = calloc(1, sizeof(*conn));

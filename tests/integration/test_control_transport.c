@@ -39,12 +39,13 @@
 
 #define CONTROL		   "/vcounter.v1.Control/"
 #define IO_TIMEOUT_MS	   5000
-#define H2_MAX_STREAMS	   8
+#define H2_MAX_STREAMS	   (MAX_STREAMS + 1)
 #define H2_MAX_DATA	   (4u << 20)
 /* Limits of daemon/grpc.h, restated: the test pins them. */
 #define MAX_MESSAGE_BYTES  (1u << 20)
 #define MAX_CONNECTIONS	   256
-#define IDLE_NO_ROLE_S	   10 /* daemon/grpc.h GRPC_IDLE_TIMEOUT_NO_ROLE_S */
+#define MAX_STREAMS	   128 /* GRPC_MAX_STREAMS, concurrent per connection */
+#define IDLE_NO_ROLE_S	   10  /* daemon/grpc.h GRPC_IDLE_TIMEOUT_NO_ROLE_S */
 #define NOBODY		   65534
 #define STATUS_OK	   0
 #define STATUS_INVALID_ARG 3
@@ -266,6 +267,7 @@ static ssize_t body_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
 static int h2_start(struct h2 *h, int fd, SSL *ssl)
 {
 	nghttp2_session_callbacks *cb;
+	nghttp2_option *opt;
 	int r;
 
 	memset(h, 0, sizeof(*h));
@@ -277,7 +279,16 @@ static int h2_start(struct h2 *h, int fd, SSL *ssl)
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-	r = nghttp2_session_client_new(&h->session, cb, h);
+	/* Until the daemon's SETTINGS arrive, nghttp2 assumes 100 concurrent
+	 * streams and holds back more: assume as many as this client has, so
+	 * that a test can send more than the daemon allows. */
+	if (nghttp2_option_new(&opt) != 0) {
+		nghttp2_session_callbacks_del(cb);
+		return -ENOMEM;
+	}
+	nghttp2_option_set_peer_max_concurrent_streams(opt, H2_MAX_STREAMS);
+	r = nghttp2_session_client_new2(&h->session, cb, h, opt);
+	nghttp2_option_del(opt);
 	nghttp2_session_callbacks_del(cb);
 	if (r != 0)
 		return -ENOMEM;
@@ -597,6 +608,84 @@ static void test_request_over_maximum_is_resource_exhausted(void **state)
 		unary_status(CONTROL "ListVms", body, sizeof(body), NULL, message, sizeof(message)),
 		STATUS_EXHAUSTED);
 	assert_non_null(strstr(message, "1048577 bytes"));
+	assert_daemon_serving();
+}
+
+/* A ListVmsRequest of exactly len bytes (field 1000, unknown, pads it),
+ * with its gRPC prefix; malloc'd. */
+static uint8_t *padded_list_vms_request(uint32_t len, size_t *ret_size)
+{
+	uint8_t *body = malloc(GRPC_WIRE_PREFIX_BYTES + len);
+	size_t n = GRPC_WIRE_PREFIX_BYTES;
+	uint32_t pad = len - 2 - 3; /* tag, a 3-byte varint length */
+
+	assert_non_null(body);
+	assert_true(pad >= 16384 && pad < 2097152);
+	grpc_body(body, 0, len, NULL, 0);
+	body[n++] = 0xc2; /* field 1000, length-delimited: tag 8002 */
+	body[n++] = 0x3e;
+	body[n++] = (uint8_t)(0x80 | (pad & 0x7f));
+	body[n++] = (uint8_t)(0x80 | ((pad >> 7) & 0x7f));
+	body[n++] = (uint8_t)(pad >> 14);
+	memset(body + n, 0, pad);
+	*ret_size = n + pad;
+	assert_int_equal(*ret_size, GRPC_WIRE_PREFIX_BYTES + len);
+	return body;
+}
+
+/* vcounterd(8) LIMITS: a request message of exactly GRPC_MAX_MESSAGE_BYTES
+ * is served, one byte more (sent whole, not just announced) is not. */
+static void test_request_of_exactly_the_maximum_is_served_one_more_is_not(void **state)
+{
+	char message[512];
+	uint8_t *body;
+	size_t size;
+
+	body = padded_list_vms_request(MAX_MESSAGE_BYTES, &size);
+	assert_int_equal(
+		unary_status(CONTROL "ListVms", body, size, NULL, message, sizeof(message)),
+		STATUS_OK);
+	free(body);
+	body = padded_list_vms_request(MAX_MESSAGE_BYTES + 1, &size);
+	assert_int_equal(
+		unary_status(CONTROL "ListVms", body, size, NULL, message, sizeof(message)),
+		STATUS_EXHAUSTED);
+	assert_string_equal(message,
+			    "request message of 1048577 bytes is over the limit of 1048576");
+	free(body);
+	assert_daemon_serving();
+}
+
+/* GRPC_MAX_STREAMS (SETTINGS_MAX_CONCURRENT_STREAMS) streams at once on one
+ * connection: all of them open (watches stay open), the next is refused
+ * with REFUSED_STREAM, the others stay, and the connection goes on. The
+ * client sends them all before it reads the daemon's SETTINGS, so nghttp2
+ * on this side does not hold the extra one back. */
+static void test_streams_over_the_maximum_are_refused(void **state)
+{
+	struct h2_stream *s[MAX_STREAMS + 1];
+	int64_t deadline;
+	size_t open = 0;
+	struct h2 h;
+
+	assert_int_equal(h2_open_unix(&h, daemon_main.control_socket), 0);
+	for (int i = 0; i <= MAX_STREAMS; i++) {
+		s[i] = h2_submit(&h, CONTROL "WatchEvents", empty_request, sizeof(empty_request),
+				 NULL);
+		assert_non_null(s[i]);
+	}
+	deadline = now_ms() + IO_TIMEOUT_MS;
+	while (!s[MAX_STREAMS]->closed && now_ms() < deadline)
+		assert_true(h2_pump(&h, (int)(deadline - now_ms())) >= 0);
+	assert_true(s[MAX_STREAMS]->closed);
+	assert_int_equal(s[MAX_STREAMS]->error_code, NGHTTP2_REFUSED_STREAM);
+	assert_watchers_settle(MAX_STREAMS);
+	for (int i = 0; i < MAX_STREAMS; i++)
+		if (!s[i]->closed && s[i]->http_status == 200)
+			open++;
+	assert_int_equal(open, MAX_STREAMS);
+	h2_close(&h);
+	assert_watchers_settle(0);
 	assert_daemon_serving();
 }
 
@@ -1056,6 +1145,74 @@ static void test_watcher_that_does_not_read_is_dropped(void **state)
 	fprintf(stderr, "note: watcher dropped after %u register/unregister cycles\n", cycles);
 }
 
+/* GRPC_MAX_CONN_QUEUE: five watches on one connection that reads nothing
+ * each stay under GRPC_MAX_STREAM_QUEUE (256 KiB) while together they pass
+ * 1 MiB, so the connection is what goes ("client does not read, N bytes
+ * waiting on the connection"), all five watchers with it, and others are
+ * served. */
+static void test_connection_that_does_not_read_is_closed(void **state)
+{
+	int kvm = open_kvm_or_skip();
+	struct vcounter_vm_info info;
+	Vcounter__V1__ListVmsReply *reply;
+	struct h2_stream *s[5];
+	struct vcounter *vc;
+	struct h2 watcher;
+	int vm_fd, vcpu_fd;
+	unsigned cycles = 0;
+	bool closed = false;
+	int64_t deadline;
+	int stream_resets = harness_file_count(daemon_main.log_path, "waiting; stream reset");
+
+	vm_fd = ioctl(kvm, KVM_CREATE_VM, 0);
+	assert_true(vm_fd >= 0);
+	vcpu_fd = ioctl(vm_fd, KVM_CREATE_VCPU, 0);
+	assert_true(vcpu_fd >= 0);
+	assert_int_equal(vcounter_connect(daemon_main.vmm_socket, &vc), 0);
+
+	assert_int_equal(h2_open_unix(&watcher, daemon_main.control_socket), 0);
+	{
+		nghttp2_settings_entry zero = { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0 };
+
+		assert_int_equal(
+			nghttp2_submit_settings(watcher.session, NGHTTP2_FLAG_NONE, &zero, 1), 0);
+	}
+	for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
+		s[i] = h2_submit(&watcher, CONTROL "WatchEvents", empty_request,
+				 sizeof(empty_request), NULL);
+		assert_non_null(s[i]);
+	}
+	deadline = now_ms() + IO_TIMEOUT_MS;
+	while (s[4]->n_header_blocks == 0 && now_ms() < deadline)
+		assert_true(h2_pump(&watcher, (int)(deadline - now_ms())) >= 0);
+	assert_watchers_settle(5);
+
+	deadline = now_ms() + 120000;
+	while (!closed && now_ms() < deadline) {
+		assert_int_equal(vcounter_register_vm(vc, "vm-events", VCOUNTER_ROLE_TARGET, vm_fd,
+						      &vcpu_fd, 1, &info),
+				 0);
+		assert_int_equal(vcounter_unregister_vm(vc, "vm-events"), 0);
+		cycles++;
+		if (cycles % 50 == 0)
+			closed = harness_log_contains(&daemon_main, "waiting on the connection");
+	}
+	assert_true(closed);
+	/* The connection, not one stream: no stream was over its own bound. */
+	assert_int_equal(harness_file_count(daemon_main.log_path, "waiting; stream reset"),
+			 stream_resets);
+	assert_watchers_settle(0);
+	reply = list_vms(daemon_main.control_socket);
+	vcounter__v1__list_vms_reply__free_unpacked(reply, NULL);
+	h2_close(&watcher);
+
+	vcounter_close(vc);
+	close(vcpu_fd);
+	close(vm_fd);
+	close(kvm);
+	fprintf(stderr, "note: connection closed after %u register/unregister cycles\n", cycles);
+}
+
 /* ---- roles on the unix socket ---- */
 
 /* In a child that became uid/gid NOBODY before connecting (SO_PEERCRED is
@@ -1404,6 +1561,8 @@ int main(void)
 		cmocka_unit_test(test_unknown_method_is_unimplemented),
 		cmocka_unit_test(test_wrong_content_type_is_http_415),
 		cmocka_unit_test(test_request_over_maximum_is_resource_exhausted),
+		cmocka_unit_test(test_request_of_exactly_the_maximum_is_served_one_more_is_not),
+		cmocka_unit_test(test_streams_over_the_maximum_are_refused),
 		cmocka_unit_test(test_compressed_flag_without_encoding_is_internal),
 		cmocka_unit_test(test_compressed_message_with_gzip_encoding_is_unimplemented),
 		cmocka_unit_test(test_flag_byte_2_is_internal),
@@ -1420,6 +1579,7 @@ int main(void)
 		cmocka_unit_test(test_watch_with_grpc_timeout_ends_deadline_exceeded),
 		cmocka_unit_test(test_client_reset_cancels_the_watch),
 		cmocka_unit_test(test_watcher_that_does_not_read_is_dropped),
+		cmocka_unit_test(test_connection_that_does_not_read_is_closed),
 		cmocka_unit_test(test_caller_on_no_list_is_permission_denied),
 		cmocka_unit_test(test_idle_connection_without_a_role_is_closed),
 		cmocka_unit_test(test_reader_uid_may_read_but_not_operate),

@@ -793,6 +793,121 @@ static void test_length_prefix_over_maximum_closes_only_that_link(void **state)
 	assert_target_serving();
 }
 
+/* A PeerMessage with id, field 50 (no body this version knows) and an
+ * unknown field 1000 of padding, payload_len bytes in all, framed. */
+static void send_padded_unknown_body(struct peer *p, uint64_t id, size_t payload_len)
+{
+	static uint8_t buf[FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES + 16];
+	size_t n = FRAME_HEADER_BYTES, pad;
+	uint32_t len = (uint32_t)payload_len;
+
+	buf[n++] = 0x08; /* field 1 (id), varint */
+	n += put_varint(buf + n, id);
+	buf[n++] = 0x90; /* field 50, varint: tag 400 */
+	buf[n++] = 0x03;
+	buf[n++] = 0x01;
+	buf[n++] = 0xc2; /* field 1000, length-delimited: tag 8002 */
+	buf[n++] = 0x3e;
+	/* The padding's length takes 3 varint bytes for 16384..2097151. */
+	pad = payload_len - (n - FRAME_HEADER_BYTES) - 3;
+	assert_true(pad >= 16384 && n + 3 + pad <= sizeof(buf));
+	n += put_varint(buf + n, pad);
+	memset(buf + n, 'x', pad);
+	n += pad;
+	assert_int_equal(n - FRAME_HEADER_BYTES, payload_len);
+	/* Written by hand: frame_header_encode refuses to write max + 1. */
+	buf[0] = (uint8_t)(len >> 24);
+	buf[1] = (uint8_t)(len >> 16);
+	buf[2] = (uint8_t)(len >> 8);
+	buf[3] = (uint8_t)len;
+	if (payload_len <= VC_MAX_FRAME_BYTES) {
+		peer_send_raw(p, buf, n);
+	} else {
+		/* The daemon may close on the header, before the rest is written. */
+		size_t written = 0;
+
+		(void)SSL_write_ex(p->ssl, buf, n, &written);
+	}
+}
+
+/* vcounterd(8), LIMITS: a frame of exactly VC_MAX_FRAME_BYTES is read and
+ * answered; one byte more (a real frame, not just its header) closes that
+ * link and no other. */
+static void test_frame_of_exactly_the_maximum_is_answered_one_more_closes(void **state)
+{
+	Vcounter__V1__PeerMessage *msg = NULL;
+	struct peer bystander, p;
+	int r;
+
+	peer_open_link(&bystander, "uri");
+	peer_open_link(&p, "host-a");
+	send_padded_unknown_body(&p, 41, VC_MAX_FRAME_BYTES);
+	expect_error(&p, 41, VCOUNTER__V1__ERROR_CODE__ERROR_UNIMPLEMENTED, "unknown");
+	ping(&p, 42);
+
+	send_padded_unknown_body(&p, 43, VC_MAX_FRAME_BYTES + 1);
+	r = peer_recv(&p, &msg);
+	if (r == RECV_MESSAGE)
+		fprintf(stderr, "got body %d instead of a close\n", msg->body_case);
+	assert_true(r == RECV_CLOSED || r == -ECONNRESET);
+	peer_close(&p);
+	assert_log_line("peer=host-a.test address=incoming: link closed",
+			"announced a frame over 65536 bytes");
+
+	ping(&bystander, 44);
+	peer_close(&bystander);
+	assert_target_serving();
+}
+
+/* daemon/vcd.h VCD_MAX_PEER_LINKS, restated: the test pins it. */
+#define MAX_PEER_LINKS 256
+
+/* VCD_MAX_PEER_LINKS verified links at once: all get their Hello and are
+ * served; one more completes its handshake and is dropped without one
+ * ("too many peer links"); one leaving makes room. */
+static void test_peer_links_at_the_limit_and_one_past(void **state)
+{
+	static struct peer links[MAX_PEER_LINKS + 1];
+	Vcounter__V1__PeerMessage *msg = NULL;
+	struct peer *extra = &links[MAX_PEER_LINKS];
+	bool in = false;
+	int r;
+
+	for (int i = 0; i < MAX_PEER_LINKS; i++)
+		peer_open_link(&links[i], i % 2 ? "uri" : "host-a");
+	assert_true(peer_open(extra, "host-a", false));
+	r = peer_recv(extra, &msg);
+	if (r == RECV_MESSAGE)
+		fprintf(stderr, "got body %d instead of a close\n", msg->body_case);
+	assert_true(r == RECV_CLOSED || r == -ECONNRESET);
+	peer_close(extra);
+	assert_log_line("too many peer links, connection dropped", NULL);
+
+	/* Those up are served, first and last. */
+	ping(&links[0], 51);
+	ping(&links[MAX_PEER_LINKS - 1], 52);
+
+	/* One leaves: room for one (once the daemon has seen it go). */
+	peer_close(&links[0]);
+	for (int i = 0; i < 100 && !in; i++) {
+		assert_true(peer_open(extra, "host-a", false));
+		r = peer_recv(extra, &msg);
+		in = r == RECV_MESSAGE;
+		if (in) {
+			assert_int_equal(msg->body_case, VCOUNTER__V1__PEER_MESSAGE__BODY_HELLO);
+			wire_peer_free(msg);
+		} else {
+			peer_close(extra);
+			usleep(20000);
+		}
+	}
+	assert_true(in);
+	ping(extra, 53);
+	for (int i = 1; i <= MAX_PEER_LINKS; i++)
+		peer_close(&links[i]);
+	assert_target_serving();
+}
+
 /* ---- 3. unknown migrations ---- */
 
 static void test_final_state_for_unknown_migration_is_not_found(void **state)
@@ -1603,6 +1718,8 @@ int main(void)
 		cmocka_unit_test(test_garbage_protobuf_gets_invalid_argument),
 		cmocka_unit_test(test_unknown_body_gets_unimplemented_naming_its_id),
 		cmocka_unit_test(test_length_prefix_over_maximum_closes_only_that_link),
+		cmocka_unit_test(test_frame_of_exactly_the_maximum_is_answered_one_more_closes),
+		cmocka_unit_test(test_peer_links_at_the_limit_and_one_past),
 		cmocka_unit_test(test_final_state_for_unknown_migration_is_not_found),
 		cmocka_unit_test(test_applied_and_abort_for_unknown_migration_are_harmless),
 		cmocka_unit_test(test_replies_to_requests_never_made_are_ignored),

@@ -121,6 +121,10 @@ static void test_defaults_are_the_documented_ones(void **state)
 	assert_int_equal(c->tsc_tolerance_ppm, 250);
 	assert_int_equal(c->kvm_op_timeout_ms, 10000);
 	assert_int_equal(c->peer_timeout_ms, 30000);
+	assert_int_equal(c->max_vms, VCD_MAX_VMS);
+	assert_int_equal(c->max_vmm_conns, VCD_MAX_VMM_CONNS);
+	assert_int_equal(c->max_migrations, VCD_MAX_MIGRATIONS);
+	assert_int_equal(c->max_watchers, VCD_MAX_WATCHERS);
 	assert_int_equal(c->n_backends, 0);
 	assert_int_equal(c->n_allowed_uids, 0);
 	assert_int_equal(c->tls.n_allowed_peers, 0);
@@ -373,6 +377,39 @@ static void test_numbers_at_and_beyond_their_limits(void **state)
 	parse_fails("[policy]\nkvm-op-timeout-ms = 4294967297\n",
 		    FILE_NAME ":2: key 'kvm-op-timeout-ms' = '4294967297': out of range "
 			      "(1..3600000)");
+}
+
+/* The limits that are settings: 1 up to the compiled-in cap, which stays
+ * the hard one (vcounterd(8), LIMITS). */
+static void test_limits_are_settings_up_to_their_compiled_cap(void **state)
+{
+	struct conf *conf;
+
+	conf = parse_ok("[vmm]\nmax-vms = 4096\nmax-connections = 1024\n"
+			"[peer]\nmax-migrations = 1024\n[control]\nmax-watchers = 1024\n");
+	assert_int_equal(conf->config.max_vms, VCD_MAX_VMS);
+	assert_int_equal(conf->config.max_vmm_conns, VCD_MAX_VMM_CONNS);
+	assert_int_equal(conf->config.max_migrations, VCD_MAX_MIGRATIONS);
+	assert_int_equal(conf->config.max_watchers, VCD_MAX_WATCHERS);
+	conf_free(conf);
+	conf = parse_ok("[vmm]\nmax-vms = 1\nmax-connections = 1\n"
+			"[peer]\nmax-migrations = 1\n[control]\nmax-watchers = 1\n");
+	assert_int_equal(conf->config.max_vms, 1);
+	assert_int_equal(conf->config.max_vmm_conns, 1);
+	assert_int_equal(conf->config.max_migrations, 1);
+	assert_int_equal(conf->config.max_watchers, 1);
+	conf_free(conf);
+
+	parse_fails("[vmm]\nmax-vms = 4097\n",
+		    FILE_NAME ":2: key 'max-vms' = '4097': out of range (1..4096)");
+	parse_fails("[vmm]\nmax-vms = 0\n",
+		    FILE_NAME ":2: key 'max-vms' = '0': out of range (1..4096)");
+	parse_fails("[vmm]\nmax-connections = 1025\n",
+		    FILE_NAME ":2: key 'max-connections' = '1025': out of range (1..1024)");
+	parse_fails("[peer]\nmax-migrations = 1025\n",
+		    FILE_NAME ":2: key 'max-migrations' = '1025': out of range (1..1024)");
+	parse_fails("[control]\nmax-watchers = 1025\n",
+		    FILE_NAME ":2: key 'max-watchers' = '1025': out of range (1..1024)");
 }
 
 static void test_duplicate_scalar_key_is_an_error(void **state)
@@ -1268,6 +1305,7 @@ int main(void)
 		cmocka_unit_test(test_line_without_equals_is_an_error),
 		cmocka_unit_test(test_bad_values_are_errors),
 		cmocka_unit_test(test_numbers_at_and_beyond_their_limits),
+		cmocka_unit_test(test_limits_are_settings_up_to_their_compiled_cap),
 		cmocka_unit_test(test_duplicate_scalar_key_is_an_error),
 		cmocka_unit_test(test_too_long_line_is_an_error),
 		cmocka_unit_test(test_malformed_lines_are_errors),

@@ -234,11 +234,50 @@ static void test_seeded_random_garbage_never_crashes(void **state)
 	}
 }
 
+/* VM_STORE_MAX_VMS (= VCD_MAX_VMS): a record of that many VMs round-trips;
+ * one more is neither written nor read. */
+static void test_record_of_the_most_vms_round_trips_one_more_is_refused(void **state)
+{
+	struct vm_store_entry *in = calloc(VM_STORE_MAX_VMS + 1, sizeof(*in)), *out = NULL;
+	uint8_t *buf = NULL;
+	size_t len, n = 0;
+	char err[256];
+
+	assert_non_null(in);
+	for (int k = 0; k <= VM_STORE_MAX_VMS; k++)
+		fill(&in[k], k, 1);
+	assert_int_equal(vm_store_encode(in, VM_STORE_MAX_VMS + 1, &buf, &len), -E2BIG);
+	assert_int_equal(vm_store_encode(in, VM_STORE_MAX_VMS, &buf, &len), 0);
+	assert_int_equal(vm_store_decode(buf, len, &out, &n, err, sizeof(err)), 0);
+	assert_int_equal(n, VM_STORE_MAX_VMS);
+	assert_string_equal(out[VM_STORE_MAX_VMS - 1].vm_id, in[VM_STORE_MAX_VMS - 1].vm_id);
+	free(out);
+
+	/* A record that claims one more (checksum made to match): refused
+	 * before any entry is read. */
+	buf[VM_STORE_HEADER_BYTES] = (uint8_t)((VM_STORE_MAX_VMS + 1) & 0xff);
+	buf[VM_STORE_HEADER_BYTES + 1] = (uint8_t)((VM_STORE_MAX_VMS + 1) >> 8);
+	{
+		uint32_t crc =
+			vm_store_crc32(buf + VM_STORE_HEADER_BYTES, len - VM_STORE_HEADER_BYTES);
+
+		for (int b = 0; b < 4; b++)
+			buf[12 + b] = (uint8_t)(crc >> (8 * b));
+	}
+	out = NULL;
+	assert_int_equal(vm_store_decode(buf, len, &out, &n, err, sizeof(err)), -EBADMSG);
+	assert_string_equal(err, "4097 VMs, more than a daemon holds");
+	assert_null(out);
+	free(buf);
+	free(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip_keeps_every_field),
 		cmocka_unit_test(test_empty_record_round_trips),
+		cmocka_unit_test(test_record_of_the_most_vms_round_trips_one_more_is_refused),
 		cmocka_unit_test(test_every_truncation_is_refused),
 		cmocka_unit_test(test_bad_header_fields_are_refused),
 		cmocka_unit_test(test_crc32_matches_the_standard_check_value),

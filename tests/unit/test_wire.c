@@ -899,6 +899,23 @@ static void test_errno_round_trips_through_error_reply(void **unused)
 	}
 }
 
+/* VC_VM_ID_MAX (vcounterd(8), LIMITS): 63 bytes is a VM id, 64 is not;
+ * every wire checks ids with this. */
+static void test_vm_id_of_63_bytes_is_valid_64_is_not(void **state)
+{
+	char id[VC_VM_ID_MAX + 2];
+
+	memset(id, 'a', sizeof(id) - 1);
+	id[VC_VM_ID_MAX] = '\0';
+	assert_int_equal(strlen(id), 63);
+	assert_true(vm_id_is_valid(id));
+	id[VC_VM_ID_MAX] = 'a';
+	id[VC_VM_ID_MAX + 1] = '\0';
+	assert_false(vm_id_is_valid(id));
+	assert_false(vm_id_is_valid(""));
+	assert_true(vm_id_is_valid("a"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -926,6 +943,7 @@ int main(void)
 		cmocka_unit_test(test_errno_from_error_falls_back_on_code),
 		cmocka_unit_test(test_errno_from_error_prefers_errno_value_in_range),
 		cmocka_unit_test(test_errno_round_trips_through_error_reply),
+		cmocka_unit_test(test_vm_id_of_63_bytes_is_valid_64_is_not),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
