@@ -1,0 +1,161 @@
+/* bench_journal - what the session journal costs a migration step: one
+ * journal_write() (encode, write a temporary file, fsync, rename, fsync
+ * the directory) against the encoding alone, for a 2-vCPU and a 64-vCPU
+ * VM, in a directory on the disk the daemon would use. Prints p50/p99 and
+ * the ratios measured in this one run; asserts nothing (CONVENTIONS.md).
+ *
+ *   bench_journal [DIR] [N]     DIR default /var/tmp, N writes (default 200) */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "journal.h"
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void fill_state(struct counter_state *s, uint32_t n)
+{
+	memset(s, 0, sizeof(*s));
+	s->backend = BACKEND_KVM_X86;
+	s->arch = COUNTER_ARCH_X86_TSC;
+	s->guest_tsc_khz = 2500000;
+	s->n_vcpus = n;
+	for (uint32_t i = 0; i < n; i++)
+		s->offset_cycles[i] = (uint64_t)-5000000000ll - 1000003ull * i;
+	s->anchor.source = ANCHOR_BRACKET;
+	s->anchor.tai_ns = 1700000000000000000ull;
+	s->anchor.host_tsc = 9876543210ull;
+	s->anchor.host_tsc_khz = 2500000;
+}
+
+/* The record written before the target answers its VMM: applied, with
+ * prepared and final states and the report. */
+static void fill_entry(struct journal_entry *e, uint32_t n)
+{
+	struct session *s = &e->s;
+
+	memset(e, 0, sizeof(*e));
+	snprintf(s->migration_id, sizeof(s->migration_id), "0123456789abcdef0123456789abcdef");
+	snprintf(s->vm_id, sizeof(s->vm_id), "vm-bench");
+	snprintf(s->peer_identity, sizeof(s->peer_identity), "host-a.example");
+	snprintf(e->peer_address, sizeof(e->peer_address), "192.0.2.1:7420");
+	s->role = VM_ROLE_TARGET;
+	s->step = STEP_APPLIED;
+	s->generation = 1;
+	fill_state(&s->prepared, n);
+	s->has_final = true;
+	fill_state(&s->final, n);
+	s->has_report = true;
+	memcpy(s->report.migration_id, s->migration_id, sizeof(s->migration_id));
+	memcpy(s->report.vm_id, s->vm_id, sizeof(s->vm_id));
+	s->report.backend = BACKEND_KVM_X86;
+	s->report.generation = 1;
+	s->report.n_vcpus = n;
+	s->report.guest_tsc_khz = 2500000;
+	for (uint32_t i = 0; i < n; i++) {
+		s->report.offsets_before[i] = s->final.offset_cycles[i];
+		s->report.offsets_after[i] = s->final.offset_cycles[i] + 91583770;
+	}
+}
+
+struct result {
+	uint64_t p50, p99;
+	size_t bytes;
+};
+
+static int run(struct journal *j, uint32_t n_vcpus, size_t n, bool write, struct result *ret)
+{
+	struct journal_entry *e = malloc(sizeof(*e));
+	uint64_t *t = calloc(n, sizeof(*t));
+	int r = 0;
+
+	if (!e || !t) {
+		free(e);
+		free(t);
+		return -ENOMEM;
+	}
+	fill_entry(e, n_vcpus);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		uint64_t t0 = now_ns();
+
+		e->sequence = i + 1;
+		if (write) {
+			r = journal_write(j, e, "target/applied");
+		} else {
+			uint8_t *buf;
+
+			r = journal_encode(e, &buf, &ret->bytes);
+			free(buf);
+		}
+		t[i] = now_ns() - t0;
+	}
+	qsort(t, n, sizeof(*t), cmp_u64);
+	ret->p50 = t[n / 2];
+	ret->p99 = t[(n * 99) / 100];
+	free(t);
+	free(e);
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	const char *base = argc > 1 ? argv[1] : "/var/tmp";
+	size_t n = argc > 2 ? strtoul(argv[2], NULL, 10) : 200;
+	static const uint32_t sizes[] = { 2, 64 };
+	char dir[4096];
+	struct journal *j;
+	int r;
+
+	if (n < 10) {
+		fprintf(stderr, "bench_journal: N must be at least 10\n");
+		return 2;
+	}
+	snprintf(dir, sizeof(dir), "%s/vc-bench-journal.XXXXXX", base);
+	if (!mkdtemp(dir)) {
+		fprintf(stderr, "bench_journal: %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	r = journal_open(dir, &j);
+	if (r < 0) {
+		fprintf(stderr, "bench_journal: %s: %s\n", dir, strerror(-r));
+		return 1;
+	}
+	printf("journal in %s, %zu writes each (record: target applied, with states and report)\n",
+	       dir, n);
+	printf("%-6s %8s %14s %14s %16s %16s %8s\n", "vCPUs", "bytes", "encode p50 us",
+	       "encode p99 us", "journal p50 us", "journal p99 us", "ratio");
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		struct result enc = { 0 }, wr = { 0 };
+
+		if (run(j, sizes[k], n, false, &enc) < 0 ||
+		    (r = run(j, sizes[k], n, true, &wr)) < 0) {
+			fprintf(stderr, "bench_journal: write failed: %s\n", strerror(-r));
+			return 1;
+		}
+		printf("%-6u %8zu %14.1f %14.1f %16.1f %16.1f %7.0fx\n", sizes[k], enc.bytes,
+		       enc.p50 / 1e3, enc.p99 / 1e3, wr.p50 / 1e3, wr.p99 / 1e3,
+		       (double)wr.p50 / (double)(enc.p50 ? enc.p50 : 1));
+	}
+	journal_remove(j, "0123456789abcdef0123456789abcdef");
+	journal_close(j);
+	if (rmdir(dir) < 0)
+		fprintf(stderr, "bench_journal: cannot remove %s: %s\n", dir, strerror(errno));
+	return 0;
+}
