@@ -1789,6 +1789,9 @@ static void send_abort(struct vcd *vcd, struct migration *m, const char *reason)
 
 void migration_vm_gone(struct vcd *vcd, const char *vm_id)
 {
+	/* At shutdown the migrations go first (main.c), then the VMs. */
+	if (!vcd->migrations)
+		return;
 	for (struct migration *m = vcd->migrations->list; m; m = m->next) {
 		if (strcmp(m->s.vm_id, vm_id) != 0 || migration_step_is_terminal(m->s.step))
 			continue;

@@ -187,6 +187,14 @@ int harness_stop(struct daemon_proc *d)
 		}
 		d->pid = 0;
 	}
+	/* A daemon that crashed on its way out fails whatever test stopped it,
+	 * whether or not that test looks at the status. */
+	if (WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL && WTERMSIG(status) != SIGTERM) {
+		fprintf(stderr, "vcounterd (log %s) crashed on SIGTERM: %s\n", d->log_path,
+			strsignal(WTERMSIG(status)));
+		harness_dump_log(d);
+		abort();
+	}
 	if (d->dir[0] && !getenv("VC_KEEP_TEST_DIRS")) {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
 		if (system(cmd) != 0)

@@ -206,33 +206,50 @@ static void node_expect_killed(struct node *n, const char *point)
 	assert_true(harness_file_count(n->log_path, line) == 1);
 }
 
-static void node_stop(struct node *n)
+/* SIGTERM: the daemon must exit 0 (under ASan, a leak or any error
+ * found at exit makes that nonzero). */
+static bool node_stop_status(struct node *n)
 {
-	int status;
+	int status = 0;
+	pid_t r = 0;
 
 	if (n->pid <= 0)
-		return;
+		return true;
 	kill(n->pid, SIGTERM);
-	for (int i = 0; i < 500 && waitpid(n->pid, &status, WNOHANG) == 0; i++)
+	for (int i = 0; i < 1000 && (r = waitpid(n->pid, &status, WNOHANG)) == 0; i++)
 		sleep_ms(10);
-	if (waitpid(n->pid, &status, WNOHANG) == 0) {
+	if (r == 0) {
 		kill(n->pid, SIGKILL);
 		waitpid(n->pid, &status, 0);
 	}
 	n->pid = 0;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		harness_dump_file(n->log_path);
+		fprintf(stderr, "%s's vcounterd did not exit cleanly on SIGTERM (status 0x%x)\n",
+			n->name, status);
+		return false;
+	}
+	return true;
 }
 
-static void node_cleanup(struct node *n)
+static void node_stop(struct node *n)
+{
+	if (!node_stop_status(n))
+		fail();
+}
+
+static bool node_cleanup(struct node *n)
 {
 	char cmd[400];
+	bool ok = node_stop_status(n);
 
-	node_stop(n);
 	if (n->dir[0] && !getenv("VC_KEEP_TEST_DIRS")) {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", n->dir);
 		if (system(cmd) != 0)
 			fprintf(stderr, "cannot remove %s\n", n->dir);
 	}
 	n->dir[0] = '\0';
+	return ok;
 }
 
 /* ---- what the control API and the journal say ---- */
@@ -427,11 +444,13 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
+	bool ok_a, ok_b;
+
 	vm_destroy(&src);
 	vm_destroy(&dst);
-	node_cleanup(&a);
-	node_cleanup(&b);
-	return 0;
+	ok_a = node_cleanup(&a);
+	ok_b = node_cleanup(&b);
+	return ok_a && ok_b ? 0 : -1;
 }
 
 static void require_offset_control(void)
