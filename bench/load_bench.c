@@ -35,8 +35,11 @@
 #define DEFAULT_POLLERS		 4
 #define DEFAULT_WATCHERS	 4
 #define DEFAULT_TIMEOUT_S	 600
-#define MAX_VMS			 4096 /* VCD_MAX_VMS (daemon/vcd.h) */
-#define MAX_LANES		 200  /* each lane holds a control connection to host-a */
+/* A daemon keeps VCD_MAX_MIGRATIONS (1024, daemon/vcd.h) migrations, running
+ * and finished, and evicts the oldest finished one beyond that: the control
+ * API check after the run needs every one of them. */
+#define MAX_VMS			 1024
+#define MAX_LANES		 200 /* each lane holds a control connection to host-a */
 #define MAX_CONTROLLERS		 32
 #define CALL_TIMEOUT_MS		 60000
 #define MAX_POLL_SAMPLES	 (1u << 20)
