@@ -109,7 +109,7 @@ struct poller {
 	struct load *load;
 	pthread_t thread;
 	const struct daemon_proc *daemon;
-	char name[8];
+	char name[16];
 	uint64_t *samples; /* ns, GetHostStatus and ListMigrations alternating */
 	size_t n_samples;
 	unsigned errors;
@@ -126,7 +126,7 @@ struct watcher {
 	struct load *load;
 	pthread_t thread;
 	const struct daemon_proc *daemon;
-	char name[8];
+	char name[16];
 	bool started;
 	int result;
 	char error[256];
@@ -1372,21 +1372,25 @@ out:
 		       s0.rss_kb[1]);
 		printf("%-36s | %12ld | %12ld\n", "VmRSS with the VMs registered (kB)",
 		       s2.rss_kb[0], s2.rss_kb[1]);
-		printf("%-36s | %12ld | %12ld\n", "VmRSS after the migrations (kB)", s3.rss_kb[0],
-		       s3.rss_kb[1]);
+		if (migrated)
+			printf("%-36s | %12ld | %12ld\n", "VmRSS after the migrations (kB)",
+			       s3.rss_kb[0], s3.rss_kb[1]);
 		printf("%-36s | %12.2f | %12.2f\n", "RSS per registered VM (kB)",
 		       (double)(s2.rss_kb[0] - s0.rss_kb[0]) / c->n_vms,
 		       (double)(s2.rss_kb[1] - s0.rss_kb[1]) / c->n_vms);
-		printf("%-36s | %12.2f | %12.2f\n", "RSS per VM after migrating (kB)",
-		       (double)(s3.rss_kb[0] - s0.rss_kb[0]) / c->n_vms,
-		       (double)(s3.rss_kb[1] - s0.rss_kb[1]) / c->n_vms);
+		if (migrated)
+			printf("%-36s | %12.2f | %12.2f\n", "RSS per VM after migrating (kB)",
+			       (double)(s3.rss_kb[0] - s0.rss_kb[0]) / c->n_vms,
+			       (double)(s3.rss_kb[1] - s0.rss_kb[1]) / c->n_vms);
 		printf("%-36s | %12d | %12d\n", "fds idle, controllers on", s0.fds[0], s0.fds[1]);
 		printf("%-36s | %12d | %12d\n", "fds with the VMs registered", s2.fds[0],
 		       s2.fds[1]);
 		printf("%-36s | %12.2f | %12.2f\n", "fds per registered VM",
 		       (double)(s2.fds[0] - s0.fds[0]) / c->n_vms,
 		       (double)(s2.fds[1] - s0.fds[1]) / c->n_vms);
-		printf("%-36s | %12d | %12d\n", "fds after the migrations", s3.fds[0], s3.fds[1]);
+		if (migrated)
+			printf("%-36s | %12d | %12d\n", "fds after the migrations", s3.fds[0],
+			       s3.fds[1]);
 		printf("%-36s | %12d | %12d\n", "fds after unregistering", s4.fds[0], s4.fds[1]);
 
 		printf("\nthis process (both VMMs and all controllers): fds %d idle -> %d with "
@@ -1457,10 +1461,22 @@ out:
 		vcounter_close(ld.lanes[i].vc_b);
 		vcounter_ctl_close(ld.lanes[i].ctl_a);
 	}
-	if (ld.a.pid > 0)
-		harness_stop(&ld.a);
-	if (ld.b.pid > 0)
-		harness_stop(&ld.b);
+	/* A daemon that exits other than 0 on SIGTERM crashed, or (under
+	 * VC_DAEMON_WRAPPER or a sanitizer build) its tool found errors: the
+	 * log says which (VC_KEEP_TEST_DIRS=1 keeps it). */
+	for (size_t d = 0; d < 2; d++) {
+		struct daemon_proc *dp = d == 0 ? &ld.a : &ld.b;
+		int status;
+
+		if (dp->pid <= 0)
+			continue;
+		status = harness_stop(dp);
+		if (status != 0) {
+			printf("FAILED: host-%c exited with status %d (log: %s)\n",
+			       d == 0 ? 'a' : 'b', status, dp->log_path);
+			ret = EXIT_FAILURE;
+		}
+	}
 	if (own_certs && certs[0])
 		remove_tree(certs);
 	for (unsigned k = 0; k < c->n_pollers; k++)
