@@ -1,0 +1,1496 @@
+/* load_bench.c - two real vcounterd under load: N small KVM VMs registered
+ * on each, M migrations at a time started through the control API while
+ * controllers poll and watch; every migration checked to end done exactly
+ * once, with the target's offsets read back and the source's untouched. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <linux/kvm.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon_harness.h"
+#include "kvm_x86.h"
+#include "macro.h"
+#include "vcounter/control.h"
+#include "vcounter/vcounter.h"
+
+#define EXIT_SKIP 77
+
+#define DEFAULT_VMS		 1000
+#define DEFAULT_LANES		 100
+#define DEFAULT_POLLERS		 4
+#define DEFAULT_WATCHERS	 4
+#define DEFAULT_TIMEOUT_S	 600
+/* A daemon keeps VCD_MAX_MIGRATIONS (1024, daemon/vcd.h) migrations, running
+ * and finished, and evicts the oldest finished one beyond that: the control
+ * API check after the run needs every one of them. */
+#define MAX_VMS			 1024
+#define MAX_LANES		 200 /* each lane holds a control connection to host-a */
+#define MAX_CONTROLLERS		 32
+#define CALL_TIMEOUT_MS		 60000
+#define MAX_POLL_SAMPLES	 (1u << 20)
+#define PROC_STATUS_VMRSS	 "VmRSS:"
+#define SENTINEL_VM_ID		 "load-sentinel"
+#define VM_ID_PREFIX		 "load-vm-"
+#define TARGET_NAME		 "host-b.test"
+#define FDS_PER_VM_PER_SIDE	 2 /* VM fd + 1 vCPU fd */
+#define DEFAULT_POLL_INTERVAL_MS 10
+#define MAX_PRINTED_FAILURES	 20
+
+struct load_config {
+	unsigned n_vms;
+	unsigned n_lanes;
+	unsigned n_pollers;
+	unsigned n_watchers;
+	unsigned timeout_s;
+	unsigned poll_interval_ms;
+	bool warm_link;
+	bool check_host;
+};
+
+/* One VM on each host with the same id: the migration names one id. */
+struct load_vm {
+	char id[64];
+	int src_vm_fd, src_vcpu_fd;
+	int dst_vm_fd, dst_vcpu_fd;
+	uint64_t src_offset; /* read after registration (the probe restores it) */
+	uint64_t dst_offset; /* read after registration */
+};
+
+/* What one migration (one per VM) did, as the VMMs saw it. */
+struct load_migration {
+	char id[VCOUNTER_MIGRATION_ID_SIZE];
+	bool started;
+	bool src_prepared;
+	bool applied;			      /* vcounter_apply() returned 0 */
+	unsigned notices_applied[3];	      /* by role (1 source, 2 target) */
+	unsigned notices_done[3];	      /* by role */
+	unsigned notices_failed[3];	      /* aborted or failed, by role */
+	char failure[320];		      /* first failure seen */
+	uint64_t apply_ns;		      /* vcounter_apply(): request -> reply */
+	uint64_t daemon_apply_ns;	      /* the report's apply_latency_ns */
+	uint64_t offset_before, offset_after; /* the report, vCPU 0 */
+	uint64_t start_ns, done_ns;	      /* start_migration call -> both done */
+};
+
+struct load;
+
+/* A lane is one thread that is the VMM of every n_lanes-th VM on both hosts
+ * (one VMM connection to each daemon) and the operator that starts their
+ * migrations (one control connection to host-a), one migration at a time:
+ * n_lanes lanes = n_lanes migrations in flight. */
+struct lane {
+	struct load *load;
+	unsigned index;
+	pthread_t thread;
+	struct vcounter *vc_a, *vc_b;
+	struct vcounter_ctl *ctl_a;
+	int result; /* 0 or -errno */
+	char error[512];
+	unsigned unknown_notices;
+	unsigned first_vm; /* lane index, or + n_lanes after --warm-link's migration */
+};
+
+struct poller {
+	struct load *load;
+	pthread_t thread;
+	const struct daemon_proc *daemon;
+	char name[16];
+	uint64_t *samples; /* ns, GetHostStatus and ListMigrations alternating */
+	size_t n_samples;
+	unsigned errors;
+	char error[256];
+};
+
+struct watch_record {
+	char migration_id[VCOUNTER_MIGRATION_ID_SIZE];
+	char step[16];
+	enum vcounter_ctl_event_kind kind;
+};
+
+struct watcher {
+	struct load *load;
+	pthread_t thread;
+	const struct daemon_proc *daemon;
+	char name[16];
+	bool started;
+	int result;
+	char error[256];
+	unsigned vm_registered, vm_unregistered;
+	struct watch_record *records;
+	size_t n_records, cap_records;
+	uint64_t n_events;
+};
+
+struct load {
+	struct load_config config;
+	struct daemon_proc a, b;
+	char peer_address[64];
+	struct load_vm *vms;
+	struct load_migration *migrations;
+	struct lane *lanes;
+	struct poller pollers[MAX_CONTROLLERS];
+	struct watcher watchers[MAX_CONTROLLERS];
+	atomic_uint watches_accepted;
+	atomic_bool stop_pollers;
+	bool pollers_joined;
+	uint64_t poll_start_ns, poll_end_ns;
+	uint64_t deadline_ns;
+};
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	interrupted = sig;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+static unsigned n_failures;
+
+/* The first MAX_PRINTED_FAILURES failures, then only counted: one cause
+ * (a lost frame, a timeout) fails hundreds of checks alike. */
+static void failure(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void failure(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (n_failures++ >= MAX_PRINTED_FAILURES)
+		return;
+	va_start(ap, fmt);
+	printf("FAILED: ");
+	vprintf(fmt, ap);
+	va_end(ap);
+}
+
+static double ms(uint64_t ns)
+{
+	return (double)ns / 1e6;
+}
+
+/* Kilobytes of a "Key:   123 kB" line of /proc/PID/status or /proc/meminfo;
+ * -errno when absent. */
+static long proc_kb(const char *path, const char *key)
+{
+	char line[256];
+	long kb = -ENOENT;
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, key, strlen(key)) == 0) {
+			kb = strtol(line + strlen(key), NULL, 10);
+			break;
+		}
+	}
+	fclose(f);
+	return kb;
+}
+
+static long pid_rss_kb(pid_t pid)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	return proc_kb(path, PROC_STATUS_VMRSS);
+}
+
+static int fd_count_self(void)
+{
+	struct daemon_proc self = { .pid = getpid() };
+
+	return harness_fd_count(&self);
+}
+
+static int cmp_u64(const void *x, const void *y)
+{
+	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+
+	return a < b ? -1 : a > b;
+}
+
+/* Nearest-rank percentile of n sorted samples. */
+static uint64_t percentile(const uint64_t *sorted, size_t n, unsigned pct)
+{
+	size_t rank = (n * pct + 99) / 100;
+
+	return n == 0 ? 0 : sorted[rank > 0 ? rank - 1 : 0];
+}
+
+/* ---- KVM VMs ---- */
+
+/* The smallest VM the daemon takes: a VM fd and one vCPU that never runs,
+ * no memory slot. */
+static int vm_create(int kvm_fd, int *ret_vm_fd, int *ret_vcpu_fd)
+{
+	_cleanup_close_ int vm_fd = -1;
+	int vcpu_fd;
+
+	vm_fd = ioctl(kvm_fd, KVM_CREATE_VM, 0);
+	if (vm_fd < 0)
+		return -errno;
+	vcpu_fd = ioctl(vm_fd, KVM_CREATE_VCPU, 0);
+	if (vcpu_fd < 0)
+		return -errno;
+	*ret_vm_fd = TAKE_FD(vm_fd);
+	*ret_vcpu_fd = vcpu_fd;
+	return 0;
+}
+
+static void load_vm_close(struct load_vm *vm)
+{
+	close_nointr(vm->src_vcpu_fd);
+	close_nointr(vm->src_vm_fd);
+	close_nointr(vm->dst_vcpu_fd);
+	close_nointr(vm->dst_vm_fd);
+	vm->src_vcpu_fd = vm->src_vm_fd = vm->dst_vcpu_fd = vm->dst_vm_fd = -1;
+}
+
+/* ---- lanes: the VMMs and the operator ---- */
+
+static struct load_migration *lane_find(struct lane *l, const char *migration_id)
+{
+	struct load *ld = l->load;
+
+	for (unsigned i = l->index; i < ld->config.n_vms; i += ld->config.n_lanes)
+		if (ld->migrations[i].started && strcmp(ld->migrations[i].id, migration_id) == 0)
+			return &ld->migrations[i];
+	return NULL;
+}
+
+static void lane_count_notice(struct lane *l, const struct vcounter_notice *n)
+{
+	struct load_migration *m = lane_find(l, n->migration_id);
+	unsigned role = n->role == VCOUNTER_ROLE_SOURCE	  ? 1
+			: n->role == VCOUNTER_ROLE_TARGET ? 2
+							  : 0;
+
+	if (!m || role == 0) {
+		l->unknown_notices++;
+		return;
+	}
+	if (role == 1 && strcmp(n->step, "prepared") == 0)
+		m->src_prepared = true;
+	else if (strcmp(n->step, "applied") == 0)
+		m->notices_applied[role]++;
+	else if (strcmp(n->step, "done") == 0)
+		m->notices_done[role]++;
+	else if (n->terminal) {
+		m->notices_failed[role]++;
+		if (!m->failure[0])
+			snprintf(m->failure, sizeof(m->failure), "%s %s: %s",
+				 role == 1 ? "source" : "target", n->step, n->reason);
+	}
+}
+
+/* Everything both daemons have sent this lane's VMM connections, the KVM ops
+ * they ask for run meanwhile; wait at most until the lane's deadline for
+ * until(m) to hold. Notices that arrived during other calls are queued in
+ * the library, so drain those before polling the sockets. */
+static int lane_pump(struct lane *l, struct load_migration *m,
+		     bool (*until)(const struct load_migration *m))
+{
+	struct vcounter *vcs[2] = { l->vc_a, l->vc_b };
+
+	for (;;) {
+		struct pollfd pfd[2];
+		uint64_t now;
+		int r;
+
+		for (size_t i = 0; i < 2; i++) {
+			struct vcounter_notice n;
+
+			while ((r = vcounter_next_notice(vcs[i], 0, &n)) == 1)
+				lane_count_notice(l, &n);
+			if (r < 0) {
+				snprintf(l->error, sizeof(l->error), "host-%c VMM connection: %s",
+					 i == 0 ? 'a' : 'b', vcounter_last_error(vcs[i]));
+				return r;
+			}
+		}
+		if (until(m))
+			return 0;
+		if (m->failure[0])
+			return -ECANCELED;
+		now = now_ns();
+		if (now >= l->load->deadline_ns || interrupted) {
+			snprintf(l->error, sizeof(l->error), "migration %s: %s", m->id,
+				 interrupted ? "interrupted" : "deadline passed");
+			return -ETIMEDOUT;
+		}
+		for (size_t i = 0; i < 2; i++)
+			pfd[i] = (struct pollfd){ .fd = vcounter_fd(vcs[i]), .events = POLLIN };
+		r = poll(pfd, 2, 1000); /* the deadline is checked above */
+		if (r < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+static bool src_prepared(const struct load_migration *m)
+{
+	return m->src_prepared;
+}
+
+static bool both_done(const struct load_migration *m)
+{
+	return m->notices_done[1] > 0 && m->notices_done[2] > 0;
+}
+
+/* One migration, as a controller and two VMMs make it: StartMigration on
+ * host-a; the source VMM waits for "prepared", pauses (its vCPU never ran)
+ * and reports; the target VMM, having "received the VM state", applies and
+ * checks its vCPU holds what the report says; both wait for done. */
+static int lane_migrate(struct lane *l, unsigned vm_index)
+{
+	struct load *ld = l->load;
+	struct load_vm *vm = &ld->vms[vm_index];
+	struct load_migration *m = &ld->migrations[vm_index];
+	struct vcounter_ctl_migration started;
+	struct vcounter_report *rep = NULL;
+	uint64_t generation, t0, t1, held = 0;
+	int r;
+
+	m->start_ns = now_ns();
+	r = vcounter_ctl_start_migration(l->ctl_a, vm->id, ld->peer_address, TARGET_NAME, &started);
+	if (r < 0) {
+		snprintf(l->error, sizeof(l->error), "vm=%s StartMigration: %s", vm->id,
+			 vcounter_ctl_last_error(l->ctl_a));
+		return r;
+	}
+	memcpy(m->id, started.migration_id, sizeof(m->id));
+	m->started = true;
+	vcounter_ctl_migration_clear(&started);
+
+	r = lane_pump(l, m, src_prepared);
+	if (r < 0)
+		goto fail;
+	r = vcounter_report_paused(l->vc_a, vm->id, m->id, &generation);
+	if (r < 0) {
+		snprintf(l->error, sizeof(l->error), "vm=%s migration=%s ReportPaused: %s", vm->id,
+			 m->id, vcounter_last_error(l->vc_a));
+		return r;
+	}
+
+	t0 = now_ns();
+	r = vcounter_apply(l->vc_b, vm->id, m->id, &rep);
+	t1 = now_ns();
+	if (r < 0) {
+		snprintf(l->error, sizeof(l->error), "vm=%s migration=%s apply refused: %s", vm->id,
+			 m->id, vcounter_last_error(l->vc_b));
+		return r;
+	}
+	m->applied = true;
+	m->apply_ns = t1 - t0;
+	m->daemon_apply_ns = rep->apply_latency_ns;
+	r = -EPROTO;
+	if (rep->n_vcpus != 1 || strcmp(rep->migration_id, m->id) != 0)
+		snprintf(l->error, sizeof(l->error), "vm=%s report names %s with %u vCPUs", vm->id,
+			 rep->migration_id, rep->n_vcpus);
+	else if ((r = kvm_x86_get_tsc_offset(vm->dst_vcpu_fd, &held)) < 0)
+		snprintf(l->error, sizeof(l->error), "vm=%s reading the target offset: %s", vm->id,
+			 strerror(-r));
+	else if (held != rep->offsets_after[0] || rep->offsets_before[0] != vm->src_offset) {
+		snprintf(l->error, sizeof(l->error),
+			 "vm=%s target holds %#" PRIx64 ", report says %#" PRIx64
+			 " (source offset %#" PRIx64 ", report's before %#" PRIx64 ")",
+			 vm->id, held, rep->offsets_after[0], vm->src_offset,
+			 rep->offsets_before[0]);
+		r = -EIO;
+	} else {
+		m->offset_before = rep->offsets_before[0];
+		m->offset_after = rep->offsets_after[0];
+		r = 0;
+	}
+	vcounter_report_free(rep);
+	if (r < 0)
+		return r;
+
+	r = lane_pump(l, m, both_done);
+	if (r < 0)
+		goto fail;
+	m->done_ns = now_ns();
+	return 0;
+fail:
+	if (r == -ECANCELED)
+		snprintf(l->error, sizeof(l->error), "vm=%s migration=%s: %s", vm->id, m->id,
+			 m->failure);
+	return r;
+}
+
+static void *lane_main(void *arg)
+{
+	struct lane *l = arg;
+	struct load *ld = l->load;
+
+	for (unsigned i = l->first_vm; i < ld->config.n_vms && !interrupted;
+	     i += ld->config.n_lanes) {
+		l->result = lane_migrate(l, i);
+		if (l->result < 0)
+			break;
+	}
+	return NULL;
+}
+
+/* ---- controllers: pollers and watchers ---- */
+
+static int ctl_connect(const struct daemon_proc *d, unsigned timeout_ms, struct vcounter_ctl **ret)
+{
+	struct vcounter_ctl_options opts = { .socket_path = d->control_socket,
+					     .timeout_ms = timeout_ms };
+
+	return vcounter_ctl_connect(&opts, ret);
+}
+
+/* GetHostStatus and ListMigrations (running only), alternating, until told
+ * to stop: what a fleet dashboard does, as fast as it can. */
+static void *poller_main(void *arg)
+{
+	struct poller *p = arg;
+	struct vcounter_ctl *ctl = NULL;
+	int r;
+
+	p->samples = calloc(MAX_POLL_SAMPLES, sizeof(uint64_t));
+	if (!p->samples)
+		return NULL;
+	r = ctl_connect(p->daemon, CALL_TIMEOUT_MS, &ctl);
+	if (r < 0) {
+		snprintf(p->error, sizeof(p->error), "connect: %s", vcounter_ctl_last_error(NULL));
+		p->errors++;
+		return NULL;
+	}
+	while (!atomic_load(&p->load->stop_pollers) && !interrupted &&
+	       p->n_samples < MAX_POLL_SAMPLES) {
+		struct vcounter_ctl_migration *list = NULL;
+		struct vcounter_ctl_host host;
+		size_t n = 0;
+		uint64_t t0 = now_ns();
+
+		if (p->n_samples % 2 == 0)
+			r = vcounter_ctl_host_status(ctl, &host);
+		else
+			r = vcounter_ctl_list_migrations(ctl, NULL, true, &list, &n);
+		p->samples[p->n_samples++] = now_ns() - t0;
+		vcounter_ctl_migrations_free(list, n);
+		if (r < 0) {
+			p->errors++;
+			snprintf(p->error, sizeof(p->error), "%s", vcounter_ctl_last_error(ctl));
+			if (vcounter_ctl_status(ctl) == VCOUNTER_CTL_STATUS_LOCAL)
+				break;
+		}
+		if (p->load->config.poll_interval_ms)
+			sleep_ms(p->load->config.poll_interval_ms);
+	}
+	vcounter_ctl_close(ctl);
+	return NULL;
+}
+
+static int watch_cb(const struct vcounter_ctl_event *ev, void *userdata)
+{
+	struct watcher *w = userdata;
+
+	if (!ev) {
+		w->started = true;
+		atomic_fetch_add(&w->load->watches_accepted, 1);
+		return 0;
+	}
+	w->n_events++;
+	switch (ev->kind) {
+	case VCOUNTER_CTL_EVENT_VM_REGISTERED:
+		if (strncmp(ev->vm.vm_id, VM_ID_PREFIX, strlen(VM_ID_PREFIX)) == 0)
+			w->vm_registered++;
+		break;
+	case VCOUNTER_CTL_EVENT_VM_UNREGISTERED:
+		if (strcmp(ev->vm.vm_id, SENTINEL_VM_ID) == 0)
+			return 1; /* the bench's last event on this daemon */
+		if (strncmp(ev->vm.vm_id, VM_ID_PREFIX, strlen(VM_ID_PREFIX)) == 0)
+			w->vm_unregistered++;
+		break;
+	case VCOUNTER_CTL_EVENT_MIGRATION_STEP:
+	case VCOUNTER_CTL_EVENT_MIGRATION_OUTCOME:
+		if (w->n_records == w->cap_records) {
+			size_t cap = w->cap_records ? 2 * w->cap_records : 4096;
+			struct watch_record *rec = realloc(w->records, cap * sizeof(*rec));
+
+			if (!rec)
+				return -ENOMEM;
+			w->records = rec;
+			w->cap_records = cap;
+		}
+		memcpy(w->records[w->n_records].migration_id, ev->migration.migration_id,
+		       VCOUNTER_MIGRATION_ID_SIZE);
+		snprintf(w->records[w->n_records].step, sizeof(w->records[0].step), "%s",
+			 ev->migration.step);
+		w->records[w->n_records].kind = ev->kind;
+		w->n_records++;
+		break;
+	}
+	return 0;
+}
+
+static void *watcher_main(void *arg)
+{
+	struct watcher *w = arg;
+	struct vcounter_ctl *ctl = NULL;
+	int r;
+
+	r = ctl_connect(w->daemon, w->load->config.timeout_s * 1000u, &ctl);
+	if (r < 0) {
+		w->result = r;
+		snprintf(w->error, sizeof(w->error), "connect: %s", vcounter_ctl_last_error(NULL));
+		atomic_fetch_add(&w->load->watches_accepted, 1); /* do not wait for it */
+		return NULL;
+	}
+	r = vcounter_ctl_watch(ctl, NULL, NULL, watch_cb, w);
+	w->result = r == 1 ? 0 : r;
+	if (r != 1)
+		snprintf(w->error, sizeof(w->error), "watch ended: %s (%s)",
+			 vcounter_ctl_last_error(ctl), strerror(r < 0 ? -r : EPROTO));
+	if (!w->started)
+		atomic_fetch_add(&w->load->watches_accepted, 1);
+	vcounter_ctl_close(ctl);
+	return NULL;
+}
+
+static void pollers_stop(struct load *ld)
+{
+	if (ld->pollers_joined)
+		return;
+	atomic_store(&ld->stop_pollers, true);
+	for (unsigned k = 0; k < ld->config.n_pollers; k++)
+		pthread_join(ld->pollers[k].thread, NULL);
+	ld->poll_end_ns = now_ns();
+	ld->pollers_joined = true;
+}
+
+/* ---- setup ---- */
+
+/* Every VM costs FDS_PER_VM_PER_SIDE fds per side in this process and as
+ * many in each daemon (it keeps the fds it received); connections on top. */
+static int raise_nofile(const struct load_config *c, rlim_t *ret_limit)
+{
+	rlim_t need = (rlim_t)c->n_vms * 2 * FDS_PER_VM_PER_SIDE + 4 * c->n_lanes +
+		      2 * (c->n_pollers + c->n_watchers) + 256;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return -errno;
+	if (rl.rlim_cur < need) {
+		rl.rlim_cur = need;
+		if (rl.rlim_max < need)
+			rl.rlim_max = need; /* root only */
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			return -errno;
+	}
+	*ret_limit = rl.rlim_cur;
+	return 0;
+}
+
+static int daemons_start(struct load *ld, const char *certs)
+{
+	char ca[600], cert_a[600], key_a[600], cert_b[600], key_b[600];
+	const char *args_a[] = {
+		"--host-name", "host-a.test", "--ca",	      ca,	   "--cert",	  cert_a,
+		"--key",       key_a,	      "--allow-peer", TARGET_NAME, "--log-level", "info",
+		NULL
+	};
+	const char *args_b[] = { "--host-name", TARGET_NAME,	"--listen",
+				 "127.0.0.1:0", "--ca",		ca,
+				 "--cert",	cert_b,		"--key",
+				 key_b,		"--allow-peer", "host-a.test",
+				 "--log-level", "info",		NULL };
+	int r;
+
+	snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
+	snprintf(cert_a, sizeof(cert_a), "%s/host-a.pem", certs);
+	snprintf(key_a, sizeof(key_a), "%s/host-a.key", certs);
+	snprintf(cert_b, sizeof(cert_b), "%s/host-b.pem", certs);
+	snprintf(key_b, sizeof(key_b), "%s/host-b.key", certs);
+	r = harness_start(&ld->a, args_a);
+	if (r < 0) {
+		fprintf(stderr, "load_bench: starting vcounterd host-a (%s/daemon/vcounterd): %s\n",
+			harness_build_root(), strerror(-r));
+		return r;
+	}
+	r = harness_start(&ld->b, args_b);
+	if (r < 0) {
+		fprintf(stderr, "load_bench: starting vcounterd host-b: %s\n", strerror(-r));
+		return r;
+	}
+	snprintf(ld->peer_address, sizeof(ld->peer_address), "127.0.0.1:%d", ld->b.peer_port);
+	return 0;
+}
+
+/* ---- the checks ---- */
+
+/* Every migration, from each daemon's control API: done, one id on both,
+ * and on the target the report that the VMM got. */
+static unsigned check_control_api(struct load *ld)
+{
+	const struct daemon_proc *daemons[2] = { &ld->a, &ld->b };
+	unsigned bad = 0;
+
+	for (size_t d = 0; d < 2; d++) {
+		struct vcounter_ctl *ctl = NULL;
+
+		if (ctl_connect(daemons[d], CALL_TIMEOUT_MS, &ctl) < 0) {
+			failure("control API of host-%c: %s\n", d == 0 ? 'a' : 'b',
+				vcounter_ctl_last_error(NULL));
+			return ld->config.n_vms;
+		}
+		for (unsigned i = 0; i < ld->config.n_vms; i++) {
+			const struct load_migration *m = &ld->migrations[i];
+			struct vcounter_ctl_migration got;
+			const char *why = NULL;
+
+			if (!m->started)
+				continue; /* check_vmms() counts it */
+			if (vcounter_ctl_get_migration(ctl, m->id, &got) < 0) {
+				failure("host-%c GetMigration %s: %s\n", d == 0 ? 'a' : 'b', m->id,
+					vcounter_ctl_last_error(ctl));
+				bad++;
+				continue;
+			}
+			if (strcmp(got.step, "done") != 0)
+				why = "not done";
+			else if (strcmp(got.vm_id, ld->vms[i].id) != 0)
+				why = "names another VM";
+			else if (d == 0 && !got.started_by_controller)
+				why = "not started by a controller";
+			/* The source keeps the target's report from Applied on. */
+			else if (!got.has_report || got.report.n_vcpus != 1 ||
+				 got.report.offsets_after[0] != m->offset_after ||
+				 got.report.offsets_before[0] != m->offset_before)
+				why = "its report differs from the VMM's";
+			if (why) {
+				failure("host-%c migration %s (vm=%s, step %s): %s\n",
+					d == 0 ? 'a' : 'b', m->id, got.vm_id, got.step, why);
+				bad++;
+			}
+			vcounter_ctl_migration_clear(&got);
+		}
+		vcounter_ctl_close(ctl);
+	}
+	return bad;
+}
+
+/* Per migration and watcher: one "done" outcome and nothing else terminal;
+ * on the target one "applied" step (the source goes from final to done when
+ * the target's Applied arrives: daemon/session.c), and every VM
+ * (un)registration seen. */
+static unsigned check_watchers(struct load *ld, bool migrated, uint64_t *ret_events)
+{
+	unsigned bad = 0;
+	uint64_t events = 0;
+
+	for (unsigned k = 0; k < ld->config.n_watchers; k++) {
+		struct watcher *w = &ld->watchers[k];
+
+		events += w->n_events;
+		if (w->result < 0) {
+			failure("watcher %s: %s\n", w->name, w->error);
+			bad++;
+		}
+		if (w->vm_registered != ld->config.n_vms ||
+		    w->vm_unregistered != ld->config.n_vms) {
+			failure("watcher %s saw %u registrations and %u "
+				"unregistrations of %u VMs\n",
+				w->name, w->vm_registered, w->vm_unregistered, ld->config.n_vms);
+			bad++;
+		}
+		if (!migrated)
+			continue;
+		for (unsigned i = 0; i < ld->config.n_vms; i++) {
+			const struct load_migration *m = &ld->migrations[i];
+			unsigned applied = 0, done = 0, other = 0;
+
+			if (!m->started)
+				continue;
+			for (size_t j = 0; j < w->n_records; j++) {
+				const struct watch_record *rec = &w->records[j];
+
+				if (strcmp(rec->migration_id, m->id) != 0)
+					continue;
+				if (rec->kind == VCOUNTER_CTL_EVENT_MIGRATION_STEP &&
+				    strcmp(rec->step, "applied") == 0)
+					applied++;
+				else if (rec->kind == VCOUNTER_CTL_EVENT_MIGRATION_OUTCOME) {
+					if (strcmp(rec->step, "done") == 0)
+						done++;
+					else
+						other++;
+				}
+			}
+			if (applied != (w->daemon == &ld->b ? 1u : 0u) || done != 1 || other != 0) {
+				failure("watcher %s, migration %s: %u applied, %u "
+					"done, %u other outcomes\n",
+					w->name, m->id, applied, done, other);
+				bad++;
+			}
+		}
+	}
+	*ret_events = events;
+	return bad;
+}
+
+/* The VMMs' side: applied once, done once on both; target offsets hold what
+ * was reported; source offsets never written. */
+static unsigned check_vmms(struct load *ld, bool migrated)
+{
+	unsigned bad = 0;
+
+	for (unsigned i = 0; i < ld->config.n_vms; i++) {
+		const struct load_vm *vm = &ld->vms[i];
+		const struct load_migration *m = &ld->migrations[i];
+		uint64_t src = 0, dst = 0;
+
+		if (kvm_x86_get_tsc_offset(vm->src_vcpu_fd, &src) < 0 ||
+		    kvm_x86_get_tsc_offset(vm->dst_vcpu_fd, &dst) < 0) {
+			failure("vm=%s: cannot read the offsets\n", vm->id);
+			bad++;
+			continue;
+		}
+		if (src != vm->src_offset) {
+			failure("vm=%s: the source offset moved from %#" PRIx64 " to %#" PRIx64
+				"\n",
+				vm->id, vm->src_offset, src);
+			bad++;
+		}
+		if (!migrated) {
+			if (dst != vm->dst_offset) {
+				failure("vm=%s: target offset written without a "
+					"migration\n",
+					vm->id);
+				bad++;
+			}
+			continue;
+		}
+		if (!m->started) {
+			failure("vm=%s: never migrated (its lane stopped)\n", vm->id);
+			bad++;
+			continue;
+		}
+		if (!m->applied || dst != m->offset_after || m->notices_applied[1] != 0 ||
+		    m->notices_applied[2] != 1 || m->notices_done[1] != 1 ||
+		    m->notices_done[2] != 1 || m->notices_failed[1] || m->notices_failed[2]) {
+			failure("vm=%s migration=%s: applied %d, target holds "
+				"%#" PRIx64 " (report %#" PRIx64
+				"), notices applied %u/%u done %u/%u failed "
+				"%u/%u (source/target)\n",
+				vm->id, m->id, m->applied, dst, m->offset_after,
+				m->notices_applied[1], m->notices_applied[2], m->notices_done[1],
+				m->notices_done[2], m->notices_failed[1], m->notices_failed[2]);
+			bad++;
+		}
+	}
+	return bad;
+}
+
+/* ---- output ---- */
+
+static void print_latency(const char *what, uint64_t *samples, size_t n)
+{
+	qsort(samples, n, sizeof(uint64_t), cmp_u64);
+	printf("%-44s | %9.3f | %9.3f | %9.3f | %8zu\n", what, ms(percentile(samples, n, 50)),
+	       ms(percentile(samples, n, 99)), ms(n ? samples[n - 1] : 0), n);
+}
+
+static void print_host(void)
+{
+	static const char *const modules[] = { "kvm_pvm", "kvm_intel", "kvm_amd" };
+	const char *module = "unknown";
+	struct utsname u;
+
+	for (size_t i = 0; i < ELEMENTSOF(modules); i++) {
+		char path[64];
+
+		snprintf(path, sizeof(path), "/sys/module/%s", modules[i]);
+		if (access(path, F_OK) == 0) {
+			module = modules[i];
+			break;
+		}
+	}
+	if (uname(&u) == 0)
+		printf("host: %s %s, %ld CPUs online, KVM module %s, MemTotal %ld MiB\n", u.sysname,
+		       u.release, sysconf(_SC_NPROCESSORS_ONLN), module,
+		       proc_kb("/proc/meminfo", "MemTotal:") / 1024);
+}
+
+/* A failed run's daemon logs hold thousands of lines: the errors and
+ * dropped messages are what tell. */
+static void log_excerpt(const char *path)
+{
+	char line[1024];
+	unsigned shown = 0;
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return;
+	printf("---- %s: errors and drops (first %d) ----\n", path, MAX_PRINTED_FAILURES);
+	while (fgets(line, sizeof(line), f) && shown < MAX_PRINTED_FAILURES)
+		if (strstr(line, " error: ") || strstr(line, "dropped")) {
+			fputs(line, stdout);
+			shown++;
+		}
+	fclose(f);
+}
+
+/* ---- arguments ---- */
+
+static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret)
+{
+	unsigned long v;
+	char *end;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		return -EINVAL;
+	*ret = (unsigned)v;
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: load_bench [OPTIONS]\n"
+		"Two real vcounterd (host-a source, host-b target, mutual TLS on loopback)\n"
+		"under load: N KVM VMs (1 vCPU each) registered on each, every one migrated\n"
+		"once, M at a time, started by StartMigration, while controllers poll and\n"
+		"watch; everything checked (done exactly once, offsets read back).\n\n"
+		"  --vms N          VMs per host (default %u, max %u)\n"
+		"  --concurrency M  migrations in flight, one lane thread each (default %u,\n"
+		"                   max %u: a control connection per lane)\n"
+		"  --pollers K      controller threads polling GetHostStatus/ListMigrations,\n"
+		"                   alternating between the daemons (default %u, max %u)\n"
+		"  --watchers W     WatchEvents streams, alternating (default %u, max %u)\n"
+		"  --timeout S      give up after S seconds of migrating (default %u)\n"
+		"  --poll-interval-ms MS  pause of each poller between calls (default %u;\n"
+		"                   0: back to back)\n"
+		"  --warm-link      migrate one VM alone first, so that host-a's peer link\n"
+		"                   to host-b is up before the M lanes start (without it\n"
+		"                   the first wave's Prepares queue behind the handshake)\n"
+		"  --check-host     only say whether KVM honours TSC offsets (0) or not (77)\n"
+		"  --help           this text\n\n"
+		"Where KVM ignores TSC offsets (kvm_pvm) it says so and measures only\n"
+		"registration, memory, fds and the controllers. Exit: 0 ran and every\n"
+		"check passed, 77 no /dev/kvm, 1 a check or step failed.\n",
+		DEFAULT_VMS, MAX_VMS, DEFAULT_LANES, MAX_LANES, DEFAULT_POLLERS, MAX_CONTROLLERS,
+		DEFAULT_WATCHERS, MAX_CONTROLLERS, DEFAULT_TIMEOUT_S, DEFAULT_POLL_INTERVAL_MS);
+}
+
+static int parse_args(int argc, char **argv, struct load_config *c)
+{
+	enum {
+		ARG_VMS = 0x100,
+		ARG_LANES,
+		ARG_POLLERS,
+		ARG_WATCHERS,
+		ARG_TIMEOUT,
+		ARG_POLL_INTERVAL,
+		ARG_WARM_LINK,
+		ARG_CHECK,
+		ARG_HELP
+	};
+	static const struct option options[] = {
+		{ "vms", required_argument, NULL, ARG_VMS },
+		{ "concurrency", required_argument, NULL, ARG_LANES },
+		{ "pollers", required_argument, NULL, ARG_POLLERS },
+		{ "watchers", required_argument, NULL, ARG_WATCHERS },
+		{ "timeout", required_argument, NULL, ARG_TIMEOUT },
+		{ "poll-interval-ms", required_argument, NULL, ARG_POLL_INTERVAL },
+		{ "warm-link", no_argument, NULL, ARG_WARM_LINK },
+		{ "check-host", no_argument, NULL, ARG_CHECK },
+		{ "help", no_argument, NULL, ARG_HELP },
+		{ 0 },
+	};
+	int opt, r = 0;
+
+	*c = (struct load_config){ .n_vms = DEFAULT_VMS,
+				   .n_lanes = DEFAULT_LANES,
+				   .n_pollers = DEFAULT_POLLERS,
+				   .n_watchers = DEFAULT_WATCHERS,
+				   .timeout_s = DEFAULT_TIMEOUT_S,
+				   .poll_interval_ms = DEFAULT_POLL_INTERVAL_MS };
+	while ((opt = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+		switch (opt) {
+		case ARG_VMS:
+			r = parse_uint(optarg, 1, MAX_VMS, &c->n_vms);
+			break;
+		case ARG_LANES:
+			r = parse_uint(optarg, 1, MAX_LANES, &c->n_lanes);
+			break;
+		case ARG_POLLERS:
+			r = parse_uint(optarg, 0, MAX_CONTROLLERS, &c->n_pollers);
+			break;
+		case ARG_WATCHERS:
+			r = parse_uint(optarg, 0, MAX_CONTROLLERS, &c->n_watchers);
+			break;
+		case ARG_TIMEOUT:
+			r = parse_uint(optarg, 1, 86400, &c->timeout_s);
+			break;
+		case ARG_POLL_INTERVAL:
+			r = parse_uint(optarg, 0, 60000, &c->poll_interval_ms);
+			break;
+		case ARG_WARM_LINK:
+			c->warm_link = true;
+			break;
+		case ARG_CHECK:
+			c->check_host = true;
+			break;
+		case ARG_HELP:
+			usage(stdout);
+			exit(EXIT_SUCCESS);
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+		if (r < 0) {
+			fprintf(stderr, "load_bench: bad value '%s'\n", optarg);
+			return r;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "load_bench: unexpected argument '%s'\n", argv[optind]);
+		return -EINVAL;
+	}
+	if (c->n_lanes > c->n_vms)
+		c->n_lanes = c->n_vms;
+	return 0;
+}
+
+static void remove_tree(const char *dir)
+{
+	char cmd[600];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "load_bench: cannot remove %s\n", dir);
+}
+
+/* ---- main ---- */
+
+struct snapshot {
+	long rss_kb[2];
+	int fds[2];
+	long self_rss_kb;
+	int self_fds;
+	long mem_available_kb;
+};
+
+static void snapshot_take(const struct load *ld, struct snapshot *s)
+{
+	s->rss_kb[0] = pid_rss_kb(ld->a.pid);
+	s->rss_kb[1] = pid_rss_kb(ld->b.pid);
+	s->fds[0] = harness_fd_count(&ld->a);
+	s->fds[1] = harness_fd_count(&ld->b);
+	s->self_rss_kb = pid_rss_kb(getpid());
+	s->self_fds = fd_count_self();
+	s->mem_available_kb = proc_kb("/proc/meminfo", "MemAvailable:");
+}
+
+/* The sentinel VM's unregistration ends every watch on that daemon: the
+ * last event the bench causes, so no earlier event can be missed by
+ * stopping. */
+static int sentinel_cycle(struct vcounter *vc, enum vcounter_role role, int kvm_fd)
+{
+	_cleanup_close_ int vm_fd = -1, vcpu_fd = -1;
+	struct vcounter_vm_info info;
+	int r;
+
+	r = vm_create(kvm_fd, &vm_fd, &vcpu_fd);
+	if (r == 0)
+		r = vcounter_register_vm(vc, SENTINEL_VM_ID, role, vm_fd, &vcpu_fd, 1, &info);
+	if (r == 0)
+		r = vcounter_unregister_vm(vc, SENTINEL_VM_ID);
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	struct load ld = { 0 };
+	struct load_config *c = &ld.config;
+	struct sigaction sa = { .sa_handler = on_signal };
+	struct snapshot s0, s1, s2, s3;
+	_cleanup_close_ int kvm_fd = -1;
+	char certs[512] = "", offset_detail[256] = "";
+	bool own_certs = false, offsets_honoured = false, migrated = false, threads = false;
+	unsigned lanes_connected = 0, n_vms_created = 0, n_registered = 0, bad = 0;
+	uint64_t t_reg0, t_reg1, t_mig0 = 0, t_mig1 = 0, events = 0;
+	rlim_t nofile = 0;
+	int r, ret = EXIT_FAILURE;
+
+	if (parse_args(argc, argv, c) < 0)
+		return 2;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (kvm_fd < 0) {
+		printf("load_bench: SKIP: /dev/kvm: %s\n", strerror(errno));
+		return EXIT_SKIP;
+	}
+	{
+		_cleanup_close_ int vm_fd = -1, vcpu_fd = -1;
+
+		r = vm_create(kvm_fd, &vm_fd, &vcpu_fd);
+		if (r < 0) {
+			printf("load_bench: SKIP: cannot create a KVM VM: %s\n", strerror(-r));
+			return EXIT_SKIP;
+		}
+		offsets_honoured = harness_kvm_honours_offsets(vcpu_fd);
+	}
+	if (c->check_host) {
+		printf("load_bench: KVM %s TSC offsets here\n",
+		       offsets_honoured ? "honours" : "ignores");
+		return offsets_honoured ? EXIT_SUCCESS : EXIT_SKIP;
+	}
+
+	setenv("VC_BUILD_ROOT", BENCH_BUILD_ROOT, 0);
+	setenv("VC_TEST_CERTS", BENCH_GEN_CERTS, 0);
+	/* For sanitizer builds, as tools/test: the daemons' undefined behaviour
+	 * ends them, and their exit status fails the run (the rig's payload
+	 * passes no environment). No effect on other builds. */
+	setenv("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1", 0);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	print_host();
+
+	/* Before the daemons start: they inherit it (under systemd the unit's
+	 * LimitNOFILE does this). */
+	r = raise_nofile(c, &nofile);
+	if (r < 0) {
+		fprintf(stderr,
+			"load_bench: RLIMIT_NOFILE cannot be raised to what %u VMs need: %s\n",
+			c->n_vms, strerror(-r));
+		return EXIT_FAILURE;
+	}
+	printf("config: %u VMs per host (1 vCPU, no memory), %u migrations in flight, %u "
+	       "pollers, %u watchers; RLIMIT_NOFILE %llu (this process and both daemons)\n",
+	       c->n_vms, c->n_lanes, c->n_pollers, c->n_watchers, (unsigned long long)nofile);
+
+	ld.vms = calloc(c->n_vms, sizeof(*ld.vms));
+	ld.migrations = calloc(c->n_vms, sizeof(*ld.migrations));
+	ld.lanes = calloc(c->n_lanes, sizeof(*ld.lanes));
+	if (!ld.vms || !ld.migrations || !ld.lanes) {
+		fprintf(stderr, "load_bench: out of memory\n");
+		goto out;
+	}
+	for (unsigned i = 0; i < c->n_vms; i++)
+		ld.vms[i].src_vm_fd = ld.vms[i].src_vcpu_fd = ld.vms[i].dst_vm_fd =
+			ld.vms[i].dst_vcpu_fd = -1;
+
+	own_certs = !getenv("VC_TEST_CERT_DIR");
+	r = harness_certs(certs, sizeof(certs));
+	if (r < 0) {
+		printf("load_bench: SKIP: cannot make test certificates (openssl missing?): %s\n",
+		       strerror(-r));
+		ret = EXIT_SKIP;
+		goto out;
+	}
+	r = daemons_start(&ld, certs);
+	if (r < 0)
+		goto out;
+
+	/* Controllers first, so that they see every registration. */
+	for (unsigned k = 0; k < c->n_watchers; k++) {
+		struct watcher *w = &ld.watchers[k];
+
+		w->load = &ld;
+		w->daemon = k % 2 == 0 ? &ld.a : &ld.b;
+		snprintf(w->name, sizeof(w->name), "%c%u", k % 2 == 0 ? 'a' : 'b', k / 2);
+		if (pthread_create(&w->thread, NULL, watcher_main, w) != 0) {
+			fprintf(stderr, "load_bench: cannot start watcher threads\n");
+			c->n_watchers = k; /* the started ones end with the daemons */
+			threads = true;
+			goto out;
+		}
+	}
+	threads = true;
+	while (atomic_load(&ld.watches_accepted) < c->n_watchers && !interrupted)
+		sleep_ms(10);
+	for (unsigned k = 0; k < c->n_watchers; k++)
+		if (ld.watchers[k].result < 0) {
+			fprintf(stderr, "load_bench: watcher %s: %s\n", ld.watchers[k].name,
+				ld.watchers[k].error);
+			goto out;
+		}
+
+	for (unsigned i = 0; i < c->n_lanes; i++, lanes_connected++) {
+		struct lane *l = &ld.lanes[i];
+
+		l->load = &ld;
+		l->index = i;
+		l->first_vm = i;
+		r = vcounter_connect(ld.a.vmm_socket, &l->vc_a);
+		if (r == 0)
+			r = vcounter_connect(ld.b.vmm_socket, &l->vc_b);
+		if (r == 0)
+			r = ctl_connect(&ld.a, CALL_TIMEOUT_MS, &l->ctl_a);
+		if (r < 0) {
+			fprintf(stderr, "load_bench: lane %u: connecting to the daemons: %s\n", i,
+				strerror(-r));
+			lanes_connected++;
+			goto out;
+		}
+	}
+	ld.poll_start_ns = now_ns();
+	for (unsigned k = 0; k < c->n_pollers; k++) {
+		struct poller *p = &ld.pollers[k];
+
+		p->load = &ld;
+		p->daemon = k % 2 == 0 ? &ld.a : &ld.b;
+		snprintf(p->name, sizeof(p->name), "%c%u", k % 2 == 0 ? 'a' : 'b', k / 2);
+		if (pthread_create(&p->thread, NULL, poller_main, p) != 0) {
+			fprintf(stderr, "load_bench: cannot start poller threads\n");
+			atomic_store(&ld.stop_pollers, true);
+			c->n_pollers = k;
+			goto out;
+		}
+	}
+
+	/* Registration: the daemons probe each VM (write and restore vCPU 0's
+	 * offset through this process), so it is sequential per connection;
+	 * it is measured, not the point. */
+	snapshot_take(&ld, &s0);
+	t_reg0 = now_ns();
+	for (unsigned i = 0; i < c->n_vms && !interrupted; i++, n_vms_created++) {
+		struct load_vm *vm = &ld.vms[i];
+
+		snprintf(vm->id, sizeof(vm->id), VM_ID_PREFIX "%04u", i);
+		r = vm_create(kvm_fd, &vm->src_vm_fd, &vm->src_vcpu_fd);
+		if (r == 0)
+			r = vm_create(kvm_fd, &vm->dst_vm_fd, &vm->dst_vcpu_fd);
+		if (r < 0) {
+			printf("load_bench: LIMIT: KVM VM %u of %u (pair %s) cannot be created: "
+			       "%s; "
+			       "MemAvailable %ld kB, this process holds %d fds\n",
+			       2 * i + 1, 2 * c->n_vms, vm->id, strerror(-r),
+			       proc_kb("/proc/meminfo", "MemAvailable:"), fd_count_self());
+			goto out;
+		}
+	}
+	t_reg1 = now_ns();
+	snapshot_take(&ld, &s1);
+	for (unsigned i = 0; i < c->n_vms && !interrupted; i++, n_registered++) {
+		struct load_vm *vm = &ld.vms[i];
+		struct lane *l = &ld.lanes[i % c->n_lanes];
+		struct vcounter_vm_info info_a, info_b;
+
+		r = vcounter_register_vm(l->vc_a, vm->id, VCOUNTER_ROLE_SOURCE, vm->src_vm_fd,
+					 &vm->src_vcpu_fd, 1, &info_a);
+		if (r < 0) {
+			printf("load_bench: LIMIT: host-a refuses VM %u (%s): %s\n", i, vm->id,
+			       vcounter_last_error(l->vc_a));
+			goto out;
+		}
+		r = vcounter_register_vm(l->vc_b, vm->id, VCOUNTER_ROLE_TARGET, vm->dst_vm_fd,
+					 &vm->dst_vcpu_fd, 1, &info_b);
+		if (r < 0) {
+			printf("load_bench: LIMIT: host-b refuses VM %u (%s): %s\n", i, vm->id,
+			       vcounter_last_error(l->vc_b));
+			n_registered++; /* unregister the source side too */
+			goto out;
+		}
+		if (i == 0)
+			snprintf(offset_detail, sizeof(offset_detail), "%s", info_b.probe_detail);
+		if (!info_b.offset_control)
+			offsets_honoured = false;
+		if (kvm_x86_get_tsc_offset(vm->src_vcpu_fd, &vm->src_offset) < 0 ||
+		    kvm_x86_get_tsc_offset(vm->dst_vcpu_fd, &vm->dst_offset) < 0) {
+			fprintf(stderr, "load_bench: %s: cannot read the offsets\n", vm->id);
+			n_registered++;
+			goto out;
+		}
+	}
+	snapshot_take(&ld, &s2);
+	printf("registered %u VMs on each host in %.0f ms (%.0f registrations/s over both "
+	       "daemons; KVM VMs created in %.0f ms)\n",
+	       c->n_vms, ms(now_ns() - t_reg1),
+	       2.0 * c->n_vms / ((double)(now_ns() - t_reg1) / 1e9), ms(t_reg1 - t_reg0));
+
+	if (!offsets_honoured) {
+		printf("load_bench: no migrations here: this host's KVM ignores TSC offsets, so "
+		       "the target refuses to apply (host-b's probe: %s). Run it in the nested-KVM "
+		       "rig: bench/run-load-bench\n",
+		       offset_detail);
+		/* What the controllers cost while the VMs sit registered. */
+		sleep_ms(2000);
+	} else {
+		ld.deadline_ns = now_ns() + (uint64_t)c->timeout_s * NSEC_PER_SEC;
+		if (c->warm_link) {
+			/* One migration alone: host-a opens its link to host-b. */
+			r = lane_migrate(&ld.lanes[0], 0);
+			if (r < 0) {
+				failure("warm-up migration: %s\n", ld.lanes[0].error);
+				bad++;
+			}
+			ld.lanes[0].first_vm += c->n_lanes;
+		}
+		t_mig0 = now_ns();
+		for (unsigned i = 0; i < c->n_lanes; i++)
+			if (pthread_create(&ld.lanes[i].thread, NULL, lane_main, &ld.lanes[i]) !=
+			    0) {
+				fprintf(stderr, "load_bench: cannot start lane %u\n", i);
+				interrupted = SIGTERM; /* the started ones stop */
+				for (unsigned j = 0; j < i; j++)
+					pthread_join(ld.lanes[j].thread, NULL);
+				goto out;
+			}
+		for (unsigned i = 0; i < c->n_lanes; i++)
+			pthread_join(ld.lanes[i].thread, NULL);
+		t_mig1 = now_ns();
+		migrated = true;
+		for (unsigned i = 0; i < c->n_lanes; i++)
+			if (ld.lanes[i].result < 0) {
+				failure("lane %u: %s\n", i, ld.lanes[i].error);
+				bad++;
+			}
+	}
+	snapshot_take(&ld, &s3);
+	pollers_stop(&ld);
+
+	if (migrated) {
+		bad += check_control_api(&ld);
+		bad += check_vmms(&ld, true);
+	} else {
+		bad += check_vmms(&ld, false);
+	}
+	ret = 0;
+
+out:
+	/* Unregister (the watchers count it), then the sentinels end the
+	 * watches. */
+	for (unsigned i = 0; i < n_registered; i++) {
+		struct lane *l = &ld.lanes[i % c->n_lanes];
+
+		if (vcounter_unregister_vm(l->vc_a, ld.vms[i].id) < 0 ||
+		    vcounter_unregister_vm(l->vc_b, ld.vms[i].id) < 0) {
+			fprintf(stderr, "load_bench: unregistering %s failed\n", ld.vms[i].id);
+			ret = EXIT_FAILURE;
+		}
+	}
+	if (threads) {
+		pollers_stop(&ld);
+		if (lanes_connected == 0 || ret != 0 ||
+		    sentinel_cycle(ld.lanes[0].vc_a, VCOUNTER_ROLE_SOURCE, kvm_fd) < 0 ||
+		    sentinel_cycle(ld.lanes[0].vc_b, VCOUNTER_ROLE_TARGET, kvm_fd) < 0) {
+			/* No clean end: stopping the daemons ends the watches. */
+			ret = EXIT_FAILURE;
+			log_excerpt(ld.a.log_path);
+			log_excerpt(ld.b.log_path);
+			harness_stop(&ld.a);
+			harness_stop(&ld.b);
+		}
+		for (unsigned k = 0; k < c->n_watchers; k++)
+			pthread_join(ld.watchers[k].thread, NULL);
+	}
+	for (unsigned i = 0; i < n_vms_created; i++)
+		load_vm_close(&ld.vms[i]);
+
+	if (ret == 0) {
+		struct snapshot s4;
+		size_t n_apply = 0, n_whole = 0, n_poll = 0;
+		unsigned n_timed = 0;
+		uint64_t *apply = calloc(c->n_vms + 1, sizeof(uint64_t));
+		uint64_t *daemon_apply = calloc(c->n_vms + 1, sizeof(uint64_t));
+		uint64_t *whole = calloc(c->n_vms + 1, sizeof(uint64_t));
+		uint64_t *polls;
+		unsigned poll_errors = 0;
+
+		snapshot_take(&ld, &s4);
+		bad += check_watchers(&ld, migrated, &events);
+		for (unsigned k = 0; k < c->n_pollers; k++)
+			n_poll += ld.pollers[k].n_samples;
+		polls = calloc(n_poll + 1, sizeof(uint64_t));
+		if (!apply || !daemon_apply || !whole || !polls) {
+			fprintf(stderr, "load_bench: out of memory\n");
+			ret = EXIT_FAILURE;
+			goto free_results;
+		}
+		n_poll = 0;
+		for (unsigned k = 0; k < c->n_pollers; k++) {
+			const struct poller *p = &ld.pollers[k];
+
+			memcpy(polls + n_poll, p->samples, p->n_samples * sizeof(uint64_t));
+			n_poll += p->n_samples;
+			poll_errors += p->errors;
+			if (p->errors)
+				printf("poller %s: %u errors, last: %s\n", p->name, p->errors,
+				       p->error);
+		}
+		for (unsigned i = 0; migrated && i < c->n_vms; i++) {
+			const struct load_migration *m = &ld.migrations[i];
+
+			if (m->applied) {
+				apply[n_apply] = m->apply_ns;
+				daemon_apply[n_apply++] = m->daemon_apply_ns;
+			}
+			if (m->done_ns) {
+				whole[n_whole++] = m->done_ns - m->start_ns;
+				if (m->start_ns >= t_mig0)
+					n_timed++;
+			}
+		}
+
+		printf("\n%-44s | %9s | %9s | %9s | %8s\n", "latency (ms)", "p50", "p99", "max",
+		       "n");
+		if (migrated) {
+			print_latency("apply: vcounter_apply() request -> reply", apply, n_apply);
+			print_latency("apply: host-b's own apply_latency_ns", daemon_apply,
+				      n_apply);
+			print_latency("migration: StartMigration -> both done", whole, n_whole);
+		}
+		print_latency("controller: GetHostStatus/ListMigrations", polls, n_poll);
+
+		printf("\n%-36s | %12s | %12s\n", "daemon", "host-a", "host-b");
+		printf("%-36s | %12ld | %12ld\n", "VmRSS idle, controllers on (kB)", s0.rss_kb[0],
+		       s0.rss_kb[1]);
+		printf("%-36s | %12ld | %12ld\n", "VmRSS with the VMs registered (kB)",
+		       s2.rss_kb[0], s2.rss_kb[1]);
+		if (migrated)
+			printf("%-36s | %12ld | %12ld\n", "VmRSS after the migrations (kB)",
+			       s3.rss_kb[0], s3.rss_kb[1]);
+		printf("%-36s | %12.2f | %12.2f\n", "RSS per registered VM (kB)",
+		       (double)(s2.rss_kb[0] - s0.rss_kb[0]) / c->n_vms,
+		       (double)(s2.rss_kb[1] - s0.rss_kb[1]) / c->n_vms);
+		if (migrated)
+			printf("%-36s | %12.2f | %12.2f\n", "RSS per VM after migrating (kB)",
+			       (double)(s3.rss_kb[0] - s0.rss_kb[0]) / c->n_vms,
+			       (double)(s3.rss_kb[1] - s0.rss_kb[1]) / c->n_vms);
+		printf("%-36s | %12d | %12d\n", "fds idle, controllers on", s0.fds[0], s0.fds[1]);
+		printf("%-36s | %12d | %12d\n", "fds with the VMs registered", s2.fds[0],
+		       s2.fds[1]);
+		printf("%-36s | %12.2f | %12.2f\n", "fds per registered VM",
+		       (double)(s2.fds[0] - s0.fds[0]) / c->n_vms,
+		       (double)(s2.fds[1] - s0.fds[1]) / c->n_vms);
+		if (migrated)
+			printf("%-36s | %12d | %12d\n", "fds after the migrations", s3.fds[0],
+			       s3.fds[1]);
+		printf("%-36s | %12d | %12d\n", "fds after unregistering", s4.fds[0], s4.fds[1]);
+
+		printf("\nthis process (both VMMs and all controllers): fds %d idle -> %d with "
+		       "%u VM pairs (%.2f per pair), VmRSS %ld -> %ld kB; MemAvailable %ld -> %ld "
+		       "kB creating %u KVM VMs (%.1f kB each, kernel included)\n",
+		       s0.self_fds, s1.self_fds, c->n_vms,
+		       (double)(s1.self_fds - s0.self_fds) / c->n_vms, s0.self_rss_kb,
+		       s1.self_rss_kb, s0.mem_available_kb, s1.mem_available_kb, 2 * c->n_vms,
+		       (double)(s0.mem_available_kb - s1.mem_available_kb) / (2.0 * c->n_vms));
+		if (migrated) {
+			double secs = (double)(t_mig1 - t_mig0) / 1e9;
+
+			printf("throughput: %u migrations done in %.2f s = %.1f migrations/s with "
+			       "%u "
+			       "in flight%s\n",
+			       n_timed, secs, n_timed / secs, c->n_lanes,
+			       c->warm_link ? " (after the --warm-link migration)" : "");
+			printf("ratios: apply p99/p50 %.2f; whole migration p50 / apply p50 %.1f; "
+			       "vcounter_apply p50 / host-b apply_latency p50 %.2f\n",
+			       (double)percentile(apply, n_apply, 99) /
+				       (double)percentile(apply, n_apply, 50),
+			       (double)percentile(whole, n_whole, 50) /
+				       (double)percentile(apply, n_apply, 50),
+			       (double)percentile(apply, n_apply, 50) /
+				       (double)percentile(daemon_apply, n_apply, 50));
+		}
+		printf("controllers: %zu calls (%u failed) by %u pollers, %.0f calls/s; %" PRIu64
+		       " events to %u watchers\n",
+		       n_poll, poll_errors, c->n_pollers,
+		       (double)n_poll / ((double)(ld.poll_end_ns - ld.poll_start_ns) / 1e9), events,
+		       c->n_watchers);
+		printf("checks: %s%s\n",
+		       migrated ? "every migration done exactly once on both daemons (control API, "
+				  "VMM notices, every watcher), applied once, target offsets read "
+				  "back as reported, source offsets unchanged"
+				: "no migrations; every (un)registration seen by every watcher, no "
+				  "offset written",
+		       bad ? "" : ": all passed");
+		for (size_t d = 0; d < 2; d++) {
+			const struct daemon_proc *dp = d == 0 ? &ld.a : &ld.b;
+
+			printf("host-%c log: %d errors, %d messages dropped\n", d == 0 ? 'a' : 'b',
+			       harness_file_count(dp->log_path, " error: "),
+			       harness_file_count(dp->log_path, "message dropped"));
+		}
+		if (bad) {
+			printf("checks: %u FAILED%s\n", bad,
+			       n_failures > MAX_PRINTED_FAILURES ? " (the first ones shown above)"
+								 : "");
+			ret = EXIT_FAILURE;
+		}
+		if (poll_errors)
+			ret = EXIT_FAILURE;
+	free_results:
+		free(apply);
+		free(daemon_apply);
+		free(whole);
+		free(polls);
+	}
+	if (ret != 0) {
+		if (ld.a.pid > 0)
+			log_excerpt(ld.a.log_path);
+		if (ld.b.pid > 0)
+			log_excerpt(ld.b.log_path);
+	}
+	for (unsigned i = 0; i < lanes_connected; i++) {
+		vcounter_close(ld.lanes[i].vc_a);
+		vcounter_close(ld.lanes[i].vc_b);
+		vcounter_ctl_close(ld.lanes[i].ctl_a);
+	}
+	/* A daemon that exits other than 0 on SIGTERM crashed, or (under
+	 * VC_DAEMON_WRAPPER or a sanitizer build) its tool found errors: the
+	 * log says which (VC_KEEP_TEST_DIRS=1 keeps it). */
+	for (size_t d = 0; d < 2; d++) {
+		struct daemon_proc *dp = d == 0 ? &ld.a : &ld.b;
+		int status;
+
+		if (dp->pid <= 0)
+			continue;
+		status = harness_stop(dp);
+		if (status != 0) {
+			printf("FAILED: host-%c exited with status %d (log: %s)\n",
+			       d == 0 ? 'a' : 'b', status, dp->log_path);
+			ret = EXIT_FAILURE;
+		}
+	}
+	if (own_certs && certs[0])
+		remove_tree(certs);
+	for (unsigned k = 0; k < c->n_pollers; k++)
+		free(ld.pollers[k].samples);
+	for (unsigned k = 0; k < c->n_watchers; k++)
+		free(ld.watchers[k].records);
+	free(ld.vms);
+	free(ld.migrations);
+	free(ld.lanes);
+	return ret;
+}
