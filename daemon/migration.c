@@ -24,7 +24,12 @@
 #include "wire.h"
 
 #define PEER_PROTOCOL_VERSION	  1
-#define LINK_MAX_QUEUED_FRAMES	  64 /* frames waiting for a handshake */
+/* Frames waiting for a link's handshake: every migration that may be kept
+ * can have its Prepare there (a burst of StartMigration to a peer not yet
+ * connected), within the bytes an established link may queue. Beyond, the
+ * request fails at once, naming why. */
+#define LINK_MAX_QUEUED_FRAMES	  (2 * VCD_MAX_MIGRATIONS)
+#define LINK_MAX_QUEUED_BYTES	  PEER_CONN_MAX_PENDING_BYTES
 #define LINK_MAX_PENDING_REQUESTS 1024
 /* A source whose link broke after the final state was delivered replays it
  * on a new link (the target may have restarted and must see it again
@@ -56,6 +61,7 @@ struct peer_link {
 	char identity[TLS_PEER_NAME_MAX + 1];
 	struct queued_frame *queue, **queue_tail;
 	size_t n_queued;
+	size_t queued_bytes;
 	struct peer_request *requests;
 	size_t n_requests;
 	uint64_t next_request_id;
@@ -221,7 +227,7 @@ static void migration_reply_vmm_error(struct vcd *vcd, struct migration *m, int 
 	m->vmm_request_id = 0;
 }
 
-static void link_send(struct peer_link *link, const Vcounter__V1__PeerMessage *msg);
+static int link_send(struct peer_link *link, const Vcounter__V1__PeerMessage *msg);
 static void send_abort(struct vcd *vcd, struct migration *m, const char *reason);
 
 /* A target migration that ends without applying voids the op it sent ahead. */
@@ -371,7 +377,9 @@ static void journal_failed(struct vcd *vcd, struct migration *m, int error)
 
 /* ---- peer link ---- */
 
-static void link_send_frame(struct peer_link *link, uint8_t *buf, size_t len)
+/* Send (or queue until the handshake) a packed frame; takes buf. -ENOBUFS
+ * when the queue is full, -errno when the connection refuses it. */
+static int link_send_frame(struct peer_link *link, uint8_t *buf, size_t len)
 {
 	struct queued_frame *q;
 	int r;
@@ -382,27 +390,31 @@ static void link_send_frame(struct peer_link *link, uint8_t *buf, size_t len)
 		if (r < 0)
 			log_warning_errno(r, "peer=%s: cannot send", link->identity);
 		free(buf);
-		return;
+		return r;
 	}
-	if (link->n_queued >= LINK_MAX_QUEUED_FRAMES) {
-		log_warning("peer=%s: send queue full before handshake, message dropped",
-			    link->address);
+	if (link->n_queued >= LINK_MAX_QUEUED_FRAMES ||
+	    link->queued_bytes + len > LINK_MAX_QUEUED_BYTES) {
+		log_warning("peer=%s: %zu messages (%zu bytes) already wait for the handshake; "
+			    "message refused",
+			    link->address, link->n_queued, link->queued_bytes);
 		free(buf);
-		return;
+		return -ENOBUFS;
 	}
 	q = calloc(1, sizeof(*q));
 	if (!q) {
 		free(buf);
-		return;
+		return -ENOMEM;
 	}
 	q->buf = buf;
 	q->len = len;
 	*link->queue_tail = q;
 	link->queue_tail = &q->next;
 	link->n_queued++;
+	link->queued_bytes += len;
+	return 0;
 }
 
-static void link_send(struct peer_link *link, const Vcounter__V1__PeerMessage *msg)
+static int link_send(struct peer_link *link, const Vcounter__V1__PeerMessage *msg)
 {
 	uint8_t *buf;
 	size_t len;
@@ -411,9 +423,9 @@ static void link_send(struct peer_link *link, const Vcounter__V1__PeerMessage *m
 	r = wire_peer_pack_frame(msg, &buf, &len);
 	if (r < 0) {
 		log_error_errno(r, "peer=%s: cannot pack message", link->address);
-		return;
+		return r;
 	}
-	link_send_frame(link, buf, len);
+	return link_send_frame(link, buf, len);
 }
 
 static void link_send_error(struct peer_link *link, uint64_t request_id, int error, const char *fmt,
@@ -437,7 +449,7 @@ static void link_send_error(struct peer_link *link, uint64_t request_id, int err
 	msg.id = request_id;
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_ERROR;
 	msg.error = &e;
-	link_send(link, &msg);
+	(void)link_send(link, &msg);
 }
 
 /* Send a request whose reply (or Error) names its id, remembering which
@@ -446,6 +458,7 @@ static int link_request(struct peer_link *link, const char *migration_id,
 			Vcounter__V1__PeerMessage *msg)
 {
 	struct peer_request *req;
+	int r;
 
 	if (link->n_requests >= LINK_MAX_PENDING_REQUESTS)
 		return -ENOBUFS;
@@ -454,11 +467,15 @@ static int link_request(struct peer_link *link, const char *migration_id,
 		return -ENOMEM;
 	req->id = ++link->next_request_id;
 	snprintf(req->migration_id, sizeof(req->migration_id), "%s", migration_id);
+	msg->id = req->id;
+	r = link_send(link, msg);
+	if (r < 0) {
+		free(req);
+		return r;
+	}
 	req->next = link->requests;
 	link->requests = req;
 	link->n_requests++;
-	msg->id = req->id;
-	link_send(link, msg);
 	return 0;
 }
 
@@ -617,7 +634,8 @@ static void link_established_cb(struct peer_conn *conn, const char *identity, vo
 	while ((q = link->queue)) {
 		link->queue = q->next;
 		link->n_queued--;
-		link_send_frame(link, q->buf, q->len);
+		link->queued_bytes -= q->len;
+		(void)link_send_frame(link, q->buf, q->len);
 		free(q);
 	}
 	link->queue_tail = &link->queue;
@@ -702,7 +720,8 @@ static void send_prepare(struct vcd *vcd, struct migration *m, struct peer_link 
 	msg.prepare = &prep;
 	r = link_request(link, m->s.migration_id, &msg);
 	if (r < 0) {
-		migration_fail(vcd, m, r, "cannot send Prepare to %s", link->address);
+		migration_fail(vcd, m, r, "cannot send Prepare to %s: %s", link->address,
+			       strerror(-r));
 		return;
 	}
 	migration_arm_timer(vcd, m);
