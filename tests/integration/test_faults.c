@@ -646,6 +646,38 @@ static void test_source_killed_at_done_keeps_the_outcome(void **state)
 	expect_untouched(&src, "source");
 }
 
+/* A controller aborts; the source dies having journaled it, before the
+ * target was told: aborted after the restart too, and the target, whose
+ * link broke, ends without applying. */
+static void test_source_killed_at_aborted_stays_aborted(void **state)
+{
+	struct vcounter_ctl_options o = { .socket_path = a.control_socket, .timeout_ms = 2000 };
+	struct vcounter_ctl_migration m;
+	struct vcounter_report *rep = NULL;
+	char id[VCOUNTER_MIGRATION_ID_SIZE];
+	struct vcounter_ctl *ctl;
+
+	require_offset_control();
+	restart_with(&a, "crash/source/aborted");
+	migrate_out(id);
+	assert_int_equal(vcounter_ctl_connect(&o, &ctl), 0);
+	memset(&m, 0, sizeof(m));
+	assert_true(vcounter_ctl_abort_migration(ctl, id, "operator changed their mind", &m) < 0);
+	vcounter_ctl_close(ctl);
+	node_expect_killed(&a, "crash/source/aborted");
+	node_start(&a, NULL);
+	expect_step(&a, id, "aborted", &m);
+	assert_non_null(strstr(m.failure_reason, "changed their mind"));
+	vcounter_ctl_migration_clear(&m);
+	expect_journal(&a, id, STEP_ABORTED);
+	get_migration(&b, id, &m);
+	assert_true(m.terminal && strcmp(m.step, "done") != 0);
+	vcounter_ctl_migration_clear(&m);
+	assert_true(vcounter_apply(dst.vc, "vm-1", id, &rep) < 0);
+	expect_untouched(&src, "source");
+	expect_untouched(&dst, "target");
+}
+
 /* ---- the target killed ---- */
 
 static void test_target_killed_at_prepared_aborts(void **state)
@@ -1062,6 +1094,35 @@ static void test_delayed_link_still_completes(void **state)
 	expect_untouched(&src, "source");
 }
 
+/* The target dies having journaled done: nothing was left to do, and
+ * after the restart both sides say done, the offsets as applied. */
+static void test_target_killed_at_done_keeps_the_outcome(void **state)
+{
+	struct vcounter_ctl_migration m;
+	struct vcounter_report *rep = NULL;
+	char id[VCOUNTER_MIGRATION_ID_SIZE];
+	uint64_t gen;
+
+	require_offset_control();
+	restart_with(&b, "crash/target/done");
+	migrate_out(id);
+	if (vcounter_report_paused(src.vc, "vm-1", id, &gen) < 0)
+		fail_msg("report_paused: %s", vcounter_last_error(src.vc));
+	if (vcounter_apply(dst.vc, "vm-1", id, &rep) < 0)
+		fail_msg("apply: %s", vcounter_last_error(dst.vc));
+	node_expect_killed(&b, "crash/target/done");
+	restart_with(&b, NULL);
+	expect_step(&b, id, "done", &m);
+	assert_true(m.recovered);
+	vcounter_ctl_migration_clear(&m);
+	expect_step(&a, id, "done", &m);
+	vcounter_ctl_migration_clear(&m);
+	expect_applied(&dst, rep);
+	expect_journal(&b, id, STEP_DONE);
+	vcounter_report_free(rep);
+	expect_untouched(&src, "source");
+}
+
 /* ---- the journal failing, the VMM leaving ---- */
 
 /* Files a full disk, a bad sector or a stray copy left: each reported and
@@ -1209,6 +1270,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_source_killed_at_done_keeps_the_outcome, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_source_killed_at_aborted_stays_aborted, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_target_killed_at_prepared_aborts, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(
@@ -1218,6 +1281,8 @@ int main(void)
 			test_target_killed_at_applying_resumes_after_the_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_target_killed_at_applied_is_not_applied_twice,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_target_killed_at_done_keeps_the_outcome, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_source_journal_full_refuses_to_start, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_target_journal_eio_refuses_the_final_state,
