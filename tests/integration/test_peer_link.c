@@ -1636,7 +1636,7 @@ static void test_valid_messages_in_the_wrong_order_change_nothing(void **state)
 {
 	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
 	Vcounter__V1__Applied applied = VCOUNTER__V1__APPLIED__INIT;
-	struct migration_report *early = calloc(1, sizeof(*early));
+	struct migration_report *early;
 	struct vcounter_report *rep = NULL;
 	struct wire_report_pb pb;
 	struct counter_state *s1, *s2;
@@ -1646,6 +1646,7 @@ static void test_valid_messages_in_the_wrong_order_change_nothing(void **state)
 	struct peer a;
 
 	require_offset_control();
+	early = calloc(1, sizeof(*early));
 	assert_non_null(early);
 	extra_vm_start(&v, "vm-order");
 	random_migration_id(id);
