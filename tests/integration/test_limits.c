@@ -90,6 +90,11 @@ static Vcounter__V1__VmmMessage *raw_recv(int fd)
 	if (poll(&pfd, 1, 5000) != 1)
 		return NULL;
 	n = unix_fd_recv(fd, buf, sizeof(buf), fds, &n_fds);
+	/* Closed by the daemon with our requests unread: the first read
+	 * reports the reset (unix_release_sock sets sk_err), the next ones
+	 * what it had sent before. */
+	if (n == -ECONNRESET)
+		n = unix_fd_recv(fd, buf, sizeof(buf), fds, &n_fds);
 	unix_fd_close_all(fds, n_fds);
 	if (n <= 0)
 		return NULL;
