@@ -480,6 +480,25 @@ static void migrate_out(char id[VCOUNTER_MIGRATION_ID_SIZE])
 		fail_msg("migrate_out: %s", vcounter_last_error(src.vc));
 }
 
+/* The source VMM paused: the target daemon holds the final state. */
+static void paused(const char *id)
+{
+	uint64_t gen;
+
+	if (vcounter_report_paused(src.vc, "vm-1", id, &gen) < 0)
+		fail_msg("report_paused: %s", vcounter_last_error(src.vc));
+}
+
+/* The target VMM applies; the report is the caller's to free. */
+static struct vcounter_report *applied(const char *id)
+{
+	struct vcounter_report *rep = NULL;
+
+	if (vcounter_apply(dst.vc, "vm-1", id, &rep) < 0)
+		fail_msg("apply: %s", vcounter_last_error(dst.vc));
+	return rep;
+}
+
 /* The source's id of a migration whose MigrateOut reply was lost: its only
  * migration, from the control API. */
 static void only_migration(const struct node *n, char id[VCOUNTER_MIGRATION_ID_SIZE])
@@ -597,8 +616,7 @@ static void test_source_killed_at_final_resumes_to_done(void **state)
 	assert_true(m.recovered);
 	vcounter_ctl_migration_clear(&m);
 	/* The target held it all along; its VMM applies. */
-	if (vcounter_apply(dst.vc, "vm-1", id, &rep) < 0)
-		fail_msg("apply: %s", vcounter_last_error(dst.vc));
+	rep = applied(id);
 	expect_applied(&dst, rep);
 	expect_step(&a, id, "done", &m);
 	assert_true(m.has_report);
@@ -621,15 +639,12 @@ static void test_source_killed_at_done_keeps_the_outcome(void **state)
 	struct vcounter_ctl_migration m;
 	struct vcounter_report *rep = NULL;
 	char id[VCOUNTER_MIGRATION_ID_SIZE];
-	uint64_t gen;
 
 	require_offset_control();
 	restart_with(&a, "crash/source/done");
 	migrate_out(id);
-	if (vcounter_report_paused(src.vc, "vm-1", id, &gen) < 0)
-		fail_msg("report_paused: %s", vcounter_last_error(src.vc));
-	if (vcounter_apply(dst.vc, "vm-1", id, &rep) < 0)
-		fail_msg("apply: %s", vcounter_last_error(dst.vc));
+	paused(id);
+	rep = applied(id);
 	node_expect_killed(&a, "crash/source/done");
 	node_start(&a, NULL);
 	expect_step(&a, id, "done", &m);
@@ -746,14 +761,12 @@ static void test_target_killed_at_applying_resumes_after_the_replay(void **state
 	struct vcounter_ctl_migration m;
 	struct vcounter_report *rep = NULL;
 	char id[VCOUNTER_MIGRATION_ID_SIZE];
-	uint64_t gen;
 	int i;
 
 	require_offset_control();
 	restart_with(&b, "crash/target/applying");
 	migrate_out(id);
-	if (vcounter_report_paused(src.vc, "vm-1", id, &gen) < 0)
-		fail_msg("report_paused: %s", vcounter_last_error(src.vc));
+	paused(id);
 	assert_true(vcounter_apply(dst.vc, "vm-1", id, &rep) < 0);
 	node_expect_killed(&b, "crash/target/applying");
 	restart_with(&b, NULL);
@@ -768,8 +781,7 @@ static void test_target_killed_at_applying_resumes_after_the_replay(void **state
 	}
 	assert_true(i < 400);
 	assert_true(harness_file_count(b.log_path, "the source confirmed generation 1") == 1);
-	if (vcounter_apply(dst.vc, "vm-1", id, &rep) < 0)
-		fail_msg("apply after the restart: %s", vcounter_last_error(dst.vc));
+	rep = applied(id);
 	expect_applied(&dst, rep);
 	expect_step(&a, id, "done", &m);
 	vcounter_ctl_migration_clear(&m);
@@ -787,13 +799,12 @@ static void test_target_killed_at_applied_is_not_applied_twice(void **state)
 	struct vcounter_ctl_migration m;
 	struct vcounter_report *rep = NULL;
 	char id[VCOUNTER_MIGRATION_ID_SIZE];
-	uint64_t gen, written[N_VCPUS];
+	uint64_t written[N_VCPUS];
 
 	require_offset_control();
 	restart_with(&b, "crash/target/applied");
 	migrate_out(id);
-	if (vcounter_report_paused(src.vc, "vm-1", id, &gen) < 0)
-		fail_msg("report_paused: %s", vcounter_last_error(src.vc));
+	paused(id);
 	assert_true(vcounter_apply(dst.vc, "vm-1", id, &rep) < 0);
 	node_expect_killed(&b, "crash/target/applied");
 	for (int i = 0; i < N_VCPUS; i++)
@@ -804,8 +815,7 @@ static void test_target_killed_at_applied_is_not_applied_twice(void **state)
 	expect_step(&b, id, "done", &m);
 	assert_true(m.recovered);
 	vcounter_ctl_migration_clear(&m);
-	if (vcounter_apply(dst.vc, "vm-1", id, &rep) < 0)
-		fail_msg("apply again: %s", vcounter_last_error(dst.vc));
+	rep = applied(id);
 	expect_applied(&dst, rep);
 	for (int i = 0; i < N_VCPUS; i++)
 		assert_true(offset_get(dst.vcpu_fds[i]) == written[i]);
@@ -1009,13 +1019,11 @@ static void test_link_cut_after_the_final_state_is_replayed(void **state)
 	struct vcounter_report *rep = NULL;
 	char id[VCOUNTER_MIGRATION_ID_SIZE];
 	struct proxy p;
-	uint64_t gen;
 
 	require_offset_control();
 	proxy_start(&p, b.port);
 	migrate_out_via(&p, id);
-	if (vcounter_report_paused(src.vc, "vm-1", id, &gen) < 0)
-		fail_msg("report_paused: %s", vcounter_last_error(src.vc));
+	paused(id);
 	assert_int_equal(atomic_load(&p.accepted), 1);
 	proxy_cut(&p);
 	for (int i = 0; i < 200 && harness_file_count(a.log_path, "after the replay") == 0; i++)
@@ -1023,8 +1031,7 @@ static void test_link_cut_after_the_final_state_is_replayed(void **state)
 	assert_int_equal(harness_file_count(a.log_path, "replaying it on a new link"), 1);
 	assert_int_equal(harness_file_count(a.log_path, "after the replay"), 1);
 	assert_int_equal(atomic_load(&p.accepted), 2);
-	if (vcounter_apply(dst.vc, "vm-1", id, &rep) < 0)
-		fail_msg("apply: %s", vcounter_last_error(dst.vc));
+	rep = applied(id);
 	expect_applied(&dst, rep);
 	expect_step(&a, id, "done", &m);
 	assert_true(m.report.offsets_after[1] == rep->offsets_after[1]);
@@ -1074,16 +1081,13 @@ static void test_delayed_link_still_completes(void **state)
 	struct vcounter_report *rep = NULL;
 	char id[VCOUNTER_MIGRATION_ID_SIZE];
 	struct proxy p;
-	uint64_t gen;
 
 	require_offset_control();
 	proxy_start(&p, b.port);
 	proxy_set(&p, PROXY_FORWARD, 150);
 	migrate_out_via(&p, id);
-	if (vcounter_report_paused(src.vc, "vm-1", id, &gen) < 0)
-		fail_msg("report_paused: %s", vcounter_last_error(src.vc));
-	if (vcounter_apply(dst.vc, "vm-1", id, &rep) < 0)
-		fail_msg("apply: %s", vcounter_last_error(dst.vc));
+	paused(id);
+	rep = applied(id);
 	expect_applied(&dst, rep);
 	expect_step(&a, id, "done", &m);
 	vcounter_ctl_migration_clear(&m);
@@ -1101,15 +1105,12 @@ static void test_target_killed_at_done_keeps_the_outcome(void **state)
 	struct vcounter_ctl_migration m;
 	struct vcounter_report *rep = NULL;
 	char id[VCOUNTER_MIGRATION_ID_SIZE];
-	uint64_t gen;
 
 	require_offset_control();
 	restart_with(&b, "crash/target/done");
 	migrate_out(id);
-	if (vcounter_report_paused(src.vc, "vm-1", id, &gen) < 0)
-		fail_msg("report_paused: %s", vcounter_last_error(src.vc));
-	if (vcounter_apply(dst.vc, "vm-1", id, &rep) < 0)
-		fail_msg("apply: %s", vcounter_last_error(dst.vc));
+	paused(id);
+	rep = applied(id);
 	node_expect_killed(&b, "crash/target/done");
 	restart_with(&b, NULL);
 	expect_step(&b, id, "done", &m);
