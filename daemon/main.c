@@ -335,6 +335,10 @@ out:
 	/* The VMs stay in the fd store: a restart recovers them. */
 	vcd.stopping = true;
 	vmm_server_stop(&vcd);
+	/* Callbacks libevent deferred (a peer link's bufferevent that was
+	 * still writing holds a reference until its callback runs): let them
+	 * run now, with every component gone, so that their objects are freed. */
+	event_base_loop(vcd.base, EVLOOP_NONBLOCK);
 	if (vcd.tls_server)
 		SSL_CTX_free(vcd.tls_server);
 	if (vcd.tls_client)
