@@ -61,14 +61,6 @@ struct control {
 	size_t n_support;
 };
 
-static uint64_t realtime_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-}
-
 static Vcounter__V1__Role role_to_pb(enum vm_role role)
 {
 	return role == VM_ROLE_SOURCE	? VCOUNTER__V1__ROLE__ROLE_SOURCE
@@ -566,7 +558,7 @@ static void publish(struct control *ctl, Vcounter__V1__Event *ev, const char *vm
 	struct watcher *w, *next;
 
 	ev->seq = ++ctl->seq;
-	ev->realtime_ns = realtime_ns();
+	ev->realtime_ns = vcd_realtime_ns();
 	for (w = ctl->watchers; w; w = next) {
 		char who[sizeof(w->who)];
 		int r;

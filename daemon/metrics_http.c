@@ -511,11 +511,8 @@ static void accept_error_cb(struct evconnlistener *evl, void *arg)
 
 static uint64_t start_time_ns(const struct vcd *vcd)
 {
-	struct timespec ts;
-	uint64_t now, uptime = vcd_now_ns() - vcd->started_ns;
+	uint64_t now = vcd_realtime_ns(), uptime = vcd_now_ns() - vcd->started_ns;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	now = (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
 	return now > uptime ? now - uptime : 0;
 }
 

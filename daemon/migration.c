@@ -254,14 +254,6 @@ static void view_of(const struct migration *m, struct migration_view *ret)
 	};
 }
 
-static uint64_t realtime_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Write m's current step to the session journal, before that step takes
  * effect (a message sent, a reply given, an apply started): 0, or -errno
  * (logged) when it could not be made durable. The fail point
@@ -283,7 +275,7 @@ static int migration_record(struct vcd *vcd, struct migration *m)
 	e->by_controller = m->by_controller;
 	e->planned_delta_cycles = m->planned_delta_cycles;
 	e->planned_error_bound_ns = m->planned_error_bound_ns;
-	e->realtime_ns = realtime_ns();
+	e->realtime_ns = vcd_realtime_ns();
 	e->awaiting_source =
 		m->awaiting_source && m->s.role == VM_ROLE_TARGET && m->s.step == STEP_FINAL;
 	snprintf(tag, sizeof(tag), "%s/%s", vm_role_to_string(m->s.role),
@@ -1989,7 +1981,7 @@ static void recover_one(const struct journal_entry *e, void *userdata)
 {
 	struct recovery *rc = userdata;
 	struct vcd *vcd = rc->vcd;
-	uint64_t now = vcd_now_ns(), real = realtime_ns();
+	uint64_t now = vcd_now_ns(), real = vcd_realtime_ns();
 	uint64_t age = real > e->realtime_ns ? real - e->realtime_ns : 0;
 	struct migration *m;
 	int r;

@@ -68,6 +68,14 @@ uint64_t vcd_now_ns(void)
 	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t vcd_realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
 static struct vmm_conn *conn_find(struct vcd *vcd, uint64_t conn_id)
 {
 	for (struct vmm_conn *c = vcd->vmm ? vcd->vmm->conns : NULL; c; c = c->next)
