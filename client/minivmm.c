@@ -782,6 +782,11 @@ static int register_running(struct vcounter *vc, struct minivm *vm, const struct
 	t1 = tai_now_ns();
 	r = register_vm(vc, vm, o->vm_id, VCOUNTER_ROLE_SOURCE, info);
 	t2 = tai_now_ns();
+	refused = kvm_write_guard_refused(&fd, &request);
+	if (refused)
+		printf("source: late registration WROTE the registered VM: %" PRIu64
+		       " counter write(s) refused, the last request %#lx on fd %d\n",
+		       refused, request, fd);
 	if (r < 0)
 		return r;
 	r = read_tsc_offsets(vm, o2);
@@ -789,7 +794,6 @@ static int register_running(struct vcounter *vc, struct minivm *vm, const struct
 		fprintf(stderr, "minivmm: reading the offsets: %s\n", strerror(-r));
 		return r;
 	}
-	refused = kvm_write_guard_refused(&fd, &request);
 	hr0 = hostclock_rdtsc();
 	r = minivm_start(vm);
 	if (r < 0) {
@@ -809,10 +813,6 @@ static int register_running(struct vcounter *vc, struct minivm *vm, const struct
 	printf("source: late registration vm=%s registered_ms=%.3f paused_ms=%.3f "
 	       "refused_writes=%" PRIu64 "\n",
 	       o->vm_id, (double)(t2 - t1) / 1e6, (double)(t3 - t0) / 1e6, refused);
-	if (refused)
-		printf("source: late registration WROTE the registered VM: %" PRIu64
-		       " counter write(s) refused, the last request %#lx on fd %d\n",
-		       refused, request, fd);
 	fflush(stdout);
 	return 0;
 }
