@@ -33,7 +33,11 @@ struct backend_apply_result {
 struct backend_ops {
 	enum backend_kind kind;
 	/* Does this VM's KVM offer the interface? 0, or -EOPNOTSUPP with the
-	 * missing piece in detail ("KVM_VCPU_TSC_OFFSET not supported"). */
+	 * missing piece in detail ("KVM_VCPU_TSC_OFFSET not supported"). Asked
+	 * of vm's own fds, not the probe's scratch VM: these queries only read
+	 * (KVM_HAS_DEVICE_ATTR, KVM_CHECK_EXTENSION), run before every KVM op,
+	 * and what a VM offers may depend on the VM (api.rst,
+	 * KVM_CAP_CHECK_EXTENSION_VM). */
 	int (*detect)(const struct kvm_vm_fds *vm, char *detail, size_t detail_size);
 	/* Does this host's KVM honour offset writes? Write-then-read-back on
 	 * vCPU 0 of a scratch VM the probe creates in this process and closes
