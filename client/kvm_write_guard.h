@@ -8,8 +8,10 @@
 
 #include <stdint.h>
 
-/* Refuse, for the rest of the process's life and in every thread
- * (SECCOMP_FILTER_FLAG_TSYNC), ioctl(2) on vm_fd or any vCPU fd with
+/* Refuse, for the rest of the calling thread's life and in every thread it
+ * creates afterwards (install it while no other thread runs: seccomp
+ * filters are per thread, inherited by clone()), ioctl(2) on vm_fd or any
+ * vCPU fd with
  * KVM_SET_DEVICE_ATTR (KVM_VCPU_TSC_OFFSET), KVM_SET_SYSTEM_COUNTER_STATE
  * (kernel-patch/), KVM_SET_MSRS (IA32_TSC, IA32_TSC_ADJUST), KVM_SET_TSC_KHZ
  * or KVM_SET_CLOCK: such a call fails with EPERM and is counted. Sets
