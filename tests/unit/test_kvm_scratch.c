@@ -118,7 +118,7 @@ static int sandboxed(void)
 	held = open(KVM_SCRATCH_DEV_PATH, O_RDWR | O_CLOEXEC);
 	if (held < 0)
 		return 10;
-	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0 ||
 	    mount("tmpfs", "/dev", "tmpfs", 0, "size=16k") < 0)
 		return 77;
 	if (access(KVM_SCRATCH_DEV_PATH, F_OK) == 0 || errno != ENOENT)
