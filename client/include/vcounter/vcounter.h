@@ -80,13 +80,13 @@ const char *vcounter_last_error(const struct vcounter *vc);
  * cannot create the probe's scratch VM: /dev/kvm: ...".
  *
  * The VM's own vCPUs are read (offsets, TSC kHz; KVM_GET_CLOCK on the VM):
- * vCPU ioctls wait for the vCPU mutex that KVM_RUN holds for as long as
- * the vCPU runs guest code, so a VMM registering a VM whose vCPUs have
- * started pauses them around this call - every vCPU thread out of KVM_RUN
- * from before the call until it returns (QEMU: pause_all_vcpus() before,
- * resume_all_vcpus() after). A vCPU left in KVM_RUN makes the call wait
- * until that vCPU next exits to userspace, forever for a guest that never
- * exits. Before the vCPUs first run, no pause is needed. The pause lasts
+ * vCPU ioctls wait for the vCPU mutex that KVM_RUN holds until it returns
+ * to userspace, so a VMM registering a VM whose vCPUs have started pauses
+ * them around this call - every vCPU thread out of KVM_RUN from before the
+ * call until it returns (QEMU: pause_all_vcpus() before, resume_all_vcpus()
+ * after). A vCPU left in KVM_RUN makes the call wait until its KVM_RUN
+ * returns: forever for a guest that never needs userspace (minivm's rdtsc
+ * loop). Before the vCPUs first run, no pause is needed. The pause lasts
  * the call, measured 21 ms on a kvm_pvm host and 99 ms in the emulated
  * nested rig (the first registration in a process includes measuring the
  * host TSC rate, ~20 ms); creating and closing the scratch VM take 0.3 ms
