@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,15 +40,10 @@ static uint64_t monotonic_ns(void)
 	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 
-/* Is fd a /dev/kvm (the system fd, not a VM or vCPU one)? Its link names the
- * node it was opened by, and only the system fd answers
- * KVM_GET_API_VERSION (kvm_dev_ioctl(); a VM fd's kvm_vm_ioctl() has no
- * such case). The link is checked first so that no KVM ioctl number reaches
- * another driver's fd, where it could mean anything. */
-static bool fd_is_dev_kvm(int fd)
+/* Does fd's link name /dev/kvm (the node it was opened by)? */
+static bool fd_links_dev_kvm(int fd)
 {
 	char path[64], target[sizeof(KVM_SCRATCH_DEV_PATH) + 1];
-	struct stat st;
 	ssize_t n;
 
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
@@ -55,9 +51,19 @@ static bool fd_is_dev_kvm(int fd)
 	if (n != (ssize_t)strlen(KVM_SCRATCH_DEV_PATH))
 		return false;
 	target[n] = '\0';
-	if (strcmp(target, KVM_SCRATCH_DEV_PATH) != 0)
-		return false;
-	if (fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode))
+	return strcmp(target, KVM_SCRATCH_DEV_PATH) == 0;
+}
+
+/* Is fd a /dev/kvm (the system fd, not a VM or vCPU one)? Only the system
+ * fd answers KVM_GET_API_VERSION (kvm_dev_ioctl(); a VM fd's
+ * kvm_vm_ioctl() has no such case). The link is checked first so that no
+ * KVM ioctl number reaches another driver's fd, where it could mean
+ * anything. */
+static bool fd_is_dev_kvm(int fd)
+{
+	struct stat st;
+
+	if (!fd_links_dev_kvm(fd) || fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode))
 		return false;
 	return ioctl(fd, KVM_GET_API_VERSION, 0) == KVM_API_VERSION;
 }
@@ -65,9 +71,12 @@ static bool fd_is_dev_kvm(int fd)
 /* A sandboxed VMM may have no /dev/kvm left in its mount namespace, or lose
  * the permission to open it, after it opened it for its own VMs (QEMU keeps
  * that fd for its lifetime: KVMState.fd). KVM_CREATE_VM works on any open
- * /dev/kvm fd, so a duplicate of the VMM's own serves. Duplicated first and
- * checked after, so that a descriptor another thread closes and reuses
- * meanwhile is never mistaken for /dev/kvm. -ENOENT when there is none. */
+ * /dev/kvm fd, so a duplicate of the VMM's own serves. Only descriptors
+ * whose link names /dev/kvm are duplicated: closing a duplicate of a file
+ * would release the VMM's POSIX record locks on it (fcntl(2), F_SETLK).
+ * Duplicated, then checked again on the duplicate, so that a descriptor
+ * another thread closes and reuses meanwhile is never mistaken for
+ * /dev/kvm. -ENOENT when there is none. */
 static int dup_held_dev_kvm(void)
 {
 	_cleanup_close_ int dir_fd = -1;
@@ -89,7 +98,8 @@ static int dup_held_dev_kvm(void)
 
 		errno = 0;
 		n = strtol(de->d_name, &end, 10);
-		if (errno || end == de->d_name || *end || n < 0 || n == dirfd(dir))
+		if (errno || end == de->d_name || *end || n < 0 || n > INT_MAX || n == dirfd(dir) ||
+		    !fd_links_dev_kvm((int)n))
 			continue;
 		copy = fcntl((int)n, F_DUPFD_CLOEXEC, 3);
 		if (copy < 0)
