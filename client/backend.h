@@ -33,11 +33,18 @@ struct backend_apply_result {
 struct backend_ops {
 	enum backend_kind kind;
 	/* Does this VM's KVM offer the interface? 0, or -EOPNOTSUPP with the
-	 * missing piece in detail ("KVM_VCPU_TSC_OFFSET not supported"). */
+	 * missing piece in detail ("KVM_VCPU_TSC_OFFSET not supported"). Asked
+	 * of vm's own fds, not the probe's scratch VM: these queries only read
+	 * (KVM_HAS_DEVICE_ATTR, KVM_CHECK_EXTENSION), run before every KVM op,
+	 * and what a VM offers may depend on the VM (api.rst,
+	 * KVM_CAP_CHECK_EXTENSION_VM). */
 	int (*detect)(const struct kvm_vm_fds *vm, char *detail, size_t detail_size);
-	/* Write-then-read-back on vCPU 0, restoring the original offset. Sets
-	 * *ret_offset_control false with the reason when KVM accepts but
-	 * ignores the write ("offset control unavailable: wrote X, read back Y"). */
+	/* Does this host's KVM honour offset writes? Write-then-read-back on
+	 * vCPU 0 of a scratch VM the probe creates in this process and closes
+	 * (kvm_scratch.h); vm's vCPU 0 is only read, so a VM that has run, or
+	 * runs, is never written. Sets *ret_offset_control false with the
+	 * reason when KVM accepts but ignores the write ("offset control
+	 * unavailable: KVM accepted X on a scratch VM but reads back Y"). */
 	int (*probe)(const struct kvm_vm_fds *vm, bool *ret_offset_control, char *detail,
 		     size_t detail_size);
 	/* Offsets of every vCPU, guest TSC kHz, kvmclock and a host anchor

@@ -66,12 +66,32 @@ static int syscounter_set(int vcpu_fd, const struct tsc_vcpu_state *want)
 	return 0;
 }
 
+/* Run by the probe on its scratch vCPU once the written state read back:
+ * where the upstream attribute exists it must show the very offset the
+ * ioctl wrote, or the two do not address the same state and nothing
+ * computed from one may be written with the other. */
+static int syscounter_verify(int scratch_vcpu_fd, const struct tsc_vcpu_state *written,
+			     char *detail, size_t detail_size)
+{
+	uint64_t attr_offset;
+
+	if (kvm_x86_get_tsc_offset(scratch_vcpu_fd, &attr_offset) < 0 ||
+	    attr_offset == written->offset)
+		return 1;
+	kvm_x86_detail(detail, detail_size,
+		       "offset control unavailable: KVM_SET_SYSTEM_COUNTER_STATE wrote offset "
+		       "%#llx on a scratch VM but KVM_VCPU_TSC_OFFSET reads %#llx",
+		       (unsigned long long)written->offset, (unsigned long long)attr_offset);
+	return 0;
+}
+
 static const struct kvm_x86_tsc_access syscounter_access = {
 	.kind = BACKEND_KVM_SYSCOUNTER,
 	.name = "KVM_SYSTEM_COUNTER_STATE",
 	.reports_ratio = true,
 	.get = syscounter_get,
 	.set = syscounter_set,
+	.verify = syscounter_verify,
 };
 
 static int syscounter_detect(const struct kvm_vm_fds *vm, char *detail, size_t detail_size)
@@ -104,35 +124,12 @@ static int syscounter_detect(const struct kvm_vm_fds *vm, char *detail, size_t d
 	return r;
 }
 
-/* The generic probe (write, read back, restore), then a cross-check: where
- * the upstream attribute exists it must show the very offset the ioctl
- * reads, or the two do not address the same state and nothing computed
- * from one may be written with the other. */
+/* The generic probe on a scratch VM (kvm_x86_tsc_probe()), with the
+ * cross-check of syscounter_verify(): the registered VM is only read. */
 static int syscounter_probe(const struct kvm_vm_fds *vm, bool *ret_offset_control, char *detail,
 			    size_t detail_size)
 {
-	struct tsc_vcpu_state st;
-	uint64_t attr_offset;
-	int r;
-
-	r = kvm_x86_tsc_probe(&syscounter_access, vm, ret_offset_control, detail, detail_size);
-	if (r < 0 || !*ret_offset_control)
-		return r;
-	r = syscounter_get(vm->vcpu_fds[0], &st);
-	if (r < 0) {
-		kvm_x86_detail(detail, detail_size, "KVM_GET_SYSTEM_COUNTER_STATE on vCPU 0: %s",
-			       strerror(-r));
-		return r;
-	}
-	if (kvm_x86_get_tsc_offset(vm->vcpu_fds[0], &attr_offset) == 0 &&
-	    attr_offset != st.offset) {
-		kvm_x86_detail(detail, detail_size,
-			       "offset control unavailable: KVM_GET_SYSTEM_COUNTER_STATE reads "
-			       "offset %#llx but KVM_VCPU_TSC_OFFSET %#llx",
-			       (unsigned long long)st.offset, (unsigned long long)attr_offset);
-		*ret_offset_control = false;
-	}
-	return 0;
+	return kvm_x86_tsc_probe(&syscounter_access, vm, ret_offset_control, detail, detail_size);
 }
 
 static int syscounter_read_state(const struct kvm_vm_fds *vm, struct counter_state *ret_state)

@@ -15,12 +15,13 @@
 #include <linux/kvm.h>
 
 #include "backend.h"
+#include "kvm_scratch.h"
 #include "kvm_x86.h"
 #include "hostclock.h"
 #include "macro.h"
 
-/* What the probe adds to vCPU 0's offset: 2^24 cycles (~7 ms at 2.4 GHz),
- * far from any value a kernel might round or clamp an offset to. */
+/* What the probe adds to the scratch vCPU's offset: 2^24 cycles (~7 ms at
+ * 2.4 GHz), far from any value a kernel might round or clamp an offset to. */
 #define PROBE_DELTA_CYCLES UINT64_C(0x1000000)
 
 /* KVM's default tsc_tolerance_ppm (arch/x86/kvm/x86.c): KVM_SET_TSC_KHZ
@@ -347,24 +348,52 @@ static int kvm_x86_detect(const struct kvm_vm_fds *vm, char *detail, size_t deta
 	return r;
 }
 
+static void scratch_vm_closep(struct kvm_scratch_vm *s)
+{
+	kvm_scratch_vm_close(s);
+}
+
+/* Write-then-read-back, on a scratch VM of this process, never on the
+ * registered one. The registered VM may have run (a QEMU started before
+ * vcounterd, a daemon restarted without its fd store): writing its vCPU 0
+ * and restoring it would move the guest's TSC forward and back, and race
+ * with KVM_RUN wherever the vCPUs were not paused. The scratch VM answers
+ * for it: same host, same KVM module, and KVM's TSC state (the offsets, and
+ * the matching of kvm_synchronize_tsc() in struct kvm_arch) is per VM, so
+ * nothing done to the scratch VM reaches another. The registered VM's vCPU
+ * 0 is read, which also proves the interface works on its fds. The write
+ * stays: a KVM may accept an offset and ignore it (kvm_pvm, DESIGN.md
+ * section 4). */
 int kvm_x86_tsc_probe(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_fds *vm,
 		      bool *ret_offset_control, char *detail, size_t detail_size)
 {
-	struct tsc_vcpu_state original, written, readback, restored;
+	_cleanup_(scratch_vm_closep) struct kvm_scratch_vm scratch = KVM_SCRATCH_VM_INIT;
+	struct tsc_vcpu_state registered, original, written, readback;
+	unsigned long long create_us;
 	uint32_t host_khz;
-	int fd, r, r_restore;
+	int r;
 
 	r = kvm_x86_vm_fds_check(vm);
 	if (r < 0 || !ret_offset_control) {
 		kvm_x86_detail(detail, detail_size, "invalid VM/vCPU fds");
 		return -EINVAL;
 	}
-	fd = vm->vcpu_fds[0];
 
-	r = acc->get(fd, &original);
+	r = acc->get(vm->vcpu_fds[0], &registered);
 	if (r < 0) {
 		kvm_x86_detail(detail, detail_size, "reading %s of vCPU 0: %s", acc->name,
 			       strerror(-r));
+		return r;
+	}
+
+	r = kvm_scratch_vm_create(&scratch, detail, detail_size);
+	if (r < 0)
+		return r;
+	create_us = (unsigned long long)(scratch.create_ns / NSEC_PER_USEC);
+	r = acc->get(scratch.vcpu_fd, &original);
+	if (r < 0) {
+		kvm_x86_detail(detail, detail_size, "reading %s of the scratch VM's vCPU 0: %s",
+			       acc->name, strerror(-r));
 		return r;
 	}
 	/* Never write 0: kvm_pvm reads every offset back as 0, and would then
@@ -375,43 +404,37 @@ int kvm_x86_tsc_probe(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_
 	if (written.offset == 0)
 		written.offset += PROBE_DELTA_CYCLES;
 
-	r = acc->set(fd, &written);
+	r = acc->set(scratch.vcpu_fd, &written);
 	if (r < 0) {
-		kvm_x86_detail(detail, detail_size, "writing %s of vCPU 0: %s", acc->name,
-			       strerror(-r));
-		return r;
-	}
-	r = acc->get(fd, &readback);
-	/* Restore whatever happened: the probe must leave the VM as it was. */
-	r_restore = acc->set(fd, &original);
-	if (r_restore == 0)
-		r_restore = acc->get(fd, &restored);
-	if (r < 0) {
-		kvm_x86_detail(detail, detail_size, "reading %s of vCPU 0 after a write: %s",
+		kvm_x86_detail(detail, detail_size, "writing %s of the scratch VM's vCPU 0: %s",
 			       acc->name, strerror(-r));
 		return r;
 	}
-	if (r_restore < 0) {
-		kvm_x86_detail(detail, detail_size, "restoring vCPU 0's %s=%#llx: %s", acc->name,
-			       (unsigned long long)original.offset, strerror(-r_restore));
-		return r_restore;
+	r = acc->get(scratch.vcpu_fd, &readback);
+	if (r < 0) {
+		kvm_x86_detail(detail, detail_size,
+			       "reading %s of the scratch VM's vCPU 0 after a write: %s", acc->name,
+			       strerror(-r));
+		return r;
 	}
-
 	if (readback.offset != written.offset) {
 		kvm_x86_detail(detail, detail_size,
-			       "offset control unavailable: KVM accepted %s=%#llx but reads back "
-			       "%#llx (this host's KVM ignores TSC offsets, e.g. kvm_pvm)",
+			       "offset control unavailable: KVM accepted %s=%#llx on a scratch VM "
+			       "but reads back %#llx (this host's KVM ignores TSC offsets, e.g. "
+			       "kvm_pvm)",
 			       acc->name, (unsigned long long)written.offset,
 			       (unsigned long long)readback.offset);
 		*ret_offset_control = false;
 		return 0;
 	}
-	if (restored.offset != original.offset) {
-		kvm_x86_detail(detail, detail_size,
-			       "vCPU 0's %s reads back %#llx after restoring %#llx", acc->name,
-			       (unsigned long long)restored.offset,
-			       (unsigned long long)original.offset);
-		return -EIO;
+	if (acc->verify) {
+		r = acc->verify(scratch.vcpu_fd, &written, detail, detail_size);
+		if (r < 0)
+			return r;
+		if (r == 0) {
+			*ret_offset_control = false;
+			return 0;
+		}
 	}
 
 	/* Registration is the time to pay for measuring the host TSC rate
@@ -423,10 +446,11 @@ int kvm_x86_tsc_probe(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_
 	}
 
 	kvm_x86_detail(detail, detail_size,
-		       "offset control available: %s=%#llx read back exactly, original %#llx "
-		       "restored",
-		       acc->name, (unsigned long long)written.offset,
-		       (unsigned long long)original.offset);
+		       "offset control available: %s=%#llx read back exactly on a scratch VM "
+		       "(created in %llu us%s); this VM's vCPU 0 was read, not written",
+		       acc->name, (unsigned long long)written.offset, create_us,
+		       scratch.kvm_fd_held ? ", from this process's own " KVM_SCRATCH_DEV_PATH " fd"
+					   : "");
 	*ret_offset_control = true;
 	return 0;
 }

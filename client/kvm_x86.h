@@ -34,13 +34,20 @@ struct kvm_x86_tsc_access {
 	/* Writes st->offset. An interface that reports the ratio refuses
 	 * (-EINVAL, nothing written) unless st->ratio/frac_bits are KVM's. */
 	int (*set)(int vcpu_fd, const struct tsc_vcpu_state *st);
+	/* Optional, run by the probe on the scratch vCPU after *written read
+	 * back exactly: 1 if offset control holds, 0 if not (why in detail),
+	 * -errno. */
+	int (*verify)(int scratch_vcpu_fd, const struct tsc_vcpu_state *written, char *detail,
+		      size_t detail_size);
 };
 
 int kvm_x86_vm_fds_check(const struct kvm_vm_fds *vm);
 void kvm_x86_detail(char *detail, size_t detail_size, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* backend_ops probe/read_state/apply (backend.h) over an access. */
+/* backend_ops probe/read_state/apply (backend.h) over an access. The
+ * probe reads vCPU 0 of vm and writes only a scratch VM of its own
+ * (kvm_scratch.h). */
 int kvm_x86_tsc_probe(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_fds *vm,
 		      bool *ret_offset_control, char *detail, size_t detail_size);
 int kvm_x86_tsc_read_state(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_fds *vm,

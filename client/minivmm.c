@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "hostclock.h"
+#include "kvm_write_guard.h"
 #include "kvm_x86.h"
 #include "macro.h"
 #include "minivm.h"
@@ -38,7 +39,7 @@ static void usage(FILE *f)
 		"       minivmm source --to HOST:PORT --peer HOST:PORT --peer-name NAME\n"
 		"                      [--vm-id ID] [--vcounterd SOCKET] [--vcpus N] [--seconds "
 		"S]\n"
-		"                      [--vcpu-skew CYCLES] [--guest-uptime S]\n"
+		"                      [--vcpu-skew CYCLES] [--guest-uptime S] [--register-late]\n"
 		"       minivmm source --controlled --to HOST:PORT [--vm-id ID] ...\n"
 		"       minivmm source --by-value --to HOST:PORT [--vcpus N] [--seconds S] ...\n"
 		"\n"
@@ -54,7 +55,12 @@ static void usage(FILE *f)
 		"--guest-uptime: the guest's TSC starts as if it had run S seconds.\n"
 		"--controlled: after S seconds, wait for a fleet controller to start the\n"
 		"migration on the daemon (vcounterctl migrate); the daemon's notice names\n"
-		"it and the target.\n",
+		"it and the target.\n"
+		"--register-late: register a VM that already runs, as a VMM started before\n"
+		"vcounterd must: run the guest S seconds, pause its vCPUs, register, resume,\n"
+		"run S seconds more. A seccomp guard refuses and counts any counter write\n"
+		"to the VM from then on (the source is never written); the 'late ...' lines\n"
+		"say what registration did to the offsets and what the guest saw.\n",
 		DEFAULT_VCPUS, DEFAULT_SECONDS);
 }
 
@@ -72,6 +78,7 @@ struct options {
 	double guest_uptime;   /* source: seconds the guest's TSC starts ahead */
 	bool by_value;	       /* restore IA32_TSC by value, without vcounterd */
 	bool controlled;       /* source: a controller starts the migration */
+	bool register_late;    /* source: register after the guest has run */
 };
 
 enum command {
@@ -96,6 +103,7 @@ static int parse_options(int argc, char **argv, enum command command, struct opt
 		{ "guest-uptime", required_argument, NULL, 'u' },
 		{ "by-value", no_argument, NULL, 'b' },
 		{ "controlled", no_argument, NULL, 'c' },
+		{ "register-late", no_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -176,6 +184,9 @@ static int parse_options(int argc, char **argv, enum command command, struct opt
 		case 'c':
 			o.controlled = true;
 			break;
+		case 'L':
+			o.register_late = true;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(EXIT_SUCCESS);
@@ -201,6 +212,10 @@ static int parse_options(int argc, char **argv, enum command command, struct opt
 	if (o.controlled && (command != COMMAND_SOURCE || o.by_value || o.peer)) {
 		fprintf(stderr,
 			"minivmm: --controlled is for a source by offset, without --peer\n");
+		return -EINVAL;
+	}
+	if (o.register_late && (command != COMMAND_SOURCE || o.by_value)) {
+		fprintf(stderr, "minivmm: --register-late is for a source by offset\n");
 		return -EINVAL;
 	}
 	if (command == COMMAND_TARGET && !o.listen) {
@@ -713,6 +728,95 @@ static int await_controller(struct vcounter *vc, const struct options *o,
 	}
 }
 
+/* --register-late: register a VM whose guest has run, the way a VMM
+ * started before vcounterd (or one whose daemon restarted without its fd
+ * store) must. vCPU ioctls wait for the vCPU mutex KVM_RUN holds, so the
+ * vCPUs are paused around the call (QEMU: pause_all_vcpus()); the probe
+ * writes only a scratch VM of its own. The guard (kvm_write_guard.h) makes
+ * any counter write to this VM fail, and counts it, from here to the end:
+ * registration must not write the VM, and a source is never written.
+ *
+ * What is printed lets a test check what the guest saw, per vCPU: G0 a
+ * sample read while it ran, G1 its last before the pause, G2 its first
+ * after the resume, O1/O2 its offset before/after registration. Unscaled,
+ * a sample's host TSC is G - O, so with unchanged offsets
+ *   hr0 - hp1 <= G2 - G1 <= hr1 - (G0 - O1)
+ * (hp1 host TSC after the pause, hr0 before the resume, hr1 after G2 was
+ * read): the guest's counter went on with the host's, no step forward or
+ * back; host_min and host_max are those bounds. */
+static int register_running(struct vcounter *vc, struct minivm *vm, const struct options *o,
+			    struct vcounter_vm_info *info)
+{
+	unsigned n = minivm_n_vcpus(vm);
+	_cleanup_free_ struct minivm_observation *g0 = calloc(n, sizeof(*g0));
+	_cleanup_free_ struct minivm_observation *g1 = calloc(n, sizeof(*g1));
+	_cleanup_free_ struct minivm_observation *g2 = calloc(n, sizeof(*g2));
+	_cleanup_free_ uint64_t *o1 = calloc(n, sizeof(*o1));
+	_cleanup_free_ uint64_t *o2 = calloc(n, sizeof(*o2));
+	uint64_t hp1, hr0, hr1, t0, t1, t2, t3, refused;
+	unsigned long request = 0;
+	int r, fd = -1;
+
+	if (!g0 || !g1 || !g2 || !o1 || !o2)
+		return -ENOMEM;
+	(void)minivm_read_observations(vm, g0, n);
+	t0 = tai_now_ns();
+	r = minivm_pause(vm);
+	hp1 = hostclock_rdtsc();
+	if (r < 0) {
+		fprintf(stderr, "minivmm: the guest stopped by itself: %s\n",
+			minivm_last_error(vm));
+		return r;
+	}
+	(void)minivm_read_observations(vm, g1, n);
+	r = read_tsc_offsets(vm, o1);
+	if (r < 0) {
+		fprintf(stderr, "minivmm: reading the offsets: %s\n", strerror(-r));
+		return r;
+	}
+	r = kvm_write_guard_install(minivm_vm_fd(vm), minivm_vcpu_fds(vm), n);
+	if (r < 0) {
+		fprintf(stderr, "minivmm: installing the counter-write guard: %s\n", strerror(-r));
+		return r;
+	}
+	t1 = tai_now_ns();
+	r = register_vm(vc, vm, o->vm_id, VCOUNTER_ROLE_SOURCE, info);
+	t2 = tai_now_ns();
+	refused = kvm_write_guard_refused(&fd, &request);
+	if (refused)
+		printf("source: late registration WROTE the registered VM: %" PRIu64
+		       " counter write(s) refused, the last request %#lx on fd %d\n",
+		       refused, request, fd);
+	if (r < 0)
+		return r;
+	r = read_tsc_offsets(vm, o2);
+	if (r < 0) {
+		fprintf(stderr, "minivmm: reading the offsets: %s\n", strerror(-r));
+		return r;
+	}
+	hr0 = hostclock_rdtsc();
+	r = minivm_start(vm);
+	if (r < 0) {
+		fprintf(stderr, "minivmm: %s\n", minivm_last_error(vm));
+		return r;
+	}
+	t3 = tai_now_ns();
+	(void)minivm_read_observations(vm, g2, n);
+	hr1 = hostclock_rdtsc();
+
+	for (unsigned i = 0; i < n; i++)
+		printf("source: late vcpu=%u offset_before=%" PRIu64 " offset_after=%" PRIu64
+		       " guest_tsc_before=%" PRIu64 " guest_tsc_after=%" PRIu64
+		       " guest_advance=%" PRId64 " host_min=%" PRId64 " host_max=%" PRId64 "\n",
+		       i, o1[i], o2[i], g1[i].tsc, g2[i].tsc, (int64_t)(g2[i].tsc - g1[i].tsc),
+		       (int64_t)(hr0 - hp1), (int64_t)(hr1 - (g0[i].tsc - o1[i])));
+	printf("source: late registration vm=%s registered_ms=%.3f paused_ms=%.3f "
+	       "refused_writes=%" PRIu64 "\n",
+	       o->vm_id, (double)(t2 - t1) / 1e6, (double)(t3 - t0) / 1e6, refused);
+	fflush(stdout);
+	return 0;
+}
+
 static int cmd_source(int argc, char **argv)
 {
 	_cleanup_(minivm_freep) struct minivm *vm = NULL;
@@ -766,12 +870,15 @@ static int cmd_source(int argc, char **argv)
 			send_abort(&o, "source cannot reach its vcounterd");
 			return EXIT_FAILURE;
 		}
-		/* Registered before the vCPUs first run: the daemon's probe writes. */
-		if (register_vm(vc, vm, o.vm_id, VCOUNTER_ROLE_SOURCE, &info) < 0) {
-			send_abort(&o, "source registration failed");
-			goto out;
-		}
-	} else {
+	}
+	/* Registered before the vCPUs first run (the usual way: no pause
+	 * needed), or, --register-late, after. */
+	if (!o.by_value && !o.register_late &&
+	    register_vm(vc, vm, o.vm_id, VCOUNTER_ROLE_SOURCE, &info) < 0) {
+		send_abort(&o, "source registration failed");
+		goto out;
+	}
+	if (o.by_value) {
 		printf("source: vm=%s by value (IA32_TSC, no vcounterd) guest_tsc_khz=%u\n",
 		       o.vm_id, h.guest_tsc_khz);
 	}
@@ -782,6 +889,13 @@ static int cmd_source(int argc, char **argv)
 		goto out;
 	}
 	sleep_seconds(o.seconds);
+	if (o.register_late) {
+		if (register_running(vc, vm, &o, &info) < 0) {
+			send_abort(&o, "source registration failed");
+			goto out;
+		}
+		sleep_seconds(o.seconds);
+	}
 
 	if (o.controlled) {
 		r = await_controller(vc, &o, migration_id);

@@ -22,9 +22,11 @@
 #   --controlled      a fleet controller starts each by-offset handoff: the source minivmm
 #                     runs with --controlled and BINDIR/vcounterctl migrates it through
 #                     host-a's control API (gRPC), watching it to the outcome
+#   --register-late   the source minivmm registers its VM after the guest has run
+#                     (minivmm source --register-late: pause, register, resume)
 set -eu
 
-usage="usage: handoff.sh [--runs K] [--modes LIST] [--seconds S] [--vcpu-skew C] [--guest-uptime S] [--results-only] [--backends-a LIST] [--backends-b LIST] [--controlled] BINDIR CERTDIR WORKDIR [VCPUS]"
+usage="usage: handoff.sh [--runs K] [--modes LIST] [--seconds S] [--vcpu-skew C] [--guest-uptime S] [--results-only] [--backends-a LIST] [--backends-b LIST] [--controlled] [--register-late] BINDIR CERTDIR WORKDIR [VCPUS]"
 runs=1
 modes=offset
 seconds=0.5
@@ -34,6 +36,7 @@ results_only=
 backends_a=
 backends_b=
 controlled=
+register_late=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--runs) runs=${2:?--runs needs a count}; shift 2 ;;
@@ -45,6 +48,7 @@ while [ $# -gt 0 ]; do
 	--backends-a) backends_a=${2:?--backends-a needs a list}; shift 2 ;;
 	--backends-b) backends_b=${2:?--backends-b needs a list}; shift 2 ;;
 	--controlled) controlled=1; shift ;;
+	--register-late) register_late=1; shift ;;
 	--) shift; break ;;
 	-*) echo "$usage" >&2; exit 1 ;;
 	*) break ;;
@@ -126,6 +130,7 @@ handoff_once() {
 		set -- --vcounterd "$dir/a.sock" --peer "127.0.0.1:$(cat "$dir/b.port")" \
 			--peer-name host-b.test
 	fi
+	[ "$mode" = by-value ] || [ -z "$register_late" ] || set -- "$@" --register-late
 	set +e
 	"$bin/minivmm" source "$@" --vcpus "$vcpus" --seconds "$seconds" \
 		--to "127.0.0.1:$(cat "$dir/t.$tag.port")" --vm-id "$vm_id" \

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -22,6 +23,8 @@
 
 #include "backend.h"
 #include "kvm_test_vm.h"
+#include "kvm_write_guard.h"
+#include "kvm_x86.h"
 #include "macro.h"
 
 #ifndef KVM_CAP_SYSTEM_COUNTER_STATE
@@ -124,21 +127,72 @@ static void test_select_prefers_syscounter_and_follows_the_allowed_order(void **
 
 /* ---- on the patched kernel ---- */
 
-static void test_probe_writes_reads_back_and_restores(void **state)
+/* The body of the next test, in a child (its own VM: KVM refuses ioctls
+ * from another mm; no cmocka asserts). The registered VM's fds are guarded
+ * (kvm_write_guard.h): a write there fails with EPERM and is counted. */
+static int probe_under_guard(void)
 {
-	struct kvm_test_vm *t = patched_vm_or_skip(state);
+	void *st = NULL;
+	struct kvm_test_vm *t;
+	uint64_t before[TEST_VCPUS], original, after;
 	char detail[BACKEND_DETAIL_MAX] = "";
 	bool control = false;
-	uint64_t before;
+	int r;
 
-	kvm_test_offset_set(t->vcpu_fds[0], kvm_test_offset_get(t->vcpu_fds[0]) + TEST_DELTA);
-	before = kvm_test_offset_get(t->vcpu_fds[0]);
-	assert_int_equal(backend_kvm_syscounter.probe(&t->fds, &control, detail, sizeof(detail)),
-			 0);
-	print_message("probe: %s\n", detail);
-	assert_true(control);
-	assert_non_null(strstr(detail, "offset control available: KVM_SYSTEM_COUNTER_STATE="));
-	assert_int_equal(kvm_test_offset_get(t->vcpu_fds[0]), before);
+	if (kvm_test_vm_setup(&st, TEST_VCPUS) < 0)
+		return 10;
+	t = st;
+	if (kvm_x86_get_tsc_offset(t->vcpu_fds[0], &original) < 0 ||
+	    kvm_x86_set_tsc_offset(t->vcpu_fds[0], original + TEST_DELTA) < 0)
+		return 11;
+	for (int i = 0; i < TEST_VCPUS; i++)
+		if (kvm_x86_get_tsc_offset(t->vcpu_fds[i], &before[i]) < 0)
+			return 11;
+	r = kvm_write_guard_install(t->vm_fd, t->vcpu_fds, TEST_VCPUS);
+	if (r == -EINVAL)
+		return 77; /* no CONFIG_SECCOMP_FILTER: prctl(PR_SET_SECCOMP) */
+	if (r < 0)
+		return 12;
+	r = backend_kvm_syscounter.probe(&t->fds, &control, detail, sizeof(detail));
+	printf("probe under the guard: %d, %s; %llu write(s) refused\n", r, detail,
+	       (unsigned long long)kvm_write_guard_refused(NULL, NULL));
+	if (r != 0 || kvm_write_guard_refused(NULL, NULL) != 0)
+		return 13;
+	if (!control || !strstr(detail, "offset control available: KVM_SYSTEM_COUNTER_STATE=") ||
+	    !strstr(detail, " on a scratch VM "))
+		return 14;
+	for (int i = 0; i < TEST_VCPUS; i++)
+		if (kvm_x86_get_tsc_offset(t->vcpu_fds[i], &after) < 0 || after != before[i])
+			return 15;
+	kvm_test_vm_teardown(&st);
+	return 0;
+}
+
+/* Offset control is probed on a scratch VM; this one is read, never
+ * written (not even to restore), and keeps every offset. */
+static void test_probe_reads_back_on_a_scratch_vm_and_never_writes_this_one(void **state)
+{
+	int status;
+	pid_t child;
+
+	patched_vm_or_skip(state);
+	fflush(stdout);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		int code = probe_under_guard();
+
+		fflush(stdout);
+		_exit(code);
+	}
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77) {
+		print_message("skipped: this kernel has no seccomp filters "
+			      "(CONFIG_SECCOMP_FILTER), which the write guard needs\n");
+		skip();
+	}
+	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 /* What the ioctl reads is what KVM_VCPU_TSC_OFFSET reads, vCPU by vCPU. */
@@ -235,8 +289,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_select_prefers_syscounter_and_follows_the_allowed_order, vm_setup,
 			kvm_test_vm_teardown),
-		cmocka_unit_test_setup_teardown(test_probe_writes_reads_back_and_restores, vm_setup,
-						kvm_test_vm_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_probe_reads_back_on_a_scratch_vm_and_never_writes_this_one, vm_setup,
+			kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(test_read_state_matches_the_upstream_attribute,
 						vm_setup, kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_takes_state_read_by_the_upstream_backend,

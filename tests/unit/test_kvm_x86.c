@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +20,8 @@
 #include "backend.h"
 #include "hostclock.h"
 #include "kvm_test_vm.h"
+#include "kvm_write_guard.h"
+#include "kvm_x86.h"
 #include "macro.h"
 
 #define TEST_VCPUS 2
@@ -106,9 +109,8 @@ static void test_detect_rejects_empty_vm(void **state)
 static void test_probe_reports_whether_kvm_honours_offsets(void **state)
 {
 	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
-	char detail[BACKEND_DETAIL_MAX] = "", expect[BACKEND_DETAIL_MAX];
+	char detail[BACKEND_DETAIL_MAX] = "";
 	bool honours = kvm_honours_offsets(t->vcpu_fds[0]);
-	uint64_t original = kvm_test_offset_get(t->vcpu_fds[0]);
 	bool offset_control = !honours;
 
 	assert_int_equal(backend_kvm_x86.probe(&t->fds, &offset_control, detail, sizeof(detail)),
@@ -116,32 +118,112 @@ static void test_probe_reports_whether_kvm_honours_offsets(void **state)
 	print_message("this host: %s\n", detail);
 	assert_int_equal(offset_control, honours);
 	if (honours) {
-		assert_non_null(strstr(detail, "offset control available"));
+		assert_non_null(strstr(detail, "offset control available: KVM_VCPU_TSC_OFFSET=0x"));
+		assert_non_null(strstr(detail, " read back exactly on a scratch VM (created in "));
+		assert_non_null(strstr(detail, "this VM's vCPU 0 was read, not written"));
 	} else {
-		/* The probe writes original + 2^24; what comes back is the KVM's
-		 * business (0 on kvm_pvm). */
-		snprintf(expect, sizeof(expect),
-			 "offset control unavailable: KVM accepted KVM_VCPU_TSC_OFFSET=%#llx but "
-			 "reads back ",
-			 (unsigned long long)(original + 0x1000000));
-		assert_int_equal(strncmp(detail, expect, strlen(expect)), 0);
+		/* The probe writes the scratch vCPU's own offset + 2^24; what
+		 * comes back is the KVM's business (0 on kvm_pvm). */
+		assert_non_null(strstr(
+			detail, "offset control unavailable: KVM accepted KVM_VCPU_TSC_OFFSET="
+				"0x"));
+		assert_non_null(strstr(detail, " on a scratch VM but reads back "));
 		assert_non_null(
 			strstr(detail, "(this host's KVM ignores TSC offsets, e.g. kvm_pvm)"));
 	}
 }
 
-static void test_probe_restores_original_offset(void **state)
+/* The body of test_probe_never_writes_the_registered_vm, in a child: its
+ * own VM (KVM refuses ioctls from another mm: a VM made before fork() is
+ * the parent's), no cmocka asserts (a failure must end the child, not
+ * unwind into a copy of the runner). Returns the child's exit code. */
+static int probe_under_guard(void)
 {
-	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
-	bool offset_control;
-	uint64_t before;
+	void *st = NULL;
+	struct kvm_test_vm *t;
+	uint64_t before[TEST_VCPUS], original, readback, refused, after;
+	char detail[BACKEND_DETAIL_MAX] = "";
+	unsigned long request;
+	bool honours, offset_control;
+	int r, fd;
 
-	/* A non-default offset, where the KVM keeps one, so that restoring
-	 * "0" by accident would show. */
-	kvm_test_offset_set(t->vcpu_fds[0], kvm_test_offset_get(t->vcpu_fds[0]) - TEST_DELTA);
-	before = kvm_test_offset_get(t->vcpu_fds[0]);
-	assert_int_equal(backend_kvm_x86.probe(&t->fds, &offset_control, NULL, 0), 0);
-	assert_int_equal(kvm_test_offset_get(t->vcpu_fds[0]), before);
+	if (kvm_test_vm_setup(&st, TEST_VCPUS) < 0)
+		return 10;
+	t = st;
+	/* The truth, found without the backend, and a non-default offset
+	 * where the KVM keeps one, so that any change would show. */
+	if (kvm_x86_get_tsc_offset(t->vcpu_fds[0], &original) < 0 ||
+	    kvm_x86_set_tsc_offset(t->vcpu_fds[0], original - TEST_DELTA) < 0 ||
+	    kvm_x86_get_tsc_offset(t->vcpu_fds[0], &readback) < 0)
+		return 11;
+	honours = readback == original - TEST_DELTA;
+	offset_control = !honours;
+	for (int i = 0; i < TEST_VCPUS; i++)
+		if (kvm_x86_get_tsc_offset(t->vcpu_fds[i], &before[i]) < 0)
+			return 11;
+
+	r = kvm_write_guard_install(t->vm_fd, t->vcpu_fds, TEST_VCPUS);
+	if (r == -EINVAL)
+		return 77; /* no CONFIG_SECCOMP_FILTER: prctl(PR_SET_SECCOMP) */
+	if (r < 0) {
+		printf("guard: %s\n", strerror(-r));
+		return 12;
+	}
+	/* The guard works: a direct write is refused, and counted. */
+	if (kvm_x86_set_tsc_offset(t->vcpu_fds[1], before[1]) != -EPERM ||
+	    kvm_write_guard_refused(NULL, NULL) != 1)
+		return 13;
+
+	r = backend_kvm_x86.probe(&t->fds, &offset_control, detail, sizeof(detail));
+	refused = kvm_write_guard_refused(&fd, &request) - 1;
+	printf("probe under the guard: %d, %s\n", r, detail);
+	if (refused)
+		printf("the probe wrote the registered VM: %llu call(s) refused, the last "
+		       "request %#lx on fd %d\n",
+		       (unsigned long long)refused, request, fd);
+	if (r != 0)
+		return 14;
+	if (refused)
+		return 15;
+	if (offset_control != honours)
+		return 16;
+	for (int i = 0; i < TEST_VCPUS; i++)
+		if (kvm_x86_get_tsc_offset(t->vcpu_fds[i], &after) < 0 || after != before[i])
+			return 17;
+	kvm_test_vm_teardown(&st);
+	return 0;
+}
+
+/* The registered VM may be running a guest: the probe must not write it,
+ * not even to restore. Its fds are guarded by seccomp (kvm_write_guard.h),
+ * where any write ioctl on them fails with EPERM and is counted; the probe
+ * must still give its verdict, write nothing there, and leave every offset
+ * as it was. A probe that writes and restores vCPU 0's offset fails here
+ * with "writing KVM_VCPU_TSC_OFFSET of vCPU 0: Operation not permitted" and
+ * one refused call (exit 14). */
+static void test_probe_never_writes_the_registered_vm(void **state)
+{
+	int status;
+	pid_t child;
+
+	kvm_test_vm_or_skip(state);
+	fflush(stdout);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		int code = probe_under_guard();
+
+		fflush(stdout);
+		_exit(code);
+	}
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77) {
+		print_message("skipped: this kernel has no seccomp filters "
+			      "(CONFIG_SECCOMP_FILTER), which the write guard needs\n");
+		skip();
+	}
+	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 static void test_probe_returns_errno_of_failed_ioctl(void **state)
@@ -365,7 +447,7 @@ int main(void)
 		cmocka_unit_test(test_detect_rejects_empty_vm),
 		cmocka_unit_test_setup_teardown(test_probe_reports_whether_kvm_honours_offsets,
 						vm_setup, kvm_test_vm_teardown),
-		cmocka_unit_test_setup_teardown(test_probe_restores_original_offset, vm_setup,
+		cmocka_unit_test_setup_teardown(test_probe_never_writes_the_registered_vm, vm_setup,
 						kvm_test_vm_teardown),
 		cmocka_unit_test(test_probe_returns_errno_of_failed_ioctl),
 		cmocka_unit_test_setup_teardown(test_read_state_reports_every_vcpu_rate_and_anchor,
