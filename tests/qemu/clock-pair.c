@@ -29,7 +29,7 @@
 #include <x86intrin.h>
 
 #define ANSWER_TIMEOUT_MS 3000
-#define MAX_EXCHANGES 4096
+#define MAX_EXCHANGES	  4096
 
 static const char *prefix = "";
 static unsigned long seq;
@@ -149,8 +149,8 @@ static int exchange_once(int fd, struct exchange *x, int timeout_ms)
 	x->rt2 = ns_of(CLOCK_REALTIME);
 	if (r < 0)
 		return r;
-	if (sscanf(line, "p %lu %d %" SCNd64 " %" SCNd64 " %" SCNu64, &s, &cpu, &x->g_rt, &x->g_mono,
-		   &x->g_tsc) != 5)
+	if (sscanf(line, "p %lu %d %" SCNd64 " %" SCNd64 " %" SCNu64, &s, &cpu, &x->g_rt,
+		   &x->g_mono, &x->g_tsc) != 5)
 		return -EPROTO;
 	return 0;
 }
@@ -182,7 +182,8 @@ static int do_exchanges(int fd, int n)
 	}
 	qsort(rtts, (size_t)n, sizeof(rtts[0]), cmp_i64);
 	/* Midpoints: (t1 + t2) / 2 without overflow. */
-	printf("%srt_off_ns=%" PRId64 "\n", prefix, best.g_rt - (best.rt1 + (best.rt2 - best.rt1) / 2));
+	printf("%srt_off_ns=%" PRId64 "\n", prefix,
+	       best.g_rt - (best.rt1 + (best.rt2 - best.rt1) / 2));
 	printf("%srt_bound_ns=%" PRId64 "\n", prefix, (best.rt2 - best.rt1 + 1) / 2);
 	printf("%smono_off_ns=%" PRId64 "\n", prefix,
 	       best.g_mono - (best.mono1 + (best.mono2 - best.mono1) / 2));
@@ -218,9 +219,11 @@ static int do_all(int fd)
 			return r;
 		if (line[0] == 'e')
 			return 0;
-		if (sscanf(line, "c %d %" SCNd64 " %" SCNd64 " %" SCNu64, &cpu, &rt, &mono, &tsc) != 4)
+		if (sscanf(line, "c %d %" SCNd64 " %" SCNd64 " %" SCNu64, &cpu, &rt, &mono, &tsc) !=
+		    4)
 			return -EPROTO;
-		printf("%scpu%d_rt_ns=%" PRId64 "\n%scpu%d_mono_ns=%" PRId64 "\n%scpu%d_tsc=%" PRIu64 "\n",
+		printf("%scpu%d_rt_ns=%" PRId64 "\n%scpu%d_mono_ns=%" PRId64
+		       "\n%scpu%d_tsc=%" PRIu64 "\n",
 		       prefix, cpu, rt, prefix, cpu, mono, prefix, cpu, tsc);
 	}
 }
@@ -272,8 +275,9 @@ int main(int argc, char **argv)
 		else if (argv[i][0] != '-' && i == argc - 1)
 			break;
 		else {
-			fprintf(stderr, "usage: clock-pair [--wait S] [--exchanges N] [--all] [--status] "
-					"[--prefix P] SOCKET\n");
+			fprintf(stderr,
+				"usage: clock-pair [--wait S] [--exchanges N] [--all] [--status] "
+				"[--prefix P] SOCKET\n");
 			return 2;
 		}
 	}
@@ -302,7 +306,8 @@ int main(int argc, char **argv)
 			r = fd;
 		}
 		if (ns_of(CLOCK_MONOTONIC) >= deadline) {
-			fprintf(stderr, "clock-pair: %s: no answer from the guest: %s\n", path, strerror(-r));
+			fprintf(stderr, "clock-pair: %s: no answer from the guest: %s\n", path,
+				strerror(-r));
 			return 1;
 		}
 		if (fd < 0)

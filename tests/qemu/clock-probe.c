@@ -30,7 +30,7 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
-#define MAX_CPUS 64
+#define MAX_CPUS     64
 #define KLOG_PATTERN "TSC unstable|clocksource|watchdog|soft lockup"
 
 struct sample {
@@ -124,7 +124,8 @@ static void put(struct buf *b, const char *fmt, ...)
 	n = vsnprintf(b->data + b->len, sizeof(b->data) - b->len, fmt, ap);
 	va_end(ap);
 	if (n > 0) /* a truncated reply ends at the buffer's end (vsnprintf keeps the NUL) */
-		b->len = b->len + (size_t)n < sizeof(b->data) ? b->len + (size_t)n : sizeof(b->data) - 1;
+		b->len = b->len + (size_t)n < sizeof(b->data) ? b->len + (size_t)n
+							      : sizeof(b->data) - 1;
 }
 
 static void put_status(struct buf *b, unsigned long seq)
