@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,21 +15,8 @@
 #include <linux/kvm.h>
 
 #include "kvm_scratch.h"
+#include "kvm_x86.h"
 #include "macro.h"
-
-static void scratch_detail(char *detail, size_t detail_size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void scratch_detail(char *detail, size_t detail_size, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!detail || detail_size == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(detail, detail_size, fmt, ap);
-	va_end(ap);
-}
 
 static uint64_t monotonic_ns(void)
 {
@@ -125,7 +111,7 @@ int kvm_scratch_vm_create(struct kvm_scratch_vm *ret, char *detail, size_t detai
 		open_errno = errno;
 		s.kvm_fd = dup_held_dev_kvm();
 		if (s.kvm_fd < 0) {
-			scratch_detail(detail, detail_size,
+			kvm_x86_detail(detail, detail_size,
 				       "cannot create the probe's scratch VM: %s: %s, and this "
 				       "process holds no %s fd (the probe writes an offset on a VM "
 				       "of its own, never on the registered one)",
@@ -143,7 +129,7 @@ int kvm_scratch_vm_create(struct kvm_scratch_vm *ret, char *detail, size_t detai
 	s.vm_fd = ioctl(s.kvm_fd, KVM_CREATE_VM, 0);
 	if (s.vm_fd < 0) {
 		r = -errno;
-		scratch_detail(detail, detail_size,
+		kvm_x86_detail(detail, detail_size,
 			       "cannot create the probe's scratch VM: KVM_CREATE_VM on %s: %s",
 			       KVM_SCRATCH_DEV_PATH, strerror(-r));
 		kvm_scratch_vm_close(&s);
@@ -152,7 +138,7 @@ int kvm_scratch_vm_create(struct kvm_scratch_vm *ret, char *detail, size_t detai
 	s.vcpu_fd = ioctl(s.vm_fd, KVM_CREATE_VCPU, 0UL);
 	if (s.vcpu_fd < 0) {
 		r = -errno;
-		scratch_detail(detail, detail_size,
+		kvm_x86_detail(detail, detail_size,
 			       "cannot create the probe's scratch VM: KVM_CREATE_VCPU 0: %s",
 			       strerror(-r));
 		kvm_scratch_vm_close(&s);
