@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -98,4 +100,27 @@ void kvm_test_offset_set(int vcpu_fd, uint64_t offset)
 	};
 
 	assert_int_equal(ioctl(vcpu_fd, KVM_SET_DEVICE_ATTR, &attr), 0);
+}
+
+void kvm_test_in_child(int (*child)(void), const char *why_skipped)
+{
+	int status;
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int code = child();
+
+		fflush(stdout);
+		_exit(code);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77) {
+		print_message("skipped: %s\n", why_skipped);
+		skip();
+	}
+	assert_int_equal(WEXITSTATUS(status), 0);
 }

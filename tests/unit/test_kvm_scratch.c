@@ -13,7 +13,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,6 +20,7 @@
 #include <linux/kvm.h>
 
 #include "kvm_scratch.h"
+#include "kvm_test_vm.h"
 #include "kvm_x86.h"
 #include "macro.h"
 
@@ -149,26 +149,8 @@ static int sandboxed(void)
 
 static void test_create_without_dev_kvm_uses_a_held_fd_or_names_dev_kvm(void **state)
 {
-	int status;
-	pid_t child;
-
 	skip_without_dev_kvm();
-	fflush(stdout);
-	child = fork();
-	assert_true(child >= 0);
-	if (child == 0) {
-		int code = sandboxed();
-
-		fflush(stdout);
-		_exit(code);
-	}
-	assert_int_equal(waitpid(child, &status, 0), child);
-	assert_true(WIFEXITED(status));
-	if (WEXITSTATUS(status) == 77) {
-		print_message("skipped: no mount namespace here (needs root)\n");
-		skip();
-	}
-	assert_int_equal(WEXITSTATUS(status), 0);
+	kvm_test_in_child(sandboxed, "no mount namespace here (needs root)");
 }
 
 int main(void)

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -172,27 +171,10 @@ static int probe_under_guard(void)
  * written (not even to restore), and keeps every offset. */
 static void test_probe_reads_back_on_a_scratch_vm_and_never_writes_this_one(void **state)
 {
-	int status;
-	pid_t child;
-
 	patched_vm_or_skip(state);
-	fflush(stdout);
-	child = fork();
-	assert_true(child >= 0);
-	if (child == 0) {
-		int code = probe_under_guard();
-
-		fflush(stdout);
-		_exit(code);
-	}
-	assert_int_equal(waitpid(child, &status, 0), child);
-	assert_true(WIFEXITED(status));
-	if (WEXITSTATUS(status) == 77) {
-		print_message("skipped: this kernel has no seccomp filters "
-			      "(CONFIG_SECCOMP_FILTER), which the write guard needs\n");
-		skip();
-	}
-	assert_int_equal(WEXITSTATUS(status), 0);
+	kvm_test_in_child(probe_under_guard,
+			  "this kernel has no seccomp filters "
+			  "(CONFIG_SECCOMP_FILTER), which the write guard needs");
 }
 
 /* What the ioctl reads is what KVM_VCPU_TSC_OFFSET reads, vCPU by vCPU. */

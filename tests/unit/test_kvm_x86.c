@@ -203,27 +203,10 @@ static int probe_under_guard(void)
  * one refused call (exit 14). */
 static void test_probe_never_writes_the_registered_vm(void **state)
 {
-	int status;
-	pid_t child;
-
 	kvm_test_vm_or_skip(state);
-	fflush(stdout);
-	child = fork();
-	assert_true(child >= 0);
-	if (child == 0) {
-		int code = probe_under_guard();
-
-		fflush(stdout);
-		_exit(code);
-	}
-	assert_int_equal(waitpid(child, &status, 0), child);
-	assert_true(WIFEXITED(status));
-	if (WEXITSTATUS(status) == 77) {
-		print_message("skipped: this kernel has no seccomp filters "
-			      "(CONFIG_SECCOMP_FILTER), which the write guard needs\n");
-		skip();
-	}
-	assert_int_equal(WEXITSTATUS(status), 0);
+	kvm_test_in_child(probe_under_guard,
+			  "this kernel has no seccomp filters "
+			  "(CONFIG_SECCOMP_FILTER), which the write guard needs");
 }
 
 static void test_probe_returns_errno_of_failed_ioctl(void **state)
