@@ -140,12 +140,12 @@ class Rig:
         with open(self.path(f"{name}.port")) as f:
             return int(f.read().strip())
 
-    def qemu(self, tag, vcounter=None, incoming=None, extra=()):
+    def qemu(self, tag, vcounter=None, incoming=None, extra=(), machine="microvm", smp="2"):
         """Start QEMU (KVM, microvm, 2 vCPUs, firmware only) with QMP on tag.qmp."""
         args = [QEMU]
         for d in FIRMWARE:
             args += ["-L", d]
-        args += ["-M", "microvm", "-accel", "kvm", "-cpu", "qemu64", "-smp", "2", "-m", "64",
+        args += ["-M", machine, "-accel", "kvm", "-cpu", "qemu64", "-smp", smp, "-m", "64",
                  "-nodefaults", "-display", "none", "-no-user-config",
                  "-qmp", f"unix:{self.path(tag + '.qmp')},server=on,wait=off"]
         if vcounter:
@@ -263,6 +263,29 @@ class QemuVcounterTest(unittest.TestCase):
         self.assertEqual(q.cmd("query-status")["status"], "running")
         with self.assertRaisesRegex(RuntimeError, "only one vcounter object"):
             q.cmd("object-add", **{"qom-type": "vcounter", "id": "vc1", "vm-id": "x"})
+
+    def test_vcpu_hotplug_registers_anew(self):
+        # q35 (microvm has no CPU hot-plug), stopped (-S): device_add creates the KVM vCPU; the
+        # object registers the VM again with every vCPU fd, and the daemon holds the new count.
+        _, q = self.start("hotplug", vcounter=f"vm-id=vm-hp,socket={RIG.path('a.sock')}",
+                          machine="q35", smp="1,maxcpus=2", extra=["-S"])
+        self.assertEqual(q.cmd("query-vcounter")["vcpus"], 1)
+        free = [c for c in q.cmd("query-hotpluggable-cpus") if "qom-path" not in c]
+        self.assertEqual(len(free), 1, free)
+        q.cmd("device_add", driver=free[0]["type"], id="cpu1", **free[0]["props"])
+        deadline = time.monotonic() + 20
+        while q.cmd("query-vcounter").get("vcpus") != 2:
+            self.assertLess(time.monotonic(), deadline, q.cmd("query-vcounter"))
+            time.sleep(0.05)
+        info = q.cmd("query-vcounter")
+        self.assertTrue(info["registered"], info)
+        self.assertNotIn("error", info)
+        ctl = subprocess.run([os.path.join(BUILD, "client", "vcounterctl"), "--socket",
+                              RIG.path("a.ctl"), "--json", "vms"], stdout=subprocess.PIPE,
+                             text=True, check=True)
+        vms = [v for v in json.loads(ctl.stdout)["vms"] if v["vm_id"] == "vm-hp"]
+        self.assertEqual([v["vcpu_count"] for v in vms], [2], ctl.stdout)
+        self.assertIn("registering anew", RIG.log("hotplug"))
 
     def test_no_daemon_leaves_the_vm_running_unregistered(self):
         _, q = self.start("nod", vcounter="vm-id=vm-n,socket=" + RIG.path("nothing.sock"))
