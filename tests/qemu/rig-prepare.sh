@@ -7,6 +7,7 @@
 # In: $me (the driver's name, for messages), $here $top $work $modes $build $qemu_vc $qemu_stock
 # $firmware, and skip() (exit 77). Out: qemu_stock qemu_vc run_modes skipped files bins.
 # shellcheck shell=bash
+# shellcheck disable=SC2154 # the inputs above are the sourcing driver's variables
 
 rig_prepare() {
 	local m why bq f
