@@ -78,7 +78,8 @@ rig_prepare() {
 			files+=(--file "$work/certs/$f:/certs/$f")
 		done
 		files+=(--file "$qemu_vc:/opt/qemu-vcounter/qemu-system-x86_64")
-		bins+=(--bin "$build/daemon/vcounterd" --bin "$build/client/libvcounter.so")
+		bins+=(--bin "$build/daemon/vcounterd" --bin "$build/client/libvcounter.so"
+			--bin "$build/client/vcounterctl")
 		;;
 	esac
 }
