@@ -3,7 +3,7 @@
 # against qemu-patch/'s QEMU with vcounterd (by offset).
 # gnuplot -e "csv='DATA.csv'; out='PLOT.svg'; subtitle='...'" bench/plot-qemu-migration.gnuplot
 # CSV columns: run,mode,rt_step_ns,rt_step_bound_ns,mono_err_ns,tsc_step_ms,downtime_ms,total_ms,
-#              phase_after,master_clock,source_call_ms,target_call_ms (vcounter rows)
+#              phase_after,master_clock,source_call_ms,target_call_ms,daemon_cpu_ms (vcounter rows)
 if (!exists("csv")) csv = 'qemu-migration.csv'
 if (!exists("out")) out = 'qemu-stock-vs-vcounterd.svg'
 if (!exists("subtitle")) subtitle = ''
