@@ -159,6 +159,13 @@ void fdstore_vm_add(struct vcd *vcd, struct vm_entry *vm)
 	save_state(vcd);
 }
 
+void fdstore_vm_changed(struct vcd *vcd, struct vm_entry *vm)
+{
+	if (!vcd->fdstore || !vm->fd_name[0] || vcd->stopping)
+		return;
+	save_state(vcd);
+}
+
 void fdstore_vm_remove(struct vcd *vcd, struct vm_entry *vm)
 {
 	if (!vcd->fdstore || !vm->fd_name[0] || vcd->stopping)

@@ -27,6 +27,9 @@ void fdstore_init(struct vcd *vcd);
 void fdstore_vm_add(struct vcd *vcd, struct vm_entry *vm);
 /* vm is leaving: systemd drops its copies, the record is rewritten. */
 void fdstore_vm_remove(struct vcd *vcd, struct vm_entry *vm);
+/* vm's role or registered state changed (a target that arrived): the record
+ * is rewritten. */
+void fdstore_vm_changed(struct vcd *vcd, struct vm_entry *vm);
 /* Rebuild the VMs the record names from fds (n of them, all taken: kept in
  * the VMs or closed). What does not fit (a bad record, missing or wrong
  * fds, a VMM process that is gone) is logged as a warning, closed and

@@ -13,6 +13,7 @@
 
 #include "counter_math.h"
 #include "failpoint.h"
+#include "fdstore.h"
 #include "frame.h"
 #include "hostclock.h"
 #include "journal.h"
@@ -1599,6 +1600,29 @@ static int send_apply_op(struct vcd *vcd, struct migration *m, const struct vm_e
 	return 0;
 }
 
+/* The target's migration is done (the source acknowledged Applied): the VM
+ * lives here now and its next migration starts here, by its VMM or by a
+ * controller. It becomes this host's source, its registered state the
+ * offsets the apply wrote (prepare re-reads the anchor and sync; the final
+ * state is read after the pause). The done notice went out first, to the
+ * target VMM. A target whose source never acknowledged stays a target
+ * until its VMM registers it again. */
+static void target_arrived(struct vcd *vcd, struct migration *m)
+{
+	struct vm_entry *vm = vcd_find_vm(vcd, m->s.vm_id);
+
+	if (!vm || vm->role != VM_ROLE_TARGET || m->s.step != STEP_DONE || !m->s.has_report ||
+	    m->s.report.n_vcpus != vm->n_vcpus)
+		return;
+	vm->role = VM_ROLE_SOURCE;
+	if (vm->registered_state)
+		memcpy(vm->registered_state->offset_cycles, m->s.report.offsets_after,
+		       vm->n_vcpus * sizeof(vm->registered_state->offset_cycles[0]));
+	fdstore_vm_changed(vcd, vm);
+	log_info("vm=%s migration=%s: arrived; registered here as a source now", vm->vm_id,
+		 m->s.migration_id);
+}
+
 static void push_apply_op(struct vcd *vcd, struct migration *m)
 {
 	struct vm_entry *vm = vcd_find_vm(vcd, m->s.vm_id);
@@ -1901,8 +1925,10 @@ static void link_frame_cb(struct peer_conn *conn, const uint8_t *payload, size_t
 			struct migration *m = migration_find(vcd, migration_id);
 
 			if (m && m->s.role == VM_ROLE_TARGET &&
-			    session_target_acked(&m->s, link->identity, vcd_now_ns()) == 0)
+			    session_target_acked(&m->s, link->identity, vcd_now_ns()) == 0) {
 				migration_changed(vcd, m);
+				target_arrived(vcd, m);
+			}
 		}
 		break;
 	default:
