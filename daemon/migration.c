@@ -13,7 +13,6 @@
 
 #include "counter_math.h"
 #include "failpoint.h"
-#include "fdstore.h"
 #include "frame.h"
 #include "hostclock.h"
 #include "journal.h"
@@ -317,7 +316,7 @@ static void migration_changed(struct vcd *vcd, struct migration *m)
 	view_of(m, &view);
 	control_migration_event(vcd, &view);
 	metrics_migration_changed(&vcd_metrics, &m->s, &m->metrics_counted);
-	if (!vm || vm->role != m->s.role)
+	if (!vm || (vm->role != m->s.role && !(vm->arrived && m->s.role == VM_ROLE_SOURCE)))
 		return;
 	n.migration_id = m->s.migration_id;
 	n.vm_id = m->s.vm_id;
@@ -752,7 +751,7 @@ static int source_start(struct vcd *vcd, struct vm_entry *vm, const char *peer_a
 	char id[VC_MIGRATION_ID_LEN + 1];
 	int r;
 
-	if (vm->role != VM_ROLE_SOURCE) {
+	if (vm->role != VM_ROLE_SOURCE && !vm->arrived) {
 		snprintf(err, err_size, "VM %s was registered as a migration target", vm->vm_id);
 		return -EADDRNOTAVAIL;
 	}
@@ -1601,12 +1600,14 @@ static int send_apply_op(struct vcd *vcd, struct migration *m, const struct vm_e
 }
 
 /* The target's migration is done (the source acknowledged Applied): the VM
- * lives here now and its next migration starts here, by its VMM or by a
- * controller. It becomes this host's source, its registered state the
- * offsets the apply wrote (prepare re-reads the anchor and sync; the final
- * state is read after the pause). The done notice went out first, to the
- * target VMM. A target whose source never acknowledged stays a target
- * until its VMM registers it again. */
+ * lives here now and its next migration may start here, by its VMM or by a
+ * controller, without registering again. It stays a target (another
+ * incoming migration into the same registration is still taken) and may
+ * also leave as a source: its registered state becomes the offsets the
+ * apply wrote (prepare re-reads the anchor and sync; the final state is
+ * read after the pause). A target whose source never acknowledged cannot
+ * leave until its VMM registers it as a source. Not kept across a restart
+ * (the fd store keeps the role it registered with). */
 static void target_arrived(struct vcd *vcd, struct migration *m)
 {
 	struct vm_entry *vm = vcd_find_vm(vcd, m->s.vm_id);
@@ -1614,12 +1615,11 @@ static void target_arrived(struct vcd *vcd, struct migration *m)
 	if (!vm || vm->role != VM_ROLE_TARGET || m->s.step != STEP_DONE || !m->s.has_report ||
 	    m->s.report.n_vcpus != vm->n_vcpus)
 		return;
-	vm->role = VM_ROLE_SOURCE;
+	vm->arrived = true;
 	if (vm->registered_state)
 		memcpy(vm->registered_state->offset_cycles, m->s.report.offsets_after,
 		       vm->n_vcpus * sizeof(vm->registered_state->offset_cycles[0]));
-	fdstore_vm_changed(vcd, vm);
-	log_info("vm=%s migration=%s: arrived; registered here as a source now", vm->vm_id,
+	log_info("vm=%s migration=%s: arrived; it may leave again as a source", vm->vm_id,
 		 m->s.migration_id);
 }
 

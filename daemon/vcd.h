@@ -99,6 +99,9 @@ struct vm_entry {
 	uint32_t n_vcpus;
 	bool complete; /* every vCPU fd has arrived (RegisterVm may take several) */
 	bool probed;
+	/* A target whose incoming migration is done: the VM lives here, so it
+	 * may also leave as a source (migration.c, target_arrived). */
+	bool arrived;
 	enum backend_kind backend;
 	enum counter_arch arch; /* of the state it registered with */
 	bool offset_control;
