@@ -106,6 +106,13 @@ static int anchor_elapsed_ns(uint64_t src_tai_ns, uint64_t dst_tai_ns, int64_t *
 	return 0;
 }
 
+bool counter_math_khz_same(uint32_t a, uint32_t b, uint32_t ppm)
+{
+	uint32_t diff = a > b ? a - b : b - a;
+
+	return (uint64_t)diff * 1000000 <= (uint64_t)a * ppm;
+}
+
 int counter_math_plan(const struct counter_state *src, const struct counter_target *dst,
 		      const struct counter_policy *policy, struct counter_plan *ret_plan)
 {
@@ -134,12 +141,12 @@ int counter_math_plan(const struct counter_state *src, const struct counter_targ
 	/* Offsets cannot change a guest's TSC rate: the VMM must first give the
 	 * target vCPUs the source's frequency (KVM_SET_TSC_KHZ). Rates within
 	 * KVM's own tolerance count as the same (see the header). */
+	if (!counter_math_khz_same(src->guest_tsc_khz, dst->guest_tsc_khz,
+				   policy ? policy->tsc_khz_tolerance_ppm : 0))
+		return -EXDEV;
 	khz_diff = src->guest_tsc_khz > dst->guest_tsc_khz
 			   ? src->guest_tsc_khz - dst->guest_tsc_khz
 			   : dst->guest_tsc_khz - src->guest_tsc_khz;
-	if ((uint64_t)khz_diff * 1000000 >
-	    (uint64_t)src->guest_tsc_khz * (policy ? policy->tsc_khz_tolerance_ppm : 0))
-		return -EXDEV;
 
 	/* TAI, not REALTIME, so a leap second between the two readings cannot
 	 * add or remove a second (DESIGN.md section 7). Negative when the

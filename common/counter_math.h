@@ -5,6 +5,7 @@
  * scaling. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "counter_state.h"
@@ -56,6 +57,10 @@ uint64_t counter_math_scale_tsc(uint64_t host_tsc, uint64_t ratio, uint32_t frac
 /* ns * khz / 10^6, rounded to nearest (half away from zero), for signed
  * ns; -ERANGE if the result does not fit in int64_t. */
 int counter_math_ns_to_cycles(int64_t ns, uint32_t khz, int64_t *ret_cycles);
+
+/* Whether guest TSC rate b is the same frequency as a: within ppm of a
+ * (KVM's tolerance, struct counter_policy). 0 ppm demands equal rates. */
+bool counter_math_khz_same(uint32_t a, uint32_t b, uint32_t ppm);
 
 /* Error bound of a handoff: both hosts' maxerror plus both anchors'
  * widths; UINT64_MAX if either host is unsynchronised; saturating. */

@@ -1336,8 +1336,13 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 		link_send_error(link, msg->id, r, "invalid final state: %s", err);
 		return;
 	}
+	/* The rate within the tolerance: a VM that arrived on the source was
+	 * prepared with the rate of its registration there, and its VMM then
+	 * restored its own source's rate (QEMU's KVM_SET_TSC_KHZ), which KVM
+	 * keeps unscaled within its tolerance. */
 	if (state->n_vcpus != m->s.prepared.n_vcpus ||
-	    state->guest_tsc_khz != m->s.prepared.guest_tsc_khz ||
+	    !counter_math_khz_same(m->s.prepared.guest_tsc_khz, state->guest_tsc_khz,
+				   vcd->config.tsc_tolerance_ppm) ||
 	    state->arch != m->s.prepared.arch) {
 		link_send_error(link, msg->id, -EINVAL,
 				"final state changes the vCPU count, frequency or counter");

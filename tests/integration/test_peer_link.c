@@ -1629,6 +1629,50 @@ static void test_final_state_replay_on_a_new_link_gets_the_applied(void **state)
 	assert_target_serving();
 }
 
+/* A VM that arrived on its source host was prepared with the rate of its
+ * registration there, and its VMM then restored the rate it came with
+ * (KVM_SET_TSC_KHZ), which KVM keeps unscaled within its tolerance. The
+ * final state may carry that rate; a rate beyond the tolerance is another
+ * frequency, refused, and the migration goes on with a good one. */
+static void test_final_state_rate_within_the_tolerance_is_the_same_rate(void **state)
+{
+	struct vcounter_report *rep = NULL;
+	struct counter_state *s;
+	char id[VC_MIGRATION_ID_LEN + 1];
+	struct extra_vm v;
+	uint64_t applied_id;
+	struct peer a;
+
+	require_offset_control();
+	extra_vm_start(&v, "vm-rate");
+	random_migration_id(id);
+	s = state_new(tvm.tsc_khz, 2, SRC_OFFSET);
+	peer_open_link(&a, "host-a");
+	send_prepare(&a, 701, id, "vm-rate", s);
+	expect_prepare_ack(&a, 701, id);
+
+	/* 1000 ppm: four times the default tolerance. */
+	make_state(s, tvm.tsc_khz + tvm.tsc_khz / 1000, 2, SRC_OFFSET);
+	send_final(&a, 702, id, 1, s);
+	expect_error(&a, 702, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT, "frequency");
+	/* 100 ppm: the same rate. */
+	make_state(s, tvm.tsc_khz - tvm.tsc_khz / 10000, 2, SRC_OFFSET + 7);
+	send_final(&a, 703, id, 1, s);
+	expect_final_ack(&a, 703, id, 1);
+
+	assert_int_equal(vcounter_apply(v.vc, "vm-rate", id, &rep), 0);
+	assert_true(rep->offsets_before[0] == SRC_OFFSET + 7);
+	assert_true(read_offset(v.vcpu_fds[0]) == rep->offsets_after[0]);
+	applied_id = expect_applied(&a, rep);
+	send_ack(&a, applied_id, id);
+	ping(&a, 704);
+	vcounter_report_free(rep);
+	peer_close(&a);
+	extra_vm_stop(&v);
+	free(s);
+	assert_target_serving();
+}
+
 /* A source that sends valid messages in the wrong order for a live
  * migration: each is refused or ignored, nothing changes, and the
  * migration then completes with the newest final state. */
@@ -1737,6 +1781,7 @@ int main(void)
 		cmocka_unit_test(test_target_vm_leaving_aborts_and_tells_the_source),
 		cmocka_unit_test(test_foreign_peer_learns_nothing_about_a_migration),
 		cmocka_unit_test(test_final_state_replay_on_a_new_link_gets_the_applied),
+		cmocka_unit_test(test_final_state_rate_within_the_tolerance_is_the_same_rate),
 		cmocka_unit_test(test_valid_messages_in_the_wrong_order_change_nothing),
 	};
 

@@ -601,6 +601,26 @@ static void test_ns_to_cycles_refuses_overflow_with_erange(void **state)
 	assert_true(c == INT64_MAX);
 }
 
+/* Rates within ppm of the first are the same frequency; the bound is
+ * inclusive, 0 ppm demands equality, and no product overflows. */
+static void test_khz_same_is_a_ppm_window_around_the_first(void **state)
+{
+	(void)state;
+	assert_true(counter_math_khz_same(2596126, 2596126, 0));
+	assert_false(counter_math_khz_same(2596126, 2596127, 0));
+	/* 2596126 * 250 ppm = 649.03 kHz */
+	assert_true(counter_math_khz_same(2596126, 2596126 + 649, 250));
+	assert_true(counter_math_khz_same(2596126, 2596126 - 649, 250));
+	assert_false(counter_math_khz_same(2596126, 2596126 + 650, 250));
+	assert_false(counter_math_khz_same(2596126, 2596126 - 650, 250));
+	/* exactly on the bound: 1000000 kHz * 250 ppm = 250 kHz */
+	assert_true(counter_math_khz_same(1000000, 1000250, 250));
+	assert_false(counter_math_khz_same(1000000, 1000251, 250));
+	assert_true(counter_math_khz_same(UINT32_MAX, UINT32_MAX, 10000));
+	assert_false(counter_math_khz_same(UINT32_MAX, 0, 10000));
+	assert_false(counter_math_khz_same(0, 1, 10000));
+}
+
 static void test_ns_to_cycles_random_matches_limb_reference(void **state)
 {
 	int n_ok = 0, n_range = 0;
@@ -1105,6 +1125,7 @@ int main(void)
 		cmocka_unit_test(test_ns_to_cycles_matches_python_vectors),
 		cmocka_unit_test(test_ns_to_cycles_rounds_half_away_from_zero),
 		cmocka_unit_test(test_ns_to_cycles_refuses_overflow_with_erange),
+		cmocka_unit_test(test_khz_same_is_a_ppm_window_around_the_first),
 		cmocka_unit_test(test_ns_to_cycles_random_matches_limb_reference),
 		cmocka_unit_test(test_error_bound_sums_maxerrors_and_widths),
 		cmocka_unit_test(test_error_bound_saturates_at_uint64_max),
