@@ -31,6 +31,9 @@ struct vc_vm {
 	int vm_fd;
 	uint32_t n_vcpus;
 	int *vcpu_fds;
+	/* As registered, until a target's migration is done: the VM then runs
+	 * here and is registered again as a source if the daemon comes back
+	 * without it (reconnect), as the daemon itself treats it (arrived). */
 	enum vcounter_role role;
 	bool registered; /* the daemon answered the registration */
 };
@@ -496,6 +499,12 @@ static bool absorb_notice(struct vcounter *vc, Vcounter__V1__VmmMessage *msg)
 
 	if (msg->body_case != VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATION_NOTICE)
 		return false;
+	if (n->role == VCOUNTER__V1__ROLE__ROLE_TARGET && n->step == VCOUNTER__V1__MIGRATION_STEP__MIGRATION_STEP_DONE) {
+		struct vc_vm *vm = vm_find(vc, n->vm_id);
+
+		if (vm)
+			vm->role = VCOUNTER_ROLE_SOURCE;
+	}
 	if (vc->n_notices >= VCOUNTER_MAX_NOTICES)
 		free(notice_pop(vc));
 	q = calloc(1, sizeof(*q));
@@ -738,7 +747,8 @@ static int attach_send(struct vcounter *vc, struct vc_vm *vm)
 /* The daemon went away: connect again (once) to the same path and give it
  * back every VM this connection registered, by AttachVm when it kept them
  * (systemd's fd store), else by registering them again with the fds held
- * here (the probe runs again then). The new socket takes the old one's fd
+ * here (the probe runs again then; a VM that arrived here by a migration
+ * since it registered comes back as a source). The new socket takes the old one's fd
  * number, so vcounter_fd() stays valid. 0 when connected again, whatever
  * became of each VM (a call on a VM that could not be given back fails
  * with the daemon's error). */

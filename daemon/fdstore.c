@@ -81,6 +81,7 @@ static void entry_from_vm(const struct vm_entry *vm, struct vm_store_entry *e)
 	e->has_state = vm->registered_state != NULL;
 	if (vm->registered_state)
 		e->state = *vm->registered_state;
+	e->arrived = vm->arrived;
 }
 
 /* A sealed memfd holding buf: systemd keeps it, nobody can change it. */
@@ -291,6 +292,7 @@ static int vm_from_entry(struct vcd *vcd, const struct vm_store_entry *e, int *f
 	vm->guest_tsc_khz = e->guest_tsc_khz;
 	vm->tsc_scaling_ratio = e->tsc_scaling_ratio;
 	vm->tsc_scaling_frac_bits = e->tsc_scaling_frac_bits;
+	vm->arrived = e->arrived;
 	vm->next = vcd->vms;
 	vcd->vms = vm;
 	vcd->n_vms++;

@@ -13,6 +13,7 @@
 
 #include "counter_math.h"
 #include "failpoint.h"
+#include "fdstore.h"
 #include "frame.h"
 #include "hostclock.h"
 #include "journal.h"
@@ -1611,8 +1612,9 @@ static int send_apply_op(struct vcd *vcd, struct migration *m, const struct vm_e
  * also leave as a source: its registered state becomes the offsets the
  * apply wrote (prepare re-reads the anchor and sync; the final state is
  * read after the pause). A target whose source never acknowledged cannot
- * leave until its VMM registers it as a source. Not kept across a restart
- * (the fd store keeps the role it registered with). */
+ * leave until its VMM registers it as a source. Kept across a restart in
+ * the fd store's record; without one, libvcounter registers the VM again as
+ * the source it became (it saw the done notice). */
 static void target_arrived(struct vcd *vcd, struct migration *m)
 {
 	struct vm_entry *vm = vcd_find_vm(vcd, m->s.vm_id);
@@ -1624,6 +1626,7 @@ static void target_arrived(struct vcd *vcd, struct migration *m)
 	if (vm->registered_state)
 		memcpy(vm->registered_state->offset_cycles, m->s.report.offsets_after,
 		       vm->n_vcpus * sizeof(vm->registered_state->offset_cycles[0]));
+	fdstore_vm_changed(vcd, vm);
 	log_info("vm=%s migration=%s: arrived; it may leave again as a source", vm->vm_id,
 		 m->s.migration_id);
 }

@@ -163,6 +163,7 @@ int vm_store_encode(const struct vm_store_entry *entries, size_t n, uint8_t **re
 			put_bytes(&w, packed, len);
 			free(packed);
 		}
+		put_u8(&w, e->arrived);
 	}
 	if (w.error) {
 		free(w.buf);
@@ -254,7 +255,8 @@ static int fail(char *err, size_t err_size, int r, const char *fmt, ...)
 	return r;
 }
 
-static int decode_entry(struct reader *r, struct vm_store_entry *e, char *err, size_t err_size)
+static int decode_entry(struct reader *r, uint32_t version, struct vm_store_entry *e, char *err,
+			size_t err_size)
 {
 	if (!get_str(r, e->vm_id, VC_VM_ID_MAX) || !get_str(r, e->fd_name, VM_STORE_FD_NAME_MAX))
 		return fail(err, err_size, -EBADMSG, "VM id or fd name malformed");
@@ -291,6 +293,7 @@ static int decode_entry(struct reader *r, struct vm_store_entry *e, char *err, s
 			return fail(err, err_size, -EBADMSG, "vm=%s: counter state invalid: %s",
 				    e->vm_id, why);
 	}
+	e->arrived = version >= 2 && get_u8(r) != 0;
 	if (r->short_read)
 		return fail(err, err_size, -EBADMSG, "truncated");
 	if (!entry_is_valid(e) || e->pid <= 0)
@@ -311,9 +314,10 @@ int vm_store_decode(const uint8_t *buf, size_t len, struct vm_store_entry **ret_
 	if (memcmp(buf, VM_STORE_MAGIC, 4) != 0)
 		return fail(err, err_size, -EBADMSG, "bad magic");
 	version = load_u32(buf + 4);
-	if (version != VM_STORE_VERSION)
-		return fail(err, err_size, -EPROTONOSUPPORT, "version %u, this vcounterd reads %u",
-			    version, VM_STORE_VERSION);
+	if (version < VM_STORE_VERSION_MIN || version > VM_STORE_VERSION)
+		return fail(err, err_size, -EPROTONOSUPPORT,
+			    "version %u, this vcounterd reads %u to %u", version,
+			    VM_STORE_VERSION_MIN, VM_STORE_VERSION);
 	total = load_u32(buf + 8);
 	if (total > VM_STORE_MAX_BYTES)
 		return fail(err, err_size, -E2BIG, "length %u over the maximum", total);
@@ -334,7 +338,7 @@ int vm_store_decode(const uint8_t *buf, size_t len, struct vm_store_entry **ret_
 			return -ENOMEM;
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		q = decode_entry(&r, &entries[i], err, err_size);
+		q = decode_entry(&r, version, &entries[i], err, err_size);
 		if (q < 0)
 			return q;
 		for (uint32_t j = 0; j < i; j++)

@@ -8,7 +8,10 @@
  * u32 n_vcpus, i32 pid, u32 uid, u8 backend, u8 arch, u8 offset_control,
  * string probe_detail, u32 guest_tsc_khz, u64 tsc_scaling_ratio, u32
  * frac_bits, u8 has_state, then (if has_state) a string holding the packed
- * protobuf CounterState registered_state. A string is u32 length + bytes. */
+ * protobuf CounterState registered_state, then (version 2) u8 arrived. A
+ * string is u32 length + bytes. Version 1 records, without arrived, are
+ * read as VMs that did not arrive: a daemon upgraded by a restart keeps its
+ * VMs. */
 #pragma once
 
 #include <stdbool.h>
@@ -19,7 +22,8 @@
 #include "counter_state.h"
 
 #define VM_STORE_MAGIC	      "VCDS"
-#define VM_STORE_VERSION      1
+#define VM_STORE_VERSION      2
+#define VM_STORE_VERSION_MIN  1 /* the oldest record this daemon reads */
 #define VM_STORE_HEADER_BYTES 16
 #define VM_STORE_FD_NAME_MAX  15 /* "vm" + up to 13 digits */
 /* VMs in one record: VCD_MAX_VMS, the most a daemon holds (fdstore.c checks
@@ -44,6 +48,7 @@ struct vm_store_entry {
 	uint32_t tsc_scaling_frac_bits;
 	bool has_state;
 	struct counter_state state; /* registered_state, when has_state */
+	bool arrived; /* a target that may leave as a source (vcd.h) */
 };
 
 uint32_t vm_store_crc32(const uint8_t *data, size_t len);
@@ -56,7 +61,8 @@ int vm_store_encode(const struct vm_store_entry *entries, size_t n, uint8_t **re
 
 /* Decode and validate a record: 0 with a malloc'd array (NULL when n is 0),
  * or -EBADMSG (truncated, bad magic, length or checksum, a field out of
- * range; err says which), -EPROTONOSUPPORT (another version), -E2BIG,
+ * range; err says which), -EPROTONOSUPPORT (a version outside
+ * VM_STORE_VERSION_MIN..VM_STORE_VERSION), -E2BIG,
  * -ENOMEM. */
 int vm_store_decode(const uint8_t *buf, size_t len, struct vm_store_entry **ret_entries,
 		    size_t *ret_n, char *err, size_t err_size);

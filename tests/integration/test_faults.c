@@ -1262,6 +1262,77 @@ static void test_source_vmm_leaving_aborts_both(void **state)
 	expect_untouched(&src, "source");
 }
 
+/* ---- a daemon restarted under a VM that arrived ---- */
+
+/* The target VMM's done notice: the migration is over, the VM lives on B. */
+static void expect_done_notice(struct vcounter *vc, const char *id)
+{
+	struct vcounter_notice n;
+
+	for (int i = 0; i < 100; i++) {
+		int r = vcounter_next_notice(vc, 100, &n);
+
+		assert_true(r >= 0);
+		if (r == 1 && strcmp(n.migration_id, id) == 0 && strcmp(n.step, "done") == 0) {
+			assert_int_equal(n.role, VCOUNTER_ROLE_TARGET);
+			return;
+		}
+	}
+	fail_msg("no done notice for %s on the target's connection", id);
+}
+
+/* A VM migrates A -> B; B's daemon restarts without an fd store (no
+ * systemd), so its VMM's connection registers the VM again on its next
+ * call. The VM lives on B now: it must come back as the source it became,
+ * and leave B by its next migration, back to A, without its VMM registering
+ * anything by hand (as QEMU does not). Registered again as the target it
+ * first was, B would refuse: "registered as a migration target". */
+static void test_vm_that_arrived_leaves_again_after_its_daemon_restarts(void **state)
+{
+	struct vcounter_report *rep1, *rep2 = NULL;
+	char id1[VCOUNTER_MIGRATION_ID_SIZE], id2[VCOUNTER_MIGRATION_ID_SIZE], peer[64];
+	struct vcounter_ctl_migration m;
+	struct vm back;
+	uint64_t gen;
+
+	require_offset_control();
+	migrate_out(id1);
+	paused(id1);
+	rep1 = applied(id1);
+	expect_step(&b, id1, "done", &m);
+	vcounter_ctl_migration_clear(&m);
+	expect_done_notice(dst.vc, id1);
+
+	node_stop(&b);
+	node_start(&b, NULL);
+	/* A takes the VM back into a new target VM under the same name. */
+	assert_int_equal(vcounter_unregister_vm(src.vc, "vm-1"), 0);
+	vm_create(&back);
+	vm_register(&back, &a, VCOUNTER_ROLE_TARGET);
+
+	snprintf(peer, sizeof(peer), "127.0.0.1:%d", a.port);
+	if (vcounter_migrate_out(dst.vc, "vm-1", peer, "host-a.test", id2) < 0)
+		fail_msg("migrate_out from B after its restart: %s", vcounter_last_error(dst.vc));
+	if (vcounter_report_paused(dst.vc, "vm-1", id2, &gen) < 0)
+		fail_msg("report_paused on B: %s", vcounter_last_error(dst.vc));
+	if (vcounter_apply(back.vc, "vm-1", id2, &rep2) < 0)
+		fail_msg("apply on A: %s", vcounter_last_error(back.vc));
+	expect_step(&b, id2, "done", &m);
+	assert_string_equal(m.role, "source");
+	vcounter_ctl_migration_clear(&m);
+	/* B's VM left with the offsets hop 1 applied, and was not written. */
+	for (int i = 0; i < N_VCPUS; i++) {
+		assert_true(rep2->offsets_before[i] == rep1->offsets_after[i]);
+		assert_true(offset_get(dst.vcpu_fds[i]) == rep1->offsets_after[i]);
+		assert_true(offset_get(back.vcpu_fds[i]) == rep2->offsets_after[i]);
+	}
+	assert_true(rep2->offsets_after[1] - rep2->offsets_after[0] ==
+		    src.initial[1] - src.initial[0]);
+	vcounter_report_free(rep1);
+	vcounter_report_free(rep2);
+	vm_destroy(&back);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1292,6 +1363,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_target_journal_eio_refuses_the_final_state,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_vm_that_arrived_leaves_again_after_its_daemon_restarts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_source_vmm_leaving_aborts_both, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_journal_files_are_set_aside, setup,

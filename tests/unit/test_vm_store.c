@@ -43,6 +43,7 @@ static void fill(struct vm_store_entry *e, int k, uint32_t n_vcpus)
 	e->state.anchor.tai_ns = 123456789;
 	e->state.anchor.host_tsc = 987654321;
 	e->state.anchor.host_tsc_khz = 2500000;
+	e->arrived = k % 2 == 1;
 }
 
 static uint8_t *encode3(size_t *ret_len, struct vm_store_entry **ret_in)
@@ -84,6 +85,7 @@ static void test_round_trip_keeps_every_field(void **state)
 		assert_int_equal(out[i].tsc_scaling_ratio, in[i].tsc_scaling_ratio);
 		assert_int_equal(out[i].tsc_scaling_frac_bits, in[i].tsc_scaling_frac_bits);
 		assert_int_equal(out[i].has_state, in[i].has_state);
+		assert_int_equal(out[i].arrived, in[i].arrived);
 		if (in[i].has_state) {
 			assert_int_equal(out[i].state.n_vcpus, in[i].state.n_vcpus);
 			for (uint32_t v = 0; v < in[i].state.n_vcpus; v++)
@@ -150,9 +152,12 @@ static void test_bad_header_fields_are_refused(void **state)
 	assert_int_equal(vm_store_decode(buf, len, &out, &n, err, sizeof(err)), -EBADMSG);
 	assert_non_null(strstr(err, "magic"));
 	buf[0] ^= 1;
-	buf[4] = 2;
+	buf[4] = VM_STORE_VERSION + 1;
 	assert_int_equal(vm_store_decode(buf, len, &out, &n, err, sizeof(err)), -EPROTONOSUPPORT);
-	buf[4] = 1;
+	assert_non_null(strstr(err, "version 3"));
+	buf[4] = VM_STORE_VERSION_MIN - 1;
+	assert_int_equal(vm_store_decode(buf, len, &out, &n, err, sizeof(err)), -EPROTONOSUPPORT);
+	buf[4] = VM_STORE_VERSION;
 	buf[8] ^= 1;
 	assert_int_equal(vm_store_decode(buf, len, &out, &n, err, sizeof(err)), -EBADMSG);
 	assert_non_null(strstr(err, "length"));
@@ -170,6 +175,49 @@ static void test_bad_header_fields_are_refused(void **state)
 	assert_int_equal(vm_store_decode(buf, len, &out, &n, err, sizeof(err)), 0);
 	free(out);
 	free(in);
+	free(buf);
+}
+
+static void set_header(uint8_t *buf, uint32_t version, size_t len)
+{
+	uint32_t crc = vm_store_crc32(buf + VM_STORE_HEADER_BYTES, len - VM_STORE_HEADER_BYTES);
+
+	for (int b = 0; b < 4; b++) {
+		buf[4 + b] = (uint8_t)(version >> (8 * b));
+		buf[8 + b] = (uint8_t)(len >> (8 * b));
+		buf[12 + b] = (uint8_t)(crc >> (8 * b));
+	}
+}
+
+/* A version 1 record, as the daemon before "arrived" wrote it (the same
+ * bytes without each entry's last): read after an upgrade, its VMs did not
+ * arrive. A version 2 record relabelled 1 has a byte too many, refused. */
+static void test_version_1_record_is_read_as_vms_that_did_not_arrive(void **state)
+{
+	struct vm_store_entry in, *out = NULL;
+	uint8_t *buf;
+	size_t len, n = 0;
+	char err[256];
+
+	fill(&in, 1, 2);
+	assert_true(in.arrived);
+	assert_int_equal(vm_store_encode(&in, 1, &buf, &len), 0);
+	assert_int_equal(buf[len - 1], 1); /* the entry's arrived byte */
+
+	set_header(buf, 1, len);
+	assert_int_equal(vm_store_decode(buf, len, &out, &n, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "1 bytes after the last VM"));
+
+	set_header(buf, 1, len - 1);
+	assert_int_equal(vm_store_decode(buf, len - 1, &out, &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(out[0].vm_id, in.vm_id);
+	assert_int_equal(out[0].role, VM_ROLE_TARGET);
+	assert_true(out[0].has_state);
+	assert_int_equal(out[0].state.n_vcpus, 2);
+	assert_int_equal(out[0].state.offset_cycles[1], in.state.offset_cycles[1]);
+	assert_false(out[0].arrived);
+	free(out);
 	free(buf);
 }
 
@@ -221,7 +269,7 @@ static void test_seeded_random_garbage_never_crashes(void **state)
 		if (iter % 2) /* small VM counts, so entries get parsed */
 			buf[17] = buf[18] = buf[19] = 0, buf[16] &= 3;
 		memcpy(buf, VM_STORE_MAGIC, 4);
-		buf[4] = 1, buf[5] = buf[6] = buf[7] = 0;
+		buf[4] = (uint8_t)(1 + iter / 2 % 2), buf[5] = buf[6] = buf[7] = 0;
 		buf[8] = (uint8_t)len, buf[9] = (uint8_t)(len >> 8), buf[10] = buf[11] = 0;
 		crc = vm_store_crc32(buf + 16, len - 16);
 		memcpy(buf + 12, &crc, 4);
@@ -280,6 +328,7 @@ int main(void)
 		cmocka_unit_test(test_record_of_the_most_vms_round_trips_one_more_is_refused),
 		cmocka_unit_test(test_every_truncation_is_refused),
 		cmocka_unit_test(test_bad_header_fields_are_refused),
+		cmocka_unit_test(test_version_1_record_is_read_as_vms_that_did_not_arrive),
 		cmocka_unit_test(test_crc32_matches_the_standard_check_value),
 		cmocka_unit_test(test_encode_refuses_invalid_entries),
 		cmocka_unit_test(test_seeded_random_garbage_never_crashes),

@@ -54,7 +54,8 @@ struct vcounter_report {
  * connection's VMs: by AttachVm when it recovered them from systemd's fd
  * store (systemctl restart, a crash restarted by Restart=), else (no
  * systemd, or a full stop and start) by registering them again with the
- * fds held here, which runs the probe again (it waits for vCPUs inside
+ * fds held here (a target whose migration's "done" notice came since, as
+ * the source it now is), which runs the probe again (it waits for vCPUs inside
  * KVM_RUN: pause them, or expect the call to take that long). The call then
  * goes out as if nothing happened; one the old daemon had already received
  * fails with -ECONNRESET ("vcounterd restarted during the call"). The
