@@ -499,7 +499,8 @@ static bool absorb_notice(struct vcounter *vc, Vcounter__V1__VmmMessage *msg)
 
 	if (msg->body_case != VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATION_NOTICE)
 		return false;
-	if (n->role == VCOUNTER__V1__ROLE__ROLE_TARGET && n->step == VCOUNTER__V1__MIGRATION_STEP__MIGRATION_STEP_DONE) {
+	if (n->role == VCOUNTER__V1__ROLE__ROLE_TARGET &&
+	    n->step == VCOUNTER__V1__MIGRATION_STEP__MIGRATION_STEP_DONE) {
 		struct vc_vm *vm = vm_find(vc, n->vm_id);
 
 		if (vm)
