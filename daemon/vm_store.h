@@ -48,7 +48,7 @@ struct vm_store_entry {
 	uint32_t tsc_scaling_frac_bits;
 	bool has_state;
 	struct counter_state state; /* registered_state, when has_state */
-	bool arrived; /* a target that may leave as a source (vcd.h) */
+	bool arrived;		    /* a target that may leave as a source (vcd.h) */
 };
 
 uint32_t vm_store_crc32(const uint8_t *data, size_t len);

@@ -1364,7 +1364,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_target_journal_eio_refuses_the_final_state,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(
-			test_vm_that_arrived_leaves_again_after_its_daemon_restarts, setup, teardown),
+			test_vm_that_arrived_leaves_again_after_its_daemon_restarts, setup,
+			teardown),
 		cmocka_unit_test_setup_teardown(test_source_vmm_leaving_aborts_both, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_journal_files_are_set_aside, setup,
