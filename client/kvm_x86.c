@@ -590,18 +590,15 @@ int kvm_x86_tsc_apply(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_
 		return r;
 
 	/* Source realtime present: KVM adds (its CLOCK_REALTIME now - realtime)
-	 * to clock (api.rst 4.30 KVM_SET_CLOCK). Absent: account the anchors'
-	 * elapsed time ourselves, never below 0 (kvmclock counts up from 0). */
+	 * to clock when that is positive (api.rst 4.30 KVM_SET_CLOCK), holding
+	 * it as the plan holds the TSC. Absent: account the anchors' elapsed
+	 * time ourselves (never negative: the plan holds a clock behind). */
 	set.clock = res->plan.kvmclock.clock_ns;
 	if (res->plan.kvmclock.flags & KVM_CLOCK_REALTIME) {
 		set.flags = KVM_CLOCK_REALTIME;
 		set.realtime = res->plan.kvmclock.realtime_ns;
-	} else if (res->plan.elapsed_ns >= 0) {
-		set.clock += (uint64_t)res->plan.elapsed_ns;
 	} else {
-		uint64_t back = -(uint64_t)res->plan.elapsed_ns;
-
-		set.clock = set.clock > back ? set.clock - back : 0;
+		set.clock += (uint64_t)res->plan.elapsed_ns;
 	}
 
 	/* vcpu.rst section 4 order: KVM_SET_CLOCK (step 4), then every vCPU's

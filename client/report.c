@@ -49,6 +49,7 @@ int report_from_pb(const Vcounter__V1__MigrationReport *pb, struct vcounter_repo
 	ret->apply_latency_ns = rep->apply_latency_ns;
 	ret->guest_tsc_khz = rep->guest_tsc_khz;
 	ret->error_bound_exceeded = rep->error_bound_exceeded;
+	ret->clamped_ns = rep->clamped_ns;
 	return 0;
 }
 

@@ -247,6 +247,7 @@ static void json_report(struct json *j, const char *key, const struct vcounter_r
 	json_u64(j, "apply_latency_ns", r->apply_latency_ns);
 	json_u64(j, "guest_tsc_khz", r->guest_tsc_khz);
 	json_bool(j, "error_bound_exceeded", r->error_bound_exceeded);
+	json_u64(j, "clamped_ns", r->clamped_ns);
 	json_close(j, '}');
 }
 
@@ -708,6 +709,11 @@ static void print_migration(const struct vcounter_ctl_migration *m)
 		field("  backend", "%s", r->backend);
 		field("  elapsed accounted", "%s (%+" PRId64 " cycles added to every offset)",
 		      format_signed_ns(b1, sizeof(b1), r->elapsed_ns), r->delta_cycles);
+		if (r->clamped_ns)
+			field("  counter held",
+			      "the target's clock read %s behind the source's "
+			      "anchor: the guest's counter was held, not moved back (in the bound)",
+			      format_ns(b1, sizeof(b1), r->clamped_ns));
 		field("  error bound", "%s%s", format_bound(b2, sizeof(b2), r->error_bound_ns),
 		      r->error_bound_exceeded ? " (over the configured limit)" : "");
 		field("  apply latency", "%s", format_ns(b1, sizeof(b1), r->apply_latency_ns));
@@ -842,6 +848,9 @@ static void print_event(const struct args *a, const struct vcounter_ctl_event *e
 				      " elapsed=%s error-bound=%s",
 				      format_signed_ns(b1, sizeof(b1), m->report.elapsed_ns),
 				      format_bound(b2, sizeof(b2), m->report.error_bound_ns));
+		if (m->has_report && m->report.clamped_ns && n > 0 && (size_t)n < sizeof(line))
+			n += snprintf(line + n, sizeof(line) - (size_t)n, " held=%s",
+				      format_ns(b1, sizeof(b1), m->report.clamped_ns));
 		if (m->failure_reason[0] && n > 0 && (size_t)n < sizeof(line))
 			snprintf(line + n, sizeof(line) - (size_t)n, " reason=\"%s\"",
 				 m->failure_reason);

@@ -116,7 +116,7 @@ bool counter_math_khz_same(uint32_t a, uint32_t b, uint32_t ppm)
 int counter_math_plan(const struct counter_state *src, const struct counter_target *dst,
 		      const struct counter_policy *policy, struct counter_plan *ret_plan)
 {
-	uint64_t abs_elapsed_ns, delta, rate_error_ns;
+	uint64_t abs_elapsed_ns, delta, rate_error_ns, clamped_ns = 0;
 	int64_t elapsed_ns, elapsed_cycles;
 	uint32_t n, khz_diff;
 	int r;
@@ -158,6 +158,13 @@ int counter_math_plan(const struct counter_state *src, const struct counter_targ
 	if (policy && policy->max_abs_elapsed_ns != 0 &&
 	    abs_elapsed_ns > policy->max_abs_elapsed_ns)
 		return -ERANGE;
+	/* Time does not run backwards for the guest: whatever the clocks say,
+	 * its counter on the target starts no lower than at the source's final
+	 * read, after which it read nothing. The clocks' disagreement is error. */
+	if (elapsed_ns < 0) {
+		clamped_ns = abs_elapsed_ns;
+		elapsed_ns = 0;
+	}
 	r = counter_math_ns_to_cycles(elapsed_ns, src->guest_tsc_khz, &elapsed_cycles);
 	if (r < 0)
 		return r;
@@ -179,19 +186,18 @@ int counter_math_plan(const struct counter_state *src, const struct counter_targ
 	for (uint32_t i = 0; i < n; i++)
 		ret_plan->offset_cycles[i] = src->offset_cycles[i] + delta;
 	ret_plan->elapsed_ns = elapsed_ns;
+	ret_plan->clamped_ns = clamped_ns;
 	ret_plan->delta_cycles = u64_as_s64(delta);
 	ret_plan->error_bound_ns =
 		counter_math_error_bound_ns(&src->sync, &src->anchor, &dst->sync, &dst->anchor);
 	/* Cycles are counted at the source's rate; had the blackout run at the
-	 * target's, they would differ by |elapsed| * diff / khz (rounded up). */
-	if (khz_diff && ret_plan->error_bound_ns != UINT64_MAX) {
-		rate_error_ns =
-			(uint64_t)(((u128)abs_elapsed_ns * khz_diff + src->guest_tsc_khz - 1) /
-				   src->guest_tsc_khz);
-		ret_plan->error_bound_ns = rate_error_ns > UINT64_MAX - ret_plan->error_bound_ns
-						   ? UINT64_MAX
-						   : ret_plan->error_bound_ns + rate_error_ns;
-	}
+	 * target's, they would differ by elapsed * diff / khz (rounded up). */
+	rate_error_ns = khz_diff ? (uint64_t)(((u128)(uint64_t)elapsed_ns * khz_diff +
+					       src->guest_tsc_khz - 1) /
+					      src->guest_tsc_khz)
+				 : 0;
+	ret_plan->error_bound_ns = add_sat_u64(ret_plan->error_bound_ns, rate_error_ns);
+	ret_plan->error_bound_ns = add_sat_u64(ret_plan->error_bound_ns, clamped_ns);
 
 	/* The target kernel advances kvmclock by the realtime that elapsed since
 	 * the source read it. Only ask for that when the source reading carries

@@ -38,9 +38,14 @@ struct counter_policy {
 struct counter_plan {
 	uint32_t n_vcpus;
 	uint64_t offset_cycles[VC_MAX_VCPUS]; /* what to write on the target */
-	int64_t elapsed_ns;		      /* target anchor TAI - source anchor TAI */
-	int64_t delta_cycles;		      /* added (mod 2^64) to every source offset */
-	uint64_t error_bound_ns;	      /* UINT64_MAX when a side is unsynchronised */
+	int64_t elapsed_ns;		      /* time accounted: anchors' TAI difference, >= 0 */
+	/* The target's clock read earlier than the source's anchor by this
+	 * much: the guest's counter is held (elapsed_ns 0) rather than moved
+	 * back below values the guest already read, and the shortfall is in
+	 * error_bound_ns. 0 when the clocks ran forward. */
+	uint64_t clamped_ns;
+	int64_t delta_cycles;	 /* added (mod 2^64) to every source offset */
+	uint64_t error_bound_ns; /* UINT64_MAX when a side is unsynchronised */
 	/* KVM_SET_CLOCK input: the source kvmclock at source realtime, so
 	 * the target kernel adds what elapsed (flags = KVM_CLOCK_REALTIME).
 	 * flags is 0 (no advance) when the source reading had no realtime
@@ -74,7 +79,11 @@ uint64_t counter_math_error_bound_ns(const struct sync_error *src_sync,
  *   ofs_dst[i] = g_src + elapsed_ns * khz / 1e6 - scale(dst.anchor.host_tsc, dst ratio)
  * i.e. ofs_dst[i] = ofs_src[i] + delta, the same delta for every vCPU, so
  * inter-vCPU relative offsets are copied exactly.
- * elapsed_ns is the exact difference of the two anchors' tai_ns.
+ * elapsed_ns is the exact difference of the two anchors' tai_ns, or 0
+ * when that is negative (the target's clock behind the source's by more
+ * than the blackout): a guest's counter never goes back. The shortfall is
+ * clamped_ns, added to the error bound; the policy's max_abs_elapsed_ns
+ * applies to the difference before the clamp.
  * Errors: -EINVAL (NULL src/dst/ret_plan, vCPU count mismatch/0/above
  * VC_MAX_VCPUS, zero kHz, missing or unknown anchor source, frac_bits >= 64
  * with a nonzero ratio),

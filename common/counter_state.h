@@ -106,12 +106,13 @@ struct migration_report {
 	uint32_t n_vcpus;
 	uint64_t offsets_before[VC_MAX_VCPUS];
 	uint64_t offsets_after[VC_MAX_VCPUS];
-	int64_t elapsed_ns;
+	int64_t elapsed_ns; /* accounted, >= 0 (counter_plan) */
 	int64_t delta_cycles;
 	uint64_t error_bound_ns;
 	uint64_t apply_latency_ns;
 	uint32_t guest_tsc_khz;
 	bool error_bound_exceeded;
+	uint64_t clamped_ns; /* target clock behind: counter held (counter_plan) */
 };
 
 /* VM ids are names operators grep for: printable, no spaces, bounded. */

@@ -463,6 +463,7 @@ int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb, struct migratio
 	ret->apply_latency_ns = pb->apply_latency_ns;
 	ret->guest_tsc_khz = pb->guest_tsc_khz;
 	ret->error_bound_exceeded = pb->error_bound_exceeded != 0;
+	ret->clamped_ns = pb->clamped_ns;
 	return 0;
 }
 
@@ -532,6 +533,7 @@ void wire_report_to_pb(const struct migration_report *r, struct wire_report_pb *
 	ret->report.apply_latency_ns = r->apply_latency_ns;
 	ret->report.guest_tsc_khz = r->guest_tsc_khz;
 	ret->report.error_bound_exceeded = r->error_bound_exceeded;
+	ret->report.clamped_ns = r->clamped_ns;
 }
 
 /* ---- errors ----

@@ -95,6 +95,9 @@ void metrics_migration_changed(struct metrics *m, const struct session *s, bool 
 	m->has_last = true;
 	m->last_error_bound_ns = s->report.error_bound_ns;
 	m->last_elapsed_ns = s->report.elapsed_ns;
+	m->last_clamped_ns = s->report.clamped_ns;
+	if (s->report.clamped_ns)
+		m->counter_held++;
 }
 
 void metrics_tls_handshake_failed(struct metrics *m, enum metrics_listener listener)
@@ -278,6 +281,19 @@ static void render_last(struct text *t, const struct metrics *m)
 		text_signed_seconds(t, m->last_elapsed_ns);
 		text_putc(t, '\n');
 	}
+	text_family(t, "vcounterd_last_clamped_seconds", "gauge",
+		    "How far the last migration's target clock read behind the source's anchor "
+		    "(0: it ran forward); the guest's counter was held by that, not moved back.");
+	if (m->has_last) {
+		text_printf(t, "vcounterd_last_clamped_seconds ");
+		text_seconds(t, false, m->last_clamped_ns);
+		text_putc(t, '\n');
+	}
+	text_family(
+		t, "vcounterd_counter_held_total", "counter",
+		"Migrations done whose target clock read behind the source's anchor: the "
+		"guest's counter was held rather than moved back (check the hosts' time sync).");
+	text_printf(t, "vcounterd_counter_held_total %" PRIu64 "\n", m->counter_held);
 }
 
 static void render_links(struct text *t, const struct metrics *m,

@@ -52,6 +52,10 @@ struct metrics {
 	bool has_last;		      /* a migration applied since start-up */
 	uint64_t last_error_bound_ns; /* UINT64_MAX: unbounded (a clock unsynchronised) */
 	int64_t last_elapsed_ns;
+	uint64_t last_clamped_ns;
+	/* Migrations done whose target clock read behind the source's anchor:
+	 * the guest's counter held (counter_plan.clamped_ns). */
+	uint64_t counter_held;
 	uint64_t peer_link_failures;
 	uint64_t tls_handshake_failures[_METRICS_LISTENER_MAX];
 	uint64_t journal_write_failures;

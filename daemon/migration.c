@@ -1085,6 +1085,12 @@ static void log_outcome(const struct migration_report *rep, const char *role)
 		 rep->generation, before, after, rep->elapsed_ns, rep->delta_cycles,
 		 rep->error_bound_ns, rep->error_bound_exceeded ? " (over the limit)" : "",
 		 rep->apply_latency_ns);
+	if (rep->clamped_ns)
+		log_warning("vm=%s migration=%s role=%s: the target host's clock read %" PRIu64
+			    " ns earlier than the source's anchor: the guest's counter was held, "
+			    "not moved back, and the error bound includes it; check both hosts' "
+			    "time sync",
+			    rep->vm_id, rep->migration_id, role, rep->clamped_ns);
 }
 
 static void handle_applied(struct vcd *vcd, struct peer_link *link,
@@ -1248,6 +1254,14 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 				plan_error(r), state->guest_tsc_khz, vm->guest_tsc_khz);
 		return;
 	}
+	/* Prepare's anchor is older than this reading by the message's trip:
+	 * a clock behind here already is behind by at least this much. */
+	if (plan->clamped_ns)
+		log_warning(
+			"vm=%s migration=%s: this host's clock reads %" PRIu64
+			" ns earlier than the source's at prepare; unless that changes, the "
+			"guest's counter will be held at the apply and the error bound grow by it",
+			vm->vm_id, prep->migration_id, plan->clamped_ns);
 	if (vcd->config.error_bound_limit_ns &&
 	    plan->error_bound_ns > vcd->config.error_bound_limit_ns) {
 		if (vcd->config.error_bound_refuse) {
@@ -1523,6 +1537,7 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 	memcpy(rep->offsets_before, m->s.final.offset_cycles, rep->n_vcpus * sizeof(uint64_t));
 	memcpy(rep->offsets_after, out->state.offset_cycles, rep->n_vcpus * sizeof(uint64_t));
 	rep->elapsed_ns = plan->elapsed_ns;
+	rep->clamped_ns = plan->clamped_ns;
 	rep->delta_cycles = plan->delta_cycles;
 	rep->error_bound_ns = plan->error_bound_ns;
 	rep->apply_latency_ns = vcd_now_ns() - m->apply_started_ns;

@@ -44,7 +44,7 @@ static bool report_equal(const struct migration_report *a, const struct migratio
 	       a->elapsed_ns == b->elapsed_ns && a->delta_cycles == b->delta_cycles &&
 	       a->error_bound_ns == b->error_bound_ns &&
 	       a->apply_latency_ns == b->apply_latency_ns && a->guest_tsc_khz == b->guest_tsc_khz &&
-	       a->error_bound_exceeded == b->error_bound_exceeded;
+	       a->error_bound_exceeded == b->error_bound_exceeded && a->clamped_ns == b->clamped_ns;
 }
 
 /* A report must describe this migration; anything else is a caller bug or a

@@ -1288,6 +1288,7 @@ static uint64_t expect_applied(struct peer *p, const struct vcounter_report *rep
 	assert_true(r->error_bound_ns == rep->error_bound_ns);
 	assert_true(r->apply_latency_ns == rep->apply_latency_ns);
 	assert_int_equal(r->guest_tsc_khz, rep->guest_tsc_khz);
+	assert_true(r->clamped_ns == rep->clamped_ns);
 	wire_peer_free(msg);
 	return id;
 }
@@ -1673,6 +1674,59 @@ static void test_final_state_rate_within_the_tolerance_is_the_same_rate(void **s
 	assert_target_serving();
 }
 
+/* A source whose clock is 2 s ahead of this host's (or this host's behind):
+ * the anchors say the blackout lasted -2 s. Moved by them, the guest's TSC
+ * would go back 2 s below values it read on the source. It is held
+ * instead: the guest reads no less than at the source's final read, the
+ * report says by how much the clocks disagreed, and the bound includes it. */
+static void test_target_clock_behind_holds_the_guest_counter(void **state)
+{
+	struct vcounter_report *rep = NULL;
+	struct counter_state *s;
+	char id[VC_MIGRATION_ID_LEN + 1];
+	struct extra_vm v;
+	uint64_t applied_id, guest_at_src, guest_now;
+	struct peer a;
+
+	require_offset_control();
+	extra_vm_start(&v, "vm-behind");
+	random_migration_id(id);
+	s = state_new(tvm.tsc_khz, 2, SRC_OFFSET);
+	s->anchor.tai_ns += 2 * NSEC_PER_SEC;
+	peer_open_link(&a, "host-a");
+	send_prepare(&a, 801, id, "vm-behind", s);
+	expect_prepare_ack(&a, 801, id);
+	assert_log_line("vm=vm-behind", "earlier than the source's at prepare");
+
+	make_state(s, tvm.tsc_khz, 2, SRC_OFFSET);
+	s->anchor.tai_ns += 2 * NSEC_PER_SEC;
+	s->kvmclock.realtime_ns += 2 * NSEC_PER_SEC;
+	guest_at_src = s->anchor.host_tsc + s->offset_cycles[0];
+	send_final(&a, 802, id, 1, s);
+	expect_final_ack(&a, 802, id, 1);
+	assert_int_equal(vcounter_apply(v.vc, "vm-behind", id, &rep), 0);
+
+	assert_true(rep->elapsed_ns == 0);
+	assert_true(rep->clamped_ns > NSEC_PER_SEC && rep->clamped_ns <= 2 * NSEC_PER_SEC);
+	assert_true(rep->error_bound_ns >= rep->clamped_ns);
+	/* Held: the guest TSC now is the source's at its anchor plus only the
+	 * host cycles since the apply, so at least that, and by well under 2 s. */
+	guest_now = __builtin_ia32_rdtsc() + read_offset(v.vcpu_fds[0]);
+	assert_true((int64_t)(guest_now - guest_at_src) >= 0);
+	assert_true(guest_now - guest_at_src < (uint64_t)tvm.tsc_khz * 1000); /* 1 s */
+	assert_true(rep->offsets_after[1] - rep->offsets_after[0] ==
+		    s->offset_cycles[1] - s->offset_cycles[0]);
+	applied_id = expect_applied(&a, rep);
+	send_ack(&a, applied_id, id);
+	ping(&a, 803);
+	assert_log_line("vm=vm-behind", "the guest's counter was held");
+	vcounter_report_free(rep);
+	peer_close(&a);
+	extra_vm_stop(&v);
+	free(s);
+	assert_target_serving();
+}
+
 /* A source that sends valid messages in the wrong order for a live
  * migration: each is refused or ignored, nothing changes, and the
  * migration then completes with the newest final state. */
@@ -1782,6 +1836,7 @@ int main(void)
 		cmocka_unit_test(test_foreign_peer_learns_nothing_about_a_migration),
 		cmocka_unit_test(test_final_state_replay_on_a_new_link_gets_the_applied),
 		cmocka_unit_test(test_final_state_rate_within_the_tolerance_is_the_same_rate),
+		cmocka_unit_test(test_target_clock_behind_holds_the_guest_counter),
 		cmocka_unit_test(test_valid_messages_in_the_wrong_order_change_nothing),
 	};
 

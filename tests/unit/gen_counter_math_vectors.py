@@ -36,15 +36,19 @@ def s64(v):
 def plan(src_tai, src_tsc, src_ratio, src_frac, dst_tai, dst_tsc, dst_ratio, dst_frac, khz, ofs):
     # Documentation/virt/kvm/devices/vcpu.rst section 4, host-anchored:
     # guest TSC at the target anchor = guest TSC at the source anchor + cycles.
+    # A target clock behind the source's holds the guest's counter: elapsed 0, the
+    # shortfall reported as clamped.
     elapsed = dst_tai - src_tai
     if not I64_MIN <= elapsed <= I64_MAX:
-        return (-ERANGE, 0, 0, 0)
+        return (-ERANGE, 0, 0, 0, 0)
+    clamped = -elapsed if elapsed < 0 else 0
+    elapsed += clamped
     rc, cyc = cycles(elapsed, khz)
     if rc:
-        return (rc, 0, 0, 0)
+        return (rc, 0, 0, 0, 0)
     guest_at_src = scale(src_tsc, src_ratio, src_frac) + ofs
     ofs_dst = (guest_at_src + cyc - scale(dst_tsc, dst_ratio, dst_frac)) % M64
-    return (0, elapsed, ofs_dst, s64(ofs_dst - ofs))
+    return (0, elapsed, clamped, ofs_dst, s64(ofs_dst - ofs))
 
 
 def u(v):
@@ -136,7 +140,7 @@ plan_cases = [
     ("guest booted after host: negative offset",
      TAI_2024, GHZ3_YEAR3, 0, 48, TAI_2024 + 150 * 10**6, 3 * 10**9 * 100 * 86400, 0, 48,
      3000000, M64 - 3 * 10**9 * 86400),
-    ("target clock 2 ms behind: negative elapsed",
+    ("target clock 2 ms behind: held, 2 ms clamped",
      TAI_2024, 2445406000 * 86400 * 30, 0, 48, TAI_2024 - 2 * 10**6, 2445406000 * 86400 * 31,
      0, 48, 2445406, 12345),
     ("offset near 0 wraps below 0",
@@ -158,7 +162,7 @@ plan_cases = [
      0, 1, 0, 48, 1 << 63, 1, 0, 48, 3000000, 0),
     ("elapsed cycles beyond int64",
      TAI_2024, 1, 0, 48, TAI_2024 + 3 * 10**18, 1, 0, 48, 3999999, 0),
-    ("most negative elapsed, cycles exact",
+    ("most negative elapsed: held",
      1 << 63, 1, 0, 48, 0, 1, 0, 48, 1000000, 0),
 ]
 
@@ -184,14 +188,14 @@ def main():
     print("static const struct plan_vector plan_vectors[] = {")
     for c in plan_cases:
         name, args = c[0], c[1:]
-        rc, elapsed, ofs_dst, delta = plan(*args)
+        rc, elapsed, clamped, ofs_dst, delta = plan(*args)
         (src_tai, src_tsc, src_ratio, src_frac, dst_tai, dst_tsc, dst_ratio, dst_frac, khz,
          ofs) = args
         print('\t{ "%s",\n\t  %s, %s,\n\t  %s, %d,\n\t  %s, %s,\n\t  %s, %d,\n\t  %d, %s,\n'
-              '\t  %s, %s,\n\t  %s, %s },' % (
+              '\t  %s, %s, %s,\n\t  %s, %s },' % (
                   name, u(src_tai), u(src_tsc), u(src_ratio), src_frac,
                   u(dst_tai), u(dst_tsc), u(dst_ratio), dst_frac, khz, u(ofs),
-                  "-ERANGE" if rc else "0", i(elapsed), u(ofs_dst), i(delta)))
+                  "-ERANGE" if rc else "0", i(elapsed), u(clamped), u(ofs_dst), i(delta)))
     print("};")
 
 

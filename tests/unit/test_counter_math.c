@@ -214,6 +214,9 @@ static uint64_t rng_host_tsc(void)
 
 /* ---- Fixtures ------------------------------------------------------------ */
 
+/* make_pair's error bound: both maxerrors (1 ms, 2 ms) and anchor widths. */
+#define MAKE_PAIR_BOUND_NS (UINT64_C(1000000) + 2000000 + 40 + 900)
+
 static void make_pair(struct counter_state *src, struct counter_target *dst, uint32_t n_vcpus)
 {
 	memset(src, 0, sizeof(*src));
@@ -289,6 +292,7 @@ struct plan_vector {
 	uint64_t ofs_src;
 	int rc;
 	int64_t elapsed_ns;
+	uint64_t clamped_ns;
 	uint64_t ofs_dst;
 	int64_t delta_cycles;
 };
@@ -409,7 +413,7 @@ static const struct plan_vector plan_vectors[] = {
 	  UINT64_C(1717171754150000000), UINT64_C(25920000000000000),
 	  UINT64_C(0), 48,
 	  3000000, UINT64_C(0),
-	  0, INT64_C(150000000),
+	  0, INT64_C(150000000), UINT64_C(0),
 	  UINT64_C(257904000450000000), INT64_C(257904000450000000) },
 	{ "guest booted after host: negative offset",
 	  UINT64_C(1717171754000000000), UINT64_C(283824000000000000),
@@ -417,23 +421,23 @@ static const struct plan_vector plan_vectors[] = {
 	  UINT64_C(1717171754150000000), UINT64_C(25920000000000000),
 	  UINT64_C(0), 48,
 	  3000000, UINT64_C(18446484873709551616),
-	  0, INT64_C(150000000),
+	  0, INT64_C(150000000), UINT64_C(0),
 	  UINT64_C(257644800450000000), INT64_C(257904000450000000) },
-	{ "target clock 2 ms behind: negative elapsed",
+	{ "target clock 2 ms behind: held, 2 ms clamped",
 	  UINT64_C(1717171754000000000), UINT64_C(6338492352000000),
 	  UINT64_C(0), 48,
 	  UINT64_C(1717171753998000000), UINT64_C(6549775430400000),
 	  UINT64_C(0), 48,
 	  2445406, UINT64_C(12345),
-	  0, INT64_C(-2000000),
-	  UINT64_C(18446532790626273149), INT64_C(-211283083290812) },
+	  0, INT64_C(0), UINT64_C(2000000),
+	  UINT64_C(18446532790631163961), INT64_C(-211283078400000) },
 	{ "offset near 0 wraps below 0",
 	  UINT64_C(1717171754000000000), UINT64_C(1000),
 	  UINT64_C(0), 48,
 	  UINT64_C(1717171754000001000), UINT64_C(283824000000000000),
 	  UINT64_C(0), 48,
 	  3000000, UINT64_C(5),
-	  0, INT64_C(1000),
+	  0, INT64_C(1000), UINT64_C(0),
 	  UINT64_C(18162920073709555621), INT64_C(-283823999999996000) },
 	{ "offset near 2^64 wraps above",
 	  UINT64_C(1717171754000000000), UINT64_C(283824000000000000),
@@ -441,7 +445,7 @@ static const struct plan_vector plan_vectors[] = {
 	  UINT64_C(1717430954000000000), UINT64_C(1000),
 	  UINT64_C(0), 48,
 	  3000000, UINT64_C(18446744073709551609),
-	  0, INT64_C(259200000000000),
+	  0, INT64_C(259200000000000), UINT64_C(0),
 	  UINT64_C(284601599999998993), INT64_C(284601599999999000) },
 	{ "1 us elapsed at 3999999 kHz",
 	  UINT64_C(1717171754000000000), UINT64_C(34560000000000000),
@@ -449,7 +453,7 @@ static const struct plan_vector plan_vectors[] = {
 	  UINT64_C(1717171754000001000), UINT64_C(34560001000000000),
 	  UINT64_C(0), 48,
 	  3999999, UINT64_C(42),
-	  0, INT64_C(1000),
+	  0, INT64_C(1000), UINT64_C(0),
 	  UINT64_C(18446744072709555658), INT64_C(-999996000) },
 	{ "Intel: 3 GHz host to 4 GHz host scaled 3/4",
 	  UINT64_C(1717171754000000000), UINT64_C(283824000000000000),
@@ -457,7 +461,7 @@ static const struct plan_vector plan_vectors[] = {
 	  UINT64_C(1717171756000000000), UINT64_C(34560000000000000),
 	  UINT64_C(211106232532992), 48,
 	  3000000, UINT64_C(18446743073709551616),
-	  0, INT64_C(2000000000),
+	  0, INT64_C(2000000000), UINT64_C(0),
 	  UINT64_C(257903006000000000), INT64_C(257904006000000000) },
 	{ "AMD: 2x on both sides",
 	  UINT64_C(1717171754000000000), UINT64_C(17280000000000000),
@@ -465,7 +469,7 @@ static const struct plan_vector plan_vectors[] = {
 	  UINT64_C(1717258154000000000), UINT64_C(141912000000000000),
 	  UINT64_C(8589934592), 32,
 	  3999999, UINT64_C(999),
-	  0, INT64_C(86400000000000),
+	  0, INT64_C(86400000000000), UINT64_C(0),
 	  UINT64_C(18197825673623152615), INT64_C(-248918400086400000) },
 	{ "Intel 2x source to AMD 1x target",
 	  UINT64_C(1717171754000000000), UINT64_C(141912000000000000),
@@ -473,7 +477,7 @@ static const struct plan_vector plan_vectors[] = {
 	  UINT64_C(1717171754333333333), UINT64_C(283824000000000007),
 	  UINT64_C(4294967296), 32,
 	  3000000, UINT64_C(9223372036854775808),
-	  0, INT64_C(333333333),
+	  0, INT64_C(333333333), UINT64_C(0),
 	  UINT64_C(9223372037854775800), INT64_C(999999992) },
 	{ "elapsed beyond int64",
 	  UINT64_C(0), UINT64_C(1),
@@ -481,7 +485,7 @@ static const struct plan_vector plan_vectors[] = {
 	  UINT64_C(9223372036854775808), UINT64_C(1),
 	  UINT64_C(0), 48,
 	  3000000, UINT64_C(0),
-	  -ERANGE, INT64_C(0),
+	  -ERANGE, INT64_C(0), UINT64_C(0),
 	  UINT64_C(0), INT64_C(0) },
 	{ "elapsed cycles beyond int64",
 	  UINT64_C(1717171754000000000), UINT64_C(1),
@@ -489,16 +493,16 @@ static const struct plan_vector plan_vectors[] = {
 	  UINT64_C(4717171754000000000), UINT64_C(1),
 	  UINT64_C(0), 48,
 	  3999999, UINT64_C(0),
-	  -ERANGE, INT64_C(0),
+	  -ERANGE, INT64_C(0), UINT64_C(0),
 	  UINT64_C(0), INT64_C(0) },
-	{ "most negative elapsed, cycles exact",
+	{ "most negative elapsed: held",
 	  UINT64_C(9223372036854775808), UINT64_C(1),
 	  UINT64_C(0), 48,
 	  UINT64_C(0), UINT64_C(1),
 	  UINT64_C(0), 48,
 	  1000000, UINT64_C(0),
-	  0, INT64_MIN,
-	  UINT64_C(9223372036854775808), INT64_MIN },
+	  0, INT64_C(0), UINT64_C(9223372036854775808),
+	  UINT64_C(0), INT64_C(0) },
 };
 /* END generated */
 /* clang-format on */
@@ -724,6 +728,7 @@ static void test_plan_matches_python_vectors(void **state)
 		if (rc != 0)
 			continue;
 		check_s64(v->name, plan.elapsed_ns, v->elapsed_ns);
+		check_u64(v->name, plan.clamped_ns, v->clamped_ns);
 		check_s64(v->name, plan.delta_cycles, v->delta_cycles);
 		check_u64(v->name, plan.n_vcpus, n);
 		for (uint32_t j = 0; j < n; j++)
@@ -731,23 +736,38 @@ static void test_plan_matches_python_vectors(void **state)
 	}
 }
 
-static void test_plan_negative_elapsed_when_target_clock_is_behind(void **state)
+/* The target's clock 2 ms behind the source's anchor (same host TSC, a
+ * local move): moved by the clocks the guest's TSC would go back 2 ms,
+ * below values it read. It is held instead, and the 2 ms are error. */
+static void test_plan_holds_the_guest_counter_when_target_clock_is_behind(void **state)
 {
 	static struct counter_state src;
 	static struct counter_target dst;
 	static struct counter_plan plan;
 
-	/* Same host TSC on both sides (a local move): only the elapsed time
-	 * shifts the offset, and here it shifts it backwards 2 ms. */
 	make_pair(&src, &dst, 1);
 	dst.anchor.host_tsc = src.anchor.host_tsc;
 	dst.anchor.tai_ns = src.anchor.tai_ns - 2 * NSEC_PER_MSEC;
 	src.offset_cycles[0] = 1000;
 
 	assert_int_equal(counter_math_plan(&src, &dst, NULL, &plan), 0);
-	assert_true(plan.elapsed_ns == -2000000);
-	assert_true(plan.delta_cycles == -6000000); /* 2 ms at 3 GHz */
-	assert_true(plan.offset_cycles[0] == UINT64_C(1000) - 6000000);
+	assert_true(plan.elapsed_ns == 0);
+	assert_true(plan.clamped_ns == 2000000);
+	assert_true(plan.delta_cycles == 0);
+	assert_true(plan.offset_cycles[0] == 1000);
+	assert_int_equal(plan.error_bound_ns, MAKE_PAIR_BOUND_NS + 2000000);
+	/* One ns forward is not clamped. */
+	dst.anchor.tai_ns = src.anchor.tai_ns + 1;
+	assert_int_equal(counter_math_plan(&src, &dst, NULL, &plan), 0);
+	assert_true(plan.elapsed_ns == 1 && plan.clamped_ns == 0);
+	assert_int_equal(plan.error_bound_ns, MAKE_PAIR_BOUND_NS);
+	/* The policy's limit is on what the clocks said, before the hold. */
+	dst.anchor.tai_ns = src.anchor.tai_ns - 2 * NSEC_PER_SEC;
+	assert_int_equal(
+		counter_math_plan(&src, &dst,
+				  &(struct counter_policy){ .max_abs_elapsed_ns = NSEC_PER_SEC },
+				  &plan),
+		-ERANGE);
 }
 
 static void test_plan_keeps_vcpu_phase_exactly(void **state)
@@ -775,17 +795,17 @@ static void test_plan_keeps_vcpu_phase_exactly(void **state)
 	}
 }
 
-static void test_plan_random_matches_reference_and_keeps_guest_continuous(void **state)
+static void test_plan_random_matches_reference_and_never_moves_the_guest_back(void **state)
 {
 	static struct counter_state src;
 	static struct counter_target dst;
 	static struct counter_plan plan;
-	int n_ok = 0, n_range = 0;
+	int n_ok = 0, n_range = 0, n_held = 0;
 
 	rng_seed();
 	for (int c = 0; c < 5000; c++) {
 		uint32_t n = 1 + (uint32_t)(rng_below(4) ? rng_below(8) : rng_below(VC_MAX_VCPUS));
-		int64_t elapsed, cycles = 0;
+		int64_t elapsed, used, cycles = 0;
 		uint64_t g_src0, g_dst0;
 		char what[64];
 		int rc, ref_rc;
@@ -820,16 +840,22 @@ static void test_plan_random_matches_reference_and_keeps_guest_continuous(void *
 		for (uint32_t i = 0; i < n; i++)
 			src.offset_cycles[i] = rng_below(2) ? rng_u64() : rng_below(1000000);
 
+		/* The model: a target clock behind holds the guest's counter. */
+		used = elapsed < 0 ? 0 : elapsed;
 		snprintf(what, sizeof(what), "case %d", c);
 		rc = counter_math_plan(&src, &dst, NULL, &plan);
-		ref_rc = ref_ns_to_cycles(elapsed, src.guest_tsc_khz, &cycles);
+		ref_rc = ref_ns_to_cycles(used, src.guest_tsc_khz, &cycles);
 		check_s64(what, rc, ref_rc);
 		if (rc != 0) {
 			n_range++;
 			continue;
 		}
 		n_ok++;
-		check_s64(what, plan.elapsed_ns, elapsed);
+		n_held += elapsed < 0;
+		check_s64(what, plan.elapsed_ns, used);
+		check_u64(what, plan.clamped_ns, (uint64_t)(used - elapsed));
+		check_u64(what, plan.error_bound_ns,
+			  MAKE_PAIR_BOUND_NS + (uint64_t)(used - elapsed));
 		check_u64(what, plan.n_vcpus, n);
 		for (uint32_t i = 0; i < n; i++) {
 			/* Guest TSC at the source anchor, plus the guest cycles that
@@ -842,6 +868,10 @@ static void test_plan_random_matches_reference_and_keeps_guest_continuous(void *
 					 plan.offset_cycles[i];
 
 			check_u64(what, g_dst - g_src, (uint64_t)cycles);
+			/* Never back: the guest reads no less than it last did. */
+			if ((int64_t)(g_dst - g_src) < 0)
+				fail_msg("%s: vCPU %u moved back %" PRId64 " cycles", what, i,
+					 (int64_t)(g_dst - g_src));
 			check_u64(what, plan.offset_cycles[i] - src.offset_cycles[i],
 				  (uint64_t)plan.delta_cycles);
 		}
@@ -852,6 +882,7 @@ static void test_plan_random_matches_reference_and_keeps_guest_continuous(void *
 	}
 	assert_true(n_ok >= 1000);
 	assert_true(n_range > 0);
+	assert_true(n_held >= 1000);
 }
 
 static void test_plan_carries_each_sides_scaling_ratio(void **state)
@@ -1074,7 +1105,7 @@ static void test_plan_reports_error_bound(void **state)
 
 	make_pair(&src, &dst, 1);
 	assert_int_equal(counter_math_plan(&src, &dst, NULL, &plan), 0);
-	assert_int_equal(plan.error_bound_ns, 1000000 + 2000000 + 40 + 900);
+	assert_int_equal(plan.error_bound_ns, MAKE_PAIR_BOUND_NS);
 	/* An unsynchronised target still gets a plan; the caller's policy
 	 * decides what an unbounded error means. */
 	dst.sync.unsynced = true;
@@ -1131,9 +1162,9 @@ int main(void)
 		cmocka_unit_test(test_error_bound_saturates_at_uint64_max),
 		cmocka_unit_test(test_error_bound_is_unbounded_when_either_side_unsynced),
 		cmocka_unit_test(test_plan_matches_python_vectors),
-		cmocka_unit_test(test_plan_negative_elapsed_when_target_clock_is_behind),
+		cmocka_unit_test(test_plan_holds_the_guest_counter_when_target_clock_is_behind),
 		cmocka_unit_test(test_plan_keeps_vcpu_phase_exactly),
-		cmocka_unit_test(test_plan_random_matches_reference_and_keeps_guest_continuous),
+		cmocka_unit_test(test_plan_random_matches_reference_and_never_moves_the_guest_back),
 		cmocka_unit_test(test_plan_carries_each_sides_scaling_ratio),
 		cmocka_unit_test(test_plan_refuses_frequency_mismatch),
 		cmocka_unit_test(test_plan_accepts_rates_within_tolerance_and_widens_the_bound),

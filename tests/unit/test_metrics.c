@@ -132,6 +132,16 @@ static const char expected_tail[] =
 	"between source and target.\n"
 	"# TYPE vcounterd_last_elapsed_seconds gauge\n"
 	"vcounterd_last_elapsed_seconds 0.060520739\n"
+	"# HELP vcounterd_last_clamped_seconds How far the last migration's target clock read "
+	"behind the source's anchor (0: it ran forward); the guest's counter was held by that, not "
+	"moved back.\n"
+	"# TYPE vcounterd_last_clamped_seconds gauge\n"
+	"vcounterd_last_clamped_seconds 0.25\n"
+	"# HELP vcounterd_counter_held_total Migrations done whose target clock read behind the "
+	"source's anchor: the guest's counter was held rather than moved back (check the hosts' "
+	"time sync).\n"
+	"# TYPE vcounterd_counter_held_total counter\n"
+	"vcounterd_counter_held_total 4\n"
 	"# HELP vcounterd_peer_links Peer links, by state (connecting: TCP connect or TLS "
 	"handshake running).\n"
 	"# TYPE vcounterd_peer_links gauge\n"
@@ -180,6 +190,8 @@ static void test_render_known_state_is_exact(void **state)
 	m.has_last = true;
 	m.last_error_bound_ns = 2306357;
 	m.last_elapsed_ns = 60520739;
+	m.last_clamped_ns = 250000000;
+	m.counter_held = 4;
 	m.peer_link_failures = 5;
 	m.tls_handshake_failures[METRICS_LISTENER_PEER] = 7;
 	m.journal_write_failures = 2;
@@ -201,6 +213,8 @@ static void test_every_family_declared_once_before_its_samples(void **state)
 		"vcounterd_apply_latency_seconds",
 		"vcounterd_last_error_bound_seconds",
 		"vcounterd_last_elapsed_seconds",
+		"vcounterd_last_clamped_seconds",
+		"vcounterd_counter_held_total",
 		"vcounterd_peer_links",
 		"vcounterd_peer_link_failures_total",
 		"vcounterd_tls_handshake_failures_total",
@@ -376,8 +390,34 @@ static void test_source_done_sets_last_gauges_not_the_histogram(void **state)
 	assert_sample("vcounterd_migrations_total{role=\"source\",outcome=\"done\"} ", "1");
 	assert_sample("vcounterd_last_error_bound_seconds ", "1.5");
 	assert_sample("vcounterd_last_elapsed_seconds ", "-1.500000001");
+	assert_sample("vcounterd_last_clamped_seconds ", "0");
+	assert_sample("vcounterd_counter_held_total ", "0");
 	assert_sample("vcounterd_apply_latency_seconds_count ", "0");
 	assert_sample("vcounterd_apply_latency_seconds_bucket{le=\"+Inf\"} ", "0");
+}
+
+/* A target clock behind: the hold is counted once per migration done, on
+ * either side, and the last amount shown. */
+static void test_held_counter_is_counted_and_its_amount_shown(void **state)
+{
+	struct metrics m = { 0 };
+	bool counted = false;
+
+	session_at(VM_ROLE_TARGET, STEP_APPLIED, true);
+	sess.report.elapsed_ns = 0;
+	sess.report.clamped_ns = 2000000001;
+	metrics_migration_changed(&m, &sess, &counted);
+	metrics_migration_changed(&m, &sess, &counted); /* the same step again */
+	render(&m, &empty_snap);
+	assert_sample("vcounterd_counter_held_total ", "1");
+	assert_sample("vcounterd_last_clamped_seconds ", "2.000000001");
+
+	counted = false;
+	sess.report.clamped_ns = 0;
+	metrics_migration_changed(&m, &sess, &counted);
+	render(&m, &empty_snap);
+	assert_sample("vcounterd_counter_held_total ", "1");
+	assert_sample("vcounterd_last_clamped_seconds ", "0");
 }
 
 static void test_unbounded_error_bound_is_inf(void **state)
@@ -632,6 +672,7 @@ int main(void)
 		cmocka_unit_test(test_histogram_is_cumulative_with_inf_sum_and_count),
 		cmocka_unit_test(test_each_outcome_is_counted_once),
 		cmocka_unit_test(test_source_done_sets_last_gauges_not_the_histogram),
+		cmocka_unit_test(test_held_counter_is_counted_and_its_amount_shown),
 		cmocka_unit_test(test_unbounded_error_bound_is_inf),
 		cmocka_unit_test(test_failures_are_counted_by_listener),
 		cmocka_unit_test(test_widest_text_fits_and_short_buffer_is_refused),

@@ -39,12 +39,16 @@ struct vcounter_report {
 	uint32_t n_vcpus;
 	uint64_t *offsets_before; /* n_vcpus entries: source offsets */
 	uint64_t *offsets_after;  /* n_vcpus entries: applied, read back */
-	int64_t elapsed_ns;	  /* host time accounted between the anchors */
+	int64_t elapsed_ns;	  /* host time accounted between the anchors, >= 0 */
 	int64_t delta_cycles;	  /* added to every source offset */
 	uint64_t error_bound_ns;  /* UINT64_MAX: a host clock is unsynchronised */
 	uint64_t apply_latency_ns;
 	uint32_t guest_tsc_khz;
 	bool error_bound_exceeded;
+	/* The target's clock read earlier than the source's anchor by this: the
+	 * guest's counter was held (elapsed_ns 0), never moved back below what
+	 * the guest read; included in error_bound_ns. */
+	uint64_t clamped_ns;
 };
 
 /* Connect to the daemon's VMM socket (NULL: VCOUNTER_DEFAULT_SOCKET).
