@@ -56,7 +56,6 @@ struct control {
 	struct watcher *watchers;
 	size_t n_watchers;
 	uint64_t seq;
-	uint32_t host_tsc_khz;
 	struct backend_support support[_BACKEND_KIND_MAX];
 	size_t n_support;
 };
@@ -318,7 +317,7 @@ static void get_host_status(struct grpc_call *call, const ProtobufCMessage *requ
 	hs.sync = &sync_pb;
 	/* This host's share of a handoff's bound (counter_math.h): its
 	 * maxerror and the width of an anchor taken now. */
-	r = hostclock_bracket_anchor(ctl->host_tsc_khz, &anchor);
+	r = hostclock_bracket_anchor(ctl->vcd->host_tsc_khz, &anchor);
 	if (sync.unsynced || r < 0 || sync.maxerror_ns > UINT64_MAX - anchor.width_ns)
 		hs.error_bound_ns = UINT64_MAX;
 	else
@@ -334,7 +333,7 @@ static void get_host_status(struct grpc_call *call, const ProtobufCMessage *requ
 			 migrations_listen_port(vcd));
 	hs.peer_listen_address = listen;
 	hs.uptime_ns = vcd_now_ns() - vcd->started_ns;
-	hs.host_tsc_khz = ctl->host_tsc_khz;
+	hs.host_tsc_khz = ctl->vcd->host_tsc_khz;
 	hs.watchers = (uint32_t)ctl->n_watchers;
 	send_one(call, &hs.base);
 }
@@ -710,8 +709,6 @@ int control_start(struct vcd *vcd, int listen_unix_fd)
 	if (!ctl)
 		return -ENOMEM;
 	ctl->vcd = vcd;
-	if (hostclock_tsc_khz(&ctl->host_tsc_khz) < 0)
-		ctl->host_tsc_khz = 0;
 	backend_support_probe(ctl);
 	vcd->control = ctl;
 	roles_of(cfg, &gc);

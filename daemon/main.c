@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "failpoint.h"
 #include "fdstore.h"
+#include "hostclock.h"
 #include "log.h"
 #include "macro.h"
 #include "metrics_http.h"
@@ -266,6 +267,10 @@ int main(int argc, char **argv)
 		log_error_errno(vmm_fd, "cannot listen on %s", vcd.config.vmm_socket);
 		goto out;
 	}
+	/* Once, ~20 ms: the target's anchors at prepare and the control API's
+	 * host view measure their brackets with it. */
+	if (hostclock_tsc_khz(&vcd.host_tsc_khz) < 0)
+		vcd.host_tsc_khz = 0;
 	r = vmm_server_start(&vcd, vmm_fd);
 	if (r < 0) {
 		close(vmm_fd);

@@ -1153,7 +1153,8 @@ static int target_plan(struct vcd *vcd, const struct vm_entry *vm, const struct 
 	r = hostclock_sync_error(&dst.sync);
 	if (r < 0)
 		return r;
-	r = hostclock_bracket_anchor(src->anchor.host_tsc_khz, &dst.anchor);
+	/* This host's rate, not the source's: they differ when the hosts do. */
+	r = hostclock_bracket_anchor(vcd->host_tsc_khz, &dst.anchor);
 	if (r < 0)
 		return r;
 	return counter_math_plan(src, &dst, &policy, ret_plan);

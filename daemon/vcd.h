@@ -151,7 +151,8 @@ struct vcd {
 	struct control *control;
 	struct vm_entry *vms;
 	size_t n_vms;
-	uint64_t started_ns; /* CLOCK_MONOTONIC at start-up */
+	uint64_t started_ns;   /* CLOCK_MONOTONIC at start-up */
+	uint32_t host_tsc_khz; /* this host's TSC rate, measured at start-up; 0: unknown */
 	struct metrics_http *metrics_http;
 	/* The configuration config was made from (conf.h): its strings'
 	 * owner, and what a reload reads again. */
