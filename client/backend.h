@@ -22,12 +22,13 @@ struct kvm_vm_fds {
 };
 
 struct backend_apply_result {
-	struct counter_plan plan;	 /* what was computed and written */
-	struct host_anchor anchor;	 /* target anchor the plan used */
-	struct sync_error sync;		 /* target sync error the plan used */
-	struct counter_state readback;	 /* offsets/clock read back after the write */
-	uint64_t apply_ns;		 /* CLOCK_MONOTONIC time inside the ioctls */
-	char detail[BACKEND_DETAIL_MAX]; /* on -EIO: which vCPU read back what */
+	struct counter_plan plan;	    /* what was computed and written */
+	struct host_anchor anchor;	    /* target anchor the plan used */
+	struct sync_error sync;		    /* target sync error the plan used */
+	struct counter_state readback;	    /* offsets/clock read back after the write */
+	struct kvmclock_state clock_before; /* the VM's kvmclock before the write */
+	uint64_t apply_ns;		    /* CLOCK_MONOTONIC time inside the ioctls */
+	char detail[BACKEND_DETAIL_MAX];    /* on -EIO: which vCPU read back what */
 };
 
 struct backend_ops {

@@ -131,18 +131,27 @@ static const struct kvm_x86_tsc_access attr_access = {
 	.set = attr_set,
 };
 
+/* KVM_GET_CLOCK. Outside master-clock mode KVM gives no host TSC with the
+ * clock; the midpoint of rdtsc around the ioctl stands in (flags still say
+ * KVM did not give it), so that kvmclock can be compared with the guest's
+ * TSC (counter_math_kvmclock_check). */
 static int vm_get_clock(int vm_fd, struct kvmclock_state *ret_clock)
 {
 	struct kvm_clock_data data = { 0 };
+	uint64_t tsc_before, tsc_after;
 
+	tsc_before = hostclock_rdtsc();
 	if (ioctl(vm_fd, KVM_GET_CLOCK, &data) < 0)
 		return -errno;
+	tsc_after = hostclock_rdtsc();
 	*ret_clock = (struct kvmclock_state){
 		.clock_ns = data.clock,
 		.flags = data.flags,
 		.realtime_ns = data.realtime,
 		.host_tsc = data.host_tsc,
 	};
+	if (!(data.flags & KVM_CLOCK_HOST_TSC) && tsc_after >= tsc_before)
+		ret_clock->host_tsc = tsc_before + (tsc_after - tsc_before) / 2;
 	return 0;
 }
 
@@ -272,8 +281,8 @@ static int tsc_scaling(uint32_t guest_khz, uint32_t host_khz, uint64_t *ret_rati
  * KVM_CLOCK_REALTIME is set to say realtime_ns is valid, so that the target's
  * KVM_SET_CLOCK can advance the clock by what elapsed. */
 static int take_anchor(const struct kvm_vm_fds *vm, uint32_t host_khz,
-		       struct kvmclock_state *ret_clock, struct host_anchor *ret_anchor,
-		       struct sync_error *ret_sync)
+		       struct kvmclock_state *ret_clock, uint32_t *ret_kvm_flags,
+		       struct host_anchor *ret_anchor, struct sync_error *ret_sync)
 {
 	const uint32_t need = KVM_CLOCK_HOST_TSC | KVM_CLOCK_REALTIME;
 
@@ -281,6 +290,7 @@ static int take_anchor(const struct kvm_vm_fds *vm, uint32_t host_khz,
 		struct kvmclock_state clock;
 		struct host_anchor anchor;
 		struct sync_error sync, sync_after;
+		uint32_t kvm_flags;
 		struct timespec now;
 		int r;
 
@@ -290,6 +300,7 @@ static int take_anchor(const struct kvm_vm_fds *vm, uint32_t host_khz,
 		r = vm_get_clock(vm->vm_fd, &clock);
 		if (r < 0)
 			return r;
+		kvm_flags = clock.flags;
 		if ((clock.flags & need) == need) {
 			r = hostclock_anchor_from_kvmclock(&clock, sync.tai_offset_s, host_khz,
 							   &anchor);
@@ -311,6 +322,8 @@ static int take_anchor(const struct kvm_vm_fds *vm, uint32_t host_khz,
 			continue;
 
 		*ret_clock = clock;
+		if (ret_kvm_flags)
+			*ret_kvm_flags = kvm_flags;
 		*ret_anchor = anchor;
 		*ret_sync = sync_after;
 		return 0;
@@ -546,7 +559,7 @@ int kvm_x86_tsc_read_state(const struct kvm_x86_tsc_access *acc, const struct kv
 	 * offsets. Offsets do not change unless someone writes them, so the
 	 * order only matters for a guest writing its TSC, which is paused on
 	 * the source's final read. */
-	r = take_anchor(vm, host_khz, &state->kvmclock, &state->anchor, &state->sync);
+	r = take_anchor(vm, host_khz, &state->kvmclock, NULL, &state->anchor, &state->sync);
 	if (r < 0)
 		return r;
 	r = read_offsets(acc, vm, &raw0, state->offset_cycles);
@@ -565,6 +578,7 @@ int kvm_x86_tsc_apply(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_
 	struct counter_target target = { .arch = COUNTER_ARCH_X86_TSC };
 	struct kvmclock_state clock_now;
 	struct kvm_clock_data set = { 0 };
+	uint32_t kvm_flags_now = 0;
 	struct tsc_vcpu_state raw0;
 	uint64_t t0 = 0, t1 = 0;
 	uint32_t host_khz;
@@ -582,7 +596,7 @@ int kvm_x86_tsc_apply(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_
 		       &target.tsc_scaling_frac_bits, &host_khz, &raw0);
 	if (r < 0)
 		return r;
-	r = take_anchor(vm, host_khz, &clock_now, &target.anchor, &target.sync);
+	r = take_anchor(vm, host_khz, &clock_now, &kvm_flags_now, &target.anchor, &target.sync);
 	if (r < 0)
 		return r;
 	r = counter_math_plan(src, &target, policy, &res->plan);
@@ -638,6 +652,8 @@ int kvm_x86_tsc_apply(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_
 		return r;
 	res->anchor = target.anchor;
 	res->sync = target.sync;
+	res->clock_before = clock_now;
+	res->clock_before.flags = kvm_flags_now;
 	res->apply_ns = t1 - t0;
 
 	r = 0;

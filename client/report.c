@@ -15,7 +15,7 @@ int report_from_pb(const Vcounter__V1__MigrationReport *pb, struct vcounter_repo
 	_cleanup_free_ struct migration_report *rep = NULL;
 	_cleanup_free_ uint64_t *before = NULL;
 	_cleanup_free_ uint64_t *after = NULL;
-	const char *backend;
+	const char *name;
 	int r;
 
 	/* struct migration_report holds VC_MAX_VCPUS offsets twice (16 KiB):
@@ -37,8 +37,8 @@ int report_from_pb(const Vcounter__V1__MigrationReport *pb, struct vcounter_repo
 	memset(ret, 0, sizeof(*ret));
 	snprintf(ret->migration_id, sizeof(ret->migration_id), "%s", rep->migration_id);
 	snprintf(ret->vm_id, sizeof(ret->vm_id), "%s", rep->vm_id);
-	backend = backend_kind_to_string(rep->backend);
-	snprintf(ret->backend, sizeof(ret->backend), "%s", backend ? backend : "?");
+	name = backend_kind_to_string(rep->backend);
+	snprintf(ret->backend, sizeof(ret->backend), "%s", name ? name : "?");
 	ret->generation = rep->generation;
 	ret->n_vcpus = rep->n_vcpus;
 	ret->offsets_before = TAKE_PTR(before);
@@ -50,6 +50,14 @@ int report_from_pb(const Vcounter__V1__MigrationReport *pb, struct vcounter_repo
 	ret->guest_tsc_khz = rep->guest_tsc_khz;
 	ret->error_bound_exceeded = rep->error_bound_exceeded;
 	ret->clamped_ns = rep->clamped_ns;
+	name = counter_timescale_to_string(rep->timescale);
+	snprintf(ret->timescale, sizeof(ret->timescale), "%s", name ? name : "?");
+	name = kvmclock_verdict_to_string(rep->kvmclock_verdict);
+	snprintf(ret->kvmclock_check, sizeof(ret->kvmclock_check), "%s", name ? name : "?");
+	ret->kvmclock_flags_source = rep->kvmclock_flags_source;
+	ret->kvmclock_flags_before = rep->kvmclock_flags_before;
+	ret->kvmclock_flags_after = rep->kvmclock_flags_after;
+	ret->kvmclock_error_ns = rep->kvmclock_error_ns;
 	return 0;
 }
 

@@ -255,6 +255,7 @@ static int run_kvm_op(struct vcounter *vc, uint64_t id, const Vcounter__V1__KvmO
 	Vcounter__V1__KvmOpResult res = VCOUNTER__V1__KVM_OP_RESULT__INIT;
 	Vcounter__V1__Error e = VCOUNTER__V1__ERROR__INIT;
 	Vcounter__V1__HostAnchor anchor_pb;
+	Vcounter__V1__KvmClock clock_before_pb;
 	struct wire_counter_state_pb state_pb;
 	_cleanup_free_ struct counter_state *state = calloc(1, sizeof(*state));
 	_cleanup_free_ struct counter_state *src = NULL;
@@ -360,6 +361,8 @@ static int run_kvm_op(struct vcounter *vc, uint64_t id, const Vcounter__V1__KvmO
 		anchor_to_pb(&applied->anchor, &anchor_pb);
 		res.apply_anchor = &anchor_pb;
 		res.apply_ns = applied->apply_ns;
+		wire_kvmclock_to_pb(&applied->clock_before, &clock_before_pb);
+		res.clock_before = &clock_before_pb;
 		break;
 	}
 	default:

@@ -248,6 +248,12 @@ static void json_report(struct json *j, const char *key, const struct vcounter_r
 	json_u64(j, "guest_tsc_khz", r->guest_tsc_khz);
 	json_bool(j, "error_bound_exceeded", r->error_bound_exceeded);
 	json_u64(j, "clamped_ns", r->clamped_ns);
+	json_str(j, "timescale", r->timescale);
+	json_str(j, "kvmclock_check", r->kvmclock_check);
+	json_u64(j, "kvmclock_flags_source", r->kvmclock_flags_source);
+	json_u64(j, "kvmclock_flags_before", r->kvmclock_flags_before);
+	json_u64(j, "kvmclock_flags_after", r->kvmclock_flags_after);
+	json_i64(j, "kvmclock_error_ns", r->kvmclock_error_ns);
 	json_close(j, '}');
 }
 
@@ -714,8 +720,14 @@ static void print_migration(const struct vcounter_ctl_migration *m)
 			      "the target's clock read %s behind the source's "
 			      "anchor: the guest's counter was held, not moved back (in the bound)",
 			      format_ns(b1, sizeof(b1), r->clamped_ns));
+		field("  time scale", "%s", r->timescale);
 		field("  error bound", "%s%s", format_bound(b2, sizeof(b2), r->error_bound_ns),
 		      r->error_bound_exceeded ? " (over the configured limit)" : "");
+		field("  kvmclock",
+		      "%s (%s off the guest's TSC; flags %#x at the source, %#x "
+		      "before the apply, %#x after)",
+		      r->kvmclock_check, format_signed_ns(b1, sizeof(b1), r->kvmclock_error_ns),
+		      r->kvmclock_flags_source, r->kvmclock_flags_before, r->kvmclock_flags_after);
 		field("  apply latency", "%s", format_ns(b1, sizeof(b1), r->apply_latency_ns));
 		field("  guest TSC", "%" PRIu32 " kHz", r->guest_tsc_khz);
 		putchar('\n');
@@ -851,6 +863,11 @@ static void print_event(const struct args *a, const struct vcounter_ctl_event *e
 		if (m->has_report && m->report.clamped_ns && n > 0 && (size_t)n < sizeof(line))
 			n += snprintf(line + n, sizeof(line) - (size_t)n, " held=%s",
 				      format_ns(b1, sizeof(b1), m->report.clamped_ns));
+		if (m->has_report && strcmp(m->report.kvmclock_check, "ok") != 0 &&
+		    strcmp(m->report.kvmclock_check, "unchecked") != 0 && n > 0 &&
+		    (size_t)n < sizeof(line))
+			n += snprintf(line + n, sizeof(line) - (size_t)n, " kvmclock=%s",
+				      m->report.kvmclock_check);
 		if (m->failure_reason[0] && n > 0 && (size_t)n < sizeof(line))
 			snprintf(line + n, sizeof(line) - (size_t)n, " reason=\"%s\"",
 				 m->failure_reason);

@@ -7,6 +7,7 @@
 #include "counter_math.h"
 
 __extension__ typedef unsigned __int128 u128;
+__extension__ typedef __int128 s128;
 
 /* KVM_CLOCK_REALTIME from include/uapi/linux/kvm.h (Linux 5.16+): with it,
  * KVM_SET_CLOCK adds (CLOCK_REALTIME now - kvm_clock_data.realtime) to the
@@ -15,7 +16,13 @@ __extension__ typedef unsigned __int128 u128;
  * against <linux/kvm.h>. */
 #define COUNTER_MATH_KVM_CLOCK_REALTIME (UINT32_C(1) << 2)
 
+/* KVM_CLOCK_TSC_STABLE: KVM_GET_CLOCK ran in master-clock mode, so the
+ * guest's kvmclock pages carry PVCLOCK_TSC_STABLE_BIT. */
+#define COUNTER_MATH_KVM_CLOCK_TSC_STABLE (UINT32_C(1) << 1)
+
 #define CYCLES_PER_KHZ_NS UINT64_C(1000000) /* ns * kHz / 10^6 = cycles */
+#define NS_PER_S	  INT64_C(1000000000)
+#define NS_PER_DAY	  (INT64_C(86400) * NS_PER_S)
 
 uint64_t counter_math_scale_tsc(uint64_t host_tsc, uint64_t ratio, uint32_t frac_bits)
 {
@@ -87,25 +94,6 @@ static bool scaling_is_valid(uint64_t ratio, uint32_t frac_bits)
 	return ratio == 0 || frac_bits < 64;
 }
 
-/* dst_tai_ns - src_tai_ns exactly, or -ERANGE if it does not fit int64_t. */
-static int anchor_elapsed_ns(uint64_t src_tai_ns, uint64_t dst_tai_ns, int64_t *ret_elapsed_ns)
-{
-	uint64_t magnitude;
-
-	if (dst_tai_ns >= src_tai_ns) {
-		magnitude = dst_tai_ns - src_tai_ns;
-		if (magnitude > INT64_MAX)
-			return -ERANGE;
-		*ret_elapsed_ns = (int64_t)magnitude;
-	} else {
-		magnitude = src_tai_ns - dst_tai_ns;
-		if (magnitude > (uint64_t)INT64_MAX + 1)
-			return -ERANGE;
-		*ret_elapsed_ns = u64_as_s64(-magnitude);
-	}
-	return 0;
-}
-
 bool counter_math_khz_same(uint32_t a, uint32_t b, uint32_t ppm)
 {
 	uint32_t diff = a > b ? a - b : b - a;
@@ -113,11 +101,155 @@ bool counter_math_khz_same(uint32_t a, uint32_t b, uint32_t ppm)
 	return (uint64_t)diff * 1000000 <= (uint64_t)a * ppm;
 }
 
+/* dst_ns - src_ns exactly, or -ERANGE if it does not fit int64_t. */
+static int time_diff_ns(uint64_t src_ns, uint64_t dst_ns, int64_t *ret_elapsed_ns)
+{
+	uint64_t magnitude;
+
+	if (dst_ns >= src_ns) {
+		magnitude = dst_ns - src_ns;
+		if (magnitude > INT64_MAX)
+			return -ERANGE;
+		*ret_elapsed_ns = (int64_t)magnitude;
+	} else {
+		magnitude = src_ns - dst_ns;
+		if (magnitude > (uint64_t)INT64_MAX + 1)
+			return -ERANGE;
+		*ret_elapsed_ns = u64_as_s64(-magnitude);
+	}
+	return 0;
+}
+
+/* A host's CLOCK_REALTIME at its anchor: CLOCK_TAI less its TAI offset
+ * (mod 2^64, as every time here is a u64 ns count). */
+static uint64_t anchor_realtime_ns(const struct host_anchor *anchor, const struct sync_error *sync)
+{
+	return anchor->tai_ns - (uint64_t)((int64_t)sync->tai_offset_s * NS_PER_S);
+}
+
+/* Whether UTC midnight (ns since the epoch, a multiple of a day) starts a
+ * month: the civil date of its day (proleptic Gregorian, after
+ * Howard Hinnant's days-to-civil) is the 1st. */
+static bool month_ends_before(uint64_t midnight_ns)
+{
+	uint64_t z = midnight_ns / (uint64_t)NS_PER_DAY + 719468; /* days since 0000-03-01 */
+	uint64_t era = z / 146097, doe = z - era * 146097;
+	uint64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	uint64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	uint64_t mp = (5 * doy + 2) / 153;
+
+	return doy - (153 * mp + 2) / 5 == 0; /* day of month - 1 */
+}
+
+/* Two hosts' TAI offsets one apart around a leap second: the one that has
+ * applied it (its CLOCK_REALTIME past the leap's UTC midnight, or in an
+ * inserted leap's repeated second) keeps the new offset, the other the old
+ * one and still announces the leap. Skewed clocks apply it at different
+ * instants, so either host may be the one past it. */
+static bool tai_offsets_straddle_leap(uint64_t a_real, const struct sync_error *a, uint64_t b_real,
+				      const struct sync_error *b)
+{
+	uint64_t day = (uint64_t)NS_PER_DAY, second = (uint64_t)NS_PER_S, midnight;
+	const struct sync_error *hi = a, *lo = b;
+	uint64_t hi_real = a_real, lo_real = b_real;
+
+	if (a->tai_offset_s == b->tai_offset_s || a_real > UINT64_MAX - day)
+		return false;
+	if (a->tai_offset_s < b->tai_offset_s) {
+		hi = b, lo = a;
+		hi_real = b_real, lo_real = a_real;
+	}
+	if ((int64_t)hi->tai_offset_s - lo->tai_offset_s != 1)
+		return false;
+	midnight = (a_real + day / 2) / day * day; /* the nearest one */
+	/* Insert raises the offset: hi applied it, lo has not. */
+	if (lo->leap == SYNC_LEAP_INSERT)
+		return hi_real + second >= midnight && lo_real < midnight;
+	/* Delete lowers it: lo applied it, hi has not (23:59:59 is skipped). */
+	if (hi->leap == SYNC_LEAP_DELETE)
+		return lo_real >= midnight && hi_real + second < midnight;
+	return false;
+}
+
+int counter_math_elapsed(const struct counter_state *src, const struct counter_target *dst,
+			 struct counter_elapsed *ret)
+{
+	struct counter_elapsed e = { 0 };
+	int32_t src_tai = src->sync.tai_offset_s, dst_tai = dst->sync.tai_offset_s;
+	uint64_t src_real = anchor_realtime_ns(&src->anchor, &src->sync);
+	uint64_t dst_real = anchor_realtime_ns(&dst->anchor, &dst->sync);
+	uint64_t midnight, second = (uint64_t)NS_PER_S;
+	enum sync_leap leap;
+	int r;
+
+	if (src_tai != 0 && dst_tai != 0) {
+		/* Both kernels count TAI: exact across a leap second, when the
+		 * offsets agree, or straddle a leap (tai_offsets_straddle_leap).
+		 * Anything else is a host with a wrong leap table: which one
+		 * cannot be told. */
+		if (dst_tai != src_tai &&
+		    !tai_offsets_straddle_leap(src_real, &src->sync, dst_real, &dst->sync))
+			return -EDOM;
+		r = time_diff_ns(src->anchor.tai_ns, dst->anchor.tai_ns, &e.elapsed_ns);
+		if (r < 0)
+			return r;
+		e.timescale = TIMESCALE_TAI;
+		e.realtime_shift_ns = ((int64_t)src_tai - dst_tai) * NS_PER_S;
+		*ret = e;
+		return 0;
+	}
+
+	/* A host without a TAI offset (systemd-timesyncd, ntpd without a leap
+	 * file): its CLOCK_TAI is its CLOCK_REALTIME, so count both in UTC.
+	 * That is exact unless a leap second falls between the readings; the
+	 * kernel applies an announced one at the next UTC midnight, inserting
+	 * by reading [midnight - 1 s, midnight) twice, deleting by skipping it. */
+	r = time_diff_ns(src_real, dst_real, &e.elapsed_ns);
+	if (r < 0)
+		return r;
+	e.timescale = TIMESCALE_UTC;
+	leap = src->sync.leap != SYNC_LEAP_NONE ? src->sync.leap : dst->sync.leap;
+	if (src_real > UINT64_MAX - (uint64_t)NS_PER_DAY) {
+		*ret = e;
+		return 0;
+	}
+	midnight = (src_real / (uint64_t)NS_PER_DAY + 1) * (uint64_t)NS_PER_DAY;
+	if (leap == SYNC_LEAP_NONE) {
+		/* Neither host announced one when it read: a daemon that never
+		 * does (systemd-timesyncd), or one that cleared it already.
+		 * Leaps fall only where a month ends (ITU-R TF.460); a blackout
+		 * across such a midnight may hold one. */
+		if (dst_real + second >= midnight && month_ends_before(midnight))
+			e.uncertainty_ns = second;
+	} else if (dst->sync.leap != SYNC_LEAP_NONE && dst->sync.leap != leap) {
+		/* The hosts announce opposite leaps: one of them is wrong. */
+		if (dst_real >= midnight - second)
+			e.uncertainty_ns = second;
+	} else if (leap == SYNC_LEAP_INSERT) {
+		/* A reading inside the repeated second may be either pass. */
+		if (dst_real >= midnight && src_real < midnight - second) {
+			if (e.elapsed_ns > INT64_MAX - NS_PER_S)
+				return -ERANGE;
+			e.elapsed_ns += NS_PER_S;
+		} else if (dst_real >= midnight - second) {
+			e.uncertainty_ns = second;
+		}
+	} else if (dst_real >= midnight) {
+		e.elapsed_ns -= NS_PER_S; /* >= 1 s: dst read past the skipped second */
+	}
+	/* KVM counts the target's REALTIME minus the source's: that missed
+	 * exactly the leap added here. */
+	e.realtime_shift_ns = -(e.elapsed_ns - u64_as_s64(dst_real - src_real));
+	*ret = e;
+	return 0;
+}
+
 int counter_math_plan(const struct counter_state *src, const struct counter_target *dst,
 		      const struct counter_policy *policy, struct counter_plan *ret_plan)
 {
 	uint64_t abs_elapsed_ns, delta, rate_error_ns, clamped_ns = 0;
 	int64_t elapsed_ns, elapsed_cycles;
+	struct counter_elapsed when;
 	uint32_t n, khz_diff;
 	int r;
 
@@ -148,12 +280,10 @@ int counter_math_plan(const struct counter_state *src, const struct counter_targ
 			   ? src->guest_tsc_khz - dst->guest_tsc_khz
 			   : dst->guest_tsc_khz - src->guest_tsc_khz;
 
-	/* TAI, not REALTIME, so a leap second between the two readings cannot
-	 * add or remove a second (DESIGN.md section 7). Negative when the
-	 * target's clock is behind the source's by more than the blackout. */
-	r = anchor_elapsed_ns(src->anchor.tai_ns, dst->anchor.tai_ns, &elapsed_ns);
+	r = counter_math_elapsed(src, dst, &when);
 	if (r < 0)
 		return r;
+	elapsed_ns = when.elapsed_ns;
 	abs_elapsed_ns = elapsed_ns < 0 ? -(uint64_t)elapsed_ns : (uint64_t)elapsed_ns;
 	if (policy && policy->max_abs_elapsed_ns != 0 &&
 	    abs_elapsed_ns > policy->max_abs_elapsed_ns)
@@ -198,14 +328,84 @@ int counter_math_plan(const struct counter_state *src, const struct counter_targ
 				 : 0;
 	ret_plan->error_bound_ns = add_sat_u64(ret_plan->error_bound_ns, rate_error_ns);
 	ret_plan->error_bound_ns = add_sat_u64(ret_plan->error_bound_ns, clamped_ns);
+	ret_plan->error_bound_ns = add_sat_u64(ret_plan->error_bound_ns, when.uncertainty_ns);
+	ret_plan->timescale = when.timescale;
 
-	/* The target kernel advances kvmclock by the realtime that elapsed since
-	 * the source read it. Only ask for that when the source reading carries
-	 * a realtime: KVM_GET_CLOCK leaves it 0 outside master-clock mode, and
-	 * advancing from 0 would add the whole epoch to the guest's clock. */
+	/* The target kernel advances kvmclock by its CLOCK_REALTIME now minus
+	 * the realtime given (api.rst 4.30 KVM_SET_CLOCK). That would count
+	 * REALTIME, not the time scale above: so hand it the source's reading
+	 * moved into the target's REALTIME, such that at the target anchor it
+	 * adds exactly elapsed_ns (0 when held). Only when the source reading
+	 * carries a realtime: KVM_GET_CLOCK leaves it 0 outside master-clock
+	 * mode, and advancing from 0 would add the whole epoch. */
 	ret_plan->kvmclock.clock_ns = src->kvmclock.clock_ns;
-	ret_plan->kvmclock.realtime_ns = src->kvmclock.realtime_ns;
 	ret_plan->kvmclock.host_tsc = 0; /* ignored by KVM_SET_CLOCK */
 	ret_plan->kvmclock.flags = src->kvmclock.flags & COUNTER_MATH_KVM_CLOCK_REALTIME;
+	if (ret_plan->kvmclock.flags) {
+		/* Held: KVM must add nothing at the target anchor, and from
+		 * there count what runs, as the TSC does from it. */
+		s128 realtime =
+			(s128)src->kvmclock.realtime_ns + when.realtime_shift_ns - (s128)clamped_ns;
+
+		if (realtime < 0 || realtime > UINT64_MAX)
+			return -ERANGE;
+		ret_plan->kvmclock.realtime_ns = (uint64_t)realtime;
+	}
 	return 0;
+}
+
+bool counter_math_kvmclock_master(uint32_t flags)
+{
+	return flags & COUNTER_MATH_KVM_CLOCK_TSC_STABLE;
+}
+
+void counter_math_kvmclock_check(const struct counter_state *src,
+				 const struct kvmclock_state *before,
+				 const struct counter_state *after, struct kvmclock_check *ret)
+{
+	struct kvmclock_check c = {
+		.verdict = KVMCLOCK_UNCHECKED,
+		.flags_source = src->kvmclock.flags,
+		.flags_before = before->flags,
+		.flags_after = after->kvmclock.flags,
+	};
+	uint64_t g_src, g_after;
+	int64_t tsc_cycles, tsc_ns, kvmclock_ns;
+
+	/* arm64 has no kvmclock; a reading without a host TSC to pair it
+	 * with, or a VM without vCPUs, gives nothing to compare. */
+	if (src->arch != COUNTER_ARCH_X86_TSC || after->arch != COUNTER_ARCH_X86_TSC ||
+	    src->n_vcpus == 0 || after->n_vcpus == 0 || src->guest_tsc_khz == 0 ||
+	    src->kvmclock.host_tsc == 0 || after->kvmclock.host_tsc == 0 ||
+	    !scaling_is_valid(src->tsc_scaling_ratio, src->tsc_scaling_frac_bits) ||
+	    !scaling_is_valid(after->tsc_scaling_ratio, after->tsc_scaling_frac_bits)) {
+		*ret = c;
+		return;
+	}
+
+	/* vCPU 0's TSC at each kvmclock reading: how far the guest's TSC
+	 * moved from the source's final read to the read-back. Every vCPU
+	 * moved by the same delta (counter_math_plan). */
+	g_src = counter_math_scale_tsc(src->kvmclock.host_tsc, src->tsc_scaling_ratio,
+				       src->tsc_scaling_frac_bits) +
+		src->offset_cycles[0];
+	g_after = counter_math_scale_tsc(after->kvmclock.host_tsc, after->tsc_scaling_ratio,
+					 after->tsc_scaling_frac_bits) +
+		  after->offset_cycles[0];
+	tsc_cycles = u64_as_s64(g_after - g_src);
+	tsc_ns = (int64_t)((s128)tsc_cycles * (int64_t)CYCLES_PER_KHZ_NS / src->guest_tsc_khz);
+	kvmclock_ns = u64_as_s64(after->kvmclock.clock_ns - src->kvmclock.clock_ns);
+	if (__builtin_sub_overflow(kvmclock_ns, tsc_ns, &c.error_ns))
+		c.error_ns = kvmclock_ns < 0 ? INT64_MIN : INT64_MAX;
+	c.tolerance_ns = add_sat_u64(add_sat_u64(src->anchor.width_ns, after->anchor.width_ns),
+				     COUNTER_MATH_KVMCLOCK_SLACK_NS);
+
+	if (counter_math_kvmclock_master(c.flags_source) &&
+	    !counter_math_kvmclock_master(c.flags_after))
+		c.verdict = KVMCLOCK_MASTER_CLOCK_LOST;
+	else if ((c.error_ns < 0 ? -(uint64_t)c.error_ns : (uint64_t)c.error_ns) > c.tolerance_ns)
+		c.verdict = KVMCLOCK_DIVERGED;
+	else
+		c.verdict = KVMCLOCK_OK;
+	*ret = c;
 }

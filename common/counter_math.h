@@ -44,10 +44,14 @@ struct counter_plan {
 	 * back below values the guest already read, and the shortfall is in
 	 * error_bound_ns. 0 when the clocks ran forward. */
 	uint64_t clamped_ns;
-	int64_t delta_cycles;	 /* added (mod 2^64) to every source offset */
-	uint64_t error_bound_ns; /* UINT64_MAX when a side is unsynchronised */
-	/* KVM_SET_CLOCK input: the source kvmclock at source realtime, so
-	 * the target kernel adds what elapsed (flags = KVM_CLOCK_REALTIME).
+	enum counter_timescale timescale; /* what elapsed_ns was counted in */
+	int64_t delta_cycles;		  /* added (mod 2^64) to every source offset */
+	uint64_t error_bound_ns;	  /* UINT64_MAX when a side is unsynchronised */
+	/* KVM_SET_CLOCK input: the source kvmclock at the source's reading
+	 * expressed in the target's CLOCK_REALTIME (flags =
+	 * KVM_CLOCK_REALTIME), so that the target kernel adds what elapsed in
+	 * the plan's time scale, not REALTIME's: kvmclock and the TSC advance
+	 * alike across different TAI offsets and leap seconds.
 	 * flags is 0 (no advance) when the source reading had no realtime
 	 * (KVM_GET_CLOCK outside master-clock mode leaves it 0): advancing
 	 * from realtime 0 would add the whole epoch. host_tsc is 0. */
@@ -74,13 +78,47 @@ uint64_t counter_math_error_bound_ns(const struct sync_error *src_sync,
 				     const struct sync_error *dst_sync,
 				     const struct host_anchor *dst_anchor);
 
+/* The time between two anchors, and the time scale it is counted in. */
+struct counter_elapsed {
+	enum counter_timescale timescale;
+	int64_t elapsed_ns;	 /* negative: the target's clock is behind */
+	uint64_t uncertainty_ns; /* a leap second that may or may not fall in it */
+	/* Add to a source CLOCK_REALTIME reading to have it in the target's
+	 * REALTIME, so that the target's REALTIME minus it counts elapsed_ns:
+	 * the TAI offsets' difference, or the leap second counted in UTC. */
+	int64_t realtime_shift_ns;
+};
+
+/* Elapsed time from the source's anchor to the target's, whatever each
+ * host's time daemon did with the kernel's TAI offset (adjtimex(2) tai):
+ * - both offsets set: TAI (TIMESCALE_TAI), exact across leap seconds. The
+ *   offsets must agree, or straddle a leap second: one apart, the host
+ *   whose REALTIME is past the leap's UTC midnight holding the new offset,
+ *   the other the old one and still announcing the leap (STA_INS/STA_DEL)
+ *   - skewed hosts apply a leap at different instants; else -EDOM: a host has a wrong leap table
+ *   (chrony's leapsectz, tzdata) and whichever it is, the TAI difference
+ *   is wrong by whole seconds.
+ * - either unset (0, so that host's CLOCK_TAI is its REALTIME): UTC
+ *   (TIMESCALE_UTC), both anchors less their offsets. A leap second either
+ *   host announced (STA_INS/STA_DEL) at the UTC midnight after the source's
+ *   reading is added or removed when the target read after it; when a
+ *   reading falls in an inserted leap's repeated second, or the hosts
+ *   announce opposite leaps, it may or may not have happened: uncertainty_ns
+ *   is 1 s. So it is when neither host announced one and the readings
+ *   straddle a midnight that ends a month, where leaps fall (ITU-R TF.460):
+ *   a daemon that never announces (systemd-timesyncd) or one that cleared
+ *   the announcement already.
+ * -ERANGE when a time does not fit int64_t ns. Pure: no clocks read. */
+int counter_math_elapsed(const struct counter_state *src, const struct counter_target *dst,
+			 struct counter_elapsed *ret);
+
 /* Compute destination offsets from the final source state.
  *   g_src  = scale(src.anchor.host_tsc, src ratio) + ofs_src[i]   (guest TSC at src anchor)
  *   ofs_dst[i] = g_src + elapsed_ns * khz / 1e6 - scale(dst.anchor.host_tsc, dst ratio)
  * i.e. ofs_dst[i] = ofs_src[i] + delta, the same delta for every vCPU, so
  * inter-vCPU relative offsets are copied exactly.
- * elapsed_ns is the exact difference of the two anchors' tai_ns, or 0
- * when that is negative (the target's clock behind the source's by more
+ * elapsed_ns is counter_math_elapsed() (its uncertainty is added to the
+ * error bound, its time scale is the plan's), or 0 when that is negative (the target's clock behind the source's by more
  * than the blackout): a guest's counter never goes back. The shortfall is
  * clamped_ns, added to the error bound; the policy's max_abs_elapsed_ns
  * applies to the difference before the clamp.
@@ -92,7 +130,42 @@ uint64_t counter_math_error_bound_ns(const struct sync_error *src_sync,
  * other), -EXDEV (guest TSC frequencies differ by more than the policy's
  * tolerance: scaling is the VMM's job, via KVM_SET_TSC_KHZ on the target,
  * before apply), -ERANGE (|elapsed| beyond
- * policy, or elapsed or its cycles not representable in int64_t).
+ * policy, or elapsed or its cycles not representable in int64_t), -EDOM
+ * (both hosts keep TAI offsets, and they disagree: counter_math_elapsed).
  * ret_plan is written only on success. */
 int counter_math_plan(const struct counter_state *src, const struct counter_target *dst,
 		      const struct counter_policy *policy, struct counter_plan *ret_plan);
+
+/* kvmclock must advance with the guest's TSC: both by the handoff's
+ * elapsed time, plus whatever ran since. Anchor widths plus this much
+ * (ioctl round trips of the readings, rate differences over the
+ * milliseconds between target anchor and read-back) is agreement; a time
+ * scale mismatch (REALTIME vs TAI), a leap second counted by one and not
+ * the other, or kvmclock not advanced at all is far beyond it. */
+#define COUNTER_MATH_KVMCLOCK_SLACK_NS UINT64_C(100000)
+
+/* Whether KVM_GET_CLOCK flags say master-clock mode (KVM_CLOCK_TSC_STABLE). */
+bool counter_math_kvmclock_master(uint32_t flags);
+
+struct kvmclock_check {
+	enum kvmclock_verdict verdict;
+	uint32_t flags_source; /* KVM_GET_CLOCK flags at the source's final read */
+	uint32_t flags_before; /* on the target before the apply */
+	uint32_t flags_after;  /* on the target after it */
+	/* kvmclock's advance from the source's final reading to the target's
+	 * read-back, minus the guest TSC's (vCPU 0) over the same readings. */
+	int64_t error_ns;
+	uint64_t tolerance_ns;
+};
+
+/* Check what the guest will see after an apply: after is the state read
+ * back (offsets, kvmclock with a host TSC), before the target's kvmclock
+ * read before the apply. KVMCLOCK_MASTER_CLOCK_LOST when the source's
+ * reading had KVM_CLOCK_TSC_STABLE and the read-back has not (the guest's
+ * kvmclock loses PVCLOCK_TSC_STABLE_BIT: its vDSO falls back to system
+ * calls); KVMCLOCK_DIVERGED when |error_ns| > tolerance_ns;
+ * KVMCLOCK_UNCHECKED when there is no kvmclock (arm64) or a reading lacks
+ * its host TSC. Pure. */
+void counter_math_kvmclock_check(const struct counter_state *src,
+				 const struct kvmclock_state *before,
+				 const struct counter_state *after, struct kvmclock_check *ret);

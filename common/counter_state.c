@@ -79,6 +79,46 @@ const char *anchor_source_to_string(enum anchor_source source)
 	return anchor_source_table[source];
 }
 
+static const char *const sync_leap_table[_SYNC_LEAP_MAX] = {
+	[SYNC_LEAP_NONE] = "none",
+	[SYNC_LEAP_INSERT] = "insert",
+	[SYNC_LEAP_DELETE] = "delete",
+};
+
+const char *sync_leap_to_string(enum sync_leap leap)
+{
+	if (leap < 0 || leap >= _SYNC_LEAP_MAX)
+		return NULL;
+	return sync_leap_table[leap];
+}
+
+static const char *const timescale_table[_TIMESCALE_MAX] = {
+	[TIMESCALE_NONE] = "none",
+	[TIMESCALE_TAI] = "tai",
+	[TIMESCALE_UTC] = "utc",
+};
+
+const char *counter_timescale_to_string(enum counter_timescale timescale)
+{
+	if (timescale < 0 || timescale >= _TIMESCALE_MAX)
+		return NULL;
+	return timescale_table[timescale];
+}
+
+static const char *const kvmclock_verdict_table[_KVMCLOCK_VERDICT_MAX] = {
+	[KVMCLOCK_UNCHECKED] = "unchecked",
+	[KVMCLOCK_OK] = "ok",
+	[KVMCLOCK_MASTER_CLOCK_LOST] = "master-clock-lost",
+	[KVMCLOCK_DIVERGED] = "diverged",
+};
+
+const char *kvmclock_verdict_to_string(enum kvmclock_verdict verdict)
+{
+	if (verdict < 0 || verdict >= _KVMCLOCK_VERDICT_MAX)
+		return NULL;
+	return kvmclock_verdict_table[verdict];
+}
+
 bool vm_id_is_valid(const char *vm_id)
 {
 	size_t n;

@@ -56,6 +56,29 @@ enum anchor_source {
 
 const char *anchor_source_to_string(enum anchor_source source);
 
+/* A leap second the kernel will apply at the next UTC midnight, as the
+ * host's time daemon announced it (adjtimex(2) STA_INS, STA_DEL). */
+enum sync_leap {
+	SYNC_LEAP_NONE = 0,
+	SYNC_LEAP_INSERT = 1,
+	SYNC_LEAP_DELETE = 2,
+	_SYNC_LEAP_MAX,
+	_SYNC_LEAP_INVALID = -1,
+};
+
+const char *sync_leap_to_string(enum sync_leap leap);
+
+/* The time scale a handoff's elapsed time was counted in (counter_plan). */
+enum counter_timescale {
+	TIMESCALE_NONE = 0,
+	TIMESCALE_TAI = 1, /* both hosts keep a TAI offset: CLOCK_TAI, leap-proof */
+	TIMESCALE_UTC = 2, /* a host has none: CLOCK_REALTIME, leaps from STA_INS/DEL */
+	_TIMESCALE_MAX,
+	_TIMESCALE_INVALID = -1,
+};
+
+const char *counter_timescale_to_string(enum counter_timescale timescale);
+
 /* A (host clock, host TSC) pair. tai_ns is CLOCK_TAI so that a leap second
  * between the two hosts' readings cannot corrupt the elapsed time. */
 struct host_anchor {
@@ -71,7 +94,8 @@ struct sync_error {
 	uint64_t maxerror_ns;
 	uint64_t esterror_ns;
 	bool unsynced;
-	int32_t tai_offset_s;
+	int32_t tai_offset_s; /* 0: no time daemon set it (CLOCK_TAI == REALTIME) */
+	enum sync_leap leap;  /* STA_INS/STA_DEL: a leap second at the next UTC midnight */
 };
 
 /* struct kvm_clock_data, minus padding. */
@@ -97,6 +121,18 @@ struct counter_state {
 	struct sync_error sync;
 };
 
+/* What the guest's kvmclock showed after the apply (counter_math_kvmclock_check). */
+enum kvmclock_verdict {
+	KVMCLOCK_UNCHECKED = 0,		/* no kvmclock (arm64) or no TSC pairing */
+	KVMCLOCK_OK = 1,		/* advanced with the TSC, master clock kept */
+	KVMCLOCK_MASTER_CLOCK_LOST = 2, /* source had KVM_CLOCK_TSC_STABLE, target not */
+	KVMCLOCK_DIVERGED = 3,		/* advanced by another time than the TSC */
+	_KVMCLOCK_VERDICT_MAX,
+	_KVMCLOCK_VERDICT_INVALID = -1,
+};
+
+const char *kvmclock_verdict_to_string(enum kvmclock_verdict verdict);
+
 /* What one migration did on the target. */
 struct migration_report {
 	char migration_id[VC_MIGRATION_ID_LEN + 1];
@@ -112,7 +148,16 @@ struct migration_report {
 	uint64_t apply_latency_ns;
 	uint32_t guest_tsc_khz;
 	bool error_bound_exceeded;
-	uint64_t clamped_ns; /* target clock behind: counter held (counter_plan) */
+	uint64_t clamped_ns;		  /* target clock behind: counter held (counter_plan) */
+	enum counter_timescale timescale; /* what elapsed_ns was counted in */
+	/* counter_math_kvmclock_check(): kvmclock flags at the source's final
+	 * read, on the target before and after the apply, and kvmclock's
+	 * advance minus the guest TSC's since the source's final read. */
+	enum kvmclock_verdict kvmclock_verdict;
+	uint32_t kvmclock_flags_source;
+	uint32_t kvmclock_flags_before;
+	uint32_t kvmclock_flags_after;
+	int64_t kvmclock_error_ns;
 };
 
 /* VM ids are names operators grep for: printable, no spaces, bounded. */

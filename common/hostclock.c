@@ -65,6 +65,12 @@ int hostclock_sync_error(struct sync_error *ret)
 	se.maxerror_ns = timex_us_to_ns(tx.maxerror, &se.unsynced);
 	se.esterror_ns = timex_us_to_ns(tx.esterror, &se.unsynced);
 	se.tai_offset_s = tx.tai;
+	/* Both set is not a state ntp.c produces; insert wins as the kernel's
+	 * second_overflow() tests it first. */
+	if (tx.status & STA_INS)
+		se.leap = SYNC_LEAP_INSERT;
+	else if (tx.status & STA_DEL)
+		se.leap = SYNC_LEAP_DELETE;
 
 	*ret = se;
 	return 0;

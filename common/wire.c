@@ -281,6 +281,98 @@ __attribute__((format(printf, 3, 4))) static int refuse(char *err, size_t err_si
 	return -EINVAL;
 }
 
+static int leap_from_pb(Vcounter__V1__Leap pb, enum sync_leap *ret)
+{
+	switch (pb) {
+	case VCOUNTER__V1__LEAP__LEAP_NONE:
+		*ret = SYNC_LEAP_NONE;
+		return 0;
+	case VCOUNTER__V1__LEAP__LEAP_INSERT:
+		*ret = SYNC_LEAP_INSERT;
+		return 0;
+	case VCOUNTER__V1__LEAP__LEAP_DELETE:
+		*ret = SYNC_LEAP_DELETE;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+static Vcounter__V1__Leap leap_to_pb(enum sync_leap leap)
+{
+	switch (leap) {
+	case SYNC_LEAP_INSERT:
+		return VCOUNTER__V1__LEAP__LEAP_INSERT;
+	case SYNC_LEAP_DELETE:
+		return VCOUNTER__V1__LEAP__LEAP_DELETE;
+	default:
+		return VCOUNTER__V1__LEAP__LEAP_NONE;
+	}
+}
+
+static int timescale_from_pb(Vcounter__V1__Timescale pb, enum counter_timescale *ret)
+{
+	switch (pb) {
+	case VCOUNTER__V1__TIMESCALE__TIMESCALE_NONE:
+		*ret = TIMESCALE_NONE;
+		return 0;
+	case VCOUNTER__V1__TIMESCALE__TIMESCALE_TAI:
+		*ret = TIMESCALE_TAI;
+		return 0;
+	case VCOUNTER__V1__TIMESCALE__TIMESCALE_UTC:
+		*ret = TIMESCALE_UTC;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+static Vcounter__V1__Timescale timescale_to_pb(enum counter_timescale timescale)
+{
+	switch (timescale) {
+	case TIMESCALE_TAI:
+		return VCOUNTER__V1__TIMESCALE__TIMESCALE_TAI;
+	case TIMESCALE_UTC:
+		return VCOUNTER__V1__TIMESCALE__TIMESCALE_UTC;
+	default:
+		return VCOUNTER__V1__TIMESCALE__TIMESCALE_NONE;
+	}
+}
+
+static int kvmclock_verdict_from_pb(Vcounter__V1__KvmclockVerdict pb, enum kvmclock_verdict *ret)
+{
+	switch (pb) {
+	case VCOUNTER__V1__KVMCLOCK_VERDICT__KVMCLOCK_UNCHECKED:
+		*ret = KVMCLOCK_UNCHECKED;
+		return 0;
+	case VCOUNTER__V1__KVMCLOCK_VERDICT__KVMCLOCK_OK:
+		*ret = KVMCLOCK_OK;
+		return 0;
+	case VCOUNTER__V1__KVMCLOCK_VERDICT__KVMCLOCK_MASTER_CLOCK_LOST:
+		*ret = KVMCLOCK_MASTER_CLOCK_LOST;
+		return 0;
+	case VCOUNTER__V1__KVMCLOCK_VERDICT__KVMCLOCK_DIVERGED:
+		*ret = KVMCLOCK_DIVERGED;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+static Vcounter__V1__KvmclockVerdict kvmclock_verdict_to_pb(enum kvmclock_verdict verdict)
+{
+	switch (verdict) {
+	case KVMCLOCK_OK:
+		return VCOUNTER__V1__KVMCLOCK_VERDICT__KVMCLOCK_OK;
+	case KVMCLOCK_MASTER_CLOCK_LOST:
+		return VCOUNTER__V1__KVMCLOCK_VERDICT__KVMCLOCK_MASTER_CLOCK_LOST;
+	case KVMCLOCK_DIVERGED:
+		return VCOUNTER__V1__KVMCLOCK_VERDICT__KVMCLOCK_DIVERGED;
+	default:
+		return VCOUNTER__V1__KVMCLOCK_VERDICT__KVMCLOCK_UNCHECKED;
+	}
+}
+
 static int check_backend(Vcounter__V1__Backend pb, enum backend_kind *ret, char *err,
 			 size_t err_size)
 {
@@ -325,6 +417,7 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 	enum backend_kind backend;
 	enum anchor_source source;
 	enum counter_arch arch;
+	enum sync_leap leap;
 	int r;
 
 	if (!pb)
@@ -378,6 +471,9 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 	 * bound; refuse rather than guess. */
 	if (!pb->sync)
 		return refuse(err, err_size, "sync missing");
+	/* An unknown leap would be read as none, and a second lost. */
+	if (leap_from_pb(pb->sync->leap, &leap) < 0)
+		return refuse(err, err_size, "sync leap %d unknown", (int)pb->sync->leap);
 
 	memset(ret, 0, sizeof(*ret));
 	ret->backend = backend;
@@ -387,12 +483,7 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 	ret->tsc_scaling_frac_bits = pb->tsc_scaling_frac_bits;
 	ret->n_vcpus = (uint32_t)pb->n_offset_cycles;
 	memcpy(ret->offset_cycles, pb->offset_cycles, pb->n_offset_cycles * sizeof(uint64_t));
-	ret->kvmclock = (struct kvmclock_state){
-		.clock_ns = pb->kvmclock->clock_ns,
-		.flags = pb->kvmclock->flags,
-		.realtime_ns = pb->kvmclock->realtime_ns,
-		.host_tsc = pb->kvmclock->host_tsc,
-	};
+	wire_kvmclock_from_pb(pb->kvmclock, &ret->kvmclock);
 	ret->anchor = (struct host_anchor){
 		.tai_ns = pb->anchor->tai_ns,
 		.host_tsc = pb->anchor->host_tsc,
@@ -405,6 +496,7 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 		.esterror_ns = pb->sync->esterror_ns,
 		.unsynced = pb->sync->unsynced != 0,
 		.tai_offset_s = pb->sync->tai_offset_s,
+		.leap = leap,
 	};
 	return 0;
 }
@@ -416,6 +508,8 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb, struct migration_report *ret,
 			char *err, size_t err_size)
 {
+	enum counter_timescale timescale;
+	enum kvmclock_verdict verdict;
 	enum backend_kind backend;
 	int r;
 
@@ -447,6 +541,11 @@ int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb, struct migratio
 	r = check_guest_tsc_khz(pb->guest_tsc_khz, err, err_size);
 	if (r < 0)
 		return r;
+	if (timescale_from_pb(pb->timescale, &timescale) < 0)
+		return refuse(err, err_size, "timescale %d unknown", (int)pb->timescale);
+	if (kvmclock_verdict_from_pb(pb->kvmclock_verdict, &verdict) < 0)
+		return refuse(err, err_size, "kvmclock verdict %d unknown",
+			      (int)pb->kvmclock_verdict);
 
 	memset(ret, 0, sizeof(*ret));
 	/* Lengths were checked by the *_is_valid calls above. */
@@ -464,6 +563,12 @@ int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb, struct migratio
 	ret->guest_tsc_khz = pb->guest_tsc_khz;
 	ret->error_bound_exceeded = pb->error_bound_exceeded != 0;
 	ret->clamped_ns = pb->clamped_ns;
+	ret->timescale = timescale;
+	ret->kvmclock_verdict = verdict;
+	ret->kvmclock_flags_source = pb->kvmclock_flags_source;
+	ret->kvmclock_flags_before = pb->kvmclock_flags_before;
+	ret->kvmclock_flags_after = pb->kvmclock_flags_after;
+	ret->kvmclock_error_ns = pb->kvmclock_error_ns;
 	return 0;
 }
 
@@ -490,10 +595,7 @@ void wire_counter_state_to_pb(const struct counter_state *s, struct wire_counter
 	 * reads it, so pointing it at the caller's const array is safe. */
 	ret->state.offset_cycles = (uint64_t *)s->offset_cycles;
 
-	ret->kvmclock.clock_ns = s->kvmclock.clock_ns;
-	ret->kvmclock.flags = s->kvmclock.flags;
-	ret->kvmclock.realtime_ns = s->kvmclock.realtime_ns;
-	ret->kvmclock.host_tsc = s->kvmclock.host_tsc;
+	wire_kvmclock_to_pb(&s->kvmclock, &ret->kvmclock);
 	ret->state.kvmclock = &ret->kvmclock;
 
 	ret->anchor.tai_ns = s->anchor.tai_ns;
@@ -503,11 +605,37 @@ void wire_counter_state_to_pb(const struct counter_state *s, struct wire_counter
 	ret->anchor.host_tsc_khz = s->anchor.host_tsc_khz;
 	ret->state.anchor = &ret->anchor;
 
-	ret->sync.maxerror_ns = s->sync.maxerror_ns;
-	ret->sync.esterror_ns = s->sync.esterror_ns;
-	ret->sync.unsynced = s->sync.unsynced;
-	ret->sync.tai_offset_s = s->sync.tai_offset_s;
+	wire_sync_error_to_pb(&s->sync, &ret->sync);
 	ret->state.sync = &ret->sync;
+}
+
+void wire_sync_error_to_pb(const struct sync_error *s, Vcounter__V1__SyncError *ret)
+{
+	*ret = (Vcounter__V1__SyncError)VCOUNTER__V1__SYNC_ERROR__INIT;
+	ret->maxerror_ns = s->maxerror_ns;
+	ret->esterror_ns = s->esterror_ns;
+	ret->unsynced = s->unsynced;
+	ret->tai_offset_s = s->tai_offset_s;
+	ret->leap = leap_to_pb(s->leap);
+}
+
+void wire_kvmclock_to_pb(const struct kvmclock_state *s, Vcounter__V1__KvmClock *ret)
+{
+	*ret = (Vcounter__V1__KvmClock)VCOUNTER__V1__KVM_CLOCK__INIT;
+	ret->clock_ns = s->clock_ns;
+	ret->flags = s->flags;
+	ret->realtime_ns = s->realtime_ns;
+	ret->host_tsc = s->host_tsc;
+}
+
+void wire_kvmclock_from_pb(const Vcounter__V1__KvmClock *pb, struct kvmclock_state *ret)
+{
+	*ret = (struct kvmclock_state){
+		.clock_ns = pb->clock_ns,
+		.flags = pb->flags,
+		.realtime_ns = pb->realtime_ns,
+		.host_tsc = pb->host_tsc,
+	};
 }
 
 void wire_report_to_pb(const struct migration_report *r, struct wire_report_pb *ret)
@@ -534,6 +662,12 @@ void wire_report_to_pb(const struct migration_report *r, struct wire_report_pb *
 	ret->report.guest_tsc_khz = r->guest_tsc_khz;
 	ret->report.error_bound_exceeded = r->error_bound_exceeded;
 	ret->report.clamped_ns = r->clamped_ns;
+	ret->report.timescale = timescale_to_pb(r->timescale);
+	ret->report.kvmclock_verdict = kvmclock_verdict_to_pb(r->kvmclock_verdict);
+	ret->report.kvmclock_flags_source = r->kvmclock_flags_source;
+	ret->report.kvmclock_flags_before = r->kvmclock_flags_before;
+	ret->report.kvmclock_flags_after = r->kvmclock_flags_after;
+	ret->report.kvmclock_error_ns = r->kvmclock_error_ns;
 }
 
 /* ---- errors ----

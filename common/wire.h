@@ -56,6 +56,11 @@ struct wire_counter_state_pb {
 	Vcounter__V1__SyncError sync;
 };
 void wire_counter_state_to_pb(const struct counter_state *s, struct wire_counter_state_pb *ret);
+/* An adjtimex view for a message of its own (host status replies). */
+void wire_sync_error_to_pb(const struct sync_error *s, Vcounter__V1__SyncError *ret);
+/* A kvmclock reading (KvmOpResult.clock_before and CounterState.kvmclock). */
+void wire_kvmclock_to_pb(const struct kvmclock_state *s, Vcounter__V1__KvmClock *ret);
+void wire_kvmclock_from_pb(const Vcounter__V1__KvmClock *pb, struct kvmclock_state *ret);
 
 struct wire_report_pb {
 	Vcounter__V1__MigrationReport report;

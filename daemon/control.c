@@ -310,10 +310,7 @@ static void get_host_status(struct grpc_call *call, const ProtobufCMessage *requ
 		grpc_call_finish(call, GRPC_STATUS_INTERNAL, "adjtimex: %s", strerror(-r));
 		return;
 	}
-	sync_pb.maxerror_ns = sync.maxerror_ns;
-	sync_pb.esterror_ns = sync.esterror_ns;
-	sync_pb.unsynced = sync.unsynced;
-	sync_pb.tai_offset_s = sync.tai_offset_s;
+	wire_sync_error_to_pb(&sync, &sync_pb);
 	hs.sync = &sync_pb;
 	/* This host's share of a handoff's bound (counter_math.h): its
 	 * maxerror and the width of an anchor taken now. */

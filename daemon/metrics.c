@@ -98,6 +98,15 @@ void metrics_migration_changed(struct metrics *m, const struct session *s, bool 
 	m->last_clamped_ns = s->report.clamped_ns;
 	if (s->report.clamped_ns)
 		m->counter_held++;
+	/* The target checked kvmclock; the source only holds its report. */
+	if (s->role == VM_ROLE_TARGET && s->report.kvmclock_verdict >= 0 &&
+	    s->report.kvmclock_verdict < _KVMCLOCK_VERDICT_MAX) {
+		m->kvmclock_checks[s->report.kvmclock_verdict]++;
+		if (s->report.kvmclock_verdict != KVMCLOCK_UNCHECKED) {
+			m->has_last_kvmclock = true;
+			m->last_kvmclock_error_ns = s->report.kvmclock_error_ns;
+		}
+	}
 }
 
 void metrics_tls_handshake_failed(struct metrics *m, enum metrics_listener listener)
@@ -294,6 +303,20 @@ static void render_last(struct text *t, const struct metrics *m)
 		"Migrations done whose target clock read behind the source's anchor: the "
 		"guest's counter was held rather than moved back (check the hosts' time sync).");
 	text_printf(t, "vcounterd_counter_held_total %" PRIu64 "\n", m->counter_held);
+	text_family(t, "vcounterd_kvmclock_checks_total", "counter",
+		    "Migrations applied here, by what the guest's kvmclock showed after the "
+		    "apply: ok, master-clock-lost, diverged (from its TSC), unchecked.");
+	for (int v = 0; v < _KVMCLOCK_VERDICT_MAX; v++)
+		text_printf(t, "vcounterd_kvmclock_checks_total{verdict=\"%s\"} %" PRIu64 "\n",
+			    kvmclock_verdict_to_string(v), m->kvmclock_checks[v]);
+	text_family(t, "vcounterd_last_kvmclock_error_seconds", "gauge",
+		    "kvmclock's advance minus the guest TSC's across the last checked migration "
+		    "applied here.");
+	if (m->has_last_kvmclock) {
+		text_printf(t, "vcounterd_last_kvmclock_error_seconds ");
+		text_signed_seconds(t, m->last_kvmclock_error_ns);
+		text_putc(t, '\n');
+	}
 }
 
 static void render_links(struct text *t, const struct metrics *m,

@@ -56,6 +56,11 @@ struct metrics {
 	/* Migrations done whose target clock read behind the source's anchor:
 	 * the guest's counter held (counter_plan.clamped_ns). */
 	uint64_t counter_held;
+	/* counter_math_kvmclock_check() of the last migration done here as
+	 * target, and the count of each verdict (index enum kvmclock_verdict). */
+	bool has_last_kvmclock;
+	int64_t last_kvmclock_error_ns;
+	uint64_t kvmclock_checks[_KVMCLOCK_VERDICT_MAX];
 	uint64_t peer_link_failures;
 	uint64_t tls_handshake_failures[_METRICS_LISTENER_MAX];
 	uint64_t journal_write_failures;

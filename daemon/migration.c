@@ -1080,11 +1080,29 @@ static void log_outcome(const struct migration_report *rep, const char *role)
 	format_offsets(after, sizeof(after), rep->offsets_after, rep->n_vcpus);
 	log_info("vm=%s migration=%s role=%s step=done: backend=%s generation=%" PRIu64
 		 " offsets_before=[%s] offsets_after=[%s] elapsed_ns=%" PRId64
-		 " delta_cycles=%" PRId64 " error_bound_ns=%" PRIu64 "%s apply_latency_ns=%" PRIu64,
+		 " timescale=%s delta_cycles=%" PRId64 " error_bound_ns=%" PRIu64
+		 "%s apply_latency_ns=%" PRIu64 " kvmclock=%s kvmclock_error_ns=%" PRId64,
 		 rep->vm_id, rep->migration_id, role, backend_kind_to_string(rep->backend),
-		 rep->generation, before, after, rep->elapsed_ns, rep->delta_cycles,
+		 rep->generation, before, after, rep->elapsed_ns,
+		 counter_timescale_to_string(rep->timescale), rep->delta_cycles,
 		 rep->error_bound_ns, rep->error_bound_exceeded ? " (over the limit)" : "",
-		 rep->apply_latency_ns);
+		 rep->apply_latency_ns, kvmclock_verdict_to_string(rep->kvmclock_verdict),
+		 rep->kvmclock_error_ns);
+	if (rep->kvmclock_verdict == KVMCLOCK_MASTER_CLOCK_LOST)
+		log_error("vm=%s migration=%s role=%s: kvmclock check failed: the source's "
+			  "kvmclock was in master-clock mode (flags %#x), the target's is not "
+			  "after the apply (flags %#x, %#x before it): the guest's kvmclock lost "
+			  "PVCLOCK_TSC_STABLE_BIT%s",
+			  rep->vm_id, rep->migration_id, role, rep->kvmclock_flags_source,
+			  rep->kvmclock_flags_after, rep->kvmclock_flags_before,
+			  counter_math_kvmclock_master(rep->kvmclock_flags_before)
+				  ? ""
+				  : "; this host had none before the apply (is its clocksource "
+				    "the TSC?)");
+	else if (rep->kvmclock_verdict == KVMCLOCK_DIVERGED)
+		log_error("vm=%s migration=%s role=%s: kvmclock check failed: kvmclock advanced "
+			  "%" PRId64 " ns more than the guest's TSC across the handoff",
+			  rep->vm_id, rep->migration_id, role, rep->kvmclock_error_ns);
 	if (rep->clamped_ns)
 		log_warning("vm=%s migration=%s role=%s: the target host's clock read %" PRIu64
 			    " ns earlier than the source's anchor: the guest's counter was held, "
@@ -1134,8 +1152,10 @@ static void handle_applied(struct vcd *vcd, struct peer_link *link,
 
 /* ---- target side ---- */
 
+/* The plan against a target anchor taken now; *ret_sync is this host's
+ * adjtimex view it used, also when planning fails on it. */
 static int target_plan(struct vcd *vcd, const struct vm_entry *vm, const struct counter_state *src,
-		       struct counter_plan *ret_plan)
+		       struct counter_plan *ret_plan, struct sync_error *ret_sync)
 {
 	struct counter_policy policy = {
 		.max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns,
@@ -1153,6 +1173,7 @@ static int target_plan(struct vcd *vcd, const struct vm_entry *vm, const struct 
 	r = hostclock_sync_error(&dst.sync);
 	if (r < 0)
 		return r;
+	*ret_sync = dst.sync;
 	/* This host's rate, not the source's: they differ when the hosts do. */
 	r = hostclock_bracket_anchor(vcd->host_tsc_khz, &dst.anchor);
 	if (r < 0)
@@ -1182,6 +1203,10 @@ static const char *plan_error(int r)
 		       "synchronised, or over the configured limit)";
 	case -EINVAL:
 		return "source and target states are inconsistent (vCPU count, frequency, anchor)";
+	case -EDOM:
+		return "the hosts' kernels keep different TAI offsets (adjtimex tai): a leap "
+		       "table is wrong; fix the host that is off (chrony leapsectz, tzdata), or "
+		       "unset one (0) to count in UTC";
 	default:
 		return "cannot compute destination offsets";
 	}
@@ -1195,6 +1220,7 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 	Vcounter__V1__PrepareAck ack = VCOUNTER__V1__PREPARE_ACK__INIT;
 	_cleanup_free_ struct counter_state *state = calloc(1, sizeof(*state));
 	_cleanup_free_ struct counter_plan *plan = calloc(1, sizeof(*plan));
+	struct sync_error sync = { 0 };
 	struct vm_entry *vm;
 	struct migration *m;
 	char err[256];
@@ -1249,10 +1275,13 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 				state->n_vcpus, vm->n_vcpus);
 		return;
 	}
-	r = target_plan(vcd, vm, state, plan);
+	r = target_plan(vcd, vm, state, plan, &sync);
 	if (r < 0) {
-		link_send_error(link, msg->id, r, "%s (source %u kHz, target %u kHz)",
-				plan_error(r), state->guest_tsc_khz, vm->guest_tsc_khz);
+		link_send_error(link, msg->id, r,
+				"%s (source %u kHz, TAI offset %" PRId32 " s; target %u kHz, TAI "
+				"offset %" PRId32 " s)",
+				plan_error(r), state->guest_tsc_khz, state->sync.tai_offset_s,
+				vm->guest_tsc_khz, sync.tai_offset_s);
 		return;
 	}
 	/* Prepare's anchor is older than this reading by the message's trip:
@@ -1494,6 +1523,7 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 	_cleanup_free_ struct counter_plan *plan = calloc(1, sizeof(*plan));
 	_cleanup_free_ struct migration_report *rep = calloc(1, sizeof(*rep));
 	struct migration *m = migration_find(vcd, ctx->migration_id);
+	struct kvmclock_check kc;
 	struct peer_link *link;
 	char err[256];
 	int r;
@@ -1545,6 +1575,18 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 	rep->guest_tsc_khz = m->s.final.guest_tsc_khz;
 	rep->error_bound_exceeded = vcd->config.error_bound_limit_ns &&
 				    plan->error_bound_ns > vcd->config.error_bound_limit_ns;
+	rep->timescale = plan->timescale;
+	/* The offsets are written whatever kvmclock shows: the report says
+	 * what the guest will see, the VM runs on. */
+	counter_math_kvmclock_check(&m->s.final,
+				    out->has_clock_before ? &out->clock_before
+							  : &(struct kvmclock_state){ 0 },
+				    &out->state, &kc);
+	rep->kvmclock_verdict = kc.verdict;
+	rep->kvmclock_flags_source = kc.flags_source;
+	rep->kvmclock_flags_before = kc.flags_before;
+	rep->kvmclock_flags_after = kc.flags_after;
+	rep->kvmclock_error_ns = kc.error_ns;
 	r = session_target_applied(&m->s, rep, vcd_now_ns());
 	if (r < 0) {
 		log_error("vm=%s migration=%s: state machine refused applied (%d)", m->s.vm_id,

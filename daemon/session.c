@@ -31,7 +31,7 @@ static bool counter_state_equal(const struct counter_state *a, const struct coun
 	       a->anchor.host_tsc_khz == b->anchor.host_tsc_khz &&
 	       a->sync.maxerror_ns == b->sync.maxerror_ns &&
 	       a->sync.esterror_ns == b->sync.esterror_ns && a->sync.unsynced == b->sync.unsynced &&
-	       a->sync.tai_offset_s == b->sync.tai_offset_s;
+	       a->sync.tai_offset_s == b->sync.tai_offset_s && a->sync.leap == b->sync.leap;
 }
 
 static bool report_equal(const struct migration_report *a, const struct migration_report *b)

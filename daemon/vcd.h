@@ -130,6 +130,8 @@ struct kvm_op_outcome {
 	bool has_apply_anchor;
 	struct host_anchor apply_anchor;
 	uint64_t apply_ns;
+	bool has_clock_before; /* APPLY: the target kvmclock before the write */
+	struct kvmclock_state clock_before;
 };
 
 struct vcd;

@@ -416,6 +416,10 @@ static void handle_kvm_op_result(struct vmm_conn *conn, const Vcounter__V1__VmmM
 		out->has_apply_anchor = true;
 	}
 	out->apply_ns = res->apply_ns;
+	if (res->clock_before) {
+		wire_kvmclock_from_pb(res->clock_before, &out->clock_before);
+		out->has_clock_before = true;
+	}
 done:
 	op->cb(vcd, r, err, r < 0 ? NULL : out, op->userdata);
 	pending_op_free(op);
@@ -726,10 +730,7 @@ static void handle_status(struct vmm_conn *conn, uint64_t request_id)
 	size_t n = 0;
 
 	if (hostclock_sync_error(&sync) == 0) {
-		sync_pb.maxerror_ns = sync.maxerror_ns;
-		sync_pb.esterror_ns = sync.esterror_ns;
-		sync_pb.unsynced = sync.unsynced;
-		sync_pb.tai_offset_s = sync.tai_offset_s;
+		wire_sync_error_to_pb(&sync, &sync_pb);
 		st.sync = &sync_pb;
 	}
 	st.vm_count = (uint32_t)conn->vcd->n_vms;

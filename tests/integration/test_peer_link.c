@@ -21,6 +21,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/timex.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -413,8 +414,6 @@ static uint32_t anchor_khz(void)
 static void make_state(struct counter_state *s, uint32_t guest_khz, uint32_t n_vcpus,
 		       uint64_t first_offset)
 {
-	struct timespec rt;
-
 	memset(s, 0, sizeof(*s));
 	s->backend = BACKEND_KVM_X86;
 	s->arch = COUNTER_ARCH_X86_TSC;
@@ -422,12 +421,16 @@ static void make_state(struct counter_state *s, uint32_t guest_khz, uint32_t n_v
 	s->n_vcpus = n_vcpus;
 	for (uint32_t i = 0; i < n_vcpus; i++)
 		s->offset_cycles[i] = first_offset + 1000 * i;
-	assert_int_equal(clock_gettime(CLOCK_REALTIME, &rt), 0);
-	s->kvmclock.clock_ns = 5 * NSEC_PER_SEC;
-	s->kvmclock.flags = KVM_CLOCK_REALTIME;
-	s->kvmclock.realtime_ns = (uint64_t)rt.tv_sec * NSEC_PER_SEC + (uint64_t)rt.tv_nsec;
 	assert_int_equal(hostclock_sync_error(&s->sync), 0);
 	assert_int_equal(hostclock_bracket_anchor(anchor_khz(), &s->anchor), 0);
+	/* A source guest whose kvmclock read 5 s at the anchor, as a real
+	 * source's KVM_GET_CLOCK pairs it (realtime and host TSC), so that the
+	 * target's kvmclock check has a reading to compare with. */
+	s->kvmclock.clock_ns = 5 * NSEC_PER_SEC;
+	s->kvmclock.flags = KVM_CLOCK_REALTIME;
+	s->kvmclock.realtime_ns =
+		s->anchor.tai_ns - (uint64_t)((int64_t)s->sync.tai_offset_s * NSEC_PER_SEC);
+	s->kvmclock.host_tsc = s->anchor.host_tsc;
 }
 
 static struct counter_state *state_new(uint32_t guest_khz, uint32_t n_vcpus, uint64_t first)
@@ -1289,6 +1292,16 @@ static uint64_t expect_applied(struct peer *p, const struct vcounter_report *rep
 	assert_true(r->apply_latency_ns == rep->apply_latency_ns);
 	assert_int_equal(r->guest_tsc_khz, rep->guest_tsc_khz);
 	assert_true(r->clamped_ns == rep->clamped_ns);
+	assert_string_equal(rep->timescale,
+			    r->timescale == VCOUNTER__V1__TIMESCALE__TIMESCALE_TAI ? "tai" : "utc");
+	assert_true(r->kvmclock_error_ns == rep->kvmclock_error_ns);
+	assert_int_equal(r->kvmclock_flags_after, rep->kvmclock_flags_after);
+	print_message("kvmclock %s, off the TSC by %" PRId64 " ns, flags %#x/%#x/%#x\n",
+		      rep->kvmclock_check, rep->kvmclock_error_ns, rep->kvmclock_flags_source,
+		      rep->kvmclock_flags_before, rep->kvmclock_flags_after);
+	/* The guest's kvmclock moved with its TSC: the check passed. */
+	assert_int_equal(r->kvmclock_verdict, VCOUNTER__V1__KVMCLOCK_VERDICT__KVMCLOCK_OK);
+	assert_string_equal(rep->kvmclock_check, "ok");
 	wire_peer_free(msg);
 	return id;
 }
@@ -1727,6 +1740,105 @@ static void test_target_clock_behind_holds_the_guest_counter(void **state)
 	assert_target_serving();
 }
 
+/* A source host whose time daemon keeps the kernel's TAI offset (chrony
+ * with leapsectz: CLOCK_TAI 37 s ahead of REALTIME) and a target whose
+ * daemon does not (systemd-timesyncd: 0), both on time: counted in TAI the
+ * target would be 37 s behind and the guest held; counted in UTC the
+ * elapsed time is the blackout, and kvmclock moves with the TSC. */
+static void test_source_with_another_tai_offset_counts_utc(void **state)
+{
+	struct vcounter_report *rep = NULL;
+	struct sync_error here;
+	struct counter_state *s;
+	char id[VC_MIGRATION_ID_LEN + 1];
+	struct extra_vm v;
+	uint64_t applied_id;
+	int32_t other;
+	struct peer a;
+
+	require_offset_control();
+	assert_int_equal(hostclock_sync_error(&here), 0);
+	/* Whatever this host keeps, the source keeps another offset. */
+	other = here.tai_offset_s == 0 ? 37 : 0;
+	extra_vm_start(&v, "vm-tai");
+	random_migration_id(id);
+	s = state_new(tvm.tsc_khz, 2, SRC_OFFSET);
+	s->sync.tai_offset_s = other;
+	s->anchor.tai_ns += (uint64_t)((int64_t)(other - here.tai_offset_s) * NSEC_PER_SEC);
+	peer_open_link(&a, "host-a");
+	send_prepare(&a, 811, id, "vm-tai", s);
+	expect_prepare_ack(&a, 811, id);
+
+	make_state(s, tvm.tsc_khz, 2, SRC_OFFSET);
+	s->sync.tai_offset_s = other;
+	s->anchor.tai_ns += (uint64_t)((int64_t)(other - here.tai_offset_s) * NSEC_PER_SEC);
+	send_final(&a, 812, id, 1, s);
+	expect_final_ack(&a, 812, id, 1);
+	assert_int_equal(vcounter_apply(v.vc, "vm-tai", id, &rep), 0);
+
+	assert_string_equal(rep->timescale, "utc");
+	assert_true(rep->clamped_ns == 0);
+	assert_true(rep->elapsed_ns > 0 && rep->elapsed_ns < (int64_t)NSEC_PER_SEC);
+	assert_string_equal(rep->kvmclock_check, "ok");
+	print_message("kvmclock off the TSC by %" PRId64 " ns\n", rep->kvmclock_error_ns);
+	applied_id = expect_applied(&a, rep);
+	send_ack(&a, applied_id, id);
+	ping(&a, 813);
+	vcounter_report_free(rep);
+	peer_close(&a);
+	extra_vm_stop(&v);
+	free(s);
+	assert_target_serving();
+}
+
+/* Two hosts that both keep a TAI offset, one a second short (an old leap
+ * table) with no leap second near: CLOCK_TAI differ by a second whichever is
+ * right. Refused at prepare, before the guest stops, naming both offsets. */
+static void set_tai_offset(int seconds)
+{
+	struct timex tx = { .modes = ADJ_TAI, .constant = seconds };
+
+	if (adjtimex(&tx) < 0)
+		fail_msg("adjtimex(ADJ_TAI, %d): %s", seconds, strerror(errno));
+}
+
+static void test_prepare_refuses_tai_offsets_that_disagree(void **state)
+{
+	bool set = false;
+	struct sync_error here;
+	struct counter_state *s;
+	char id[VC_MIGRATION_ID_LEN + 1];
+	struct peer a;
+
+	require_offset_control();
+	assert_int_equal(hostclock_sync_error(&here), 0);
+	if (here.tai_offset_s == 0) {
+		/* Only a throwaway host's clock is ours to set (the rig's). */
+		if (!getenv("VC_TEST_SCRATCH_HOST")) {
+			fprintf(stderr, "SKIP: this host keeps no TAI offset (adjtimex tai 0), "
+					"and it is not a scratch host to set one on (tests/vm)\n");
+			skip();
+		}
+		set_tai_offset(37);
+		set = true;
+		assert_int_equal(hostclock_sync_error(&here), 0);
+		assert_int_equal(here.tai_offset_s, 37);
+	}
+	random_migration_id(id);
+	s = state_new(tvm.tsc_khz, 2, SRC_OFFSET);
+	s->sync.tai_offset_s = here.tai_offset_s - 1;
+	s->anchor.tai_ns -= NSEC_PER_SEC;
+	peer_open_link(&a, "host-a");
+	send_prepare(&a, 821, id, TARGET_VM_ID, s);
+	expect_error(&a, 821, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT,
+		     "different TAI offsets");
+	if (set)
+		set_tai_offset(0);
+	peer_close(&a);
+	free(s);
+	assert_target_serving();
+}
+
 /* A source that sends valid messages in the wrong order for a live
  * migration: each is refused or ignored, nothing changes, and the
  * migration then completes with the newest final state. */
@@ -1837,6 +1949,8 @@ int main(void)
 		cmocka_unit_test(test_final_state_replay_on_a_new_link_gets_the_applied),
 		cmocka_unit_test(test_final_state_rate_within_the_tolerance_is_the_same_rate),
 		cmocka_unit_test(test_target_clock_behind_holds_the_guest_counter),
+		cmocka_unit_test(test_source_with_another_tai_offset_counts_utc),
+		cmocka_unit_test(test_prepare_refuses_tai_offsets_that_disagree),
 		cmocka_unit_test(test_valid_messages_in_the_wrong_order_change_nothing),
 	};
 

@@ -237,7 +237,7 @@ static void make_pair(struct counter_state *src, struct counter_target *dst, uin
 	src->kvmclock = (struct kvmclock_state){
 		.clock_ns = UINT64_C(86400000000000),
 		.flags = 0x7, /* TSC_STABLE | REALTIME | HOST_TSC, as KVM_GET_CLOCK gives */
-		.realtime_ns = TAI_2024_NS - UINT64_C(37000000000),
+		.realtime_ns = TAI_2024_NS, /* the anchor's instant; TAI offsets 0 */
 		.host_tsc = UINT64_C(283824000000000000),
 	};
 
@@ -712,6 +712,7 @@ static void test_plan_matches_python_vectors(void **state)
 
 		make_pair(&src, &dst, n);
 		src.anchor.tai_ns = v->src_tai;
+		src.kvmclock.realtime_ns = v->src_tai; /* read with the anchor */
 		src.anchor.host_tsc = v->src_tsc;
 		src.tsc_scaling_ratio = v->src_ratio;
 		src.tsc_scaling_frac_bits = v->src_frac;
@@ -756,6 +757,9 @@ static void test_plan_holds_the_guest_counter_when_target_clock_is_behind(void *
 	assert_true(plan.delta_cycles == 0);
 	assert_true(plan.offset_cycles[0] == 1000);
 	assert_int_equal(plan.error_bound_ns, MAKE_PAIR_BOUND_NS + 2000000);
+	/* kvmclock held with it: KVM adds nothing at the target anchor (whose
+	 * REALTIME, offsets 0, is its tai_ns), then counts from there. */
+	assert_true(plan.kvmclock.realtime_ns == dst.anchor.tai_ns);
 	/* One ns forward is not clamped. */
 	dst.anchor.tai_ns = src.anchor.tai_ns + 1;
 	assert_int_equal(counter_math_plan(&src, &dst, NULL, &plan), 0);
@@ -811,6 +815,9 @@ static void test_plan_random_matches_reference_and_never_moves_the_guest_back(vo
 		int rc, ref_rc;
 
 		make_pair(&src, &dst, n);
+		/* Both hosts keep TAI: a blackout of days counts TAI whatever
+		 * months end in it (the UTC cases are the model's below). */
+		src.sync.tai_offset_s = dst.sync.tai_offset_s = 37;
 		src.guest_tsc_khz = dst.guest_tsc_khz = rng_khz();
 		src.tsc_scaling_frac_bits = rng_frac_bits();
 		dst.tsc_scaling_frac_bits = rng_frac_bits();
@@ -837,6 +844,7 @@ static void test_plan_random_matches_reference_and_never_moves_the_guest_back(vo
 			src.anchor.tai_ns = UINT64_C(1) << 63;
 		src.anchor.tai_ns += rng_below(NSEC_PER_SEC);
 		dst.anchor.tai_ns = src.anchor.tai_ns + (uint64_t)elapsed;
+		src.kvmclock.realtime_ns = src.anchor.tai_ns - 37 * NSEC_PER_SEC;
 		for (uint32_t i = 0; i < n; i++)
 			src.offset_cycles[i] = rng_below(2) ? rng_u64() : rng_below(1000000);
 
@@ -1146,6 +1154,429 @@ static void test_plan_does_not_advance_kvmclock_without_source_realtime(void **s
 	assert_true(plan.kvmclock.clock_ns == src.kvmclock.clock_ns);
 }
 
+/* ---- time scales: TAI offsets and leap seconds ----------------------------- */
+
+/* 2027-01-01T00:00:00Z, a UTC midnight, in CLOCK_REALTIME ns. */
+#define MIDNIGHT_NS UINT64_C(1798761600000000000)
+
+static void set_realtimes(struct counter_state *src, struct counter_target *dst, uint64_t src_real,
+			  int32_t src_tai, uint64_t dst_real, int32_t dst_tai)
+{
+	src->sync.tai_offset_s = src_tai;
+	dst->sync.tai_offset_s = dst_tai;
+	src->anchor.tai_ns = src_real + (uint64_t)((int64_t)src_tai * NSEC_PER_SEC);
+	dst->anchor.tai_ns = dst_real + (uint64_t)((int64_t)dst_tai * NSEC_PER_SEC);
+	src->kvmclock.realtime_ns = src_real;
+}
+
+/* chrony with leapsectz sets the kernel's TAI offset (37 s), timesyncd leaves
+ * it 0: counted in CLOCK_TAI the two hosts would be 37 s apart. */
+static void test_elapsed_counts_utc_when_a_host_has_no_tai_offset(void **state)
+{
+	static struct counter_state src;
+	static struct counter_target dst;
+	static struct counter_plan plan;
+	struct counter_elapsed e;
+
+	make_pair(&src, &dst, 1);
+	set_realtimes(&src, &dst, MIDNIGHT_NS - 5 * NSEC_PER_SEC, 37,
+		      MIDNIGHT_NS - 5 * NSEC_PER_SEC + 150000000, 0);
+	assert_int_equal(counter_math_elapsed(&src, &dst, &e), 0);
+	assert_int_equal(e.timescale, TIMESCALE_UTC);
+	assert_true(e.elapsed_ns == 150000000);
+	assert_true(e.uncertainty_ns == 0 && e.realtime_shift_ns == 0);
+	assert_int_equal(counter_math_plan(&src, &dst, NULL, &plan), 0);
+	assert_true(plan.elapsed_ns == 150000000 && plan.clamped_ns == 0);
+	assert_int_equal(plan.timescale, TIMESCALE_UTC);
+	/* KVM counts REALTIME, which here is the plan's scale: unchanged. */
+	assert_true(plan.kvmclock.realtime_ns == src.kvmclock.realtime_ns);
+	/* The other way round too. */
+	set_realtimes(&src, &dst, MIDNIGHT_NS, 0, MIDNIGHT_NS + 7, 37);
+	assert_int_equal(counter_math_elapsed(&src, &dst, &e), 0);
+	assert_true(e.elapsed_ns == 7 && e.timescale == TIMESCALE_UTC);
+}
+
+/* Both hosts keep TAI: the handoff counts TAI, and kvmclock's realtime is
+ * moved into the target's REALTIME by the offsets' difference. */
+static void test_elapsed_counts_tai_when_both_hosts_keep_it(void **state)
+{
+	static struct counter_state src;
+	static struct counter_target dst;
+	static struct counter_plan plan;
+	struct counter_elapsed e;
+
+	make_pair(&src, &dst, 1);
+	set_realtimes(&src, &dst, MIDNIGHT_NS - 3 * NSEC_PER_SEC, 37,
+		      MIDNIGHT_NS - 3 * NSEC_PER_SEC + 2000, 37);
+	assert_int_equal(counter_math_elapsed(&src, &dst, &e), 0);
+	assert_int_equal(e.timescale, TIMESCALE_TAI);
+	assert_true(e.elapsed_ns == 2000 && e.realtime_shift_ns == 0);
+	assert_int_equal(counter_math_plan(&src, &dst, NULL, &plan), 0);
+	assert_int_equal(plan.timescale, TIMESCALE_TAI);
+	assert_true(plan.kvmclock.realtime_ns == src.kvmclock.realtime_ns);
+
+	/* An inserted leap second between the readings: REALTIME ran 1 s
+	 * less than TAI. Both the TSC and kvmclock must count the TAI 3 s. */
+	src.sync.leap = SYNC_LEAP_INSERT;
+	set_realtimes(&src, &dst, MIDNIGHT_NS - 2 * NSEC_PER_SEC, 37, MIDNIGHT_NS, 38);
+	assert_int_equal(counter_math_plan(&src, &dst, NULL, &plan), 0);
+	assert_true(plan.elapsed_ns == 3 * NSEC_PER_SEC);
+	assert_int_equal(plan.timescale, TIMESCALE_TAI);
+	/* KVM adds target REALTIME now (MIDNIGHT_NS at the anchor) minus this. */
+	assert_true(MIDNIGHT_NS - plan.kvmclock.realtime_ns == 3 * NSEC_PER_SEC);
+
+	/* A source clock ahead applied the leap first: its offset is the new
+	 * one, the target still announces it. Each applies it at the same TAI
+	 * on its own clock, so the target's TAI is behind: held, not refused. */
+	src.sync.leap = SYNC_LEAP_NONE;
+	dst.sync.leap = SYNC_LEAP_INSERT;
+	set_realtimes(&src, &dst, MIDNIGHT_NS + 200 * NSEC_PER_MSEC, 38,
+		      MIDNIGHT_NS - 300 * NSEC_PER_MSEC, 37);
+	assert_int_equal(counter_math_elapsed(&src, &dst, &e), 0);
+	assert_true(e.timescale == TIMESCALE_TAI);
+	assert_true(e.elapsed_ns == -1500 * (int64_t)NSEC_PER_MSEC);
+}
+
+/* Offsets that disagree other than by an announced leap the target read past
+ * mean a host's leap table is wrong: refused, before any offset is planned. */
+static void test_plan_refuses_tai_offsets_that_disagree(void **state)
+{
+	static struct counter_state src;
+	static struct counter_target dst;
+
+	make_pair(&src, &dst, 1);
+	set_realtimes(&src, &dst, MIDNIGHT_NS - 60 * NSEC_PER_SEC, 36,
+		      MIDNIGHT_NS - 59 * NSEC_PER_SEC, 37);
+	expect_plan_refused(&src, &dst, NULL, -EDOM);
+	/* A leap announced but its midnight not reached: still a wrong table. */
+	src.sync.leap = SYNC_LEAP_INSERT;
+	expect_plan_refused(&src, &dst, NULL, -EDOM);
+	/* The announced leap the wrong way. */
+	set_realtimes(&src, &dst, MIDNIGHT_NS - 2 * NSEC_PER_SEC, 37, MIDNIGHT_NS + 1, 36);
+	expect_plan_refused(&src, &dst, NULL, -EDOM);
+	/* Past the leap but the lower offset: the new one is the higher. */
+	set_realtimes(&src, &dst, MIDNIGHT_NS + NSEC_PER_SEC, 37, MIDNIGHT_NS - 2 * NSEC_PER_SEC,
+		      38);
+	expect_plan_refused(&src, &dst, NULL, -EDOM);
+	/* Two seconds apart is never a leap. */
+	set_realtimes(&src, &dst, MIDNIGHT_NS - NSEC_PER_SEC, 37, MIDNIGHT_NS + 1, 39);
+	expect_plan_refused(&src, &dst, NULL, -EDOM);
+}
+
+/* In UTC, the kernel inserts a leap by reading [midnight - 1 s, midnight)
+ * twice: a target reading past midnight counts one second more than its
+ * REALTIME says, one inside the repeated second may be either pass. */
+static void test_elapsed_counts_an_announced_leap_in_utc(void **state)
+{
+	static struct counter_state src;
+	static struct counter_target dst;
+	static struct counter_plan plan;
+	struct counter_elapsed e;
+
+	make_pair(&src, &dst, 1);
+	src.sync.leap = SYNC_LEAP_INSERT;
+	set_realtimes(&src, &dst, MIDNIGHT_NS - 2500 * NSEC_PER_MSEC, 0,
+		      MIDNIGHT_NS + 500 * NSEC_PER_MSEC, 0);
+	assert_int_equal(counter_math_elapsed(&src, &dst, &e), 0);
+	assert_true(e.elapsed_ns == 4 * NSEC_PER_SEC && e.uncertainty_ns == 0);
+	assert_int_equal(counter_math_plan(&src, &dst, NULL, &plan), 0);
+	assert_true(plan.elapsed_ns == 4 * NSEC_PER_SEC);
+	assert_int_equal(plan.error_bound_ns, MAKE_PAIR_BOUND_NS);
+	/* kvmclock gets the same second: KVM adds REALTIME's 3 s plus it. */
+	assert_true(MIDNIGHT_NS + 500 * NSEC_PER_MSEC - plan.kvmclock.realtime_ns ==
+		    4 * NSEC_PER_SEC);
+
+	/* Announced by the target only (its daemon set STA_INS later). */
+	src.sync.leap = SYNC_LEAP_NONE;
+	dst.sync.leap = SYNC_LEAP_INSERT;
+	assert_int_equal(counter_math_elapsed(&src, &dst, &e), 0);
+	assert_true(e.elapsed_ns == 4 * NSEC_PER_SEC);
+
+	/* Inside the repeated second: not known; the bound carries it. */
+	set_realtimes(&src, &dst, MIDNIGHT_NS - 2500 * NSEC_PER_MSEC, 0,
+		      MIDNIGHT_NS - 500 * NSEC_PER_MSEC, 0);
+	assert_int_equal(counter_math_plan(&src, &dst, NULL, &plan), 0);
+	assert_true(plan.elapsed_ns == 2 * NSEC_PER_SEC);
+	assert_int_equal(plan.error_bound_ns, MAKE_PAIR_BOUND_NS + NSEC_PER_SEC);
+
+	/* Before the repeated second: exact, nothing added. */
+	set_realtimes(&src, &dst, MIDNIGHT_NS - 2500 * NSEC_PER_MSEC, 0,
+		      MIDNIGHT_NS - 1500 * NSEC_PER_MSEC, 0);
+	assert_int_equal(counter_math_elapsed(&src, &dst, &e), 0);
+	assert_true(e.elapsed_ns == NSEC_PER_SEC && e.uncertainty_ns == 0);
+
+	/* A deleted leap skips [midnight - 1 s, midnight): one second less. */
+	dst.sync.leap = SYNC_LEAP_DELETE;
+	set_realtimes(&src, &dst, MIDNIGHT_NS - 2500 * NSEC_PER_MSEC, 0,
+		      MIDNIGHT_NS + 500 * NSEC_PER_MSEC, 0);
+	assert_int_equal(counter_math_elapsed(&src, &dst, &e), 0);
+	assert_true(e.elapsed_ns == 2 * NSEC_PER_SEC && e.uncertainty_ns == 0);
+	assert_true(e.realtime_shift_ns == NSEC_PER_SEC);
+
+	/* Hosts announcing opposite leaps: one is wrong, the bound says so. */
+	src.sync.leap = SYNC_LEAP_INSERT;
+	assert_int_equal(counter_math_elapsed(&src, &dst, &e), 0);
+	assert_true(e.elapsed_ns == 3 * NSEC_PER_SEC && e.uncertainty_ns == NSEC_PER_SEC);
+}
+
+/* ---- a model of hosts' clocks, for seeded random handoffs ---- */
+
+/* How a host's time daemon leaves the kernel (adjtimex(2)). */
+enum model_daemon {
+	MODEL_CHRONY_LEAPSECTZ, /* TAI offset kept, leaps announced and applied */
+	MODEL_NTPD,		/* no TAI offset, leaps announced and applied */
+	MODEL_TIMESYNCD,	/* no TAI offset, no leap: the clock is off after one */
+	MODEL_STALE_TZDATA,	/* TAI offset kept one short, leaps announced */
+	_MODEL_DAEMON_MAX,
+};
+
+/* One reading of a host whose clock is skew_ns off true time, at true TAI t,
+ * in a world with a leap (kind leap) whose first post-leap UTC midnight is
+ * MIDNIGHT_NS: 37 s TAI-UTC before it, 38 after an insert, 36 after a
+ * delete. Returns the host's honest maxerror: its skew, plus the second a
+ * host that does not apply leaps is off by after one. */
+static uint64_t model_read(enum model_daemon daemon, int64_t skew_ns, enum sync_leap leap,
+			   uint64_t t, struct host_anchor *ret_anchor, struct sync_error *ret_sync)
+{
+	/* The true TAI instant of the leap: UTC reaches midnight (insert: for
+	 * the first time; delete: 23:59:59 is skipped, reached a second early). */
+	uint64_t leap_tai =
+		MIDNIGHT_NS + 37 * NSEC_PER_SEC - (leap == SYNC_LEAP_DELETE ? 1 : 0) * NSEC_PER_SEC;
+	uint64_t host_t = t + (uint64_t)skew_ns; /* the host's idea of TAI */
+	bool after = leap != SYNC_LEAP_NONE && host_t >= leap_tai;
+	int32_t utc_offset = 37;
+	uint64_t real, maxerror = (uint64_t)(skew_ns < 0 ? -skew_ns : skew_ns);
+
+	if (after && daemon != MODEL_TIMESYNCD)
+		utc_offset = leap == SYNC_LEAP_INSERT ? 38 : 36;
+	if (after && daemon == MODEL_TIMESYNCD)
+		maxerror += NSEC_PER_SEC;
+	real = host_t - (uint64_t)utc_offset * NSEC_PER_SEC;
+
+	memset(ret_sync, 0, sizeof(*ret_sync));
+	ret_sync->maxerror_ns = maxerror;
+	switch (daemon) {
+	case MODEL_CHRONY_LEAPSECTZ:
+		ret_sync->tai_offset_s = utc_offset;
+		break;
+	case MODEL_STALE_TZDATA:
+		ret_sync->tai_offset_s = utc_offset - 1;
+		break;
+	default:
+		break;
+	}
+	/* Announced through the day before, cleared soon after. */
+	if (daemon != MODEL_TIMESYNCD && host_t + 86400 * NSEC_PER_SEC > leap_tai &&
+	    host_t < leap_tai + 2 * NSEC_PER_SEC)
+		ret_sync->leap = leap;
+	ret_anchor->tai_ns = real + (uint64_t)((int64_t)ret_sync->tai_offset_s * NSEC_PER_SEC);
+	ret_anchor->width_ns = 0;
+	return maxerror;
+}
+
+static void test_elapsed_random_hosts_against_the_model(void **state)
+{
+	static struct counter_state src;
+	static struct counter_target dst;
+	static struct counter_plan plan;
+	int n_exact = 0, n_refused = 0, n_leap = 0, n_tai = 0, n_utc = 0;
+
+	rng_seed();
+	for (int c = 0; c < 20000; c++) {
+		enum model_daemon sd = (enum model_daemon)rng_below(_MODEL_DAEMON_MAX);
+		enum model_daemon dd = (enum model_daemon)rng_below(_MODEL_DAEMON_MAX);
+		enum sync_leap leap = (enum sync_leap)rng_below(_SYNC_LEAP_MAX);
+		int64_t src_skew =
+			rng_below(3) ? 0 : (int64_t)rng_below(4 * NSEC_PER_SEC) - 2 * NSEC_PER_SEC;
+		int64_t dst_skew =
+			rng_below(3) ? 0 : (int64_t)rng_below(4 * NSEC_PER_SEC) - 2 * NSEC_PER_SEC;
+		/* Blackouts of up to 4 s around the leap. */
+		uint64_t t_src = MIDNIGHT_NS + 37 * NSEC_PER_SEC - 5 * NSEC_PER_SEC +
+				 rng_below(8 * NSEC_PER_SEC);
+		uint64_t t_dst = t_src + rng_below(4 * NSEC_PER_SEC);
+		int64_t truth = (int64_t)(t_dst - t_src), counted, err;
+		bool stale = sd == MODEL_STALE_TZDATA || dd == MODEL_STALE_TZDATA;
+		char what[128];
+		int rc;
+
+		make_pair(&src, &dst, 1);
+		model_read(sd, src_skew, leap, t_src, &src.anchor, &src.sync);
+		model_read(dd, dst_skew, leap, t_dst, &dst.anchor, &dst.sync);
+		src.anchor.source = ANCHOR_KVM_CLOCK;
+		dst.anchor.source = ANCHOR_BRACKET;
+		src.kvmclock.realtime_ns =
+			src.anchor.tai_ns -
+			(uint64_t)((int64_t)src.sync.tai_offset_s * NSEC_PER_SEC);
+		dst.anchor.host_tsc = src.anchor.host_tsc;
+		snprintf(what, sizeof(what),
+			 "case %d daemons %d/%d leap %d skews %" PRId64 "/%" PRId64, c, sd, dd,
+			 leap, src_skew, dst_skew);
+
+		rc = counter_math_plan(&src, &dst, NULL, &plan);
+		if (rc == -EDOM) {
+			/* Only a wrong leap table is refused. */
+			if (!stale)
+				fail_msg("%s: refused without a stale host", what);
+			n_refused++;
+			continue;
+		}
+		check_s64(what, rc, 0);
+		n_tai += plan.timescale == TIMESCALE_TAI;
+		n_utc += plan.timescale == TIMESCALE_UTC;
+		counted = plan.elapsed_ns - (int64_t)plan.clamped_ns;
+		err = counted - truth;
+		/* What was counted is the truth within the bound, which holds
+		 * each host's honest maxerror and any leap not known to have
+		 * happened; a stale table may slip one more second past it. */
+		if ((uint64_t)(err < 0 ? -err : err) >
+		    plan.error_bound_ns + (stale ? NSEC_PER_SEC : 0))
+			fail_msg("%s: counted %" PRId64 " ns, truth %" PRId64 ", bound %" PRIu64,
+				 what, counted, truth, plan.error_bound_ns);
+		if (plan.error_bound_ns == MAKE_PAIR_BOUND_NS - 1000000 - 2000000 - 40 - 900 &&
+		    err == 0)
+			n_exact++;
+		/* kvmclock: the target's REALTIME at its anchor less the given
+		 * realtime is what KVM adds, and must be what the TSC counted
+		 * (nothing when held). */
+		if (plan.kvmclock.flags) {
+			uint64_t dst_real =
+				dst.anchor.tai_ns -
+				(uint64_t)((int64_t)dst.sync.tai_offset_s * NSEC_PER_SEC);
+
+			check_s64(what, (int64_t)(dst_real - plan.kvmclock.realtime_ns),
+				  plan.elapsed_ns);
+		}
+		n_leap += leap != SYNC_LEAP_NONE && t_src < MIDNIGHT_NS + 37 * NSEC_PER_SEC &&
+			  t_dst >= MIDNIGHT_NS + 37 * NSEC_PER_SEC;
+	}
+	print_message("exact %d, refused %d, across a leap %d, tai %d, utc %d\n", n_exact,
+		      n_refused, n_leap, n_tai, n_utc);
+	assert_true(n_exact >= 1000);
+	assert_true(n_refused >= 1000);
+	assert_true(n_leap >= 1000);
+	assert_true(n_tai >= 1000 && n_utc >= 1000);
+}
+
+/* ---- kvmclock after the apply ---------------------------------------------- */
+
+#define KVM_CLOCK_TSC_STABLE_BIT (UINT32_C(1) << 1)
+
+/* A source reading and a read-back 2 s of guest TSC later at 3 GHz, with
+ * kvmclock advanced by the same 2 s. */
+static void make_kvmclock_pair(struct counter_state *src, struct counter_state *after)
+{
+	memset(src, 0, sizeof(*src));
+	memset(after, 0, sizeof(*after));
+	src->arch = after->arch = COUNTER_ARCH_X86_TSC;
+	src->guest_tsc_khz = after->guest_tsc_khz = 3000000;
+	src->n_vcpus = after->n_vcpus = 1;
+	src->offset_cycles[0] = UINT64_C(1000);
+	src->kvmclock = (struct kvmclock_state){ .clock_ns = UINT64_C(5000000000),
+						 .flags = 0xe,
+						 .host_tsc = UINT64_C(900000000000) };
+	src->anchor.width_ns = 0;
+	/* Another host: its TSC is elsewhere, the offset makes up for it. */
+	after->kvmclock = (struct kvmclock_state){ .clock_ns = UINT64_C(7000000000),
+						   .flags = 0xe,
+						   .host_tsc = UINT64_C(30000000) };
+	after->offset_cycles[0] = UINT64_C(900000000000) + 1000 + 6000000000 - 30000000;
+	after->anchor.width_ns = 500;
+}
+
+static void test_kvmclock_check_passes_when_it_advanced_with_the_tsc(void **state)
+{
+	struct counter_state src, after;
+	struct kvmclock_state before = { .flags = 0xe };
+	struct kvmclock_check c;
+
+	make_kvmclock_pair(&src, &after);
+	counter_math_kvmclock_check(&src, &before, &after, &c);
+	assert_int_equal(c.verdict, KVMCLOCK_OK);
+	assert_true(c.error_ns == 0);
+	assert_true(c.tolerance_ns == 500 + COUNTER_MATH_KVMCLOCK_SLACK_NS);
+	assert_int_equal(c.flags_source, 0xe);
+	assert_int_equal(c.flags_before, 0xe);
+	assert_int_equal(c.flags_after, 0xe);
+	/* Off by just the tolerance: still agreement. */
+	after.kvmclock.clock_ns += c.tolerance_ns;
+	counter_math_kvmclock_check(&src, &before, &after, &c);
+	assert_int_equal(c.verdict, KVMCLOCK_OK);
+}
+
+static void test_kvmclock_check_fails_when_it_advanced_otherwise(void **state)
+{
+	struct counter_state src, after;
+	struct kvmclock_state before = { .flags = 0xe };
+	struct kvmclock_check c;
+
+	/* KVM counted REALTIME while the TSC counted TAI 37 s apart. */
+	make_kvmclock_pair(&src, &after);
+	after.kvmclock.clock_ns += 37 * NSEC_PER_SEC;
+	counter_math_kvmclock_check(&src, &before, &after, &c);
+	assert_int_equal(c.verdict, KVMCLOCK_DIVERGED);
+	assert_true(c.error_ns == 37 * NSEC_PER_SEC);
+	/* kvmclock not advanced at all (KVM_SET_CLOCK without realtime). */
+	make_kvmclock_pair(&src, &after);
+	after.kvmclock.clock_ns = src.kvmclock.clock_ns;
+	counter_math_kvmclock_check(&src, &before, &after, &c);
+	assert_int_equal(c.verdict, KVMCLOCK_DIVERGED);
+	assert_true(c.error_ns == -2 * (int64_t)NSEC_PER_SEC);
+	/* A leap second counted by one and not the other. */
+	make_kvmclock_pair(&src, &after);
+	after.kvmclock.clock_ns -= NSEC_PER_SEC;
+	counter_math_kvmclock_check(&src, &before, &after, &c);
+	assert_int_equal(c.verdict, KVMCLOCK_DIVERGED);
+	/* One ns past the tolerance. */
+	make_kvmclock_pair(&src, &after);
+	after.kvmclock.clock_ns -= 500 + COUNTER_MATH_KVMCLOCK_SLACK_NS + 1;
+	counter_math_kvmclock_check(&src, &before, &after, &c);
+	assert_int_equal(c.verdict, KVMCLOCK_DIVERGED);
+}
+
+static void test_kvmclock_check_fails_when_the_master_clock_is_lost(void **state)
+{
+	struct counter_state src, after;
+	struct kvmclock_state before = { .flags = 0xe };
+	struct kvmclock_check c;
+
+	make_kvmclock_pair(&src, &after);
+	after.kvmclock.flags &= ~KVM_CLOCK_TSC_STABLE_BIT;
+	counter_math_kvmclock_check(&src, &before, &after, &c);
+	assert_int_equal(c.verdict, KVMCLOCK_MASTER_CLOCK_LOST);
+	assert_int_equal(c.flags_after, 0xe & ~KVM_CLOCK_TSC_STABLE_BIT);
+	/* Also when this host had none before the apply: the guest lost it. */
+	before.flags = 0;
+	counter_math_kvmclock_check(&src, &before, &after, &c);
+	assert_int_equal(c.verdict, KVMCLOCK_MASTER_CLOCK_LOST);
+	assert_int_equal(c.flags_before, 0);
+	/* A guest that had none at the source has nothing to lose. */
+	src.kvmclock.flags &= ~KVM_CLOCK_TSC_STABLE_BIT;
+	counter_math_kvmclock_check(&src, &before, &after, &c);
+	assert_int_equal(c.verdict, KVMCLOCK_OK);
+}
+
+static void test_kvmclock_check_is_unchecked_without_a_pairing(void **state)
+{
+	struct counter_state src, after;
+	struct kvmclock_state before = { 0 };
+	struct kvmclock_check c;
+
+	make_kvmclock_pair(&src, &after);
+	after.kvmclock.host_tsc = 0;
+	after.kvmclock.clock_ns += 37 * NSEC_PER_SEC;
+	counter_math_kvmclock_check(&src, &before, &after, &c);
+	assert_int_equal(c.verdict, KVMCLOCK_UNCHECKED);
+	make_kvmclock_pair(&src, &after);
+	src.arch = after.arch = COUNTER_ARCH_ARM64_CNTVCT;
+	counter_math_kvmclock_check(&src, &before, &after, &c);
+	assert_int_equal(c.verdict, KVMCLOCK_UNCHECKED);
+#if HAVE_KVM_CLOCK_REALTIME
+	assert_int_equal(KVM_CLOCK_TSC_STABLE_BIT, KVM_CLOCK_TSC_STABLE);
+#endif
+	assert_true(counter_math_kvmclock_master(KVM_CLOCK_TSC_STABLE_BIT));
+	assert_false(counter_math_kvmclock_master(~KVM_CLOCK_TSC_STABLE_BIT));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1179,6 +1610,15 @@ int main(void)
 		cmocka_unit_test(test_plan_reports_error_bound),
 		cmocka_unit_test(test_plan_requests_kvmclock_realtime_advance),
 		cmocka_unit_test(test_plan_does_not_advance_kvmclock_without_source_realtime),
+		cmocka_unit_test(test_elapsed_counts_utc_when_a_host_has_no_tai_offset),
+		cmocka_unit_test(test_elapsed_counts_tai_when_both_hosts_keep_it),
+		cmocka_unit_test(test_plan_refuses_tai_offsets_that_disagree),
+		cmocka_unit_test(test_elapsed_counts_an_announced_leap_in_utc),
+		cmocka_unit_test(test_elapsed_random_hosts_against_the_model),
+		cmocka_unit_test(test_kvmclock_check_passes_when_it_advanced_with_the_tsc),
+		cmocka_unit_test(test_kvmclock_check_fails_when_it_advanced_otherwise),
+		cmocka_unit_test(test_kvmclock_check_fails_when_the_master_clock_is_lost),
+		cmocka_unit_test(test_kvmclock_check_is_unchecked_without_a_pairing),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -142,6 +142,18 @@ static const char expected_tail[] =
 	"time sync).\n"
 	"# TYPE vcounterd_counter_held_total counter\n"
 	"vcounterd_counter_held_total 4\n"
+	"# HELP vcounterd_kvmclock_checks_total Migrations applied here, by what the guest's "
+	"kvmclock showed after the apply: ok, master-clock-lost, diverged (from its TSC), "
+	"unchecked.\n"
+	"# TYPE vcounterd_kvmclock_checks_total counter\n"
+	"vcounterd_kvmclock_checks_total{verdict=\"unchecked\"} 1\n"
+	"vcounterd_kvmclock_checks_total{verdict=\"ok\"} 9\n"
+	"vcounterd_kvmclock_checks_total{verdict=\"master-clock-lost\"} 0\n"
+	"vcounterd_kvmclock_checks_total{verdict=\"diverged\"} 2\n"
+	"# HELP vcounterd_last_kvmclock_error_seconds kvmclock's advance minus the guest TSC's "
+	"across the last checked migration applied here.\n"
+	"# TYPE vcounterd_last_kvmclock_error_seconds gauge\n"
+	"vcounterd_last_kvmclock_error_seconds -0.000001234\n"
 	"# HELP vcounterd_peer_links Peer links, by state (connecting: TCP connect or TLS "
 	"handshake running).\n"
 	"# TYPE vcounterd_peer_links gauge\n"
@@ -192,6 +204,11 @@ static void test_render_known_state_is_exact(void **state)
 	m.last_elapsed_ns = 60520739;
 	m.last_clamped_ns = 250000000;
 	m.counter_held = 4;
+	m.kvmclock_checks[KVMCLOCK_UNCHECKED] = 1;
+	m.kvmclock_checks[KVMCLOCK_OK] = 9;
+	m.kvmclock_checks[KVMCLOCK_DIVERGED] = 2;
+	m.has_last_kvmclock = true;
+	m.last_kvmclock_error_ns = -1234;
 	m.peer_link_failures = 5;
 	m.tls_handshake_failures[METRICS_LISTENER_PEER] = 7;
 	m.journal_write_failures = 2;
@@ -215,6 +232,8 @@ static void test_every_family_declared_once_before_its_samples(void **state)
 		"vcounterd_last_elapsed_seconds",
 		"vcounterd_last_clamped_seconds",
 		"vcounterd_counter_held_total",
+		"vcounterd_kvmclock_checks_total",
+		"vcounterd_last_kvmclock_error_seconds",
 		"vcounterd_peer_links",
 		"vcounterd_peer_link_failures_total",
 		"vcounterd_tls_handshake_failures_total",
@@ -418,6 +437,40 @@ static void test_held_counter_is_counted_and_its_amount_shown(void **state)
 	render(&m, &empty_snap);
 	assert_sample("vcounterd_counter_held_total ", "1");
 	assert_sample("vcounterd_last_clamped_seconds ", "0");
+}
+
+/* The target counts each verdict once per migration; the source, which only
+ * holds the target's report, counts none. */
+static void test_kvmclock_verdicts_are_counted_by_the_target(void **state)
+{
+	struct metrics m = { 0 };
+	bool counted = false;
+
+	session_at(VM_ROLE_TARGET, STEP_APPLIED, true);
+	sess.report.kvmclock_verdict = KVMCLOCK_DIVERGED;
+	sess.report.kvmclock_error_ns = 37000000000;
+	metrics_migration_changed(&m, &sess, &counted);
+	metrics_migration_changed(&m, &sess, &counted);
+	render(&m, &empty_snap);
+	assert_sample("vcounterd_kvmclock_checks_total{verdict=\"diverged\"} ", "1");
+	assert_sample("vcounterd_kvmclock_checks_total{verdict=\"ok\"} ", "0");
+	assert_sample("vcounterd_last_kvmclock_error_seconds ", "37");
+
+	/* Unchecked is counted, but leaves the last error alone. */
+	counted = false;
+	sess.report.kvmclock_verdict = KVMCLOCK_UNCHECKED;
+	sess.report.kvmclock_error_ns = 0;
+	metrics_migration_changed(&m, &sess, &counted);
+	render(&m, &empty_snap);
+	assert_sample("vcounterd_kvmclock_checks_total{verdict=\"unchecked\"} ", "1");
+	assert_sample("vcounterd_last_kvmclock_error_seconds ", "37");
+
+	counted = false;
+	session_at(VM_ROLE_SOURCE, STEP_DONE, true);
+	sess.report.kvmclock_verdict = KVMCLOCK_MASTER_CLOCK_LOST;
+	metrics_migration_changed(&m, &sess, &counted);
+	render(&m, &empty_snap);
+	assert_sample("vcounterd_kvmclock_checks_total{verdict=\"master-clock-lost\"} ", "0");
 }
 
 static void test_unbounded_error_bound_is_inf(void **state)
@@ -673,6 +726,7 @@ int main(void)
 		cmocka_unit_test(test_each_outcome_is_counted_once),
 		cmocka_unit_test(test_source_done_sets_last_gauges_not_the_histogram),
 		cmocka_unit_test(test_held_counter_is_counted_and_its_amount_shown),
+		cmocka_unit_test(test_kvmclock_verdicts_are_counted_by_the_target),
 		cmocka_unit_test(test_unbounded_error_bound_is_inf),
 		cmocka_unit_test(test_failures_are_counted_by_listener),
 		cmocka_unit_test(test_widest_text_fits_and_short_buffer_is_refused),

@@ -49,6 +49,7 @@ static void fill_state(struct counter_state *s, uint32_t n_vcpus)
 		.esterror_ns = 2000,
 		.unsynced = true,
 		.tai_offset_s = -37,
+		.leap = SYNC_LEAP_DELETE,
 	};
 }
 
@@ -70,6 +71,13 @@ static void fill_report(struct migration_report *r, uint32_t n_vcpus)
 	r->apply_latency_ns = 88000;
 	r->guest_tsc_khz = 1000000;
 	r->error_bound_exceeded = true;
+	r->clamped_ns = 7;
+	r->timescale = TIMESCALE_UTC;
+	r->kvmclock_verdict = KVMCLOCK_MASTER_CLOCK_LOST;
+	r->kvmclock_flags_source = 0xe;
+	r->kvmclock_flags_before = 0xc;
+	r->kvmclock_flags_after = 0x8;
+	r->kvmclock_error_ns = -37000000000;
 }
 
 static void assert_state_equal(const struct counter_state *a, const struct counter_state *b)
@@ -94,6 +102,7 @@ static void assert_state_equal(const struct counter_state *a, const struct count
 	assert_int_equal(a->sync.esterror_ns, b->sync.esterror_ns);
 	assert_int_equal(a->sync.unsynced, b->sync.unsynced);
 	assert_int_equal(a->sync.tai_offset_s, b->sync.tai_offset_s);
+	assert_int_equal(a->sync.leap, b->sync.leap);
 }
 
 static void assert_report_equal(const struct migration_report *a, const struct migration_report *b)
@@ -113,6 +122,13 @@ static void assert_report_equal(const struct migration_report *a, const struct m
 	assert_int_equal(a->apply_latency_ns, b->apply_latency_ns);
 	assert_int_equal(a->guest_tsc_khz, b->guest_tsc_khz);
 	assert_int_equal(a->error_bound_exceeded, b->error_bound_exceeded);
+	assert_int_equal(a->clamped_ns, b->clamped_ns);
+	assert_int_equal(a->timescale, b->timescale);
+	assert_int_equal(a->kvmclock_verdict, b->kvmclock_verdict);
+	assert_int_equal(a->kvmclock_flags_source, b->kvmclock_flags_source);
+	assert_int_equal(a->kvmclock_flags_before, b->kvmclock_flags_before);
+	assert_int_equal(a->kvmclock_flags_after, b->kvmclock_flags_after);
+	assert_true(a->kvmclock_error_ns == b->kvmclock_error_ns);
 }
 
 /* ---- round trips ---- */
@@ -504,6 +520,11 @@ static void mut_sync_missing(struct pb_fixture *f)
 	f->pb.state.sync = NULL;
 }
 
+static void mut_sync_leap_unknown(struct pb_fixture *f)
+{
+	f->pb.sync.leap = (Vcounter__V1__Leap)3;
+}
+
 static void test_counter_state_from_pb_refuses_each_invalid_field(void **unused)
 {
 	static const struct {
@@ -536,6 +557,7 @@ static void test_counter_state_from_pb_refuses_each_invalid_field(void **unused)
 		{ "anchor source none", mut_anchor_source_none, "anchor source is none" },
 		{ "kvmclock missing", mut_kvmclock_missing, "kvmclock missing" },
 		{ "sync missing", mut_sync_missing, "sync missing" },
+		{ "sync leap 3", mut_sync_leap_unknown, "sync leap 3 unknown" },
 	};
 	static struct pb_fixture f;
 	static struct counter_state ret, untouched;
@@ -703,6 +725,15 @@ static void rmut_khz_zero(struct report_fixture *f)
 	f->pb.report.guest_tsc_khz = 0;
 }
 
+static void rmut_timescale_unknown(struct report_fixture *f)
+{
+	f->pb.report.timescale = (Vcounter__V1__Timescale)3;
+}
+static void rmut_kvmclock_verdict_unknown(struct report_fixture *f)
+{
+	f->pb.report.kvmclock_verdict = (Vcounter__V1__KvmclockVerdict)4;
+}
+
 static void test_report_from_pb_refuses_each_invalid_field(void **unused)
 {
 	static const struct {
@@ -724,6 +755,9 @@ static void test_report_from_pb_refuses_each_invalid_field(void **unused)
 		{ "counts differ", rmut_counts_differ,
 		  "offsets_before has 3 entries, offsets_after 2" },
 		{ "khz 0", rmut_khz_zero, "guest_tsc_khz is 0" },
+		{ "timescale 3", rmut_timescale_unknown, "timescale 3 unknown" },
+		{ "kvmclock verdict 4", rmut_kvmclock_verdict_unknown,
+		  "kvmclock verdict 4 unknown" },
 	};
 	static struct report_fixture f;
 	static struct migration_report ret, untouched;

@@ -49,6 +49,16 @@ struct vcounter_report {
 	 * guest's counter was held (elapsed_ns 0), never moved back below what
 	 * the guest read; included in error_bound_ns. */
 	uint64_t clamped_ns;
+	char timescale[8]; /* what elapsed_ns counts: "tai", or "utc" when a host
+			    * keeps no TAI offset */
+	/* What the guest's kvmclock showed after the apply: "ok", "diverged"
+	 * (advanced kvmclock_error_ns more than the TSC), "master-clock-lost"
+	 * (KVM_CLOCK_TSC_STABLE at the source, not after), or "unchecked". */
+	char kvmclock_check[24];
+	uint32_t kvmclock_flags_source; /* KVM_GET_CLOCK flags at the source's read */
+	uint32_t kvmclock_flags_before; /* on the target before the apply */
+	uint32_t kvmclock_flags_after;	/* and after it */
+	int64_t kvmclock_error_ns;
 };
 
 /* Connect to the daemon's VMM socket (NULL: VCOUNTER_DEFAULT_SOCKET).
