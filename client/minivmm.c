@@ -349,6 +349,7 @@ struct xfer_header {
 	uint64_t pause_tai_ns;	   /* CLOCK_TAI just after the source paused */
 	uint32_t guest_tsc_khz;	   /* KVM_GET_TSC_KHZ of the source's vCPU 0 */
 	struct host_anchor anchor; /* source host clock and TSC after the pause */
+	int32_t tai_offset_s;	   /* the source kernel's TAI offset at the anchor */
 	uint64_t blob_len;
 };
 
@@ -829,6 +830,7 @@ static int cmd_source(int argc, char **argv)
 	struct vcounter_vm_info info;
 	struct vcounter *vc = NULL;
 	struct xfer_header h = { .magic = XFER_MAGIC, .kind = XFER_KIND_STATE };
+	struct sync_error sync = { 0 };
 	char error[MINIVM_ERROR_MAX] = "", migration_id[VCOUNTER_MIGRATION_ID_SIZE] = "";
 	uint32_t host_khz;
 	uint64_t generation = 0;
@@ -938,6 +940,9 @@ static int cmd_source(int argc, char **argv)
 	r = read_tsc_offsets(vm, offsets);
 	if (r == 0)
 		r = hostclock_bracket_anchor(host_khz, &h.anchor);
+	if (r == 0)
+		r = hostclock_sync_error(&sync);
+	h.tai_offset_s = sync.tai_offset_s;
 	if (r < 0) {
 		fprintf(stderr, "minivmm: reading the offsets or the host clock: %s\n",
 			strerror(-r));
@@ -1199,6 +1204,7 @@ static int cmd_target(int argc, char **argv)
 	struct vcounter *vc = NULL;
 	struct xfer_header h;
 	struct host_anchor b;
+	struct sync_error sync;
 	struct handoff_view v;
 	char error[MINIVM_ERROR_MAX] = "", matched[16] = "na";
 	uint32_t host_khz, khz;
@@ -1314,10 +1320,20 @@ static int cmd_target(int argc, char **argv)
 	}
 	(void)minivm_read_observations(vm, after, o.n_vcpus);
 	r = hostclock_bracket_anchor(host_khz, &b);
+	if (r == 0)
+		r = hostclock_sync_error(&sync);
 	if (r < 0) {
 		fprintf(stderr, "minivmm: reading the host clock: %s\n", strerror(-r));
 		goto out;
 	}
+	/* Measured in UTC: the hosts are synchronised in CLOCK_REALTIME, and
+	 * their CLOCK_TAI differ by their kernels' TAI offsets, which time
+	 * daemons set differently (two-host-handoff-test --source-tai). An
+	 * independent yardstick for vcounterd, which picks its own scale. */
+	h.anchor.tai_ns -= (uint64_t)((int64_t)h.tai_offset_s * NSEC_PER_SEC);
+	h.pause_tai_ns -= (uint64_t)((int64_t)h.tai_offset_s * NSEC_PER_SEC);
+	b.tai_ns -= (uint64_t)((int64_t)sync.tai_offset_s * NSEC_PER_SEC);
+	resume_tai_ns -= (uint64_t)((int64_t)sync.tai_offset_s * NSEC_PER_SEC);
 	(void)write_all(fd, &done, 1);
 	minivm_pause(vm);
 	/* KVM may rewrite offsets when a vCPU loads (an unstable host TSC): the

@@ -1,9 +1,11 @@
 /* adjtimex-print: prints this host's kernel clock-sync state (adjtimex(2), read-only) and its TSC
- * frequency as key=value lines, for the two-host rig (tests/vm/run-two-vms, two-host-smoke). */
+ * frequency as key=value lines, for the two-host rig (tests/vm/run-two-vms, two-host-smoke).
+ * adjtimex-print --set-tai S first sets the kernel's TAI offset to S (two-host-handoff-test). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/timex.h>
 #include <time.h>
@@ -70,13 +72,25 @@ static int tsc_khz_measured(uint64_t *ret_khz)
 	return 0;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	struct timex tx = { .modes = 0 };
 	uint64_t khz = 0;
 	unsigned int i;
 	int state, r;
 
+	/* --set-tai S: set the kernel's TAI offset first, as chrony's leapsectz does (root only). */
+	if (argc == 3 && strcmp(argv[1], "--set-tai") == 0) {
+		struct timex set = { .modes = ADJ_TAI, .constant = atol(argv[2]) };
+
+		if (adjtimex(&set) < 0) {
+			fprintf(stderr, "adjtimex-print: adjtimex(ADJ_TAI): %s\n", strerror(errno));
+			return 1;
+		}
+	} else if (argc != 1) {
+		fprintf(stderr, "usage: adjtimex-print [--set-tai SECONDS]\n");
+		return 2;
+	}
 	state = adjtimex(&tx);
 	if (state < 0) {
 		fprintf(stderr, "adjtimex-print: adjtimex: %s\n", strerror(errno));
