@@ -28,6 +28,7 @@
 #include "macro.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "netaddr.h"
 #include "vcd.h"
 
 #include "config.h"
@@ -61,98 +62,6 @@ struct metrics_http {
 	unsigned next_id;
 	uint64_t start_time_ns; /* CLOCK_REALTIME of the daemon's start */
 };
-
-/* ---- addresses ---- */
-
-static int parse_port(const char *s, uint16_t *ret)
-{
-	unsigned long v;
-	char *end;
-
-	if (!*s || *s < '0' || *s > '9' || strlen(s) > 5)
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || v > 65535)
-		return -EINVAL;
-	*ret = (uint16_t)v;
-	return 0;
-}
-
-int metrics_http_parse_address(const char *s, struct sockaddr_storage *ret_addr, socklen_t *ret_len)
-{
-	char host[INET6_ADDRSTRLEN];
-	const char *colon, *port;
-	struct sockaddr_storage ss = { 0 };
-	uint16_t port_nr;
-	size_t host_len;
-
-	if (!s)
-		return -EINVAL;
-	if (strspn(s, "0123456789") == strlen(s)) {
-		host_len = strlen(METRICS_HTTP_DEFAULT_HOST);
-		memcpy(host, METRICS_HTTP_DEFAULT_HOST, host_len + 1);
-		port = s;
-	} else if (s[0] == '[') {
-		const char *close = strchr(s, ']');
-
-		if (!close || close[1] != ':')
-			return -EINVAL;
-		host_len = (size_t)(close - s - 1);
-		if (host_len == 0 || host_len >= sizeof(host))
-			return -EINVAL;
-		memcpy(host, s + 1, host_len);
-		host[host_len] = '\0';
-		port = close + 2;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon)
-			return -EINVAL;
-		host_len = (size_t)(colon - s);
-		if (host_len == 0 || host_len >= sizeof(host))
-			return -EINVAL;
-		memcpy(host, s, host_len);
-		host[host_len] = '\0';
-		port = colon + 1;
-	}
-	if (parse_port(port, &port_nr) < 0)
-		return -EINVAL;
-	if (s[0] == '[') {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-
-		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
-			return -EINVAL;
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port_nr);
-		*ret_len = sizeof(*sin6);
-	} else {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-
-		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
-			return -EINVAL;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port_nr);
-		*ret_len = sizeof(*sin);
-	}
-	*ret_addr = ss;
-	return 0;
-}
-
-bool metrics_http_address_is_loopback(const struct sockaddr *addr)
-{
-	if (addr->sa_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
-
-		return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
-	}
-	if (addr->sa_family == AF_INET6) {
-		const struct in6_addr *a = &((const struct sockaddr_in6 *)addr)->sin6_addr;
-
-		return IN6_IS_ADDR_LOOPBACK(a) ||
-		       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-	}
-	return false;
-}
 
 /* ---- requests ---- */
 
@@ -527,7 +436,7 @@ int metrics_http_start(struct vcd *vcd)
 
 	if (!listen)
 		return 0;
-	r = metrics_http_parse_address(listen, &ss, &len);
+	r = netaddr_parse(listen, &ss, &len);
 	if (r < 0)
 		return log_error_errno(r,
 				       "metrics: invalid listen address '%s' (PORT, IPV4:PORT or "
@@ -560,7 +469,7 @@ int metrics_http_start(struct vcd *vcd)
 			      : (const void *)&((struct sockaddr_in *)&ss)->sin_addr,
 		      host, sizeof(host)) == NULL)
 		snprintf(host, sizeof(host), "?");
-	if (metrics_http_address_is_loopback((struct sockaddr *)&ss))
+	if (netaddr_is_loopback((struct sockaddr *)&ss))
 		log_info("metrics: serving GET /metrics on %s%s%s:%d",
 			 ss.ss_family == AF_INET6 ? "[" : "", host,
 			 ss.ss_family == AF_INET6 ? "]" : "", metrics_http_port(vcd));

@@ -7,12 +7,11 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-#define METRICS_HTTP_DEFAULT_HOST	"127.0.0.1" /* for a bare port */
-#define METRICS_HTTP_MAX_CONNECTIONS	64	    /* beyond: 503 and close */
-#define METRICS_HTTP_MAX_LINE_BYTES	2048	    /* request line; beyond: 414 */
-#define METRICS_HTTP_MAX_REQUEST_BYTES	8192	    /* request line + headers; beyond: 431 */
-#define METRICS_HTTP_REQUEST_TIMEOUT_MS 5000	    /* accept to whole request; then 408 */
-#define METRICS_HTTP_WRITE_TIMEOUT_MS	10000	    /* response queued to sent; then close */
+#define METRICS_HTTP_MAX_CONNECTIONS	64    /* beyond: 503 and close */
+#define METRICS_HTTP_MAX_LINE_BYTES	2048  /* request line; beyond: 414 */
+#define METRICS_HTTP_MAX_REQUEST_BYTES	8192  /* request line + headers; beyond: 431 */
+#define METRICS_HTTP_REQUEST_TIMEOUT_MS 5000  /* accept to whole request; then 408 */
+#define METRICS_HTTP_WRITE_TIMEOUT_MS	10000 /* response queued to sent; then close */
 /* After the response: read and drop what the client still sends (so the close
  * is a FIN, not an RST that could destroy the response in flight), this long
  * and this much at most. */
@@ -28,13 +27,6 @@ int metrics_http_start(struct vcd *vcd);
 /* The port bound (for --metrics-port-file), -ENOTCONN when off. */
 int metrics_http_port(const struct vcd *vcd);
 void metrics_http_stop(struct vcd *vcd);
-
-/* "9420" (METRICS_HTTP_DEFAULT_HOST), "127.0.0.1:9420", "[::1]:9420": numeric
- * addresses only, port 0..65535 (0: any). -EINVAL otherwise. */
-int metrics_http_parse_address(const char *s, struct sockaddr_storage *ret_addr,
-			       socklen_t *ret_len);
-/* 127.0.0.0/8, ::1, and ::ffff:127.0.0.0/104. */
-bool metrics_http_address_is_loopback(const struct sockaddr *addr);
 
 /* Judge the start of a request (what arrived so far, len bytes, not
  * NUL-terminated): 0 while it may still become valid and nothing is decided,

@@ -17,6 +17,7 @@
 #include "macro.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "netaddr.h"
 
 /* Sessions are large (two counter states and a report): off the stack. */
 static struct session sess;
@@ -652,7 +653,7 @@ static void expect_address(const char *s, int family, const char *host, int port
 	socklen_t len = 0;
 	char got[INET6_ADDRSTRLEN];
 
-	if (metrics_http_parse_address(s, &ss, &len) < 0)
+	if (netaddr_parse(s, &ss, &len) < 0)
 		fail_msg("'%s' refused", s);
 	assert_int_equal(ss.ss_family, family);
 	if (family == AF_INET) {
@@ -669,7 +670,7 @@ static void expect_address(const char *s, int family, const char *host, int port
 		assert_int_equal(ntohs(sin6->sin6_port), port);
 	}
 	assert_string_equal(got, host);
-	assert_int_equal(metrics_http_address_is_loopback((struct sockaddr *)&ss), loopback);
+	assert_int_equal(netaddr_is_loopback((struct sockaddr *)&ss), loopback);
 }
 
 static void test_listen_address_bare_port_is_loopback(void **state)
@@ -711,9 +712,9 @@ static void test_listen_address_bare_port_is_loopback(void **state)
 	expect_address("[::ffff:10.0.0.1]:1", AF_INET6, "::ffff:10.0.0.1", 1, false);
 	expect_address("[2001:db8::1]:9420", AF_INET6, "2001:db8::1", 9420, false);
 	for (size_t i = 0; i < ELEMENTSOF(invalid); i++)
-		if (metrics_http_parse_address(invalid[i], &ss, &len) != -EINVAL)
+		if (netaddr_parse(invalid[i], &ss, &len) != -EINVAL)
 			fail_msg("'%s' accepted", invalid[i]);
-	assert_int_equal(metrics_http_parse_address(NULL, &ss, &len), -EINVAL);
+	assert_int_equal(netaddr_parse(NULL, &ss, &len), -EINVAL);
 }
 
 int main(void)
