@@ -1178,6 +1178,15 @@ static const char *backend_name(Vcounter__V1__Backend pb)
 						   : or_unknown(backend_kind_to_string(kind));
 }
 
+static const char *sync_source_name(Vcounter__V1__SyncSource pb)
+{
+	enum sync_source_kind kind;
+
+	return wire_sync_source_from_pb(pb, &kind) < 0
+		       ? "unknown"
+		       : or_unknown(sync_source_kind_to_string(kind));
+}
+
 static const char *arch_name(Vcounter__V1__CounterArch pb)
 {
 	enum counter_arch arch;
@@ -1298,7 +1307,10 @@ static void host_from_pb(const Vcounter__V1__HostStatus *pb, struct vcounter_ctl
 		ret->maxerror_ns = pb->sync->maxerror_ns;
 		ret->esterror_ns = pb->sync->esterror_ns;
 		ret->tai_offset_s = pb->sync->tai_offset_s;
+		copy_text(ret->sync_source, sizeof(ret->sync_source),
+			  sync_source_name(pb->sync->source));
 	}
+	copy_text(ret->sync_problem, sizeof(ret->sync_problem), pb->sync_problem);
 	ret->error_bound_ns = pb->error_bound_ns;
 	ret->vm_count = pb->vm_count;
 	ret->migrations_running = pb->migrations_running;

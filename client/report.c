@@ -58,6 +58,12 @@ int report_from_pb(const Vcounter__V1__MigrationReport *pb, struct vcounter_repo
 	ret->kvmclock_flags_before = rep->kvmclock_flags_before;
 	ret->kvmclock_flags_after = rep->kvmclock_flags_after;
 	ret->kvmclock_error_ns = rep->kvmclock_error_ns;
+	name = sync_source_kind_to_string(rep->source_sync);
+	snprintf(ret->source_sync, sizeof(ret->source_sync), "%s", name ? name : "?");
+	ret->source_maxerror_ns = rep->source_maxerror_ns;
+	name = sync_source_kind_to_string(rep->target_sync);
+	snprintf(ret->target_sync, sizeof(ret->target_sync), "%s", name ? name : "?");
+	ret->target_maxerror_ns = rep->target_maxerror_ns;
 	return 0;
 }
 

@@ -254,6 +254,10 @@ static void json_report(struct json *j, const char *key, const struct vcounter_r
 	json_u64(j, "kvmclock_flags_before", r->kvmclock_flags_before);
 	json_u64(j, "kvmclock_flags_after", r->kvmclock_flags_after);
 	json_i64(j, "kvmclock_error_ns", r->kvmclock_error_ns);
+	json_str(j, "source_sync", r->source_sync);
+	json_u64(j, "source_maxerror_ns", r->source_maxerror_ns);
+	json_str(j, "target_sync", r->target_sync);
+	json_u64(j, "target_maxerror_ns", r->target_maxerror_ns);
 	json_close(j, '}');
 }
 
@@ -513,6 +517,8 @@ static int cmd_status(const struct args *a)
 		json_u64(&j, "esterror_ns", h.esterror_ns);
 		json_bool(&j, "unsynced", !h.clock_synced);
 		json_i64(&j, "tai_offset_s", h.tai_offset_s);
+		json_str(&j, "source", h.sync_source);
+		json_str(&j, "problem", h.sync_problem);
 		json_close(&j, '}');
 		json_u64(&j, "error_bound_ns", h.error_bound_ns);
 		json_u64(&j, "vm_count", h.vm_count);
@@ -531,13 +537,15 @@ static int cmd_status(const struct args *a)
 	field("version", "%s", h.version);
 	field("uptime", "%s", format_ns(b1, sizeof(b1), h.uptime_ns));
 	field("peer listen", "%s", h.peer_listen_address[0] ? h.peer_listen_address : "-");
-	if (h.clock_synced)
-		field("clock", "synchronised, maxerror %s, esterror %s, TAI offset %d s",
-		      format_ns(b1, sizeof(b1), h.maxerror_ns),
+	if (h.sync_problem[0])
+		field("clock", "error unknown: %s", h.sync_problem);
+	else if (h.clock_synced)
+		field("clock", "synchronised, maxerror %s (%s), esterror %s, TAI offset %d s",
+		      format_ns(b1, sizeof(b1), h.maxerror_ns), h.sync_source,
 		      format_ns(b2, sizeof(b2), h.esterror_ns), h.tai_offset_s);
 	else
-		field("clock", "NOT synchronised (maxerror %s)",
-		      format_ns(b1, sizeof(b1), h.maxerror_ns));
+		field("clock", "NOT synchronised (maxerror %s, %s)",
+		      format_ns(b1, sizeof(b1), h.maxerror_ns), h.sync_source);
 	field("error bound", "%s", format_bound(b3, sizeof(b3), h.error_bound_ns));
 	if (h.host_tsc_khz)
 		field("host TSC", "%" PRIu32 " kHz", h.host_tsc_khz);
@@ -681,7 +689,7 @@ static int cmd_migrations(const struct args *a)
 
 static void print_migration(const struct vcounter_ctl_migration *m)
 {
-	char b1[64], b2[64];
+	char b1[64], b2[64], b3[64];
 
 	field("migration", "%s", m->migration_id);
 	field("vm", "%s", m->vm_id);
@@ -723,6 +731,9 @@ static void print_migration(const struct vcounter_ctl_migration *m)
 		field("  time scale", "%s", r->timescale);
 		field("  error bound", "%s%s", format_bound(b2, sizeof(b2), r->error_bound_ns),
 		      r->error_bound_exceeded ? " (over the configured limit)" : "");
+		field("  clock errors", "source host %s (%s), target host %s (%s)",
+		      format_bound(b1, sizeof(b1), r->source_maxerror_ns), r->source_sync,
+		      format_bound(b3, sizeof(b3), r->target_maxerror_ns), r->target_sync);
 		field("  kvmclock",
 		      "%s (%s off the guest's TSC; flags %#x at the source, %#x "
 		      "before the apply, %#x after)",

@@ -354,6 +354,17 @@ int counter_math_plan(const struct counter_state *src, const struct counter_targ
 	return 0;
 }
 
+/* A kvmclock reading's rdtsc bracket in ns at its host's TSC rate (the
+ * guest's when the anchor does not say), rounded up; 0 when KVM paired it. */
+static uint64_t bracket_ns(const struct kvmclock_state *k, const struct counter_state *s)
+{
+	uint32_t khz = s->anchor.host_tsc_khz ? s->anchor.host_tsc_khz : s->guest_tsc_khz;
+
+	if (k->host_tsc_width == 0)
+		return 0;
+	return (uint64_t)(((u128)k->host_tsc_width * CYCLES_PER_KHZ_NS + khz - 1) / khz);
+}
+
 bool counter_math_kvmclock_master(uint32_t flags)
 {
 	return flags & COUNTER_MATH_KVM_CLOCK_TSC_STABLE;
@@ -399,6 +410,8 @@ void counter_math_kvmclock_check(const struct counter_state *src,
 		c.error_ns = kvmclock_ns < 0 ? INT64_MIN : INT64_MAX;
 	c.tolerance_ns = add_sat_u64(add_sat_u64(src->anchor.width_ns, after->anchor.width_ns),
 				     COUNTER_MATH_KVMCLOCK_SLACK_NS);
+	c.tolerance_ns = add_sat_u64(c.tolerance_ns, bracket_ns(&src->kvmclock, src));
+	c.tolerance_ns = add_sat_u64(c.tolerance_ns, bracket_ns(&after->kvmclock, after));
 
 	if (counter_math_kvmclock_master(c.flags_source) &&
 	    !counter_math_kvmclock_master(c.flags_after))

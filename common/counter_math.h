@@ -137,7 +137,8 @@ int counter_math_plan(const struct counter_state *src, const struct counter_targ
 		      const struct counter_policy *policy, struct counter_plan *ret_plan);
 
 /* kvmclock must advance with the guest's TSC: both by the handoff's
- * elapsed time, plus whatever ran since. Anchor widths plus this much
+ * elapsed time, plus whatever ran since. Anchor widths, the widths of the
+ * readings' rdtsc brackets (kvmclock_state.host_tsc_width), plus this much
  * (ioctl round trips of the readings, rate differences over the
  * milliseconds between target anchor and read-back) is agreement; a time
  * scale mismatch (REALTIME vs TAI), a leap second counted by one and not

@@ -119,6 +119,19 @@ const char *kvmclock_verdict_to_string(enum kvmclock_verdict verdict)
 	return kvmclock_verdict_table[verdict];
 }
 
+static const char *const sync_source_table[_SYNC_SOURCE_MAX] = {
+	[SYNC_SOURCE_ADJTIMEX] = "adjtimex",
+	[SYNC_SOURCE_CHRONY] = "chrony",
+	[SYNC_SOURCE_FIXED] = "fixed",
+};
+
+const char *sync_source_kind_to_string(enum sync_source_kind source)
+{
+	if (source < 0 || source >= _SYNC_SOURCE_MAX)
+		return NULL;
+	return sync_source_table[source];
+}
+
 bool vm_id_is_valid(const char *vm_id)
 {
 	size_t n;

@@ -68,6 +68,18 @@ enum sync_leap {
 
 const char *sync_leap_to_string(enum sync_leap leap);
 
+/* What produced a host's clock-error estimate (sync_error.maxerror_ns): the
+ * operator picks one per host (vcounterd --sync-source). */
+enum sync_source_kind {
+	SYNC_SOURCE_ADJTIMEX = 0, /* the kernel's maxerror, as the time daemon wrote it */
+	SYNC_SOURCE_CHRONY = 1,	  /* chronyd's tracking: |correction| + dispersion + delay/2 */
+	SYNC_SOURCE_FIXED = 2,	  /* a bound the operator configured */
+	_SYNC_SOURCE_MAX,
+	_SYNC_SOURCE_INVALID = -1,
+};
+
+const char *sync_source_kind_to_string(enum sync_source_kind source);
+
 /* The time scale a handoff's elapsed time was counted in (counter_plan). */
 enum counter_timescale {
 	TIMESCALE_NONE = 0,
@@ -96,6 +108,9 @@ struct sync_error {
 	bool unsynced;
 	int32_t tai_offset_s; /* 0: no time daemon set it (CLOCK_TAI == REALTIME) */
 	enum sync_leap leap;  /* STA_INS/STA_DEL: a leap second at the next UTC midnight */
+	/* Who estimated maxerror_ns, esterror_ns and unsynced; tai_offset_s
+	 * and leap are always the kernel's. */
+	enum sync_source_kind source;
 };
 
 /* struct kvm_clock_data, minus padding. */
@@ -104,6 +119,9 @@ struct kvmclock_state {
 	uint32_t flags;
 	uint64_t realtime_ns;
 	uint64_t host_tsc;
+	/* host_tsc is KVM's (KVM_CLOCK_HOST_TSC): 0; else it is the midpoint
+	 * of an rdtsc bracket around the ioctl, this many cycles wide. */
+	uint64_t host_tsc_width;
 };
 
 struct counter_state {
@@ -158,6 +176,11 @@ struct migration_report {
 	uint32_t kvmclock_flags_before;
 	uint32_t kvmclock_flags_after;
 	int64_t kvmclock_error_ns;
+	/* Each host's share of error_bound_ns, and who estimated it. */
+	enum sync_source_kind source_sync;
+	uint64_t source_maxerror_ns;
+	enum sync_source_kind target_sync;
+	uint64_t target_maxerror_ns;
 };
 
 /* VM ids are names operators grep for: printable, no spaces, bounded. */

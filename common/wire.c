@@ -298,6 +298,35 @@ static int leap_from_pb(Vcounter__V1__Leap pb, enum sync_leap *ret)
 	}
 }
 
+int wire_sync_source_from_pb(Vcounter__V1__SyncSource pb, enum sync_source_kind *ret)
+{
+	switch (pb) {
+	case VCOUNTER__V1__SYNC_SOURCE__SYNC_SOURCE_ADJTIMEX:
+		*ret = SYNC_SOURCE_ADJTIMEX;
+		return 0;
+	case VCOUNTER__V1__SYNC_SOURCE__SYNC_SOURCE_CHRONY:
+		*ret = SYNC_SOURCE_CHRONY;
+		return 0;
+	case VCOUNTER__V1__SYNC_SOURCE__SYNC_SOURCE_FIXED:
+		*ret = SYNC_SOURCE_FIXED;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+static Vcounter__V1__SyncSource sync_source_to_pb(enum sync_source_kind source)
+{
+	switch (source) {
+	case SYNC_SOURCE_CHRONY:
+		return VCOUNTER__V1__SYNC_SOURCE__SYNC_SOURCE_CHRONY;
+	case SYNC_SOURCE_FIXED:
+		return VCOUNTER__V1__SYNC_SOURCE__SYNC_SOURCE_FIXED;
+	default:
+		return VCOUNTER__V1__SYNC_SOURCE__SYNC_SOURCE_ADJTIMEX;
+	}
+}
+
 static Vcounter__V1__Leap leap_to_pb(enum sync_leap leap)
 {
 	switch (leap) {
@@ -417,6 +446,7 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 	enum backend_kind backend;
 	enum anchor_source source;
 	enum counter_arch arch;
+	enum sync_source_kind sync_source;
 	enum sync_leap leap;
 	int r;
 
@@ -474,6 +504,8 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 	/* An unknown leap would be read as none, and a second lost. */
 	if (leap_from_pb(pb->sync->leap, &leap) < 0)
 		return refuse(err, err_size, "sync leap %d unknown", (int)pb->sync->leap);
+	if (wire_sync_source_from_pb(pb->sync->source, &sync_source) < 0)
+		return refuse(err, err_size, "sync source %d unknown", (int)pb->sync->source);
 
 	memset(ret, 0, sizeof(*ret));
 	ret->backend = backend;
@@ -497,6 +529,7 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 		.unsynced = pb->sync->unsynced != 0,
 		.tai_offset_s = pb->sync->tai_offset_s,
 		.leap = leap,
+		.source = sync_source,
 	};
 	return 0;
 }
@@ -508,6 +541,7 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb, struct migration_report *ret,
 			char *err, size_t err_size)
 {
+	enum sync_source_kind source_sync, target_sync;
 	enum counter_timescale timescale;
 	enum kvmclock_verdict verdict;
 	enum backend_kind backend;
@@ -546,6 +580,10 @@ int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb, struct migratio
 	if (kvmclock_verdict_from_pb(pb->kvmclock_verdict, &verdict) < 0)
 		return refuse(err, err_size, "kvmclock verdict %d unknown",
 			      (int)pb->kvmclock_verdict);
+	if (wire_sync_source_from_pb(pb->source_sync, &source_sync) < 0 ||
+	    wire_sync_source_from_pb(pb->target_sync, &target_sync) < 0)
+		return refuse(err, err_size, "sync source %d/%d unknown", (int)pb->source_sync,
+			      (int)pb->target_sync);
 
 	memset(ret, 0, sizeof(*ret));
 	/* Lengths were checked by the *_is_valid calls above. */
@@ -569,6 +607,10 @@ int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb, struct migratio
 	ret->kvmclock_flags_before = pb->kvmclock_flags_before;
 	ret->kvmclock_flags_after = pb->kvmclock_flags_after;
 	ret->kvmclock_error_ns = pb->kvmclock_error_ns;
+	ret->source_sync = source_sync;
+	ret->source_maxerror_ns = pb->source_maxerror_ns;
+	ret->target_sync = target_sync;
+	ret->target_maxerror_ns = pb->target_maxerror_ns;
 	return 0;
 }
 
@@ -617,6 +659,7 @@ void wire_sync_error_to_pb(const struct sync_error *s, Vcounter__V1__SyncError *
 	ret->unsynced = s->unsynced;
 	ret->tai_offset_s = s->tai_offset_s;
 	ret->leap = leap_to_pb(s->leap);
+	ret->source = sync_source_to_pb(s->source);
 }
 
 void wire_kvmclock_to_pb(const struct kvmclock_state *s, Vcounter__V1__KvmClock *ret)
@@ -626,6 +669,7 @@ void wire_kvmclock_to_pb(const struct kvmclock_state *s, Vcounter__V1__KvmClock 
 	ret->flags = s->flags;
 	ret->realtime_ns = s->realtime_ns;
 	ret->host_tsc = s->host_tsc;
+	ret->host_tsc_width = s->host_tsc_width;
 }
 
 void wire_kvmclock_from_pb(const Vcounter__V1__KvmClock *pb, struct kvmclock_state *ret)
@@ -635,6 +679,7 @@ void wire_kvmclock_from_pb(const Vcounter__V1__KvmClock *pb, struct kvmclock_sta
 		.flags = pb->flags,
 		.realtime_ns = pb->realtime_ns,
 		.host_tsc = pb->host_tsc,
+		.host_tsc_width = pb->host_tsc_width,
 	};
 }
 
@@ -668,6 +713,10 @@ void wire_report_to_pb(const struct migration_report *r, struct wire_report_pb *
 	ret->report.kvmclock_flags_before = r->kvmclock_flags_before;
 	ret->report.kvmclock_flags_after = r->kvmclock_flags_after;
 	ret->report.kvmclock_error_ns = r->kvmclock_error_ns;
+	ret->report.source_sync = sync_source_to_pb(r->source_sync);
+	ret->report.source_maxerror_ns = r->source_maxerror_ns;
+	ret->report.target_sync = sync_source_to_pb(r->target_sync);
+	ret->report.target_maxerror_ns = r->target_maxerror_ns;
 }
 
 /* ---- errors ----

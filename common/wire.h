@@ -45,6 +45,7 @@ int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb, struct migratio
 int wire_backend_from_pb(Vcounter__V1__Backend pb, enum backend_kind *ret);
 int wire_role_from_pb(Vcounter__V1__Role pb, enum vm_role *ret);
 int wire_counter_arch_from_pb(Vcounter__V1__CounterArch pb, enum counter_arch *ret);
+int wire_sync_source_from_pb(Vcounter__V1__SyncSource pb, enum sync_source_kind *ret);
 Vcounter__V1__CounterArch wire_counter_arch_to_pb(enum counter_arch arch);
 
 /* Outgoing conversions fill caller-owned storage; repeated fields point into

@@ -18,6 +18,7 @@
 #include "conf.h"
 #include "log.h"
 #include "macro.h"
+#include "sync_source.h"
 
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x)  STRINGIFY_(x)
@@ -94,7 +95,8 @@ static const struct conf_enum_value bound_policies[] = {
 	{ NULL, 0 },
 };
 
-static const char *const sections[] = { "daemon", "vmm", "peer", "control", "policy", "metrics" };
+static const char *const sections[] = { "daemon", "vmm",   "peer",   "control",
+					"policy", "clock", "metrics" };
 
 /* Every setting; doc/vcounterd.conf.5 and systemd/vcounterd.conf.example describe each. */
 static const struct conf_key keys[] = {
@@ -169,6 +171,10 @@ static const struct conf_key keys[] = {
 	  FIELD(config.tsc_tolerance_ppm), .min = 0, .max = 10000 },
 	{ "policy", "kvm-op-timeout-ms", "kvm-op-timeout", "10000", CONF_U64, 0,
 	  FIELD(config.kvm_op_timeout_ms), .min = 1, .max = 3600000 },
+
+	/* sync_source.h: adjtimex, chrony, chrony@ADDR:PORT, fixed:NS. */
+	{ "clock", "sync-source", "sync-source", "adjtimex", CONF_STRING, 0,
+	  FIELD(config.sync_source), .max = 80 },
 
 	/* metrics_http.c: "ADDR:PORT" or a bare port (on 127.0.0.1). */
 	{ "metrics", "listen", "metrics-listen", NULL, CONF_STRING, CONF_RESTART | CONF_NONE,
@@ -1054,6 +1060,8 @@ int conf_validate(const struct conf *conf, char *err, size_t err_size)
 	const struct vcd_config *cfg = &conf->config;
 	const struct tls_config *t = &cfg->tls;
 	bool tls = t->ca_file && t->cert_file && t->key_file;
+	struct sync_source_spec spec;
+	char why[160];
 
 	if (!tls && (t->ca_file || t->cert_file || t->key_file))
 		return validate_error(
@@ -1082,6 +1090,9 @@ int conf_validate(const struct conf *conf, char *err, size_t err_size)
 		return validate_error(conf, key_of("control", "port-file"), err, err_size,
 				      "needs [control] listen",
 				      "--control-port-file needs --control-listen");
+	if (sync_source_spec_parse(cfg->sync_source, &spec, why, sizeof(why)) < 0)
+		return validate_error(conf, key_of("clock", "sync-source"), err, err_size, why,
+				      why);
 	if (conf->metrics_port_file && !cfg->metrics_listen)
 		return validate_error(conf, key_of("metrics", "port-file"), err, err_size,
 				      "needs [metrics] listen",

@@ -16,6 +16,7 @@
 #include "hostclock.h"
 #include "log.h"
 #include "macro.h"
+#include "sync_source.h"
 #include "vcd.h"
 #include "wire.h"
 
@@ -267,6 +268,7 @@ static void get_host_status(struct grpc_call *call, const ProtobufCMessage *requ
 	struct control *ctl = vcd->control;
 	Vcounter__V1__HostStatus hs = VCOUNTER__V1__HOST_STATUS__INIT;
 	Vcounter__V1__SyncError sync_pb = VCOUNTER__V1__SYNC_ERROR__INIT;
+	char sync_problem[256] = "";
 	Vcounter__V1__BackendSupport bs[_BACKEND_KIND_MAX], *bsp[_BACKEND_KIND_MAX];
 	char details[_BACKEND_KIND_MAX][sizeof(ctl->support[0].detail) + 64];
 	char listen[300] = "";
@@ -309,6 +311,12 @@ static void get_host_status(struct grpc_call *call, const ProtobufCMessage *requ
 	if (r < 0) {
 		grpc_call_finish(call, GRPC_STATUS_INTERNAL, "adjtimex: %s", strerror(-r));
 		return;
+	}
+	/* A sync source that does not answer: unbounded, and why. */
+	if (sync_source_apply(vcd->sync, vcd_now_ns(), &sync, sync_problem, sizeof(sync_problem)) <
+	    0) {
+		sync.unsynced = true;
+		hs.sync_problem = sync_problem;
 	}
 	wire_sync_error_to_pb(&sync, &sync_pb);
 	hs.sync = &sync_pb;

@@ -20,6 +20,7 @@
 #include "macro.h"
 #include "metrics_http.h"
 #include "service.h"
+#include "sync_source.h"
 #include "vcd.h"
 
 #include "config.h"
@@ -75,6 +76,8 @@ static void usage(FILE *f)
 		"                           SO_PEERCRED (root and the daemon's uid are\n"
 		"                           operators); repeatable\n"
 		"  --kvm-op-timeout MS      VMM answer deadline (default 10000)\n"
+		"  --sync-source SOURCE     this host's clock error: adjtimex (default),\n"
+		"                           chrony, chrony@ADDR:PORT or fixed:NS\n"
 		"  --peer-timeout MS        peer answer deadline (default 30000)\n"
 		"  --max-vms N, --max-vmm-connections N, --max-migrations N, --max-watchers N\n"
 		"                           limits, 1..their default (vcounterd(8), LIMITS)\n"
@@ -271,6 +274,11 @@ int main(int argc, char **argv)
 	 * host view measure their brackets with it. */
 	if (hostclock_tsc_khz(&vcd.host_tsc_khz) < 0)
 		vcd.host_tsc_khz = 0;
+	r = sync_source_open(vcd.base, vcd.config.sync_source, &vcd.sync, err, sizeof(err));
+	if (r < 0) {
+		log_error("%s", err);
+		goto out;
+	}
 	r = vmm_server_start(&vcd, vmm_fd);
 	if (r < 0) {
 		close(vmm_fd);
@@ -344,6 +352,7 @@ out:
 	 * still writing holds a reference until its callback runs): let them
 	 * run now, with every component gone, so that their objects are freed. */
 	event_base_loop(vcd.base, EVLOOP_NONBLOCK);
+	sync_source_free(vcd.sync);
 	if (vcd.tls_server)
 		SSL_CTX_free(vcd.tls_server);
 	if (vcd.tls_client)

@@ -21,6 +21,7 @@
 #include "macro.h"
 #include "metrics.h"
 #include "peer_conn.h"
+#include "sync_source.h"
 #include "vcd.h"
 #include "wire.h"
 
@@ -724,17 +725,36 @@ static void send_prepare(struct vcd *vcd, struct migration *m, struct peer_link 
  * held by KVM_RUN. The offsets read at registration and a fresh anchor let
  * the target validate and pre-compute; the final state, read after the
  * pause, is what is applied. */
-static int source_prepare_state(const struct vm_entry *vm, struct counter_state *ret)
+static int source_prepare_state(struct vcd *vcd, const struct vm_entry *vm,
+				struct counter_state *ret, char *err, size_t err_size)
 {
 	int r;
 
+	snprintf(err, err_size, "cannot take the source anchor");
 	if (!vm->registered_state)
 		return -ENODATA;
 	*ret = *vm->registered_state;
 	r = hostclock_sync_error(&ret->sync);
 	if (r < 0)
 		return r;
+	r = sync_source_apply(vcd->sync, vcd_now_ns(), &ret->sync, err, err_size);
+	if (r < 0)
+		return r;
 	return hostclock_bracket_anchor(vm->registered_state->anchor.host_tsc_khz, &ret->anchor);
+}
+
+/* After the pause a migration is not failed for its error estimate: a sync
+ * source that stopped answering since prepare leaves the bound unknown. */
+static void sync_or_unknown(struct vcd *vcd, const struct migration *m, const char *role,
+			    struct sync_error *sync)
+{
+	char err[256];
+
+	if (sync_source_apply(vcd->sync, vcd_now_ns(), sync, err, sizeof(err)) == 0)
+		return;
+	sync->unsynced = true;
+	log_warning("vm=%s migration=%s role=%s: %s; the error bound is unknown", m->s.vm_id,
+		    m->s.migration_id, role, err);
 }
 
 /* Start a source migration of vm to the daemon at peer_address: the
@@ -749,7 +769,8 @@ static int source_start(struct vcd *vcd, struct vm_entry *vm, const char *peer_a
 	struct peer_link *link = NULL;
 	struct migration *m;
 	_cleanup_free_ struct counter_state *state = NULL;
-	char id[VC_MIGRATION_ID_LEN + 1];
+	char id[VC_MIGRATION_ID_LEN + 1], why[256];
+	struct sync_error sync = { 0 };
 	int r;
 
 	if (vm->role != VM_ROLE_SOURCE && !vm->arrived) {
@@ -778,6 +799,10 @@ static int source_start(struct vcd *vcd, struct vm_entry *vm, const char *peer_a
 		snprintf(err, err_size, "peer_address and peer_name are required");
 		return -EINVAL;
 	}
+	/* A sync source that cannot answer refuses before anything starts. */
+	r = sync_source_apply(vcd->sync, vcd_now_ns(), &sync, err, err_size);
+	if (r < 0)
+		return r;
 	for (m = vcd->migrations->list; m; m = m->next)
 		if (m->s.role == VM_ROLE_SOURCE && strcmp(m->s.vm_id, vm->vm_id) == 0 &&
 		    !migration_step_is_terminal(m->s.step)) {
@@ -823,9 +848,9 @@ static int source_start(struct vcd *vcd, struct vm_entry *vm, const char *peer_a
 		migration_fail(vcd, m, -ENOMEM, "out of memory");
 		return 0;
 	}
-	r = source_prepare_state(vm, state);
+	r = source_prepare_state(vcd, vm, state, why, sizeof(why));
 	if (r < 0) {
-		migration_fail(vcd, m, r, "cannot take the source anchor");
+		migration_fail(vcd, m, r, "%s", why);
 		return 0;
 	}
 	r = session_source_prepare_sent(&m->s, state, vcd_now_ns());
@@ -984,6 +1009,7 @@ static void source_final_read(struct vcd *vcd, int error, const char *text,
 			      const struct kvm_op_outcome *out, void *userdata)
 {
 	_cleanup_free_ struct op_ctx *ctx = userdata;
+	_cleanup_free_ struct counter_state *final = NULL;
 	struct migration *m = migration_find(vcd, ctx->migration_id);
 	struct peer_link *link;
 	uint64_t generation;
@@ -1004,7 +1030,14 @@ static void source_final_read(struct vcd *vcd, int error, const char *text,
 		migration_fail(vcd, m, -ECONNRESET, "peer link lost before the final state");
 		return;
 	}
-	r = session_source_begin_final(&m->s, &out->state, vcd_now_ns(), &generation);
+	final = malloc(sizeof(*final));
+	if (!final) {
+		migration_fail(vcd, m, -ENOMEM, "out of memory");
+		return;
+	}
+	*final = out->state;
+	sync_or_unknown(vcd, m, "source", &final->sync);
+	r = session_source_begin_final(&m->s, final, vcd_now_ns(), &generation);
 	if (r < 0) {
 		migration_fail(vcd, m, r, "state machine refused the final state");
 		return;
@@ -1081,13 +1114,15 @@ static void log_outcome(const struct migration_report *rep, const char *role)
 	log_info("vm=%s migration=%s role=%s step=done: backend=%s generation=%" PRIu64
 		 " offsets_before=[%s] offsets_after=[%s] elapsed_ns=%" PRId64
 		 " timescale=%s delta_cycles=%" PRId64 " error_bound_ns=%" PRIu64
-		 "%s apply_latency_ns=%" PRIu64 " kvmclock=%s kvmclock_error_ns=%" PRId64,
+		 "%s apply_latency_ns=%" PRIu64 " kvmclock=%s kvmclock_error_ns=%" PRId64
+		 " sync=%s/%s",
 		 rep->vm_id, rep->migration_id, role, backend_kind_to_string(rep->backend),
 		 rep->generation, before, after, rep->elapsed_ns,
 		 counter_timescale_to_string(rep->timescale), rep->delta_cycles,
 		 rep->error_bound_ns, rep->error_bound_exceeded ? " (over the limit)" : "",
 		 rep->apply_latency_ns, kvmclock_verdict_to_string(rep->kvmclock_verdict),
-		 rep->kvmclock_error_ns);
+		 rep->kvmclock_error_ns, sync_source_kind_to_string(rep->source_sync),
+		 sync_source_kind_to_string(rep->target_sync));
 	if (rep->kvmclock_verdict == KVMCLOCK_MASTER_CLOCK_LOST)
 		log_error("vm=%s migration=%s role=%s: kvmclock check failed: the source's "
 			  "kvmclock was in master-clock mode (flags %#x), the target's is not "
@@ -1155,7 +1190,8 @@ static void handle_applied(struct vcd *vcd, struct peer_link *link,
 /* The plan against a target anchor taken now; *ret_sync is this host's
  * adjtimex view it used, also when planning fails on it. */
 static int target_plan(struct vcd *vcd, const struct vm_entry *vm, const struct counter_state *src,
-		       struct counter_plan *ret_plan, struct sync_error *ret_sync)
+		       struct counter_plan *ret_plan, struct sync_error *ret_sync, char *err,
+		       size_t err_size)
 {
 	struct counter_policy policy = {
 		.max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns,
@@ -1173,7 +1209,10 @@ static int target_plan(struct vcd *vcd, const struct vm_entry *vm, const struct 
 	r = hostclock_sync_error(&dst.sync);
 	if (r < 0)
 		return r;
+	r = sync_source_apply(vcd->sync, vcd_now_ns(), &dst.sync, err, err_size);
 	*ret_sync = dst.sync;
+	if (r < 0)
+		return r;
 	/* This host's rate, not the source's: they differ when the hosts do. */
 	r = hostclock_bracket_anchor(vcd->host_tsc_khz, &dst.anchor);
 	if (r < 0)
@@ -1275,7 +1314,11 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 				state->n_vcpus, vm->n_vcpus);
 		return;
 	}
-	r = target_plan(vcd, vm, state, plan, &sync);
+	r = target_plan(vcd, vm, state, plan, &sync, err, sizeof(err));
+	if (r == -ENODATA) {
+		link_send_error(link, msg->id, r, "target host %s: %s", vcd->config.host_name, err);
+		return;
+	}
 	if (r < 0) {
 		link_send_error(link, msg->id, r,
 				"%s (source %u kHz, TAI offset %" PRId32 " s; target %u kHz, TAI "
@@ -1477,8 +1520,8 @@ static void reply_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
 /* The VMM computed and wrote; check its arithmetic against ours with the
  * anchor it used, and what it read back against what it was to write. */
 static int verify_apply(struct vcd *vcd, const struct migration *m,
-			const struct kvm_op_outcome *out, struct counter_plan *ret_plan, char *err,
-			size_t err_size)
+			const struct kvm_op_outcome *out, struct counter_plan *ret_plan,
+			struct sync_error *ret_sync, char *err, size_t err_size)
 {
 	struct counter_policy policy = {
 		.max_abs_elapsed_ns = vcd->config.max_abs_elapsed_ns,
@@ -1499,6 +1542,10 @@ static int verify_apply(struct vcd *vcd, const struct migration *m,
 		snprintf(err, err_size, "the VMM's apply result lacks its state or anchor");
 		return -EPROTO;
 	}
+	/* The VMM read the kernel's view; the error estimate is this host's
+	 * sync source's. The offsets do not depend on it, only the bound. */
+	sync_or_unknown(vcd, m, "target", &dst.sync);
+	*ret_sync = dst.sync;
 	r = counter_math_plan(&m->s.final, &dst, &policy, ret_plan);
 	if (r < 0) {
 		snprintf(err, err_size, "%s", plan_error(r));
@@ -1524,6 +1571,7 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 	_cleanup_free_ struct migration_report *rep = calloc(1, sizeof(*rep));
 	struct migration *m = migration_find(vcd, ctx->migration_id);
 	struct kvmclock_check kc;
+	struct sync_error dst_sync = { 0 };
 	struct peer_link *link;
 	char err[256];
 	int r;
@@ -1545,7 +1593,7 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 		text = "out of memory";
 	}
 	if (error >= 0) {
-		r = verify_apply(vcd, m, out, plan, err, sizeof(err));
+		r = verify_apply(vcd, m, out, plan, &dst_sync, err, sizeof(err));
 		if (r < 0) {
 			error = r;
 			text = err;
@@ -1587,6 +1635,11 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 	rep->kvmclock_flags_before = kc.flags_before;
 	rep->kvmclock_flags_after = kc.flags_after;
 	rep->kvmclock_error_ns = kc.error_ns;
+	rep->source_sync = m->s.final.sync.source;
+	rep->source_maxerror_ns =
+		m->s.final.sync.unsynced ? UINT64_MAX : m->s.final.sync.maxerror_ns;
+	rep->target_sync = dst_sync.source;
+	rep->target_maxerror_ns = dst_sync.unsynced ? UINT64_MAX : dst_sync.maxerror_ns;
 	r = session_target_applied(&m->s, rep, vcd_now_ns());
 	if (r < 0) {
 		log_error("vm=%s migration=%s: state machine refused applied (%d)", m->s.vm_id,

@@ -12,6 +12,7 @@
 #include "conf.h"
 #include "log.h"
 #include "macro.h"
+#include "sync_source.h"
 #include "vcd.h"
 
 struct vcd_tls {
@@ -113,6 +114,7 @@ static void changed(const char *section, const char *key, bool needs_restart, co
 int vcd_reload(struct vcd *vcd)
 {
 	struct conf *old_conf = vcd->conf, *conf = NULL;
+	struct sync_source *sync = NULL;
 	struct vcd_tls tls = { 0 };
 	char err[CONF_ERROR_MAX];
 	unsigned n_changed = 0;
@@ -138,6 +140,12 @@ int vcd_reload(struct vcd *vcd)
 	r = vcd_tls_new(conf, &tls, err, sizeof(err));
 	if (r < 0)
 		goto fail;
+	/* A new sync source only when it changed: chrony's readings carry over. */
+	if (strcmp(conf->config.sync_source, vcd->config.sync_source) != 0) {
+		r = sync_source_open(vcd->base, conf->config.sync_source, &sync, err, sizeof(err));
+		if (r < 0)
+			goto fail;
+	}
 	/* The last step that can fail; it changes nothing when it does. */
 	r = control_reconfigure(vcd, &conf->config, tls.control, err, sizeof(err));
 	if (r < 0)
@@ -152,6 +160,10 @@ int vcd_reload(struct vcd *vcd)
 	vcd->tls_server = TAKE_PTR(tls.server);
 	vcd->tls_client = TAKE_PTR(tls.client);
 	migrations_tls_changed(vcd);
+	if (sync) {
+		sync_source_free(vcd->sync);
+		vcd->sync = TAKE_PTR(sync);
+	}
 	conf_apply(conf, old_conf, &vcd->config);
 	log_set_target(conf->log_target);
 	log_setup(conf->log_level);
@@ -165,6 +177,7 @@ int vcd_reload(struct vcd *vcd)
 	return 0;
 
 fail:
+	sync_source_free(sync);
 	vcd_tls_done(&tls);
 	conf_free(conf);
 	log_error("reload: %s; keeping the previous configuration", err);

@@ -26,6 +26,7 @@ static bool counter_state_equal(const struct counter_state *a, const struct coun
 	       a->kvmclock.flags == b->kvmclock.flags &&
 	       a->kvmclock.realtime_ns == b->kvmclock.realtime_ns &&
 	       a->kvmclock.host_tsc == b->kvmclock.host_tsc &&
+	       a->kvmclock.host_tsc_width == b->kvmclock.host_tsc_width &&
 	       a->anchor.tai_ns == b->anchor.tai_ns && a->anchor.host_tsc == b->anchor.host_tsc &&
 	       a->anchor.width_ns == b->anchor.width_ns && a->anchor.source == b->anchor.source &&
 	       a->anchor.host_tsc_khz == b->anchor.host_tsc_khz &&

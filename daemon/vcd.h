@@ -85,6 +85,10 @@ struct vcd_config {
 	/* The session journal lives in <state_dir>/journal (journal.h); NULL:
 	 * $STATE_DIRECTORY (systemd's StateDirectory=), else no journal. */
 	const char *state_dir;
+
+	/* This host's clock-error estimate (sync_source.h): "adjtimex",
+	 * "chrony", "chrony@ADDR:PORT" or "fixed:NS". */
+	const char *sync_source;
 };
 
 struct vm_entry {
@@ -153,8 +157,9 @@ struct vcd {
 	struct control *control;
 	struct vm_entry *vms;
 	size_t n_vms;
-	uint64_t started_ns;   /* CLOCK_MONOTONIC at start-up */
-	uint32_t host_tsc_khz; /* this host's TSC rate, measured at start-up; 0: unknown */
+	uint64_t started_ns;	  /* CLOCK_MONOTONIC at start-up */
+	uint32_t host_tsc_khz;	  /* this host's TSC rate, measured at start-up; 0: unknown */
+	struct sync_source *sync; /* this host's clock-error estimate (config.sync_source) */
 	struct metrics_http *metrics_http;
 	/* The configuration config was made from (conf.h): its strings'
 	 * owner, and what a reload reads again. */

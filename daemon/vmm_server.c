@@ -19,6 +19,7 @@
 #include "hostclock.h"
 #include "log.h"
 #include "macro.h"
+#include "sync_source.h"
 #include "unix_fd.h"
 #include "vcd.h"
 #include "wire.h"
@@ -730,6 +731,10 @@ static void handle_status(struct vmm_conn *conn, uint64_t request_id)
 	size_t n = 0;
 
 	if (hostclock_sync_error(&sync) == 0) {
+		char why[256];
+
+		if (sync_source_apply(conn->vcd->sync, vcd_now_ns(), &sync, why, sizeof(why)) < 0)
+			sync.unsynced = true;
 		wire_sync_error_to_pb(&sync, &sync_pb);
 		st.sync = &sync_pb;
 	}

@@ -714,6 +714,76 @@ static void test_reload_applies_allow_lists_roles_backends_policy_log_level(void
 	assert_vm_listed();
 }
 
+/* A UDP port on loopback where nothing listens (bound, read, closed). */
+static int unused_udp_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+/* The host's clock-error source is the operator's to change by a reload: the
+ * host status follows it, a chronyd that does not answer is said so (and the
+ * error is unbounded, not 0), and a source that is none is refused whole. */
+static void test_reload_changes_the_sync_source(void **state)
+{
+	struct settings s = initial;
+	struct vcounter_ctl_host host;
+	char extra[128], chrony[64];
+	int64_t deadline;
+	size_t n_vms;
+
+	s.extra = "[clock]\nsync-source = fixed:250000\n";
+	write_conf(&s);
+	reload_ok();
+	assert_log_has("reload: [clock] sync-source = 'fixed:250000' (was 'adjtimex')");
+	local_status(&host, &n_vms);
+	assert_string_equal(host.sync_source, "fixed");
+	assert_true(host.clock_synced);
+	assert_true(host.maxerror_ns == 250000);
+	assert_true(host.error_bound_ns >= 250000 && host.error_bound_ns < 250000 + 1000000);
+	assert_string_equal(host.sync_problem, "");
+
+	snprintf(chrony, sizeof(chrony), "127.0.0.1:%d", unused_udp_port());
+	snprintf(extra, sizeof(extra), "[clock]\nsync-source = chrony@%s\n", chrony);
+	s.extra = extra;
+	write_conf(&s);
+	reload_ok();
+	/* The first poll went out at the reload; the port's ICMP answer names why. */
+	deadline = now_ms() + wait_s * 1000;
+	do {
+		local_status(&host, &n_vms);
+	} while (!strstr(host.sync_problem, "Connection refused") && now_ms() < deadline &&
+		 (sleep_ms(20), true));
+	assert_string_equal(host.sync_source, "chrony");
+	assert_false(host.clock_synced);
+	assert_true(host.error_bound_ns == UINT64_MAX);
+	assert_non_null(strstr(host.sync_problem, chrony));
+	assert_non_null(strstr(host.sync_problem, "no answer yet: Connection refused"));
+	assert_log_has("sync source chrony (");
+
+	s.extra = "[clock]\nsync-source = ntpd\n";
+	write_conf(&s);
+	reload_refused("key 'sync-source' = 'ntpd': sync source \"ntpd\": expected adjtimex, "
+		       "chrony, chrony@ADDR:PORT or fixed:NS; keeping the previous configuration");
+	local_status(&host, &n_vms);
+	assert_string_equal(host.sync_source, "chrony");
+
+	s.extra = NULL;
+	write_conf(&s);
+	reload_ok();
+	local_status(&host, &n_vms);
+	assert_string_equal(host.sync_source, "adjtimex");
+	assert_string_equal(host.sync_problem, "");
+	assert_vm_listed();
+}
+
 static void test_reload_swaps_the_certificate_for_new_connections(void **state)
 {
 	struct settings s = initial;
@@ -858,6 +928,7 @@ int main(void)
 		cmocka_unit_test(test_the_file_alone_configures_the_daemon),
 		cmocka_unit_test(test_check_config_prints_the_file_as_in_effect),
 		cmocka_unit_test(test_reload_applies_allow_lists_roles_backends_policy_log_level),
+		cmocka_unit_test(test_reload_changes_the_sync_source),
 		cmocka_unit_test(test_reload_swaps_the_certificate_for_new_connections),
 		cmocka_unit_test(test_bad_files_are_refused_and_the_old_configuration_stays),
 		cmocka_unit_test(test_settings_that_need_a_restart_keep_their_values),

@@ -138,7 +138,8 @@ unknown_id=0123456789abcdef0123456789abcdef
 	json "status --json" 'd["host_name"] == "host-a.test" and d["vm_count"] == 0 and
 		isinstance(d["uptime_ns"], int) and d["uptime_ns"] > 0 and
 		"kvm-x86" in [b["backend"] for b in d["backends"]] and
-		set(d["sync"]) == {"maxerror_ns", "esterror_ns", "unsynced", "tai_offset_s"} and
+		set(d["sync"]) == {"maxerror_ns", "esterror_ns", "unsynced", "tai_offset_s", "source",
+			"problem"} and d["sync"]["source"] == "adjtimex" and d["sync"]["problem"] == "" and
 		d["migrations_running"] == 0 and isinstance(d["error_bound_ns"], int)'
 
 	run 0 "vms, none" $sock vms

@@ -487,6 +487,7 @@ static void test_exact_replay_returns_1_unchanged(void **unused)
 		same.kvmclock.flags = sess.final.kvmclock.flags;
 		same.kvmclock.realtime_ns = sess.final.kvmclock.realtime_ns;
 		same.kvmclock.host_tsc = sess.final.kvmclock.host_tsc;
+		same.kvmclock.host_tsc_width = sess.final.kvmclock.host_tsc_width;
 		same.anchor.tai_ns = sess.final.anchor.tai_ns;
 		same.anchor.host_tsc = sess.final.anchor.host_tsc;
 		same.anchor.width_ns = sess.final.anchor.width_ns;

@@ -50,6 +50,7 @@ static void fill_state(struct counter_state *s, uint32_t n_vcpus)
 		.unsynced = true,
 		.tai_offset_s = -37,
 		.leap = SYNC_LEAP_DELETE,
+		.source = SYNC_SOURCE_CHRONY,
 	};
 }
 
@@ -78,6 +79,10 @@ static void fill_report(struct migration_report *r, uint32_t n_vcpus)
 	r->kvmclock_flags_before = 0xc;
 	r->kvmclock_flags_after = 0x8;
 	r->kvmclock_error_ns = -37000000000;
+	r->source_sync = SYNC_SOURCE_CHRONY;
+	r->source_maxerror_ns = 1173000;
+	r->target_sync = SYNC_SOURCE_FIXED;
+	r->target_maxerror_ns = UINT64_MAX;
 }
 
 static void assert_state_equal(const struct counter_state *a, const struct counter_state *b)
@@ -93,6 +98,7 @@ static void assert_state_equal(const struct counter_state *a, const struct count
 	assert_int_equal(a->kvmclock.flags, b->kvmclock.flags);
 	assert_int_equal(a->kvmclock.realtime_ns, b->kvmclock.realtime_ns);
 	assert_int_equal(a->kvmclock.host_tsc, b->kvmclock.host_tsc);
+	assert_int_equal(a->kvmclock.host_tsc_width, b->kvmclock.host_tsc_width);
 	assert_int_equal(a->anchor.tai_ns, b->anchor.tai_ns);
 	assert_int_equal(a->anchor.host_tsc, b->anchor.host_tsc);
 	assert_int_equal(a->anchor.width_ns, b->anchor.width_ns);
@@ -103,6 +109,7 @@ static void assert_state_equal(const struct counter_state *a, const struct count
 	assert_int_equal(a->sync.unsynced, b->sync.unsynced);
 	assert_int_equal(a->sync.tai_offset_s, b->sync.tai_offset_s);
 	assert_int_equal(a->sync.leap, b->sync.leap);
+	assert_int_equal(a->sync.source, b->sync.source);
 }
 
 static void assert_report_equal(const struct migration_report *a, const struct migration_report *b)
@@ -129,6 +136,10 @@ static void assert_report_equal(const struct migration_report *a, const struct m
 	assert_int_equal(a->kvmclock_flags_before, b->kvmclock_flags_before);
 	assert_int_equal(a->kvmclock_flags_after, b->kvmclock_flags_after);
 	assert_true(a->kvmclock_error_ns == b->kvmclock_error_ns);
+	assert_int_equal(a->source_sync, b->source_sync);
+	assert_true(a->source_maxerror_ns == b->source_maxerror_ns);
+	assert_int_equal(a->target_sync, b->target_sync);
+	assert_true(a->target_maxerror_ns == b->target_maxerror_ns);
 }
 
 /* ---- round trips ---- */
@@ -524,6 +535,10 @@ static void mut_sync_leap_unknown(struct pb_fixture *f)
 {
 	f->pb.sync.leap = (Vcounter__V1__Leap)3;
 }
+static void mut_sync_source_unknown(struct pb_fixture *f)
+{
+	f->pb.sync.source = (Vcounter__V1__SyncSource)3;
+}
 
 static void test_counter_state_from_pb_refuses_each_invalid_field(void **unused)
 {
@@ -558,6 +573,7 @@ static void test_counter_state_from_pb_refuses_each_invalid_field(void **unused)
 		{ "kvmclock missing", mut_kvmclock_missing, "kvmclock missing" },
 		{ "sync missing", mut_sync_missing, "sync missing" },
 		{ "sync leap 3", mut_sync_leap_unknown, "sync leap 3 unknown" },
+		{ "sync source 3", mut_sync_source_unknown, "sync source 3 unknown" },
 	};
 	static struct pb_fixture f;
 	static struct counter_state ret, untouched;
@@ -729,6 +745,10 @@ static void rmut_timescale_unknown(struct report_fixture *f)
 {
 	f->pb.report.timescale = (Vcounter__V1__Timescale)3;
 }
+static void rmut_target_sync_unknown(struct report_fixture *f)
+{
+	f->pb.report.target_sync = (Vcounter__V1__SyncSource)9;
+}
 static void rmut_kvmclock_verdict_unknown(struct report_fixture *f)
 {
 	f->pb.report.kvmclock_verdict = (Vcounter__V1__KvmclockVerdict)4;
@@ -758,6 +778,7 @@ static void test_report_from_pb_refuses_each_invalid_field(void **unused)
 		{ "timescale 3", rmut_timescale_unknown, "timescale 3 unknown" },
 		{ "kvmclock verdict 4", rmut_kvmclock_verdict_unknown,
 		  "kvmclock verdict 4 unknown" },
+		{ "target sync 9", rmut_target_sync_unknown, "sync source 1/9 unknown" },
 	};
 	static struct report_fixture f;
 	static struct migration_report ret, untouched;

@@ -59,6 +59,12 @@ struct vcounter_report {
 	uint32_t kvmclock_flags_before; /* on the target before the apply */
 	uint32_t kvmclock_flags_after;	/* and after it */
 	int64_t kvmclock_error_ns;
+	/* Each host's share of error_bound_ns (UINT64_MAX: unknown) and what
+	 * estimated it: "adjtimex", "chrony" or "fixed" (vcounterd --sync-source). */
+	char source_sync[16];
+	uint64_t source_maxerror_ns;
+	char target_sync[16];
+	uint64_t target_maxerror_ns;
 };
 
 /* Connect to the daemon's VMM socket (NULL: VCOUNTER_DEFAULT_SOCKET).

@@ -1,0 +1,282 @@
+/* sync_source.c - this host's clock-error estimate from the source the
+ * operator picked: the spec, chronyd polled on the daemon's loop, and the
+ * estimate put into a sync_error. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "chrony.h"
+#include "log.h"
+#include "macro.h"
+#include "netaddr.h"
+#include "sync_source.h"
+
+#define FIXED_MAX_NS UINT64_C(1000000000000) /* 1000 s: more is no bound */
+
+struct sync_source {
+	struct sync_source_spec spec;
+	/* chrony */
+	int fd;
+	struct event *ev_read;
+	struct event *ev_poll;
+	uint32_t seq; /* of the request last sent */
+	bool has_reading;
+	struct chrony_tracking last; /* the newest answer */
+	uint64_t last_ns;	     /* CLOCK_MONOTONIC when it arrived */
+	char last_error[128];	     /* why the last poll got no answer, "" */
+	bool warned;		     /* last_error logged already */
+};
+
+int sync_source_spec_parse(const char *s, struct sync_source_spec *ret, char *err, size_t err_size)
+{
+	struct sync_source_spec spec = { .kind = SYNC_SOURCE_ADJTIMEX };
+	const char *addr = CHRONY_DEFAULT_ADDRESS;
+
+	if (!s || strcmp(s, "adjtimex") == 0) {
+		snprintf(spec.text, sizeof(spec.text), "adjtimex");
+	} else if (strncmp(s, "fixed:", 6) == 0) {
+		char *end;
+
+		errno = 0;
+		spec.kind = SYNC_SOURCE_FIXED;
+		if (s[6] < '0' || s[6] > '9')
+			goto bad_fixed;
+		spec.fixed_ns = strtoull(s + 6, &end, 10);
+		if (errno || *end || spec.fixed_ns == 0 || spec.fixed_ns > FIXED_MAX_NS)
+			goto bad_fixed;
+		snprintf(spec.text, sizeof(spec.text), "fixed (%" PRIu64 " ns)", spec.fixed_ns);
+	} else if (strcmp(s, "chrony") == 0 || strncmp(s, "chrony@", 7) == 0) {
+		spec.kind = SYNC_SOURCE_CHRONY;
+		if (s[6] == '@')
+			addr = s + 7;
+		if (netaddr_parse(addr, &spec.chrony_addr, &spec.chrony_addr_len) < 0 ||
+		    strlen(addr) > 60) {
+			snprintf(err, err_size,
+				 "sync source chrony@%.60s: not a numeric ADDR:PORT or port", addr);
+			return -EINVAL;
+		}
+		snprintf(spec.text, sizeof(spec.text), "chrony (%s)", addr);
+	} else {
+		snprintf(err, err_size,
+			 "sync source \"%.60s\": expected adjtimex, chrony, chrony@ADDR:PORT or "
+			 "fixed:NS",
+			 s);
+		return -EINVAL;
+	}
+	*ret = spec;
+	return 0;
+
+bad_fixed:
+	snprintf(err, err_size, "sync source \"%.60s\": fixed:NS wants 1 to %" PRIu64 " ns", s,
+		 FIXED_MAX_NS);
+	return -EINVAL;
+}
+
+uint64_t sync_source_chrony_maxerror_ns(const struct chrony_tracking *t, uint64_t age_ns,
+					bool *ret_unsynced)
+{
+	uint64_t bound = chrony_tracking_bound_ns(t, ret_unsynced);
+	double rate_ppm =
+		fabs(t->skew_ppm) + fabs(t->resid_freq_ppm) + SYNC_SOURCE_CHRONY_MAXCLOCKERROR_PPM;
+	double growth = ceil((double)age_ns * rate_ppm / 1e6);
+
+	if (*ret_unsynced)
+		return UINT64_MAX;
+	if (!isfinite(growth) || growth >= (double)(UINT64_MAX - bound)) {
+		*ret_unsynced = true;
+		return UINT64_MAX;
+	}
+	return bound + (uint64_t)growth;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
+}
+
+/* Says once why chronyd does not answer, and once when it does again. */
+static void set_error(struct sync_source *ss, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void set_error(struct sync_source *ss, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(ss->last_error, sizeof(ss->last_error), fmt, ap);
+	va_end(ap);
+	if (!ss->warned)
+		log_warning("sync source %s: %s", ss->spec.text, ss->last_error);
+	ss->warned = true;
+}
+
+static void on_reply(evutil_socket_t fd, short what, void *arg)
+{
+	struct sync_source *ss = arg;
+	uint8_t buf[CHRONY_TRACKING_LEN + 64];
+	struct chrony_tracking t;
+	ssize_t n;
+	int r;
+
+	(void)what;
+	for (;;) {
+		n = recv(fd, buf, sizeof(buf), 0);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			/* A connected UDP socket hears of an ICMP port
+			 * unreachable: nothing listens there. */
+			set_error(ss, "%s", strerror(errno));
+			return;
+		}
+		r = chrony_tracking_parse(buf, (size_t)n, ss->seq, &t);
+		if (r == -ESRCH)
+			continue; /* a late answer to an earlier poll */
+		if (r == -EACCES) {
+			set_error(ss, "chronyd refuses the tracking request (cmdallow?)");
+			continue;
+		}
+		if (r < 0) {
+			set_error(ss, "not a chronyd tracking reply (%s)", strerror(-r));
+			continue;
+		}
+		ss->last = t;
+		ss->last_ns = now_ns();
+		ss->has_reading = true;
+		ss->last_error[0] = '\0';
+		if (ss->warned)
+			log_info("sync source %s answers again", ss->spec.text);
+		ss->warned = false;
+	}
+}
+
+static void on_poll(evutil_socket_t fd, short what, void *arg)
+{
+	struct sync_source *ss = arg;
+	uint8_t req[CHRONY_TRACKING_LEN];
+
+	(void)fd;
+	(void)what;
+	chrony_tracking_request(++ss->seq, req);
+	if (send(ss->fd, req, sizeof(req), 0) < 0 && errno != EAGAIN)
+		set_error(ss, "cannot send: %s", strerror(errno));
+}
+
+int sync_source_new(struct event_base *base, const struct sync_source_spec *spec,
+		    struct sync_source **ret, char *err, size_t err_size)
+{
+	struct sync_source *ss = calloc(1, sizeof(*ss));
+	const struct timeval every = { SYNC_SOURCE_POLL_MS / 1000,
+				       (SYNC_SOURCE_POLL_MS % 1000) * 1000 };
+	int r;
+
+	if (!ss) {
+		snprintf(err, err_size, "out of memory");
+		return -ENOMEM;
+	}
+	ss->spec = *spec;
+	ss->fd = -1;
+	if (spec->kind != SYNC_SOURCE_CHRONY) {
+		*ret = ss;
+		return 0;
+	}
+	ss->fd = socket(spec->chrony_addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (ss->fd < 0 || connect(ss->fd, (const struct sockaddr *)&spec->chrony_addr,
+				  spec->chrony_addr_len) < 0) {
+		r = -errno;
+		snprintf(err, err_size, "sync source %s: %s", spec->text, strerror(-r));
+		sync_source_free(ss);
+		return r;
+	}
+	/* A random first sequence number: a stale reply to an earlier daemon's
+	 * request on a reused port is not taken for ours. */
+	ss->seq = (uint32_t)now_ns() ^ (uint32_t)getpid();
+	ss->ev_read = event_new(base, ss->fd, EV_READ | EV_PERSIST, on_reply, ss);
+	ss->ev_poll = event_new(base, -1, EV_PERSIST, on_poll, ss);
+	if (!ss->ev_read || !ss->ev_poll || event_add(ss->ev_read, NULL) < 0 ||
+	    event_add(ss->ev_poll, &every) < 0) {
+		snprintf(err, err_size, "sync source %s: cannot poll", spec->text);
+		sync_source_free(ss);
+		return -ENOMEM;
+	}
+	on_poll(-1, 0, ss);
+	*ret = ss;
+	return 0;
+}
+
+int sync_source_open(struct event_base *base, const char *text, struct sync_source **ret, char *err,
+		     size_t err_size)
+{
+	struct sync_source_spec spec;
+	int r;
+
+	r = sync_source_spec_parse(text, &spec, err, err_size);
+	if (r < 0)
+		return r;
+	return sync_source_new(base, &spec, ret, err, err_size);
+}
+
+void sync_source_free(struct sync_source *ss)
+{
+	if (!ss)
+		return;
+	if (ss->ev_read)
+		event_free(ss->ev_read);
+	if (ss->ev_poll)
+		event_free(ss->ev_poll);
+	if (ss->fd >= 0)
+		close(ss->fd);
+	free(ss);
+}
+
+const struct sync_source_spec *sync_source_spec(const struct sync_source *ss)
+{
+	return &ss->spec;
+}
+
+int sync_source_apply(const struct sync_source *ss, uint64_t now, struct sync_error *sync,
+		      char *err, size_t err_size)
+{
+	uint64_t age;
+
+	sync->source = ss->spec.kind;
+	switch (ss->spec.kind) {
+	case SYNC_SOURCE_FIXED:
+		/* The operator vouches for it: a PTP host whose own servo
+		 * statistics bound its clock, say. */
+		sync->maxerror_ns = ss->spec.fixed_ns;
+		sync->esterror_ns = 0;
+		sync->unsynced = false;
+		return 0;
+	case SYNC_SOURCE_CHRONY:
+		age = now - ss->last_ns;
+		if (!ss->has_reading || now < ss->last_ns || age > SYNC_SOURCE_MAX_AGE_NS) {
+			if (ss->has_reading)
+				snprintf(err, err_size,
+					 "sync source %s: no answer for %" PRIu64 " s%s%s",
+					 ss->spec.text, age / 1000000000,
+					 ss->last_error[0] ? ": " : "", ss->last_error);
+			else
+				snprintf(err, err_size, "sync source %s: no answer yet%s%s",
+					 ss->spec.text, ss->last_error[0] ? ": " : "",
+					 ss->last_error);
+			return -ENODATA;
+		}
+		sync->maxerror_ns = sync_source_chrony_maxerror_ns(&ss->last, age, &sync->unsynced);
+		sync->esterror_ns = (uint64_t)ceil(fabs(ss->last.rms_offset) * 1e9);
+		return 0;
+	default:
+		return 0;
+	}
+}
