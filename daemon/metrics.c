@@ -373,5 +373,19 @@ int metrics_render(const struct metrics *m, const struct metrics_snapshot *snap,
 	text_family(&t, "vcounterd_control_watchers", "gauge",
 		    "Open WatchEvents streams of the control API.");
 	text_printf(&t, "vcounterd_control_watchers %" PRIu64 "\n", snap->control_watchers);
+	text_family(&t, "vcounterd_clock_error_seconds", "gauge",
+		    "This host's clock-error estimate now, its share of a migration's error "
+		    "bound, by the sync source that made it; +Inf when unsynchronised or the "
+		    "source does not answer.");
+	text_printf(&t, "vcounterd_clock_error_seconds{source=");
+	text_label_value(&t, sync_source_kind_to_string(snap->sync_source)
+				     ? sync_source_kind_to_string(snap->sync_source)
+				     : "?");
+	text_printf(&t, "} ");
+	if (snap->clock_error_ns == UINT64_MAX)
+		text_printf(&t, "+Inf");
+	else
+		text_seconds(&t, false, snap->clock_error_ns);
+	text_putc(&t, '\n');
 	return t.full ? -ENOBUFS : (int)t.len;
 }

@@ -80,6 +80,10 @@ struct metrics_snapshot {
 	uint64_t peer_links_established;
 	uint64_t peer_links_connecting; /* connect or TLS handshake running */
 	uint64_t control_watchers;
+	/* This host's clock-error estimate now, from its sync source
+	 * (sync_source.h); UINT64_MAX: unsynchronised or no answer. */
+	enum sync_source_kind sync_source;
+	uint64_t clock_error_ns;
 };
 
 /* A migration moved (every step passes through migration.c's

@@ -24,11 +24,13 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "hostclock.h"
 #include "log.h"
 #include "macro.h"
 #include "metrics.h"
 #include "metrics_http.h"
 #include "netaddr.h"
+#include "sync_source.h"
 #include "vcd.h"
 
 #include "config.h"
@@ -213,6 +215,8 @@ static void snapshot(struct metrics_http *srv, struct metrics_snapshot *ret)
 {
 	struct vcd *vcd = srv->vcd;
 	size_t established = 0, connecting = 0;
+	struct sync_error sync;
+	char why[256];
 
 	*ret = (struct metrics_snapshot){
 		.version = VCOUNTER_VERSION,
@@ -229,6 +233,12 @@ static void snapshot(struct metrics_http *srv, struct metrics_snapshot *ret)
 	migrations_link_counts(vcd, &established, &connecting);
 	ret->peer_links_established = established;
 	ret->peer_links_connecting = connecting;
+	ret->sync_source = sync_source_spec(vcd->sync)->kind;
+	ret->clock_error_ns = UINT64_MAX;
+	if (hostclock_sync_error(&sync) == 0 &&
+	    sync_source_apply(vcd->sync, vcd_now_ns(), &sync, why, sizeof(why)) == 0 &&
+	    !sync.unsynced)
+		ret->clock_error_ns = sync.maxerror_ns;
 }
 
 /* Queue the response, stop reading, and close once it is out. */

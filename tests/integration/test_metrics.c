@@ -317,9 +317,11 @@ static void test_scrape_has_every_family_and_sane_values(void **state)
 		"vcounterd_peer_link_failures_total counter",
 		"vcounterd_tls_handshake_failures_total counter",
 		"vcounterd_control_watchers gauge",
+		"vcounterd_kvmclock_checks_total counter",
+		"vcounterd_clock_error_seconds gauge",
 	};
 	char type_line[128];
-	double start, now = (double)time(NULL);
+	double start, now = (double)time(NULL), clock_error;
 
 	scrape();
 	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
@@ -335,6 +337,10 @@ static void test_scrape_has_every_family_and_sane_values(void **state)
 	assert_int_equal(metric("vcounterd_apply_latency_seconds_bucket{le=\"+Inf\"}"), 0);
 	assert_int_equal(metric("vcounterd_apply_latency_seconds_count"), 0);
 	assert_int_equal(metric("vcounterd_control_watchers"), 0);
+	/* This host's share of a bound, from adjtimex: a number of seconds, or
+	 * +Inf on a host whose clock is not synchronised. */
+	clock_error = metric("vcounterd_clock_error_seconds{source=\"adjtimex\"}");
+	assert_true(isinf(clock_error) || (clock_error >= 0 && clock_error < 16));
 	assert_true(
 		harness_log_contains(&daemon_main, "metrics: serving GET /metrics on 127.0.0.1:"));
 	assert_fds_back_to_baseline();

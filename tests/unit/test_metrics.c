@@ -176,10 +176,16 @@ static const char expected_tail[] =
 	"# HELP vcounterd_control_watchers Open WatchEvents streams of the control API.\n"
 	"# TYPE vcounterd_control_watchers gauge\n"
 	"vcounterd_control_watchers 3\n";
+static const char expected_clock[] =
+	"# HELP vcounterd_clock_error_seconds This host's clock-error estimate now, its share of "
+	"a migration's error bound, by the sync source that made it; +Inf when unsynchronised or "
+	"the source does not answer.\n"
+	"# TYPE vcounterd_clock_error_seconds gauge\n"
+	"vcounterd_clock_error_seconds{source=\"chrony\"} 0.001173\n";
 
 static void test_render_known_state_is_exact(void **state)
 {
-	char expected[sizeof(expected_head) + sizeof(expected_tail)];
+	char expected[sizeof(expected_head) + sizeof(expected_tail) + sizeof(expected_clock)];
 	struct metrics m = { 0 };
 	struct metrics_snapshot snap = empty_snap;
 
@@ -190,6 +196,8 @@ static void test_render_known_state_is_exact(void **state)
 	snap.peer_links_established = 1;
 	snap.peer_links_connecting = 2;
 	snap.control_watchers = 3;
+	snap.sync_source = SYNC_SOURCE_CHRONY;
+	snap.clock_error_ns = 1173000;
 	m.migrations[VM_ROLE_SOURCE][METRICS_OUTCOME_DONE] = 3;
 	m.migrations[VM_ROLE_SOURCE][METRICS_OUTCOME_FAILED] = 1;
 	m.migrations[VM_ROLE_TARGET][METRICS_OUTCOME_DONE] = 2;
@@ -214,7 +222,8 @@ static void test_render_known_state_is_exact(void **state)
 	m.tls_handshake_failures[METRICS_LISTENER_PEER] = 7;
 	m.journal_write_failures = 2;
 
-	snprintf(expected, sizeof(expected), "%s%s", expected_head, expected_tail);
+	snprintf(expected, sizeof(expected), "%s%s%s", expected_head, expected_tail,
+		 expected_clock);
 	assert_string_equal(render(&m, &snap), expected);
 }
 
@@ -240,6 +249,7 @@ static void test_every_family_declared_once_before_its_samples(void **state)
 		"vcounterd_tls_handshake_failures_total",
 		"vcounterd_journal_write_failures_total",
 		"vcounterd_control_watchers",
+		"vcounterd_clock_error_seconds",
 	};
 	struct metrics m = { .has_last = true };
 	char current[64] = "";
