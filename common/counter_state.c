@@ -123,6 +123,7 @@ static const char *const sync_source_table[_SYNC_SOURCE_MAX] = {
 	[SYNC_SOURCE_ADJTIMEX] = "adjtimex",
 	[SYNC_SOURCE_CHRONY] = "chrony",
 	[SYNC_SOURCE_FIXED] = "fixed",
+	[SYNC_SOURCE_LINUXPTP] = "linuxptp",
 };
 
 const char *sync_source_kind_to_string(enum sync_source_kind source)

@@ -74,6 +74,7 @@ enum sync_source_kind {
 	SYNC_SOURCE_ADJTIMEX = 0, /* the kernel's maxerror, as the time daemon wrote it */
 	SYNC_SOURCE_CHRONY = 1,	  /* chronyd's tracking: |correction| + dispersion + delay/2 */
 	SYNC_SOURCE_FIXED = 2,	  /* a bound the operator configured */
+	SYNC_SOURCE_LINUXPTP = 3, /* ptp4l's TIME_STATUS_NP: |offset| + path delay */
 	_SYNC_SOURCE_MAX,
 	_SYNC_SOURCE_INVALID = -1,
 };

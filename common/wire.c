@@ -310,6 +310,9 @@ int wire_sync_source_from_pb(Vcounter__V1__SyncSource pb, enum sync_source_kind 
 	case VCOUNTER__V1__SYNC_SOURCE__SYNC_SOURCE_FIXED:
 		*ret = SYNC_SOURCE_FIXED;
 		return 0;
+	case VCOUNTER__V1__SYNC_SOURCE__SYNC_SOURCE_LINUXPTP:
+		*ret = SYNC_SOURCE_LINUXPTP;
+		return 0;
 	default:
 		return -EINVAL;
 	}
@@ -322,6 +325,8 @@ static Vcounter__V1__SyncSource sync_source_to_pb(enum sync_source_kind source)
 		return VCOUNTER__V1__SYNC_SOURCE__SYNC_SOURCE_CHRONY;
 	case SYNC_SOURCE_FIXED:
 		return VCOUNTER__V1__SYNC_SOURCE__SYNC_SOURCE_FIXED;
+	case SYNC_SOURCE_LINUXPTP:
+		return VCOUNTER__V1__SYNC_SOURCE__SYNC_SOURCE_LINUXPTP;
 	default:
 		return VCOUNTER__V1__SYNC_SOURCE__SYNC_SOURCE_ADJTIMEX;
 	}

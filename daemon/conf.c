@@ -172,7 +172,7 @@ static const struct conf_key keys[] = {
 	{ "policy", "kvm-op-timeout-ms", "kvm-op-timeout", "10000", CONF_U64, 0,
 	  FIELD(config.kvm_op_timeout_ms), .min = 1, .max = 3600000 },
 
-	/* sync_source.h: adjtimex, chrony, chrony@ADDR:PORT, fixed:NS. */
+	/* sync_source.h: adjtimex, chrony, chrony@ADDR:PORT, linuxptp, linuxptp@PATH, fixed:NS. */
 	{ "clock", "sync-source", "sync-source", "adjtimex", CONF_STRING, 0,
 	  FIELD(config.sync_source), .max = 80 },
 

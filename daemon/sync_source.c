@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,22 +20,29 @@
 #include "log.h"
 #include "macro.h"
 #include "netaddr.h"
+#include "ptp_mgmt.h"
 #include "sync_source.h"
 
 #define FIXED_MAX_NS UINT64_C(1000000000000) /* 1000 s: more is no bound */
 
 struct sync_source {
 	struct sync_source_spec spec;
-	/* chrony */
+	/* chrony, linuxptp */
 	int fd;
 	struct event *ev_read;
 	struct event *ev_poll;
 	uint32_t seq; /* of the request last sent */
+	/* chrony: the newest answer, and when it arrived (CLOCK_MONOTONIC) */
 	bool has_reading;
-	struct chrony_tracking last; /* the newest answer */
-	uint64_t last_ns;	     /* CLOCK_MONOTONIC when it arrived */
-	char last_error[128];	     /* why the last poll got no answer, "" */
-	bool warned;		     /* last_error logged already */
+	struct chrony_tracking last;
+	uint64_t last_ns;
+	/* linuxptp: the newest answer to each GET, and when each arrived */
+	bool has_ptp_status, has_ptp_ds;
+	struct ptp_time_status ptp_status;
+	struct ptp_current_ds ptp_ds;
+	uint64_t ptp_status_ns, ptp_ds_ns;
+	char last_error[128]; /* why the last poll got no answer, "" */
+	bool warned;	      /* last_error logged already */
 };
 
 int sync_source_spec_parse(const char *s, struct sync_source_spec *ret, char *err, size_t err_size)
@@ -58,17 +67,33 @@ int sync_source_spec_parse(const char *s, struct sync_source_spec *ret, char *er
 		spec.kind = SYNC_SOURCE_CHRONY;
 		if (s[6] == '@')
 			addr = s + 7;
-		if (netaddr_parse(addr, &spec.chrony_addr, &spec.chrony_addr_len) < 0 ||
-		    strlen(addr) > 60) {
+		if (netaddr_parse(addr, &spec.addr, &spec.addr_len) < 0 || strlen(addr) > 60) {
 			snprintf(err, err_size,
 				 "sync source chrony@%.60s: not a numeric ADDR:PORT or port", addr);
 			return -EINVAL;
 		}
 		snprintf(spec.text, sizeof(spec.text), "chrony (%s)", addr);
+	} else if (strcmp(s, "linuxptp") == 0 || strncmp(s, "linuxptp@", 9) == 0) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)&spec.addr;
+		const char *path = s[8] == '@' ? s + 9 : PTP_MGMT_DEFAULT_PATH;
+
+		spec.kind = SYNC_SOURCE_LINUXPTP;
+		if (path[0] != '/' || strlen(path) >= sizeof(sun->sun_path) || strlen(path) > 100) {
+			snprintf(err, err_size,
+				 "sync source linuxptp@%.60s: ptp4l's socket must be an absolute "
+				 "path of at most 100 bytes",
+				 path);
+			return -EINVAL;
+		}
+		sun->sun_family = AF_UNIX;
+		memcpy(sun->sun_path, path, strlen(path) + 1);
+		spec.addr_len =
+			(socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+		snprintf(spec.text, sizeof(spec.text), "linuxptp (%s)", path);
 	} else {
 		snprintf(err, err_size,
-			 "sync source \"%.60s\": expected adjtimex, chrony, chrony@ADDR:PORT or "
-			 "fixed:NS",
+			 "sync source \"%.60s\": expected adjtimex, chrony, chrony@ADDR:PORT, "
+			 "linuxptp, linuxptp@PATH or fixed:NS",
 			 s);
 		return -EINVAL;
 	}
@@ -121,10 +146,47 @@ static void set_error(struct sync_source *ss, const char *fmt, ...)
 	ss->warned = true;
 }
 
+static void answered(struct sync_source *ss)
+{
+	ss->last_error[0] = '\0';
+	if (ss->warned)
+		log_info("sync source %s answers again", ss->spec.text);
+	ss->warned = false;
+}
+
+/* One ptp4l answer: TIME_STATUS_NP or CURRENT_DATA_SET to this poll. */
+static void ptp_reply(struct sync_source *ss, const uint8_t *buf, size_t len)
+{
+	uint16_t id = 0, seq = 0;
+	int r = ptp_mgmt_reply_id(buf, len, &id, &seq);
+
+	if (r == 0 && seq != (uint16_t)ss->seq)
+		return; /* a late answer to an earlier poll */
+	if (r == -EPROTO) {
+		set_error(ss, "ptp4l answers GET %#x with an error", id);
+		return;
+	}
+	if (r == 0 && id == PTP_MGMT_TIME_STATUS_NP &&
+	    ptp_mgmt_time_status(buf, len, &ss->ptp_status) == 0) {
+		ss->has_ptp_status = true;
+		ss->ptp_status_ns = now_ns();
+		answered(ss);
+		return;
+	}
+	if (r == 0 && id == PTP_MGMT_CURRENT_DATA_SET &&
+	    ptp_mgmt_current_ds(buf, len, &ss->ptp_ds) == 0) {
+		ss->has_ptp_ds = true;
+		ss->ptp_ds_ns = now_ns();
+		answered(ss);
+		return;
+	}
+	set_error(ss, "not a ptp4l management answer");
+}
+
 static void on_reply(evutil_socket_t fd, short what, void *arg)
 {
 	struct sync_source *ss = arg;
-	uint8_t buf[CHRONY_TRACKING_LEN + 64];
+	uint8_t buf[512];
 	struct chrony_tracking t;
 	ssize_t n;
 	int r;
@@ -135,10 +197,14 @@ static void on_reply(evutil_socket_t fd, short what, void *arg)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
-			/* A connected UDP socket hears of an ICMP port
-			 * unreachable: nothing listens there. */
+			/* A connected socket hears that nothing listens there
+			 * (UDP: an ICMP port unreachable). */
 			set_error(ss, "%s", strerror(errno));
 			return;
+		}
+		if (ss->spec.kind == SYNC_SOURCE_LINUXPTP) {
+			ptp_reply(ss, buf, (size_t)n);
+			continue;
 		}
 		r = chrony_tracking_parse(buf, (size_t)n, ss->seq, &t);
 		if (r == -ESRCH)
@@ -154,23 +220,53 @@ static void on_reply(evutil_socket_t fd, short what, void *arg)
 		ss->last = t;
 		ss->last_ns = now_ns();
 		ss->has_reading = true;
-		ss->last_error[0] = '\0';
-		if (ss->warned)
-			log_info("sync source %s answers again", ss->spec.text);
-		ss->warned = false;
+		answered(ss);
 	}
+}
+
+static void send_or_say(struct sync_source *ss, const uint8_t *req, size_t len)
+{
+	if (send(ss->fd, req, len, 0) < 0 && errno != EAGAIN)
+		set_error(ss, "cannot send: %s", strerror(errno));
 }
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
 {
 	struct sync_source *ss = arg;
-	uint8_t req[CHRONY_TRACKING_LEN];
 
 	(void)fd;
 	(void)what;
-	chrony_tracking_request(++ss->seq, req);
-	if (send(ss->fd, req, sizeof(req), 0) < 0 && errno != EAGAIN)
-		set_error(ss, "cannot send: %s", strerror(errno));
+	if (ss->spec.kind == SYNC_SOURCE_LINUXPTP) {
+		uint8_t req[PTP_MGMT_GET_LEN];
+		uint16_t port = (uint16_t)getpid();
+
+		ss->seq++;
+		ptp_mgmt_get(PTP_MGMT_TIME_STATUS_NP, port, (uint16_t)ss->seq, req);
+		send_or_say(ss, req, sizeof(req));
+		ptp_mgmt_get(PTP_MGMT_CURRENT_DATA_SET, port, (uint16_t)ss->seq, req);
+		send_or_say(ss, req, sizeof(req));
+	} else {
+		uint8_t req[CHRONY_TRACKING_LEN];
+
+		chrony_tracking_request(++ss->seq, req);
+		send_or_say(ss, req, sizeof(req));
+	}
+}
+
+/* ptp4l answers the address a request came from: an unnamed datagram socket
+ * has none, so bind one in the abstract namespace (no file to clean up). */
+static int bind_client(struct sync_source *ss)
+{
+	static unsigned n;
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int len;
+
+	if (ss->spec.kind != SYNC_SOURCE_LINUXPTP)
+		return 0;
+	len = snprintf(sun.sun_path + 1, sizeof(sun.sun_path) - 1, "vcounterd-ptp-%d-%u",
+		       (int)getpid(), n++);
+	return bind(ss->fd, (struct sockaddr *)&sun,
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len));
 }
 
 int sync_source_new(struct event_base *base, const struct sync_source_spec *spec,
@@ -187,13 +283,13 @@ int sync_source_new(struct event_base *base, const struct sync_source_spec *spec
 	}
 	ss->spec = *spec;
 	ss->fd = -1;
-	if (spec->kind != SYNC_SOURCE_CHRONY) {
+	if (spec->kind != SYNC_SOURCE_CHRONY && spec->kind != SYNC_SOURCE_LINUXPTP) {
 		*ret = ss;
 		return 0;
 	}
-	ss->fd = socket(spec->chrony_addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (ss->fd < 0 || connect(ss->fd, (const struct sockaddr *)&spec->chrony_addr,
-				  spec->chrony_addr_len) < 0) {
+	ss->fd = socket(spec->addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (ss->fd < 0 || bind_client(ss) < 0 ||
+	    connect(ss->fd, (const struct sockaddr *)&spec->addr, spec->addr_len) < 0) {
 		r = -errno;
 		snprintf(err, err_size, "sync source %s: %s", spec->text, strerror(-r));
 		sync_source_free(ss);
@@ -245,6 +341,45 @@ const struct sync_source_spec *sync_source_spec(const struct sync_source *ss)
 	return &ss->spec;
 }
 
+static int ptp_apply(const struct sync_source *ss, uint64_t now, struct sync_error *sync, char *err,
+		     size_t err_size)
+{
+	const struct ptp_time_status *ts = &ss->ptp_status;
+	uint64_t since = ss->ptp_status_ns < ss->ptp_ds_ns ? ss->ptp_status_ns : ss->ptp_ds_ns;
+	struct timespec real;
+	int64_t real_ns, sync_age_ns;
+
+	if (!ss->has_ptp_status || !ss->has_ptp_ds || now < since ||
+	    now - since > SYNC_SOURCE_MAX_AGE_NS) {
+		snprintf(err, err_size, "sync source %s: no answer%s%s%s", ss->spec.text,
+			 ss->has_ptp_status ? " for 30 s" : " yet", ss->last_error[0] ? ": " : "",
+			 ss->last_error);
+		return -ENODATA;
+	}
+	if (!ts->gm_present) {
+		snprintf(err, err_size,
+			 "sync source %s: this host is its own PTP grandmaster, whose clock error "
+			 "ptp4l cannot tell (use chrony or fixed: here)",
+			 ss->spec.text);
+		return -ENODATA;
+	}
+	/* With software timestamps ptp4l disciplines CLOCK_REALTIME and stamps
+	 * ingress_time with it. */
+	clock_gettime(CLOCK_REALTIME, &real);
+	real_ns = (int64_t)real.tv_sec * 1000000000 + real.tv_nsec;
+	sync_age_ns = real_ns - ts->ingress_time_ns;
+	if (sync_age_ns > (int64_t)SYNC_SOURCE_MAX_AGE_NS) {
+		snprintf(err, err_size, "sync source %s: ptp4l has had no Sync for %" PRId64 " s",
+			 ss->spec.text, sync_age_ns / 1000000000);
+		return -ENODATA;
+	}
+	sync->maxerror_ns = ptp_mgmt_bound_ns(ts, &ss->ptp_ds, real_ns, SYNC_SOURCE_PTP_DRIFT_PPM,
+					      &sync->unsynced);
+	sync->esterror_ns = ts->master_offset_ns < 0 ? -(uint64_t)ts->master_offset_ns
+						     : (uint64_t)ts->master_offset_ns;
+	return 0;
+}
+
 int sync_source_apply(const struct sync_source *ss, uint64_t now, struct sync_error *sync,
 		      char *err, size_t err_size)
 {
@@ -276,6 +411,8 @@ int sync_source_apply(const struct sync_source *ss, uint64_t now, struct sync_er
 		sync->maxerror_ns = sync_source_chrony_maxerror_ns(&ss->last, age, &sync->unsynced);
 		sync->esterror_ns = (uint64_t)ceil(fabs(ss->last.rms_offset) * 1e9);
 		return 0;
+	case SYNC_SOURCE_LINUXPTP:
+		return ptp_apply(ss, now, sync, err, err_size);
 	default:
 		return 0;
 	}

@@ -25,14 +25,21 @@ struct event_base;
  * frequency plus this (chrony.conf maxclockerror, default 1 ppm). */
 #define SYNC_SOURCE_CHRONY_MAXCLOCKERROR_PPM 1.0
 
+/* Between ptp4l's Syncs a servo-locked clock drifts at most this (its
+ * residual frequency error, well under 1 ppm once locked, with margin for
+ * temperature): the bound grows by it with the age of the last Sync. */
+#define SYNC_SOURCE_PTP_DRIFT_PPM 10.0
+
 /* --sync-source, parsed: "adjtimex", "chrony" (CHRONY_DEFAULT_ADDRESS),
- * "chrony@ADDR:PORT" (numeric, netaddr.h), or "fixed:NS" (1..10^12 ns). */
+ * "chrony@ADDR:PORT" (numeric, netaddr.h), "linuxptp"
+ * (PTP_MGMT_DEFAULT_PATH), "linuxptp@/PATH" (ptp4l's uds_address), or
+ * "fixed:NS" (1..10^12 ns). */
 struct sync_source_spec {
 	enum sync_source_kind kind;
 	uint64_t fixed_ns;
-	struct sockaddr_storage chrony_addr;
-	socklen_t chrony_addr_len;
-	char text[80]; /* for logs and errors: "chrony (127.0.0.1:323)" */
+	struct sockaddr_storage addr; /* chrony: UDP; linuxptp: AF_UNIX */
+	socklen_t addr_len;
+	char text[136]; /* for logs and errors: "chrony (127.0.0.1:323)" */
 };
 
 /* -EINVAL with a sentence in err when s is none of the above. Pure. */
@@ -59,7 +66,9 @@ const struct sync_source_spec *sync_source_spec(const struct sync_source *ss);
 /* sync holds the kernel's adjtimex view (hostclock_sync_error); replace its
  * error estimate (maxerror_ns, esterror_ns, unsynced, source) with this
  * source's at now_ns (CLOCK_MONOTONIC). adjtimex leaves it as it is. -ENODATA
- * with the reason in err when chronyd has not answered within
- * SYNC_SOURCE_MAX_AGE_NS (sync is then unchanged but for source). */
+ * with the reason in err when chronyd or ptp4l has not answered within
+ * SYNC_SOURCE_MAX_AGE_NS, ptp4l has had no Sync for as long, or ptp4l is its
+ * own grandmaster (it cannot tell this clock's error); sync is then
+ * unchanged but for source. */
 int sync_source_apply(const struct sync_source *ss, uint64_t now_ns, struct sync_error *sync,
 		      char *err, size_t err_size);

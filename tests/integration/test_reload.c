@@ -771,7 +771,8 @@ static void test_reload_changes_the_sync_source(void **state)
 	s.extra = "[clock]\nsync-source = ntpd\n";
 	write_conf(&s);
 	reload_refused("key 'sync-source' = 'ntpd': sync source \"ntpd\": expected adjtimex, "
-		       "chrony, chrony@ADDR:PORT or fixed:NS; keeping the previous configuration");
+		       "chrony, chrony@ADDR:PORT, linuxptp, linuxptp@PATH or fixed:NS; keeping the "
+		       "previous configuration");
 	local_status(&host, &n_vms);
 	assert_string_equal(host.sync_source, "chrony");
 

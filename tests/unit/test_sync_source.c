@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <sys/un.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,14 +31,23 @@ static void test_spec_parses_each_source(void **state)
 	assert_int_equal(sync_source_spec_parse("chrony", &s, err, sizeof(err)), 0);
 	assert_int_equal(s.kind, SYNC_SOURCE_CHRONY);
 	assert_string_equal(s.text, "chrony (127.0.0.1:323)");
-	assert_int_equal(s.chrony_addr.ss_family, AF_INET);
-	assert_int_equal(ntohs(((struct sockaddr_in *)&s.chrony_addr)->sin_port), 323);
+	assert_int_equal(s.addr.ss_family, AF_INET);
+	assert_int_equal(ntohs(((struct sockaddr_in *)&s.addr)->sin_port), 323);
 
 	assert_int_equal(sync_source_spec_parse("chrony@[::1]:1323", &s, err, sizeof(err)), 0);
-	assert_int_equal(s.chrony_addr.ss_family, AF_INET6);
+	assert_int_equal(s.addr.ss_family, AF_INET6);
 	assert_string_equal(s.text, "chrony ([::1]:1323)");
 	assert_int_equal(sync_source_spec_parse("chrony@4323", &s, err, sizeof(err)), 0);
 	assert_string_equal(s.text, "chrony (4323)");
+
+	assert_int_equal(sync_source_spec_parse("linuxptp", &s, err, sizeof(err)), 0);
+	assert_int_equal(s.kind, SYNC_SOURCE_LINUXPTP);
+	assert_string_equal(s.text, "linuxptp (/var/run/ptp4l)");
+	assert_int_equal(s.addr.ss_family, AF_UNIX);
+	assert_string_equal(((struct sockaddr_un *)&s.addr)->sun_path, "/var/run/ptp4l");
+	assert_int_equal(sync_source_spec_parse("linuxptp@/run/ptp4l-eth1", &s, err, sizeof(err)),
+			 0);
+	assert_string_equal(((struct sockaddr_un *)&s.addr)->sun_path, "/run/ptp4l-eth1");
 
 	assert_int_equal(sync_source_spec_parse("fixed:250000", &s, err, sizeof(err)), 0);
 	assert_int_equal(s.kind, SYNC_SOURCE_FIXED);
@@ -57,6 +67,11 @@ static void test_spec_refuses_what_is_no_source(void **state)
 		"chrony:323",
 		"fixed:",
 		"fixed:0",
+		"linuxptp@",
+		"linuxptp@ptp4l",
+		"linuxptp:/var/run/ptp4l",
+		"linuxptp@/a/path/to/a/socket/that/does/not/fit/in/the/one/hundred/and/eight/bytes/"
+		"of/sun_path/not/at/all/no/matter/how/one/counts",
 		"fixed:-5",
 		"fixed:+5",
 		"fixed:1e6",
@@ -79,7 +94,7 @@ static void test_spec_refuses_what_is_no_source(void **state)
 	}
 	sync_source_spec_parse("ntpd", &s, err, sizeof(err));
 	assert_string_equal(err, "sync source \"ntpd\": expected adjtimex, chrony, "
-				 "chrony@ADDR:PORT or fixed:NS");
+				 "chrony@ADDR:PORT, linuxptp, linuxptp@PATH or fixed:NS");
 }
 
 /* chronyd's bound was true when it answered; it grows since at chrony's own

@@ -537,7 +537,7 @@ static void mut_sync_leap_unknown(struct pb_fixture *f)
 }
 static void mut_sync_source_unknown(struct pb_fixture *f)
 {
-	f->pb.sync.source = (Vcounter__V1__SyncSource)3;
+	f->pb.sync.source = (Vcounter__V1__SyncSource)4;
 }
 
 static void test_counter_state_from_pb_refuses_each_invalid_field(void **unused)
@@ -573,7 +573,7 @@ static void test_counter_state_from_pb_refuses_each_invalid_field(void **unused)
 		{ "kvmclock missing", mut_kvmclock_missing, "kvmclock missing" },
 		{ "sync missing", mut_sync_missing, "sync missing" },
 		{ "sync leap 3", mut_sync_leap_unknown, "sync leap 3 unknown" },
-		{ "sync source 3", mut_sync_source_unknown, "sync source 3 unknown" },
+		{ "sync source 4", mut_sync_source_unknown, "sync source 4 unknown" },
 	};
 	static struct pb_fixture f;
 	static struct counter_state ret, untouched;

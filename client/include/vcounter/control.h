@@ -149,7 +149,7 @@ struct vcounter_ctl_host {
 	uint64_t maxerror_ns;
 	uint64_t esterror_ns;
 	int32_t tai_offset_s;
-	char sync_source[16];	 /* what estimated maxerror: adjtimex, chrony, fixed */
+	char sync_source[16];	 /* what estimated maxerror: adjtimex, chrony, linuxptp, fixed */
 	char sync_problem[256];	 /* why it gave none ("": it did) */
 	uint64_t error_bound_ns; /* UINT64_MAX: unsynchronised */
 	uint32_t vm_count;

@@ -60,7 +60,8 @@ struct vcounter_report {
 	uint32_t kvmclock_flags_after;	/* and after it */
 	int64_t kvmclock_error_ns;
 	/* Each host's share of error_bound_ns (UINT64_MAX: unknown) and what
-	 * estimated it: "adjtimex", "chrony" or "fixed" (vcounterd --sync-source). */
+	 * estimated it: "adjtimex", "chrony", "linuxptp" or "fixed" (vcounterd
+	 * --sync-source). */
 	char source_sync[16];
 	uint64_t source_maxerror_ns;
 	char target_sync[16];
