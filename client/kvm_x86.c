@@ -61,6 +61,18 @@ static uint64_t timespec_ns(const struct timespec *ts)
 	return (uint64_t)ts->tv_sec * NSEC_PER_SEC + (uint64_t)ts->tv_nsec;
 }
 
+/* CLOCK_REALTIME - CLOCK_MONOTONIC: constant but for slewing (at most
+ * 500 ppm) unless the host clock is stepped. */
+static int realtime_mark(int64_t *ret_ns)
+{
+	struct timespec real, mono;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &mono) < 0 || clock_gettime(CLOCK_REALTIME, &real) < 0)
+		return -errno;
+	*ret_ns = (int64_t)(timespec_ns(&real) - timespec_ns(&mono));
+	return 0;
+}
+
 static int monotonic_ns(uint64_t *ret_ns)
 {
 	struct timespec ts;
@@ -590,6 +602,11 @@ int kvm_x86_tsc_read_state(const struct kvm_x86_tsc_access *acc, const struct kv
 	return 0;
 }
 
+/* A host clock step during an apply (realtime_mark moved by more than
+ * this) has it done again, up to APPLY_TRIES times in all. */
+#define APPLY_CLOCK_STEP_NS 100000
+#define APPLY_TRIES	    3
+
 int kvm_x86_tsc_apply(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_fds *vm,
 		      const struct counter_state *src, const struct counter_policy *policy,
 		      struct backend_apply_result *ret)
@@ -616,41 +633,59 @@ int kvm_x86_tsc_apply(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_
 		       &target.tsc_scaling_frac_bits, &host_khz, &raw0);
 	if (r < 0)
 		return r;
-	r = take_anchor(vm, host_khz, &clock_now, &kvm_flags_now, &target.anchor, &target.sync);
-	if (r < 0)
-		return r;
-	r = counter_math_plan(src, &target, policy, &res->plan);
-	if (r < 0)
-		return r;
+	/* The anchor, the plan and KVM_SET_CLOCK must see one host clock: a
+	 * step in between (a time daemon's, ptp4l's servo jumping) would have
+	 * kvmclock count it and the TSC not. Seen, the apply is done again
+	 * (the VM has not run: writing twice is harmless). */
+	for (int try = 0;; try++) {
+		int64_t mark0, mark1;
 
-	/* Source realtime present: KVM adds (its CLOCK_REALTIME now - realtime)
-	 * to clock when that is positive (api.rst 4.30 KVM_SET_CLOCK), holding
-	 * it as the plan holds the TSC. Absent: account the anchors' elapsed
-	 * time ourselves (never negative: the plan holds a clock behind). */
-	set.clock = res->plan.kvmclock.clock_ns;
-	if (res->plan.kvmclock.flags & KVM_CLOCK_REALTIME) {
-		set.flags = KVM_CLOCK_REALTIME;
-		set.realtime = res->plan.kvmclock.realtime_ns;
-	} else {
-		set.clock += (uint64_t)res->plan.elapsed_ns;
-	}
-
-	/* vcpu.rst section 4 order: KVM_SET_CLOCK (step 4), then every vCPU's
-	 * offset (step 7). An access that checks the ratio is handed the one
-	 * the plan was computed for: a ratio changed since is refused, not
-	 * written over. */
-	r = monotonic_ns(&t0);
-	if (r < 0)
-		return r;
-	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &set) < 0)
-		return -errno;
-	for (uint32_t i = 0; i < vm->n_vcpus; i++) {
-		struct tsc_vcpu_state st = raw0;
-
-		st.offset = res->plan.offset_cycles[i];
-		r = acc->set(vm->vcpu_fds[i], &st);
+		r = realtime_mark(&mark0);
 		if (r < 0)
 			return r;
+		r = take_anchor(vm, host_khz, &clock_now, &kvm_flags_now, &target.anchor,
+				&target.sync);
+		if (r < 0)
+			return r;
+		r = counter_math_plan(src, &target, policy, &res->plan);
+		if (r < 0)
+			return r;
+
+		/* Source realtime present: KVM adds (its CLOCK_REALTIME now -
+		 * realtime) to clock when that is positive (api.rst 4.30
+		 * KVM_SET_CLOCK), holding it as the plan holds the TSC. Absent:
+		 * account the anchors' elapsed time ourselves (never negative:
+		 * the plan holds a clock behind). */
+		set = (struct kvm_clock_data){ .clock = res->plan.kvmclock.clock_ns };
+		if (res->plan.kvmclock.flags & KVM_CLOCK_REALTIME) {
+			set.flags = KVM_CLOCK_REALTIME;
+			set.realtime = res->plan.kvmclock.realtime_ns;
+		} else {
+			set.clock += (uint64_t)res->plan.elapsed_ns;
+		}
+
+		/* vcpu.rst section 4 order: KVM_SET_CLOCK (step 4), then every
+		 * vCPU's offset (step 7). An access that checks the ratio is
+		 * handed the one the plan was computed for: a ratio changed
+		 * since is refused, not written over. */
+		r = monotonic_ns(&t0);
+		if (r < 0)
+			return r;
+		if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &set) < 0)
+			return -errno;
+		r = realtime_mark(&mark1);
+		if (r < 0)
+			return r;
+		for (uint32_t i = 0; i < vm->n_vcpus; i++) {
+			struct tsc_vcpu_state st = raw0;
+
+			st.offset = res->plan.offset_cycles[i];
+			r = acc->set(vm->vcpu_fds[i], &st);
+			if (r < 0)
+				return r;
+		}
+		if (llabs(mark1 - mark0) <= APPLY_CLOCK_STEP_NS || try + 1 == APPLY_TRIES)
+			break;
 	}
 	r = monotonic_ns(&t1);
 	if (r < 0)
