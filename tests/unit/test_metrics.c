@@ -528,8 +528,12 @@ static void test_widest_text_fits_and_short_buffer_is_refused(void **state)
 	m.has_last = true;
 	m.last_elapsed_ns = INT64_MIN;
 	m.last_error_bound_ns = UINT64_MAX - 1;
+	m.has_last_kvmclock = true;
+	m.last_kvmclock_error_ns = INT64_MIN;
 	memset(&snap, 0xff, sizeof(snap));
 	snap.version = "0.1.0-with-a-rather-long-suffix-that-no-release-should-ever-have";
+	snap.sync_source = SYNC_SOURCE_LINUXPTP; /* the longest name */
+	snap.clock_error_ns = UINT64_MAX - 1;
 	n = metrics_render(&m, &snap, text, sizeof(text));
 	assert_true(n > 0 && n < METRICS_TEXT_MAX);
 	assert_non_null(sample("vcounterd_apply_latency_seconds_count "));
