@@ -1,23 +1,21 @@
 /* frame.c - length-prefixed framing shared by daemon and client. */
 #include <errno.h>
 
+#include "byteorder.h"
 #include "frame.h"
 
 int frame_header_encode(size_t len, uint8_t out[FRAME_HEADER_BYTES])
 {
 	if (len > VC_MAX_FRAME_BYTES)
 		return -EMSGSIZE;
-	out[0] = (uint8_t)(len >> 24);
-	out[1] = (uint8_t)(len >> 16);
-	out[2] = (uint8_t)(len >> 8);
-	out[3] = (uint8_t)len;
+	be32_put(out, (uint32_t)len);
 	return 0;
 }
 
 int frame_header_decode(const uint8_t in[FRAME_HEADER_BYTES], size_t max_payload_bytes,
 			uint32_t *ret_len)
 {
-	uint32_t len = (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3];
+	uint32_t len = be32_get(in);
 
 	if (len > max_payload_bytes)
 		return -EMSGSIZE;

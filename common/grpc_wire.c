@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "byteorder.h"
 #include "grpc_wire.h"
 #include "macro.h"
 
@@ -14,10 +15,7 @@
 void grpc_wire_prefix(uint8_t out[GRPC_WIRE_PREFIX_BYTES], uint32_t len)
 {
 	out[0] = 0; /* Compressed-Flag: never set, no compression is offered */
-	out[1] = (uint8_t)(len >> 24);
-	out[2] = (uint8_t)(len >> 16);
-	out[3] = (uint8_t)(len >> 8);
-	out[4] = (uint8_t)len;
+	be32_put(out + 1, len);
 }
 
 void grpc_wire_decoder_init(struct grpc_wire_decoder *d, uint32_t max_len)
@@ -41,7 +39,7 @@ static int decoder_take_prefix(struct grpc_wire_decoder *d)
 	d->compressed = p[0] == 1;
 	if (p[0] != 0)
 		return -EBADMSG;
-	d->len = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+	d->len = be32_get(p + 1);
 	if (d->len > d->max_len)
 		return -EMSGSIZE;
 	d->have = 0;

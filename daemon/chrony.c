@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "byteorder.h"
 #include "chrony.h"
 
 #define PROTO_VERSION	   6
@@ -36,28 +37,6 @@ enum {
 
 _Static_assert(OFF_FLOATS + 9 * 4 == CHRONY_TRACKING_LEN, "RPY_Tracking layout");
 
-static void put_u16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	put_u16(p, (uint16_t)(v >> 16));
-	put_u16(p + 2, (uint16_t)v);
-}
-
-static uint16_t get_u16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)get_u16(p) << 16 | get_u16(p + 2);
-}
-
 void chrony_tracking_request(uint32_t seq, uint8_t buf[CHRONY_TRACKING_LEN])
 {
 	/* CMD_Request: version, pkt_type, res1, res2, command, attempt,
@@ -65,8 +44,8 @@ void chrony_tracking_request(uint32_t seq, uint8_t buf[CHRONY_TRACKING_LEN])
 	memset(buf, 0, CHRONY_TRACKING_LEN);
 	buf[0] = PROTO_VERSION;
 	buf[1] = PKT_TYPE_REQUEST;
-	put_u16(buf + 4, REQ_TRACKING);
-	put_u32(buf + 8, seq);
+	be16_put(buf + 4, REQ_TRACKING);
+	be32_put(buf + 8, seq);
 }
 
 double chrony_float_decode(uint32_t x)
@@ -89,24 +68,24 @@ int chrony_tracking_parse(const uint8_t *buf, size_t len, uint32_t seq, struct c
 	/* A failure status comes in a reply with no data (RPY_NULL): check the
 	 * header first, the length of the data only for a success. */
 	if (len < REPLY_HEADER_BYTES || buf[OFF_VERSION] != PROTO_VERSION ||
-	    buf[OFF_PKT_TYPE] != PKT_TYPE_REPLY || get_u16(buf + OFF_COMMAND) != REQ_TRACKING)
+	    buf[OFF_PKT_TYPE] != PKT_TYPE_REPLY || be16_get(buf + OFF_COMMAND) != REQ_TRACKING)
 		return -EBADMSG;
-	if (get_u32(buf + OFF_SEQUENCE) != seq)
+	if (be32_get(buf + OFF_SEQUENCE) != seq)
 		return -ESRCH;
-	status = get_u16(buf + OFF_STATUS);
+	status = be16_get(buf + OFF_STATUS);
 	if (status == STT_UNAUTH)
 		return -EACCES;
 	if (status != STT_SUCCESS)
 		return -EPROTO;
-	if (len < CHRONY_TRACKING_LEN || get_u16(buf + OFF_REPLY) != RPY_TRACKING)
+	if (len < CHRONY_TRACKING_LEN || be16_get(buf + OFF_REPLY) != RPY_TRACKING)
 		return -EBADMSG;
 
 	for (int i = 0; i < 9; i++)
-		f[i] = chrony_float_decode(get_u32(buf + OFF_FLOATS + 4 * i));
+		f[i] = chrony_float_decode(be32_get(buf + OFF_FLOATS + 4 * i));
 	*ret = (struct chrony_tracking){
-		.ref_id = get_u32(buf + OFF_REF_ID),
-		.stratum = get_u16(buf + OFF_STRATUM),
-		.leap_status = get_u16(buf + OFF_LEAP),
+		.ref_id = be32_get(buf + OFF_REF_ID),
+		.stratum = be16_get(buf + OFF_STRATUM),
+		.leap_status = be16_get(buf + OFF_LEAP),
 		.current_correction = f[0],
 		.last_offset = f[1],
 		.rms_offset = f[2],

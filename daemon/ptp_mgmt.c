@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "byteorder.h"
 #include "ptp_mgmt.h"
 
 #define MSG_MANAGEMENT		    0x0d
@@ -21,34 +22,9 @@
 #define TIME_STATUS_NP_BYTES	    50
 #define CURRENT_DATA_SET_BYTES	    18
 
-static void put_u16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static uint16_t get_u16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)get_u16(p) << 16 | get_u16(p + 2);
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
 static int64_t get_s64(const uint8_t *p)
 {
-	uint64_t v = get_u64(p);
+	uint64_t v = be64_get(p);
 
 	return v <= INT64_MAX ? (int64_t)v : -(int64_t)~v - 1;
 }
@@ -58,19 +34,19 @@ void ptp_mgmt_get(uint16_t id, uint16_t port, uint16_t seq, uint8_t buf[PTP_MGMT
 	memset(buf, 0, PTP_MGMT_GET_LEN);
 	buf[0] = MSG_MANAGEMENT;
 	buf[1] = PTP_VERSION;
-	put_u16(buf + 2, PTP_MGMT_GET_LEN);
+	be16_put(buf + 2, PTP_MGMT_GET_LEN);
 	/* domainNumber 0, flags 0, correction 0; sourcePortIdentity: a zero
 	 * clockIdentity (not a clock) and the caller's port number. */
-	put_u16(buf + 28, port);
-	put_u16(buf + 30, seq);
+	be16_put(buf + 28, port);
+	be16_put(buf + 30, seq);
 	buf[32] = CTL_MANAGEMENT;
 	buf[33] = 0x7f;
 	/* targetPortIdentity: every clock, every port; boundary hops 0. */
 	memset(buf + HEADER_BYTES, 0xff, 10);
 	buf[HEADER_BYTES + 12] = ACTION_GET;
-	put_u16(buf + TLV_AT, TLV_MANAGEMENT);
-	put_u16(buf + TLV_AT + 2, 2); /* an empty GET: the id alone */
-	put_u16(buf + TLV_AT + 4, id);
+	be16_put(buf + TLV_AT, TLV_MANAGEMENT);
+	be16_put(buf + TLV_AT + 2, 2); /* an empty GET: the id alone */
+	be16_put(buf + TLV_AT + 4, id);
 }
 
 int ptp_mgmt_reply_id(const uint8_t *buf, size_t len, uint16_t *ret_id, uint16_t *ret_seq)
@@ -78,24 +54,24 @@ int ptp_mgmt_reply_id(const uint8_t *buf, size_t len, uint16_t *ret_id, uint16_t
 	uint16_t tlv_type, tlv_len;
 
 	if (len < DATA_AT || (buf[0] & 0x0f) != MSG_MANAGEMENT || (buf[1] & 0x0f) != PTP_VERSION ||
-	    get_u16(buf + 2) > len || get_u16(buf + 2) < DATA_AT ||
+	    be16_get(buf + 2) > len || be16_get(buf + 2) < DATA_AT ||
 	    (buf[HEADER_BYTES + 12] & 0x0f) != ACTION_RESPONSE)
 		return -EBADMSG;
-	tlv_type = get_u16(buf + TLV_AT);
-	tlv_len = get_u16(buf + TLV_AT + 2);
-	if (tlv_len < 2 || TLV_AT + 4 + (size_t)tlv_len > get_u16(buf + 2))
+	tlv_type = be16_get(buf + TLV_AT);
+	tlv_len = be16_get(buf + TLV_AT + 2);
+	if (tlv_len < 2 || TLV_AT + 4 + (size_t)tlv_len > be16_get(buf + 2))
 		return -EBADMSG;
-	*ret_seq = get_u16(buf + 30);
+	*ret_seq = be16_get(buf + 30);
 	if (tlv_type == TLV_MANAGEMENT_ERROR_STATUS) {
 		/* managementErrorId, then the managementId it is about. */
 		if (tlv_len < 4)
 			return -EBADMSG;
-		*ret_id = get_u16(buf + TLV_AT + 6);
+		*ret_id = be16_get(buf + TLV_AT + 6);
 		return -EPROTO;
 	}
 	if (tlv_type != TLV_MANAGEMENT)
 		return -EBADMSG;
-	*ret_id = get_u16(buf + TLV_AT + 4);
+	*ret_id = be16_get(buf + TLV_AT + 4);
 	return 0;
 }
 
@@ -105,7 +81,7 @@ static const uint8_t *reply_data(const uint8_t *buf, size_t len, uint16_t want, 
 	uint16_t id, seq;
 
 	if (ptp_mgmt_reply_id(buf, len, &id, &seq) < 0 || id != want ||
-	    get_u16(buf + TLV_AT + 2) < 2 + n)
+	    be16_get(buf + TLV_AT + 2) < 2 + n)
 		return NULL;
 	return buf + DATA_AT;
 }
@@ -122,7 +98,7 @@ int ptp_mgmt_time_status(const uint8_t *buf, size_t len, struct ptp_time_status 
 	*ret = (struct ptp_time_status){
 		.master_offset_ns = get_s64(d),
 		.ingress_time_ns = get_s64(d + 8),
-		.gm_present = get_u32(d + 38) != 0,
+		.gm_present = be32_get(d + 38) != 0,
 	};
 	memcpy(ret->gm_identity, d + 42, sizeof(ret->gm_identity));
 	return 0;
@@ -136,7 +112,7 @@ int ptp_mgmt_current_ds(const uint8_t *buf, size_t len, struct ptp_current_ds *r
 		return -EBADMSG;
 	/* TimeInterval: ns scaled by 2^16 (1588 section 5.3.2). */
 	*ret = (struct ptp_current_ds){
-		.steps_removed = get_u16(d),
+		.steps_removed = be16_get(d),
 		.offset_from_master_ns = get_s64(d + 2) / 65536,
 		.mean_path_delay_ns = get_s64(d + 10) / 65536,
 	};
