@@ -307,14 +307,13 @@ static void get_host_status(struct grpc_call *call, const ProtobufCMessage *requ
 	hs.n_backends = ctl->n_support;
 	hs.backends = bsp;
 
-	r = hostclock_sync_error(&sync);
-	if (r < 0) {
-		grpc_call_finish(call, GRPC_STATUS_INTERNAL, "adjtimex: %s", strerror(-r));
+	r = sync_source_read(vcd->sync, &sync, sync_problem, sizeof(sync_problem));
+	if (r < 0 && r != -ENODATA) {
+		grpc_call_finish(call, GRPC_STATUS_INTERNAL, "%s", sync_problem);
 		return;
 	}
 	/* A sync source that does not answer: unbounded, and why. */
-	if (sync_source_apply(vcd->sync, vcd_now_ns(), &sync, sync_problem, sizeof(sync_problem)) <
-	    0) {
+	if (r == -ENODATA) {
 		sync.unsynced = true;
 		hs.sync_problem = sync_problem;
 	}

@@ -24,7 +24,6 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-#include "hostclock.h"
 #include "log.h"
 #include "macro.h"
 #include "metrics.h"
@@ -235,9 +234,7 @@ static void snapshot(struct metrics_http *srv, struct metrics_snapshot *ret)
 	ret->peer_links_connecting = connecting;
 	ret->sync_source = sync_source_spec(vcd->sync)->kind;
 	ret->clock_error_ns = UINT64_MAX;
-	if (hostclock_sync_error(&sync) == 0 &&
-	    sync_source_apply(vcd->sync, vcd_now_ns(), &sync, why, sizeof(why)) == 0 &&
-	    !sync.unsynced)
+	if (sync_source_read(vcd->sync, &sync, why, sizeof(why)) == 0 && !sync.unsynced)
 		ret->clock_error_ns = sync.maxerror_ns;
 }
 

@@ -734,10 +734,7 @@ static int source_prepare_state(struct vcd *vcd, const struct vm_entry *vm,
 	if (!vm->registered_state)
 		return -ENODATA;
 	*ret = *vm->registered_state;
-	r = hostclock_sync_error(&ret->sync);
-	if (r < 0)
-		return r;
-	r = sync_source_apply(vcd->sync, vcd_now_ns(), &ret->sync, err, err_size);
+	r = sync_source_read(vcd->sync, &ret->sync, err, err_size);
 	if (r < 0)
 		return r;
 	return hostclock_bracket_anchor(vm->registered_state->anchor.host_tsc_khz, &ret->anchor);
@@ -1206,10 +1203,7 @@ static int target_plan(struct vcd *vcd, const struct vm_entry *vm, const struct 
 	};
 	int r;
 
-	r = hostclock_sync_error(&dst.sync);
-	if (r < 0)
-		return r;
-	r = sync_source_apply(vcd->sync, vcd_now_ns(), &dst.sync, err, err_size);
+	r = sync_source_read(vcd->sync, &dst.sync, err, err_size);
 	*ret_sync = dst.sync;
 	if (r < 0)
 		return r;

@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "chrony.h"
+#include "hostclock.h"
 #include "log.h"
 #include "macro.h"
 #include "netaddr.h"
@@ -416,4 +417,20 @@ int sync_source_apply(const struct sync_source *ss, uint64_t now, struct sync_er
 	default:
 		return 0;
 	}
+}
+
+int sync_source_read(const struct sync_source *ss, struct sync_error *ret, char *err,
+		     size_t err_size)
+{
+	struct sync_error sync;
+	int r;
+
+	r = hostclock_sync_error(&sync);
+	if (r < 0) {
+		snprintf(err, err_size, "adjtimex: %s", strerror(-r));
+		return r;
+	}
+	r = sync_source_apply(ss, now_ns(), &sync, err, err_size);
+	*ret = sync;
+	return r;
 }

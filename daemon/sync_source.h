@@ -72,3 +72,10 @@ const struct sync_source_spec *sync_source_spec(const struct sync_source *ss);
  * unchanged but for source. */
 int sync_source_apply(const struct sync_source *ss, uint64_t now_ns, struct sync_error *sync,
 		      char *err, size_t err_size);
+
+/* This host's sync_error now: the kernel's view (hostclock_sync_error) with
+ * this source's estimate applied. -errno with "adjtimex: ..." in err when the
+ * kernel cannot be asked (*ret untouched); -ENODATA as sync_source_apply
+ * (*ret then holds the kernel's view, source set). */
+int sync_source_read(const struct sync_source *ss, struct sync_error *ret, char *err,
+		     size_t err_size);

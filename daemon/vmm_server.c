@@ -16,7 +16,6 @@
 #include "fd_check.h"
 #include "fdstore.h"
 #include "frame.h"
-#include "hostclock.h"
 #include "log.h"
 #include "macro.h"
 #include "sync_source.h"
@@ -728,13 +727,14 @@ static void handle_status(struct vmm_conn *conn, uint64_t request_id)
 	_cleanup_free_ Vcounter__V1__VmStatus *vms = NULL;
 	_cleanup_free_ Vcounter__V1__VmStatus **vm_ptrs = NULL;
 	struct sync_error sync;
+	char why[256];
 	size_t n = 0;
+	int r;
 
-	if (hostclock_sync_error(&sync) == 0) {
-		char why[256];
-
-		if (sync_source_apply(conn->vcd->sync, vcd_now_ns(), &sync, why, sizeof(why)) < 0)
-			sync.unsynced = true;
+	r = sync_source_read(conn->vcd->sync, &sync, why, sizeof(why));
+	if (r == 0 || r == -ENODATA) {
+		/* A source that does not answer: unbounded. */
+		sync.unsynced |= r == -ENODATA;
 		wire_sync_error_to_pb(&sync, &sync_pb);
 		st.sync = &sync_pb;
 	}
