@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "clockns.h"
 #include "daemon_harness.h"
 #include "frame.h"
 #include "hostclock.h"
@@ -115,14 +116,6 @@ static volatile sig_atomic_t interrupted;
 static void on_signal(int sig)
 {
 	interrupted = sig;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 
 static void sleep_ns(uint64_t ns)
@@ -239,7 +232,7 @@ static int raw_apply_once(struct bench *b, uint64_t *ret_ns)
 	uint64_t t0, t1, offset = 0;
 	int r;
 
-	t0 = now_ns();
+	t0 = clock_ns(CLOCK_MONOTONIC);
 	for (unsigned i = 0; i < vm->n_vcpus; i++) {
 		int khz = ioctl(vm->vcpu_fds[i], KVM_GET_TSC_KHZ, 0);
 
@@ -288,7 +281,7 @@ static int raw_apply_once(struct bench *b, uint64_t *ret_ns)
 	}
 	if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &after) < 0)
 		return -errno;
-	t1 = now_ns();
+	t1 = clock_ns(CLOCK_MONOTONIC);
 
 	*ret_ns = t1 - t0;
 	return 0;
@@ -313,7 +306,7 @@ static int rtt_once(struct bench *b, uint64_t *ret_ns)
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
 	req.status = &st;
 
-	t0 = now_ns();
+	t0 = clock_ns(CLOCK_MONOTONIC);
 	r = wire_vmm_pack_frame(&req, &frame, &frame_len);
 	if (r < 0)
 		return r;
@@ -336,7 +329,7 @@ static int rtt_once(struct bench *b, uint64_t *ret_ns)
 	r = wire_vmm_unpack(payload, payload_len, &reply);
 	if (r < 0)
 		return r;
-	t1 = now_ns();
+	t1 = clock_ns(CLOCK_MONOTONIC);
 
 	r = 0;
 	if (reply->id != req.id || reply->body_case != VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS_REPLY)
@@ -361,9 +354,9 @@ static int inproc_apply_once(struct bench *b, uint64_t *ret_ns)
 	uint64_t t0, t1;
 	int r;
 
-	t0 = now_ns();
+	t0 = clock_ns(CLOCK_MONOTONIC);
 	r = backend_kvm_x86.apply(&fds, b->src_state, &policy, b->inproc_result);
-	t1 = now_ns();
+	t1 = clock_ns(CLOCK_MONOTONIC);
 	/* --floor-only runs where KVM may ignore offsets: the read-back then
 	 * differs (-EIO) after the very same work, which is what is timed. */
 	if (r == -EIO && b->config->floor_only)
@@ -396,7 +389,7 @@ static int connect_unix(const char *path)
  * would apply: migrate_out, then report_paused. Not timed. */
 static int migration_prepare(struct bench *b, char ret_id[VCOUNTER_MIGRATION_ID_SIZE])
 {
-	uint64_t deadline = now_ns() + PREVIOUS_MIGRATION_WAIT_NS, generation;
+	uint64_t deadline = clock_ns(CLOCK_MONOTONIC) + PREVIOUS_MIGRATION_WAIT_NS, generation;
 	char id[VCOUNTER_MIGRATION_ID_SIZE];
 	int r;
 
@@ -404,7 +397,7 @@ static int migration_prepare(struct bench *b, char ret_id[VCOUNTER_MIGRATION_ID_
 		r = vcounter_migrate_out(b->vc_a, b->src.id, b->peer_address, "host-b.test", id);
 		/* The source finishes the previous migration when the target's
 		 * Applied arrives, which the target sends after its reply. */
-		if (r != -EBUSY || now_ns() > deadline || interrupted)
+		if (r != -EBUSY || clock_ns(CLOCK_MONOTONIC) > deadline || interrupted)
 			break;
 		sleep_ns(50 * NSEC_PER_USEC);
 	}
@@ -486,9 +479,9 @@ static int run_round(struct bench *b, unsigned round, bool record)
 
 		switch (kind) {
 		case SAMPLE_APPLY:
-			t0 = now_ns();
+			t0 = clock_ns(CLOCK_MONOTONIC);
 			r = vcounter_apply(b->vc_b, b->dst.id, id, &rep);
-			t1 = now_ns();
+			t1 = clock_ns(CLOCK_MONOTONIC);
 			if (r < 0) {
 				fprintf(stderr, "bench_apply: %u vCPUs: apply refused: %s (%s)\n",
 					b->dst.n_vcpus, vcounter_last_error(b->vc_b), strerror(-r));

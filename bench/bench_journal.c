@@ -13,15 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clockns.h"
 #include "journal.h"
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -93,7 +86,7 @@ static int run(struct journal *j, uint32_t n_vcpus, size_t n, bool write, struct
 	}
 	fill_entry(e, n_vcpus);
 	for (size_t i = 0; i < n && r == 0; i++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
 
 		e->sequence = i + 1;
 		if (write) {
@@ -104,7 +97,7 @@ static int run(struct journal *j, uint32_t n_vcpus, size_t n, bool write, struct
 			r = journal_encode(e, &buf, &ret->bytes);
 			free(buf);
 		}
-		t[i] = now_ns() - t0;
+		t[i] = clock_ns(CLOCK_MONOTONIC) - t0;
 	}
 	qsort(t, n, sizeof(*t), cmp_u64);
 	ret->p50 = t[n / 2];

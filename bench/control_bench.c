@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clockns.h"
 #include "daemon_harness.h"
 #include "macro.h"
 #include "vcounter/control.h"
@@ -82,14 +83,6 @@ struct stats {
 	uint64_t p50, p99, max;
 	size_t n;
 };
-
-static uint64_t clock_ns(clockid_t clock)
-{
-	struct timespec ts;
-
-	clock_gettime(clock, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-}
 
 static int cmp_u64(const void *x, const void *y)
 {

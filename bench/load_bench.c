@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clockns.h"
 #include "daemon_harness.h"
 #include "kvm_x86.h"
 #include "macro.h"
@@ -157,14 +158,6 @@ static volatile sig_atomic_t interrupted;
 static void on_signal(int sig)
 {
 	interrupted = sig;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 
 static void sleep_ms(unsigned ms)
@@ -341,7 +334,7 @@ static int lane_pump(struct lane *l, struct load_migration *m,
 			return 0;
 		if (m->failure[0])
 			return -ECANCELED;
-		now = now_ns();
+		now = clock_ns(CLOCK_MONOTONIC);
 		if (now >= l->load->deadline_ns || interrupted) {
 			snprintf(l->error, sizeof(l->error), "migration %s: %s", m->id,
 				 interrupted ? "interrupted" : "deadline passed");
@@ -379,7 +372,7 @@ static int lane_migrate(struct lane *l, unsigned vm_index)
 	uint64_t generation, t0, t1, held = 0;
 	int r;
 
-	m->start_ns = now_ns();
+	m->start_ns = clock_ns(CLOCK_MONOTONIC);
 	r = vcounter_ctl_start_migration(l->ctl_a, vm->id, ld->peer_address, TARGET_NAME, &started);
 	if (r < 0) {
 		snprintf(l->error, sizeof(l->error), "vm=%s StartMigration: %s", vm->id,
@@ -400,9 +393,9 @@ static int lane_migrate(struct lane *l, unsigned vm_index)
 		return r;
 	}
 
-	t0 = now_ns();
+	t0 = clock_ns(CLOCK_MONOTONIC);
 	r = vcounter_apply(l->vc_b, vm->id, m->id, &rep);
-	t1 = now_ns();
+	t1 = clock_ns(CLOCK_MONOTONIC);
 	if (r < 0) {
 		snprintf(l->error, sizeof(l->error), "vm=%s migration=%s apply refused: %s", vm->id,
 			 m->id, vcounter_last_error(l->vc_b));
@@ -437,7 +430,7 @@ static int lane_migrate(struct lane *l, unsigned vm_index)
 	r = lane_pump(l, m, both_done);
 	if (r < 0)
 		goto fail;
-	m->done_ns = now_ns();
+	m->done_ns = clock_ns(CLOCK_MONOTONIC);
 	return 0;
 fail:
 	if (r == -ECANCELED)
@@ -492,13 +485,13 @@ static void *poller_main(void *arg)
 		struct vcounter_ctl_migration *list = NULL;
 		struct vcounter_ctl_host host;
 		size_t n = 0;
-		uint64_t t0 = now_ns();
+		uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
 
 		if (p->n_samples % 2 == 0)
 			r = vcounter_ctl_host_status(ctl, &host);
 		else
 			r = vcounter_ctl_list_migrations(ctl, NULL, true, &list, &n);
-		p->samples[p->n_samples++] = now_ns() - t0;
+		p->samples[p->n_samples++] = clock_ns(CLOCK_MONOTONIC) - t0;
 		vcounter_ctl_migrations_free(list, n);
 		if (r < 0) {
 			p->errors++;
@@ -587,7 +580,7 @@ static void pollers_stop(struct load *ld)
 	atomic_store(&ld->stop_pollers, true);
 	for (unsigned k = 0; k < ld->config.n_pollers; k++)
 		pthread_join(ld->pollers[k].thread, NULL);
-	ld->poll_end_ns = now_ns();
+	ld->poll_end_ns = clock_ns(CLOCK_MONOTONIC);
 	ld->pollers_joined = true;
 }
 
@@ -1164,7 +1157,7 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	ld.poll_start_ns = now_ns();
+	ld.poll_start_ns = clock_ns(CLOCK_MONOTONIC);
 	for (unsigned k = 0; k < c->n_pollers; k++) {
 		struct poller *p = &ld.pollers[k];
 
@@ -1183,7 +1176,7 @@ int main(int argc, char **argv)
 	 * offset through this process), so it is sequential per connection;
 	 * it is measured, not the point. */
 	snapshot_take(&ld, &s0);
-	t_reg0 = now_ns();
+	t_reg0 = clock_ns(CLOCK_MONOTONIC);
 	for (unsigned i = 0; i < c->n_vms && !interrupted; i++, n_vms_created++) {
 		struct load_vm *vm = &ld.vms[i];
 
@@ -1200,7 +1193,7 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	t_reg1 = now_ns();
+	t_reg1 = clock_ns(CLOCK_MONOTONIC);
 	snapshot_take(&ld, &s1);
 	for (unsigned i = 0; i < c->n_vms && !interrupted; i++, n_registered++) {
 		struct load_vm *vm = &ld.vms[i];
@@ -1236,8 +1229,9 @@ int main(int argc, char **argv)
 	snapshot_take(&ld, &s2);
 	printf("registered %u VMs on each host in %.0f ms (%.0f registrations/s over both "
 	       "daemons; KVM VMs created in %.0f ms)\n",
-	       c->n_vms, ms(now_ns() - t_reg1),
-	       2.0 * c->n_vms / ((double)(now_ns() - t_reg1) / 1e9), ms(t_reg1 - t_reg0));
+	       c->n_vms, ms(clock_ns(CLOCK_MONOTONIC) - t_reg1),
+	       2.0 * c->n_vms / ((double)(clock_ns(CLOCK_MONOTONIC) - t_reg1) / 1e9),
+	       ms(t_reg1 - t_reg0));
 
 	if (!offsets_honoured) {
 		printf("load_bench: no migrations here: this host's KVM ignores TSC offsets, so "
@@ -1247,7 +1241,7 @@ int main(int argc, char **argv)
 		/* What the controllers cost while the VMs sit registered. */
 		sleep_ms(2000);
 	} else {
-		ld.deadline_ns = now_ns() + (uint64_t)c->timeout_s * NSEC_PER_SEC;
+		ld.deadline_ns = clock_ns(CLOCK_MONOTONIC) + (uint64_t)c->timeout_s * NSEC_PER_SEC;
 		if (c->warm_link) {
 			/* One migration alone: host-a opens its link to host-b. */
 			r = lane_migrate(&ld.lanes[0], 0);
@@ -1257,7 +1251,7 @@ int main(int argc, char **argv)
 			}
 			ld.lanes[0].first_vm += c->n_lanes;
 		}
-		t_mig0 = now_ns();
+		t_mig0 = clock_ns(CLOCK_MONOTONIC);
 		for (unsigned i = 0; i < c->n_lanes; i++)
 			if (pthread_create(&ld.lanes[i].thread, NULL, lane_main, &ld.lanes[i]) !=
 			    0) {
@@ -1269,7 +1263,7 @@ int main(int argc, char **argv)
 			}
 		for (unsigned i = 0; i < c->n_lanes; i++)
 			pthread_join(ld.lanes[i].thread, NULL);
-		t_mig1 = now_ns();
+		t_mig1 = clock_ns(CLOCK_MONOTONIC);
 		migrated = true;
 		for (unsigned i = 0; i < c->n_lanes; i++)
 			if (ld.lanes[i].result < 0) {

@@ -24,6 +24,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "clockns.h"
 #include "config.h"
 #include "grpc_wire.h"
 #include "macro.h"
@@ -167,18 +168,10 @@ void vcounter_ctl_set_timeout(struct vcounter_ctl *ctl, unsigned timeout_ms)
 
 /* ---- clocks and waits ---- */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-}
-
 /* 0: no deadline. */
 static uint64_t deadline_after_ms(unsigned ms)
 {
-	return ms ? now_ns() + (uint64_t)ms * NSEC_PER_MSEC : 0;
+	return ms ? clock_ns(CLOCK_MONOTONIC) + (uint64_t)ms * NSEC_PER_MSEC : 0;
 }
 
 /* Wait until fd is ready for events or the deadline (CLOCK_MONOTONIC ns, 0:
@@ -191,7 +184,7 @@ static int wait_fd(int fd, short events, uint64_t deadline_ns)
 		int n;
 
 		if (deadline_ns) {
-			uint64_t now = now_ns();
+			uint64_t now = clock_ns(CLOCK_MONOTONIC);
 
 			if (now >= deadline_ns)
 				return -ETIME;

@@ -14,17 +14,10 @@
 
 #include <linux/kvm.h>
 
+#include "clockns.h"
 #include "kvm_scratch.h"
 #include "kvm_x86.h"
 #include "macro.h"
-
-static uint64_t monotonic_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-}
 
 /* Does fd's link name /dev/kvm (the node it was opened by)? */
 static bool fd_links_dev_kvm(int fd)
@@ -103,7 +96,7 @@ static int dup_held_dev_kvm(void)
 int kvm_scratch_vm_create(struct kvm_scratch_vm *ret, char *detail, size_t detail_size)
 {
 	struct kvm_scratch_vm s = KVM_SCRATCH_VM_INIT;
-	uint64_t t0 = monotonic_ns();
+	uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
 	int r, open_errno;
 
 	s.kvm_fd = open(KVM_SCRATCH_DEV_PATH, O_RDWR | O_CLOEXEC);
@@ -144,7 +137,7 @@ int kvm_scratch_vm_create(struct kvm_scratch_vm *ret, char *detail, size_t detai
 		kvm_scratch_vm_close(&s);
 		return r;
 	}
-	s.create_ns = monotonic_ns() - t0;
+	s.create_ns = clock_ns(CLOCK_MONOTONIC) - t0;
 	*ret = s;
 	return 0;
 }

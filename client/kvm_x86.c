@@ -15,6 +15,7 @@
 #include <linux/kvm.h>
 
 #include "backend.h"
+#include "clockns.h"
 #include "kvm_scratch.h"
 #include "kvm_x86.h"
 #include "hostclock.h"
@@ -56,11 +57,6 @@ void kvm_x86_detail(char *detail, size_t detail_size, const char *fmt, ...)
 	va_end(ap);
 }
 
-static uint64_t timespec_ns(const struct timespec *ts)
-{
-	return (uint64_t)ts->tv_sec * NSEC_PER_SEC + (uint64_t)ts->tv_nsec;
-}
-
 /* CLOCK_REALTIME - CLOCK_MONOTONIC: constant but for slewing (at most
  * 500 ppm) unless the host clock is stepped. */
 static int realtime_mark(int64_t *ret_ns)
@@ -70,16 +66,6 @@ static int realtime_mark(int64_t *ret_ns)
 	if (clock_gettime(CLOCK_MONOTONIC, &mono) < 0 || clock_gettime(CLOCK_REALTIME, &real) < 0)
 		return -errno;
 	*ret_ns = (int64_t)(timespec_ns(&real) - timespec_ns(&mono));
-	return 0;
-}
-
-static int monotonic_ns(uint64_t *ret_ns)
-{
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
-		return -errno;
-	*ret_ns = timespec_ns(&ts);
 	return 0;
 }
 
@@ -668,9 +654,7 @@ int kvm_x86_tsc_apply(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_
 		 * vCPU's offset (step 7). An access that checks the ratio is
 		 * handed the one the plan was computed for: a ratio changed
 		 * since is refused, not written over. */
-		r = monotonic_ns(&t0);
-		if (r < 0)
-			return r;
+		t0 = clock_ns(CLOCK_MONOTONIC);
 		if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &set) < 0)
 			return -errno;
 		r = realtime_mark(&mark1);
@@ -687,9 +671,7 @@ int kvm_x86_tsc_apply(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_
 		if (llabs(mark1 - mark0) <= APPLY_CLOCK_STEP_NS || try + 1 == APPLY_TRIES)
 			break;
 	}
-	r = monotonic_ns(&t1);
-	if (r < 0)
-		return r;
+	t1 = clock_ns(CLOCK_MONOTONIC);
 
 	res->readback.backend = acc->kind;
 	res->readback.arch = COUNTER_ARCH_X86_TSC;

@@ -16,6 +16,7 @@
 
 #include <linux/kvm.h>
 
+#include "clockns.h"
 #include "macro.h"
 #include "minivm.h"
 
@@ -133,14 +134,6 @@ static void set_error(char *error, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(error, MINIVM_ERROR_MAX, fmt, ap);
 	va_end(ap);
-}
-
-static uint64_t now_monotonic_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 
 static void sigusr1_noop(int sig)
@@ -313,7 +306,7 @@ int minivm_start(struct minivm *vm)
 
 	/* Wait until each guest has stored a sample: proof the guest runs, and
 	 * a clear refusal on a KVM that cannot run it. */
-	deadline = now_monotonic_ns() + START_TIMEOUT_NS;
+	deadline = clock_ns(CLOCK_MONOTONIC) + START_TIMEOUT_NS;
 	for (;;) {
 		const struct timespec tick = { .tv_nsec = (long)NSEC_PER_MSEC };
 		bool all = true;
@@ -332,7 +325,7 @@ int minivm_start(struct minivm *vm)
 		}
 		if (all)
 			return 0;
-		if (now_monotonic_ns() > deadline)
+		if (clock_ns(CLOCK_MONOTONIC) > deadline)
 			break;
 		nanosleep(&tick, NULL);
 	}

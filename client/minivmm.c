@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clockns.h"
 #include "hostclock.h"
 #include "kvm_write_guard.h"
 #include "kvm_x86.h"
@@ -358,14 +359,6 @@ struct xfer_vcpu {
 	uint64_t tsc_offset; /* KVM_VCPU_TSC_OFFSET: guest TSC - host TSC */
 	uint64_t msr_tsc;    /* IA32_TSC, by value only: what VMMs save today */
 };
-
-static uint64_t tai_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_TAI, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-}
 
 /* "host:port" or "[v6]:port" -> getaddrinfo. */
 static int resolve(const char *host_port, bool passive, struct addrinfo **ret)
@@ -761,7 +754,7 @@ static int register_running(struct vcounter *vc, struct minivm *vm, const struct
 	if (!g0 || !g1 || !g2 || !o1 || !o2)
 		return -ENOMEM;
 	(void)minivm_read_observations(vm, g0, n);
-	t0 = tai_now_ns();
+	t0 = clock_ns(CLOCK_TAI);
 	r = minivm_pause(vm);
 	hp1 = hostclock_rdtsc();
 	if (r < 0) {
@@ -780,9 +773,9 @@ static int register_running(struct vcounter *vc, struct minivm *vm, const struct
 		fprintf(stderr, "minivmm: installing the counter-write guard: %s\n", strerror(-r));
 		return r;
 	}
-	t1 = tai_now_ns();
+	t1 = clock_ns(CLOCK_TAI);
 	r = register_vm(vc, vm, o->vm_id, VCOUNTER_ROLE_SOURCE, info);
-	t2 = tai_now_ns();
+	t2 = clock_ns(CLOCK_TAI);
 	refused = kvm_write_guard_refused(&fd, &request);
 	if (refused)
 		printf("source: late registration WROTE the registered VM: %" PRIu64
@@ -801,7 +794,7 @@ static int register_running(struct vcounter *vc, struct minivm *vm, const struct
 		fprintf(stderr, "minivmm: %s\n", minivm_last_error(vm));
 		return r;
 	}
-	t3 = tai_now_ns();
+	t3 = clock_ns(CLOCK_TAI);
 	(void)minivm_read_observations(vm, g2, n);
 	hr1 = hostclock_rdtsc();
 
@@ -917,7 +910,7 @@ static int cmd_source(int argc, char **argv)
 
 	/* Blackout starts. */
 	r = minivm_pause(vm);
-	h.pause_tai_ns = tai_now_ns();
+	h.pause_tai_ns = clock_ns(CLOCK_TAI);
 	if (r < 0) {
 		fprintf(stderr, "minivmm: the guest stopped by itself: %s\n",
 			minivm_last_error(vm));
@@ -1312,7 +1305,7 @@ static int cmd_target(int argc, char **argv)
 		goto out;
 	}
 	/* Only now may the vCPUs run (DESIGN.md section 3, switchover). */
-	resume_tai_ns = tai_now_ns();
+	resume_tai_ns = clock_ns(CLOCK_TAI);
 	r = minivm_start(vm);
 	if (r < 0) {
 		fprintf(stderr, "minivmm: %s\n", minivm_last_error(vm));

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "clockns.h"
 #include "frame.h"
 #include "macro.h"
 #include "report.h"
@@ -564,17 +565,13 @@ static int take_reply(struct vcounter *vc, Vcounter__V1__VmmMessage *msg, uint64
 static int wait_reply(struct vcounter *vc, uint64_t request_id,
 		      Vcounter__V1__VmmMessage **ret_reply)
 {
-	struct timespec start, now;
+	uint64_t start = clock_ns(CLOCK_MONOTONIC);
 	int r;
 
-	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (;;) {
 		Vcounter__V1__VmmMessage *msg;
-		long elapsed_ms;
+		long elapsed_ms = (long)((clock_ns(CLOCK_MONOTONIC) - start) / NSEC_PER_MSEC);
 
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		elapsed_ms = (now.tv_sec - start.tv_sec) * 1000 +
-			     (now.tv_nsec - start.tv_nsec) / 1000000;
 		if (elapsed_ms >= VCOUNTER_CALL_TIMEOUT_MS)
 			return set_error(vc, -ETIMEDOUT, "vcounterd did not answer in time");
 		r = receive(vc, (int)(VCOUNTER_CALL_TIMEOUT_MS - elapsed_ms), &msg);
@@ -995,12 +992,12 @@ int vcounter_fd(const struct vcounter *vc)
 
 int vcounter_next_notice(struct vcounter *vc, int timeout_ms, struct vcounter_notice *ret)
 {
-	struct timespec start, now;
+	uint64_t start;
 	int r;
 
 	if (!vc || !ret)
 		return -EINVAL;
-	clock_gettime(CLOCK_MONOTONIC, &start);
+	start = clock_ns(CLOCK_MONOTONIC);
 	for (;;) {
 		struct queued_notice *q = notice_pop(vc);
 		Vcounter__V1__VmmMessage *msg;
@@ -1012,9 +1009,8 @@ int vcounter_next_notice(struct vcounter *vc, int timeout_ms, struct vcounter_no
 			return 1;
 		}
 		if (timeout_ms > 0) {
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			left = timeout_ms - ((now.tv_sec - start.tv_sec) * 1000 +
-					     (now.tv_nsec - start.tv_nsec) / 1000000);
+			left = timeout_ms -
+			       (long)((clock_ns(CLOCK_MONOTONIC) - start) / NSEC_PER_MSEC);
 			if (left <= 0)
 				return 0;
 		}

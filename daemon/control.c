@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clockns.h"
 #include "hostclock.h"
 #include "log.h"
 #include "macro.h"
@@ -336,7 +337,7 @@ static void get_host_status(struct grpc_call *call, const ProtobufCMessage *requ
 		snprintf(listen, sizeof(listen), "%s (port %d)", vcd->config.listen_addr,
 			 migrations_listen_port(vcd));
 	hs.peer_listen_address = listen;
-	hs.uptime_ns = vcd_now_ns() - vcd->started_ns;
+	hs.uptime_ns = clock_ns(CLOCK_MONOTONIC) - vcd->started_ns;
 	hs.host_tsc_khz = ctl->vcd->host_tsc_khz;
 	hs.watchers = (uint32_t)ctl->n_watchers;
 	send_one(call, &hs.base);
@@ -350,7 +351,7 @@ static void reply_migration(struct grpc_call *call, const struct migration_view 
 		grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		return;
 	}
-	migration_to_pb(v, vcd_now_ns(), pb);
+	migration_to_pb(v, clock_ns(CLOCK_MONOTONIC), pb);
 	send_one(call, &pb->m.base);
 }
 
@@ -425,7 +426,7 @@ static void list_migrations(struct grpc_call *call, const ProtobufCMessage *requ
 	struct list_ctx c = {
 		.req = (const Vcounter__V1__ListMigrationsRequest *)request,
 		.size = migration_count(vcd),
-		.now = vcd_now_ns(),
+		.now = clock_ns(CLOCK_MONOTONIC),
 	};
 	Vcounter__V1__ListMigrationsReply reply = VCOUNTER__V1__LIST_MIGRATIONS_REPLY__INIT;
 
@@ -561,7 +562,7 @@ static void publish(struct control *ctl, Vcounter__V1__Event *ev, const char *vm
 	struct watcher *w, *next;
 
 	ev->seq = ++ctl->seq;
-	ev->realtime_ns = vcd_realtime_ns();
+	ev->realtime_ns = clock_ns(CLOCK_REALTIME);
 	for (w = ctl->watchers; w; w = next) {
 		char who[sizeof(w->who)];
 		int r;
@@ -611,7 +612,7 @@ void control_migration_event(struct vcd *vcd, const struct migration_view *view)
 		log_warning("control: out of memory, migration event not sent");
 		return;
 	}
-	migration_to_pb(view, vcd_now_ns(), pb);
+	migration_to_pb(view, clock_ns(CLOCK_MONOTONIC), pb);
 	ev.kind = migration_step_is_terminal(view->s->step)
 			  ? VCOUNTER__V1__EVENT_KIND__EVENT_KIND_MIGRATION_OUTCOME
 			  : VCOUNTER__V1__EVENT_KIND__EVENT_KIND_MIGRATION_STEP;

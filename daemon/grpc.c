@@ -28,6 +28,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "clockns.h"
 #include "grpc.h"
 #include "grpc_wire.h"
 #include "log.h"
@@ -209,14 +210,6 @@ const char *grpc_role_to_string(enum grpc_role role)
 		return "operator";
 	}
 	return "invalid";
-}
-
-static uint64_t now_monotonic_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 
 /* --- connection life cycle (declarations) --- */
@@ -613,7 +606,7 @@ static bool arm_deadline(struct grpc_call *call)
 	struct grpc_conn *conn = call->conn;
 	struct timeval tv;
 
-	call->deadline_ns = now_monotonic_ns();
+	call->deadline_ns = clock_ns(CLOCK_MONOTONIC);
 	if (__builtin_add_overflow(call->deadline_ns, call->timeout_ns, &call->deadline_ns))
 		call->deadline_ns = UINT64_MAX;
 	if (call->timeout_ns > DEADLINE_MAX_NS)

@@ -12,6 +12,7 @@
 
 #include <event2/event.h>
 
+#include "clockns.h"
 #include "conf.h"
 #include "failpoint.h"
 #include "fdstore.h"
@@ -228,7 +229,7 @@ int main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 
-	vcd.started_ns = vcd_now_ns();
+	vcd.started_ns = clock_ns(CLOCK_MONOTONIC);
 	vcd.base = event_base_new();
 	if (!vcd.base) {
 		log_error("cannot create the event loop");

@@ -24,6 +24,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "clockns.h"
 #include "log.h"
 #include "macro.h"
 #include "metrics.h"
@@ -427,7 +428,8 @@ static void accept_error_cb(struct evconnlistener *evl, void *arg)
 
 static uint64_t start_time_ns(const struct vcd *vcd)
 {
-	uint64_t now = vcd_realtime_ns(), uptime = vcd_now_ns() - vcd->started_ns;
+	uint64_t now = clock_ns(CLOCK_REALTIME),
+		 uptime = clock_ns(CLOCK_MONOTONIC) - vcd->started_ns;
 
 	return now > uptime ? now - uptime : 0;
 }

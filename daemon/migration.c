@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "clockns.h"
 #include "counter_math.h"
 #include "failpoint.h"
 #include "fdstore.h"
@@ -277,7 +278,7 @@ static int migration_record(struct vcd *vcd, struct migration *m)
 	e->by_controller = m->by_controller;
 	e->planned_delta_cycles = m->planned_delta_cycles;
 	e->planned_error_bound_ns = m->planned_error_bound_ns;
-	e->realtime_ns = vcd_realtime_ns();
+	e->realtime_ns = clock_ns(CLOCK_REALTIME);
 	e->awaiting_source =
 		m->awaiting_source && m->s.role == VM_ROLE_TARGET && m->s.step == STEP_FINAL;
 	snprintf(tag, sizeof(tag), "%s/%s", vm_role_to_string(m->s.role),
@@ -348,7 +349,7 @@ static void migration_fail(struct vcd *vcd, struct migration *m, int error, cons
 	evtimer_del(m->timer);
 	withdraw_apply_op(vcd, m);
 	if (!migration_step_is_terminal(m->s.step)) {
-		session_fail(&m->s, reason, vcd_now_ns());
+		session_fail(&m->s, reason, clock_ns(CLOCK_MONOTONIC));
 		errno = error < 0 ? -error : error;
 		log_error("vm=%s migration=%s role=%s step=failed: %s", m->s.vm_id,
 			  m->s.migration_id, vm_role_to_string(m->s.role), reason);
@@ -747,7 +748,7 @@ static void sync_or_unknown(struct vcd *vcd, const struct migration *m, const ch
 {
 	char err[256];
 
-	if (sync_source_apply(vcd->sync, vcd_now_ns(), sync, err, sizeof(err)) == 0)
+	if (sync_source_apply(vcd->sync, clock_ns(CLOCK_MONOTONIC), sync, err, sizeof(err)) == 0)
 		return;
 	sync->unsynced = true;
 	log_warning("vm=%s migration=%s role=%s: %s; the error bound is unknown", m->s.vm_id,
@@ -797,7 +798,7 @@ static int source_start(struct vcd *vcd, struct vm_entry *vm, const char *peer_a
 		return -EINVAL;
 	}
 	/* A sync source that cannot answer refuses before anything starts. */
-	r = sync_source_apply(vcd->sync, vcd_now_ns(), &sync, err, err_size);
+	r = sync_source_apply(vcd->sync, clock_ns(CLOCK_MONOTONIC), &sync, err, err_size);
 	if (r < 0)
 		return r;
 	for (m = vcd->migrations->list; m; m = m->next)
@@ -828,7 +829,8 @@ static int source_start(struct vcd *vcd, struct vm_entry *vm, const char *peer_a
 			 (int)vcd->config.max_migrations);
 		return r;
 	}
-	r = session_init(&m->s, VM_ROLE_SOURCE, id, vm->vm_id, peer_name, vcd_now_ns());
+	r = session_init(&m->s, VM_ROLE_SOURCE, id, vm->vm_id, peer_name,
+			 clock_ns(CLOCK_MONOTONIC));
 	if (r < 0) {
 		migration_free(vcd, m);
 		snprintf(err, err_size, "invalid migration parameters");
@@ -850,7 +852,7 @@ static int source_start(struct vcd *vcd, struct vm_entry *vm, const char *peer_a
 		migration_fail(vcd, m, r, "%s", why);
 		return 0;
 	}
-	r = session_source_prepare_sent(&m->s, state, vcd_now_ns());
+	r = session_source_prepare_sent(&m->s, state, clock_ns(CLOCK_MONOTONIC));
 	if (r < 0) {
 		migration_fail(vcd, m, r, "state machine refused prepare");
 		return 0;
@@ -927,7 +929,7 @@ int migration_abort(struct vcd *vcd, const char *migration_id, const char *reaso
 
 	if (!m)
 		return -ENOENT;
-	r = session_abort(&m->s, reason, vcd_now_ns());
+	r = session_abort(&m->s, reason, clock_ns(CLOCK_MONOTONIC));
 	view_of(m, ret);
 	if (r != 0)
 		return r; /* 1: already aborted; -EALREADY applied; -ECANCELED failed */
@@ -1034,7 +1036,7 @@ static void source_final_read(struct vcd *vcd, int error, const char *text,
 	}
 	*final = out->state;
 	sync_or_unknown(vcd, m, "source", &final->sync);
-	r = session_source_begin_final(&m->s, final, vcd_now_ns(), &generation);
+	r = session_source_begin_final(&m->s, final, clock_ns(CLOCK_MONOTONIC), &generation);
 	if (r < 0) {
 		migration_fail(vcd, m, r, "state machine refused the final state");
 		return;
@@ -1166,7 +1168,7 @@ static void handle_applied(struct vcd *vcd, struct peer_link *link,
 				rep->migration_id);
 		return;
 	}
-	r = session_source_applied(&m->s, link->identity, rep, vcd_now_ns());
+	r = session_source_applied(&m->s, link->identity, rep, clock_ns(CLOCK_MONOTONIC));
 	if (r < 0) {
 		link_send_error(link, msg->id, r, "Applied refused at step %s",
 				migration_step_to_string(m->s.step));
@@ -1349,9 +1351,9 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 		return;
 	}
 	r = session_init(&m->s, VM_ROLE_TARGET, prep->migration_id, prep->vm_id, link->identity,
-			 vcd_now_ns());
+			 clock_ns(CLOCK_MONOTONIC));
 	if (r == 0)
-		r = session_target_prepare(&m->s, link->identity, state, vcd_now_ns());
+		r = session_target_prepare(&m->s, link->identity, state, clock_ns(CLOCK_MONOTONIC));
 	if (r < 0) {
 		migration_free(vcd, m);
 		link_send_error(link, msg->id, r, "cannot start the migration");
@@ -1430,7 +1432,8 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 				"final state changes the vCPU count, frequency or counter");
 		return;
 	}
-	r = session_target_final(&m->s, link->identity, fin->generation, state, vcd_now_ns());
+	r = session_target_final(&m->s, link->identity, fin->generation, state,
+				 clock_ns(CLOCK_MONOTONIC));
 	switch (r) {
 	case 0:
 		log_debug("vm=%s migration=%s role=target step=final: generation=%" PRIu64,
@@ -1594,7 +1597,7 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 		}
 	}
 	if (error < 0) {
-		session_target_apply_failed(&m->s, text, vcd_now_ns());
+		session_target_apply_failed(&m->s, text, clock_ns(CLOCK_MONOTONIC));
 		log_error("vm=%s migration=%s role=target step=apply: failed: %s", m->s.vm_id,
 			  m->s.migration_id, text);
 		migration_reply_vmm_error(vcd, m, error, text);
@@ -1613,7 +1616,7 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 	rep->clamped_ns = plan->clamped_ns;
 	rep->delta_cycles = plan->delta_cycles;
 	rep->error_bound_ns = plan->error_bound_ns;
-	rep->apply_latency_ns = vcd_now_ns() - m->apply_started_ns;
+	rep->apply_latency_ns = clock_ns(CLOCK_MONOTONIC) - m->apply_started_ns;
 	rep->guest_tsc_khz = m->s.final.guest_tsc_khz;
 	rep->error_bound_exceeded = vcd->config.error_bound_limit_ns &&
 				    plan->error_bound_ns > vcd->config.error_bound_limit_ns;
@@ -1634,7 +1637,7 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 		m->s.final.sync.unsynced ? UINT64_MAX : m->s.final.sync.maxerror_ns;
 	rep->target_sync = dst_sync.source;
 	rep->target_maxerror_ns = dst_sync.unsynced ? UINT64_MAX : dst_sync.maxerror_ns;
-	r = session_target_applied(&m->s, rep, vcd_now_ns());
+	r = session_target_applied(&m->s, rep, clock_ns(CLOCK_MONOTONIC));
 	if (r < 0) {
 		log_error("vm=%s migration=%s: state machine refused applied (%d)", m->s.vm_id,
 			  m->s.migration_id, r);
@@ -1774,7 +1777,7 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 				m->s.migration_id, m->s.generation);
 		return;
 	}
-	r = session_target_begin_apply(&m->s, vcd_now_ns());
+	r = session_target_begin_apply(&m->s, clock_ns(CLOCK_MONOTONIC));
 	if (r == 1) {
 		log_debug("vm=%s migration=%s: apply repeated, no-op", m->s.vm_id,
 			  m->s.migration_id);
@@ -1789,7 +1792,7 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 	}
 	m->vmm_conn_id = conn_id;
 	m->vmm_request_id = request_id;
-	m->apply_started_ns = vcd_now_ns();
+	m->apply_started_ns = clock_ns(CLOCK_MONOTONIC);
 	/* Not journaled (migration_changed): after a crash, applying means
 	 * what final means, since the VMM is answered, and its vCPUs run,
 	 * only once applied is on disk. That keeps one fsync pair off the
@@ -1804,7 +1807,8 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 	m->apply_op_id = 0;
 	r = send_apply_op(vcd, m, vm, false);
 	if (r < 0) {
-		session_target_apply_failed(&m->s, "cannot reach the VMM", vcd_now_ns());
+		session_target_apply_failed(&m->s, "cannot reach the VMM",
+					    clock_ns(CLOCK_MONOTONIC));
 		migration_reply_vmm_error(vcd, m, r, "cannot ask the VMM to apply");
 		migration_changed(vcd, m);
 	}
@@ -1822,7 +1826,7 @@ static void handle_prepare_ack(struct vcd *vcd, struct peer_link *link,
 
 	if (!m || m->link_id != link->id)
 		return;
-	r = session_source_prepare_acked(&m->s, link->identity, vcd_now_ns());
+	r = session_source_prepare_acked(&m->s, link->identity, clock_ns(CLOCK_MONOTONIC));
 	if (r < 0) {
 		migration_fail(vcd, m, r, "PrepareAck out of order");
 		return;
@@ -1872,7 +1876,7 @@ static void handle_final_ack(struct vcd *vcd, struct peer_link *link,
 		return;
 	}
 	r = session_source_final_acked(&m->s, link->identity, msg->final_ack->generation,
-				       vcd_now_ns());
+				       clock_ns(CLOCK_MONOTONIC));
 	if (r < 0) {
 		migration_fail(vcd, m, r, "FinalAck out of order or for another generation");
 		return;
@@ -1906,7 +1910,7 @@ static void handle_abort(struct vcd *vcd, struct peer_link *link,
 			    link->identity, m->s.migration_id);
 		return;
 	}
-	r = session_abort(&m->s, reason, vcd_now_ns());
+	r = session_abort(&m->s, reason, clock_ns(CLOCK_MONOTONIC));
 	if (r < 0) {
 		log_warning("vm=%s migration=%s: peer asked to abort at step %s: refused",
 			    m->s.vm_id, m->s.migration_id, migration_step_to_string(m->s.step));
@@ -1943,7 +1947,7 @@ void migration_vm_gone(struct vcd *vcd, const char *vm_id)
 	for (struct migration *m = vcd->migrations->list; m; m = m->next) {
 		if (strcmp(m->s.vm_id, vm_id) != 0 || migration_step_is_terminal(m->s.step))
 			continue;
-		if (session_abort(&m->s, "VM unregistered", vcd_now_ns()) < 0)
+		if (session_abort(&m->s, "VM unregistered", clock_ns(CLOCK_MONOTONIC)) < 0)
 			continue; /* already applied on the target: nothing to undo */
 		evtimer_del(m->timer);
 		withdraw_apply_op(vcd, m);
@@ -2038,7 +2042,8 @@ static void link_frame_cb(struct peer_conn *conn, const uint8_t *payload, size_t
 			struct migration *m = migration_find(vcd, migration_id);
 
 			if (m && m->s.role == VM_ROLE_TARGET &&
-			    session_target_acked(&m->s, link->identity, vcd_now_ns()) == 0) {
+			    session_target_acked(&m->s, link->identity,
+						 clock_ns(CLOCK_MONOTONIC)) == 0) {
 				migration_changed(vcd, m);
 				target_arrived(vcd, m);
 			}
@@ -2120,7 +2125,7 @@ static void recover_one(const struct journal_entry *e, void *userdata)
 {
 	struct recovery *rc = userdata;
 	struct vcd *vcd = rc->vcd;
-	uint64_t now = vcd_now_ns(), real = vcd_realtime_ns();
+	uint64_t now = clock_ns(CLOCK_MONOTONIC), real = clock_ns(CLOCK_REALTIME);
 	uint64_t age = real > e->realtime_ns ? real - e->realtime_ns : 0;
 	struct migration *m;
 	int r;
@@ -2184,7 +2189,7 @@ static void recover_resolve(struct vcd *vcd, struct migration *m)
 			 "vcounterd restarted at step %s, before the target confirmed the final "
 			 "state; the source VM was not written",
 			 step);
-		if (session_abort(&m->s, reason, vcd_now_ns()) != 0)
+		if (session_abort(&m->s, reason, clock_ns(CLOCK_MONOTONIC)) != 0)
 			return;
 		log_warning("vm=%s migration=%s role=source step=aborted: %s", m->s.vm_id,
 			    m->s.migration_id, reason);
@@ -2200,7 +2205,7 @@ static void recover_resolve(struct vcd *vcd, struct migration *m)
 	case STEP_PREPARED:
 		snprintf(reason, sizeof(reason),
 			 "vcounterd restarted before the final state arrived");
-		if (session_abort(&m->s, reason, vcd_now_ns()) != 0)
+		if (session_abort(&m->s, reason, clock_ns(CLOCK_MONOTONIC)) != 0)
 			return;
 		log_warning("vm=%s migration=%s role=target step=aborted: %s", m->s.vm_id,
 			    m->s.migration_id, reason);
@@ -2210,7 +2215,7 @@ static void recover_resolve(struct vcd *vcd, struct migration *m)
 		session_target_apply_failed(&m->s,
 					    "vcounterd restarted while the apply was running; "
 					    "the VMM must apply again",
-					    vcd_now_ns());
+					    clock_ns(CLOCK_MONOTONIC));
 		/* fall through */
 	case STEP_FINAL:
 		m->awaiting_source = true;

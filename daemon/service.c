@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <systemd/sd-daemon.h>
 
+#include "clockns.h"
 #include "log.h"
 #include "macro.h"
 #include "service.h"
@@ -350,12 +351,9 @@ void service_ready(struct service *svc)
 
 void service_reloading(struct service *svc)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
 	svc->ready = false;
 	notify(svc, "RELOADING=1\nSTATUS=reloading the configuration\nMONOTONIC_USEC=%" PRIu64,
-	       (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000);
+	       clock_ns(CLOCK_MONOTONIC) / 1000);
 }
 
 void service_reloaded(struct service *svc, int r)

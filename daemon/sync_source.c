@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "chrony.h"
+#include "clockns.h"
 #include "hostclock.h"
 #include "log.h"
 #include "macro.h"
@@ -124,14 +125,6 @@ uint64_t sync_source_chrony_maxerror_ns(const struct chrony_tracking *t, uint64_
 	return bound + (uint64_t)growth;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
-}
-
 /* Says once why chronyd does not answer, and once when it does again. */
 static void set_error(struct sync_source *ss, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -170,14 +163,14 @@ static void ptp_reply(struct sync_source *ss, const uint8_t *buf, size_t len)
 	if (r == 0 && id == PTP_MGMT_TIME_STATUS_NP &&
 	    ptp_mgmt_time_status(buf, len, &ss->ptp_status) == 0) {
 		ss->has_ptp_status = true;
-		ss->ptp_status_ns = now_ns();
+		ss->ptp_status_ns = clock_ns(CLOCK_MONOTONIC);
 		answered(ss);
 		return;
 	}
 	if (r == 0 && id == PTP_MGMT_CURRENT_DATA_SET &&
 	    ptp_mgmt_current_ds(buf, len, &ss->ptp_ds) == 0) {
 		ss->has_ptp_ds = true;
-		ss->ptp_ds_ns = now_ns();
+		ss->ptp_ds_ns = clock_ns(CLOCK_MONOTONIC);
 		answered(ss);
 		return;
 	}
@@ -219,7 +212,7 @@ static void on_reply(evutil_socket_t fd, short what, void *arg)
 			continue;
 		}
 		ss->last = t;
-		ss->last_ns = now_ns();
+		ss->last_ns = clock_ns(CLOCK_MONOTONIC);
 		ss->has_reading = true;
 		answered(ss);
 	}
@@ -298,7 +291,7 @@ int sync_source_new(struct event_base *base, const struct sync_source_spec *spec
 	}
 	/* A random first sequence number: a stale reply to an earlier daemon's
 	 * request on a reused port is not taken for ours. */
-	ss->seq = (uint32_t)now_ns() ^ (uint32_t)getpid();
+	ss->seq = (uint32_t)clock_ns(CLOCK_MONOTONIC) ^ (uint32_t)getpid();
 	ss->ev_read = event_new(base, ss->fd, EV_READ | EV_PERSIST, on_reply, ss);
 	ss->ev_poll = event_new(base, -1, EV_PERSIST, on_poll, ss);
 	if (!ss->ev_read || !ss->ev_poll || event_add(ss->ev_read, NULL) < 0 ||
@@ -347,7 +340,6 @@ static int ptp_apply(const struct sync_source *ss, uint64_t now, struct sync_err
 {
 	const struct ptp_time_status *ts = &ss->ptp_status;
 	uint64_t since = ss->ptp_status_ns < ss->ptp_ds_ns ? ss->ptp_status_ns : ss->ptp_ds_ns;
-	struct timespec real;
 	int64_t real_ns, sync_age_ns;
 
 	if (!ss->has_ptp_status || !ss->has_ptp_ds || now < since ||
@@ -366,8 +358,7 @@ static int ptp_apply(const struct sync_source *ss, uint64_t now, struct sync_err
 	}
 	/* With software timestamps ptp4l disciplines CLOCK_REALTIME and stamps
 	 * ingress_time with it. */
-	clock_gettime(CLOCK_REALTIME, &real);
-	real_ns = (int64_t)real.tv_sec * 1000000000 + real.tv_nsec;
+	real_ns = (int64_t)clock_ns(CLOCK_REALTIME);
 	sync_age_ns = real_ns - ts->ingress_time_ns;
 	if (sync_age_ns > (int64_t)SYNC_SOURCE_MAX_AGE_NS) {
 		snprintf(err, err_size, "sync source %s: ptp4l has had no Sync for %" PRId64 " s",
@@ -430,7 +421,7 @@ int sync_source_read(const struct sync_source *ss, struct sync_error *ret, char 
 		snprintf(err, err_size, "adjtimex: %s", strerror(-r));
 		return r;
 	}
-	r = sync_source_apply(ss, now_ns(), &sync, err, err_size);
+	r = sync_source_apply(ss, clock_ns(CLOCK_MONOTONIC), &sync, err, err_size);
 	*ret = sync;
 	return r;
 }

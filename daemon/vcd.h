@@ -281,6 +281,3 @@ int vcd_reload(struct vcd *vcd);
 /* Build (and free) the TLS contexts conf asks for: 0, or -errno with the
  * key, its file and line, and OpenSSL's reason in err. */
 int vcd_check_tls(const struct conf *conf, char *err, size_t err_size);
-
-uint64_t vcd_now_ns(void);	/* CLOCK_MONOTONIC */
-uint64_t vcd_realtime_ns(void); /* CLOCK_REALTIME: for people and the journal */

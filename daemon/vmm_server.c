@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clockns.h"
 #include "fd_check.h"
 #include "fdstore.h"
 #include "frame.h"
@@ -59,22 +60,6 @@ struct vmm_server {
 	uint64_t next_op_id;
 	uint8_t buf[FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES];
 };
-
-uint64_t vcd_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t vcd_realtime_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-}
 
 static struct vmm_conn *conn_find(struct vcd *vcd, uint64_t conn_id)
 {

@@ -28,6 +28,8 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
+#include "../../common/clockns.h"
+
 #define ANSWER_TIMEOUT_MS 3000
 #define MAX_EXCHANGES	  4096
 
@@ -35,14 +37,6 @@ static const char *prefix = "";
 static unsigned long seq;
 static char rbuf[1 << 16];
 static size_t rlen;
-
-static int64_t ns_of(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static int connect_unix(const char *path)
 {
@@ -66,7 +60,7 @@ static int connect_unix(const char *path)
 /* Reads one line (without '\n') into line; 0, or -ETIMEDOUT / -EPIPE / -errno. */
 static int read_line(int fd, char *line, size_t size, int timeout_ms)
 {
-	int64_t deadline = ns_of(CLOCK_MONOTONIC) + (int64_t)timeout_ms * 1000000;
+	int64_t deadline = (int64_t)clock_ns(CLOCK_MONOTONIC) + (int64_t)timeout_ms * 1000000;
 
 	for (;;) {
 		char *nl = memchr(rbuf, '\n', rlen);
@@ -81,7 +75,7 @@ static int read_line(int fd, char *line, size_t size, int timeout_ms)
 		}
 		if (rlen == sizeof(rbuf))
 			rlen = 0; /* a line longer than the buffer: drop it */
-		int64_t left_ms = (deadline - ns_of(CLOCK_MONOTONIC)) / 1000000;
+		int64_t left_ms = (deadline - (int64_t)clock_ns(CLOCK_MONOTONIC)) / 1000000;
 		if (left_ms <= 0)
 			return -ETIMEDOUT;
 		struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -137,16 +131,16 @@ static int exchange_once(int fd, struct exchange *x, int timeout_ms)
 	unsigned long s;
 	int cpu, r;
 
-	x->rt1 = ns_of(CLOCK_REALTIME);
-	x->mono1 = ns_of(CLOCK_MONOTONIC);
+	x->rt1 = (int64_t)clock_ns(CLOCK_REALTIME);
+	x->mono1 = (int64_t)clock_ns(CLOCK_MONOTONIC);
 	x->tsc1 = __rdtsc();
 	r = send_request(fd, 'p');
 	if (r < 0)
 		return r;
 	r = await_answer(fd, 'p', line, sizeof(line), timeout_ms);
 	x->tsc2 = __rdtsc();
-	x->mono2 = ns_of(CLOCK_MONOTONIC);
-	x->rt2 = ns_of(CLOCK_REALTIME);
+	x->mono2 = (int64_t)clock_ns(CLOCK_MONOTONIC);
+	x->rt2 = (int64_t)clock_ns(CLOCK_REALTIME);
 	if (r < 0)
 		return r;
 	if (sscanf(line, "p %lu %d %" SCNd64 " %" SCNd64 " %" SCNu64, &s, &cpu, &x->g_rt,
@@ -292,7 +286,7 @@ int main(int argc, char **argv)
 
 	/* Connect, and wait for a first answer: the guest may still be booting (its requests then
 	 * queue in the port; the sequence numbers drop the stale answers). */
-	int64_t deadline = ns_of(CLOCK_MONOTONIC) + (int64_t)(wait_s * 1e9);
+	int64_t deadline = (int64_t)clock_ns(CLOCK_MONOTONIC) + (int64_t)(wait_s * 1e9);
 	for (;;) {
 		struct exchange x;
 		if (fd < 0)
@@ -308,7 +302,7 @@ int main(int argc, char **argv)
 		} else {
 			r = fd;
 		}
-		if (ns_of(CLOCK_MONOTONIC) >= deadline) {
+		if ((int64_t)clock_ns(CLOCK_MONOTONIC) >= deadline) {
 			fprintf(stderr, "clock-pair: %s: no answer from the guest: %s\n", path,
 				strerror(-r));
 			return 1;

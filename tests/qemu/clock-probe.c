@@ -30,6 +30,8 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
+#include "../../common/clockns.h"
+
 #define MAX_CPUS     64
 #define KLOG_PATTERN "TSC unstable|clocksource|watchdog|soft lockup"
 
@@ -48,14 +50,6 @@ static unsigned long generation;
 static int finished;
 static struct sample samples[MAX_CPUS];
 
-static int64_t ns_of(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* The TSC is read on both sides of CLOCK_MONOTONIC and the tightest of a few brackets is kept,
  * its midpoint reported: an exit to L1 between the reads (~10 us under nested TCG) would
  * otherwise show as a phase between vCPUs. */
@@ -64,10 +58,10 @@ static void take_sample(int cpu, struct sample *s)
 	uint64_t best_width = UINT64_MAX;
 
 	s->cpu = cpu;
-	s->realtime_ns = ns_of(CLOCK_REALTIME);
+	s->realtime_ns = (int64_t)clock_ns(CLOCK_REALTIME);
 	for (int i = 0; i < 5; i++) {
 		uint64_t tsc1 = __rdtsc();
-		int64_t mono_ns = ns_of(CLOCK_MONOTONIC);
+		int64_t mono_ns = (int64_t)clock_ns(CLOCK_MONOTONIC);
 		uint64_t tsc2 = __rdtsc();
 
 		if (tsc2 - tsc1 < best_width) {

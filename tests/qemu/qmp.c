@@ -21,16 +21,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../common/clockns.h"
+
 static char rbuf[1 << 20];
 static size_t rlen;
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
 
 /* Next line into *line (NUL-terminated, in rbuf's storage until the next call). */
 static int read_line(int fd, char **line, long long deadline_ms)
@@ -54,7 +48,7 @@ static int read_line(int fd, char **line, long long deadline_ms)
 		}
 		if (rlen == sizeof(rbuf) - 1)
 			return -EMSGSIZE;
-		long long left = deadline_ms - now_ms();
+		long long left = deadline_ms - (long long)(clock_ns(CLOCK_MONOTONIC) / 1000000);
 		if (left <= 0)
 			return -ETIMEDOUT;
 		struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -96,7 +90,7 @@ static int command(int fd, const char *cmd, int n, int timeout_s, int print)
 		return 3;
 	}
 	free(msg);
-	long long deadline = now_ms() + timeout_s * 1000LL;
+	long long deadline = (long long)(clock_ns(CLOCK_MONOTONIC) / 1000000) + timeout_s * 1000LL;
 	for (;;) {
 		r = read_line(fd, &line, deadline);
 		if (r < 0) {
@@ -132,7 +126,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	strcpy(sa.sun_path, argv[i++]);
-	long long deadline = now_ms() + (long long)(wait_s * 1000);
+	long long deadline =
+		(long long)(clock_ns(CLOCK_MONOTONIC) / 1000000) + (long long)(wait_s * 1000);
 	for (;;) {
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
@@ -140,14 +135,15 @@ int main(int argc, char **argv)
 		r = errno;
 		if (fd >= 0)
 			close(fd);
-		if (now_ms() >= deadline) {
+		if ((long long)(clock_ns(CLOCK_MONOTONIC) / 1000000) >= deadline) {
 			fprintf(stderr, "qmp: %s: %s\n", sa.sun_path, strerror(r));
 			return 2;
 		}
 		usleep(50000);
 	}
 	/* The greeting ({"QMP": ...}), then capabilities negotiation. */
-	r = read_line(fd, &line, now_ms() + timeout_s * 1000LL);
+	r = read_line(fd, &line,
+		      (long long)(clock_ns(CLOCK_MONOTONIC) / 1000000) + timeout_s * 1000LL);
 	if (r < 0 || !strstr(line, "\"QMP\"")) {
 		fprintf(stderr, "qmp: no QMP greeting on %s\n", sa.sun_path);
 		return 2;

@@ -11,19 +11,12 @@
 
 #include <cmocka.h>
 
+#include "clockns.h"
 #include "hostclock.h"
 #include "macro.h"
 
 #define KVM_CLOCK_REALTIME_FLAG (1u << 2) /* include/uapi/linux/kvm.h */
 #define KVM_CLOCK_HOST_TSC_FLAG (1u << 3)
-
-static uint64_t now_ns(clockid_t id)
-{
-	struct timespec ts;
-
-	assert_int_equal(clock_gettime(id, &ts), 0);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-}
 
 static bool timex_equal(const struct timex *a, int ra, const struct timex *b, int rb)
 {
@@ -80,11 +73,11 @@ static void check_bracket(uint32_t tsc_khz)
 	struct host_anchor a;
 	uint64_t tai_before, tai_after, tsc_before, tsc_after;
 
-	tai_before = now_ns(CLOCK_TAI);
+	tai_before = clock_ns(CLOCK_TAI);
 	tsc_before = hostclock_rdtsc();
 	assert_int_equal(hostclock_bracket_anchor(tsc_khz, &a), 0);
 	tsc_after = hostclock_rdtsc();
-	tai_after = now_ns(CLOCK_TAI);
+	tai_after = clock_ns(CLOCK_TAI);
 
 	assert_int_equal(a.source, ANCHOR_BRACKET);
 	assert_int_equal(a.host_tsc_khz, tsc_khz);
@@ -135,11 +128,11 @@ static void test_tsc_khz_is_plausible_and_matches_slow_measurement(void **state)
 
 	assert_in_range(khz, 100 * 1000, 10 * 1000 * 1000);
 
-	raw0 = now_ns(CLOCK_MONOTONIC_RAW);
+	raw0 = clock_ns(CLOCK_MONOTONIC_RAW);
 	tsc0 = hostclock_rdtsc();
 	while (nanosleep(&pause, &pause) < 0 && errno == EINTR)
 		;
-	raw1 = now_ns(CLOCK_MONOTONIC_RAW);
+	raw1 = clock_ns(CLOCK_MONOTONIC_RAW);
 	tsc1 = hostclock_rdtsc();
 	slow_khz = (tsc1 - tsc0) * NSEC_PER_MSEC / (raw1 - raw0);
 	print_message("tsc_khz %u, 200 ms measurement %lu\n", khz, (unsigned long)slow_khz);

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 #include <linux/kvm.h>
 
+#include "clockns.h"
 #include "kvm_scratch.h"
 #include "kvm_test_vm.h"
 #include "kvm_x86.h"
@@ -50,14 +51,6 @@ static bool link_is(int fd, const char *expect)
 	return strcmp(target, expect) == 0;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -85,9 +78,9 @@ static void test_create_makes_a_vm_with_vcpu_0_and_says_what_it_cost(void **stat
 		/* The vCPU is usable by the probe's interface. */
 		assert_int_equal(kvm_x86_get_tsc_offset(s.vcpu_fd, &offset), 0);
 		ns[i] = s.create_ns;
-		t0 = now_ns();
+		t0 = clock_ns(CLOCK_MONOTONIC);
 		kvm_scratch_vm_close(&s);
-		close_ns[i] = now_ns() - t0;
+		close_ns[i] = clock_ns(CLOCK_MONOTONIC) - t0;
 		assert_int_equal(s.kvm_fd, -1);
 		assert_int_equal(s.vm_fd, -1);
 		assert_int_equal(s.vcpu_fd, -1);

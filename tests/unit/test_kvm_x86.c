@@ -18,6 +18,7 @@
 #include <linux/kvm.h>
 
 #include "backend.h"
+#include "clockns.h"
 #include "hostclock.h"
 #include "kvm_test_vm.h"
 #include "kvm_write_guard.h"
@@ -54,14 +55,6 @@ static bool kvm_honours_offsets(int vcpu_fd)
 	readback = kvm_test_offset_get(vcpu_fd);
 	kvm_test_offset_set(vcpu_fd, original);
 	return readback == original + TEST_DELTA;
-}
-
-static uint64_t clock_ns(clockid_t id)
-{
-	struct timespec ts;
-
-	assert_int_equal(clock_gettime(id, &ts), 0);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 
 static uint64_t abs_diff(uint64_t a, uint64_t b)

@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../common/clockns.h"
+
 #define MAGIC	 UINT32_C(0x76636f66) /* "vcof" */
 #define OP_QUERY 1
 #define OP_REPLY 2
@@ -36,26 +38,11 @@ struct packet {
 	int64_t t3_ns; /* server send */
 };
 
-static int64_t realtime_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int serve(int port, int timeout_s)
 {
 	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port) };
-	int64_t deadline_ms = monotonic_ms() + (int64_t)timeout_s * 1000;
+	int64_t deadline_ms =
+		(int64_t)(clock_ns(CLOCK_MONOTONIC) / 1000000) + (int64_t)timeout_s * 1000;
 	int fd;
 
 	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -68,7 +55,7 @@ static int serve(int port, int timeout_s)
 		struct sockaddr_in peer;
 		socklen_t peer_len = sizeof(peer);
 		struct packet p;
-		int64_t left_ms = deadline_ms - monotonic_ms(), t2;
+		int64_t left_ms = deadline_ms - (int64_t)(clock_ns(CLOCK_MONOTONIC) / 1000000), t2;
 		ssize_t n;
 
 		if (left_ms <= 0)
@@ -76,7 +63,7 @@ static int serve(int port, int timeout_s)
 		if (poll(&pfd, 1, (int)left_ms) <= 0)
 			continue;
 		n = recvfrom(fd, &p, sizeof(p), 0, (struct sockaddr *)&peer, &peer_len);
-		t2 = realtime_ns();
+		t2 = (int64_t)clock_ns(CLOCK_REALTIME);
 		if (n != (ssize_t)sizeof(p) || p.magic != MAGIC)
 			continue;
 		if (p.op == OP_BYE)
@@ -85,7 +72,7 @@ static int serve(int port, int timeout_s)
 			continue;
 		p.op = OP_REPLY;
 		p.t2_ns = t2;
-		p.t3_ns = realtime_ns();
+		p.t3_ns = (int64_t)clock_ns(CLOCK_REALTIME);
 		(void)!sendto(fd, &p, sizeof(p), 0, (struct sockaddr *)&peer, peer_len);
 	}
 }
@@ -93,7 +80,8 @@ static int serve(int port, int timeout_s)
 static int query(const char *host, int port, int count)
 {
 	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port) };
-	int64_t best_delay = INT64_MAX, best_offset = 0, give_up_ms = monotonic_ms() + 30000;
+	int64_t best_delay = INT64_MAX, best_offset = 0,
+		give_up_ms = (int64_t)(clock_ns(CLOCK_MONOTONIC) / 1000000) + 30000;
 	struct packet bye = { .magic = MAGIC, .op = OP_BYE };
 	int fd, got = 0, i;
 	uint64_t seq = 0;
@@ -107,13 +95,13 @@ static int query(const char *host, int port, int count)
 		fprintf(stderr, "clock-offset: %s:%d: %s\n", host, port, strerror(errno));
 		return 2;
 	}
-	while (got < count && monotonic_ms() < give_up_ms) {
+	while (got < count && (int64_t)(clock_ns(CLOCK_MONOTONIC) / 1000000) < give_up_ms) {
 		struct packet q = { .magic = MAGIC, .op = OP_QUERY, .seq = ++seq }, r;
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		int64_t t1, t4, delay, offset;
 		ssize_t n;
 
-		t1 = realtime_ns();
+		t1 = (int64_t)clock_ns(CLOCK_REALTIME);
 		if (send(fd, &q, sizeof(q), 0) < 0) {
 			/* ECONNREFUSED from an earlier query: the server is not up yet. */
 			usleep(100000);
@@ -122,7 +110,7 @@ static int query(const char *host, int port, int count)
 		if (poll(&pfd, 1, 200) <= 0)
 			continue;
 		n = recv(fd, &r, sizeof(r), 0);
-		t4 = realtime_ns();
+		t4 = (int64_t)clock_ns(CLOCK_REALTIME);
 		if (n != (ssize_t)sizeof(r) || r.magic != MAGIC || r.op != OP_REPLY ||
 		    r.seq != q.seq)
 			continue;

@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../common/clockns.h"
+
 /* chrony's refclock_sock.c: one datagram per sample, native byte order. */
 #define SOCK_MAGIC 0x534f434b
 
@@ -66,19 +68,6 @@ static unsigned int rtc_field(unsigned int reg)
 	return binary_mode ? v : (v >> 4) * 10 + (v & 0x0f);
 }
 
-static int64_t clock_ns(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t realtime_ns(void)
-{
-	return clock_ns(CLOCK_REALTIME);
-}
-
 /* The RTC's date and time as seconds since the epoch (QEMU's RTC runs in UTC: -rtc base=utc). Read
  * right after a seconds edge, so no update can come between the fields. */
 static time_t rtc_time(void)
@@ -102,23 +91,23 @@ static time_t rtc_time(void)
 static int wait_edge(int64_t step_us, int64_t limit_ns, int64_t *ret_edge_ns, int64_t *ret_width_ns,
 		     int64_t *ret_edge_mono_ns)
 {
-	int64_t start = realtime_ns(), before_prev, before, after;
+	int64_t start = (int64_t)clock_ns(CLOCK_REALTIME), before_prev, before, after;
 	unsigned int sec, prev;
 
-	before_prev = realtime_ns();
+	before_prev = (int64_t)clock_ns(CLOCK_REALTIME);
 	prev = rtc_read(REG_SEC);
 	for (;;) {
 		usleep((useconds_t)step_us);
-		before = realtime_ns();
+		before = (int64_t)clock_ns(CLOCK_REALTIME);
 		sec = rtc_read(REG_SEC);
-		after = realtime_ns();
+		after = (int64_t)clock_ns(CLOCK_REALTIME);
 		if (sec != prev)
 			break;
 		before_prev = before;
 		if (after - start > limit_ns)
 			return -ETIMEDOUT;
 	}
-	*ret_edge_mono_ns = clock_ns(CLOCK_MONOTONIC) - (after - before_prev) / 2;
+	*ret_edge_mono_ns = (int64_t)clock_ns(CLOCK_MONOTONIC) - (after - before_prev) / 2;
 	*ret_edge_ns = before_prev + (after - before_prev) / 2;
 	*ret_width_ns = after - before_prev;
 	return 0;
@@ -176,7 +165,7 @@ int main(int argc, char **argv)
 		/* Sleep to 2 ms before the next edge (the clock runs at about the RTC's rate), then
 		 * poll every 100 us; if the edge is not within 50 ms of where it was expected (the
 		 * sleep overran it), look for it the slow way: 1 ms steps, a sample too wide to send. */
-		sleep_ns = edge_mono_ns + 1000000000 - 2000000 - clock_ns(CLOCK_MONOTONIC);
+		sleep_ns = edge_mono_ns + 1000000000 - 2000000 - (int64_t)clock_ns(CLOCK_MONOTONIC);
 		if (sleep_ns > 0 && sleep_ns < 1000000000)
 			usleep((useconds_t)(sleep_ns / 1000));
 		if (wait_edge(100, 50000000, &edge_ns, &width_ns, &edge_mono_ns) < 0) {

@@ -10,13 +10,7 @@
 #include <time.h>
 #include <x86intrin.h>
 
-static uint64_t raw_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC_RAW, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+#include "../../common/clockns.h"
 
 /* The narrowest of a few (tsc, ns, tsc) brackets: the midpoint's pairing. */
 static void pair(uint64_t *ret_tsc, uint64_t *ret_ns)
@@ -24,7 +18,7 @@ static void pair(uint64_t *ret_tsc, uint64_t *ret_ns)
 	uint64_t best = UINT64_MAX;
 
 	for (int i = 0; i < 32; i++) {
-		uint64_t t0 = __rdtsc(), ns = raw_ns(), t1 = __rdtsc();
+		uint64_t t0 = __rdtsc(), ns = clock_ns(CLOCK_MONOTONIC_RAW), t1 = __rdtsc();
 
 		if (t1 - t0 < best) {
 			best = t1 - t0;
