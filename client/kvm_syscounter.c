@@ -15,27 +15,7 @@
 
 #include "backend.h"
 #include "kvm_x86.h"
-
-/* The series' uAPI (kernel-patch/0001-...uAPI.patch), for headers without
- * it. The capability is far above upstream's sequential numbers; an
- * unrelated kernel answering for it would still have to pass the probe's
- * write-then-read-back and the cross-check with KVM_VCPU_TSC_OFFSET. */
-#ifndef KVM_CAP_SYSTEM_COUNTER_STATE
-#define KVM_CAP_SYSTEM_COUNTER_STATE	     1024
-#define KVM_SYSTEM_COUNTER_STATE_CHECK_RATIO (1U << 0)
-struct kvm_system_counter_state {
-	__u32 flags;
-	__u32 tsc_frac_bits;
-	__u64 tsc_offset;
-	__u64 tsc_scaling_ratio;
-	__u64 reserved[6];
-};
-#define KVM_GET_SYSTEM_COUNTER_STATE _IOWR(KVMIO, 0xf0, struct kvm_system_counter_state)
-#define KVM_SET_SYSTEM_COUNTER_STATE _IOW(KVMIO, 0xf1, struct kvm_system_counter_state)
-#endif
-
-_Static_assert(sizeof(struct kvm_system_counter_state) == 72,
-	       "struct kvm_system_counter_state is 72 bytes on x86");
+#include "uapi/kvm_syscounter.h"
 
 static int syscounter_get(int vcpu_fd, struct tsc_vcpu_state *ret)
 {

@@ -20,13 +20,10 @@
 #include <linux/seccomp.h>
 
 #include "kvm_write_guard.h"
-
-/* kernel-patch/'s KVM_SET_SYSTEM_COUNTER_STATE: _IOW(KVMIO, 0xf1, struct
- * kvm_system_counter_state), a 72-byte struct (kvm_syscounter.c). */
-#define GUARD_SET_SYSTEM_COUNTER_STATE _IOC(_IOC_WRITE, KVMIO, 0xf1, 72)
+#include "uapi/kvm_syscounter.h"
 
 static const uint32_t guarded_requests[] = {
-	KVM_SET_DEVICE_ATTR, GUARD_SET_SYSTEM_COUNTER_STATE, KVM_SET_MSRS, KVM_SET_TSC_KHZ,
+	KVM_SET_DEVICE_ATTR, KVM_SET_SYSTEM_COUNTER_STATE, KVM_SET_MSRS, KVM_SET_TSC_KHZ,
 	KVM_SET_CLOCK,
 };
 

@@ -19,13 +19,10 @@
 #include "macro.h"
 #include "sync_source.h"
 #include "vcd.h"
+#include "uapi/kvm_syscounter.h"
 #include "wire.h"
 
 #include "config.h"
-
-#ifndef KVM_CAP_SYSTEM_COUNTER_STATE
-#define KVM_CAP_SYSTEM_COUNTER_STATE 1024 /* kernel-patch/ */
-#endif
 
 #define CONTROL_PATH(name) "/vcounter.v1.Control/" name
 

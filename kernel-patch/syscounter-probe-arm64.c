@@ -17,21 +17,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* The cross toolchain's headers (Linux 6.1) predate both the series and 6.4's counter offset
- * API: the definitions below repeat the series' uAPI (0001, 0005) and 6.12's. */
-#ifndef KVM_CAP_SYSTEM_COUNTER_STATE
-#define KVM_CAP_SYSTEM_COUNTER_STATE 1024
-/* uint64_t, not __u64, so that PRIu64 fits; the layout is the same. */
-struct kvm_system_counter_state {
-	uint32_t flags;
-	uint32_t pad;
-	uint64_t cntvoff;
-	uint64_t cntpoff;
-	uint64_t reserved[6];
-};
-#define KVM_GET_SYSTEM_COUNTER_STATE _IOWR(KVMIO, 0xf0, struct kvm_system_counter_state)
-#define KVM_SET_SYSTEM_COUNTER_STATE _IOW(KVMIO, 0xf1, struct kvm_system_counter_state)
-#endif
+#include "uapi/kvm_syscounter.h"
+
+/* The cross toolchain's headers (Linux 6.1) predate 6.4's counter offset API: 6.12's
+ * definitions. */
 #ifndef KVM_CAP_COUNTER_OFFSET
 #define KVM_CAP_COUNTER_OFFSET 227
 struct kvm_arm_counter_offset {
@@ -40,8 +29,6 @@ struct kvm_arm_counter_offset {
 };
 #define KVM_ARM_SET_COUNTER_OFFSET _IOW(KVMIO, 0xb5, struct kvm_arm_counter_offset)
 #endif
-
-_Static_assert(sizeof(struct kvm_system_counter_state) == 72, "72 bytes, as x86's");
 
 /* Guest code, run at EL1 with the MMU off from GUEST_CODE: reads the virtual and the physical
  * counter and hands each to userspace as an 8-byte MMIO write (KVM_EXIT_MMIO), forever.

@@ -10,22 +10,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-/* The host's headers predate the series: the definitions below repeat the series' uAPI
- * (0001-KVM-Add-KVM_-GET-SET-_SYSTEM_COUNTER_STATE-uAPI.patch). */
-#ifndef KVM_CAP_SYSTEM_COUNTER_STATE
-#define KVM_CAP_SYSTEM_COUNTER_STATE	     1024
-#define KVM_SYSTEM_COUNTER_STATE_CHECK_RATIO (1U << 0)
-/* uint64_t, not __u64, so that PRIu64 fits; the layout is the same. */
-struct kvm_system_counter_state {
-	uint32_t flags;
-	uint32_t tsc_frac_bits;
-	uint64_t tsc_offset;
-	uint64_t tsc_scaling_ratio;
-	uint64_t reserved[6];
-};
-#define KVM_GET_SYSTEM_COUNTER_STATE _IOWR(KVMIO, 0xf0, struct kvm_system_counter_state)
-#define KVM_SET_SYSTEM_COUNTER_STATE _IOW(KVMIO, 0xf1, struct kvm_system_counter_state)
-#endif
+#include "uapi/kvm_syscounter.h"
 
 static int failures;
 

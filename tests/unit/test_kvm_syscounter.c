@@ -25,10 +25,7 @@
 #include "kvm_write_guard.h"
 #include "kvm_x86.h"
 #include "macro.h"
-
-#ifndef KVM_CAP_SYSTEM_COUNTER_STATE
-#define KVM_CAP_SYSTEM_COUNTER_STATE 1024
-#endif
+#include "uapi/kvm_syscounter.h"
 
 #define TEST_VCPUS 3
 /* Far from 0 (what kvm_pvm reads back) and from the probe's own delta. */
