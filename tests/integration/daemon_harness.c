@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clockns.h"
 #include "daemon_harness.h"
 #include "kvm_x86.h"
 
@@ -44,7 +45,17 @@ int harness_certs(char *ret_dir, size_t size)
 	return system(cmd) == 0 ? 0 : -EIO;
 }
 
-static void sleep_ms(long ms)
+void harness_cert_path(char *buf, size_t size, const char *dir, const char *name, const char *ext)
+{
+	snprintf(buf, size, "%s/%s.%s", dir, name, ext);
+}
+
+int64_t harness_now_ms(void)
+{
+	return (int64_t)(clock_ns(CLOCK_MONOTONIC) / 1000000);
+}
+
+void harness_sleep_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
 
@@ -151,7 +162,7 @@ int harness_start(struct daemon_proc *d, const char *const *extra_args)
 					return 0;
 			}
 		}
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	}
 	harness_dump_log(d);
 	harness_stop(d);
@@ -179,7 +190,7 @@ int harness_stop(struct daemon_proc *d)
 
 			if (r == d->pid || r < 0)
 				break;
-			sleep_ms(10);
+			harness_sleep_ms(10);
 		}
 		if (waitpid(d->pid, &status, WNOHANG) == 0) {
 			kill(d->pid, SIGKILL);

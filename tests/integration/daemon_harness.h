@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct daemon_proc {
@@ -19,6 +20,12 @@ struct daemon_proc {
 /* mkdtemp under $TMPDIR and generate the test certificates there (or use
  * $VC_TEST_CERT_DIR when set: the rig has no openssl). */
 int harness_certs(char *ret_dir, size_t size);
+/* dir/name.ext: a certificate or key harness_certs made in dir. */
+void harness_cert_path(char *buf, size_t size, const char *dir, const char *name, const char *ext);
+
+/* CLOCK_MONOTONIC in milliseconds, signed so that deadlines subtract. */
+int64_t harness_now_ms(void);
+void harness_sleep_ms(long ms);
 
 /* Start build/daemon/vcounterd with extra args (NULL-terminated), wait until
  * its VMM socket accepts (and the port file exists when --listen is given). */

@@ -87,14 +87,6 @@ struct h2 {
 	bool eof;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int h2_write_all(struct h2 *h, const uint8_t *data, size_t len)
 {
 	while (len > 0) {
@@ -388,10 +380,10 @@ static struct h2_stream *h2_submit(struct h2 *h, const char *path, const uint8_t
 /* Run until s closes (or the connection ends, or IO_TIMEOUT_MS). */
 static bool h2_wait_closed(struct h2 *h, struct h2_stream *s)
 {
-	int64_t deadline = now_ms() + IO_TIMEOUT_MS;
+	int64_t deadline = harness_now_ms() + IO_TIMEOUT_MS;
 
-	while (!s->closed && now_ms() < deadline)
-		if (h2_pump(h, (int)(deadline - now_ms())) < 0)
+	while (!s->closed && harness_now_ms() < deadline)
+		if (h2_pump(h, (int)(deadline - harness_now_ms())) < 0)
 			break;
 	return s->closed;
 }
@@ -674,9 +666,9 @@ static void test_streams_over_the_maximum_are_refused(void **state)
 				 NULL);
 		assert_non_null(s[i]);
 	}
-	deadline = now_ms() + IO_TIMEOUT_MS;
-	while (!s[MAX_STREAMS]->closed && now_ms() < deadline)
-		assert_true(h2_pump(&h, (int)(deadline - now_ms())) >= 0);
+	deadline = harness_now_ms() + IO_TIMEOUT_MS;
+	while (!s[MAX_STREAMS]->closed && harness_now_ms() < deadline)
+		assert_true(h2_pump(&h, (int)(deadline - harness_now_ms())) >= 0);
 	assert_true(s[MAX_STREAMS]->closed);
 	assert_int_equal(s[MAX_STREAMS]->error_code, NGHTTP2_REFUSED_STREAM);
 	assert_watchers_settle(MAX_STREAMS);
@@ -802,7 +794,7 @@ static void test_malformed_preface_closes_that_connection_only(void **state)
 	uint8_t buf[4096];
 	size_t have = 0;
 	bool goaway = false, closed = false;
-	int64_t deadline = now_ms() + IO_TIMEOUT_MS;
+	int64_t deadline = harness_now_ms() + IO_TIMEOUT_MS;
 	struct h2 other;
 	struct h2_stream *s;
 	int fd;
@@ -814,11 +806,11 @@ static void test_malformed_preface_closes_that_connection_only(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(send(fd, garbage, sizeof(garbage) - 1, MSG_NOSIGNAL),
 			 (ssize_t)sizeof(garbage) - 1);
-	while (!closed && now_ms() < deadline) {
+	while (!closed && harness_now_ms() < deadline) {
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		ssize_t n;
 
-		if (poll(&pfd, 1, (int)(deadline - now_ms())) != 1)
+		if (poll(&pfd, 1, (int)(deadline - harness_now_ms())) != 1)
 			break;
 		n = recv(fd, buf + have, sizeof(buf) - have, 0);
 		if (n <= 0)
@@ -852,12 +844,12 @@ static void test_protocol_error_after_preface_gets_goaway(void **state)
 {
 	static const uint8_t data_on_stream_0[] = { 0, 0, 1, NGHTTP2_DATA, 0, 0, 0, 0, 0, 'x' };
 	struct h2 h;
-	int64_t deadline = now_ms() + IO_TIMEOUT_MS;
+	int64_t deadline = harness_now_ms() + IO_TIMEOUT_MS;
 
 	assert_int_equal(h2_open_unix(&h, daemon_main.control_socket), 0);
 	assert_int_equal(h2_write_all(&h, data_on_stream_0, sizeof(data_on_stream_0)), 0);
-	while (!h.eof && now_ms() < deadline)
-		(void)h2_pump(&h, (int)(deadline - now_ms()));
+	while (!h.eof && harness_now_ms() < deadline)
+		(void)h2_pump(&h, (int)(deadline - harness_now_ms()));
 	assert_true(h.goaway);
 	assert_true(h.eof);
 	h2_close(&h);
@@ -879,7 +871,7 @@ static void test_rapid_reset_flood_closes_that_connection_only(void **state)
 		NV("content-type", "application/grpc"),
 #undef NV
 	};
-	int64_t deadline = now_ms() + IO_TIMEOUT_MS;
+	int64_t deadline = harness_now_ms() + IO_TIMEOUT_MS;
 	struct h2 h;
 	int sent = 0;
 
@@ -899,8 +891,8 @@ static void test_rapid_reset_flood_closes_that_connection_only(void **state)
 		if (h2_flush(&h) < 0 || h2_pump(&h, 0) < 0)
 			break;
 	}
-	while (!h.eof && now_ms() < deadline)
-		(void)h2_pump(&h, (int)(deadline - now_ms()));
+	while (!h.eof && harness_now_ms() < deadline)
+		(void)h2_pump(&h, (int)(deadline - harness_now_ms()));
 	fprintf(stderr, "note: connection ended after %d opened-and-reset streams\n", sent);
 	assert_true(h.goaway);
 	assert_true(h.eof);
@@ -994,14 +986,14 @@ static void test_connections_over_the_maximum_are_refused(void **state)
 static void test_watch_headers_come_before_any_event(void **state)
 {
 	struct h2_stream *s;
-	int64_t deadline = now_ms() + IO_TIMEOUT_MS;
+	int64_t deadline = harness_now_ms() + IO_TIMEOUT_MS;
 	struct h2 h;
 
 	assert_int_equal(h2_open_unix(&h, daemon_main.control_socket), 0);
 	s = h2_submit(&h, CONTROL "WatchEvents", empty_request, sizeof(empty_request), NULL);
 	assert_non_null(s);
-	while (s->n_header_blocks == 0 && now_ms() < deadline)
-		assert_true(h2_pump(&h, (int)(deadline - now_ms())) >= 0);
+	while (s->n_header_blocks == 0 && harness_now_ms() < deadline)
+		assert_true(h2_pump(&h, (int)(deadline - harness_now_ms())) >= 0);
 	assert_int_equal(s->n_header_blocks, 1);
 	assert_int_equal(s->http_status, 200);
 	assert_int_equal(s->grpc_status, -1); /* not trailers-only */
@@ -1035,14 +1027,14 @@ static void test_watch_with_grpc_timeout_ends_deadline_exceeded(void **state)
 static void test_client_reset_cancels_the_watch(void **state)
 {
 	struct h2_stream *s;
-	int64_t deadline = now_ms() + IO_TIMEOUT_MS;
+	int64_t deadline = harness_now_ms() + IO_TIMEOUT_MS;
 	struct h2 h;
 
 	assert_int_equal(h2_open_unix(&h, daemon_main.control_socket), 0);
 	s = h2_submit(&h, CONTROL "WatchEvents", empty_request, sizeof(empty_request), NULL);
 	assert_non_null(s);
-	while (s->n_header_blocks == 0 && now_ms() < deadline)
-		assert_true(h2_pump(&h, (int)(deadline - now_ms())) >= 0);
+	while (s->n_header_blocks == 0 && harness_now_ms() < deadline)
+		assert_true(h2_pump(&h, (int)(deadline - harness_now_ms())) >= 0);
 	assert_watchers_settle(1);
 	assert_int_equal(
 		nghttp2_submit_rst_stream(h.session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL), 0);
@@ -1103,16 +1095,16 @@ static void test_watcher_that_does_not_read_is_dropped(void **state)
 	}
 	s = h2_submit(&watcher, CONTROL "WatchEvents", empty_request, sizeof(empty_request), NULL);
 	assert_non_null(s);
-	deadline = now_ms() + IO_TIMEOUT_MS;
-	while (s->n_header_blocks == 0 && now_ms() < deadline)
-		assert_true(h2_pump(&watcher, (int)(deadline - now_ms())) >= 0);
+	deadline = harness_now_ms() + IO_TIMEOUT_MS;
+	while (s->n_header_blocks == 0 && harness_now_ms() < deadline)
+		assert_true(h2_pump(&watcher, (int)(deadline - harness_now_ms())) >= 0);
 	assert_int_equal(s->http_status, 200);
 	assert_watchers_settle(1);
 
 	/* From here the watcher reads nothing. Each cycle is two events of a
 	 * few hundred bytes; the queue bound is 256 KiB. */
-	deadline = now_ms() + 120000;
-	while (!dropped && now_ms() < deadline) {
+	deadline = harness_now_ms() + 120000;
+	while (!dropped && harness_now_ms() < deadline) {
 		assert_int_equal(vcounter_register_vm(vc, "vm-events", VCOUNTER_ROLE_TARGET, vm_fd,
 						      &vcpu_fd, 1, &info),
 				 0);
@@ -1182,13 +1174,13 @@ static void test_connection_that_does_not_read_is_closed(void **state)
 				 sizeof(empty_request), NULL);
 		assert_non_null(s[i]);
 	}
-	deadline = now_ms() + IO_TIMEOUT_MS;
-	while (s[4]->n_header_blocks == 0 && now_ms() < deadline)
-		assert_true(h2_pump(&watcher, (int)(deadline - now_ms())) >= 0);
+	deadline = harness_now_ms() + IO_TIMEOUT_MS;
+	while (s[4]->n_header_blocks == 0 && harness_now_ms() < deadline)
+		assert_true(h2_pump(&watcher, (int)(deadline - harness_now_ms())) >= 0);
 	assert_watchers_settle(5);
 
-	deadline = now_ms() + 120000;
-	while (!closed && now_ms() < deadline) {
+	deadline = harness_now_ms() + 120000;
+	while (!closed && harness_now_ms() < deadline) {
 		assert_int_equal(vcounter_register_vm(vc, "vm-events", VCOUNTER_ROLE_TARGET, vm_fd,
 						      &vcpu_fd, 1, &info),
 				 0);
@@ -1284,13 +1276,13 @@ static void test_idle_connection_without_a_role_is_closed(void **state)
 		s = h2_submit(&h, CONTROL "ListVms", empty_request, sizeof(empty_request), NULL);
 		if (!s || !h2_wait_closed(&h, s) || s->grpc_status != STATUS_PERMISSION)
 			_exit(102);
-		start = now_ms();
+		start = harness_now_ms();
 		deadline = start + (IDLE_NO_ROLE_S + 5) * 1000;
-		while (!h.eof && now_ms() < deadline)
-			(void)h2_pump(&h, (int)(deadline - now_ms()));
+		while (!h.eof && harness_now_ms() < deadline)
+			(void)h2_pump(&h, (int)(deadline - harness_now_ms()));
 		if (!h.goaway || !h.eof)
 			_exit(103);
-		if (now_ms() - start < (IDLE_NO_ROLE_S - 2) * 1000)
+		if (harness_now_ms() - start < (IDLE_NO_ROLE_S - 2) * 1000)
 			_exit(104);
 		_exit(0);
 	}
@@ -1320,11 +1312,6 @@ static void test_reader_uid_may_read_but_not_operate(void **state)
 
 static char certs_dir[256];
 static bool certs_made_here;
-
-static void cert_path(char *buf, size_t size, const char *name, const char *ext)
-{
-	snprintf(buf, size, "%s/%s.%s", certs_dir, name, ext);
-}
 
 static void remove_certs(void)
 {
@@ -1388,9 +1375,9 @@ static void tls_daemon_start(struct tls_daemon *t)
 	certs_made_here = !getenv("VC_TEST_CERT_DIR");
 	if (!certs_dir[0] && harness_certs(certs_dir, sizeof(certs_dir)) < 0)
 		fail_msg("cannot make test certificates (VC_TEST_CERTS unset?)");
-	cert_path(ca, sizeof(ca), "ca", "pem");
-	cert_path(cert, sizeof(cert), "host-b", "pem");
-	cert_path(key, sizeof(key), "host-b", "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, "host-b", "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, "host-b", "key");
 	/* the daemon's dir is made by harness_start: the port file goes next
 	 * to the certificates instead */
 	snprintf(port_file, sizeof(port_file), "%s/control-port", certs_dir);
@@ -1416,9 +1403,9 @@ static bool h2_open_tls(struct h2 *h, int port, const char *cert_name, const cha
 	int fd, r;
 	bool ok;
 
-	cert_path(cert, sizeof(cert), cert_name, "pem");
-	cert_path(key, sizeof(key), cert_name, "key");
-	cert_path(ca, sizeof(ca), "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, cert_name, "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, cert_name, "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
 	ctx = SSL_CTX_new(TLS_client_method());
 	assert_non_null(ctx);
 	assert_int_equal(SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION), 1);
@@ -1458,12 +1445,12 @@ static bool h2_open_tls(struct h2 *h, int port, const char *cert_name, const cha
  * HTTP/2 frame ever comes and the connection ends. */
 static void assert_refused(struct tls_daemon *t, const char *cert_name, const char *alpn)
 {
-	int64_t deadline = now_ms() + IO_TIMEOUT_MS;
+	int64_t deadline = harness_now_ms() + IO_TIMEOUT_MS;
 	struct h2 h;
 
 	(void)h2_open_tls(&h, t->port, cert_name, alpn);
-	while (!h.eof && now_ms() < deadline)
-		(void)h2_pump(&h, (int)(deadline - now_ms()));
+	while (!h.eof && harness_now_ms() < deadline)
+		(void)h2_pump(&h, (int)(deadline - harness_now_ms()));
 	assert_true(h.eof);
 	assert_int_equal(h.n_frames, 0);
 	h2_close(&h);

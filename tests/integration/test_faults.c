@@ -72,13 +72,6 @@ static struct node a = { .name = "host-a", .peer = "host-b.test" };
 static struct node b = { .name = "host-b", .peer = "host-a.test" };
 static struct vm src, dst;
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
 /* ---- daemons ---- */
 
 static void node_init(struct node *n)
@@ -183,7 +176,7 @@ static void node_start(struct node *n, const char *failpoints)
 		}
 		if (waitpid(n->pid, NULL, WNOHANG) == n->pid)
 			break;
-		sleep_ms(20);
+		harness_sleep_ms(20);
 	}
 	harness_dump_file(n->log_path);
 	fail_msg("%s's vcounterd did not start", n->name);
@@ -196,7 +189,7 @@ static void node_expect_killed(struct node *n, const char *point)
 	int status = 0;
 
 	for (int i = 0; i < 500 && waitpid(n->pid, &status, WNOHANG) == 0; i++)
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
 		harness_dump_file(n->log_path);
 		fail_msg("%s was to die at fail point %s", n->name, point);
@@ -217,7 +210,7 @@ static bool node_stop_status(struct node *n)
 		return true;
 	kill(n->pid, SIGTERM);
 	for (int i = 0; i < 1000 && (r = waitpid(n->pid, &status, WNOHANG)) == 0; i++)
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	if (r == 0) {
 		kill(n->pid, SIGKILL);
 		waitpid(n->pid, &status, 0);
@@ -278,7 +271,7 @@ static void expect_step(const struct node *n, const char *id, const char *step,
 		if (get_migration(n, id, m) == 0 && strcmp(m->step, step) == 0)
 			return;
 		vcounter_ctl_migration_clear(m);
-		sleep_ms(50);
+		harness_sleep_ms(50);
 	}
 	get_migration(n, id, m);
 	harness_dump_file(n->log_path);
@@ -777,7 +770,7 @@ static void test_target_killed_at_applying_resumes_after_the_replay(void **state
 			break;
 		}
 		vcounter_ctl_migration_clear(&m);
-		sleep_ms(50);
+		harness_sleep_ms(50);
 	}
 	assert_true(i < 400);
 	assert_true(harness_file_count(b.log_path, "the source confirmed generation 1") == 1);
@@ -892,7 +885,7 @@ static bool proxy_forward(struct proxy *p, int k, int side)
 	if (n <= 0)
 		return false;
 	if (delay > 0)
-		sleep_ms(delay);
+		harness_sleep_ms(delay);
 	for (ssize_t done = 0; done < n;) {
 		ssize_t w = write(p->pairs[k][!side], buf + done, (size_t)(n - done));
 
@@ -989,7 +982,7 @@ static void proxy_cut(struct proxy *p)
 	atomic_store(&p->cut, true);
 	proxy_wake(p);
 	for (int i = 0; i < 100 && atomic_load(&p->cut); i++)
-		sleep_ms(10);
+		harness_sleep_ms(10);
 }
 
 static void proxy_stop(struct proxy *p)
@@ -1027,7 +1020,7 @@ static void test_link_cut_after_the_final_state_is_replayed(void **state)
 	assert_int_equal(atomic_load(&p.accepted), 1);
 	proxy_cut(&p);
 	for (int i = 0; i < 200 && harness_file_count(a.log_path, "after the replay") == 0; i++)
-		sleep_ms(50);
+		harness_sleep_ms(50);
 	assert_int_equal(harness_file_count(a.log_path, "replaying it on a new link"), 1);
 	assert_int_equal(harness_file_count(a.log_path, "after the replay"), 1);
 	assert_int_equal(atomic_load(&p.accepted), 2);
@@ -1214,7 +1207,7 @@ static void test_source_journal_full_refuses_to_start(void **state)
 	/* The link the migration opened comes up (and carries its Abort)
 	 * before the teardown stops the daemon. */
 	for (int i = 0; i < 200 && harness_file_count(a.log_path, "link up (outgoing)") == 0; i++)
-		sleep_ms(20);
+		harness_sleep_ms(20);
 	expect_untouched(&src, "source");
 	expect_untouched(&dst, "target");
 }

@@ -283,13 +283,6 @@ static void refresh(pid_t pid)
 		read_journalctl(pid);
 }
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
 /* The daemon pid's entry whose key is value, waiting up to timeout_ms for it. */
 static const struct entry *find_entry(pid_t pid, const char *key, const char *value, int timeout_ms)
 {
@@ -306,7 +299,7 @@ static const struct entry *find_entry(pid_t pid, const char *key, const char *va
 		}
 		if (waited >= timeout_ms)
 			return NULL;
-		sleep_ms(100);
+		harness_sleep_ms(100);
 	}
 }
 
@@ -431,7 +424,7 @@ static void start_private_journald(void)
 	for (int i = 0; access(socket_path, F_OK) < 0; i++) {
 		if (i > 100)
 			fail_msg("systemd-journald %s made no %s", NAMESPACE, socket_path);
-		sleep_ms(50);
+		harness_sleep_ms(50);
 	}
 	/* libsystemd's sd_journal_sendv() writes to JOURNAL_SOCKET only. */
 	assert_int_equal(mkdir("/run/systemd/journal", 0755), 0);
@@ -468,11 +461,6 @@ static void ensure_journal(void)
 /* ---- daemons ---- */
 
 static char certs_dir[256];
-
-static void cert_path(char *buf, size_t size, const char *name, const char *ext)
-{
-	snprintf(buf, size, "%s/%s.%s", certs_dir, name, ext);
-}
 
 /* A daemon this test starts itself: own stderr file and environment; under
  * VC_DAEMON_WRAPPER (valgrind) as the harness starts its daemons. */
@@ -521,7 +509,7 @@ static int wait_exit(pid_t pid)
 	for (int i = 0; i < wait_ms / 10; i++) {
 		if (waitpid(pid, &status, WNOHANG) == pid)
 			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	}
 	kill(pid, SIGKILL);
 	waitpid(pid, &status, 0);
@@ -576,13 +564,13 @@ static void test_unreachable_journal_falls_back_to_stderr(void **state)
 	assert_int_equal(harness_start(&d, args), 0);
 	/* One warning, then every line as it would be on stderr. */
 	for (int i = 0; i < wait_ms / 10 && !harness_log_contains(&d, "info: vcounterd "); i++)
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	assert_true(harness_log_contains(&d, "warning: cannot log to the journal (No such file or "
 					     "directory); logging to stderr"));
 	assert_true(harness_log_contains(&d, "info: vcounterd "));
 	kill(d.pid, SIGTERM);
 	for (int i = 0; i < 300 && !harness_log_contains(&d, "info: signal 15: stopping"); i++)
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	assert_true(harness_log_contains(&d, "info: signal 15: stopping"));
 	stop_signalled(&d);
 }
@@ -600,9 +588,9 @@ static void test_daemon_lifecycle_vm_and_migration_entries(void **state)
 	int kvm, vm_fd, vcpu_fd, r;
 
 	ensure_journal();
-	cert_path(ca, sizeof(ca), "ca", "pem");
-	cert_path(cert, sizeof(cert), "host-a", "pem");
-	cert_path(key, sizeof(key), "host-a", "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, "host-a", "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, "host-a", "key");
 	assert_int_equal(harness_start(&d, args), 0);
 
 	e = expect_entry(d.pid, "MESSAGE_ID", MID_DAEMON_STARTED);
@@ -778,7 +766,7 @@ static void test_auto_target_follows_journal_stream(void **state)
 		 (unsigned long long)st.st_ino + 1);
 	pid = spawn_daemon(out, stream, args);
 	for (int i = 0; i < wait_ms / 10 && !file_contains(out, "info: vcounterd "); i++)
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	assert_true(file_contains(out, "info: vcounterd "));
 	kill(pid, SIGTERM);
 	assert_int_equal(wait_exit(pid), 0);

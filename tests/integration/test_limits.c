@@ -936,11 +936,6 @@ static int stop_ops_daemon(void **state)
 	return 0;
 }
 
-static void cert_path(char *buf, size_t size, const char *name, const char *ext)
-{
-	snprintf(buf, size, "%s/%s.%s", certs_dir, name, ext);
-}
-
 static int group_setup(void **state)
 {
 	char ca[320], cert[320], key[320];
@@ -979,9 +974,9 @@ static int group_setup(void **state)
 		fprintf(stderr, "cannot make test certificates (VC_TEST_CERTS unset?)\n");
 		return -1;
 	}
-	cert_path(ca, sizeof(ca), "ca", "pem");
-	cert_path(cert, sizeof(cert), "host-a", "pem");
-	cert_path(key, sizeof(key), "host-a", "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, "host-a", "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, "host-a", "key");
 	if (harness_start(&daemon_main, args) < 0)
 		return -1;
 	/* harness_start's readiness probe connected once: let that settle. */

@@ -254,13 +254,6 @@ static double metric(const char *series)
 	return v;
 }
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
 /* Metrics follow events within the daemon's loop: poll up to 10 s. */
 static void wait_metric(const char *series, double want)
 {
@@ -270,7 +263,7 @@ static void wait_metric(const char *series, double want)
 		v = metric(series);
 		if (v == want)
 			return;
-		sleep_ms(50);
+		harness_sleep_ms(50);
 	}
 	fail_msg("%s is %g, expected %g", series, v, want);
 }
@@ -284,7 +277,7 @@ static void assert_fds_back_to_baseline(void)
 	char cmd[128];
 
 	for (int i = 0; i < 500 && harness_fd_count(&daemon_main) != baseline_fds; i++)
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	if (harness_fd_count(&daemon_main) != baseline_fds) {
 		snprintf(cmd, sizeof(cmd), "ls -l /proc/%d/fd >&2", (int)daemon_main.pid);
 		fprintf(stderr, "the daemon holds %d fds, %d expected:\n",
@@ -469,11 +462,6 @@ static void test_registered_vm_moves_the_gauge(void **state)
 	assert_fds_back_to_baseline();
 }
 
-static void cert_path(char *buf, size_t size, const char *name, const char *ext)
-{
-	snprintf(buf, size, "%s/%s.%s", certs_dir, name, ext);
-}
-
 static void start_migration(const char *vm_id, const char *address)
 {
 	struct vcounter_ctl_options opts = { .socket_path = daemon_main.control_socket,
@@ -540,9 +528,9 @@ static void test_failed_migrations_and_peer_links_are_counted(void **state)
 	assert_int_equal(metric("vcounterd_peer_links{state=\"connecting\"}"), 0);
 	assert_int_equal(metric("vcounterd_migrations_total{role=\"source\",outcome=\"done\"}"), 0);
 
-	cert_path(ca, sizeof(ca), "ca", "pem");
-	cert_path(cert, sizeof(cert), "host-b", "pem");
-	cert_path(key, sizeof(key), "host-b", "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, "host-b", "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, "host-b", "key");
 	snprintf(target_port_file, sizeof(target_port_file), "%s/target-metrics-port", work_dir);
 	assert_int_equal(harness_start(&target, target_args), 0);
 	snprintf(address, sizeof(address), "127.0.0.1:%d", target.peer_port);
@@ -647,7 +635,7 @@ static void test_flood_is_cut_off(void **state)
 			sent += (size_t)n;
 			idle = 0;
 		} else if (n < 0 && errno == EAGAIN) {
-			sleep_ms(10);
+			harness_sleep_ms(10);
 			idle++;
 		} else {
 			closed = n < 0 && (errno == EPIPE || errno == ECONNRESET);
@@ -716,9 +704,9 @@ static void test_connection_limit_refuses_the_excess(void **state)
 		}
 		if (busy >= FLOOD_CONNECTIONS - METRICS_HTTP_MAX_CONNECTIONS)
 			break;
-		sleep_ms(20);
+		harness_sleep_ms(20);
 	}
-	sleep_ms(100); /* none beyond those */
+	harness_sleep_ms(100); /* none beyond those */
 	busy = 0;
 	for (int i = 0; i < FLOOD_CONNECTIONS; i++) {
 		struct pollfd pfd = { .fd = fds[i], .events = POLLIN };
@@ -792,7 +780,7 @@ static void test_listen_addresses_invalid_or_public(void **state)
 	 * before the daemon handles SIGTERM: on the slow rig (QEMU TCG) an
 	 * immediate stop killed it. It logs its start line after. */
 	for (int i = 0; i < 1000 && !harness_log_contains(&d, "vcounterd 0.1.0 on "); i++)
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	assert_int_equal(harness_stop(&d), 0);
 	/* Off by default. */
 	assert_false(harness_log_contains(&daemon_main, "not a loopback address"));
@@ -852,9 +840,9 @@ static int group_setup(void **state)
 	snprintf(work_dir, sizeof(work_dir), "%s/vcounterd-metrics.XXXXXX", tmp ? tmp : "/tmp");
 	if (!mkdtemp(work_dir))
 		return -1;
-	cert_path(ca, sizeof(ca), "ca", "pem");
-	cert_path(cert, sizeof(cert), "host-a", "pem");
-	cert_path(key, sizeof(key), "host-a", "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, "host-a", "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, "host-a", "key");
 	snprintf(metrics_file, sizeof(metrics_file), "%s/metrics-port", work_dir);
 	snprintf(control_file, sizeof(control_file), "%s/control-port", work_dir);
 	if (harness_start(&daemon_main, args) < 0)
@@ -863,7 +851,7 @@ static int group_setup(void **state)
 	 * harness waits for; the control port file only after it. */
 	metrics_port = read_port_file(metrics_file);
 	for (int i = 0; i < 3000 && (control_port = read_port_file(control_file)) <= 0; i++)
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	peer_port = daemon_main.peer_port;
 	if (metrics_port <= 0 || control_port <= 0 || peer_port <= 0) {
 		fprintf(stderr, "ports: metrics %d control %d peer %d\n", metrics_port,
@@ -875,7 +863,7 @@ static int group_setup(void **state)
 	for (int i = 0; i < 40; i++) {
 		int n;
 
-		sleep_ms(5);
+		harness_sleep_ms(5);
 		n = harness_fd_count(&daemon_main);
 		if (n < baseline_fds)
 			baseline_fds = n;

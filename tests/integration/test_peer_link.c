@@ -83,11 +83,6 @@ enum {
 	RECV_MESSAGE = 1,
 };
 
-static void cert_path(char *buf, size_t size, const char *name, const char *ext)
-{
-	snprintf(buf, size, "%s/%s.%s", certs_dir, name, ext);
-}
-
 static void save_tls_error(struct peer *p)
 {
 	unsigned long e = ERR_peek_last_error();
@@ -125,9 +120,9 @@ static bool peer_open(struct peer *p, const char *cert_name, bool tls12_only)
 	char cert[320], key[320], ca[320];
 
 	memset(p, 0, sizeof(*p));
-	cert_path(cert, sizeof(cert), cert_name, "pem");
-	cert_path(key, sizeof(key), cert_name, "key");
-	cert_path(ca, sizeof(ca), "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, cert_name, "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, cert_name, "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
 	p->ctx = SSL_CTX_new(TLS_client_method());
 	assert_non_null(p->ctx);
 	assert_int_equal(SSL_CTX_set_min_proto_version(p->ctx, version), 1);
@@ -163,26 +158,18 @@ static void peer_close(struct peer *p)
 	memset(p, 0, sizeof(*p));
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Read exactly n bytes: 1, RECV_CLOSED if the link ended before the first
  * byte, -ETIMEDOUT, -ECONNRESET (ended mid-way or reset), -EPROTO (a TLS
  * alert, e.g. the daemon refused our certificate). */
 static int peer_read_exact(struct peer *p, uint8_t *buf, size_t n)
 {
-	int64_t deadline = now_ms() + RECV_TIMEOUT_MS;
+	int64_t deadline = harness_now_ms() + RECV_TIMEOUT_MS;
 	size_t got = 0;
 
 	while (got < n) {
 		struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
 		size_t chunk = 0;
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - harness_now_ms();
 		unsigned long e;
 
 		if (left <= 0)
@@ -627,9 +614,9 @@ static int group_setup(void **state)
 		fprintf(stderr, "cannot make test certificates (VC_TEST_CERTS unset?)\n");
 		return -1;
 	}
-	cert_path(ca, sizeof(ca), "ca", "pem");
-	cert_path(cert, sizeof(cert), "host-b", "pem");
-	cert_path(key, sizeof(key), "host-b", "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, "host-b", "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, "host-b", "key");
 	if (harness_start(&target, args) < 0) {
 		remove_certs();
 		return -1;

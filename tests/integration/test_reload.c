@@ -59,26 +59,6 @@ static struct {
 	struct vcounter *vc;
 } vm = { .kvm_fd = -1, .vm_fd = -1, .vcpu_fd = -1 };
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void cert_path(char *buf, size_t size, const char *name, const char *ext)
-{
-	snprintf(buf, size, "%s/%s.%s", certs_dir, name, ext);
-}
-
 /* ---- the daemon's log ---- */
 
 static int log_count(const char *needle)
@@ -135,9 +115,9 @@ static void write_conf(const struct settings *s)
 	char tmp[340], ca[320], cert[320], key[320];
 	FILE *f;
 
-	cert_path(ca, sizeof(ca), "ca", "pem");
-	cert_path(cert, sizeof(cert), s->cert, "pem");
-	cert_path(key, sizeof(key), s->cert, "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, s->cert, "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, s->cert, "key");
 	snprintf(tmp, sizeof(tmp), "%s.tmp", conf_path);
 	f = fopen(tmp, "we");
 	assert_non_null(f);
@@ -183,10 +163,10 @@ static bool reload(void)
 	int applied = log_count("reload: configuration "), refused = log_count("keeping the "
 									       "previous "
 									       "configuration");
-	int64_t deadline = now_ms() + wait_s * 1000;
+	int64_t deadline = harness_now_ms() + wait_s * 1000;
 
 	assert_int_equal(kill(daemon_pid, SIGHUP), 0);
-	while (now_ms() < deadline) {
+	while (harness_now_ms() < deadline) {
 		if (log_count("reload: configuration ") > applied)
 			return true;
 		if (log_count("keeping the previous configuration") > refused)
@@ -195,7 +175,7 @@ static bool reload(void)
 			dump_log();
 			fail_msg("vcounterd died on SIGHUP");
 		}
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	}
 	dump_log();
 	fail_msg("no reload outcome in the log within %d s", wait_s);
@@ -247,9 +227,9 @@ static bool peer_open(struct peer *p, const char *cert_name, const char *server_
 	char cert[320], key[320], ca[320];
 
 	memset(p, 0, sizeof(*p));
-	cert_path(cert, sizeof(cert), cert_name, "pem");
-	cert_path(key, sizeof(key), cert_name, "key");
-	cert_path(ca, sizeof(ca), "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, cert_name, "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, cert_name, "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
 	p->ctx = SSL_CTX_new(TLS_client_method());
 	assert_non_null(p->ctx);
 	assert_int_equal(SSL_CTX_set_min_proto_version(p->ctx, TLS1_3_VERSION), 1);
@@ -292,12 +272,12 @@ static void peer_close(struct peer *p)
  * server judged its certificate, so a refusal shows here), -ETIMEDOUT. */
 static int peer_read_exact(struct peer *p, uint8_t *buf, size_t n)
 {
-	int64_t deadline = now_ms() + RECV_TIMEOUT_MS;
+	int64_t deadline = harness_now_ms() + RECV_TIMEOUT_MS;
 	size_t got = 0;
 
 	while (got < n) {
 		struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - harness_now_ms();
 		size_t chunk = 0;
 
 		if (left <= 0)
@@ -394,9 +374,9 @@ static int controller_status(const char *cert_name, const char *server_name)
 	int r;
 
 	snprintf(address, sizeof(address), "127.0.0.1:%d", control_port);
-	cert_path(ca, sizeof(ca), "ca", "pem");
-	cert_path(cert, sizeof(cert), cert_name, "pem");
-	cert_path(key, sizeof(key), cert_name, "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, cert_name, "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, cert_name, "key");
 	r = vcounter_ctl_connect(&o, &ctl);
 	if (r == 0)
 		r = vcounter_ctl_host_status(ctl, &host);
@@ -410,14 +390,14 @@ static bool controller_refused(const char *cert_name, const char *server_name)
 	const char *why = "client certificate refused: no SAN on the control lists";
 	int before = log_count(why);
 	int r = controller_status(cert_name, server_name);
-	int64_t deadline = now_ms() + wait_s * 1000;
+	int64_t deadline = harness_now_ms() + wait_s * 1000;
 
 	if (r == 0)
 		return false;
 	/* The client sees the alert as a refused or reset connection. */
 	assert_true(r == -ECONNREFUSED || r == -ECONNRESET);
-	while (log_count(why) == before && now_ms() < deadline)
-		sleep_ms(10);
+	while (log_count(why) == before && harness_now_ms() < deadline)
+		harness_sleep_ms(10);
 	return log_count(why) > before;
 }
 
@@ -511,13 +491,13 @@ static int daemon_start(void)
 		_exit(127);
 	}
 	/* Ready: the ports are written and SIGHUP has its handler (logged after it is set). */
-	deadline = now_ms() + wait_s * 1000;
-	while (now_ms() < deadline && daemon_alive()) {
+	deadline = harness_now_ms() + wait_s * 1000;
+	while (harness_now_ms() < deadline && daemon_alive()) {
 		peer_port = read_port(port_path);
 		control_port = read_port(control_port_path);
 		if (peer_port > 0 && control_port > 0 && log_count(": vmm socket ") > 0)
 			return 0;
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	}
 	dump_log();
 	return -ETIMEDOUT;
@@ -533,7 +513,7 @@ static int daemon_stop(void)
 	for (int i = 0; i < wait_s * 100; i++) {
 		if (waitpid(daemon_pid, &status, WNOHANG) == daemon_pid)
 			break;
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	}
 	if (waitpid(daemon_pid, &status, WNOHANG) == 0) {
 		kill(daemon_pid, SIGKILL);
@@ -756,11 +736,11 @@ static void test_reload_changes_the_sync_source(void **state)
 	write_conf(&s);
 	reload_ok();
 	/* The first poll went out at the reload; the port's ICMP answer names why. */
-	deadline = now_ms() + wait_s * 1000;
+	deadline = harness_now_ms() + wait_s * 1000;
 	do {
 		local_status(&host, &n_vms);
-	} while (!strstr(host.sync_problem, "Connection refused") && now_ms() < deadline &&
-		 (sleep_ms(20), true));
+	} while (!strstr(host.sync_problem, "Connection refused") && harness_now_ms() < deadline &&
+		 (harness_sleep_ms(20), true));
 	assert_string_equal(host.sync_source, "chrony");
 	assert_false(host.clock_synced);
 	assert_true(host.error_bound_ns == UINT64_MAX);
@@ -838,7 +818,7 @@ static void test_bad_files_are_refused_and_the_old_configuration_stays(void **st
 	s.extra = NULL;
 	s.cert = "no-such-cert";
 	write_conf(&s);
-	cert_path(missing, sizeof(missing), "no-such-cert", "pem");
+	harness_cert_path(missing, sizeof(missing), certs_dir, "no-such-cert", "pem");
 	snprintf(message, sizeof(message),
 		 "reload: %s:14: key 'cert' = '%s': certificate file %s: No such file or "
 		 "directory; keeping the previous configuration",
@@ -873,7 +853,7 @@ static void test_bad_files_are_refused_and_the_old_configuration_stays(void **st
 	{
 		char key[320], why[700];
 
-		cert_path(key, sizeof(key), "host-a", "key");
+		harness_cert_path(key, sizeof(key), certs_dir, "host-a", "key");
 		snprintf(why, sizeof(why), "'%s': key does not match certificate %s", key, key);
 		assert_log_has(why);
 	}

@@ -48,21 +48,6 @@ static int start_timeout_ms(void)
 	return w && *w ? 60000 : 10000;
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
 static bool program_exists(const char *name)
 {
 	char cmd[256];
@@ -228,10 +213,10 @@ static int notify_recv(struct notify_socket *n, int timeout_ms, char *buf, size_
 static void notify_expect(struct notify_socket *n, pid_t pid, const char *prefix, int timeout_ms,
 			  char *buf, size_t size)
 {
-	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	int64_t deadline = harness_now_ms() + timeout_ms;
 
 	for (;;) {
-		uint64_t now = now_ms();
+		int64_t now = harness_now_ms();
 		pid_t from;
 
 		if (now >= deadline ||
@@ -402,7 +387,7 @@ static int wait_exit(struct daemon *d, int timeout_ms)
 			d->pid = 0;
 			return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 		}
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	}
 	kill(d->pid, SIGKILL);
 	waitpid(d->pid, &status, 0);
@@ -591,14 +576,15 @@ static void test_ready_comes_with_a_status_line(void **state)
 
 static void test_watchdog_pings_every_half_period(void **state)
 {
-	const uint64_t window_ms = 3000, period_ms = WATCHDOG_USEC / 2000;
-	uint64_t end = now_ms() + window_ms;
+	const int64_t window_ms = 3000, period_ms = WATCHDOG_USEC / 2000;
+	int64_t end = harness_now_ms() + window_ms;
 	unsigned pings = 0;
 	char msg[256];
 	pid_t from;
 
-	while (now_ms() < end) {
-		if (notify_recv(&notify_sock, (int)(end - now_ms()), msg, sizeof(msg), &from) < 0)
+	while (harness_now_ms() < end) {
+		if (notify_recv(&notify_sock, (int)(end - harness_now_ms()), msg, sizeof(msg),
+				&from) < 0)
 			break;
 		if (strcmp(msg, "WATCHDOG=1") == 0) {
 			assert_int_equal(from, notify_daemon.pid);
@@ -607,7 +593,7 @@ static void test_watchdog_pings_every_half_period(void **state)
 	}
 	/* 10 expected: a loop turn late or early is fine, a stalled or
 	 * racing timer is not. */
-	fprintf(stderr, "%u WATCHDOG=1 in %" PRIu64 " ms (every %" PRIu64 " ms expected)\n", pings,
+	fprintf(stderr, "%u WATCHDOG=1 in %" PRId64 " ms (every %" PRId64 " ms expected)\n", pings,
 		window_ms, period_ms);
 	assert_true(pings >= window_ms / period_ms - 3);
 	assert_true(pings <= window_ms / period_ms + 2);
@@ -694,7 +680,7 @@ static void test_no_watchdog_pings_when_not_asked(void **state)
 	for (size_t i = 0; i < ELEMENTSOF(watchdog_pids); i++) {
 		const char *args[] = { "--vmm-socket", vmm, "--control-socket", control, NULL };
 		struct daemon d;
-		uint64_t end;
+		int64_t end;
 		pid_t from;
 
 		dir_make(&dir);
@@ -707,9 +693,9 @@ static void test_no_watchdog_pings_when_not_asked(void **state)
 					    .watchdog_usec = watchdog_pids[i] ? "200000" : NULL,
 					    .watchdog_pid = watchdog_pids[i] });
 		notify_expect(&ns, d.pid, "READY=1", start_timeout_ms(), msg, sizeof(msg));
-		end = now_ms() + 1000; /* 10 pings if it pinged */
-		while (now_ms() < end &&
-		       notify_recv(&ns, (int)(end - now_ms()), msg, sizeof(msg), &from) == 0)
+		end = harness_now_ms() + 1000; /* 10 pings if it pinged */
+		while (harness_now_ms() < end && notify_recv(&ns, (int)(end - harness_now_ms()),
+							     msg, sizeof(msg), &from) == 0)
 			assert_string_not_equal(msg, "WATCHDOG=1");
 		assert_int_equal(stop(&d), 0);
 		notify_close(&ns);
@@ -731,7 +717,7 @@ static void skip_without_socket_activate(void)
 static void wait_for_file(const char *path, int timeout_ms)
 {
 	for (int waited = 0; waited < timeout_ms && !file_exists(path); waited += 10)
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	assert_true(file_exists(path));
 }
 

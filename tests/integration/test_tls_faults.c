@@ -56,26 +56,6 @@ static int control_port;
 static struct vcounter *vc;
 static char vm_id[32];
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void cert_path(char *buf, size_t size, const char *name, const char *ext)
-{
-	snprintf(buf, size, "%s/%s.%s", certs_dir, name, ext);
-}
-
 /* ---- the daemon's log ---- */
 
 static int log_count(const char *needle)
@@ -100,10 +80,10 @@ static bool log_has_line(const char *a, const char *b)
 /* Some line holds a (and b, if given), within wait_ms. */
 static void assert_log_line(const char *a, const char *b)
 {
-	int64_t deadline = now_ms() + wait_ms;
+	int64_t deadline = harness_now_ms() + wait_ms;
 
-	while (!log_has_line(a, b) && now_ms() < deadline)
-		sleep_ms(10);
+	while (!log_has_line(a, b) && harness_now_ms() < deadline)
+		harness_sleep_ms(10);
 	if (!log_has_line(a, b)) {
 		harness_dump_log(&daemon_a);
 		fail_msg("no log line with '%s'%s%s", a, b ? " and " : "", b ? b : "");
@@ -149,8 +129,8 @@ static void install_credentials(const char *cert_name, const char *key_name)
 {
 	char cert[320], key[320];
 
-	cert_path(cert, sizeof(cert), cert_name, "pem");
-	cert_path(key, sizeof(key), key_name, "key");
+	harness_cert_path(cert, sizeof(cert), certs_dir, cert_name, "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, key_name, "key");
 	copy_file(cert, live_cert, SIZE_MAX);
 	copy_file(key, live_key, SIZE_MAX);
 }
@@ -160,10 +140,10 @@ static bool reload(void)
 {
 	int applied = log_count("reload: configuration ");
 	int refused = log_count("keeping the previous configuration");
-	int64_t deadline = now_ms() + wait_ms;
+	int64_t deadline = harness_now_ms() + wait_ms;
 
 	assert_int_equal(kill(daemon_a.pid, SIGHUP), 0);
-	while (now_ms() < deadline) {
+	while (harness_now_ms() < deadline) {
 		if (log_count("reload: configuration ") > applied)
 			return true;
 		if (log_count("keeping the previous configuration") > refused)
@@ -172,7 +152,7 @@ static bool reload(void)
 			harness_dump_log(&daemon_a);
 			fail_msg("vcounterd died on SIGHUP");
 		}
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	}
 	harness_dump_log(&daemon_a);
 	fail_msg("no reload outcome in the log within %d ms", wait_ms);
@@ -227,9 +207,9 @@ static bool tls_client_open(struct tls_client *c, int port, const char *cert_nam
 	unsigned char protos[16];
 
 	memset(c, 0, sizeof(*c));
-	cert_path(cert, sizeof(cert), cert_name, "pem");
-	cert_path(key, sizeof(key), cert_name, "key");
-	cert_path(ca, sizeof(ca), "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, cert_name, "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, cert_name, "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
 	c->ctx = SSL_CTX_new(TLS_client_method());
 	assert_non_null(c->ctx);
 	assert_int_equal(SSL_CTX_set_min_proto_version(c->ctx, version), 1);
@@ -273,12 +253,12 @@ static void tls_client_close(struct tls_client *c)
 /* Read exactly n bytes: 1, 0 when the connection ended or failed first (a refusal), -ETIMEDOUT. */
 static int tls_client_read(struct tls_client *c, uint8_t *buf, size_t n)
 {
-	int64_t deadline = now_ms() + wait_ms;
+	int64_t deadline = harness_now_ms() + wait_ms;
 	size_t got = 0;
 
 	while (got < n) {
 		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - harness_now_ms();
 		size_t chunk = 0;
 
 		if (left <= 0)
@@ -316,7 +296,7 @@ static bool tls_client_server_is(struct tls_client *c, const char *cert_name)
 	FILE *f;
 	bool same;
 
-	cert_path(path, sizeof(path), cert_name, "pem");
+	harness_cert_path(path, sizeof(path), certs_dir, cert_name, "pem");
 	f = fopen(path, "re");
 	assert_non_null(f);
 	want = PEM_read_X509(f, NULL, NULL, NULL);
@@ -405,9 +385,9 @@ static int controller_status(const char *cert_name, struct vcounter_ctl **inout_
 	int r = 0;
 
 	snprintf(address, sizeof(address), "127.0.0.1:%d", control_port);
-	cert_path(ca, sizeof(ca), "ca", "pem");
-	cert_path(cert, sizeof(cert), cert_name, "pem");
-	cert_path(key, sizeof(key), cert_name, "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, cert_name, "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, cert_name, "key");
 	if (!ctl)
 		r = vcounter_ctl_connect(&o, &ctl);
 	if (r == 0)
@@ -546,9 +526,9 @@ static void *fake_target_tls(struct fake_target *t, int fd)
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	SSL *ssl = NULL;
 
-	cert_path(cert, sizeof(cert), t->cert_name, "pem");
-	cert_path(key, sizeof(key), t->cert_name, "key");
-	cert_path(ca, sizeof(ca), "ca", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, t->cert_name, "pem");
+	harness_cert_path(key, sizeof(key), certs_dir, t->cert_name, "key");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
 	/* No cmocka asserts off the main thread: a setup failure shows as no handshake. */
 	if (!ctx || SSL_CTX_set_min_proto_version(ctx, version) != 1 ||
 	    SSL_CTX_set_max_proto_version(ctx, version) != 1 ||
@@ -663,7 +643,7 @@ static bool fake_saw_client(const struct fake_target *t, const char *cert_name)
 	FILE *f;
 	bool same;
 
-	cert_path(path, sizeof(path), cert_name, "pem");
+	harness_cert_path(path, sizeof(path), certs_dir, cert_name, "pem");
 	f = fopen(path, "re");
 	assert_non_null(f);
 	want = PEM_read_X509(f, NULL, NULL, NULL);
@@ -868,11 +848,11 @@ static void test_controller_sees_why_the_target_was_refused(void **state)
 	assert_int_equal(vcounter_ctl_connect(&o, &ctl), 0);
 	assert_int_equal(vcounter_ctl_start_migration(ctl, vm_id, t.address, TARGET_NAME, &m), 0);
 	assert_string_equal(m.vm_id, vm_id);
-	deadline = now_ms() + wait_ms;
-	while (!m.terminal && now_ms() < deadline) {
+	deadline = harness_now_ms() + wait_ms;
+	while (!m.terminal && harness_now_ms() < deadline) {
 		char id[VCOUNTER_MIGRATION_ID_SIZE];
 
-		sleep_ms(20);
+		harness_sleep_ms(20);
 		memcpy(id, m.migration_id, sizeof(id));
 		vcounter_ctl_migration_clear(&m);
 		assert_int_equal(vcounter_ctl_get_migration(ctl, id, &m), 0);
@@ -1006,7 +986,7 @@ static void assert_rotation_refused(const char *cert_name, const char *key_name,
 
 	install_credentials(cert_name, key_name);
 	if (cert_len != SIZE_MAX) {
-		cert_path(cert, sizeof(cert), cert_name, "pem");
+		harness_cert_path(cert, sizeof(cert), certs_dir, cert_name, "pem");
 		copy_file(cert, live_cert, cert_len);
 	}
 	if (reload()) {
@@ -1037,7 +1017,7 @@ static void test_rotation_to_a_broken_pair_is_refused_and_the_old_cert_stays(voi
 				"not valid under the configured CA: certificate has expired",
 				"host-a-next");
 	/* A PEM cut in half, as a copy that ran out of disk leaves it. */
-	cert_path(cert, sizeof(cert), "host-a", "pem");
+	harness_cert_path(cert, sizeof(cert), certs_dir, "host-a", "pem");
 	assert_rotation_refused("host-a", "host-a", file_size(cert) / 2,
 				"cannot load certificate chain", "host-a-next");
 
@@ -1112,12 +1092,13 @@ static int group_setup(void **state)
 	snprintf(live_cert, sizeof(live_cert), "%s/self.pem", live_dir);
 	snprintf(live_key, sizeof(live_key), "%s/self.key", live_dir);
 	snprintf(control_port_path, sizeof(control_port_path), "%s/control-port", live_dir);
-	cert_path(ca, sizeof(ca), "ca", "pem");
+	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
 	install_credentials("host-a", "host-a");
 	if (harness_start(&daemon_a, args) < 0)
 		return -1;
 	/* Written once the control listener is up, which may be after the sockets are. */
-	for (int64_t deadline = now_ms() + wait_ms; control_port <= 0 && now_ms() < deadline;) {
+	for (int64_t deadline = harness_now_ms() + wait_ms;
+	     control_port <= 0 && harness_now_ms() < deadline;) {
 		f = fopen(control_port_path, "re");
 		if (f) {
 			if (fscanf(f, "%d", &control_port) != 1)
@@ -1125,7 +1106,7 @@ static int group_setup(void **state)
 			fclose(f);
 		}
 		if (control_port <= 0)
-			sleep_ms(10);
+			harness_sleep_ms(10);
 	}
 	if (control_port <= 0) {
 		fprintf(stderr, "no control port in %s\n", control_port_path);
