@@ -1,6 +1,7 @@
 /* ptp_mgmt.c - PTP management GETs and their answers, encoded and decoded
  * here from IEEE 1588-2008 (common header 13.3, management message 15.4,
- * management TLV 15.5) and linuxptp's TIME_STATUS_NP (tlv.h). */
+ * management TLV 15.5) and linuxptp's TIME_STATUS_NP and PORT_PROPERTIES_NP
+ * (tlv.h). */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -21,6 +22,7 @@
 #define DATA_AT			    (TLV_AT + 6)	/* type, length, managementId */
 #define TIME_STATUS_NP_BYTES	    50
 #define CURRENT_DATA_SET_BYTES	    18
+#define PORT_PROPERTIES_NP_BYTES    13 /* before the interface's name */
 
 static int64_t get_s64(const uint8_t *p)
 {
@@ -116,6 +118,33 @@ int ptp_mgmt_current_ds(const uint8_t *buf, size_t len, struct ptp_current_ds *r
 		.offset_from_master_ns = get_s64(d + 2) / 65536,
 		.mean_path_delay_ns = get_s64(d + 10) / 65536,
 	};
+	return 0;
+}
+
+int ptp_mgmt_port_props(const uint8_t *buf, size_t len, struct ptp_port_props *ret)
+{
+	const uint8_t *d =
+		reply_data(buf, len, PTP_MGMT_PORT_PROPERTIES_NP, PORT_PROPERTIES_NP_BYTES);
+	size_t name_len, data_len;
+
+	if (!d)
+		return -EBADMSG;
+	/* portIdentity (clockIdentity, portNumber), port_state, timestamping,
+	 * interface (PTPText: a length, then that many bytes). */
+	data_len = (size_t)be16_get(buf + TLV_AT + 2) - 2;
+	name_len = d[12];
+	if (PORT_PROPERTIES_NP_BYTES + name_len > data_len)
+		return -EBADMSG;
+	*ret = (struct ptp_port_props){
+		.port_number = be16_get(d + 8),
+		.port_state = d[10],
+		.timestamping = d[11],
+	};
+	if (name_len > sizeof(ret->interface) - 1)
+		name_len = sizeof(ret->interface) - 1;
+	/* It ends up in a log line: nothing that is not printable. */
+	for (size_t i = 0; i < name_len; i++)
+		ret->interface[i] = d[13 + i] >= 0x20 && d[13 + i] < 0x7f ? (char)d[13 + i] : '?';
 	return 0;
 }
 

@@ -39,10 +39,11 @@ struct sync_source {
 	struct chrony_tracking last;
 	uint64_t last_ns;
 	/* linuxptp: the newest answer to each GET, and when each arrived */
-	bool has_ptp_status, has_ptp_ds;
+	bool has_ptp_status, has_ptp_ds, has_ptp_props;
 	struct ptp_time_status ptp_status;
 	struct ptp_current_ds ptp_ds;
-	uint64_t ptp_status_ns, ptp_ds_ns;
+	struct ptp_port_props ptp_props; /* the newest port's answer */
+	uint64_t ptp_status_ns, ptp_ds_ns, ptp_props_ns;
 	char last_error[128]; /* why the last poll got no answer, "" */
 	bool warned;	      /* last_error logged already */
 };
@@ -148,7 +149,8 @@ static void answered(struct sync_source *ss)
 	ss->warned = false;
 }
 
-/* One ptp4l answer: TIME_STATUS_NP or CURRENT_DATA_SET to this poll. */
+/* One ptp4l answer: TIME_STATUS_NP, CURRENT_DATA_SET or PORT_PROPERTIES_NP
+ * to this poll. */
 static void ptp_reply(struct sync_source *ss, const uint8_t *buf, size_t len)
 {
 	uint16_t id = 0, seq = 0;
@@ -173,6 +175,19 @@ static void ptp_reply(struct sync_source *ss, const uint8_t *buf, size_t len)
 		ss->ptp_ds_ns = clock_ns(CLOCK_MONOTONIC);
 		answered(ss);
 		return;
+	}
+	if (r == 0 && id == PTP_MGMT_PORT_PROPERTIES_NP) {
+		struct ptp_port_props props;
+
+		/* One answer per port; ptp4l stamps on every port as its
+		 * time_stamping option says, so any one of them tells. */
+		if (ptp_mgmt_port_props(buf, len, &props) == 0) {
+			ss->ptp_props = props;
+			ss->has_ptp_props = true;
+			ss->ptp_props_ns = clock_ns(CLOCK_MONOTONIC);
+			answered(ss);
+			return;
+		}
 	}
 	set_error(ss, "not a ptp4l management answer");
 }
@@ -238,6 +253,8 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
 		ptp_mgmt_get(PTP_MGMT_TIME_STATUS_NP, port, (uint16_t)ss->seq, req);
 		send_or_say(ss, req, sizeof(req));
 		ptp_mgmt_get(PTP_MGMT_CURRENT_DATA_SET, port, (uint16_t)ss->seq, req);
+		send_or_say(ss, req, sizeof(req));
+		ptp_mgmt_get(PTP_MGMT_PORT_PROPERTIES_NP, port, (uint16_t)ss->seq, req);
 		send_or_say(ss, req, sizeof(req));
 	} else {
 		uint8_t req[CHRONY_TRACKING_LEN];
@@ -342,7 +359,9 @@ static int ptp_apply(const struct sync_source *ss, uint64_t now, struct sync_err
 	uint64_t since = ss->ptp_status_ns < ss->ptp_ds_ns ? ss->ptp_status_ns : ss->ptp_ds_ns;
 	int64_t real_ns, sync_age_ns;
 
-	if (!ss->has_ptp_status || !ss->has_ptp_ds || now < since ||
+	if (ss->ptp_props_ns < since)
+		since = ss->ptp_props_ns;
+	if (!ss->has_ptp_status || !ss->has_ptp_ds || !ss->has_ptp_props || now < since ||
 	    now - since > SYNC_SOURCE_MAX_AGE_NS) {
 		snprintf(err, err_size, "sync source %s: no answer%s%s%s", ss->spec.text,
 			 ss->has_ptp_status ? " for 30 s" : " yet", ss->last_error[0] ? ": " : "",
@@ -354,6 +373,15 @@ static int ptp_apply(const struct sync_source *ss, uint64_t now, struct sync_err
 			 "sync source %s: this host is its own PTP grandmaster, whose clock error "
 			 "ptp4l cannot tell (use chrony or fixed: here)",
 			 ss->spec.text);
+		return -ENODATA;
+	}
+	if (ss->ptp_props.timestamping != PTP_MGMT_TS_SOFTWARE) {
+		snprintf(err, err_size,
+			 "sync source %s: ptp4l timestamps in hardware on %s, so it disciplines "
+			 "that NIC's clock; phc2sys copies it into the system clock with an error "
+			 "ptp4l cannot tell (use chrony with 'refclock PHC', or fixed: here)",
+			 ss->spec.text,
+			 ss->ptp_props.interface[0] ? ss->ptp_props.interface : "its port");
 		return -ENODATA;
 	}
 	/* With software timestamps ptp4l disciplines CLOCK_REALTIME and stamps

@@ -67,8 +67,9 @@ const struct sync_source_spec *sync_source_spec(const struct sync_source *ss);
  * error estimate (maxerror_ns, esterror_ns, unsynced, source) with this
  * source's at now_ns (CLOCK_MONOTONIC). adjtimex leaves it as it is. -ENODATA
  * with the reason in err when chronyd or ptp4l has not answered within
- * SYNC_SOURCE_MAX_AGE_NS, ptp4l has had no Sync for as long, or ptp4l is its
- * own grandmaster (it cannot tell this clock's error); sync is then
+ * SYNC_SOURCE_MAX_AGE_NS, ptp4l has had no Sync for as long, ptp4l is its
+ * own grandmaster, or it timestamps in hardware (then it disciplines a NIC's
+ * clock, not this one, and cannot tell this clock's error); sync is then
  * unchanged but for source. */
 int sync_source_apply(const struct sync_source *ss, uint64_t now_ns, struct sync_error *sync,
 		      char *err, size_t err_size);

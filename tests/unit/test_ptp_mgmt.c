@@ -1,8 +1,7 @@
 /* test_ptp_mgmt.c - ptp4l's management GETs and answers (daemon/ptp_mgmt.c):
- * the request's bytes, every refusal of an answer, TIME_STATUS_NP and
- * CURRENT_DATA_SET, and the clock-error bound. The real ptp4l answers them in
+ * the request's bytes, every refusal of an answer, TIME_STATUS_NP,
+ * CURRENT_DATA_SET and PORT_PROPERTIES_NP, and the clock-error bound. The real ptp4l answers them in
  * the two-host rig (vm_two_host_ptp). */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,55 +11,8 @@
 
 #include <cmocka.h>
 
+#include "ptp_answer.h"
 #include "ptp_mgmt.h"
-
-/* Network byte order through the C library, not ptp_mgmt.c's own helpers. */
-static void be16(uint8_t *p, uint16_t v)
-{
-	uint16_t n = htons(v);
-
-	memcpy(p, &n, sizeof(n));
-}
-
-static void be64(uint8_t *p, int64_t v)
-{
-	uint32_t hi = htonl((uint32_t)((uint64_t)v >> 32)), lo = htonl((uint32_t)v);
-
-	memcpy(p, &hi, 4);
-	memcpy(p + 4, &lo, 4);
-}
-
-/* A RESPONSE to GET id with seq, data_len bytes of data (zeroed), as ptp4l
- * sends it; returns its length. */
-static size_t make_response(uint8_t *buf, uint16_t id, uint16_t seq, size_t data_len)
-{
-	size_t len = 54 + data_len;
-
-	memset(buf, 0, len);
-	buf[0] = 0x0d;
-	buf[1] = 0x02;
-	be16(buf + 2, (uint16_t)len);
-	be16(buf + 30, seq);
-	buf[32] = 0x04;
-	buf[46] = 0x02; /* RESPONSE */
-	be16(buf + 48, 0x0001);
-	be16(buf + 50, (uint16_t)(2 + data_len));
-	be16(buf + 52, id);
-	return len;
-}
-
-static size_t make_time_status(uint8_t *buf, uint16_t seq, int64_t offset, int64_t ingress,
-			       int32_t gm_present)
-{
-	size_t len = make_response(buf, PTP_MGMT_TIME_STATUS_NP, seq, 50);
-	uint32_t gm = htonl((uint32_t)gm_present);
-
-	be64(buf + 54, offset);
-	be64(buf + 62, ingress);
-	memcpy(buf + 54 + 38, &gm, 4);
-	memcpy(buf + 54 + 42, "\x52\x54\x00\xff\xfe\x12\x34\x56", 8);
-	return len;
-}
 
 static void test_get_is_an_empty_management_get(void **state)
 {
@@ -88,8 +40,8 @@ static void test_get_is_an_empty_management_get(void **state)
 
 static void test_time_status_and_current_ds_are_read(void **state)
 {
-	uint8_t buf[128];
-	size_t len = make_time_status(buf, 9, -1234, INT64_C(1796650000123456789), 1);
+	uint8_t buf[PTP_ANSWER_MAX];
+	size_t len = ptp_answer_time_status(buf, 9, -1234, INT64_C(1796650000123456789), 1);
 	struct ptp_time_status ts;
 	struct ptp_current_ds ds;
 	uint16_t id, seq;
@@ -106,10 +58,10 @@ static void test_time_status_and_current_ds_are_read(void **state)
 	/* Not the other one. */
 	assert_int_equal(ptp_mgmt_current_ds(buf, len, &ds), -EBADMSG);
 
-	len = make_response(buf, PTP_MGMT_CURRENT_DATA_SET, 9, 18);
-	be16(buf + 54, 1);
-	be64(buf + 56, -5 * 65536 - 3); /* TimeInterval: ns << 16 */
-	be64(buf + 64, INT64_C(41500) * 65536 + 65535);
+	len = ptp_answer_response(buf, PTP_MGMT_CURRENT_DATA_SET, 9, 18);
+	ptp_answer_be16(buf + 54, 1);
+	ptp_answer_be64(buf + 56, -5 * 65536 - 3); /* TimeInterval: ns << 16 */
+	ptp_answer_be64(buf + 64, INT64_C(41500) * 65536 + 65535);
 	assert_int_equal(ptp_mgmt_current_ds(buf, len, &ds), 0);
 	assert_int_equal(ds.steps_removed, 1);
 	assert_true(ds.offset_from_master_ns == -5);
@@ -136,13 +88,13 @@ static void test_answers_refused(void **state)
 		{ "TLV longer than the message", 50, 0x7f, 0, -EBADMSG },
 		{ "another TLV type", 49, 0x07, 0, -EBADMSG },
 	};
-	uint8_t buf[128];
+	uint8_t buf[PTP_ANSWER_MAX];
 	struct ptp_time_status ts, untouched;
 	uint16_t id, seq;
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		size_t len = make_time_status(buf, 9, 1, 2, 1);
+		size_t len = ptp_answer_time_status(buf, 9, 1, 2, 1);
 
 		print_message("case: %s\n", cases[i].name);
 		buf[cases[i].at] = cases[i].value;
@@ -153,12 +105,59 @@ static void test_answers_refused(void **state)
 		assert_memory_equal(&ts, &untouched, sizeof(ts));
 	}
 	/* MANAGEMENT_ERROR_STATUS names the id it is about. */
-	make_response(buf, 0, 9, 8);
-	be16(buf + 48, 0x0002);
-	be16(buf + 52, 0x0002); /* NO_SUCH_ID */
-	be16(buf + 54, PTP_MGMT_TIME_STATUS_NP);
+	ptp_answer_response(buf, 0, 9, 8);
+	ptp_answer_be16(buf + 48, 0x0002);
+	ptp_answer_be16(buf + 52, 0x0002); /* NO_SUCH_ID */
+	ptp_answer_be16(buf + 54, PTP_MGMT_TIME_STATUS_NP);
 	assert_int_equal(ptp_mgmt_reply_id(buf, 62, &id, &seq), -EPROTO);
 	assert_int_equal(id, PTP_MGMT_TIME_STATUS_NP);
+}
+
+/* How the port stamps, and on which interface: what tells a software-stamping
+ * ptp4l (it disciplines CLOCK_REALTIME) from a hardware one (a NIC's clock). */
+static void test_port_properties_are_read(void **state)
+{
+	uint8_t buf[PTP_ANSWER_MAX];
+	struct ptp_port_props p, untouched;
+	size_t len;
+
+	(void)state;
+	len = ptp_answer_port_props(buf, 3, 0, "ens3");
+	assert_int_equal(len % 2, 0); /* 13 + 4 bytes of data, padded */
+	assert_int_equal(ptp_mgmt_port_props(buf, len, &p), 0);
+	assert_int_equal(p.port_number, 1);
+	assert_int_equal(p.port_state, 9);
+	assert_int_equal(p.timestamping, PTP_MGMT_TS_SOFTWARE);
+	assert_string_equal(p.interface, "ens3");
+
+	len = ptp_answer_port_props(buf, 3, 1, "enp1s0f0");
+	assert_int_equal(ptp_mgmt_port_props(buf, len, &p), 0);
+	assert_int_equal(p.timestamping, 1);
+	assert_string_equal(p.interface, "enp1s0f0");
+
+	/* A name longer than the struct holds is cut; one with bytes that are
+	 * not printable is made printable (it reaches the log). */
+	len = ptp_answer_port_props(buf, 3, 0, "a-name-of-forty-bytes-from-a-peer-xxxxxx");
+	assert_int_equal(ptp_mgmt_port_props(buf, len, &p), 0);
+	assert_int_equal(strlen(p.interface), 32);
+	assert_memory_equal(p.interface, "a-name-of-forty-bytes-from-a-pee", 32);
+	len = ptp_answer_port_props(buf, 3, 0, "eth.[2J");
+	buf[54 + 13 + 3] = 0x1b;
+	assert_int_equal(ptp_mgmt_port_props(buf, len, &p), 0);
+	assert_null(strchr(p.interface, 0x1b));
+
+	/* Refused: a name longer than the data, data shorter than the fixed
+	 * part, another id's answer; ret untouched. */
+	memset(&p, 0x5a, sizeof(p));
+	untouched = p;
+	len = ptp_answer_port_props(buf, 3, 0, "ens3");
+	buf[54 + 12] = 200;
+	assert_int_equal(ptp_mgmt_port_props(buf, len, &p), -EBADMSG);
+	len = ptp_answer_response(buf, PTP_MGMT_PORT_PROPERTIES_NP, 3, 12);
+	assert_int_equal(ptp_mgmt_port_props(buf, len, &p), -EBADMSG);
+	len = ptp_answer_time_status(buf, 3, 1, 2, 1);
+	assert_int_equal(ptp_mgmt_port_props(buf, len, &p), -EBADMSG);
+	assert_memory_equal(&p, &untouched, sizeof(p));
 }
 
 /* |offset| + mean path delay + drift since the Sync. */
@@ -196,6 +195,7 @@ int main(void)
 		cmocka_unit_test(test_get_is_an_empty_management_get),
 		cmocka_unit_test(test_time_status_and_current_ds_are_read),
 		cmocka_unit_test(test_answers_refused),
+		cmocka_unit_test(test_port_properties_are_read),
 		cmocka_unit_test(test_bound),
 	};
 
