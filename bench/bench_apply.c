@@ -326,7 +326,7 @@ static int rtt_once(struct bench *b, uint64_t *ret_ns)
 	r = frame_parse_datagram(b->rtt_buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload, &payload_len);
 	if (r < 0)
 		return r;
-	r = wire_vmm_unpack(payload, payload_len, &reply);
+	r = wire_vmm_unpack(payload, payload_len, &reply, NULL);
 	if (r < 0)
 		return r;
 	t1 = clock_ns(CLOCK_MONOTONIC);

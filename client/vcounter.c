@@ -450,7 +450,7 @@ static int receive(struct vcounter *vc, int timeout_ms, Vcounter__V1__VmmMessage
 	r = frame_parse_datagram(vc->buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload, &payload_len);
 	if (r < 0)
 		return set_error(vc, r, "malformed frame from vcounterd");
-	if (wire_vmm_unpack(payload, payload_len, ret_msg) < 0)
+	if (wire_vmm_unpack(payload, payload_len, ret_msg, NULL) < 0)
 		*ret_msg = NULL; /* a newer daemon's message type: not ours to answer */
 	return 0;
 }

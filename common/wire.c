@@ -39,7 +39,8 @@ static int unpack_len_ok(const uint8_t *buf, size_t len)
 	return 0;
 }
 
-int wire_vmm_unpack(const uint8_t *buf, size_t len, Vcounter__V1__VmmMessage **ret_msg)
+int wire_vmm_unpack(const uint8_t *buf, size_t len, Vcounter__V1__VmmMessage **ret_msg,
+		    uint64_t *ret_id)
 {
 	Vcounter__V1__VmmMessage *msg;
 	int r;
@@ -53,6 +54,8 @@ int wire_vmm_unpack(const uint8_t *buf, size_t len, Vcounter__V1__VmmMessage **r
 	msg = vcounter__v1__vmm_message__unpack(NULL, len, buf);
 	if (!msg)
 		return -EBADMSG;
+	if (ret_id)
+		*ret_id = msg->id;
 	if (msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY__NOT_SET) {
 		vcounter__v1__vmm_message__free_unpacked(msg, NULL);
 		return -ENOMSG;
@@ -61,7 +64,8 @@ int wire_vmm_unpack(const uint8_t *buf, size_t len, Vcounter__V1__VmmMessage **r
 	return 0;
 }
 
-int wire_peer_unpack(const uint8_t *buf, size_t len, Vcounter__V1__PeerMessage **ret_msg)
+int wire_peer_unpack(const uint8_t *buf, size_t len, Vcounter__V1__PeerMessage **ret_msg,
+		     uint64_t *ret_id)
 {
 	Vcounter__V1__PeerMessage *msg;
 	int r;
@@ -72,6 +76,8 @@ int wire_peer_unpack(const uint8_t *buf, size_t len, Vcounter__V1__PeerMessage *
 	msg = vcounter__v1__peer_message__unpack(NULL, len, buf);
 	if (!msg)
 		return -EBADMSG;
+	if (ret_id)
+		*ret_id = msg->id;
 	if (msg->body_case == VCOUNTER__V1__PEER_MESSAGE__BODY__NOT_SET) {
 		vcounter__v1__peer_message__free_unpacked(msg, NULL);
 		return -ENOMSG;

@@ -9,13 +9,18 @@
 #include "counter_state.h"
 #include "vcounter.pb-c.h"
 
-/* Unpack one envelope payload (already length-checked by frame.h).
- * -EBADMSG: not a valid protobuf of that type. -ENOMSG: no body set
- * (unset or a body type this version does not know: protobuf-c keeps an
- * unknown oneof member as an unknown field). Unknown fields are ignored.
- * -EMSGSIZE if len > VC_MAX_FRAME_BYTES anyway. Free with wire_*_free. */
-int wire_vmm_unpack(const uint8_t *buf, size_t len, Vcounter__V1__VmmMessage **ret_msg);
-int wire_peer_unpack(const uint8_t *buf, size_t len, Vcounter__V1__PeerMessage **ret_msg);
+/* Unpack one envelope payload (already length-checked by frame.h): the one
+ * decoder of the VMM socket and the peer link, in the daemon, libvcounter and
+ * the fuzz targets alike. -EBADMSG: not a valid protobuf of that type.
+ * -ENOMSG: no body set (unset or a body type this version does not know:
+ * protobuf-c keeps an unknown oneof member as an unknown field); *ret_id
+ * (may be NULL) then holds the envelope's id, so that the sender can be
+ * answered. Unknown fields are ignored. -EMSGSIZE if len >
+ * VC_MAX_FRAME_BYTES anyway. Free with wire_*_free. */
+int wire_vmm_unpack(const uint8_t *buf, size_t len, Vcounter__V1__VmmMessage **ret_msg,
+		    uint64_t *ret_id);
+int wire_peer_unpack(const uint8_t *buf, size_t len, Vcounter__V1__PeerMessage **ret_msg,
+		     uint64_t *ret_id);
 void wire_vmm_free(Vcounter__V1__VmmMessage *msg);
 void wire_peer_free(Vcounter__V1__PeerMessage *msg);
 

@@ -1994,12 +1994,18 @@ static void link_frame_cb(struct peer_conn *conn, const uint8_t *payload, size_t
 	struct peer_link *link = link_by_conn(vcd, conn);
 	char migration_id[VC_MIGRATION_ID_LEN + 1];
 	Vcounter__V1__PeerMessage *msg;
+	uint64_t id = 0;
+	int r;
 
 	if (!link)
 		return;
 
-	msg = vcounter__v1__peer_message__unpack(NULL, len, payload);
-	if (!msg) {
+	r = wire_peer_unpack(payload, len, &msg, &id);
+	if (r == -ENOMSG) {
+		link_send_error(link, id, r, "unknown or missing message type");
+		return;
+	}
+	if (r < 0) {
 		link_send_error(link, 0, -EBADMSG, "message is not a valid PeerMessage");
 		return;
 	}
@@ -2049,11 +2055,10 @@ static void link_frame_cb(struct peer_conn *conn, const uint8_t *payload, size_t
 			}
 		}
 		break;
-	default:
-		link_send_error(link, msg->id, -ENOMSG, "unknown or missing message type");
+	default: /* every body wire_peer_unpack lets through is handled above */
 		break;
 	}
-	vcounter__v1__peer_message__free_unpacked(msg, NULL);
+	wire_peer_free(msg);
 }
 
 static const struct peer_conn_ops link_ops = {

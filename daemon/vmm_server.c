@@ -798,10 +798,7 @@ static void dispatch(struct vmm_conn *conn, const Vcounter__V1__VmmMessage *msg,
 	case VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP_RESULT:
 		handle_kvm_op_result(conn, msg);
 		return;
-	case VCOUNTER__V1__VMM_MESSAGE__BODY__NOT_SET:
-		conn_send_error(conn, id, -ENOMSG, "unknown or missing message type");
-		return;
-	default:
+	default: /* a reply; wire_vmm_unpack refused a body it does not know */
 		conn_send_error(conn, id, -ENOMSG, "message type is a reply, not a request");
 		return;
 	}
@@ -815,6 +812,7 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 	int fds[UNIX_FD_MAX_FDS];
 	const uint8_t *payload;
 	size_t n_fds = 0, payload_len;
+	uint64_t id = 0;
 	ssize_t n;
 	int r;
 
@@ -853,16 +851,19 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 					       : "truncated or malformed frame");
 		return;
 	}
-	msg = vcounter__v1__vmm_message__unpack(NULL, payload_len, payload);
-	if (!msg) {
+	r = wire_vmm_unpack(payload, payload_len, &msg, &id);
+	if (r < 0) {
 		unix_fd_close_all(fds, n_fds);
-		conn_send_error(conn, 0, -EBADMSG, "message is not a valid VmmMessage");
+		if (r == -ENOMSG)
+			conn_send_error(conn, id, r, "unknown or missing message type");
+		else
+			conn_send_error(conn, 0, -EBADMSG, "message is not a valid VmmMessage");
 		return;
 	}
 	dispatch(conn, msg, fds, &n_fds);
 	/* Whatever fds the handler did not take are closed here. */
 	unix_fd_close_all(fds, n_fds);
-	vcounter__v1__vmm_message__free_unpacked(msg, NULL);
+	wire_vmm_free(msg);
 }
 
 static void conn_close(struct vmm_conn *conn, const char *why)

@@ -15,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct migration_report report;
 	char err[256];
 
-	if (wire_peer_unpack(data, size, &msg) < 0)
+	if (wire_peer_unpack(data, size, &msg, NULL) < 0)
 		return 0;
 	switch (msg->body_case) {
 	case VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE:

@@ -91,7 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (frame_parse_datagram(data, size, VC_MAX_FRAME_BYTES, &payload, &payload_len) < 0)
 		return 0;
-	if (wire_vmm_unpack(payload, payload_len, &msg) < 0)
+	if (wire_vmm_unpack(payload, payload_len, &msg, NULL) < 0)
 		return 0;
 	switch (msg->body_case) {
 	case VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM:

@@ -373,7 +373,7 @@ static int attach_from_other_process(const char *vm_id)
 		    (n = recv(fd, buf, sizeof(buf), 0)) > 0 &&
 		    frame_parse_datagram(buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload,
 					 &payload_len) == 0 &&
-		    wire_vmm_unpack(payload, payload_len, &reply) == 0 && reply)
+		    wire_vmm_unpack(payload, payload_len, &reply, NULL) == 0 && reply)
 			code = reply->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR
 				       ? (int)reply->error->code
 				       : 0;

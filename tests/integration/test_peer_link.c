@@ -222,7 +222,7 @@ static int peer_recv(struct peer *p, Vcounter__V1__PeerMessage **ret_msg)
 	r = peer_read_exact(p, payload, len);
 	if (r != 1)
 		return r < 0 ? r : -ECONNRESET;
-	assert_int_equal(wire_peer_unpack(payload, len, ret_msg), 0);
+	assert_int_equal(wire_peer_unpack(payload, len, ret_msg, NULL), 0);
 	return RECV_MESSAGE;
 }
 

@@ -311,7 +311,7 @@ static Vcounter__V1__PeerMessage *peer_recv(struct peer *p)
 		return NULL;
 	assert_int_equal(frame_header_decode(header, VC_MAX_FRAME_BYTES, &len), 0);
 	assert_int_equal(peer_read_exact(p, payload, len), 1);
-	assert_int_equal(wire_peer_unpack(payload, len, &msg), 0);
+	assert_int_equal(wire_peer_unpack(payload, len, &msg, NULL), 0);
 	return msg;
 }
 

@@ -464,7 +464,7 @@ static Vcounter__V1__VmmMessage *vmm_status(const char *path, uint64_t id, int t
 		unix_fd_close_all(fds, n_fds);
 		if (n > 0 &&
 		    frame_parse_datagram(buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload, &len) == 0)
-			(void)wire_vmm_unpack(payload, len, &reply);
+			(void)wire_vmm_unpack(payload, len, &reply, NULL);
 	}
 	close(fd);
 	return reply;

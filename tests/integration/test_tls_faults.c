@@ -323,7 +323,7 @@ static Vcounter__V1__PeerMessage *peer_recv(struct tls_client *c)
 		return NULL;
 	assert_int_equal(frame_header_decode(header, VC_MAX_FRAME_BYTES, &len), 0);
 	assert_int_equal(tls_client_read(c, payload, len), 1);
-	assert_int_equal(wire_peer_unpack(payload, len, &msg), 0);
+	assert_int_equal(wire_peer_unpack(payload, len, &msg, NULL), 0);
 	return msg;
 }
 
@@ -561,7 +561,8 @@ static void *fake_target_tls(struct fake_target *t, int fd)
 
 		if (!fake_read(t, ssl, header, sizeof(header)) ||
 		    frame_header_decode(header, VC_MAX_FRAME_BYTES, &len) < 0 ||
-		    !fake_read(t, ssl, payload, len) || wire_peer_unpack(payload, len, &msg) < 0)
+		    !fake_read(t, ssl, payload, len) ||
+		    wire_peer_unpack(payload, len, &msg, NULL) < 0)
 			break;
 		if (t->n_frames < (int)(sizeof(t->bodies) / sizeof(t->bodies[0])))
 			t->bodies[t->n_frames] = msg->body_case;

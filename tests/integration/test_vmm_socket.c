@@ -64,7 +64,7 @@ static Vcounter__V1__VmmMessage *raw_recv(int fd)
 		return NULL;
 	if (frame_parse_datagram(buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload, &len) < 0)
 		return NULL;
-	if (wire_vmm_unpack(payload, len, &msg) < 0)
+	if (wire_vmm_unpack(payload, len, &msg, NULL) < 0)
 		return NULL;
 	return msg;
 }

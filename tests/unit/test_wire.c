@@ -171,7 +171,7 @@ static void test_counter_state_round_trips_through_peer_frame(void **unused)
 		frame_parse_datagram(frame, frame_len, VC_MAX_FRAME_BYTES, &payload, &payload_len),
 		0);
 	assert_int_equal(payload_len, frame_len - FRAME_HEADER_BYTES);
-	assert_int_equal(wire_peer_unpack(payload, payload_len, &got), 0);
+	assert_int_equal(wire_peer_unpack(payload, payload_len, &got, NULL), 0);
 	assert_int_equal(got->id, 99);
 	assert_int_equal(got->body_case, VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_STATE);
 	assert_string_equal(got->final_state->migration_id, MIGRATION_ID);
@@ -214,7 +214,7 @@ static void test_counter_state_round_trips_through_vmm_frame(void **unused)
 	assert_int_equal(
 		frame_parse_datagram(frame, frame_len, VC_MAX_FRAME_BYTES, &payload, &payload_len),
 		0);
-	assert_int_equal(wire_vmm_unpack(payload, payload_len, &got), 0);
+	assert_int_equal(wire_vmm_unpack(payload, payload_len, &got, NULL), 0);
 	assert_int_equal(got->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP_RESULT);
 	assert_int_equal(got->kvm_op_result->backend, VCOUNTER__V1__BACKEND__BACKEND_KVM_ARM64);
 	assert_int_equal(wire_counter_state_from_pb(got->kvm_op_result->state, &out, NULL, 0), 0);
@@ -247,7 +247,7 @@ static void test_report_round_trips_through_peer_frame(void **unused)
 	assert_int_equal(
 		frame_parse_datagram(frame, frame_len, VC_MAX_FRAME_BYTES, &payload, &payload_len),
 		0);
-	assert_int_equal(wire_peer_unpack(payload, payload_len, &got), 0);
+	assert_int_equal(wire_peer_unpack(payload, payload_len, &got, NULL), 0);
 	assert_int_equal(got->body_case, VCOUNTER__V1__PEER_MESSAGE__BODY_APPLIED);
 	assert_int_equal(wire_report_from_pb(got->applied->report, &out, err, sizeof(err)), 0);
 	assert_report_equal(&in, &out);
@@ -300,9 +300,10 @@ static void test_unpack_refuses_garbage_with_ebadmsg(void **unused)
 		Vcounter__V1__PeerMessage *peer = (void *)0x1;
 
 		print_message("garbage case %zu\n", i);
-		assert_int_equal(wire_vmm_unpack(cases[i].buf, cases[i].len, &vmm), -EBADMSG);
+		assert_int_equal(wire_vmm_unpack(cases[i].buf, cases[i].len, &vmm, NULL), -EBADMSG);
 		assert_ptr_equal(vmm, (void *)0x1);
-		assert_int_equal(wire_peer_unpack(cases[i].buf, cases[i].len, &peer), -EBADMSG);
+		assert_int_equal(wire_peer_unpack(cases[i].buf, cases[i].len, &peer, NULL),
+				 -EBADMSG);
 		assert_ptr_equal(peer, (void *)0x1);
 	}
 }
@@ -313,11 +314,15 @@ static void test_unpack_refuses_empty_envelope_with_enomsg(void **unused)
 	static const uint8_t only_id[] = { 0x08, 0x07 };
 	Vcounter__V1__VmmMessage *vmm = NULL;
 	Vcounter__V1__PeerMessage *peer = NULL;
+	uint64_t id = 0;
 
-	assert_int_equal(wire_vmm_unpack((const uint8_t *)"", 0, &vmm), -ENOMSG);
-	assert_int_equal(wire_peer_unpack((const uint8_t *)"", 0, &peer), -ENOMSG);
-	assert_int_equal(wire_vmm_unpack(only_id, sizeof(only_id), &vmm), -ENOMSG);
-	assert_int_equal(wire_peer_unpack(only_id, sizeof(only_id), &peer), -ENOMSG);
+	assert_int_equal(wire_vmm_unpack((const uint8_t *)"", 0, &vmm, NULL), -ENOMSG);
+	assert_int_equal(wire_peer_unpack((const uint8_t *)"", 0, &peer, NULL), -ENOMSG);
+	assert_int_equal(wire_vmm_unpack(only_id, sizeof(only_id), &vmm, &id), -ENOMSG);
+	assert_true(id == 7);
+	id = 0;
+	assert_int_equal(wire_peer_unpack(only_id, sizeof(only_id), &peer, &id), -ENOMSG);
+	assert_true(id == 7);
 	assert_null(vmm);
 	assert_null(peer);
 }
@@ -334,13 +339,13 @@ static void test_unpack_ignores_unknown_field(void **unused)
 	Vcounter__V1__VmmMessage *vmm = NULL;
 	Vcounter__V1__PeerMessage *peer = NULL;
 
-	assert_int_equal(wire_vmm_unpack(vmm_bytes, sizeof(vmm_bytes), &vmm), 0);
+	assert_int_equal(wire_vmm_unpack(vmm_bytes, sizeof(vmm_bytes), &vmm, NULL), 0);
 	assert_int_equal(vmm->id, 3);
 	assert_int_equal(vmm->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_OK);
 	assert_true(vmm->ok);
 	wire_vmm_free(vmm);
 
-	assert_int_equal(wire_peer_unpack(peer_bytes, sizeof(peer_bytes), &peer), 0);
+	assert_int_equal(wire_peer_unpack(peer_bytes, sizeof(peer_bytes), &peer, NULL), 0);
 	assert_int_equal(peer->body_case, VCOUNTER__V1__PEER_MESSAGE__BODY_ACK);
 	assert_string_equal(peer->ack->migration_id, "ab");
 	wire_peer_free(peer);
@@ -353,9 +358,14 @@ static void test_unpack_refuses_unknown_body_with_enomsg(void **unused)
 	static const uint8_t bytes[] = { 0x08, 0x04, 0x92, 0x03, 0x00 };
 	Vcounter__V1__VmmMessage *vmm = NULL;
 	Vcounter__V1__PeerMessage *peer = NULL;
+	uint64_t id = 0;
 
-	assert_int_equal(wire_vmm_unpack(bytes, sizeof(bytes), &vmm), -ENOMSG);
-	assert_int_equal(wire_peer_unpack(bytes, sizeof(bytes), &peer), -ENOMSG);
+	/* The id still comes back: the sender is answered "unknown type". */
+	assert_int_equal(wire_vmm_unpack(bytes, sizeof(bytes), &vmm, &id), -ENOMSG);
+	assert_true(id == 4);
+	id = 0;
+	assert_int_equal(wire_peer_unpack(bytes, sizeof(bytes), &peer, &id), -ENOMSG);
+	assert_true(id == 4);
 	assert_null(vmm);
 	assert_null(peer);
 }
@@ -367,8 +377,8 @@ static void test_unpack_refuses_payload_over_limit(void **unused)
 	Vcounter__V1__PeerMessage *peer = NULL;
 
 	assert_non_null(buf);
-	assert_int_equal(wire_vmm_unpack(buf, VC_MAX_FRAME_BYTES + 1, &vmm), -EMSGSIZE);
-	assert_int_equal(wire_peer_unpack(buf, VC_MAX_FRAME_BYTES + 1, &peer), -EMSGSIZE);
+	assert_int_equal(wire_vmm_unpack(buf, VC_MAX_FRAME_BYTES + 1, &vmm, NULL), -EMSGSIZE);
+	assert_int_equal(wire_peer_unpack(buf, VC_MAX_FRAME_BYTES + 1, &peer, NULL), -EMSGSIZE);
 	assert_null(vmm);
 	assert_null(peer);
 }
@@ -416,7 +426,7 @@ static void test_pack_frame_accepts_message_exactly_at_limit(void **unused)
 	assert_int_equal(len, FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES);
 	assert_int_equal(frame_parse_datagram(buf, len, VC_MAX_FRAME_BYTES, &payload, &payload_len),
 			 0);
-	assert_int_equal(wire_vmm_unpack(payload, payload_len, &got), 0);
+	assert_int_equal(wire_vmm_unpack(payload, payload_len, &got, NULL), 0);
 	assert_int_equal(got->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR);
 	assert_int_equal(strlen(got->error->message), text_len);
 	wire_vmm_free(got);
@@ -669,9 +679,9 @@ static void test_counter_state_from_pb_refuses_unknown_enum_after_unpack(void **
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE;
 	msg.prepare = &prepare;
 	assert_int_equal(wire_peer_pack_frame(&msg, &frame, &frame_len), 0);
-	assert_int_equal(
-		wire_peer_unpack(frame + FRAME_HEADER_BYTES, frame_len - FRAME_HEADER_BYTES, &got),
-		0);
+	assert_int_equal(wire_peer_unpack(frame + FRAME_HEADER_BYTES,
+					  frame_len - FRAME_HEADER_BYTES, &got, NULL),
+			 0);
 	assert_int_equal(wire_counter_state_from_pb(got->prepare->state, &ret, err, sizeof(err)),
 			 -EINVAL);
 	assert_string_equal(err, "backend 9 unknown");
