@@ -16,9 +16,10 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "counter_math.h"
 #include "log.h"
 #include "macro.h"
-#include "sync_source.h"
+#include "sync_source_spec.h"
 
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x)  STRINGIFY_(x)
@@ -145,9 +146,10 @@ static const struct conf_key keys[] = {
 	{ "control", "port-file", "control-port-file", NULL, CONF_PATH, CONF_RESTART,
 	  FIELD(control_port_file), .max = FILE_PATH_MAX },
 	{ "control", "operator", "control-operator", NULL, CONF_NAMES, 0,
-	  LIST(config.control_operators, config.n_control_operators), .max = GRPC_IDENTITY_MAX },
+	  LIST(config.control_operators, config.n_control_operators),
+	  .max = VCD_CONTROL_IDENTITY_MAX },
 	{ "control", "reader", "control-reader", NULL, CONF_NAMES, 0,
-	  LIST(config.control_readers, config.n_control_readers), .max = GRPC_IDENTITY_MAX },
+	  LIST(config.control_readers, config.n_control_readers), .max = VCD_CONTROL_IDENTITY_MAX },
 	{ "control", "operator-uid", "control-operator-uid", NULL, CONF_IDS, 0,
 	  LIST(config.control_operator_uids, config.n_control_operator_uids) },
 	{ "control", "operator-gid", "control-operator-gid", NULL, CONF_IDS, CONF_GROUP,

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#include "vcd.h"
+#include "vcd_config.h"
 
 #define CONF_DEFAULT_PATH   "/etc/vcounterd/vcounterd.conf"
 #define CONF_MAX_LINE_BYTES 4096       /* one line, without its newline */

@@ -26,6 +26,10 @@
 
 #define CONTROL_PATH(name) "/vcounter.v1.Control/" name
 
+_Static_assert(VCD_MAX_CONTROL_IDENTITIES <= GRPC_MAX_IDENTITIES &&
+		       VCD_CONTROL_IDENTITY_MAX <= GRPC_IDENTITY_MAX,
+	       "every control identity the configuration holds fits the gRPC server");
+
 /* session.h's steps are the wire's MigrationStep, number for number. */
 _Static_assert((int)STEP_PREPARING == VCOUNTER__V1__MIGRATION_STEP__MIGRATION_STEP_PREPARING &&
 		       (int)STEP_DONE == VCOUNTER__V1__MIGRATION_STEP__MIGRATION_STEP_DONE &&

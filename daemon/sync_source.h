@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "counter_state.h"
+#include "sync_source_spec.h"
 
 struct event_base;
 
@@ -29,21 +30,6 @@ struct event_base;
  * residual frequency error, well under 1 ppm once locked, with margin for
  * temperature): the bound grows by it with the age of the last Sync. */
 #define SYNC_SOURCE_PTP_DRIFT_PPM 10.0
-
-/* --sync-source, parsed: "adjtimex", "chrony" (CHRONY_DEFAULT_ADDRESS),
- * "chrony@ADDR:PORT" (numeric, netaddr.h), "linuxptp"
- * (PTP_MGMT_DEFAULT_PATH), "linuxptp@/PATH" (ptp4l's uds_address), or
- * "fixed:NS" (1..10^12 ns). */
-struct sync_source_spec {
-	enum sync_source_kind kind;
-	uint64_t fixed_ns;
-	struct sockaddr_storage addr; /* chrony: UDP; linuxptp: AF_UNIX */
-	socklen_t addr_len;
-	char text[136]; /* for logs and errors: "chrony (127.0.0.1:323)" */
-};
-
-/* -EINVAL with a sentence in err when s is none of the above. Pure. */
-int sync_source_spec_parse(const char *s, struct sync_source_spec *ret, char *err, size_t err_size);
 
 /* What a chrony tracking reply read age_ns ago says of this host's clock
  * error now: its bound grown at chrony's own rate. Pure. */

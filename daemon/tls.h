@@ -8,17 +8,7 @@
 
 #include <openssl/ssl.h>
 
-#define TLS_MAX_ALLOWED_PEERS 256
-#define TLS_PEER_NAME_MAX     255
-
-struct tls_config {
-	const char *ca_file;   /* PEM bundle of the fleet CA */
-	const char *cert_file; /* this host's chain, PEM */
-	const char *key_file;  /* its private key, PEM */
-	/* Identities (SAN dNSName or URI) allowed to talk to this daemon. */
-	const char *const *allowed_peers;
-	size_t n_allowed_peers;
-};
+#include "tls_config.h"
 
 /* A TLS 1.3-only context (min and max protocol version TLS1_3_VERSION) that
  * requires and verifies a peer certificate (SSL_VERIFY_PEER |
