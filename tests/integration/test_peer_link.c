@@ -35,6 +35,7 @@
 #include "frame.h"
 #include "hostclock.h"
 #include "macro.h"
+#include "tls_client.h"
 #include "vcounter/vcounter.h"
 #include "wire.h"
 
@@ -68,173 +69,35 @@ struct target_vm {
 
 static struct target_vm tvm = { .kvm_fd = -1, .vm_fd = -1, .vcpu_fds = { -1, -1 } };
 
-/* ---- a TLS 1.3 client, as a peer daemon would be ---- */
-
-struct peer {
-	int fd;
-	SSL_CTX *ctx;
-	SSL *ssl;
-	int local_port;
-	char tls_error[256]; /* OpenSSL's reason for the last failure */
-};
+/* ---- a TLS 1.3 client, as a peer daemon would be (tls_client.h) ---- */
 
 enum {
-	RECV_CLOSED = 0, /* orderly close, or EOF without close_notify */
+	RECV_CLOSED = TLS_CLIENT_CLOSED, /* orderly close, or EOF without close_notify */
 	RECV_MESSAGE = 1,
 };
 
-static void save_tls_error(struct peer *p)
+/* Connect and handshake as certs_dir/cert_name, checking the daemon as a
+ * peer does; see tls_client_open. */
+static bool peer_open(struct tls_client *p, const char *cert_name, bool tls12_only)
 {
-	unsigned long e = ERR_peek_last_error();
-
-	if (e)
-		ERR_error_string_n(e, p->tls_error, sizeof(p->tls_error));
-	ERR_clear_error();
+	return tls_client_open(p, &(struct tls_client_opts){
+					  .certs_dir = certs_dir,
+					  .cert_name = cert_name,
+					  .server_name = TARGET_NAME,
+					  .port = target.peer_port,
+					  .version = tls12_only ? TLS1_2_VERSION : TLS1_3_VERSION,
+					  .timeout_ms = RECV_TIMEOUT_MS,
+				  });
 }
 
-static int tcp_connect(int port, int *ret_local_port)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	struct timeval tv = { .tv_sec = RECV_TIMEOUT_MS / 1000 };
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	assert_true(fd >= 0);
-	/* Blocking, but never for longer than the receive timeout. */
-	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	*ret_local_port = ntohs(sa.sin_port);
-	return fd;
-}
-
-/* Connect and run the TLS handshake presenting certs_dir/cert_name.pem.
- * Returns true when the client side of the handshake completed. With TLS
- * 1.3 that happens before the server has judged our certificate, so a
- * refusal may only show on the first read. */
-static bool peer_open(struct peer *p, const char *cert_name, bool tls12_only)
-{
-	int version = tls12_only ? TLS1_2_VERSION : TLS1_3_VERSION;
-	char cert[320], key[320], ca[320];
-
-	memset(p, 0, sizeof(*p));
-	harness_cert_path(cert, sizeof(cert), certs_dir, cert_name, "pem");
-	harness_cert_path(key, sizeof(key), certs_dir, cert_name, "key");
-	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
-	p->ctx = SSL_CTX_new(TLS_client_method());
-	assert_non_null(p->ctx);
-	assert_int_equal(SSL_CTX_set_min_proto_version(p->ctx, version), 1);
-	assert_int_equal(SSL_CTX_set_max_proto_version(p->ctx, version), 1);
-	assert_int_equal(SSL_CTX_use_certificate_chain_file(p->ctx, cert), 1);
-	assert_int_equal(SSL_CTX_use_PrivateKey_file(p->ctx, key, SSL_FILETYPE_PEM), 1);
-	assert_int_equal(SSL_CTX_load_verify_locations(p->ctx, ca, NULL), 1);
-	SSL_CTX_set_verify(p->ctx, SSL_VERIFY_PEER, NULL);
-
-	p->fd = tcp_connect(target.peer_port, &p->local_port);
-	p->ssl = SSL_new(p->ctx);
-	assert_non_null(p->ssl);
-	/* We check the daemon as it checks us: fleet CA and its name. */
-	assert_int_equal(SSL_set1_host(p->ssl, TARGET_NAME), 1);
-	assert_int_equal(SSL_set_tlsext_host_name(p->ssl, TARGET_NAME), 1);
-	assert_int_equal(SSL_set_fd(p->ssl, p->fd), 1);
-	if (SSL_connect(p->ssl) == 1)
-		return true;
-	save_tls_error(p);
-	return false;
-}
-
-static void peer_close(struct peer *p)
-{
-	if (p->ssl) {
-		SSL_shutdown(p->ssl); /* close_notify: an orderly goodbye */
-		SSL_free(p->ssl);
-	}
-	SSL_CTX_free(p->ctx);
-	if (p->fd > 0)
-		close(p->fd);
-	ERR_clear_error();
-	memset(p, 0, sizeof(*p));
-}
-
-/* Read exactly n bytes: 1, RECV_CLOSED if the link ended before the first
- * byte, -ETIMEDOUT, -ECONNRESET (ended mid-way or reset), -EPROTO (a TLS
- * alert, e.g. the daemon refused our certificate). */
-static int peer_read_exact(struct peer *p, uint8_t *buf, size_t n)
-{
-	int64_t deadline = harness_now_ms() + RECV_TIMEOUT_MS;
-	size_t got = 0;
-
-	while (got < n) {
-		struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
-		size_t chunk = 0;
-		int64_t left = deadline - harness_now_ms();
-		unsigned long e;
-
-		if (left <= 0)
-			return -ETIMEDOUT;
-		if (!SSL_pending(p->ssl) && poll(&pfd, 1, (int)left) == 0)
-			return -ETIMEDOUT;
-		if (SSL_read_ex(p->ssl, buf + got, n - got, &chunk) == 1) {
-			got += chunk;
-			continue;
-		}
-		switch (SSL_get_error(p->ssl, 0)) {
-		case SSL_ERROR_ZERO_RETURN:
-			ERR_clear_error();
-			return got ? -ECONNRESET : RECV_CLOSED;
-		case SSL_ERROR_WANT_READ:
-			continue; /* a post-handshake message (session ticket) only */
-		case SSL_ERROR_SYSCALL:
-			ERR_clear_error();
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				continue;
-			return errno == 0 && !got ? RECV_CLOSED : -ECONNRESET;
-		default:
-			/* OpenSSL 3 reports a FIN without close_notify as an error. */
-			e = ERR_peek_last_error();
-			if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
-			    ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-				ERR_clear_error();
-				return got ? -ECONNRESET : RECV_CLOSED;
-			}
-			save_tls_error(p);
-			return -EPROTO;
-		}
-	}
-	return 1;
-}
-
-/* One frame from the daemon: RECV_MESSAGE with *ret_msg set, or what
- * peer_read_exact says. */
-static int peer_recv(struct peer *p, Vcounter__V1__PeerMessage **ret_msg)
-{
-	static uint8_t payload[VC_MAX_FRAME_BYTES];
-	uint8_t header[FRAME_HEADER_BYTES];
-	uint32_t len;
-	int r;
-
-	r = peer_read_exact(p, header, sizeof(header));
-	if (r != 1)
-		return r;
-	assert_int_equal(frame_header_decode(header, VC_MAX_FRAME_BYTES, &len), 0);
-	r = peer_read_exact(p, payload, len);
-	if (r != 1)
-		return r < 0 ? r : -ECONNRESET;
-	assert_int_equal(wire_peer_unpack(payload, len, ret_msg, NULL), 0);
-	return RECV_MESSAGE;
-}
-
-static Vcounter__V1__PeerMessage *expect_msg(struct peer *p,
+static Vcounter__V1__PeerMessage *expect_msg(struct tls_client *p,
 					     Vcounter__V1__PeerMessage__BodyCase body)
 {
 	Vcounter__V1__PeerMessage *msg = NULL;
-	int r = peer_recv(p, &msg);
+	int r = tls_client_recv_peer(p, &msg);
 
 	if (r != RECV_MESSAGE)
-		fprintf(stderr, "expected body %d, got recv result %d (%s)\n", body, r,
-			p->tls_error);
+		fprintf(stderr, "expected body %d, got recv result %d (%s)\n", body, r, p->error);
 	assert_int_equal(r, RECV_MESSAGE);
 	if (msg->body_case != body)
 		fprintf(stderr, "expected body %d, got %d%s%s\n", body, msg->body_case,
@@ -247,7 +110,7 @@ static Vcounter__V1__PeerMessage *expect_msg(struct peer *p,
 }
 
 /* An Error reply naming request id, with this code and a message holding substr. */
-static void expect_error(struct peer *p, uint64_t id, Vcounter__V1__ErrorCode code,
+static void expect_error(struct tls_client *p, uint64_t id, Vcounter__V1__ErrorCode code,
 			 const char *substr)
 {
 	Vcounter__V1__PeerMessage *msg = expect_msg(p, VCOUNTER__V1__PEER_MESSAGE__BODY_ERROR);
@@ -263,7 +126,7 @@ static void expect_error(struct peer *p, uint64_t id, Vcounter__V1__ErrorCode co
 	wire_peer_free(msg);
 }
 
-static void expect_hello(struct peer *p)
+static void expect_hello(struct tls_client *p)
 {
 	Vcounter__V1__PeerMessage *msg = expect_msg(p, VCOUNTER__V1__PEER_MESSAGE__BODY_HELLO);
 
@@ -277,17 +140,17 @@ static void expect_hello(struct peer *p)
 }
 
 /* An established link: handshake done and the daemon's Hello read. */
-static void peer_open_link(struct peer *p, const char *cert_name)
+static void peer_open_link(struct tls_client *p, const char *cert_name)
 {
 	bool ok = peer_open(p, cert_name, false);
 
 	if (!ok)
-		fprintf(stderr, "handshake as %s failed: %s\n", cert_name, p->tls_error);
+		fprintf(stderr, "handshake as %s failed: %s\n", cert_name, p->error);
 	assert_true(ok);
 	expect_hello(p);
 }
 
-static void peer_send_raw(struct peer *p, const uint8_t *buf, size_t len)
+static void peer_send_raw(struct tls_client *p, const uint8_t *buf, size_t len)
 {
 	size_t written = 0;
 
@@ -295,7 +158,7 @@ static void peer_send_raw(struct peer *p, const uint8_t *buf, size_t len)
 	assert_int_equal(written, len);
 }
 
-static void peer_send(struct peer *p, const Vcounter__V1__PeerMessage *msg)
+static void peer_send(struct tls_client *p, const Vcounter__V1__PeerMessage *msg)
 {
 	uint8_t *buf;
 	size_t len;
@@ -320,7 +183,7 @@ static size_t put_varint(uint8_t *out, uint64_t v)
 }
 
 /* A PeerMessage with id and field 50 (no body this version knows), framed. */
-static void send_unknown_body(struct peer *p, uint64_t id)
+static void send_unknown_body(struct tls_client *p, uint64_t id)
 {
 	uint8_t buf[32];
 	size_t n = FRAME_HEADER_BYTES;
@@ -336,7 +199,7 @@ static void send_unknown_body(struct peer *p, uint64_t id)
 
 /* Frames on one link are handled in order: once this is answered, every
  * message sent before it (including those that get no reply) was handled. */
-static void ping(struct peer *p, uint64_t id)
+static void ping(struct tls_client *p, uint64_t id)
 {
 	send_unknown_body(p, id);
 	expect_error(p, id, VCOUNTER__V1__ERROR_CODE__ERROR_UNIMPLEMENTED, "unknown");
@@ -373,11 +236,11 @@ static void assert_log_line(const char *a, const char *b)
 /* The daemon lives and a fresh good link gets a Hello. */
 static void assert_target_serving(void)
 {
-	struct peer p;
+	struct tls_client p;
 
 	assert_true(harness_alive(&target));
 	peer_open_link(&p, "host-a");
-	peer_close(&p);
+	tls_client_close(&p);
 }
 
 /* ---- messages ---- */
@@ -430,8 +293,8 @@ static struct counter_state *state_new(uint32_t guest_khz, uint32_t n_vcpus, uin
 }
 
 /* state NULL: a Prepare without CounterState. */
-static void send_prepare(struct peer *p, uint64_t id, const char *migration_id, const char *vm_id,
-			 const struct counter_state *state)
+static void send_prepare(struct tls_client *p, uint64_t id, const char *migration_id,
+			 const char *vm_id, const struct counter_state *state)
 {
 	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
 	Vcounter__V1__Prepare prep = VCOUNTER__V1__PREPARE__INIT;
@@ -449,8 +312,8 @@ static void send_prepare(struct peer *p, uint64_t id, const char *migration_id, 
 	peer_send(p, &msg);
 }
 
-static void send_final(struct peer *p, uint64_t id, const char *migration_id, uint64_t generation,
-		       const struct counter_state *state)
+static void send_final(struct tls_client *p, uint64_t id, const char *migration_id,
+		       uint64_t generation, const struct counter_state *state)
 {
 	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
 	Vcounter__V1__FinalState fin = VCOUNTER__V1__FINAL_STATE__INIT;
@@ -466,7 +329,8 @@ static void send_final(struct peer *p, uint64_t id, const char *migration_id, ui
 	peer_send(p, &msg);
 }
 
-static void send_abort(struct peer *p, uint64_t id, const char *migration_id, const char *reason)
+static void send_abort(struct tls_client *p, uint64_t id, const char *migration_id,
+		       const char *reason)
 {
 	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
 	Vcounter__V1__Abort ab = VCOUNTER__V1__ABORT__INIT;
@@ -479,7 +343,7 @@ static void send_abort(struct peer *p, uint64_t id, const char *migration_id, co
 	peer_send(p, &msg);
 }
 
-static void send_ack(struct peer *p, uint64_t id, const char *migration_id)
+static void send_ack(struct tls_client *p, uint64_t id, const char *migration_id)
 {
 	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
 	Vcounter__V1__Ack ack = VCOUNTER__V1__ACK__INIT;
@@ -491,7 +355,7 @@ static void send_ack(struct peer *p, uint64_t id, const char *migration_id)
 	peer_send(p, &msg);
 }
 
-static void expect_prepare_ack(struct peer *p, uint64_t id, const char *migration_id)
+static void expect_prepare_ack(struct tls_client *p, uint64_t id, const char *migration_id)
 {
 	Vcounter__V1__PeerMessage *msg =
 		expect_msg(p, VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE_ACK);
@@ -501,7 +365,7 @@ static void expect_prepare_ack(struct peer *p, uint64_t id, const char *migratio
 	wire_peer_free(msg);
 }
 
-static void expect_final_ack(struct peer *p, uint64_t id, const char *migration_id,
+static void expect_final_ack(struct tls_client *p, uint64_t id, const char *migration_id,
 			     uint64_t generation)
 {
 	Vcounter__V1__PeerMessage *msg = expect_msg(p, VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_ACK);
@@ -643,12 +507,12 @@ static int group_teardown(void **state)
 
 static void test_allowed_dns_and_uri_identities_get_hello(void **state)
 {
-	struct peer p;
+	struct tls_client p;
 
 	peer_open_link(&p, "host-a");
-	peer_close(&p);
+	tls_client_close(&p);
 	peer_open_link(&p, "uri");
-	peer_close(&p);
+	tls_client_close(&p);
 	assert_log_line("peer=host-a.test address=incoming: link up", NULL);
 	assert_log_line("peer=" URI_NAME " address=incoming: link up", NULL);
 }
@@ -659,17 +523,17 @@ static void assert_handshake_refused(const char *cert_name, bool tls12_only, con
 {
 	Vcounter__V1__PeerMessage *msg = NULL;
 	char remote[32];
-	struct peer p;
+	struct tls_client p;
 	int r = -EPROTO;
 
 	if (peer_open(&p, cert_name, tls12_only))
-		r = peer_recv(&p, &msg);
+		r = tls_client_recv_peer(&p, &msg);
 	if (r == RECV_MESSAGE)
 		fprintf(stderr, "the daemon accepted %s and sent body %d\n", cert_name,
 			msg->body_case);
 	assert_true(r == RECV_CLOSED || r == -EPROTO || r == -ECONNRESET);
 	snprintf(remote, sizeof(remote), "peer 127.0.0.1:%d ", p.local_port);
-	peer_close(&p);
+	tls_client_close(&p);
 	assert_log_line("incoming connection refused", remote);
 	assert_log_line(remote, reason);
 	assert_target_serving();
@@ -702,7 +566,7 @@ static void test_plaintext_on_the_tls_port_is_refused(void **state)
 	static const char request[] = "GET / HTTP/1.1\r\nHost: host-b.test\r\n\r\n";
 	struct pollfd pfd;
 	char remote[32], buf[256];
-	int port, fd = tcp_connect(target.peer_port, &port);
+	int port, fd = tls_client_tcp_connect(target.peer_port, RECV_TIMEOUT_MS, &port);
 	ssize_t n;
 
 	assert_int_equal(write(fd, request, sizeof(request) - 1), (ssize_t)sizeof(request) - 1);
@@ -726,7 +590,7 @@ static void test_garbage_protobuf_gets_invalid_argument(void **state)
 {
 	/* A length-delimited field whose length runs past the end. */
 	static const uint8_t buf[] = { 0, 0, 0, 4, 0x52, 0x7f, 0x01, 0x02 };
-	struct peer p;
+	struct tls_client p;
 
 	peer_open_link(&p, "host-a");
 	peer_send_raw(&p, buf, sizeof(buf));
@@ -734,13 +598,13 @@ static void test_garbage_protobuf_gets_invalid_argument(void **state)
 		     "not a valid PeerMessage");
 	/* The link survives a bad message: the framing is intact. */
 	ping(&p, 3);
-	peer_close(&p);
+	tls_client_close(&p);
 	assert_target_serving();
 }
 
 static void test_unknown_body_gets_unimplemented_naming_its_id(void **state)
 {
-	struct peer p;
+	struct tls_client p;
 
 	peer_open_link(&p, "host-a");
 	send_unknown_body(&p, 42);
@@ -750,7 +614,7 @@ static void test_unknown_body_gets_unimplemented_naming_its_id(void **state)
 	send_unknown_body(&p, UINT64_C(0x123456789a));
 	expect_error(&p, UINT64_C(0x123456789a), VCOUNTER__V1__ERROR_CODE__ERROR_UNIMPLEMENTED,
 		     "unknown");
-	peer_close(&p);
+	tls_client_close(&p);
 	assert_target_serving();
 }
 
@@ -758,7 +622,7 @@ static void test_length_prefix_over_maximum_closes_only_that_link(void **state)
 {
 	uint8_t buf[FRAME_HEADER_BYTES + 16] = { 0 };
 	Vcounter__V1__PeerMessage *msg = NULL;
-	struct peer bystander, p;
+	struct tls_client bystander, p;
 	uint32_t over = VC_MAX_FRAME_BYTES + 1;
 	int r;
 
@@ -770,22 +634,22 @@ static void test_length_prefix_over_maximum_closes_only_that_link(void **state)
 	buf[2] = (uint8_t)(over >> 8);
 	buf[3] = (uint8_t)over;
 	peer_send_raw(&p, buf, sizeof(buf));
-	r = peer_recv(&p, &msg);
+	r = tls_client_recv_peer(&p, &msg);
 	if (r == RECV_MESSAGE)
 		fprintf(stderr, "got body %d instead of a close\n", msg->body_case);
 	assert_true(r == RECV_CLOSED || r == -ECONNRESET);
-	peer_close(&p);
+	tls_client_close(&p);
 	assert_log_line("peer=host-a.test address=incoming: link closed", "announced a frame over");
 
 	/* The link that was open all along still works, and new ones get in. */
 	ping(&bystander, 8);
-	peer_close(&bystander);
+	tls_client_close(&bystander);
 	assert_target_serving();
 }
 
 /* A PeerMessage with id, field 50 (no body this version knows) and an
  * unknown field 1000 of padding, payload_len bytes in all, framed. */
-static void send_padded_unknown_body(struct peer *p, uint64_t id, size_t payload_len)
+static void send_padded_unknown_body(struct tls_client *p, uint64_t id, size_t payload_len)
 {
 	static uint8_t buf[FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES + 16];
 	size_t n = FRAME_HEADER_BYTES, pad;
@@ -826,7 +690,7 @@ static void send_padded_unknown_body(struct peer *p, uint64_t id, size_t payload
 static void test_frame_of_exactly_the_maximum_is_answered_one_more_closes(void **state)
 {
 	Vcounter__V1__PeerMessage *msg = NULL;
-	struct peer bystander, p;
+	struct tls_client bystander, p;
 	int r;
 
 	peer_open_link(&bystander, "uri");
@@ -836,16 +700,16 @@ static void test_frame_of_exactly_the_maximum_is_answered_one_more_closes(void *
 	ping(&p, 42);
 
 	send_padded_unknown_body(&p, 43, VC_MAX_FRAME_BYTES + 1);
-	r = peer_recv(&p, &msg);
+	r = tls_client_recv_peer(&p, &msg);
 	if (r == RECV_MESSAGE)
 		fprintf(stderr, "got body %d instead of a close\n", msg->body_case);
 	assert_true(r == RECV_CLOSED || r == -ECONNRESET);
-	peer_close(&p);
+	tls_client_close(&p);
 	assert_log_line("peer=host-a.test address=incoming: link closed",
 			"announced a frame over 65536 bytes");
 
 	ping(&bystander, 44);
-	peer_close(&bystander);
+	tls_client_close(&bystander);
 	assert_target_serving();
 }
 
@@ -857,20 +721,20 @@ static void test_frame_of_exactly_the_maximum_is_answered_one_more_closes(void *
  * ("too many peer links"); one leaving makes room. */
 static void test_peer_links_at_the_limit_and_one_past(void **state)
 {
-	static struct peer links[MAX_PEER_LINKS + 1];
+	static struct tls_client links[MAX_PEER_LINKS + 1];
 	Vcounter__V1__PeerMessage *msg = NULL;
-	struct peer *extra = &links[MAX_PEER_LINKS];
+	struct tls_client *extra = &links[MAX_PEER_LINKS];
 	bool in = false;
 	int r;
 
 	for (int i = 0; i < MAX_PEER_LINKS; i++)
 		peer_open_link(&links[i], i % 2 ? "uri" : "host-a");
 	assert_true(peer_open(extra, "host-a", false));
-	r = peer_recv(extra, &msg);
+	r = tls_client_recv_peer(extra, &msg);
 	if (r == RECV_MESSAGE)
 		fprintf(stderr, "got body %d instead of a close\n", msg->body_case);
 	assert_true(r == RECV_CLOSED || r == -ECONNRESET);
-	peer_close(extra);
+	tls_client_close(extra);
 	assert_log_line("too many peer links, connection dropped", NULL);
 
 	/* Those up are served, first and last. */
@@ -878,23 +742,23 @@ static void test_peer_links_at_the_limit_and_one_past(void **state)
 	ping(&links[MAX_PEER_LINKS - 1], 52);
 
 	/* One leaves: room for one (once the daemon has seen it go). */
-	peer_close(&links[0]);
+	tls_client_close(&links[0]);
 	for (int i = 0; i < 100 && !in; i++) {
 		assert_true(peer_open(extra, "host-a", false));
-		r = peer_recv(extra, &msg);
+		r = tls_client_recv_peer(extra, &msg);
 		in = r == RECV_MESSAGE;
 		if (in) {
 			assert_int_equal(msg->body_case, VCOUNTER__V1__PEER_MESSAGE__BODY_HELLO);
 			wire_peer_free(msg);
 		} else {
-			peer_close(extra);
+			tls_client_close(extra);
 			usleep(20000);
 		}
 	}
 	assert_true(in);
 	ping(extra, 53);
 	for (int i = 1; i <= MAX_PEER_LINKS; i++)
-		peer_close(&links[i]);
+		tls_client_close(&links[i]);
 	assert_target_serving();
 }
 
@@ -904,7 +768,7 @@ static void test_final_state_for_unknown_migration_is_not_found(void **state)
 {
 	struct counter_state *s = state_new(DEFAULT_KHZ, 2, SRC_OFFSET);
 	char id[VC_MIGRATION_ID_LEN + 1];
-	struct peer p;
+	struct tls_client p;
 
 	random_migration_id(id);
 	peer_open_link(&p, "host-a");
@@ -912,7 +776,7 @@ static void test_final_state_for_unknown_migration_is_not_found(void **state)
 	expect_error(&p, 11, VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND, id);
 	send_final(&p, 12, "", 1, s);
 	expect_error(&p, 12, VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND, "unknown migration id");
-	peer_close(&p);
+	tls_client_close(&p);
 	free(s);
 	assert_target_serving();
 }
@@ -924,7 +788,7 @@ static void test_applied_and_abort_for_unknown_migration_are_harmless(void **sta
 	struct migration_report *rep = calloc(1, sizeof(*rep));
 	struct wire_report_pb pb;
 	char id[VC_MIGRATION_ID_LEN + 1];
-	struct peer p;
+	struct tls_client p;
 
 	assert_non_null(rep);
 	random_migration_id(id);
@@ -954,7 +818,7 @@ static void test_applied_and_abort_for_unknown_migration_are_harmless(void **sta
 	send_abort(&p, 23, id, "nothing to abort");
 	send_abort(&p, 24, "", NULL);
 	ping(&p, 25);
-	peer_close(&p);
+	tls_client_close(&p);
 	free(rep);
 	assert_target_serving();
 }
@@ -965,7 +829,7 @@ static void test_replies_to_requests_never_made_are_ignored(void **state)
 	Vcounter__V1__FinalAck fa = VCOUNTER__V1__FINAL_ACK__INIT;
 	Vcounter__V1__Error e = VCOUNTER__V1__ERROR__INIT;
 	char id[VC_MIGRATION_ID_LEN + 1];
-	struct peer p;
+	struct tls_client p;
 
 	random_migration_id(id);
 	peer_open_link(&p, "host-a");
@@ -986,7 +850,7 @@ static void test_replies_to_requests_never_made_are_ignored(void **state)
 	assert_log_line("reply to unknown request 9001 ignored", NULL);
 	assert_log_line("reply to unknown request 9002 ignored", NULL);
 	assert_log_line("reply to unknown request 9003 ignored", NULL);
-	peer_close(&p);
+	tls_client_close(&p);
 	assert_target_serving();
 }
 
@@ -996,7 +860,7 @@ static void test_prepare_refuses_invalid_ids(void **state)
 {
 	struct counter_state *s = state_new(DEFAULT_KHZ, 2, SRC_OFFSET);
 	char id[VC_MIGRATION_ID_LEN + 1], upper[VC_MIGRATION_ID_LEN + 1];
-	struct peer p;
+	struct tls_client p;
 
 	random_migration_id(id);
 	memcpy(upper, id, sizeof(upper));
@@ -1017,7 +881,7 @@ static void test_prepare_refuses_invalid_ids(void **state)
 	send_prepare(&p, 35, id, "", s);
 	expect_error(&p, 35, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT,
 		     "invalid migration or VM id");
-	peer_close(&p);
+	tls_client_close(&p);
 	free(s);
 	assert_target_serving();
 }
@@ -1026,7 +890,7 @@ static void test_prepare_refuses_missing_or_invalid_counter_state(void **state)
 {
 	struct counter_state *s = state_new(DEFAULT_KHZ, 2, SRC_OFFSET);
 	char id[VC_MIGRATION_ID_LEN + 1];
-	struct peer p;
+	struct tls_client p;
 
 	random_migration_id(id);
 	peer_open_link(&p, "host-a");
@@ -1061,7 +925,7 @@ static void test_prepare_refuses_missing_or_invalid_counter_state(void **state)
 	send_prepare(&p, 46, id, TARGET_VM_ID, s);
 	expect_error(&p, 46, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT,
 		     "invalid counter state: counter arch missing");
-	peer_close(&p);
+	tls_client_close(&p);
 	free(s);
 	/* None of these started a migration: the same id is still free. */
 	assert_false(log_has_line(id, "step=prepared"));
@@ -1072,14 +936,14 @@ static void test_prepare_for_unknown_vm_is_not_found(void **state)
 {
 	struct counter_state *s = state_new(DEFAULT_KHZ, 2, SRC_OFFSET);
 	char id[VC_MIGRATION_ID_LEN + 1];
-	struct peer p;
+	struct tls_client p;
 
 	random_migration_id(id);
 	peer_open_link(&p, "host-a");
 	send_prepare(&p, 51, id, "vm-nowhere", s);
 	expect_error(&p, 51, VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND,
 		     "no target VM vm-nowhere registered on " TARGET_NAME);
-	peer_close(&p);
+	tls_client_close(&p);
 	free(s);
 	assert_target_serving();
 }
@@ -1089,7 +953,7 @@ static void test_prepare_for_a_source_role_vm_is_not_found(void **state)
 	struct counter_state *s;
 	char id[VC_MIGRATION_ID_LEN + 1];
 	struct vcounter *vc;
-	struct peer p;
+	struct tls_client p;
 	int vm_fd, vcpu_fd;
 
 	target_vm_or_skip();
@@ -1107,7 +971,7 @@ static void test_prepare_for_a_source_role_vm_is_not_found(void **state)
 	peer_open_link(&p, "host-a");
 	send_prepare(&p, 55, id, "vm-leaving", s);
 	expect_error(&p, 55, VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND, "no target VM vm-leaving");
-	peer_close(&p);
+	tls_client_close(&p);
 	vcounter_close(vc);
 	close(vcpu_fd);
 	close(vm_fd);
@@ -1117,7 +981,7 @@ static void test_prepare_for_a_source_role_vm_is_not_found(void **state)
 
 /* Where offsets are not honoured, the daemon says so before judging the
  * state against the VM: that refusal is final whatever else is wrong. */
-static void expect_prepare_refusal_or_unavailable(struct peer *p, uint64_t id,
+static void expect_prepare_refusal_or_unavailable(struct tls_client *p, uint64_t id,
 						  Vcounter__V1__ErrorCode code, const char *substr)
 {
 	if (tvm.honours_offsets)
@@ -1131,7 +995,7 @@ static void test_prepare_refuses_vcpu_count_mismatch(void **state)
 {
 	struct counter_state *s;
 	char id[VC_MIGRATION_ID_LEN + 1];
-	struct peer p;
+	struct tls_client p;
 
 	target_vm_or_skip();
 	s = state_new(tvm.tsc_khz, 3, SRC_OFFSET);
@@ -1146,7 +1010,7 @@ static void test_prepare_refuses_vcpu_count_mismatch(void **state)
 	expect_prepare_refusal_or_unavailable(&p, 62,
 					      VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT,
 					      "source VM has 1 vCPUs, target VM 2");
-	peer_close(&p);
+	tls_client_close(&p);
 	free(s);
 	assert_target_serving();
 }
@@ -1155,7 +1019,7 @@ static void test_prepare_refuses_guest_tsc_frequency_mismatch(void **state)
 {
 	struct counter_state *s;
 	char id[VC_MIGRATION_ID_LEN + 1];
-	struct peer p;
+	struct tls_client p;
 
 	target_vm_or_skip();
 	/* The nested KVM of the rig cannot scale (DESIGN.md section 5): the
@@ -1167,7 +1031,7 @@ static void test_prepare_refuses_guest_tsc_frequency_mismatch(void **state)
 	expect_prepare_refusal_or_unavailable(&p, 71,
 					      VCOUNTER__V1__ERROR_CODE__ERROR_FAILED_PRECONDITION,
 					      "guest TSC frequencies differ");
-	peer_close(&p);
+	tls_client_close(&p);
 	free(s);
 	assert_target_serving();
 }
@@ -1179,7 +1043,7 @@ static void test_prepare_refuses_another_architectures_counter(void **state)
 {
 	struct counter_state *s;
 	char id[VC_MIGRATION_ID_LEN + 1];
-	struct peer p;
+	struct tls_client p;
 
 	target_vm_or_skip();
 	s = state_new(tvm.tsc_khz, 2, SRC_OFFSET);
@@ -1190,7 +1054,7 @@ static void test_prepare_refuses_another_architectures_counter(void **state)
 	expect_error(&p, 72, VCOUNTER__V1__ERROR_CODE__ERROR_FAILED_PRECONDITION,
 		     "source counter arm64-cntvct, target VM x86-tsc: the source's counter is of "
 		     "another architecture");
-	peer_close(&p);
+	tls_client_close(&p);
 	free(s);
 	assert_false(log_has_line(id, "step=prepared"));
 	assert_target_serving();
@@ -1202,7 +1066,7 @@ static void test_prepare_tells_the_truth_about_offset_control(void **state)
 {
 	struct counter_state *s;
 	char id[VC_MIGRATION_ID_LEN + 1];
-	struct peer p;
+	struct tls_client p;
 
 	target_vm_or_skip();
 	/* The daemon's probe agrees with what KVM told us directly. */
@@ -1220,7 +1084,7 @@ static void test_prepare_tells_the_truth_about_offset_control(void **state)
 	/* Nothing was started: the same Prepare is refused the same way. */
 	send_prepare(&p, 82, id, TARGET_VM_ID, s);
 	expect_error(&p, 82, VCOUNTER__V1__ERROR_CODE__ERROR_UNAVAILABLE, TARGET_NAME);
-	peer_close(&p);
+	tls_client_close(&p);
 	free(s);
 	assert_target_serving();
 	fprintf(stderr, "note: this host's KVM ignores TSC offsets; the rest of the protocol "
@@ -1255,7 +1119,7 @@ static void assert_report_equal(const struct vcounter_report *a, const struct vc
 }
 
 /* The Applied the target sends its source carries the VMM's report. */
-static uint64_t expect_applied(struct peer *p, const struct vcounter_report *rep)
+static uint64_t expect_applied(struct tls_client *p, const struct vcounter_report *rep)
 {
 	Vcounter__V1__PeerMessage *msg = expect_msg(p, VCOUNTER__V1__PEER_MESSAGE__BODY_APPLIED);
 	const Vcounter__V1__MigrationReport *r = msg->applied->report;
@@ -1327,7 +1191,7 @@ static void test_full_protocol_with_replays_applies_by_offset(void **state)
 	struct vcounter_report *rep = NULL, *again = NULL;
 	char id[VC_MIGRATION_ID_LEN + 1], other[VC_MIGRATION_ID_LEN + 1];
 	uint64_t vm_before[2], vm_after[2], applied_id;
-	struct peer a, u;
+	struct tls_client a, u;
 
 	require_offset_control();
 	random_migration_id(id);
@@ -1433,8 +1297,8 @@ static void test_full_protocol_with_replays_applies_by_offset(void **state)
 		NULL);
 	vcounter_report_free(rep);
 	vcounter_report_free(again);
-	peer_close(&u);
-	peer_close(&a);
+	tls_client_close(&u);
+	tls_client_close(&a);
 	free(prep);
 	free(fin2);
 	free(fin3);
@@ -1450,7 +1314,7 @@ static void test_abort_before_apply_leaves_the_vm_untouched(void **state)
 	struct counter_state *s;
 	char id[VC_MIGRATION_ID_LEN + 1];
 	uint64_t vm_before[2], vm_after[2];
-	struct peer a;
+	struct tls_client a;
 
 	require_offset_control();
 	random_migration_id(id);
@@ -1484,7 +1348,7 @@ static void test_abort_before_apply_leaves_the_vm_untouched(void **state)
 	send_prepare(&a, 206, id, TARGET_VM_ID, s);
 	expect_error(&a, 206, VCOUNTER__V1__ERROR_CODE__ERROR_FAILED_PRECONDITION,
 		     "already exists");
-	peer_close(&a);
+	tls_client_close(&a);
 	free(s);
 	assert_target_serving();
 }
@@ -1530,7 +1394,7 @@ static void test_target_vm_leaving_aborts_and_tells_the_source(void **state)
 	struct counter_state *s;
 	char id[VC_MIGRATION_ID_LEN + 1];
 	struct extra_vm v;
-	struct peer a;
+	struct tls_client a;
 
 	require_offset_control();
 	extra_vm_start(&v, "vm-leaves");
@@ -1548,7 +1412,7 @@ static void test_target_vm_leaving_aborts_and_tells_the_source(void **state)
 	wire_peer_free(msg);
 	send_final(&a, 302, id, 1, s);
 	expect_error(&a, 302, VCOUNTER__V1__ERROR_CODE__ERROR_ABORTED, "aborted");
-	peer_close(&a);
+	tls_client_close(&a);
 	free(s);
 	assert_target_serving();
 }
@@ -1561,7 +1425,7 @@ static void test_foreign_peer_learns_nothing_about_a_migration(void **state)
 	struct counter_state *s, *odd;
 	char id[VC_MIGRATION_ID_LEN + 1];
 	struct extra_vm v;
-	struct peer a, u;
+	struct tls_client a, u;
 
 	require_offset_control();
 	extra_vm_start(&v, "vm-private");
@@ -1582,8 +1446,8 @@ static void test_foreign_peer_learns_nothing_about_a_migration(void **state)
 	send_final(&u, 404, id, 1, odd);
 	expect_error(&u, 404, VCOUNTER__V1__ERROR_CODE__ERROR_PERMISSION_DENIED, "another peer");
 
-	peer_close(&u);
-	peer_close(&a);
+	tls_client_close(&u);
+	tls_client_close(&a);
 	extra_vm_stop(&v);
 	free(s);
 	free(odd);
@@ -1601,7 +1465,7 @@ static void test_final_state_replay_on_a_new_link_gets_the_applied(void **state)
 	char id[VC_MIGRATION_ID_LEN + 1];
 	struct extra_vm v;
 	uint64_t applied_id;
-	struct peer a;
+	struct tls_client a;
 
 	require_offset_control();
 	extra_vm_start(&v, "vm-relinked");
@@ -1613,7 +1477,7 @@ static void test_final_state_replay_on_a_new_link_gets_the_applied(void **state)
 	make_state(s, tvm.tsc_khz, 2, SRC_OFFSET + 4242);
 	send_final(&a, 502, id, 1, s);
 	expect_final_ack(&a, 502, id, 1);
-	peer_close(&a);
+	tls_client_close(&a);
 
 	peer_open_link(&a, "host-a");
 	send_final(&a, 503, id, 1, s);
@@ -1624,7 +1488,7 @@ static void test_final_state_replay_on_a_new_link_gets_the_applied(void **state)
 	send_ack(&a, applied_id, id);
 	ping(&a, 504);
 	vcounter_report_free(rep);
-	peer_close(&a);
+	tls_client_close(&a);
 	extra_vm_stop(&v);
 	free(s);
 	assert_target_serving();
@@ -1642,7 +1506,7 @@ static void test_final_state_rate_within_the_tolerance_is_the_same_rate(void **s
 	char id[VC_MIGRATION_ID_LEN + 1];
 	struct extra_vm v;
 	uint64_t applied_id;
-	struct peer a;
+	struct tls_client a;
 
 	require_offset_control();
 	extra_vm_start(&v, "vm-rate");
@@ -1668,7 +1532,7 @@ static void test_final_state_rate_within_the_tolerance_is_the_same_rate(void **s
 	send_ack(&a, applied_id, id);
 	ping(&a, 704);
 	vcounter_report_free(rep);
-	peer_close(&a);
+	tls_client_close(&a);
 	extra_vm_stop(&v);
 	free(s);
 	assert_target_serving();
@@ -1686,7 +1550,7 @@ static void test_target_clock_behind_holds_the_guest_counter(void **state)
 	char id[VC_MIGRATION_ID_LEN + 1];
 	struct extra_vm v;
 	uint64_t applied_id, guest_at_src, guest_now;
-	struct peer a;
+	struct tls_client a;
 
 	require_offset_control();
 	extra_vm_start(&v, "vm-behind");
@@ -1721,7 +1585,7 @@ static void test_target_clock_behind_holds_the_guest_counter(void **state)
 	ping(&a, 803);
 	assert_log_line("vm=vm-behind", "the guest's counter was held");
 	vcounter_report_free(rep);
-	peer_close(&a);
+	tls_client_close(&a);
 	extra_vm_stop(&v);
 	free(s);
 	assert_target_serving();
@@ -1741,7 +1605,7 @@ static void test_source_with_another_tai_offset_counts_utc(void **state)
 	struct extra_vm v;
 	uint64_t applied_id;
 	int32_t other;
-	struct peer a;
+	struct tls_client a;
 
 	require_offset_control();
 	assert_int_equal(hostclock_sync_error(&here), 0);
@@ -1772,7 +1636,7 @@ static void test_source_with_another_tai_offset_counts_utc(void **state)
 	send_ack(&a, applied_id, id);
 	ping(&a, 813);
 	vcounter_report_free(rep);
-	peer_close(&a);
+	tls_client_close(&a);
 	extra_vm_stop(&v);
 	free(s);
 	assert_target_serving();
@@ -1795,7 +1659,7 @@ static void test_prepare_refuses_tai_offsets_that_disagree(void **state)
 	struct sync_error here;
 	struct counter_state *s;
 	char id[VC_MIGRATION_ID_LEN + 1];
-	struct peer a;
+	struct tls_client a;
 
 	require_offset_control();
 	assert_int_equal(hostclock_sync_error(&here), 0);
@@ -1821,7 +1685,7 @@ static void test_prepare_refuses_tai_offsets_that_disagree(void **state)
 		     "different TAI offsets");
 	if (set)
 		set_tai_offset(0);
-	peer_close(&a);
+	tls_client_close(&a);
 	free(s);
 	assert_target_serving();
 }
@@ -1840,7 +1704,7 @@ static void test_valid_messages_in_the_wrong_order_change_nothing(void **state)
 	char id[VC_MIGRATION_ID_LEN + 1];
 	struct extra_vm v;
 	uint64_t applied_id;
-	struct peer a;
+	struct tls_client a;
 
 	require_offset_control();
 	early = calloc(1, sizeof(*early));
@@ -1896,7 +1760,7 @@ static void test_valid_messages_in_the_wrong_order_change_nothing(void **state)
 	send_ack(&a, applied_id, id);
 	ping(&a, 609);
 	vcounter_report_free(rep);
-	peer_close(&a);
+	tls_client_close(&a);
 	extra_vm_stop(&v);
 	free(s1);
 	free(s2);

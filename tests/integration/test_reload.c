@@ -33,6 +33,7 @@
 #include "daemon_harness.h"
 #include "frame.h"
 #include "macro.h"
+#include "tls_client.h"
 #include "vcounter/control.h"
 #include "vcounter/vcounter.h"
 #include "wire.h"
@@ -203,123 +204,34 @@ static void reload_refused(const char *message)
 
 /* ---- a peer daemon, over TLS 1.3 (as test_peer_link.c) ---- */
 
-struct peer {
-	int fd;
-	SSL_CTX *ctx;
-	SSL *ssl;
-	char tls_error[256];
-};
-
-static void save_tls_error(struct peer *p)
-{
-	unsigned long e = ERR_peek_last_error();
-
-	if (e)
-		ERR_error_string_n(e, p->tls_error, sizeof(p->tls_error));
-	ERR_clear_error();
-}
-
 /* Handshake as cert_name, expecting the daemon to be server_name. */
-static bool peer_open(struct peer *p, const char *cert_name, const char *server_name)
+static bool peer_open(struct tls_client *p, const char *cert_name, const char *server_name)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)peer_port) };
-	struct timeval tv = { .tv_sec = RECV_TIMEOUT_MS / 1000 };
-	char cert[320], key[320], ca[320];
-
-	memset(p, 0, sizeof(*p));
-	harness_cert_path(cert, sizeof(cert), certs_dir, cert_name, "pem");
-	harness_cert_path(key, sizeof(key), certs_dir, cert_name, "key");
-	harness_cert_path(ca, sizeof(ca), certs_dir, "ca", "pem");
-	p->ctx = SSL_CTX_new(TLS_client_method());
-	assert_non_null(p->ctx);
-	assert_int_equal(SSL_CTX_set_min_proto_version(p->ctx, TLS1_3_VERSION), 1);
-	assert_int_equal(SSL_CTX_use_certificate_chain_file(p->ctx, cert), 1);
-	assert_int_equal(SSL_CTX_use_PrivateKey_file(p->ctx, key, SSL_FILETYPE_PEM), 1);
-	assert_int_equal(SSL_CTX_load_verify_locations(p->ctx, ca, NULL), 1);
-	SSL_CTX_set_verify(p->ctx, SSL_VERIFY_PEER, NULL);
-
-	p->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(p->fd >= 0);
-	assert_int_equal(setsockopt(p->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-	assert_int_equal(setsockopt(p->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(connect(p->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	p->ssl = SSL_new(p->ctx);
-	assert_non_null(p->ssl);
-	assert_int_equal(SSL_set1_host(p->ssl, server_name), 1);
-	assert_int_equal(SSL_set_tlsext_host_name(p->ssl, server_name), 1);
-	assert_int_equal(SSL_set_fd(p->ssl, p->fd), 1);
-	if (SSL_connect(p->ssl) == 1)
-		return true;
-	save_tls_error(p);
-	return false;
+	return tls_client_open(p, &(struct tls_client_opts){
+					  .certs_dir = certs_dir,
+					  .cert_name = cert_name,
+					  .server_name = server_name,
+					  .port = peer_port,
+					  .timeout_ms = RECV_TIMEOUT_MS,
+				  });
 }
 
-static void peer_close(struct peer *p)
+/* The next frame, unpacked; NULL when the link ended (refused: TLS 1.3 lets the client finish
+ * its handshake before the server judged its certificate, so a refusal shows here). */
+static Vcounter__V1__PeerMessage *peer_recv(struct tls_client *p)
 {
-	if (p->ssl) {
-		SSL_shutdown(p->ssl);
-		SSL_free(p->ssl);
-	}
-	SSL_CTX_free(p->ctx);
-	if (p->fd > 0)
-		close(p->fd);
-	ERR_clear_error();
-	memset(p, 0, sizeof(*p));
-}
-
-/* 1, 0 when the link ended (refused: TLS 1.3 lets the client finish its handshake before the
- * server judged its certificate, so a refusal shows here), -ETIMEDOUT. */
-static int peer_read_exact(struct peer *p, uint8_t *buf, size_t n)
-{
-	int64_t deadline = harness_now_ms() + RECV_TIMEOUT_MS;
-	size_t got = 0;
-
-	while (got < n) {
-		struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
-		int64_t left = deadline - harness_now_ms();
-		size_t chunk = 0;
-
-		if (left <= 0)
-			return -ETIMEDOUT;
-		if (!SSL_pending(p->ssl) && poll(&pfd, 1, (int)left) == 0)
-			return -ETIMEDOUT;
-		if (SSL_read_ex(p->ssl, buf + got, n - got, &chunk) == 1) {
-			got += chunk;
-			continue;
-		}
-		if (SSL_get_error(p->ssl, 0) == SSL_ERROR_WANT_READ)
-			continue;
-		save_tls_error(p);
-		return 0;
-	}
-	return 1;
-}
-
-/* The next frame, unpacked; NULL when the link ended. */
-static Vcounter__V1__PeerMessage *peer_recv(struct peer *p)
-{
-	static uint8_t payload[VC_MAX_FRAME_BYTES];
-	uint8_t header[FRAME_HEADER_BYTES];
 	Vcounter__V1__PeerMessage *msg = NULL;
-	uint32_t len;
-	int r;
+	int r = tls_client_recv_peer(p, &msg);
 
-	r = peer_read_exact(p, header, sizeof(header));
 	assert_int_not_equal(r, -ETIMEDOUT);
-	if (r != 1)
-		return NULL;
-	assert_int_equal(frame_header_decode(header, VC_MAX_FRAME_BYTES, &len), 0);
-	assert_int_equal(peer_read_exact(p, payload, len), 1);
-	assert_int_equal(wire_peer_unpack(payload, len, &msg, NULL), 0);
-	return msg;
+	return r == 1 ? msg : NULL;
 }
 
 /* Does the daemon take a link from cert_name (its Hello arrives)? */
 static bool peer_admitted(const char *cert_name, const char *server_name)
 {
 	Vcounter__V1__PeerMessage *msg = NULL;
-	struct peer p;
+	struct tls_client p;
 	bool admitted = false;
 
 	if (peer_open(&p, cert_name, server_name)) {
@@ -329,12 +241,12 @@ static bool peer_admitted(const char *cert_name, const char *server_name)
 			assert_string_equal(msg->hello->host_name, DAEMON_NAME);
 		wire_peer_free(msg);
 	}
-	peer_close(&p);
+	tls_client_close(&p);
 	return admitted;
 }
 
 /* An established link answers: a message of no body this version knows gets UNIMPLEMENTED. */
-static void peer_ping(struct peer *p, uint64_t id)
+static void peer_ping(struct tls_client *p, uint64_t id)
 {
 	uint8_t buf[16];
 	size_t n = FRAME_HEADER_BYTES, written = 0;
@@ -654,7 +566,7 @@ static void test_reload_applies_allow_lists_roles_backends_policy_log_level(void
 {
 	struct settings s = initial;
 	struct vcounter_ctl_host host;
-	struct peer linked;
+	struct tls_client linked;
 	size_t n_vms;
 
 	/* A link established before the reload lives through it. */
@@ -690,7 +602,7 @@ static void test_reload_applies_allow_lists_roles_backends_policy_log_level(void
 	assert_true(log_count(" debug: ") > 0);
 
 	peer_ping(&linked, 7);
-	peer_close(&linked);
+	tls_client_close(&linked);
 	assert_vm_listed();
 }
 
