@@ -38,6 +38,7 @@
 #include "unix_fd.h"
 #include "vcounter/control.h"
 #include "vcounter/vcounter.h"
+#include "vmm_raw.h"
 #include "wire.h"
 
 /* The daemon's lowered limits, as vcounterd(8) LIMITS names them. */
@@ -62,48 +63,7 @@ static char certs_dir[256];
 static bool certs_made_here;
 static int baseline_fds;
 
-/* ---- the VMM socket, raw ---- */
-
-static int raw_connect(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-	assert_true(fd >= 0);
-	assert_true(strlen(path) < sizeof(sa.sun_path));
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	return fd;
-}
-
-/* One reply within 5 s; NULL on timeout or close. */
-static Vcounter__V1__VmmMessage *raw_recv(int fd)
-{
-	static uint8_t buf[FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES];
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	int fds[UNIX_FD_MAX_FDS];
-	size_t n_fds = 0, len;
-	const uint8_t *payload;
-	Vcounter__V1__VmmMessage *msg;
-	ssize_t n;
-
-	if (poll(&pfd, 1, 5000) != 1)
-		return NULL;
-	n = unix_fd_recv(fd, buf, sizeof(buf), fds, &n_fds);
-	/* Closed by the daemon with our requests unread: the first read
-	 * reports the reset (unix_release_sock sets sk_err), the next ones
-	 * what it had sent before. */
-	if (n == -ECONNRESET)
-		n = unix_fd_recv(fd, buf, sizeof(buf), fds, &n_fds);
-	unix_fd_close_all(fds, n_fds);
-	if (n <= 0)
-		return NULL;
-	if (frame_parse_datagram(buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload, &len) < 0)
-		return NULL;
-	if (wire_vmm_unpack(payload, len, &msg, NULL) < 0)
-		return NULL;
-	return msg;
-}
+/* ---- the VMM socket, raw (vmm_raw.h) ---- */
 
 /* The daemon closed fd: end of file within 5 s. */
 static void expect_closed(int fd)
@@ -115,16 +75,6 @@ static void expect_closed(int fd)
 	assert_int_equal(recv(fd, &c, 1, MSG_DONTWAIT), 0);
 }
 
-static void raw_send_msg(int fd, Vcounter__V1__VmmMessage *msg, const int *fds, size_t n_fds)
-{
-	uint8_t *buf;
-	size_t len;
-
-	assert_int_equal(wire_vmm_pack_frame(msg, &buf, &len), 0);
-	assert_int_equal(unix_fd_send(fd, buf, len, fds, n_fds), 0);
-	free(buf);
-}
-
 static void send_status(int fd, uint64_t id, const int *fds, size_t n_fds)
 {
 	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT;
@@ -133,13 +83,13 @@ static void send_status(int fd, uint64_t id, const int *fds, size_t n_fds)
 	req.id = id;
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
 	req.status = &st;
-	raw_send_msg(fd, &req, fds, n_fds);
+	vmm_raw_send(fd, &req, fds, n_fds);
 }
 
 static void expect_error(int fd, uint64_t id, Vcounter__V1__ErrorCode code, int errno_value,
 			 const char *substr)
 {
-	Vcounter__V1__VmmMessage *msg = raw_recv(fd);
+	Vcounter__V1__VmmMessage *msg = vmm_raw_recv(fd);
 
 	assert_non_null(msg);
 	assert_int_equal(msg->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR);
@@ -158,7 +108,7 @@ static void expect_error(int fd, uint64_t id, Vcounter__V1__ErrorCode code, int 
 /* A StatusReply to id on fd; returned for a closer look (wire_vmm_free). */
 static Vcounter__V1__VmmMessage *expect_status_reply(int fd, uint64_t id)
 {
-	Vcounter__V1__VmmMessage *reply = raw_recv(fd);
+	Vcounter__V1__VmmMessage *reply = vmm_raw_recv(fd);
 
 	assert_non_null(reply);
 	if (reply->body_case != VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS_REPLY)
@@ -174,7 +124,7 @@ static Vcounter__V1__VmmMessage *expect_status_reply(int fd, uint64_t id)
 /* Status on a fresh connection: the daemon serves; the VMs it lists. */
 static size_t registered_vms(void)
 {
-	int fd = raw_connect(daemon_main.vmm_socket);
+	int fd = vmm_raw_connect(daemon_main.vmm_socket);
 	Vcounter__V1__VmmMessage *reply;
 	size_t n;
 
@@ -304,7 +254,7 @@ static uint8_t *padded_status(uint64_t id, size_t payload_len, size_t *ret_len)
 
 static void test_vmm_frame_of_exactly_the_maximum_is_served_one_byte_more_refused(void **state)
 {
-	int fd = raw_connect(daemon_main.vmm_socket);
+	int fd = vmm_raw_connect(daemon_main.vmm_socket);
 	int sndbuf = 1 << 20;
 	uint8_t *buf;
 	size_t len;
@@ -338,7 +288,7 @@ static void test_fds_253_per_message_arrive_254_cannot_be_sent(void **state)
 	struct iovec iov = { .iov_base = "x", .iov_len = 1 };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	struct cmsghdr *c;
-	int fd = raw_connect(daemon_main.vmm_socket);
+	int fd = vmm_raw_connect(daemon_main.vmm_socket);
 
 	for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
 		fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -380,11 +330,11 @@ static void test_vmm_connections_at_the_limit_and_one_past(void **state)
 	bool in = false;
 
 	for (int i = 0; i < TEST_MAX_VMM_CONNS; i++) {
-		conns[i] = raw_connect(daemon_main.vmm_socket);
+		conns[i] = vmm_raw_connect(daemon_main.vmm_socket);
 		send_status(conns[i], 100 + (uint64_t)i, NULL, 0);
 		wire_vmm_free(expect_status_reply(conns[i], 100 + (uint64_t)i));
 	}
-	extra = raw_connect(daemon_main.vmm_socket);
+	extra = vmm_raw_connect(daemon_main.vmm_socket);
 	expect_error(extra, 0, VCOUNTER__V1__ERROR_CODE__ERROR_RESOURCE_EXHAUSTED, ENOSPC,
 		     "too many VMM connections (limit 4, max-connections)");
 	expect_closed(extra);
@@ -401,9 +351,9 @@ static void test_vmm_connections_at_the_limit_and_one_past(void **state)
 	for (int i = 0; i < 200 && !in; i++) {
 		Vcounter__V1__VmmMessage *reply;
 
-		conns[0] = raw_connect(daemon_main.vmm_socket);
+		conns[0] = vmm_raw_connect(daemon_main.vmm_socket);
 		send_status(conns[0], 300, NULL, 0);
-		reply = raw_recv(conns[0]);
+		reply = vmm_raw_recv(conns[0]);
 		assert_non_null(reply);
 		in = reply->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS_REPLY;
 		wire_vmm_free(reply);
@@ -475,14 +425,14 @@ static void test_vcpus_per_vm_at_the_limit_and_one_past(void **state)
 
 	/* One past: refused before any fd is looked at, by the daemon and by
 	 * libvcounter. */
-	fd = raw_connect(daemon_main.vmm_socket);
+	fd = vmm_raw_connect(daemon_main.vmm_socket);
 	reg.vm_id = "vm-1025";
 	reg.role = VCOUNTER__V1__ROLE__ROLE_TARGET;
 	reg.vcpu_count = VC_MAX_VCPUS + 1;
 	req.id = 31;
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
 	req.register_vm = &reg;
-	raw_send_msg(fd, &req, NULL, 0);
+	vmm_raw_send(fd, &req, NULL, 0);
 	expect_error(fd, 31, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT, EINVAL,
 		     "vcpu_count 1025 out of range 1..1024");
 	close(fd);
@@ -544,7 +494,7 @@ static void send_register(int fd, uint64_t id, const char *vm_id, const struct t
 	req.id = id;
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
 	req.register_vm = &reg;
-	raw_send_msg(fd, &req, fds, 2);
+	vmm_raw_send(fd, &req, fds, 2);
 }
 
 /* VCD_MAX_PENDING_OPS KVM ops the daemon asked a VMM to run and it has not
@@ -572,14 +522,14 @@ static void test_kvm_ops_per_vmm_at_the_limit_and_one_past(void **state)
 	for (int i = 0; i <= VCD_MAX_PENDING_OPS_TEST; i++)
 		assert_int_equal(test_vm_create(&vms[i], 1, kvm), 0);
 
-	fd = raw_connect(d->vmm_socket);
+	fd = vmm_raw_connect(d->vmm_socket);
 	for (int i = 0; i <= VCD_MAX_PENDING_OPS_TEST; i++) {
 		snprintf(vm_id, sizeof(vm_id), "vm-op%d", i);
 		send_register(fd, 1000 + (uint64_t)i, vm_id, &vms[i]);
 	}
 	/* 64 probes asked for, then the 65th registration's refusal. */
 	for (;;) {
-		Vcounter__V1__VmmMessage *msg = raw_recv(fd);
+		Vcounter__V1__VmmMessage *msg = vmm_raw_recv(fd);
 
 		assert_non_null(msg);
 		if (msg->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_KVM_OP) {
@@ -601,7 +551,7 @@ static void test_kvm_ops_per_vmm_at_the_limit_and_one_past(void **state)
 	assert_int_equal(ops, VCD_MAX_PENDING_OPS_TEST);
 
 	/* Another VMM is served; this one's 64 stay until it goes. */
-	other = raw_connect(d->vmm_socket);
+	other = vmm_raw_connect(d->vmm_socket);
 	send_status(other, 5, NULL, 0);
 	wire_vmm_free(expect_status_reply(other, 5));
 	close(other);
@@ -626,7 +576,7 @@ static void test_vmm_that_does_not_read_is_disconnected(void **state)
 {
 	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT;
 	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
-	int fd = raw_connect(daemon_main.vmm_socket), replies = 0, sent;
+	int fd = vmm_raw_connect(daemon_main.vmm_socket), replies = 0, sent;
 	Vcounter__V1__VmmMessage *msg;
 	uint8_t *buf;
 	size_t len;
@@ -643,7 +593,7 @@ static void test_vmm_that_does_not_read_is_disconnected(void **state)
 	}
 	free(buf);
 	assert_true(sent < 100000);
-	while ((msg = raw_recv(fd))) {
+	while ((msg = vmm_raw_recv(fd))) {
 		assert_int_equal(msg->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS_REPLY);
 		replies++;
 		wire_vmm_free(msg);

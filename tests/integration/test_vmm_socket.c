@@ -28,61 +28,16 @@
 #include "macro.h"
 #include "unix_fd.h"
 #include "vcounter/vcounter.h"
+#include "vmm_raw.h"
 #include "wire.h"
 
 static struct daemon_proc daemon_main;
 static int baseline_fds;
 
-static int raw_connect(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-	assert_true(fd >= 0);
-	assert_true(strlen(path) < sizeof(sa.sun_path));
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	return fd;
-}
-
-/* Receive one reply within 5 s; NULL on timeout or close. */
-static Vcounter__V1__VmmMessage *raw_recv(int fd)
-{
-	static uint8_t buf[FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES];
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	int fds[UNIX_FD_MAX_FDS];
-	size_t n_fds = 0, len;
-	const uint8_t *payload;
-	Vcounter__V1__VmmMessage *msg;
-	ssize_t n;
-
-	if (poll(&pfd, 1, 5000) != 1)
-		return NULL;
-	n = unix_fd_recv(fd, buf, sizeof(buf), fds, &n_fds);
-	unix_fd_close_all(fds, n_fds);
-	if (n <= 0)
-		return NULL;
-	if (frame_parse_datagram(buf, (size_t)n, VC_MAX_FRAME_BYTES, &payload, &len) < 0)
-		return NULL;
-	if (wire_vmm_unpack(payload, len, &msg, NULL) < 0)
-		return NULL;
-	return msg;
-}
-
-static void raw_send_msg(int fd, Vcounter__V1__VmmMessage *msg, const int *fds, size_t n_fds)
-{
-	uint8_t *buf;
-	size_t len;
-
-	assert_int_equal(wire_vmm_pack_frame(msg, &buf, &len), 0);
-	assert_int_equal(unix_fd_send(fd, buf, len, fds, n_fds), 0);
-	free(buf);
-}
-
 /* Expect an Error reply with this request id and code. */
 static void expect_error(int fd, uint64_t id, Vcounter__V1__ErrorCode code, const char *substr)
 {
-	Vcounter__V1__VmmMessage *msg = raw_recv(fd);
+	Vcounter__V1__VmmMessage *msg = vmm_raw_recv(fd);
 
 	assert_non_null(msg);
 	assert_int_equal(msg->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR);
@@ -102,13 +57,13 @@ static Vcounter__V1__VmmMessage *status_of(const char *socket_path, uint64_t id)
 {
 	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
 	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
-	int fd = raw_connect(socket_path);
+	int fd = vmm_raw_connect(socket_path);
 
 	req.id = id;
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
 	req.status = &st;
-	raw_send_msg(fd, &req, NULL, 0);
-	reply = raw_recv(fd);
+	vmm_raw_send(fd, &req, NULL, 0);
+	reply = vmm_raw_recv(fd);
 	close(fd);
 	assert_non_null(reply);
 	assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS_REPLY);
@@ -211,7 +166,7 @@ static void test_status_names_version_and_request_id(void **state)
 static void test_truncated_frame_is_refused(void **state)
 {
 	const uint8_t buf[] = { 0, 0, 0, 10, 1, 2, 3 };
-	int fd = raw_connect(daemon_main.vmm_socket);
+	int fd = vmm_raw_connect(daemon_main.vmm_socket);
 
 	assert_int_equal(send(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	expect_error(fd, 0, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT, "truncated");
@@ -222,7 +177,7 @@ static void test_truncated_frame_is_refused(void **state)
 static void test_length_prefix_over_maximum_is_refused(void **state)
 {
 	const uint8_t buf[] = { 0x7f, 0xff, 0xff, 0xff, 1, 2, 3 };
-	int fd = raw_connect(daemon_main.vmm_socket);
+	int fd = vmm_raw_connect(daemon_main.vmm_socket);
 
 	assert_int_equal(send(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	expect_error(fd, 0, VCOUNTER__V1__ERROR_CODE__ERROR_RESOURCE_EXHAUSTED, "maximum");
@@ -234,7 +189,7 @@ static void test_message_longer_than_any_frame_is_refused(void **state)
 {
 	size_t len = FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES + 100;
 	uint8_t *buf = calloc(1, len);
-	int fd = raw_connect(daemon_main.vmm_socket);
+	int fd = vmm_raw_connect(daemon_main.vmm_socket);
 	int sndbuf = 1 << 20;
 
 	assert_non_null(buf);
@@ -251,7 +206,7 @@ static void test_garbage_protobuf_is_refused(void **state)
 {
 	/* A length-delimited field whose length runs past the end. */
 	const uint8_t buf[] = { 0, 0, 0, 4, 0x52, 0x7f, 0x01, 0x02 };
-	int fd = raw_connect(daemon_main.vmm_socket);
+	int fd = vmm_raw_connect(daemon_main.vmm_socket);
 
 	assert_int_equal(send(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	expect_error(fd, 0, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT, "not a valid");
@@ -263,7 +218,7 @@ static void test_unknown_message_type_is_answered_with_its_id(void **state)
 {
 	/* id = 42 (field 1 varint), then field 50 varint 1: no body we know. */
 	const uint8_t buf[] = { 0, 0, 0, 5, 0x08, 42, 0x90, 0x03, 0x01 };
-	int fd = raw_connect(daemon_main.vmm_socket);
+	int fd = vmm_raw_connect(daemon_main.vmm_socket);
 
 	assert_int_equal(send(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	expect_error(fd, 42, VCOUNTER__V1__ERROR_CODE__ERROR_UNIMPLEMENTED, "unknown");
@@ -275,12 +230,12 @@ static void test_reply_type_sent_as_request_is_refused(void **state)
 {
 	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT;
 	Vcounter__V1__MigrateOutReply r = VCOUNTER__V1__MIGRATE_OUT_REPLY__INIT;
-	int fd = raw_connect(daemon_main.vmm_socket);
+	int fd = vmm_raw_connect(daemon_main.vmm_socket);
 
 	req.id = 9;
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATE_OUT_REPLY;
 	req.migrate_out_reply = &r;
-	raw_send_msg(fd, &req, NULL, 0);
+	vmm_raw_send(fd, &req, NULL, 0);
 	expect_error(fd, 9, VCOUNTER__V1__ERROR_CODE__ERROR_UNIMPLEMENTED, "not a request");
 	close(fd);
 	assert_daemon_serving();
@@ -290,14 +245,14 @@ static void test_fds_on_a_non_register_message_are_closed(void **state)
 {
 	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT;
 	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
-	int fd = raw_connect(daemon_main.vmm_socket);
+	int fd = vmm_raw_connect(daemon_main.vmm_socket);
 	int p[2];
 
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
 	req.id = 5;
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
 	req.status = &st;
-	raw_send_msg(fd, &req, p, 2);
+	vmm_raw_send(fd, &req, p, 2);
 	expect_error(fd, 5, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT, "only accepted");
 	close(fd);
 	close(p[0]);
@@ -311,7 +266,7 @@ static void register_expect_refusal(const int *fds, size_t n_fds, uint32_t n_vcp
 {
 	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT;
 	Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
-	int fd = raw_connect(daemon_main.vmm_socket);
+	int fd = vmm_raw_connect(daemon_main.vmm_socket);
 
 	reg.vm_id = "vm-bad";
 	reg.role = VCOUNTER__V1__ROLE__ROLE_SOURCE;
@@ -319,7 +274,7 @@ static void register_expect_refusal(const int *fds, size_t n_fds, uint32_t n_vcp
 	req.id = 1234;
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
 	req.register_vm = &reg;
-	raw_send_msg(fd, &req, fds, n_fds);
+	vmm_raw_send(fd, &req, fds, n_fds);
 	expect_error(fd, 1234, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT, substr);
 	close(fd);
 	assert_fds_back_to_baseline();
@@ -553,7 +508,7 @@ static void send_big_register(int fd, uint64_t id, uint32_t first_vcpu, const in
 	req.id = id;
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
 	req.register_vm = &reg;
-	raw_send_msg(fd, &req, fds, n_fds);
+	vmm_raw_send(fd, &req, fds, n_fds);
 }
 
 /* The first, full message: answered with ok, the VM is not complete yet. */
@@ -562,7 +517,7 @@ static void send_big_first_message(int fd, uint64_t id, const int *fds)
 	Vcounter__V1__VmmMessage *reply;
 
 	send_big_register(fd, id, 0, fds, UNIX_FD_MAX_FDS);
-	reply = raw_recv(fd);
+	reply = vmm_raw_recv(fd);
 	assert_non_null(reply);
 	assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_OK);
 	assert_int_equal(reply->id, id);
@@ -604,7 +559,7 @@ static void test_register_vm_larger_than_one_message(void **state)
 	register_expect_refusal(fds, 100, TEST_VM_MAX_VCPUS, "expected 253");
 
 	/* A full first message, then a continuation from the wrong vCPU. */
-	fd = raw_connect(daemon_main.vmm_socket);
+	fd = vmm_raw_connect(daemon_main.vmm_socket);
 	send_big_first_message(fd, 1, fds);
 	/* The daemon holds the first message's fds while it waits. */
 	assert_int_equal(harness_fd_count(&daemon_main), baseline_fds + 1 + UNIX_FD_MAX_FDS);
@@ -615,7 +570,7 @@ static void test_register_vm_larger_than_one_message(void **state)
 	close(fd);
 
 	/* A VMM that disconnects halfway releases what it sent. */
-	fd = raw_connect(daemon_main.vmm_socket);
+	fd = vmm_raw_connect(daemon_main.vmm_socket);
 	send_big_first_message(fd, 3, fds);
 	close(fd);
 	assert_fds_back_to_baseline();
@@ -789,8 +744,8 @@ static void test_connection_from_a_uid_not_allowed_is_refused(void **state)
 	if (getuid() == 4242)
 		skip();
 	assert_int_equal(harness_start(&d, args), 0);
-	fd = raw_connect(d.vmm_socket);
-	msg = raw_recv(fd);
+	fd = vmm_raw_connect(d.vmm_socket);
+	msg = vmm_raw_recv(fd);
 	assert_non_null(msg);
 	assert_int_equal(msg->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR);
 	assert_int_equal(msg->error->code, VCOUNTER__V1__ERROR_CODE__ERROR_PERMISSION_DENIED);
