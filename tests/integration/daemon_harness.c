@@ -45,6 +45,15 @@ int harness_certs(char *ret_dir, size_t size)
 	return system(cmd) == 0 ? 0 : -EIO;
 }
 
+void harness_remove_tree(const char *dir)
+{
+	char cmd[600];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+}
+
 void harness_cert_path(char *buf, size_t size, const char *dir, const char *name, const char *ext)
 {
 	snprintf(buf, size, "%s/%s.%s", dir, name, ext);
@@ -178,9 +187,19 @@ bool harness_alive(const struct daemon_proc *d)
 	return waitpid(d->pid, &status, WNOHANG) == 0;
 }
 
+int harness_finish(struct daemon_proc *d)
+{
+	if (!harness_alive(d) || getenv("VC_DAEMON_WRAPPER"))
+		harness_dump_log(d);
+	if (harness_stop(d) != 0) {
+		fprintf(stderr, "vcounterd did not exit cleanly (see its log above)\n");
+		return -1;
+	}
+	return 0;
+}
+
 int harness_stop(struct daemon_proc *d)
 {
-	char cmd[600];
 	int status = -1;
 
 	if (d->pid > 0) {
@@ -206,11 +225,8 @@ int harness_stop(struct daemon_proc *d)
 		harness_dump_log(d);
 		abort();
 	}
-	if (d->dir[0] && !getenv("VC_KEEP_TEST_DIRS")) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "cannot remove %s\n", d->dir);
-	}
+	if (d->dir[0] && !getenv("VC_KEEP_TEST_DIRS"))
+		harness_remove_tree(d->dir);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -230,6 +246,21 @@ int harness_fd_count(const struct daemon_proc *d)
 			n++;
 	closedir(dir);
 	return n;
+}
+
+int harness_settled_fd_count(const struct daemon_proc *d)
+{
+	int least = harness_fd_count(d);
+
+	for (int i = 0; i < 40; i++) {
+		int n;
+
+		harness_sleep_ms(5);
+		n = harness_fd_count(d);
+		if (n < least)
+			least = n;
+	}
+	return least;
 }
 
 int harness_file_count(const char *path, const char *needle)

@@ -23,6 +23,9 @@ int harness_certs(char *ret_dir, size_t size);
 /* dir/name.ext: a certificate or key harness_certs made in dir. */
 void harness_cert_path(char *buf, size_t size, const char *dir, const char *name, const char *ext);
 
+/* rm -rf dir, saying so on stderr when it cannot. */
+void harness_remove_tree(const char *dir);
+
 /* CLOCK_MONOTONIC in milliseconds, signed so that deadlines subtract. */
 int64_t harness_now_ms(void);
 void harness_sleep_ms(long ms);
@@ -34,8 +37,15 @@ int harness_start(struct daemon_proc *d, const char *const *extra_args);
  * VC_DAEMON_WRAPPER (valgrind) a nonzero status means the tool found errors. */
 int harness_stop(struct daemon_proc *d);
 bool harness_alive(const struct daemon_proc *d);
+/* A group teardown's stop: the log dumped when the daemon died or ran under
+ * VC_DAEMON_WRAPPER (valgrind's report is in it), then harness_stop. 0 for a
+ * clean exit, else -1 with a line on stderr. */
+int harness_finish(struct daemon_proc *d);
 /* Number of open fds of the daemon (/proc/PID/fd). */
 int harness_fd_count(const struct daemon_proc *d);
+/* The fewest fds the daemon holds over 200 ms: its count once the
+ * readiness probes' connections are gone (a baseline for leak checks). */
+int harness_settled_fd_count(const struct daemon_proc *d);
 /* Does the daemon's log contain needle? */
 bool harness_log_contains(const struct daemon_proc *d, const char *needle);
 void harness_dump_log(const struct daemon_proc *d);

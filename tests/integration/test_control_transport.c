@@ -1315,14 +1315,10 @@ static bool certs_made_here;
 
 static void remove_certs(void)
 {
-	char cmd[600];
-
 	if (!certs_made_here || !certs_dir[0])
 		return;
 	/* the whole directory is ours (mkdtemp in harness_certs) */
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs_dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove %s\n", certs_dir);
+	harness_remove_tree(certs_dir);
 	certs_dir[0] = '\0';
 }
 
@@ -1527,18 +1523,12 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-	if (!harness_alive(&daemon_main) || getenv("VC_DAEMON_WRAPPER"))
-		harness_dump_log(&daemon_main);
 	if (daemon_other.pid > 0) {
 		harness_dump_log(&daemon_other);
 		harness_stop(&daemon_other);
 	}
 	remove_certs();
-	if (harness_stop(&daemon_main) != 0) {
-		fprintf(stderr, "vcounterd did not exit cleanly (see its log above)\n");
-		return -1;
-	}
-	return 0;
+	return harness_finish(&daemon_main);
 }
 
 int main(void)

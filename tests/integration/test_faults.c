@@ -233,14 +233,10 @@ static void node_stop(struct node *n)
 
 static bool node_cleanup(struct node *n)
 {
-	char cmd[400];
 	bool ok = node_stop_status(n);
 
-	if (n->dir[0] && !getenv("VC_KEEP_TEST_DIRS")) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", n->dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "cannot remove %s\n", n->dir);
-	}
+	if (n->dir[0] && !getenv("VC_KEEP_TEST_DIRS"))
+		harness_remove_tree(n->dir);
 	n->dir[0] = '\0';
 	return ok;
 }

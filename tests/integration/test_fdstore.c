@@ -669,13 +669,8 @@ int main(void)
 	vmm_exits_while_detached(listen_fd, nfd, notify_path);
 
 	kill_daemon();
-	if (!failures) {
-		char cmd[400];
-
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "cannot remove %s\n", dir);
-	}
+	if (!failures)
+		harness_remove_tree(dir);
 	printf("%s: %d failed checks\n", failures ? "FAIL" : "PASS", failures);
 	return failures ? 1 : 0;
 }

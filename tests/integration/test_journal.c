@@ -866,12 +866,7 @@ int main(void)
 		entries_clear();
 		close(standin_fd);
 	}
-	if (!getenv("VC_TEST_CERT_DIR") && !getenv("VC_KEEP_TEST_DIRS")) {
-		char cmd[300];
-
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs_dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "cannot remove %s\n", certs_dir);
-	}
+	if (!getenv("VC_TEST_CERT_DIR") && !getenv("VC_KEEP_TEST_DIRS"))
+		harness_remove_tree(certs_dir);
 	return r;
 }

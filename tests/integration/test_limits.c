@@ -930,33 +930,16 @@ static int group_setup(void **state)
 	if (harness_start(&daemon_main, args) < 0)
 		return -1;
 	/* harness_start's readiness probe connected once: let that settle. */
-	baseline_fds = harness_fd_count(&daemon_main);
-	for (int i = 0; i < 40; i++) {
-		int n;
-
-		usleep(5000);
-		n = harness_fd_count(&daemon_main);
-		if (n < baseline_fds)
-			baseline_fds = n;
-	}
+	baseline_fds = harness_settled_fd_count(&daemon_main);
 	return baseline_fds > 0 ? 0 : -1;
 }
 
 static int group_teardown(void **state)
 {
-	char cmd[300];
-	int r = 0;
+	int r = harness_finish(&daemon_main);
 
-	if (!harness_alive(&daemon_main) || getenv("VC_DAEMON_WRAPPER"))
-		harness_dump_log(&daemon_main);
-	if (harness_stop(&daemon_main) != 0) {
-		fprintf(stderr, "vcounterd did not exit cleanly (see its log above)\n");
-		r = -1;
-	}
-	if (certs_made_here && certs_dir[0]) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs_dir);
-		(void)!system(cmd);
-	}
+	if (certs_made_here && certs_dir[0])
+		harness_remove_tree(certs_dir);
 	return r;
 }
 

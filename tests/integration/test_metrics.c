@@ -859,37 +859,18 @@ static int group_setup(void **state)
 		return -1;
 	}
 	/* harness_start's readiness probe connected once: let that settle. */
-	baseline_fds = harness_fd_count(&daemon_main);
-	for (int i = 0; i < 40; i++) {
-		int n;
-
-		harness_sleep_ms(5);
-		n = harness_fd_count(&daemon_main);
-		if (n < baseline_fds)
-			baseline_fds = n;
-	}
+	baseline_fds = harness_settled_fd_count(&daemon_main);
 	return baseline_fds > 0 ? 0 : -1;
 }
 
 static int group_teardown(void **state)
 {
-	char cmd[600];
-	int r = 0;
+	int r = harness_finish(&daemon_main);
 
-	if (!harness_alive(&daemon_main) || getenv("VC_DAEMON_WRAPPER"))
-		harness_dump_log(&daemon_main);
-	if (harness_stop(&daemon_main) != 0) {
-		fprintf(stderr, "vcounterd did not exit cleanly (see its log above)\n");
-		r = -1;
-	}
-	if (work_dir[0]) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work_dir);
-		(void)!system(cmd);
-	}
-	if (certs_made_here && certs_dir[0]) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs_dir);
-		(void)!system(cmd);
-	}
+	if (work_dir[0])
+		harness_remove_tree(work_dir);
+	if (certs_made_here && certs_dir[0])
+		harness_remove_tree(certs_dir);
 	return r;
 }
 

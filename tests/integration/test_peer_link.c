@@ -448,13 +448,9 @@ static void target_vm_release(void)
  * rotation), and a list here fell behind it, leaving keys in $TMPDIR after every run. */
 static void remove_certs(void)
 {
-	char cmd[300];
-
 	if (!certs_made_here || getenv("VC_KEEP_TEST_DIRS"))
 		return;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs_dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove %s\n", certs_dir);
+	harness_remove_tree(certs_dir);
 }
 
 static int group_setup(void **state)

@@ -498,7 +498,6 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-	char cmd[600];
 	int status;
 
 	vm_release();
@@ -506,14 +505,9 @@ static int group_teardown(void **state)
 		dump_log();
 	status = daemon_stop();
 	if (!getenv("VC_KEEP_TEST_DIRS")) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "cannot remove %s\n", dir);
-		if (!getenv("VC_TEST_CERT_DIR")) {
-			snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs_dir);
-			if (system(cmd) != 0)
-				fprintf(stderr, "cannot remove %s\n", certs_dir);
-		}
+		harness_remove_tree(dir);
+		if (!getenv("VC_TEST_CERT_DIR"))
+			harness_remove_tree(certs_dir);
 	}
 	if (status != 0) {
 		fprintf(stderr, "vcounterd did not exit cleanly: %d\n", status);

@@ -97,13 +97,8 @@ static void dir_make(struct test_dir *d)
 
 static void dir_remove(struct test_dir *d)
 {
-	char cmd[300];
-
-	if (d->path[0] && !getenv("VC_KEEP_TEST_DIRS")) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->path);
-		if (system(cmd) != 0)
-			fprintf(stderr, "cannot remove %s\n", d->path);
-	}
+	if (d->path[0] && !getenv("VC_KEEP_TEST_DIRS"))
+		harness_remove_tree(d->path);
 	for (size_t i = 0; i < ELEMENTSOF(live_dirs); i++)
 		if (strcmp(live_dirs[i], d->path) == 0)
 			live_dirs[i][0] = '\0';

@@ -970,27 +970,14 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-	char cmd[600];
-	int status;
+	int r = harness_finish(&daemon_a);
 
-	if (!harness_alive(&daemon_a) || getenv("VC_DAEMON_WRAPPER"))
-		harness_dump_log(&daemon_a);
-	status = harness_stop(&daemon_a);
 	if (!getenv("VC_KEEP_TEST_DIRS")) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", live_dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "cannot remove %s\n", live_dir);
-		if (!getenv("VC_TEST_CERT_DIR")) {
-			snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs_dir);
-			if (system(cmd) != 0)
-				fprintf(stderr, "cannot remove %s\n", certs_dir);
-		}
+		harness_remove_tree(live_dir);
+		if (!getenv("VC_TEST_CERT_DIR"))
+			harness_remove_tree(certs_dir);
 	}
-	if (status != 0) {
-		fprintf(stderr, "vcounterd did not exit cleanly: %d\n", status);
-		return -1;
-	}
-	return 0;
+	return r;
 }
 
 #define KVM_TEST(f) cmocka_unit_test_setup_teardown(f, source_vm_setup, source_vm_teardown)

@@ -133,15 +133,7 @@ static int group_setup(void **state)
 		return -1;
 	/* harness_start's readiness probe connected once; wait until the
 	 * daemon has seen that connection go. */
-	baseline_fds = harness_fd_count(&daemon_main);
-	for (int i = 0; i < 40; i++) {
-		int n;
-
-		usleep(5000);
-		n = harness_fd_count(&daemon_main);
-		if (n < baseline_fds)
-			baseline_fds = n;
-	}
+	baseline_fds = harness_settled_fd_count(&daemon_main);
 	return baseline_fds > 0 ? 0 : -1;
 }
 
