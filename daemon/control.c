@@ -181,15 +181,17 @@ static void list_vms(struct grpc_call *call, const ProtobufCMessage *request, vo
 {
 	struct vcd *vcd = userdata;
 	Vcounter__V1__ListVmsReply reply = VCOUNTER__V1__LIST_VMS_REPLY__INIT;
-	_cleanup_free_ Vcounter__V1__Vm *vms = calloc(vcd->n_vms ? vcd->n_vms : 1, sizeof(*vms));
-	_cleanup_free_ Vcounter__V1__Vm **ptrs = calloc(vcd->n_vms ? vcd->n_vms : 1, sizeof(*ptrs));
+	size_t n_vms = vm_registry_count(&vcd->vms);
+	_cleanup_free_ Vcounter__V1__Vm *vms = calloc(n_vms ? n_vms : 1, sizeof(*vms));
+	_cleanup_free_ Vcounter__V1__Vm **ptrs = calloc(n_vms ? n_vms : 1, sizeof(*ptrs));
 	size_t n = 0;
 
 	if (!vms || !ptrs) {
 		grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		return;
 	}
-	for (const struct vm_entry *vm = vcd->vms; vm && n < vcd->n_vms; vm = vm->next) {
+	for (const struct vm_entry *vm = vm_registry_first(&vcd->vms); vm && n < n_vms;
+	     vm = vm->next) {
 		vm_to_pb(vm, &vms[n]);
 		ptrs[n] = &vms[n];
 		n++;
@@ -286,7 +288,7 @@ static void get_host_status(struct grpc_call *call, const ProtobufCMessage *requ
 		bs[i].allowed = backend_allowed(&vcd->config, b->kind);
 		bs[i].kernel_support = b->kernel_support;
 		bs[i].detail = (char *)b->detail;
-		for (const struct vm_entry *vm = vcd->vms; vm; vm = vm->next)
+		for (const struct vm_entry *vm = vm_registry_first(&vcd->vms); vm; vm = vm->next)
 			bs[i].vm_count += vm->probed && vm->backend == b->kind;
 		if (!b->from_device) {
 			/* What the VMMs' probes found is this kernel's answer: a
@@ -294,7 +296,8 @@ static void get_host_status(struct grpc_call *call, const ProtobufCMessage *requ
 			 * (its probe cross-checks it). */
 			unsigned seen = 0;
 
-			for (const struct vm_entry *vm = vcd->vms; vm; vm = vm->next)
+			for (const struct vm_entry *vm = vm_registry_first(&vcd->vms); vm;
+			     vm = vm->next)
 				seen += vm->probed && (vm->backend == b->kind ||
 						       (b->kind == BACKEND_KVM_X86 &&
 							vm->backend == BACKEND_KVM_SYSCOUNTER));
@@ -331,7 +334,7 @@ static void get_host_status(struct grpc_call *call, const ProtobufCMessage *requ
 
 	hs.version = (char *)VCOUNTER_VERSION;
 	hs.host_name = (char *)vcd->config.host_name;
-	hs.vm_count = (uint32_t)vcd->n_vms;
+	hs.vm_count = (uint32_t)vm_registry_count(&vcd->vms);
 	hs.migrations_running = (uint32_t)migrations_running(vcd);
 	hs.migrations_kept = (uint32_t)migration_count(vcd);
 	if (vcd->config.listen_addr)
@@ -587,12 +590,14 @@ static void publish(struct control *ctl, Vcounter__V1__Event *ev, const char *vm
 	}
 }
 
-void control_vm_event(struct vcd *vcd, const struct vm_entry *vm, bool registered)
+void control_on_vm(void *userdata, enum vm_event event, struct vm_entry *vm)
 {
+	struct vcd *vcd = userdata;
 	Vcounter__V1__Event ev = VCOUNTER__V1__EVENT__INIT;
+	bool registered = event == VM_EVENT_REGISTERED;
 	Vcounter__V1__Vm vm_pb;
 
-	if (!vcd->control)
+	if (!vcd->control || (event != VM_EVENT_REGISTERED && event != VM_EVENT_UNREGISTERED))
 		return;
 	vm_to_pb(vm, &vm_pb);
 	ev.kind = registered ? VCOUNTER__V1__EVENT_KIND__EVENT_KIND_VM_REGISTERED

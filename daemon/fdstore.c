@@ -25,9 +25,12 @@ _Static_assert(VM_STORE_MAX_VMS == VCD_MAX_VMS, "a store record holds every VM a
 
 #define STATE_FD_NAME "state"
 
-void fdstore_init(struct vcd *vcd)
+static void on_vm(void *userdata, enum vm_event event, struct vm_entry *vm);
+
+int fdstore_init(struct vcd *vcd)
 {
 	vcd->fdstore = getenv("NOTIFY_SOCKET") != NULL;
+	return vm_registry_observe(&vcd->vms, on_vm, vcd);
 }
 
 /* FDSTORE=1 for fds under name, in messages of at most SCM_MAX_FD fds
@@ -114,12 +117,13 @@ static void save_state(struct vcd *vcd)
 	size_t n = 0, len;
 	int r;
 
-	entries = calloc(vcd->n_vms ? vcd->n_vms : 1, sizeof(*entries));
+	entries = calloc(vm_registry_count(&vcd->vms) ? vm_registry_count(&vcd->vms) : 1,
+			 sizeof(*entries));
 	if (!entries) {
 		log_warning("fd store: out of memory for the state record");
 		return;
 	}
-	for (struct vm_entry *vm = vcd->vms; vm; vm = vm->next)
+	for (struct vm_entry *vm = vm_registry_first(&vcd->vms); vm; vm = vm->next)
 		if (vm->fd_name[0])
 			entry_from_vm(vm, &entries[n++]);
 	r = vm_store_encode(entries, n, &buf, &len);
@@ -139,7 +143,7 @@ static void save_state(struct vcd *vcd)
 		log_debug("fd store: state record of %zu VMs, %zu bytes", n, len);
 }
 
-void fdstore_vm_add(struct vcd *vcd, struct vm_entry *vm)
+static void vm_add(struct vcd *vcd, struct vm_entry *vm)
 {
 	int r;
 
@@ -160,20 +164,31 @@ void fdstore_vm_add(struct vcd *vcd, struct vm_entry *vm)
 	save_state(vcd);
 }
 
-void fdstore_vm_changed(struct vcd *vcd, struct vm_entry *vm)
+/* The registry's news: a VM registered is stored, one whose role or
+ * registered state changed (a target that arrived) rewrites the record, one
+ * removed leaves the store. */
+static void on_vm(void *userdata, enum vm_event event, struct vm_entry *vm)
 {
-	if (!vcd->fdstore || !vm->fd_name[0] || vcd->stopping)
-		return;
-	save_state(vcd);
-}
+	struct vcd *vcd = userdata;
 
-void fdstore_vm_remove(struct vcd *vcd, struct vm_entry *vm)
-{
-	if (!vcd->fdstore || !vm->fd_name[0] || vcd->stopping)
-		return;
-	remove_fds(vm->fd_name);
-	vm->fd_name[0] = '\0';
-	save_state(vcd);
+	switch (event) {
+	case VM_EVENT_REGISTERED:
+		vm_add(vcd, vm);
+		break;
+	case VM_EVENT_CHANGED:
+		if (vcd->fdstore && vm->fd_name[0] && !vcd->stopping)
+			save_state(vcd);
+		break;
+	case VM_EVENT_REMOVED:
+		if (!vcd->fdstore || !vm->fd_name[0] || vcd->stopping)
+			break;
+		remove_fds(vm->fd_name);
+		vm->fd_name[0] = '\0';
+		save_state(vcd);
+		break;
+	case VM_EVENT_UNREGISTERED:
+		break; /* REMOVED follows, once the record can leave it out */
+	}
 }
 
 static int read_record(int fd, uint8_t **ret_buf, size_t *ret_len)
@@ -260,29 +275,29 @@ static int collect_vm_fds(const struct vm_store_entry *e, struct fdstore_fd *fds
 	return 0;
 }
 
-static int vm_from_entry(struct vcd *vcd, const struct vm_store_entry *e, int *fds)
+/* The VM e names, holding fds (1 + its vCPUs, taken on success), in the
+ * registry; NULL when out of memory. */
+static struct vm_entry *vm_from_entry(struct vcd *vcd, const struct vm_store_entry *e, int *fds)
 {
-	struct vm_entry *vm = calloc(1, sizeof(*vm));
+	struct vm_entry *vm = vm_entry_new(e->vm_id, e->n_vcpus, fds, 1 + (size_t)e->n_vcpus);
 
 	if (!vm)
-		return -ENOMEM;
+		return NULL;
 	if (e->has_state) {
 		vm->registered_state = malloc(sizeof(*vm->registered_state));
 		if (!vm->registered_state) {
+			free(vm->fds);
 			free(vm);
-			return -ENOMEM;
+			return NULL;
 		}
 		*vm->registered_state = e->state;
 	}
-	snprintf(vm->vm_id, sizeof(vm->vm_id), "%s", e->vm_id);
+	free(fds); /* copied: the entry holds them now */
 	snprintf(vm->fd_name, sizeof(vm->fd_name), "%s", e->fd_name);
 	vm->role = e->role;
 	vm->conn_id = 0; /* detached until its VMM sends AttachVm */
 	vm->pid = e->pid;
 	vm->uid = e->uid;
-	vm->fds = fds;
-	vm->n_fds = 1 + (size_t)e->n_vcpus;
-	vm->n_vcpus = e->n_vcpus;
 	vm->complete = true;
 	vm->probed = true;
 	vm->backend = e->backend;
@@ -293,10 +308,8 @@ static int vm_from_entry(struct vcd *vcd, const struct vm_store_entry *e, int *f
 	vm->tsc_scaling_ratio = e->tsc_scaling_ratio;
 	vm->tsc_scaling_frac_bits = e->tsc_scaling_frac_bits;
 	vm->arrived = e->arrived;
-	vm->next = vcd->vms;
-	vcd->vms = vm;
-	vcd->n_vms++;
-	return 0;
+	vm_registry_add(&vcd->vms, vm);
+	return vm;
 }
 
 /* A recovered VM's VMM exited (its pidfd is readable): if it never came
@@ -305,7 +318,7 @@ static void vmm_exit_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct vcd *vcd = arg;
 
-	for (struct vm_entry *vm = vcd->vms; vm; vm = vm->next) {
+	for (struct vm_entry *vm = vm_registry_first(&vcd->vms); vm; vm = vm->next) {
 		if (!vm->vmm_exit_ev || event_get_fd(vm->vmm_exit_ev) != fd)
 			continue;
 		if (vm->conn_id == 0) {
@@ -384,9 +397,11 @@ int fdstore_restore(struct vcd *vcd, struct fdstore_fd *fds, size_t n)
 	}
 	for (size_t i = 0; i < n_entries; i++) {
 		const struct vm_store_entry *e = &entries[i];
+		struct vm_entry *vm;
 		int *vm_fds = NULL;
 
-		if (vcd_find_vm(vcd, e->vm_id) || vcd->n_vms >= vcd->config.max_vms) {
+		if (vm_registry_find(&vcd->vms, e->vm_id) ||
+		    vm_registry_count(&vcd->vms) >= vcd->config.max_vms) {
 			log_warning("vm=%s step=recover: dropped: already known or too many VMs",
 				    e->vm_id);
 			continue;
@@ -402,15 +417,15 @@ int fdstore_restore(struct vcd *vcd, struct fdstore_fd *fds, size_t n)
 			remove_fds(e->fd_name);
 			continue;
 		}
-		r = vm_from_entry(vcd, e, vm_fds);
-		if (r < 0) {
+		vm = vm_from_entry(vcd, e, vm_fds);
+		if (!vm) {
 			unix_fd_close_all(vm_fds, 1 + (size_t)e->n_vcpus);
 			free(vm_fds);
 			remove_fds(e->fd_name);
-			log_warning_errno(r, "vm=%s step=recover: dropped", e->vm_id);
+			log_warning_errno(-ENOMEM, "vm=%s step=recover: dropped", e->vm_id);
 			continue;
 		}
-		watch_vmm(vcd, vcd->vms);
+		watch_vmm(vcd, vm);
 		recovered++;
 		log_info("vm=%s role=%s vcpus=%u pid=%d step=recover: recovered from the fd store "
 			 "(%s), detached until its VMM reattaches",

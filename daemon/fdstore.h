@@ -19,17 +19,13 @@ struct fdstore_fd {
 	int fd;
 };
 
-/* Decide from the environment whether there is a store (NOTIFY_SOCKET). */
-void fdstore_init(struct vcd *vcd);
-/* vm's registration is complete: store its fds under a new name, and the
- * state record. Failures are logged (the VM still serves; it is just not
- * kept across a restart). */
-void fdstore_vm_add(struct vcd *vcd, struct vm_entry *vm);
-/* vm is leaving: systemd drops its copies, the record is rewritten. */
-void fdstore_vm_remove(struct vcd *vcd, struct vm_entry *vm);
-/* vm's role or registered state changed (a target that arrived): the record
- * is rewritten. */
-void fdstore_vm_changed(struct vcd *vcd, struct vm_entry *vm);
+/* Decide from the environment whether there is a store (NOTIFY_SOCKET),
+ * and follow the VM registry: a VM registered has its fds stored under a
+ * new name and the state record rewritten (a failure is logged: the VM
+ * still serves, it is just not kept across a restart); one that changed
+ * (a target that arrived) rewrites the record; one removed has systemd drop
+ * its copies. 0, or -ENOSPC when the registry has no room for an observer. */
+int fdstore_init(struct vcd *vcd);
 /* Rebuild the VMs the record names from fds (n of them, all taken: kept in
  * the VMs or closed). What does not fit (a bad record, missing or wrong
  * fds, a VMM process that is gone) is logged as a warning, closed and

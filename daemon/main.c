@@ -256,7 +256,12 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	/* VMs kept in systemd's fd store by the previous run (fdstore.h). */
-	fdstore_init(&vcd);
+	/* The VM registry's observers, in the order they hear a VM leave: its
+	 * migrations end before watchers hear it unregistered; the fd store
+	 * (fdstore_init) drops it once it is out of the registry. */
+	if (fdstore_init(&vcd) < 0 || vm_registry_observe(&vcd.vms, migration_on_vm, &vcd) < 0 ||
+	    vm_registry_observe(&vcd.vms, control_on_vm, &vcd) < 0)
+		goto out;
 	fdstore_restore(&vcd, socks.stored, socks.n_stored);
 	free(socks.stored);
 	control_fd = socks.control_fd;

@@ -226,7 +226,7 @@ static void snapshot(struct metrics_http *srv, struct metrics_snapshot *ret)
 	};
 	/* As the VMM status reply counts them: before its probe a VM has no
 	 * backend. */
-	for (const struct vm_entry *vm = vcd->vms; vm; vm = vm->next)
+	for (const struct vm_entry *vm = vm_registry_first(&vcd->vms); vm; vm = vm->next)
 		if (vm->probed && (vm->role == VM_ROLE_SOURCE || vm->role == VM_ROLE_TARGET) &&
 		    vm->backend >= 0 && vm->backend < _BACKEND_KIND_MAX)
 			ret->vms[vm->role][vm->backend]++;

@@ -14,7 +14,6 @@
 #include "clockns.h"
 #include "counter_math.h"
 #include "failpoint.h"
-#include "fdstore.h"
 #include "frame.h"
 #include "hostclock.h"
 #include "journal.h"
@@ -307,7 +306,7 @@ static void migration_changed(struct vcd *vcd, struct migration *m)
 {
 	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
 	Vcounter__V1__MigrationNotice n = VCOUNTER__V1__MIGRATION_NOTICE__INIT;
-	struct vm_entry *vm = vcd_find_vm(vcd, m->s.vm_id);
+	struct vm_entry *vm = vm_registry_find(&vcd->vms, m->s.vm_id);
 	struct migration_view view;
 
 	/* Steps whose effect cannot wait were recorded before it; the rest
@@ -877,7 +876,7 @@ void migration_handle_migrate_out(struct vcd *vcd, uint64_t conn_id, uint64_t re
 				  const char *vm_id, const char *peer_address,
 				  const char *peer_name)
 {
-	struct vm_entry *vm = vm_id ? vcd_find_vm(vcd, vm_id) : NULL;
+	struct vm_entry *vm = vm_id ? vm_registry_find(&vcd->vms, vm_id) : NULL;
 	struct migration *m;
 	char err[512];
 	int r;
@@ -909,7 +908,7 @@ int migration_start(struct vcd *vcd, const char *vm_id, const char *peer_address
 		snprintf(err, err_size, "vm_id must be 1..%d of [A-Za-z0-9._:-]", VC_VM_ID_MAX);
 		return -EINVAL;
 	}
-	vm = vcd_find_vm(vcd, vm_id);
+	vm = vm_registry_find(&vcd->vms, vm_id);
 	if (!vm) {
 		snprintf(err, err_size, "no VM %s registered on %s", vm_id, vcd->config.host_name);
 		return -ENOENT;
@@ -1062,7 +1061,7 @@ void migration_handle_report_paused(struct vcd *vcd, uint64_t conn_id, uint64_t 
 				    const char *vm_id, const char *migration_id)
 {
 	struct migration *m = migration_find(vcd, migration_id);
-	struct vm_entry *vm = vm_id ? vcd_find_vm(vcd, vm_id) : NULL;
+	struct vm_entry *vm = vm_id ? vm_registry_find(&vcd->vms, vm_id) : NULL;
 	struct op_ctx *ctx;
 	int r;
 
@@ -1279,7 +1278,7 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 				prep->migration_id);
 		return;
 	}
-	vm = vcd_find_vm(vcd, prep->vm_id);
+	vm = vm_registry_find(&vcd->vms, prep->vm_id);
 	if (!vm || vm->role != VM_ROLE_TARGET || !vm->probed) {
 		link_send_error(link, msg->id, -ENOENT, "no target VM %s registered on %s",
 				prep->vm_id, vcd->config.host_name);
@@ -1725,7 +1724,7 @@ static int send_apply_op(struct vcd *vcd, struct migration *m, const struct vm_e
  * the source it became (it saw the done notice). */
 static void target_arrived(struct vcd *vcd, struct migration *m)
 {
-	struct vm_entry *vm = vcd_find_vm(vcd, m->s.vm_id);
+	struct vm_entry *vm = vm_registry_find(&vcd->vms, m->s.vm_id);
 
 	if (!vm || vm->role != VM_ROLE_TARGET || m->s.step != STEP_DONE || !m->s.has_report ||
 	    m->s.report.n_vcpus != vm->n_vcpus)
@@ -1734,14 +1733,14 @@ static void target_arrived(struct vcd *vcd, struct migration *m)
 	if (vm->registered_state)
 		memcpy(vm->registered_state->offset_cycles, m->s.report.offsets_after,
 		       vm->n_vcpus * sizeof(vm->registered_state->offset_cycles[0]));
-	fdstore_vm_changed(vcd, vm);
+	vm_registry_changed(&vcd->vms, vm);
 	log_info("vm=%s migration=%s: arrived; it may leave again as a source", vm->vm_id,
 		 m->s.migration_id);
 }
 
 static void push_apply_op(struct vcd *vcd, struct migration *m)
 {
-	struct vm_entry *vm = vcd_find_vm(vcd, m->s.vm_id);
+	struct vm_entry *vm = vm_registry_find(&vcd->vms, m->s.vm_id);
 	int r;
 
 	if (!vm || vm->role != VM_ROLE_TARGET)
@@ -1756,7 +1755,7 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 			    const char *vm_id, const char *migration_id)
 {
 	struct migration *m = migration_find(vcd, migration_id);
-	struct vm_entry *vm = vm_id ? vcd_find_vm(vcd, vm_id) : NULL;
+	struct vm_entry *vm = vm_id ? vm_registry_find(&vcd->vms, vm_id) : NULL;
 	int r;
 
 	if (!m || m->s.role != VM_ROLE_TARGET || !vm_id || strcmp(m->s.vm_id, vm_id) != 0) {
@@ -1939,10 +1938,13 @@ static void send_abort(struct vcd *vcd, struct migration *m, const char *reason)
 	link_send(link, &msg);
 }
 
-void migration_vm_gone(struct vcd *vcd, const char *vm_id)
+void migration_on_vm(void *userdata, enum vm_event event, struct vm_entry *vm)
 {
+	struct vcd *vcd = userdata;
+	const char *vm_id = vm->vm_id;
+
 	/* At shutdown the migrations go first (main.c), then the VMs. */
-	if (!vcd->migrations)
+	if (event != VM_EVENT_UNREGISTERED || !vcd->migrations)
 		return;
 	for (struct migration *m = vcd->migrations->list; m; m = m->next) {
 		if (strcmp(m->s.vm_id, vm_id) != 0 || migration_step_is_terminal(m->s.step))

@@ -227,8 +227,8 @@ void service_format_status(const struct service *svc, char *buf, size_t size)
 			 "; last reload failed (%s), previous configuration kept",
 			 strerror(svc->reload_error));
 	snprintf(buf, size, "serving %zu VM%s, %zu migration%s running, peer link %s, control %s%s",
-		 vcd->n_vms, vcd->n_vms == 1 ? "" : "s", running, running == 1 ? "" : "s", peer,
-		 control, reload);
+		 vm_registry_count(&vcd->vms), vm_registry_count(&vcd->vms) == 1 ? "" : "s",
+		 running, running == 1 ? "" : "s", peer, control, reload);
 }
 
 /* Send STATUS= when the line changed since it was last sent. */

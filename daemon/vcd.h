@@ -17,40 +17,8 @@
 #include "session.h"
 #include "tls.h"
 #include "vcd_config.h"
+#include "vm_registry.h"
 #include "vcounter.pb-c.h"
-
-struct vm_entry {
-	struct vm_entry *next;
-	char vm_id[VC_VM_ID_MAX + 1];
-	enum vm_role role;
-	uint64_t conn_id; /* the VMM connection that registered it */
-	pid_t pid;
-	uid_t uid;
-	int *fds; /* VM fd then vCPU fds, held until unregister/disconnect */
-	size_t n_fds;
-	uint32_t n_vcpus;
-	bool complete; /* every vCPU fd has arrived (RegisterVm may take several) */
-	bool probed;
-	/* A target whose incoming migration is done: the VM lives here, so it
-	 * may also leave as a source (migration.c, target_arrived). */
-	bool arrived;
-	enum backend_kind backend;
-	enum counter_arch arch; /* of the state it registered with */
-	bool offset_control;
-	char probe_detail[256];
-	uint32_t guest_tsc_khz;
-	uint64_t tsc_scaling_ratio;
-	uint32_t tsc_scaling_frac_bits;
-	/* Counter state read at registration, before the vCPUs first ran:
-	 * per-vCPU ioctls wait for the vCPU mutex that KVM_RUN holds, so a
-	 * running VM's offsets are only read again once the VMM paused it. */
-	struct counter_state *registered_state;
-	/* Its FDNAME in systemd's fd store (fdstore.h); "" when not stored. */
-	char fd_name[16];
-	/* Recovered from the store: its VMM's exit (a pidfd), which drops the
-	 * VM if it had not reattached. NULL otherwise. */
-	struct event *vmm_exit_ev;
-};
 
 /* What a KVM op run by the VMM's libvcounter returned, decoded and checked. */
 struct kvm_op_outcome {
@@ -83,8 +51,7 @@ struct vcd {
 	struct vmm_server *vmm;
 	struct migrations *migrations;
 	struct control *control;
-	struct vm_entry *vms;
-	size_t n_vms;
+	struct vm_registry vms;	  /* every VM registered here: their one owner */
 	uint64_t started_ns;	  /* CLOCK_MONOTONIC at start-up */
 	uint32_t host_tsc_khz;	  /* this host's TSC rate, measured at start-up; 0: unknown */
 	struct sync_source *sync; /* this host's clock-error estimate (config.sync_source) */
@@ -101,7 +68,6 @@ struct vcd {
 /* vmm_server.c */
 int vmm_server_start(struct vcd *vcd, int listen_fd);
 void vmm_server_stop(struct vcd *vcd);
-struct vm_entry *vcd_find_vm(struct vcd *vcd, const char *vm_id);
 /* Forget vm (logged with why): its migrations end, its fds are closed. */
 void vmm_drop_vm(struct vcd *vcd, struct vm_entry *vm, const char *why);
 /* Send a reply to request id on VMM connection conn_id (gone: dropped). */
@@ -148,7 +114,9 @@ void migration_handle_report_paused(struct vcd *vcd, uint64_t conn_id, uint64_t 
 void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
 			    const char *vm_id, const char *migration_id);
 /* A VM is leaving (unregister or VMM disconnect): abort what it had running. */
-void migration_vm_gone(struct vcd *vcd, const char *vm_id);
+/* The VM registry's observer (vcd): a VM unregistered ends its running
+ * migrations. */
+void migration_on_vm(void *vcd, enum vm_event event, struct vm_entry *vm);
 size_t migration_count(struct vcd *vcd);
 
 /* A migration as the control API shows it; the pointers are valid until the
@@ -196,7 +164,9 @@ int control_reconfigure(struct vcd *vcd, const struct vcd_config *cfg, SSL_CTX *
 void control_stop(struct vcd *vcd);
 int control_tcp_port(struct vcd *vcd);	       /* -ENOTCONN without TCP */
 size_t control_watcher_count(struct vcd *vcd); /* open WatchEvents streams */
-void control_vm_event(struct vcd *vcd, const struct vm_entry *vm, bool registered);
+/* The VM registry's observer (vcd): WatchEvents hear a VM registered and
+ * unregistered. */
+void control_on_vm(void *vcd, enum vm_event event, struct vm_entry *vm);
 void control_migration_event(struct vcd *vcd, const struct migration_view *view);
 
 /* reload.c: read the configuration file and the command line again and

@@ -15,7 +15,6 @@
 
 #include "clockns.h"
 #include "fd_check.h"
-#include "fdstore.h"
 #include "frame.h"
 #include "log.h"
 #include "macro.h"
@@ -66,14 +65,6 @@ static struct vmm_conn *conn_find(struct vcd *vcd, uint64_t conn_id)
 	for (struct vmm_conn *c = vcd->vmm ? vcd->vmm->conns : NULL; c; c = c->next)
 		if (c->id == conn_id)
 			return c;
-	return NULL;
-}
-
-struct vm_entry *vcd_find_vm(struct vcd *vcd, const char *vm_id)
-{
-	for (struct vm_entry *vm = vcd->vms; vm; vm = vm->next)
-		if (strcmp(vm->vm_id, vm_id) == 0)
-			return vm;
 	return NULL;
 }
 
@@ -412,26 +403,6 @@ done:
 
 /* ---- registration ---- */
 
-static void vm_entry_free(struct vcd *vcd, struct vm_entry *vm)
-{
-	for (struct vm_entry **p = &vcd->vms; *p; p = &(*p)->next) {
-		if (*p == vm) {
-			*p = vm->next;
-			vcd->n_vms--;
-			break;
-		}
-	}
-	fdstore_vm_remove(vcd, vm);
-	if (vm->vmm_exit_ev) {
-		close(event_get_fd(vm->vmm_exit_ev));
-		event_free(vm->vmm_exit_ev);
-	}
-	unix_fd_close_all(vm->fds, vm->n_fds);
-	free(vm->fds);
-	free(vm->registered_state);
-	free(vm);
-}
-
 struct register_ctx {
 	uint64_t conn_id;
 	uint64_t request_id;
@@ -444,14 +415,14 @@ static void register_probe_done(struct vcd *vcd, int error, const char *msg,
 	_cleanup_free_ struct register_ctx *ctx = userdata;
 	Vcounter__V1__VmmMessage reply = VCOUNTER__V1__VMM_MESSAGE__INIT;
 	Vcounter__V1__RegisterVmReply r = VCOUNTER__V1__REGISTER_VM_REPLY__INIT;
-	struct vm_entry *vm = vcd_find_vm(vcd, ctx->vm_id);
+	struct vm_entry *vm = vm_registry_find(&vcd->vms, ctx->vm_id);
 
 	if (!vm || vm->conn_id != ctx->conn_id)
 		return; /* VMM went away meanwhile; its VMs are gone */
 	if (error < 0) {
 		log_error("vm=%s step=register: probe failed: %s", vm->vm_id, msg);
 		vmm_reply_error(vcd, ctx->conn_id, ctx->request_id, error, "probe failed: %s", msg);
-		vm_entry_free(vcd, vm);
+		vm_registry_remove(&vcd->vms, vm);
 		return;
 	}
 	vm->probed = true;
@@ -483,9 +454,9 @@ static void register_probe_done(struct vcd *vcd, int error, const char *msg,
 	reply.id = ctx->request_id;
 	reply.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM_REPLY;
 	reply.register_vm_reply = &r;
-	fdstore_vm_add(vcd, vm);
+	/* Before the reply: a restart right after it still knows the VM. */
+	vm_registry_announce(&vcd->vms, vm);
 	vmm_reply(vcd, ctx->conn_id, &reply);
-	control_vm_event(vcd, vm, true);
 }
 
 /* The fds have all arrived: check them as a whole and probe. */
@@ -499,13 +470,13 @@ static void register_complete(struct vmm_conn *conn, uint64_t request_id, struct
 	vm->complete = true;
 	r = fd_check_registration(vm->fds, vm->n_fds, vm->n_vcpus, err, sizeof(err));
 	if (r < 0) {
-		vm_entry_free(vcd, vm);
+		vm_registry_remove(&vcd->vms, vm);
 		conn_send_error(conn, request_id, r, err);
 		return;
 	}
 	ctx = calloc(1, sizeof(*ctx));
 	if (!ctx) {
-		vm_entry_free(vcd, vm);
+		vm_registry_remove(&vcd->vms, vm);
 		conn_send_error(conn, request_id, -ENOMEM, "out of memory");
 		return;
 	}
@@ -517,7 +488,7 @@ static void register_complete(struct vmm_conn *conn, uint64_t request_id, struct
 		       register_probe_done, ctx, NULL);
 	if (r < 0) {
 		free(ctx);
-		vm_entry_free(vcd, vm);
+		vm_registry_remove(&vcd->vms, vm);
 		conn_send_error(conn, request_id, r, "cannot ask the VMM to probe its VM");
 	}
 }
@@ -533,7 +504,7 @@ static size_t chunk_fds(size_t remaining)
 static void handle_register_more(struct vmm_conn *conn, uint64_t request_id,
 				 const Vcounter__V1__RegisterVm *req, int *fds, size_t *n_fds)
 {
-	struct vm_entry *vm = vcd_find_vm(conn->vcd, req->vm_id);
+	struct vm_entry *vm = vm_registry_find(&conn->vcd->vms, req->vm_id);
 	char err[256];
 
 	if (!vm || vm->conn_id != conn->id || vm->complete) {
@@ -547,7 +518,7 @@ static void handle_register_more(struct vmm_conn *conn, uint64_t request_id,
 			 "continuation does not fit: expected vCPU %zu onwards of %u, got %zu fds "
 			 "from vCPU %u; registration dropped",
 			 vm->n_fds - 1, vm->n_vcpus, *n_fds, req->first_vcpu);
-		vm_entry_free(conn->vcd, vm);
+		vm_registry_remove(&conn->vcd->vms, vm);
 		conn_send_error(conn, request_id, -EINVAL, err);
 		return;
 	}
@@ -595,35 +566,28 @@ static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 		conn_send_error(conn, request_id, -EINVAL, err);
 		return;
 	}
-	if (vcd_find_vm(vcd, req->vm_id)) {
+	if (vm_registry_find(&vcd->vms, req->vm_id)) {
 		conn_send_error(conn, request_id, -EEXIST, "vm_id is already registered");
 		return;
 	}
-	if (vcd->n_vms >= vcd->config.max_vms) {
+	if (vm_registry_count(&vcd->vms) >= vcd->config.max_vms) {
 		snprintf(err, sizeof(err), "too many registered VMs (limit %" PRIu32 ", max-vms)",
 			 vcd->config.max_vms);
 		conn_send_error(conn, request_id, -ENOSPC, err);
 		return;
 	}
 
-	vm = calloc(1, sizeof(*vm));
-	if (!vm || !(vm->fds = calloc(1 + (size_t)req->vcpu_count, sizeof(int)))) {
-		free(vm);
+	vm = vm_entry_new(req->vm_id, req->vcpu_count, fds, *n_fds);
+	if (!vm) {
 		conn_send_error(conn, request_id, -ENOMEM, "out of memory");
 		return;
 	}
-	memcpy(vm->fds, fds, *n_fds * sizeof(int));
-	vm->n_fds = *n_fds;
 	*n_fds = 0; /* the VM entry owns them now */
-	snprintf(vm->vm_id, sizeof(vm->vm_id), "%s", req->vm_id);
 	vm->role = role;
 	vm->conn_id = conn->id;
 	vm->pid = conn->pid;
 	vm->uid = conn->uid;
-	vm->n_vcpus = req->vcpu_count;
-	vm->next = vcd->vms;
-	vcd->vms = vm;
-	vcd->n_vms++;
+	vm_registry_add(&vcd->vms, vm);
 
 	if (vm->n_fds == 1 + (size_t)vm->n_vcpus)
 		register_complete(conn, request_id, vm);
@@ -634,10 +598,7 @@ static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 static void unregister_vm(struct vcd *vcd, struct vm_entry *vm, const char *why)
 {
 	log_info("vm=%s step=unregister: %s", vm->vm_id, why);
-	migration_vm_gone(vcd, vm->vm_id);
-	if (vm->probed)
-		control_vm_event(vcd, vm, false);
-	vm_entry_free(vcd, vm);
+	vm_registry_remove(&vcd->vms, vm);
 }
 
 void vmm_drop_vm(struct vcd *vcd, struct vm_entry *vm, const char *why)
@@ -648,7 +609,7 @@ void vmm_drop_vm(struct vcd *vcd, struct vm_entry *vm, const char *why)
 static void handle_unregister(struct vmm_conn *conn, uint64_t request_id,
 			      const Vcounter__V1__UnregisterVm *req)
 {
-	struct vm_entry *vm = req->vm_id ? vcd_find_vm(conn->vcd, req->vm_id) : NULL;
+	struct vm_entry *vm = req->vm_id ? vm_registry_find(&conn->vcd->vms, req->vm_id) : NULL;
 
 	if (!vm) {
 		conn_send_error(conn, request_id, -ENOENT, "no such VM registered");
@@ -671,7 +632,7 @@ static void handle_attach(struct vmm_conn *conn, uint64_t request_id,
 {
 	Vcounter__V1__VmmMessage reply = VCOUNTER__V1__VMM_MESSAGE__INIT;
 	Vcounter__V1__RegisterVmReply r = VCOUNTER__V1__REGISTER_VM_REPLY__INIT;
-	struct vm_entry *vm = req->vm_id ? vcd_find_vm(conn->vcd, req->vm_id) : NULL;
+	struct vm_entry *vm = req->vm_id ? vm_registry_find(&conn->vcd->vms, req->vm_id) : NULL;
 
 	if (!vm || !vm->probed) {
 		conn_send_error(conn, request_id, -ENOENT, "no such VM registered");
@@ -713,7 +674,7 @@ static void handle_status(struct vmm_conn *conn, uint64_t request_id)
 	_cleanup_free_ Vcounter__V1__VmStatus **vm_ptrs = NULL;
 	struct sync_error sync;
 	char why[256];
-	size_t n = 0;
+	size_t n = 0, n_vms;
 	int r;
 
 	r = sync_source_read(conn->vcd->sync, &sync, why, sizeof(why));
@@ -723,15 +684,16 @@ static void handle_status(struct vmm_conn *conn, uint64_t request_id)
 		wire_sync_error_to_pb(&sync, &sync_pb);
 		st.sync = &sync_pb;
 	}
-	st.vm_count = (uint32_t)conn->vcd->n_vms;
+	st.vm_count = (uint32_t)vm_registry_count(&conn->vcd->vms);
 	st.migration_count = (uint32_t)migration_count(conn->vcd);
 	st.version = (char *)VCOUNTER_VERSION;
 	/* Only VMs whose probe finished: before that there is no backend. A
 	 * full daemon (VCD_MAX_VMS) stays well under VC_MAX_FRAME_BYTES. */
-	vms = calloc(conn->vcd->n_vms ? conn->vcd->n_vms : 1, sizeof(*vms));
-	vm_ptrs = calloc(conn->vcd->n_vms ? conn->vcd->n_vms : 1, sizeof(*vm_ptrs));
+	n_vms = vm_registry_count(&conn->vcd->vms);
+	vms = calloc(n_vms ? n_vms : 1, sizeof(*vms));
+	vm_ptrs = calloc(n_vms ? n_vms : 1, sizeof(*vm_ptrs));
 	if (vms && vm_ptrs) {
-		for (struct vm_entry *vm = conn->vcd->vms; vm && n < conn->vcd->n_vms;
+		for (struct vm_entry *vm = vm_registry_first(&conn->vcd->vms); vm && n < n_vms;
 		     vm = vm->next) {
 			if (!vm->probed)
 				continue;
@@ -888,11 +850,11 @@ static void conn_close(struct vmm_conn *conn, const char *why)
 		op->cb(vcd, -ECONNRESET, "the VMM disconnected", NULL, op->userdata);
 		pending_op_free(op);
 	}
-	for (vm = vcd->vms; vm; vm = next) {
+	for (vm = vm_registry_first(&vcd->vms); vm; vm = next) {
 		next = vm->next;
 		if (vm->conn_id == conn->id) {
 			unregister_vm(vcd, vm, "its VMM disconnected");
-			next = vcd->vms; /* the list changed under us */
+			next = vm_registry_first(&vcd->vms); /* the list changed under us */
 		}
 	}
 	event_free(conn->ev);
@@ -996,8 +958,9 @@ void vmm_server_stop(struct vcd *vcd)
 		return;
 	while (srv->conns)
 		conn_close(srv->conns, "daemon stopping");
-	while (vcd->vms) /* detached: recovered, their VMMs not back yet */
-		vm_entry_free(vcd, vcd->vms);
+	/* Detached VMs (recovered, their VMMs not back yet): the fd store
+	 * keeps them for the next run. */
+	vm_registry_clear(&vcd->vms);
 	event_free(srv->listen_ev);
 	close(srv->listen_fd);
 	free(srv);
