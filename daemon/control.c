@@ -606,8 +606,10 @@ void control_on_vm(void *userdata, enum vm_event event, struct vm_entry *vm)
 	publish(vcd->control, &ev, vm->vm_id, NULL);
 }
 
-void control_migration_event(struct vcd *vcd, const struct migration_view *view)
+void control_on_migration(void *userdata, const struct migration_event *mev)
 {
+	struct vcd *vcd = userdata;
+	const struct migration_view *view = &mev->view;
 	Vcounter__V1__Event ev = VCOUNTER__V1__EVENT__INIT;
 	_cleanup_free_ struct migration_pb *pb = NULL;
 

@@ -19,6 +19,7 @@
 #include "hostclock.h"
 #include "log.h"
 #include "macro.h"
+#include "metrics.h"
 #include "metrics_http.h"
 #include "service.h"
 #include "sync_source.h"
@@ -298,6 +299,12 @@ int main(int argc, char **argv)
 				vcd.config.listen_addr ? vcd.config.listen_addr : "-");
 		goto out;
 	}
+	/* Each change of a migration, in this order: watchers, the metrics,
+	 * the VMM holding the VM. */
+	if (migrations_observe(&vcd, control_on_migration, &vcd) < 0 ||
+	    migrations_observe(&vcd, metrics_on_migration, &vcd_metrics) < 0 ||
+	    migrations_observe(&vcd, vmm_on_migration, &vcd) < 0)
+		goto out;
 	/* Before the control API: a controller's first look sees them. */
 	if (migrations_recover(&vcd) < 0)
 		goto out; /* migrations_recover said why */

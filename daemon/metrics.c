@@ -109,6 +109,11 @@ void metrics_migration_changed(struct metrics *m, const struct session *s, bool 
 	}
 }
 
+void metrics_on_migration(void *metrics, const struct migration_event *ev)
+{
+	metrics_migration_changed(metrics, ev->view.s, ev->outcome_counted);
+}
+
 void metrics_tls_handshake_failed(struct metrics *m, enum metrics_listener listener)
 {
 	if (listener >= 0 && listener < _METRICS_LISTENER_MAX)

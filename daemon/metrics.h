@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "counter_state.h"
+#include "migration_view.h"
 #include "session.h"
 
 /* Upper bounds (le) of vcounterd_apply_latency_seconds: 1-2.5-5 per decade
@@ -86,8 +87,8 @@ struct metrics_snapshot {
 	uint64_t clock_error_ns;
 };
 
-/* A migration moved (every step passes through migration.c's
- * migration_changed()). Counts its outcome the first time it has one and
+/* A migration moved (metrics_on_migration, an observer of every change).
+ * Counts its outcome the first time it has one and
  * sets *counted (false when the migration starts), so a session seen again
  * in a terminal step is not counted twice:
  *  - target: APPLIED is "done" (the counter was written, acked by the source
@@ -96,6 +97,9 @@ struct metrics_snapshot {
  *  - either: ABORTED, FAILED.
  * A "done" with a report also sets the last error bound and elapsed time. */
 void metrics_migration_changed(struct metrics *m, const struct session *s, bool *counted);
+/* The migrations' observer (a struct metrics): metrics_migration_changed
+ * with the migration's own outcome flag. */
+void metrics_on_migration(void *metrics, const struct migration_event *ev);
 void metrics_tls_handshake_failed(struct metrics *m, enum metrics_listener listener);
 /* A peer link closed: error < 0 (connect refused, handshake failed, link
  * lost) is a failure, 0 an orderly close. */

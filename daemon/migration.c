@@ -105,6 +105,11 @@ struct migrations {
 	uint64_t next_link_id;
 	struct migration *list;
 	size_t n;
+	struct {
+		migration_observer_fn fn;
+		void *userdata;
+	} observers[MIGRATIONS_MAX_OBSERVERS];
+	size_t n_observers;
 };
 
 static const struct peer_conn_ops link_ops;
@@ -302,36 +307,27 @@ static int migration_record(struct vcd *vcd, struct migration *m)
 /* Every step a migration takes is told to the control API's watchers and to
  * the VMM that registered the VM here (MigrationNotice): a migration a
  * controller started or aborted is how that VMM learns to do its part. */
-static void migration_changed(struct vcd *vcd, struct migration *m)
+/* Steps whose effect cannot wait are recorded (migration_record) before it
+ * takes effect; the rest (an abort, a failure, an ack) are recorded after,
+ * here, best effort: nothing waits on them. A target's applying is not
+ * recorded (migration_handle_apply). A no-op when the step is recorded. */
+static void migration_record_after(struct vcd *vcd, struct migration *m)
 {
-	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
-	Vcounter__V1__MigrationNotice n = VCOUNTER__V1__MIGRATION_NOTICE__INIT;
-	struct vm_entry *vm = vm_registry_find(&vcd->vms, m->s.vm_id);
-	struct migration_view view;
-
-	/* Steps whose effect cannot wait were recorded before it; the rest
-	 * (aborted, failed, acked) are recorded here. A target's applying is
-	 * not (migration_handle_apply). */
 	if ((m->journaled_step != m->s.step || m->journaled_generation != m->s.generation) &&
 	    !(m->s.role == VM_ROLE_TARGET && m->s.step == STEP_APPLYING))
 		(void)migration_record(vcd, m);
-	view_of(m, &view);
-	control_migration_event(vcd, &view);
-	metrics_migration_changed(&vcd_metrics, &m->s, &m->metrics_counted);
-	if (!vm || (vm->role != m->s.role && !(vm->arrived && m->s.role == VM_ROLE_SOURCE)))
-		return;
-	n.migration_id = m->s.migration_id;
-	n.vm_id = m->s.vm_id;
-	n.role = m->s.role == VM_ROLE_SOURCE ? VCOUNTER__V1__ROLE__ROLE_SOURCE
-					     : VCOUNTER__V1__ROLE__ROLE_TARGET;
-	n.step = (Vcounter__V1__MigrationStep)m->s.step;
-	n.peer_identity = m->s.peer_identity;
-	n.peer_address = m->peer_address;
-	n.reason = m->s.reason;
-	n.generation = m->s.generation;
-	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATION_NOTICE;
-	msg.migration_notice = &n;
-	vmm_notify(vcd, vm->conn_id, &msg);
+}
+
+/* Tell the observers (control's watchers, the metrics, the VMM) of m's
+ * change. */
+static void migration_changed(struct vcd *vcd, struct migration *m)
+{
+	struct migrations *ms = vcd->migrations;
+	struct migration_event ev = { .outcome_counted = &m->metrics_counted };
+
+	view_of(m, &ev.view);
+	for (size_t i = 0; i < ms->n_observers; i++)
+		ms->observers[i].fn(ms->observers[i].userdata, &ev);
 }
 
 static void migration_fail(struct vcd *vcd, struct migration *m, int error, const char *fmt, ...)
@@ -352,6 +348,7 @@ static void migration_fail(struct vcd *vcd, struct migration *m, int error, cons
 		errno = error < 0 ? -error : error;
 		log_error("vm=%s migration=%s role=%s step=failed: %s", m->s.vm_id,
 			  m->s.migration_id, vm_role_to_string(m->s.role), reason);
+		migration_record_after(vcd, m);
 		migration_changed(vcd, m);
 	}
 	migration_reply_vmm_error(vcd, m, error, reason);
@@ -938,6 +935,7 @@ int migration_abort(struct vcd *vcd, const char *migration_id, const char *reaso
 		 m->s.migration_id, vm_role_to_string(m->s.role), reason);
 	send_abort(vcd, m, reason);
 	migration_reply_vmm_error(vcd, m, -ECANCELED, "migration aborted by a controller");
+	migration_record_after(vcd, m);
 	migration_changed(vcd, m);
 	return 0;
 }
@@ -1174,8 +1172,10 @@ static void handle_applied(struct vcd *vcd, struct peer_link *link,
 		return;
 	}
 	log_outcome(rep, "source");
-	if (r == 0)
+	if (r == 0) {
+		migration_record_after(vcd, m);
 		migration_changed(vcd, m);
+	}
 	ack_body.migration_id = m->s.migration_id;
 	ack.id = msg->id;
 	ack.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_ACK;
@@ -1463,6 +1463,7 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 				 m->s.vm_id, m->s.migration_id, m->s.generation);
 			m->awaiting_source = false;
 			evtimer_del(m->timer);
+			migration_record_after(vcd, m);
 			migration_changed(vcd, m);
 			push_apply_op(vcd, m);
 		}
@@ -1600,6 +1601,7 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 		log_error("vm=%s migration=%s role=target step=apply: failed: %s", m->s.vm_id,
 			  m->s.migration_id, text);
 		migration_reply_vmm_error(vcd, m, error, text);
+		migration_record_after(vcd, m);
 		migration_changed(vcd, m);
 		return;
 	}
@@ -1797,6 +1799,7 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 	 * only once applied is on disk. That keeps one fsync pair off the
 	 * blackout (bench/bench_journal). The fail point is kept. */
 	failpoint_crash("target/applying");
+	migration_record_after(vcd, m);
 	migration_changed(vcd, m);
 	/* The op sent ahead runs now; its deadline starts. Without one (the VMM
 	 * reconnected since), send it now. */
@@ -1809,6 +1812,7 @@ void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_
 		session_target_apply_failed(&m->s, "cannot reach the VMM",
 					    clock_ns(CLOCK_MONOTONIC));
 		migration_reply_vmm_error(vcd, m, r, "cannot ask the VMM to apply");
+		migration_record_after(vcd, m);
 		migration_changed(vcd, m);
 	}
 }
@@ -1920,6 +1924,7 @@ static void handle_abort(struct vcd *vcd, struct peer_link *link,
 	log_info("vm=%s migration=%s step=aborted: by peer %s: %s", m->s.vm_id, m->s.migration_id,
 		 link->identity, reason);
 	migration_reply_vmm_error(vcd, m, -ECANCELED, "migration aborted by the peer");
+	migration_record_after(vcd, m);
 	migration_changed(vcd, m);
 }
 
@@ -1957,6 +1962,7 @@ void migration_on_vm(void *userdata, enum vm_event event, struct vm_entry *vm)
 			    m->s.migration_id);
 		send_abort(vcd, m, "VM unregistered");
 		migration_reply_vmm_error(vcd, m, -ECANCELED, "VM unregistered");
+		migration_record_after(vcd, m);
 		migration_changed(vcd, m);
 	}
 }
@@ -2052,6 +2058,7 @@ static void link_frame_cb(struct peer_conn *conn, const uint8_t *payload, size_t
 			if (m && m->s.role == VM_ROLE_TARGET &&
 			    session_target_acked(&m->s, link->identity,
 						 clock_ns(CLOCK_MONOTONIC)) == 0) {
+				migration_record_after(vcd, m);
 				migration_changed(vcd, m);
 				target_arrived(vcd, m);
 			}
@@ -2205,6 +2212,7 @@ static void recover_resolve(struct vcd *vcd, struct migration *m)
 			m->link_id = link->id;
 			send_abort(vcd, m, reason);
 		}
+		migration_record_after(vcd, m);
 		migration_changed(vcd, m);
 		return;
 	}
@@ -2216,6 +2224,7 @@ static void recover_resolve(struct vcd *vcd, struct migration *m)
 			return;
 		log_warning("vm=%s migration=%s role=target step=aborted: %s", m->s.vm_id,
 			    m->s.migration_id, reason);
+		migration_record_after(vcd, m);
 		migration_changed(vcd, m);
 		return;
 	case STEP_APPLYING:
@@ -2232,6 +2241,7 @@ static void recover_resolve(struct vcd *vcd, struct migration *m)
 			    "%u ms",
 			    m->s.vm_id, m->s.migration_id, step, m->s.generation,
 			    vcd->config.peer_timeout_ms);
+		migration_record_after(vcd, m);
 		migration_changed(vcd, m);
 		return;
 	default:
@@ -2306,6 +2316,18 @@ int migrations_start(struct vcd *vcd)
 		return r;
 	log_info("peer link: listening on %s (port %d)", vcd->config.listen_addr,
 		 peer_listener_port(vcd->migrations->listener));
+	return 0;
+}
+
+int migrations_observe(struct vcd *vcd, migration_observer_fn fn, void *userdata)
+{
+	struct migrations *ms = vcd->migrations;
+
+	if (ms->n_observers >= MIGRATIONS_MAX_OBSERVERS)
+		return -ENOSPC;
+	ms->observers[ms->n_observers].fn = fn;
+	ms->observers[ms->n_observers].userdata = userdata;
+	ms->n_observers++;
 	return 0;
 }
 

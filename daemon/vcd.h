@@ -16,6 +16,7 @@
 #include "grpc.h"
 #include "session.h"
 #include "tls.h"
+#include "migration_view.h"
 #include "vcd_config.h"
 #include "vm_registry.h"
 #include "vcounter.pb-c.h"
@@ -96,9 +97,17 @@ void vmm_kvm_op_cancel(struct vcd *vcd, uint64_t conn_id, uint64_t op_id);
 /* Best effort, for notices the VMM did not ask for: a VMM that does not
  * read loses the notice (logged), not its connection. */
 void vmm_notify(struct vcd *vcd, uint64_t conn_id, const Vcounter__V1__VmmMessage *msg);
+/* The migrations' observer (vcd): the VMM holding the migration's VM hears a
+ * MigrationNotice. */
+void vmm_on_migration(void *vcd, const struct migration_event *ev);
 
 /* migration.c */
 int migrations_start(struct vcd *vcd);
+/* After migrations_start: fn hears every migration's every change (a step,
+ * a generation, a failure), in the order observers subscribed. -ENOSPC past
+ * MIGRATIONS_MAX_OBSERVERS. */
+#define MIGRATIONS_MAX_OBSERVERS 4
+int migrations_observe(struct vcd *vcd, migration_observer_fn fn, void *userdata);
 int migrations_listen_port(struct vcd *vcd);
 /* vcd->tls_server changed (a reload): incoming links from now on use it. */
 void migrations_tls_changed(struct vcd *vcd);
@@ -121,15 +130,6 @@ size_t migration_count(struct vcd *vcd);
 
 /* A migration as the control API shows it; the pointers are valid until the
  * event loop runs again. */
-struct migration_view {
-	const struct session *s;
-	const char *peer_address; /* source: the target daemon's host:port */
-	bool by_controller;	  /* started through service Control */
-	int64_t planned_delta_cycles;
-	uint64_t planned_error_bound_ns;
-	bool recovered;	      /* resumed from the session journal */
-	bool awaiting_source; /* target: recovered final state not yet confirmed */
-};
 
 int migration_get_view(struct vcd *vcd, const char *migration_id, struct migration_view *ret);
 void migrations_foreach(struct vcd *vcd,
@@ -167,7 +167,8 @@ size_t control_watcher_count(struct vcd *vcd); /* open WatchEvents streams */
 /* The VM registry's observer (vcd): WatchEvents hear a VM registered and
  * unregistered. */
 void control_on_vm(void *vcd, enum vm_event event, struct vm_entry *vm);
-void control_migration_event(struct vcd *vcd, const struct migration_view *view);
+/* The migrations' observer (vcd): WatchEvents hear each step. */
+void control_on_migration(void *vcd, const struct migration_event *ev);
 
 /* reload.c: read the configuration file and the command line again and
  * swap the result in (certificates, allow-lists, roles, policy, timeouts,

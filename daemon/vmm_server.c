@@ -151,6 +151,32 @@ void vmm_notify(struct vcd *vcd, uint64_t conn_id, const Vcounter__V1__VmmMessag
 				  (int)conn->pid);
 }
 
+void vmm_on_migration(void *userdata, const struct migration_event *ev)
+{
+	struct vcd *vcd = userdata;
+	const struct session *s = ev->view.s;
+	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__MigrationNotice n = VCOUNTER__V1__MIGRATION_NOTICE__INIT;
+	struct vm_entry *vm = vm_registry_find(&vcd->vms, s->vm_id);
+
+	/* The VM's VMM, in the role it holds the VM in here (a target that
+	 * arrived may leave again as a source). */
+	if (!vm || (vm->role != s->role && !(vm->arrived && s->role == VM_ROLE_SOURCE)))
+		return;
+	n.migration_id = (char *)s->migration_id;
+	n.vm_id = (char *)s->vm_id;
+	n.role = s->role == VM_ROLE_SOURCE ? VCOUNTER__V1__ROLE__ROLE_SOURCE
+					   : VCOUNTER__V1__ROLE__ROLE_TARGET;
+	n.step = (Vcounter__V1__MigrationStep)s->step;
+	n.peer_identity = (char *)s->peer_identity;
+	n.peer_address = (char *)ev->view.peer_address;
+	n.reason = (char *)s->reason;
+	n.generation = s->generation;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATION_NOTICE;
+	msg.migration_notice = &n;
+	vmm_notify(vcd, vm->conn_id, &msg);
+}
+
 void vmm_reply_ok(struct vcd *vcd, uint64_t conn_id, uint64_t request_id)
 {
 	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
