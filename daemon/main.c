@@ -287,7 +287,7 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
-	r = vmm_server_start(&vcd, vmm_fd);
+	r = vmm_server_start(&vcd, vmm_fd, &migration_vmm_handlers);
 	if (r < 0) {
 		close(vmm_fd);
 		log_error_errno(r, "cannot start the VMM socket");

@@ -869,9 +869,9 @@ static int source_start(struct vcd *vcd, struct vm_entry *vm, const char *peer_a
 	return 0;
 }
 
-void migration_handle_migrate_out(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
-				  const char *vm_id, const char *peer_address,
-				  const char *peer_name)
+static void migration_handle_migrate_out(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
+					 const char *vm_id, const char *peer_address,
+					 const char *peer_name)
 {
 	struct vm_entry *vm = vm_id ? vm_registry_find(&vcd->vms, vm_id) : NULL;
 	struct migration *m;
@@ -1055,8 +1055,8 @@ static void source_final_read(struct vcd *vcd, int error, const char *text,
 	migration_arm_timer(vcd, m);
 }
 
-void migration_handle_report_paused(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
-				    const char *vm_id, const char *migration_id)
+static void migration_handle_report_paused(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
+					   const char *vm_id, const char *migration_id)
 {
 	struct migration *m = migration_find(vcd, migration_id);
 	struct vm_entry *vm = vm_id ? vm_registry_find(&vcd->vms, vm_id) : NULL;
@@ -1753,8 +1753,8 @@ static void push_apply_op(struct vcd *vcd, struct migration *m)
 			  m->s.vm_id, m->s.migration_id, strerror(-r));
 }
 
-void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
-			    const char *vm_id, const char *migration_id)
+static void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
+				   const char *vm_id, const char *migration_id)
 {
 	struct migration *m = migration_find(vcd, migration_id);
 	struct vm_entry *vm = vm_id ? vm_registry_find(&vcd->vms, vm_id) : NULL;
@@ -2362,3 +2362,10 @@ void migrations_stop(struct vcd *vcd)
 	free(ms);
 	vcd->migrations = NULL;
 }
+
+const struct vmm_migration_handlers migration_vmm_handlers = {
+	.migrate_out = migration_handle_migrate_out,
+	.report_paused = migration_handle_report_paused,
+	.apply = migration_handle_apply,
+	.count = migration_count,
+};

@@ -67,7 +67,21 @@ struct vcd {
 };
 
 /* vmm_server.c */
-int vmm_server_start(struct vcd *vcd, int listen_fd);
+/* What the VMM socket hands to the migrations: their entry points, given
+ * to vmm_server_start() by main.c, so that the VMM socket does not call the
+ * migrations by name (they call it: vmm_kvm_op, vmm_reply). Each answers
+ * request_id on connection conn_id itself. */
+struct vmm_migration_handlers {
+	void (*migrate_out)(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
+			    const char *vm_id, const char *peer_address, const char *peer_name);
+	void (*report_paused)(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
+			      const char *vm_id, const char *migration_id);
+	void (*apply)(struct vcd *vcd, uint64_t conn_id, uint64_t request_id, const char *vm_id,
+		      const char *migration_id);
+	size_t (*count)(struct vcd *vcd); /* migrations kept */
+};
+
+int vmm_server_start(struct vcd *vcd, int listen_fd, const struct vmm_migration_handlers *mh);
 void vmm_server_stop(struct vcd *vcd);
 /* Forget vm (logged with why): its migrations end, its fds are closed. */
 void vmm_drop_vm(struct vcd *vcd, struct vm_entry *vm, const char *why);
@@ -115,14 +129,9 @@ void migrations_stop(struct vcd *vcd);
 /* Open the session journal (config.state_dir) and resume or abort every
  * migration it holds: 0, or -errno when the directory cannot be used. */
 int migrations_recover(struct vcd *vcd);
-void migration_handle_migrate_out(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
-				  const char *vm_id, const char *peer_address,
-				  const char *peer_name);
-void migration_handle_report_paused(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
-				    const char *vm_id, const char *migration_id);
-void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
-			    const char *vm_id, const char *migration_id);
-/* A VM is leaving (unregister or VMM disconnect): abort what it had running. */
+/* The VMM socket's migration requests (MigrateOut, ReportPaused, Apply)
+ * and its StatusReply's count, as vmm_server_start() takes them. */
+extern const struct vmm_migration_handlers migration_vmm_handlers;
 /* The VM registry's observer (vcd): a VM unregistered ends its running
  * migrations. */
 void migration_on_vm(void *vcd, enum vm_event event, struct vm_entry *vm);

@@ -57,6 +57,7 @@ struct vmm_server {
 	size_t n_conns;
 	uint64_t next_conn_id;
 	uint64_t next_op_id;
+	const struct vmm_migration_handlers *mh;
 	uint8_t buf[FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES];
 };
 
@@ -711,7 +712,7 @@ static void handle_status(struct vmm_conn *conn, uint64_t request_id)
 		st.sync = &sync_pb;
 	}
 	st.vm_count = (uint32_t)vm_registry_count(&conn->vcd->vms);
-	st.migration_count = (uint32_t)migration_count(conn->vcd);
+	st.migration_count = (uint32_t)conn->vcd->vmm->mh->count(conn->vcd);
 	st.version = (char *)VCOUNTER_VERSION;
 	/* Only VMs whose probe finished: before that there is no backend. A
 	 * full daemon (VCD_MAX_VMS) stays well under VC_MAX_FRAME_BYTES. */
@@ -765,17 +766,16 @@ static void dispatch(struct vmm_conn *conn, const Vcounter__V1__VmmMessage *msg,
 		handle_unregister(conn, id, msg->unregister_vm);
 		return;
 	case VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATE_OUT:
-		migration_handle_migrate_out(vcd, conn->id, id, msg->migrate_out->vm_id,
-					     msg->migrate_out->peer_address,
-					     msg->migrate_out->peer_name);
+		vcd->vmm->mh->migrate_out(vcd, conn->id, id, msg->migrate_out->vm_id,
+					  msg->migrate_out->peer_address,
+					  msg->migrate_out->peer_name);
 		return;
 	case VCOUNTER__V1__VMM_MESSAGE__BODY_REPORT_PAUSED:
-		migration_handle_report_paused(vcd, conn->id, id, msg->report_paused->vm_id,
-					       msg->report_paused->migration_id);
+		vcd->vmm->mh->report_paused(vcd, conn->id, id, msg->report_paused->vm_id,
+					    msg->report_paused->migration_id);
 		return;
 	case VCOUNTER__V1__VMM_MESSAGE__BODY_APPLY:
-		migration_handle_apply(vcd, conn->id, id, msg->apply->vm_id,
-				       msg->apply->migration_id);
+		vcd->vmm->mh->apply(vcd, conn->id, id, msg->apply->vm_id, msg->apply->migration_id);
 		return;
 	case VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS:
 		handle_status(conn, id);
@@ -959,13 +959,14 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
 		  (unsigned)uid);
 }
 
-int vmm_server_start(struct vcd *vcd, int listen_fd)
+int vmm_server_start(struct vcd *vcd, int listen_fd, const struct vmm_migration_handlers *mh)
 {
 	struct vmm_server *srv = calloc(1, sizeof(*srv));
 
 	if (!srv)
 		return -ENOMEM;
 	srv->listen_fd = listen_fd;
+	srv->mh = mh;
 	srv->listen_ev = event_new(vcd->base, listen_fd, EV_READ | EV_PERSIST, accept_cb, vcd);
 	if (!srv->listen_ev) {
 		free(srv);
