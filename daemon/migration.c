@@ -1073,7 +1073,7 @@ static void migration_handle_report_paused(struct vcd *vcd, uint64_t conn_id, ui
 				"VM is not registered on this connection");
 		return;
 	}
-	if (m->s.step != STEP_PREPARED && m->s.step != STEP_FINAL) {
+	if (session_source_may_finalize(&m->s) < 0) {
 		vmm_reply_error(vcd, conn_id, request_id, -EPROTO,
 				"migration is at step %s, not ready for the final state",
 				migration_step_to_string(m->s.step));
@@ -1869,9 +1869,7 @@ static void handle_final_ack(struct vcd *vcd, struct peer_link *link,
 		return;
 	/* The answer to a replay (migration_replay_cb): the target holds
 	 * this generation; its Applied follows if it applied. */
-	if (m->s.role == VM_ROLE_SOURCE && m->s.step == STEP_FINAL &&
-	    msg->final_ack->generation == m->s.generation &&
-	    strcmp(link->identity, m->s.peer_identity) == 0) {
+	if (session_final_ack_is_replay(&m->s, link->identity, msg->final_ack->generation)) {
 		log_info("vm=%s migration=%s role=source: target %s holds generation %" PRIu64
 			 " after the replay",
 			 m->s.vm_id, m->s.migration_id, link->identity, m->s.generation);
@@ -2187,27 +2185,29 @@ static void recover_resolve(struct vcd *vcd, struct migration *m)
 	const char *step = migration_step_to_string(m->s.step);
 	struct peer_link *link;
 
-	if (migration_step_is_terminal(m->s.step))
+	switch (session_recovery_of(&m->s)) {
+	case SESSION_RECOVERY_REPLAY_FINAL:
+		log_warning("vm=%s migration=%s role=source: recovered at step final "
+			    "(generation %" PRIu64 "): replaying it to %s at %s",
+			    m->s.vm_id, m->s.migration_id, m->s.generation, m->s.peer_identity,
+			    m->peer_address);
+		m->replay_attempts = 0;
+		migration_replay_cb(-1, 0, m);
 		return;
-	if (m->s.role == VM_ROLE_SOURCE) {
-		if (m->s.step == STEP_FINAL) {
-			log_warning("vm=%s migration=%s role=source: recovered at step final "
-				    "(generation %" PRIu64 "): replaying it to %s at %s",
-				    m->s.vm_id, m->s.migration_id, m->s.generation,
-				    m->s.peer_identity, m->peer_address);
-			m->replay_attempts = 0;
-			migration_replay_cb(-1, 0, m);
-			return;
-		}
-		snprintf(reason, sizeof(reason),
-			 "vcounterd restarted at step %s, before the target confirmed the final "
-			 "state; the source VM was not written",
-			 step);
+	case SESSION_RECOVERY_ABORT:
+		if (m->s.role == VM_ROLE_SOURCE)
+			snprintf(reason, sizeof(reason),
+				 "vcounterd restarted at step %s, before the target confirmed the "
+				 "final state; the source VM was not written",
+				 step);
+		else
+			snprintf(reason, sizeof(reason),
+				 "vcounterd restarted before the final state arrived");
 		if (session_abort(&m->s, reason, clock_ns(CLOCK_MONOTONIC)) != 0)
 			return;
-		log_warning("vm=%s migration=%s role=source step=aborted: %s", m->s.vm_id,
-			    m->s.migration_id, reason);
-		if (m->peer_address[0] &&
+		log_warning("vm=%s migration=%s role=%s step=aborted: %s", m->s.vm_id,
+			    m->s.migration_id, vm_role_to_string(m->s.role), reason);
+		if (m->s.role == VM_ROLE_SOURCE && m->peer_address[0] &&
 		    link_get_outgoing(vcd, m->peer_address, m->s.peer_identity, &link) == 0) {
 			m->link_id = link->id;
 			send_abort(vcd, m, reason);
@@ -2215,25 +2215,13 @@ static void recover_resolve(struct vcd *vcd, struct migration *m)
 		migration_record_after(vcd, m);
 		migration_changed(vcd, m);
 		return;
-	}
-	switch (m->s.step) {
-	case STEP_PREPARED:
-		snprintf(reason, sizeof(reason),
-			 "vcounterd restarted before the final state arrived");
-		if (session_abort(&m->s, reason, clock_ns(CLOCK_MONOTONIC)) != 0)
-			return;
-		log_warning("vm=%s migration=%s role=target step=aborted: %s", m->s.vm_id,
-			    m->s.migration_id, reason);
-		migration_record_after(vcd, m);
-		migration_changed(vcd, m);
-		return;
-	case STEP_APPLYING:
-		session_target_apply_failed(&m->s,
-					    "vcounterd restarted while the apply was running; "
-					    "the VMM must apply again",
-					    clock_ns(CLOCK_MONOTONIC));
-		/* fall through */
-	case STEP_FINAL:
+	case SESSION_RECOVERY_AWAIT_SOURCE:
+		if (m->s.step == STEP_APPLYING)
+			session_target_apply_failed(
+				&m->s,
+				"vcounterd restarted while the apply was running; "
+				"the VMM must apply again",
+				clock_ns(CLOCK_MONOTONIC));
 		m->awaiting_source = true;
 		migration_arm_timer(vcd, m);
 		log_warning("vm=%s migration=%s role=target: recovered at step %s (generation "
@@ -2244,11 +2232,12 @@ static void recover_resolve(struct vcd *vcd, struct migration *m)
 		migration_record_after(vcd, m);
 		migration_changed(vcd, m);
 		return;
-	default:
-		/* APPLIED: the source's replay gets the Applied again. */
-		log_info("vm=%s migration=%s role=target: recovered at step %s; the source's "
-			 "replay gets the report again",
-			 m->s.vm_id, m->s.migration_id, step);
+	case SESSION_RECOVERY_KEEP:
+		/* A target at APPLIED: the source's replay gets the Applied again. */
+		if (!migration_step_is_terminal(m->s.step))
+			log_info("vm=%s migration=%s role=target: recovered at step %s; the "
+				 "source's replay gets the report again",
+				 m->s.vm_id, m->s.migration_id, step);
 		return;
 	}
 }

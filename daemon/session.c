@@ -420,3 +420,39 @@ int session_fail(struct session *s, const char *reason, uint64_t now_ns)
 	move_to(s, STEP_FAILED, now_ns);
 	return 0;
 }
+
+int session_source_may_finalize(const struct session *s)
+{
+	int r;
+
+	if (!s)
+		return -EINVAL;
+	r = check_live(s, VM_ROLE_SOURCE);
+	if (r < 0)
+		return r;
+	return s->step == STEP_PREPARED || s->step == STEP_FINAL ? 0 : -EPROTO;
+}
+
+bool session_final_ack_is_replay(const struct session *s, const char *from, uint64_t generation)
+{
+	return s && from && s->role == VM_ROLE_SOURCE && s->step == STEP_FINAL &&
+	       generation == s->generation && strcmp(from, s->peer_identity) == 0;
+}
+
+enum session_recovery session_recovery_of(const struct session *s)
+{
+	if (migration_step_is_terminal(s->step))
+		return SESSION_RECOVERY_KEEP;
+	if (s->role == VM_ROLE_SOURCE)
+		return s->step == STEP_FINAL ? SESSION_RECOVERY_REPLAY_FINAL
+					     : SESSION_RECOVERY_ABORT;
+	switch (s->step) {
+	case STEP_PREPARED:
+		return SESSION_RECOVERY_ABORT;
+	case STEP_FINAL:
+	case STEP_APPLYING:
+		return SESSION_RECOVERY_AWAIT_SOURCE;
+	default:
+		return SESSION_RECOVERY_KEEP;
+	}
+}

@@ -101,3 +101,30 @@ int session_abort(struct session *s, const char *reason, uint64_t now_ns);
 /* Any non-terminal step -> FAILED. Returns 1 if already failed, -ECANCELED if
  * aborted, -EALREADY if DONE. */
 int session_fail(struct session *s, const char *reason, uint64_t now_ns);
+
+/* Queries: decisions the glue asks for, the session unchanged. */
+
+/* May the source's VMM report its guest paused now (its final state is then
+ * read and sent)? 0 at PREPARED, or at FINAL (a newer generation: it paused
+ * again); otherwise what session_source_begin_final would refuse with:
+ * -ECANCELED, -EPROTO (another step or role), -EINVAL. */
+int session_source_may_finalize(const struct session *s);
+
+/* Is a FinalAck of generation from `from` the answer to a replay of the
+ * final state (after a restart or a lost link): the source at FINAL, that
+ * generation its current one, `from` its peer? Nothing to do then but
+ * note it; the target's Applied follows if it applied. */
+bool session_final_ack_is_replay(const struct session *s, const char *from, uint64_t generation);
+
+/* What a session loaded from the journal after a restart does (DESIGN.md
+ * section 3). The source never wrote its VM, so aborting it is always safe;
+ * a target applies nothing it cannot prove current. */
+enum session_recovery {
+	SESSION_RECOVERY_KEEP,	       /* ended, or a target at APPLIED or DONE: as it was */
+	SESSION_RECOVERY_REPLAY_FINAL, /* source at FINAL: send it again until Applied */
+	SESSION_RECOVERY_ABORT,	       /* source before FINAL, target at PREPARED */
+	/* target at FINAL or APPLYING (the apply interrupted: back to FINAL):
+	 * the apply is refused until the source replays that generation. */
+	SESSION_RECOVERY_AWAIT_SOURCE,
+};
+enum session_recovery session_recovery_of(const struct session *s);

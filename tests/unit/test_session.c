@@ -1054,6 +1054,90 @@ static void test_random_walk_keeps_invariants(void **unused)
 	assert_true(replays > 0);
 }
 
+/* ---- the glue's questions (queries change nothing) ---- */
+
+static void test_report_paused_only_at_prepared_or_final(void **unused)
+{
+	static const struct {
+		enum migration_step step;
+		int want;
+	} source[] = {
+		{ STEP_NONE, -EPROTO },	      { STEP_PREPARING, -EPROTO }, { STEP_PREPARED, 0 },
+		{ STEP_FINALIZING, -EPROTO }, { STEP_FINAL, 0 },	   { STEP_DONE, -EPROTO },
+		{ STEP_ABORTED, -ECANCELED }, { STEP_FAILED, -ECANCELED },
+	};
+
+	for (size_t i = 0; i < sizeof(source) / sizeof(source[0]); i++) {
+		print_message("source at %s\n", migration_step_to_string(source[i].step));
+		source_to(&sess, source[i].step);
+		assert_unchanged_after(&sess, session_source_may_finalize(&sess), source[i].want);
+	}
+	/* A target is never asked to finalize. */
+	target_to(&sess, STEP_PREPARED);
+	assert_unchanged_after(&sess, session_source_may_finalize(&sess), -EPROTO);
+	assert_int_equal(session_source_may_finalize(NULL), -EINVAL);
+}
+
+static void test_final_ack_replay_is_only_the_current_generation_from_the_peer(void **unused)
+{
+	source_to(&sess, STEP_FINAL);
+	memcpy(&snap, &sess, sizeof(snap));
+	assert_true(session_final_ack_is_replay(&sess, PEER, 1));
+	assert_false(session_final_ack_is_replay(&sess, PEER, 2)); /* not the current one */
+	assert_false(session_final_ack_is_replay(&sess, PEER, 0));
+	assert_false(session_final_ack_is_replay(&sess, "other.example.net", 1)); /* foreign */
+	assert_false(session_final_ack_is_replay(&sess, NULL, 1));
+	assert_memory_equal(&snap, &sess, sizeof(snap));
+	/* Waiting for the FinalAck it is no replay but the answer. */
+	source_to(&sess, STEP_FINALIZING);
+	assert_false(session_final_ack_is_replay(&sess, PEER, 1));
+	source_to(&sess, STEP_DONE);
+	assert_false(session_final_ack_is_replay(&sess, PEER, 1));
+	/* A target's session holds no FinalAck. */
+	target_to(&sess, STEP_FINAL);
+	assert_false(session_final_ack_is_replay(&sess, PEER, 1));
+	assert_false(session_final_ack_is_replay(NULL, PEER, 1));
+}
+
+/* The recovery table, every step of each role a journal can hold. */
+static void test_recovery_after_a_restart(void **unused)
+{
+	static const struct {
+		enum vm_role role;
+		enum migration_step step;
+		enum session_recovery want;
+	} table[] = {
+		{ VM_ROLE_SOURCE, STEP_NONE, SESSION_RECOVERY_ABORT },
+		{ VM_ROLE_SOURCE, STEP_PREPARING, SESSION_RECOVERY_ABORT },
+		{ VM_ROLE_SOURCE, STEP_PREPARED, SESSION_RECOVERY_ABORT },
+		/* The final state may be in flight: the target never confirmed
+		 * it, and the source VM was not written. */
+		{ VM_ROLE_SOURCE, STEP_FINALIZING, SESSION_RECOVERY_ABORT },
+		{ VM_ROLE_SOURCE, STEP_FINAL, SESSION_RECOVERY_REPLAY_FINAL },
+		{ VM_ROLE_SOURCE, STEP_DONE, SESSION_RECOVERY_KEEP },
+		{ VM_ROLE_SOURCE, STEP_ABORTED, SESSION_RECOVERY_KEEP },
+		{ VM_ROLE_SOURCE, STEP_FAILED, SESSION_RECOVERY_KEEP },
+		{ VM_ROLE_TARGET, STEP_NONE, SESSION_RECOVERY_KEEP },
+		{ VM_ROLE_TARGET, STEP_PREPARED, SESSION_RECOVERY_ABORT },
+		{ VM_ROLE_TARGET, STEP_FINAL, SESSION_RECOVERY_AWAIT_SOURCE },
+		{ VM_ROLE_TARGET, STEP_APPLYING, SESSION_RECOVERY_AWAIT_SOURCE },
+		{ VM_ROLE_TARGET, STEP_APPLIED, SESSION_RECOVERY_KEEP },
+		{ VM_ROLE_TARGET, STEP_DONE, SESSION_RECOVERY_KEEP },
+		{ VM_ROLE_TARGET, STEP_ABORTED, SESSION_RECOVERY_KEEP },
+		{ VM_ROLE_TARGET, STEP_FAILED, SESSION_RECOVERY_KEEP },
+	};
+
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+		print_message("%s at %s\n", vm_role_to_string(table[i].role),
+			      migration_step_to_string(table[i].step));
+		if (table[i].role == VM_ROLE_SOURCE)
+			source_to(&sess, table[i].step);
+		else
+			target_to(&sess, table[i].step);
+		assert_unchanged_after(&sess, session_recovery_of(&sess), table[i].want);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1081,6 +1165,10 @@ int main(void)
 		cmocka_unit_test(test_target_applied_refuses_report_of_other_migration),
 		cmocka_unit_test(test_step_names_round_trip),
 		cmocka_unit_test(test_random_walk_keeps_invariants),
+		cmocka_unit_test(test_report_paused_only_at_prepared_or_final),
+		cmocka_unit_test(
+			test_final_ack_replay_is_only_the_current_generation_from_the_peer),
+		cmocka_unit_test(test_recovery_after_a_restart),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
