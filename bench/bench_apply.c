@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "bench_stats.h"
 #include "clockns.h"
 #include "daemon_harness.h"
 #include "frame.h"
@@ -537,21 +538,6 @@ static int run_round(struct bench *b, unsigned round, bool record)
 	return 0;
 }
 
-static int cmp_u64(const void *x, const void *y)
-{
-	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
-
-	return a < b ? -1 : a > b;
-}
-
-/* Nearest-rank percentile of n sorted samples. */
-static uint64_t percentile(const uint64_t *sorted, size_t n, unsigned pct)
-{
-	size_t rank = (n * pct + 99) / 100;
-
-	return sorted[rank > 0 ? rank - 1 : 0];
-}
-
 static void bench_size_teardown(struct bench *b)
 {
 	if (b->src.vcpu_fds && b->vc_a)
@@ -672,20 +658,15 @@ static int bench_size(struct bench *b, int kvm_fd, unsigned n_vcpus, struct benc
 		goto out;
 	}
 	for (size_t kind = 0; kind < _SAMPLE_KIND_MAX; kind++) {
-		qsort(b->samples[kind], k, sizeof(uint64_t), cmp_u64);
-		res.p50[kind] = percentile(b->samples[kind], k, 50);
-		res.p99[kind] = percentile(b->samples[kind], k, 99);
+		bench_sort(b->samples[kind], k);
+		res.p50[kind] = bench_percentile(b->samples[kind], k, 50);
+		res.p99[kind] = bench_percentile(b->samples[kind], k, 99);
 	}
 	*ret = res;
 	r = 0;
 out:
 	bench_size_teardown(b);
 	return r;
-}
-
-static double us(uint64_t ns)
-{
-	return (double)ns / 1000.0;
 }
 
 /* Without applies: the floor, the backend in-process, the round trip, and
@@ -703,13 +684,13 @@ static void print_floor_table(const struct bench *b, const struct bench_result *
 	       "in-proc + 2 rtt", "anchor");
 	for (size_t i = 0; i < n; i++) {
 		const struct bench_result *r = &res[i];
-		double raw = us(r->p50[SAMPLE_RAW]), rtt = us(r->p50[SAMPLE_RTT]);
+		double raw = bench_us(r->p50[SAMPLE_RAW]), rtt = bench_us(r->p50[SAMPLE_RTT]);
 
-		double inproc = us(r->p50[SAMPLE_INPROC]);
+		double inproc = bench_us(r->p50[SAMPLE_INPROC]);
 
 		printf("%5u | %9.1f | %9.1f | %11.1f | %9.1f | %9.1f | %18.1f | %16.1f | %s\n",
-		       r->n_vcpus, raw, us(r->p99[SAMPLE_RAW]), inproc, rtt, us(r->p99[SAMPLE_RTT]),
-		       1.25 * raw + rtt, inproc + 2 * rtt,
+		       r->n_vcpus, raw, bench_us(r->p99[SAMPLE_RAW]), inproc, rtt,
+		       bench_us(r->p99[SAMPLE_RTT]), 1.25 * raw + rtt, inproc + 2 * rtt,
 		       (r->clock_flags & need) == need ? "kvm-clock" : "bracket");
 	}
 }
@@ -728,15 +709,15 @@ static void print_table(const struct bench *b, const struct bench_result *res, s
 	       "target met (<= 1.25x raw + 1 rtt)");
 	for (size_t i = 0; i < n; i++) {
 		const struct bench_result *r = &res[i];
-		double apply = us(r->p50[SAMPLE_APPLY]), raw = us(r->p50[SAMPLE_RAW]);
-		double rtt = us(r->p50[SAMPLE_RTT]);
+		double apply = bench_us(r->p50[SAMPLE_APPLY]), raw = bench_us(r->p50[SAMPLE_RAW]);
+		double rtt = bench_us(r->p50[SAMPLE_RTT]);
 		bool met = apply <= 1.25 * raw + rtt;
 
 		printf("%5u | %9.1f | %9.1f | %9.1f | %9.1f | %9.1f | %8.2fx | %15.2fx | %s "
 		       "(%.1f <= %.1f)\n",
-		       r->n_vcpus, apply, us(r->p99[SAMPLE_APPLY]), raw, us(r->p99[SAMPLE_RAW]),
-		       rtt, apply / raw, (apply - rtt) / raw, met ? "yes" : "no", apply,
-		       1.25 * raw + rtt);
+		       r->n_vcpus, apply, bench_us(r->p99[SAMPLE_APPLY]), raw,
+		       bench_us(r->p99[SAMPLE_RAW]), rtt, apply / raw, (apply - rtt) / raw,
+		       met ? "yes" : "no", apply, 1.25 * raw + rtt);
 	}
 
 	printf("\nwhere the apply time goes (p50, microseconds)\n");
@@ -748,8 +729,9 @@ static void print_table(const struct bench *b, const struct bench_result *res, s
 
 		printf("%5u | %9.1f | %14.1f | %13.1f | %9.1f | %9.1f | %s (KVM_GET_CLOCK flags "
 		       "%#x)\n",
-		       r->n_vcpus, us(r->p50[SAMPLE_APPLY]), us(r->p50[SAMPLE_DAEMON]),
-		       us(r->p50[SAMPLE_INPROC]), us(r->p50[SAMPLE_RAW]), us(r->p99[SAMPLE_RTT]),
+		       r->n_vcpus, bench_us(r->p50[SAMPLE_APPLY]), bench_us(r->p50[SAMPLE_DAEMON]),
+		       bench_us(r->p50[SAMPLE_INPROC]), bench_us(r->p50[SAMPLE_RAW]),
+		       bench_us(r->p99[SAMPLE_RTT]),
 		       (r->clock_flags & need) == need ? "kvm-clock" : "bracket", r->clock_flags);
 	}
 }
@@ -774,21 +756,6 @@ static void print_host(void)
 		       sysconf(_SC_NPROCESSORS_ONLN), module);
 }
 
-static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret)
-{
-	unsigned long v;
-	char *end;
-
-	if (!s || !*s || *s == '-')
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		return -EINVAL;
-	*ret = (unsigned)v;
-	return 0;
-}
-
 static int parse_sizes(const char *list, struct bench_config *config)
 {
 	_cleanup_free_ char *copy = strdup(list);
@@ -803,7 +770,7 @@ static int parse_sizes(const char *list, struct bench_config *config)
 		if (config->n_sizes == MAX_SIZES)
 			return -E2BIG;
 		/* The VM fd and every vCPU fd travel in one SCM_RIGHTS message. */
-		if (parse_uint(tok, 1, UNIX_FD_MAX_FDS - 1, &n) < 0)
+		if (bench_parse_uint(tok, 1, UNIX_FD_MAX_FDS - 1, &n) < 0)
 			return -EINVAL;
 		config->sizes[config->n_sizes++] = n;
 	}
@@ -881,19 +848,19 @@ static int parse_args(int argc, char **argv, struct bench_config *config, bool *
 			}
 			break;
 		case ARG_ITERATIONS:
-			if (parse_uint(optarg, 1, MAX_ITERATIONS, &config->iterations) < 0) {
+			if (bench_parse_uint(optarg, 1, MAX_ITERATIONS, &config->iterations) < 0) {
 				fprintf(stderr, "bench_apply: bad --iterations '%s'\n", optarg);
 				return -EINVAL;
 			}
 			break;
 		case ARG_WARMUP:
-			if (parse_uint(optarg, 0, MAX_ITERATIONS, &config->warmup) < 0) {
+			if (bench_parse_uint(optarg, 0, MAX_ITERATIONS, &config->warmup) < 0) {
 				fprintf(stderr, "bench_apply: bad --warmup '%s'\n", optarg);
 				return -EINVAL;
 			}
 			break;
 		case ARG_SETTLE_MS:
-			if (parse_uint(optarg, 0, MAX_SETTLE_MS, &config->settle_ms) < 0) {
+			if (bench_parse_uint(optarg, 0, MAX_SETTLE_MS, &config->settle_ms) < 0) {
 				fprintf(stderr, "bench_apply: bad --settle-ms '%s'\n", optarg);
 				return -EINVAL;
 			}
@@ -901,7 +868,7 @@ static int parse_args(int argc, char **argv, struct bench_config *config, bool *
 		case ARG_PIN_CPU: {
 			unsigned cpu;
 
-			if (parse_uint(optarg, 0, CPU_SETSIZE - 1, &cpu) < 0) {
+			if (bench_parse_uint(optarg, 0, CPU_SETSIZE - 1, &cpu) < 0) {
 				fprintf(stderr, "bench_apply: bad --pin-cpu '%s'\n", optarg);
 				return -EINVAL;
 			}
@@ -927,15 +894,6 @@ static int parse_args(int argc, char **argv, struct bench_config *config, bool *
 		return -EINVAL;
 	}
 	return 0;
-}
-
-static void remove_tree(const char *dir)
-{
-	char cmd[600];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "bench_apply: cannot remove %s\n", dir);
 }
 
 /* With --pin-cpu: this process (and what it starts next) on that CPU, or
@@ -1145,7 +1103,7 @@ out:
 	if (b.b.pid > 0)
 		harness_stop(&b.b);
 	if (own_certs && certs[0])
-		remove_tree(certs);
+		harness_remove_tree(certs);
 	free(b.rtt_buf);
 	free(b.src_state);
 	free(b.inproc_result);

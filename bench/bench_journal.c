@@ -13,15 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_stats.h"
 #include "clockns.h"
 #include "journal.h"
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
 
 static void fill_state(struct counter_state *s, uint32_t n)
 {
@@ -99,7 +93,7 @@ static int run(struct journal *j, uint32_t n_vcpus, size_t n, bool write, struct
 		}
 		t[i] = clock_ns(CLOCK_MONOTONIC) - t0;
 	}
-	qsort(t, n, sizeof(*t), cmp_u64);
+	bench_sort(t, n);
 	ret->p50 = t[n / 2];
 	ret->p99 = t[(n * 99) / 100];
 	free(t);

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_stats.h"
 #include "clockns.h"
 #include "daemon_harness.h"
 #include "macro.h"
@@ -84,30 +85,18 @@ struct stats {
 	size_t n;
 };
 
-static int cmp_u64(const void *x, const void *y)
-{
-	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
-
-	return a < b ? -1 : a > b;
-}
-
-/* Nearest-rank percentiles (as bench_apply); sorts samples. */
+/* Nearest-rank percentiles (bench_stats.h); sorts samples. */
 static struct stats stats_of(uint64_t *samples, size_t n)
 {
 	struct stats s = { .n = n };
 
 	if (n == 0)
 		return s;
-	qsort(samples, n, sizeof(*samples), cmp_u64);
-	s.p50 = samples[(n * 50 + 99) / 100 - 1];
-	s.p99 = samples[(n * 99 + 99) / 100 - 1];
+	bench_sort(samples, n);
+	s.p50 = bench_percentile(samples, n, 50);
+	s.p99 = bench_percentile(samples, n, 99);
 	s.max = samples[n - 1];
 	return s;
-}
-
-static double us(uint64_t ns)
-{
-	return (double)ns / 1000.0;
 }
 
 /* ---- unary calls ---- */
@@ -350,8 +339,8 @@ out:
 
 static void print_row(const char *call, const char *watchers, const struct stats *s)
 {
-	printf("%-14s %-26s | %9.1f | %9.1f | %9.1f | %7zu\n", call, watchers, us(s->p50),
-	       us(s->p99), us(s->max), s->n);
+	printf("%-14s %-26s | %9.1f | %9.1f | %9.1f | %7zu\n", call, watchers, bench_us(s->p50),
+	       bench_us(s->p99), bench_us(s->max), s->n);
 }
 
 static void print_host(const struct vcounter_ctl_host *h)
@@ -366,21 +355,6 @@ static void print_host(const struct vcounter_ctl_host *h)
 }
 
 /* ---- arguments ---- */
-
-static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret)
-{
-	unsigned long v;
-	char *end;
-
-	if (!s || !*s || *s == '-')
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || v < min || v > max)
-		return -EINVAL;
-	*ret = (unsigned)v;
-	return 0;
-}
 
 static void usage(FILE *f)
 {
@@ -465,7 +439,7 @@ static int parse_args(int argc, char **argv, struct bench_config *config)
 			usage(stderr);
 			return -EINVAL;
 		}
-		if (parse_uint(optarg, min, max, field) < 0) {
+		if (bench_parse_uint(optarg, min, max, field) < 0) {
 			fprintf(stderr, "control_bench: --%s must be %u..%u\n",
 				options[c - ARG_SOCKET].name, min, max);
 			return -EINVAL;
@@ -580,14 +554,14 @@ static bool print_delivery(struct bench *b, const struct results *res)
 	printf("\nevents: %u published (%u registrations and unregistrations of a 1-vCPU KVM VM, "
 	       "%.0f us per pair with its GetHostStatus), %u watchers\n",
 	       b->expected, b->config->registrations,
-	       us(res->events_elapsed_ns) / b->config->registrations, n);
+	       bench_us(res->events_elapsed_ns) / b->config->registrations, n);
 	printf("received per watcher: min %u, max %u of %u published: %s\n", min_received,
 	       max_received, b->expected, short_watchers ? "NOT ALL DELIVERED" : "all delivered");
 	if (n_all)
 		printf("delivery latency (event realtime_ns -> receipt), us: all %zu deliveries "
 		       "p50 %.1f p99 %.1f max %.1f; per watcher p50 %.1f..%.1f, p99 %.1f..%.1f\n",
-		       pooled.n, us(pooled.p50), us(pooled.p99), us(pooled.max), us(p50_min),
-		       us(p50_max), us(p99_min), us(p99_max));
+		       pooled.n, bench_us(pooled.p50), bench_us(pooled.p99), bench_us(pooled.max),
+		       bench_us(p50_min), bench_us(p50_max), bench_us(p99_min), bench_us(p99_max));
 	return short_watchers == 0;
 }
 

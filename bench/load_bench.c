@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_stats.h"
 #include "clockns.h"
 #include "daemon_harness.h"
 #include "kvm_x86.h"
@@ -184,11 +185,6 @@ static void failure(const char *fmt, ...)
 	va_end(ap);
 }
 
-static double ms(uint64_t ns)
-{
-	return (double)ns / 1e6;
-}
-
 /* Kilobytes of a "Key:   123 kB" line of /proc/PID/status or /proc/meminfo;
  * -errno when absent. */
 static long proc_kb(const char *path, const char *key)
@@ -222,21 +218,6 @@ static int fd_count_self(void)
 	struct daemon_proc self = { .pid = getpid() };
 
 	return harness_fd_count(&self);
-}
-
-static int cmp_u64(const void *x, const void *y)
-{
-	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
-
-	return a < b ? -1 : a > b;
-}
-
-/* Nearest-rank percentile of n sorted samples. */
-static uint64_t percentile(const uint64_t *sorted, size_t n, unsigned pct)
-{
-	size_t rank = (n * pct + 99) / 100;
-
-	return n == 0 ? 0 : sorted[rank > 0 ? rank - 1 : 0];
 }
 
 /* ---- KVM VMs ---- */
@@ -811,9 +792,10 @@ static unsigned check_vmms(struct load *ld, bool migrated)
 
 static void print_latency(const char *what, uint64_t *samples, size_t n)
 {
-	qsort(samples, n, sizeof(uint64_t), cmp_u64);
-	printf("%-44s | %9.3f | %9.3f | %9.3f | %8zu\n", what, ms(percentile(samples, n, 50)),
-	       ms(percentile(samples, n, 99)), ms(n ? samples[n - 1] : 0), n);
+	bench_sort(samples, n);
+	printf("%-44s | %9.3f | %9.3f | %9.3f | %8zu\n", what,
+	       bench_ms(bench_percentile(samples, n, 50)),
+	       bench_ms(bench_percentile(samples, n, 99)), bench_ms(n ? samples[n - 1] : 0), n);
 }
 
 static void print_host(void)
@@ -857,21 +839,6 @@ static void log_excerpt(const char *path)
 }
 
 /* ---- arguments ---- */
-
-static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret)
-{
-	unsigned long v;
-	char *end;
-
-	if (!s || !*s || *s == '-')
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		return -EINVAL;
-	*ret = (unsigned)v;
-	return 0;
-}
 
 static void usage(FILE *f)
 {
@@ -938,22 +905,22 @@ static int parse_args(int argc, char **argv, struct load_config *c)
 	while ((opt = getopt_long(argc, argv, "", options, NULL)) >= 0) {
 		switch (opt) {
 		case ARG_VMS:
-			r = parse_uint(optarg, 1, MAX_VMS, &c->n_vms);
+			r = bench_parse_uint(optarg, 1, MAX_VMS, &c->n_vms);
 			break;
 		case ARG_LANES:
-			r = parse_uint(optarg, 1, MAX_LANES, &c->n_lanes);
+			r = bench_parse_uint(optarg, 1, MAX_LANES, &c->n_lanes);
 			break;
 		case ARG_POLLERS:
-			r = parse_uint(optarg, 0, MAX_CONTROLLERS, &c->n_pollers);
+			r = bench_parse_uint(optarg, 0, MAX_CONTROLLERS, &c->n_pollers);
 			break;
 		case ARG_WATCHERS:
-			r = parse_uint(optarg, 0, MAX_CONTROLLERS, &c->n_watchers);
+			r = bench_parse_uint(optarg, 0, MAX_CONTROLLERS, &c->n_watchers);
 			break;
 		case ARG_TIMEOUT:
-			r = parse_uint(optarg, 1, 86400, &c->timeout_s);
+			r = bench_parse_uint(optarg, 1, 86400, &c->timeout_s);
 			break;
 		case ARG_POLL_INTERVAL:
-			r = parse_uint(optarg, 0, 60000, &c->poll_interval_ms);
+			r = bench_parse_uint(optarg, 0, 60000, &c->poll_interval_ms);
 			break;
 		case ARG_WARM_LINK:
 			c->warm_link = true;
@@ -1229,9 +1196,9 @@ int main(int argc, char **argv)
 	snapshot_take(&ld, &s2);
 	printf("registered %u VMs on each host in %.0f ms (%.0f registrations/s over both "
 	       "daemons; KVM VMs created in %.0f ms)\n",
-	       c->n_vms, ms(clock_ns(CLOCK_MONOTONIC) - t_reg1),
+	       c->n_vms, bench_ms(clock_ns(CLOCK_MONOTONIC) - t_reg1),
 	       2.0 * c->n_vms / ((double)(clock_ns(CLOCK_MONOTONIC) - t_reg1) / 1e9),
-	       ms(t_reg1 - t_reg0));
+	       bench_ms(t_reg1 - t_reg0));
 
 	if (!offsets_honoured) {
 		printf("load_bench: no migrations here: this host's KVM ignores TSC offsets, so "
@@ -1410,12 +1377,12 @@ out:
 			       c->warm_link ? " (after the --warm-link migration)" : "");
 			printf("ratios: apply p99/p50 %.2f; whole migration p50 / apply p50 %.1f; "
 			       "vcounter_apply p50 / host-b apply_latency p50 %.2f\n",
-			       (double)percentile(apply, n_apply, 99) /
-				       (double)percentile(apply, n_apply, 50),
-			       (double)percentile(whole, n_whole, 50) /
-				       (double)percentile(apply, n_apply, 50),
-			       (double)percentile(apply, n_apply, 50) /
-				       (double)percentile(daemon_apply, n_apply, 50));
+			       (double)bench_percentile(apply, n_apply, 99) /
+				       (double)bench_percentile(apply, n_apply, 50),
+			       (double)bench_percentile(whole, n_whole, 50) /
+				       (double)bench_percentile(apply, n_apply, 50),
+			       (double)bench_percentile(apply, n_apply, 50) /
+				       (double)bench_percentile(daemon_apply, n_apply, 50));
 		}
 		printf("controllers: %zu calls (%u failed) by %u pollers, %.0f calls/s; %" PRIu64
 		       " events to %u watchers\n",
