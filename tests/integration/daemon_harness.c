@@ -45,6 +45,48 @@ int harness_certs(char *ret_dir, size_t size)
 	return system(cmd) == 0 ? 0 : -EIO;
 }
 
+int harness_read_port(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	int port = -1;
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%d", &port) != 1 || port <= 0)
+		port = -1;
+	fclose(f);
+	return port;
+}
+
+int harness_wait_port(const char *path, int timeout_ms)
+{
+	int64_t deadline = harness_now_ms() + timeout_ms;
+
+	for (;;) {
+		int port = harness_read_port(path);
+
+		if (port > 0)
+			return port;
+		if (harness_now_ms() >= deadline)
+			return -ETIMEDOUT;
+		harness_sleep_ms(5);
+	}
+}
+
+size_t harness_put_varint(uint8_t *out, uint64_t v)
+{
+	size_t n = 0;
+
+	do {
+		out[n] = (uint8_t)(v & 0x7f);
+		v >>= 7;
+		if (v)
+			out[n] |= 0x80;
+		n++;
+	} while (v);
+	return n;
+}
+
 void harness_remove_tree(const char *dir)
 {
 	char cmd[600];
@@ -158,18 +200,11 @@ int harness_start(struct daemon_proc *d, const char *const *extra_args)
 		 * when both are (the daemon reports READY=1 only then). */
 		if (socket_accepts(d->vmm_socket) && stat(d->control_socket, &st) == 0 &&
 		    S_ISSOCK(st.st_mode)) {
-			FILE *f;
-
 			if (!listening)
 				return 0;
-			f = fopen(port_file, "re");
-			if (f) {
-				int ok = fscanf(f, "%d", &d->peer_port);
-
-				fclose(f);
-				if (ok == 1 && d->peer_port > 0)
-					return 0;
-			}
+			d->peer_port = harness_read_port(port_file);
+			if (d->peer_port > 0)
+				return 0;
 		}
 		harness_sleep_ms(10);
 	}

@@ -23,6 +23,16 @@ int harness_certs(char *ret_dir, size_t size);
 /* dir/name.ext: a certificate or key harness_certs made in dir. */
 void harness_cert_path(char *buf, size_t size, const char *dir, const char *name, const char *ext);
 
+/* The port a daemon wrote to path (--port-file, [control] port-file,
+ * [metrics] port-file): > 0, or -1 while the file is absent or holds none. */
+int harness_read_port(const char *path);
+/* The same, waited for up to timeout_ms: the port, or -ETIMEDOUT. */
+int harness_wait_port(const char *path, int timeout_ms);
+
+/* A protobuf varint of v at out (at most 10 bytes): its length. For the
+ * tests that hand-craft what a well-behaved encoder never writes. */
+size_t harness_put_varint(uint8_t *out, uint64_t v);
+
 /* rm -rf dir, saying so on stderr when it cannot. */
 void harness_remove_tree(const char *dir);
 

@@ -1322,24 +1322,6 @@ static void remove_certs(void)
 	certs_dir[0] = '\0';
 }
 
-static int read_port_file(const char *path)
-{
-	for (int i = 0; i < 1000; i++) {
-		FILE *f = fopen(path, "re");
-		int port = -1;
-
-		if (f) {
-			if (fscanf(f, "%d", &port) != 1)
-				port = -1;
-			fclose(f);
-			if (port > 0)
-				return port;
-		}
-		usleep(5000);
-	}
-	return -ETIMEDOUT;
-}
-
 struct tls_daemon {
 	struct daemon_proc *d;
 	int port;
@@ -1380,7 +1362,7 @@ static void tls_daemon_start(struct tls_daemon *t)
 	unlink(port_file);
 	t->d = &daemon_other;
 	assert_int_equal(harness_start(t->d, args), 0);
-	t->port = read_port_file(port_file);
+	t->port = harness_wait_port(port_file, 5000);
 	if (t->port < 0)
 		harness_dump_log(t->d);
 	assert_true(t->port > 0);

@@ -162,14 +162,8 @@ static void node_start(struct node *n, const char *failpoints)
 		_exit(127);
 	}
 	for (int i = 0; i < 500; i++) {
-		FILE *f = fopen(n->port_file, "r");
-		int port = 0;
+		int port = harness_read_port(n->port_file);
 
-		if (f) {
-			if (fscanf(f, "%d", &port) != 1)
-				port = 0;
-			fclose(f);
-		}
 		if (port > 0 && control_ready(n)) {
 			n->port = port;
 			return;

@@ -201,20 +201,6 @@ static void test_vm_destroy(struct test_vm *vm)
 
 /* ---- frame size ---- */
 
-static size_t put_varint(uint8_t *out, uint64_t v)
-{
-	size_t n = 0;
-
-	do {
-		out[n] = (uint8_t)(v & 0x7f);
-		v >>= 7;
-		if (v)
-			out[n] |= 0x80;
-		n++;
-	} while (v);
-	return n;
-}
-
 /* A framed StatusRequest with request id `id` whose payload is exactly
  * payload_len bytes: a field the daemon does not know (1000) pads it, as
  * protobuf allows. The length prefix is written by hand, since
@@ -240,7 +226,7 @@ static uint8_t *padded_status(uint64_t id, size_t payload_len, size_t *ret_len)
 	/* The padding's length is a 3-byte varint for 16384..2097151. */
 	pad = FRAME_HEADER_BYTES + payload_len - n - 3;
 	assert_true(pad >= 16384 && pad < 2097152);
-	n += put_varint(buf + n, pad);
+	n += harness_put_varint(buf + n, pad);
 	memset(buf + n, 'x', pad);
 	n += pad;
 	assert_int_equal(n, FRAME_HEADER_BYTES + payload_len);

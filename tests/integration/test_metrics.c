@@ -788,19 +788,6 @@ static void test_listen_addresses_invalid_or_public(void **state)
 
 /* ---- setup ---- */
 
-static int read_port_file(const char *path)
-{
-	FILE *f = fopen(path, "re");
-	int port = -1;
-
-	if (!f)
-		return -1;
-	if (fscanf(f, "%d", &port) != 1)
-		port = -1;
-	fclose(f);
-	return port;
-}
-
 static int group_setup(void **state)
 {
 	char ca[320], cert[320], key[320], metrics_file[320], control_file[320];
@@ -849,9 +836,8 @@ static int group_setup(void **state)
 		return -1;
 	/* The metrics port file is written before the control socket the
 	 * harness waits for; the control port file only after it. */
-	metrics_port = read_port_file(metrics_file);
-	for (int i = 0; i < 3000 && (control_port = read_port_file(control_file)) <= 0; i++)
-		harness_sleep_ms(10);
+	metrics_port = harness_read_port(metrics_file);
+	control_port = harness_wait_port(control_file, 30000);
 	peer_port = daemon_main.peer_port;
 	if (metrics_port <= 0 || control_port <= 0 || peer_port <= 0) {
 		fprintf(stderr, "ports: metrics %d control %d peer %d\n", metrics_port,

@@ -168,20 +168,6 @@ static void peer_send(struct tls_client *p, const Vcounter__V1__PeerMessage *msg
 	free(buf);
 }
 
-static size_t put_varint(uint8_t *out, uint64_t v)
-{
-	size_t n = 0;
-
-	do {
-		out[n] = (uint8_t)(v & 0x7f);
-		v >>= 7;
-		if (v)
-			out[n] |= 0x80;
-		n++;
-	} while (v);
-	return n;
-}
-
 /* A PeerMessage with id and field 50 (no body this version knows), framed. */
 static void send_unknown_body(struct tls_client *p, uint64_t id)
 {
@@ -189,7 +175,7 @@ static void send_unknown_body(struct tls_client *p, uint64_t id)
 	size_t n = FRAME_HEADER_BYTES;
 
 	buf[n++] = 0x08; /* field 1 (id), varint */
-	n += put_varint(buf + n, id);
+	n += harness_put_varint(buf + n, id);
 	buf[n++] = 0x90; /* field 50, varint: tag 400 */
 	buf[n++] = 0x03;
 	buf[n++] = 0x01;
@@ -652,7 +638,7 @@ static void send_padded_unknown_body(struct tls_client *p, uint64_t id, size_t p
 	uint32_t len = (uint32_t)payload_len;
 
 	buf[n++] = 0x08; /* field 1 (id), varint */
-	n += put_varint(buf + n, id);
+	n += harness_put_varint(buf + n, id);
 	buf[n++] = 0x90; /* field 50, varint: tag 400 */
 	buf[n++] = 0x03;
 	buf[n++] = 0x01;
@@ -661,7 +647,7 @@ static void send_padded_unknown_body(struct tls_client *p, uint64_t id, size_t p
 	/* The padding's length takes 3 varint bytes for 16384..2097151. */
 	pad = payload_len - (n - FRAME_HEADER_BYTES) - 3;
 	assert_true(pad >= 16384 && n + 3 + pad <= sizeof(buf));
-	n += put_varint(buf + n, pad);
+	n += harness_put_varint(buf + n, pad);
 	memset(buf + n, 'x', pad);
 	n += pad;
 	assert_int_equal(n - FRAME_HEADER_BYTES, payload_len);

@@ -352,19 +352,6 @@ static void assert_vm_listed(void)
 
 /* ---- the daemon ---- */
 
-static int read_port(const char *path)
-{
-	FILE *f = fopen(path, "re");
-	int port = -1;
-
-	if (!f)
-		return -1;
-	if (fscanf(f, "%d", &port) != 1)
-		port = -1;
-	fclose(f);
-	return port;
-}
-
 static int daemon_start(void)
 {
 	char exe[512], wrapper_buf[512], *save = NULL;
@@ -405,8 +392,8 @@ static int daemon_start(void)
 	/* Ready: the ports are written and SIGHUP has its handler (logged after it is set). */
 	deadline = harness_now_ms() + wait_s * 1000;
 	while (harness_now_ms() < deadline && daemon_alive()) {
-		peer_port = read_port(port_path);
-		control_port = read_port(control_port_path);
+		peer_port = harness_read_port(port_path);
+		control_port = harness_read_port(control_port_path);
 		if (peer_port > 0 && control_port > 0 && log_count(": vmm socket ") > 0)
 			return 0;
 		harness_sleep_ms(10);
@@ -803,7 +790,7 @@ static void test_settings_that_need_a_restart_keep_their_values(void **state)
 	assert_log_has("reload: [peer] listen changed from '127.0.0.1:0' to '127.0.0.1:1': that "
 		       "takes a restart; keeping '127.0.0.1:0'");
 	/* Still where it was, and the rest of the file applied. */
-	assert_int_equal(read_port(port_path), port);
+	assert_int_equal(harness_read_port(port_path), port);
 	assert_true(peer_admitted("evil", DAEMON_NAME));
 	assert_vm_listed();
 	assert_true(daemon_alive());

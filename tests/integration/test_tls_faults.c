@@ -926,7 +926,6 @@ static int group_setup(void **state)
 		OPERATOR_NAME,
 		NULL,
 	};
-	FILE *f;
 
 	/* Writes to a daemon that closed on us must fail, not kill us. */
 	signal(SIGPIPE, SIG_IGN);
@@ -948,17 +947,7 @@ static int group_setup(void **state)
 	if (harness_start(&daemon_a, args) < 0)
 		return -1;
 	/* Written once the control listener is up, which may be after the sockets are. */
-	for (int64_t deadline = harness_now_ms() + wait_ms;
-	     control_port <= 0 && harness_now_ms() < deadline;) {
-		f = fopen(control_port_path, "re");
-		if (f) {
-			if (fscanf(f, "%d", &control_port) != 1)
-				control_port = 0;
-			fclose(f);
-		}
-		if (control_port <= 0)
-			harness_sleep_ms(10);
-	}
+	control_port = harness_wait_port(control_port_path, wait_ms);
 	if (control_port <= 0) {
 		fprintf(stderr, "no control port in %s\n", control_port_path);
 		harness_dump_log(&daemon_a);
