@@ -14,10 +14,14 @@
 #include <unistd.h>
 
 #include "clockns.h"
+#include "control.h"
+#include "grpc.h"
 #include "hostclock.h"
 #include "log.h"
 #include "macro.h"
+#include "migration.h"
 #include "sync_source.h"
+#include "tls.h"
 #include "vcd.h"
 #include "uapi/kvm_syscounter.h"
 #include "wire.h"

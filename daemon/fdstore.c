@@ -13,6 +13,8 @@
 
 #include <systemd/sd-daemon.h>
 
+#include <event2/event.h>
+
 #include "fd_check.h"
 #include "fdstore.h"
 #include "log.h"
@@ -20,6 +22,7 @@
 #include "unix_fd.h"
 #include "vcd.h"
 #include "vm_store.h"
+#include "vmm_server.h"
 
 _Static_assert(VM_STORE_MAX_VMS == VCD_MAX_VMS, "a store record holds every VM a daemon can");
 

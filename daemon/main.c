@@ -14,6 +14,8 @@
 
 #include "clockns.h"
 #include "conf.h"
+#include "control.h"
+#include "counter_math.h"
 #include "failpoint.h"
 #include "fdstore.h"
 #include "hostclock.h"
@@ -21,8 +23,11 @@
 #include "macro.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "migration.h"
+#include "reload.h"
 #include "service.h"
 #include "sync_source.h"
+#include "tls.h"
 #include "vcd.h"
 
 #include "config.h"

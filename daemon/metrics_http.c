@@ -25,10 +25,12 @@
 #include <event2/listener.h>
 
 #include "clockns.h"
+#include "control.h"
 #include "log.h"
 #include "macro.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "migration.h"
 #include "netaddr.h"
 #include "sync_source.h"
 #include "vcd.h"

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <event2/event.h>
+
 #include "clockns.h"
 #include "counter_math.h"
 #include "failpoint.h"
@@ -20,6 +22,7 @@
 #include "log.h"
 #include "macro.h"
 #include "metrics.h"
+#include "migration.h"
 #include "peer_conn.h"
 #include "sync_source.h"
 #include "vcd.h"

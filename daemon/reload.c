@@ -10,9 +10,13 @@
 #include <openssl/ssl.h>
 
 #include "conf.h"
+#include "control.h"
 #include "log.h"
 #include "macro.h"
+#include "migration.h"
+#include "reload.h"
 #include "sync_source.h"
+#include "tls.h"
 #include "vcd.h"
 
 struct vcd_tls {

@@ -18,8 +18,10 @@
 #include <systemd/sd-daemon.h>
 
 #include "clockns.h"
+#include "control.h"
 #include "log.h"
 #include "macro.h"
+#include "migration.h"
 #include "service.h"
 #include "vcd.h"
 #include "vm_store.h"

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "clockns.h"
 #include "fd_check.h"
 #include "frame.h"
@@ -21,6 +23,7 @@
 #include "sync_source.h"
 #include "unix_fd.h"
 #include "vcd.h"
+#include "vmm_server.h"
 #include "wire.h"
 
 #include "config.h"
