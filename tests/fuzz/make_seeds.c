@@ -120,6 +120,81 @@ static void vmm_seeds(void)
 	vmm_seed("error", (const uint8_t[]){ 1, 4 }, 2, &msg);
 }
 
+/* fuzz_vmm_server: datagrams, each a 2-byte big-endian length and a frame. */
+struct datagrams {
+	uint8_t buf[8192];
+	size_t len;
+};
+
+static void datagram_add(struct datagrams *d, const Vcounter__V1__VmmMessage *msg)
+{
+	uint8_t *frame;
+	size_t len;
+
+	if (wire_vmm_pack_frame(msg, &frame, &len) < 0 || d->len + 2 + len > sizeof(d->buf))
+		exit(1);
+	d->buf[d->len++] = (uint8_t)(len >> 8);
+	d->buf[d->len++] = (uint8_t)len;
+	memcpy(d->buf + d->len, frame, len);
+	d->len += len;
+	free(frame);
+}
+
+static void vmm_server_seeds(void)
+{
+	Vcounter__V1__VmmMessage msg = VCOUNTER__V1__VMM_MESSAGE__INIT;
+	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
+	Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
+	Vcounter__V1__MigrateOut mo = VCOUNTER__V1__MIGRATE_OUT__INIT;
+	Vcounter__V1__ReportPaused rp = VCOUNTER__V1__REPORT_PAUSED__INIT;
+	Vcounter__V1__ApplyRequest ap = VCOUNTER__V1__APPLY_REQUEST__INIT;
+	Vcounter__V1__UnregisterVm un = VCOUNTER__V1__UNREGISTER_VM__INIT;
+	struct datagrams d = { .len = 0 };
+
+	msg.id = 1;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
+	msg.status = &st;
+	datagram_add(&d, &msg);
+	put("fuzz_vmm_server", "status", "", 0, d.buf, d.len);
+
+	d.len = 0;
+	msg.id = 2;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
+	msg.register_vm = &reg;
+	reg.vm_id = "vm-1";
+	reg.role = VCOUNTER__V1__ROLE__ROLE_SOURCE;
+	reg.vcpu_count = 1;
+	datagram_add(&d, &msg); /* without its fds: refused */
+	msg.id = 3;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_UNREGISTER_VM;
+	msg.unregister_vm = &un;
+	un.vm_id = "vm-1";
+	datagram_add(&d, &msg);
+	put("fuzz_vmm_server", "register-unregister", "", 0, d.buf, d.len);
+
+	d.len = 0;
+	msg.id = 4;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATE_OUT;
+	msg.migrate_out = &mo;
+	mo.vm_id = "vm-1";
+	mo.peer_address = "192.0.2.7:7420";
+	mo.peer_name = "host-b.test";
+	datagram_add(&d, &msg);
+	msg.id = 5;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REPORT_PAUSED;
+	msg.report_paused = &rp;
+	rp.vm_id = "vm-1";
+	rp.migration_id = "00112233445566778899aabbccddeeff";
+	datagram_add(&d, &msg);
+	msg.id = 6;
+	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_APPLY;
+	msg.apply = &ap;
+	ap.vm_id = "vm-1";
+	ap.migration_id = "00112233445566778899aabbccddeeff";
+	datagram_add(&d, &msg);
+	put("fuzz_vmm_server", "migrate-paused-apply", "", 0, d.buf, d.len);
+}
+
 static void peer_seed(const char *name, const Vcounter__V1__PeerMessage *msg)
 {
 	uint8_t *buf;
@@ -300,6 +375,7 @@ int main(int argc, char **argv)
 	}
 	out_dir = argv[1];
 	vmm_seeds();
+	vmm_server_seeds();
 	peer_seeds();
 	grpc_seeds();
 	vm_store_seeds();
