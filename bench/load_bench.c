@@ -996,44 +996,57 @@ static int sentinel_cycle(struct vcounter *vc, enum vcounter_role role, int kvm_
 	return r;
 }
 
-int main(int argc, char **argv)
-{
-	struct load ld = { 0 };
-	struct load_config *c = &ld.config;
-	struct sigaction sa = { .sa_handler = on_signal };
+/* What main's phases share. */
+struct run {
+	struct load ld;
+	int kvm_fd;
+	char certs[512], offset_detail[256];
+	bool own_certs, offsets_honoured, migrated, threads;
+	unsigned lanes_connected, n_vms_created, n_registered, bad;
+	uint64_t t_reg0, t_reg1, t_mig0, t_mig1, events;
 	struct snapshot s0, s1, s2, s3;
-	_cleanup_close_ int kvm_fd = -1;
-	char certs[512] = "", offset_detail[256] = "";
-	bool own_certs = false, offsets_honoured = false, migrated = false, threads = false;
-	unsigned lanes_connected = 0, n_vms_created = 0, n_registered = 0, bad = 0;
-	uint64_t t_reg0, t_reg1, t_mig0 = 0, t_mig1 = 0, events = 0;
-	rlim_t nofile = 0;
-	int r, ret = EXIT_FAILURE;
+	rlim_t nofile;
+};
 
-	if (parse_args(argc, argv, c) < 0)
-		return 2;
-	setvbuf(stdout, NULL, _IOLBF, 0);
+/* Can this host run it: KVM, a VM, TSC offsets honoured (--check-host asks
+ * only that). -1 to go on, or the exit status. */
+static int check_host(struct run *r)
+{
+	struct load_config *c = &r->ld.config;
+	int rc;
 
-	kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (kvm_fd < 0) {
+	r->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (r->kvm_fd < 0) {
 		printf("load_bench: SKIP: /dev/kvm: %s\n", strerror(errno));
 		return EXIT_SKIP;
 	}
 	{
 		_cleanup_close_ int vm_fd = -1, vcpu_fd = -1;
 
-		r = vm_create(kvm_fd, &vm_fd, &vcpu_fd);
-		if (r < 0) {
-			printf("load_bench: SKIP: cannot create a KVM VM: %s\n", strerror(-r));
+		rc = vm_create(r->kvm_fd, &vm_fd, &vcpu_fd);
+		if (rc < 0) {
+			printf("load_bench: SKIP: cannot create a KVM VM: %s\n", strerror(-rc));
 			return EXIT_SKIP;
 		}
-		offsets_honoured = harness_kvm_honours_offsets(vcpu_fd);
+		r->offsets_honoured = harness_kvm_honours_offsets(vcpu_fd);
 	}
 	if (c->check_host) {
 		printf("load_bench: KVM %s TSC offsets here\n",
-		       offsets_honoured ? "honours" : "ignores");
-		return offsets_honoured ? EXIT_SUCCESS : EXIT_SKIP;
+		       r->offsets_honoured ? "honours" : "ignores");
+		return r->offsets_honoured ? EXIT_SUCCESS : EXIT_SKIP;
 	}
+
+	return -1;
+}
+
+/* The daemons with their certificates, the watchers, the lanes' VMM and
+ * control connections, the pollers. 0, -1 (failed), or EXIT_SKIP. */
+static int start_all(struct run *r)
+{
+	struct load *ld = &r->ld;
+	struct load_config *c = &ld->config;
+	struct sigaction sa = { .sa_handler = on_signal };
+	int rc;
 
 	setenv("VC_BUILD_ROOT", BENCH_BUILD_ROOT, 0);
 	setenv("VC_TEST_CERTS", BENCH_GEN_CERTS, 0);
@@ -1048,236 +1061,274 @@ int main(int argc, char **argv)
 
 	/* Before the daemons start: they inherit it (under systemd the unit's
 	 * LimitNOFILE does this). */
-	r = raise_nofile(c, &nofile);
-	if (r < 0) {
+	rc = raise_nofile(c, &r->nofile);
+	if (rc < 0) {
 		fprintf(stderr,
 			"load_bench: RLIMIT_NOFILE cannot be raised to what %u VMs need: %s\n",
-			c->n_vms, strerror(-r));
+			c->n_vms, strerror(-rc));
 		return EXIT_FAILURE;
 	}
 	printf("config: %u VMs per host (1 vCPU, no memory), %u migrations in flight, %u "
 	       "pollers, %u watchers; RLIMIT_NOFILE %llu (this process and both daemons)\n",
-	       c->n_vms, c->n_lanes, c->n_pollers, c->n_watchers, (unsigned long long)nofile);
+	       c->n_vms, c->n_lanes, c->n_pollers, c->n_watchers, (unsigned long long)r->nofile);
 
-	ld.vms = calloc(c->n_vms, sizeof(*ld.vms));
-	ld.migrations = calloc(c->n_vms, sizeof(*ld.migrations));
-	ld.lanes = calloc(c->n_lanes, sizeof(*ld.lanes));
-	if (!ld.vms || !ld.migrations || !ld.lanes) {
+	ld->vms = calloc(c->n_vms, sizeof(*ld->vms));
+	ld->migrations = calloc(c->n_vms, sizeof(*ld->migrations));
+	ld->lanes = calloc(c->n_lanes, sizeof(*ld->lanes));
+	if (!ld->vms || !ld->migrations || !ld->lanes) {
 		fprintf(stderr, "load_bench: out of memory\n");
-		goto out;
+		return -1;
 	}
 	for (unsigned i = 0; i < c->n_vms; i++)
-		ld.vms[i].src_vm_fd = ld.vms[i].src_vcpu_fd = ld.vms[i].dst_vm_fd =
-			ld.vms[i].dst_vcpu_fd = -1;
+		ld->vms[i].src_vm_fd = ld->vms[i].src_vcpu_fd = ld->vms[i].dst_vm_fd =
+			ld->vms[i].dst_vcpu_fd = -1;
 
-	own_certs = !getenv("VC_TEST_CERT_DIR");
-	r = harness_certs(certs, sizeof(certs));
-	if (r < 0) {
+	r->own_certs = !getenv("VC_TEST_CERT_DIR");
+	rc = harness_certs(r->certs, sizeof(r->certs));
+	if (rc < 0) {
 		printf("load_bench: SKIP: cannot make test certificates (openssl missing?): %s\n",
-		       strerror(-r));
-		ret = EXIT_SKIP;
-		goto out;
+		       strerror(-rc));
+		return EXIT_SKIP;
 	}
-	r = daemons_start(&ld, certs);
-	if (r < 0)
-		goto out;
+	rc = daemons_start(ld, r->certs);
+	if (rc < 0)
+		return -1;
 
 	/* Controllers first, so that they see every registration. */
 	for (unsigned k = 0; k < c->n_watchers; k++) {
-		struct watcher *w = &ld.watchers[k];
+		struct watcher *w = &ld->watchers[k];
 
-		w->load = &ld;
-		w->daemon = k % 2 == 0 ? &ld.a : &ld.b;
+		w->load = ld;
+		w->daemon = k % 2 == 0 ? &ld->a : &ld->b;
 		snprintf(w->name, sizeof(w->name), "%c%u", k % 2 == 0 ? 'a' : 'b', k / 2);
 		if (pthread_create(&w->thread, NULL, watcher_main, w) != 0) {
 			fprintf(stderr, "load_bench: cannot start watcher threads\n");
 			c->n_watchers = k; /* the started ones end with the daemons */
-			threads = true;
-			goto out;
+			r->threads = true;
+			return -1;
 		}
 	}
-	threads = true;
-	while (atomic_load(&ld.watches_accepted) < c->n_watchers && !interrupted)
+	r->threads = true;
+	while (atomic_load(&ld->watches_accepted) < c->n_watchers && !interrupted)
 		sleep_ms(10);
 	for (unsigned k = 0; k < c->n_watchers; k++)
-		if (ld.watchers[k].result < 0) {
-			fprintf(stderr, "load_bench: watcher %s: %s\n", ld.watchers[k].name,
-				ld.watchers[k].error);
-			goto out;
+		if (ld->watchers[k].result < 0) {
+			fprintf(stderr, "load_bench: watcher %s: %s\n", ld->watchers[k].name,
+				ld->watchers[k].error);
+			return -1;
 		}
 
-	for (unsigned i = 0; i < c->n_lanes; i++, lanes_connected++) {
-		struct lane *l = &ld.lanes[i];
+	for (unsigned i = 0; i < c->n_lanes; i++, r->lanes_connected++) {
+		struct lane *l = &ld->lanes[i];
 
-		l->load = &ld;
+		l->load = ld;
 		l->index = i;
 		l->first_vm = i;
-		r = vcounter_connect(ld.a.vmm_socket, &l->vc_a);
-		if (r == 0)
-			r = vcounter_connect(ld.b.vmm_socket, &l->vc_b);
-		if (r == 0)
-			r = ctl_connect(&ld.a, CALL_TIMEOUT_MS, &l->ctl_a);
-		if (r < 0) {
+		rc = vcounter_connect(ld->a.vmm_socket, &l->vc_a);
+		if (rc == 0)
+			rc = vcounter_connect(ld->b.vmm_socket, &l->vc_b);
+		if (rc == 0)
+			rc = ctl_connect(&ld->a, CALL_TIMEOUT_MS, &l->ctl_a);
+		if (rc < 0) {
 			fprintf(stderr, "load_bench: lane %u: connecting to the daemons: %s\n", i,
-				strerror(-r));
-			lanes_connected++;
-			goto out;
+				strerror(-rc));
+			r->lanes_connected++;
+			return -1;
 		}
 	}
-	ld.poll_start_ns = clock_ns(CLOCK_MONOTONIC);
+	ld->poll_start_ns = clock_ns(CLOCK_MONOTONIC);
 	for (unsigned k = 0; k < c->n_pollers; k++) {
-		struct poller *p = &ld.pollers[k];
+		struct poller *p = &ld->pollers[k];
 
-		p->load = &ld;
-		p->daemon = k % 2 == 0 ? &ld.a : &ld.b;
+		p->load = ld;
+		p->daemon = k % 2 == 0 ? &ld->a : &ld->b;
 		snprintf(p->name, sizeof(p->name), "%c%u", k % 2 == 0 ? 'a' : 'b', k / 2);
 		if (pthread_create(&p->thread, NULL, poller_main, p) != 0) {
 			fprintf(stderr, "load_bench: cannot start poller threads\n");
-			atomic_store(&ld.stop_pollers, true);
+			atomic_store(&ld->stop_pollers, true);
 			c->n_pollers = k;
-			goto out;
+			return -1;
 		}
 	}
+
+	return 0;
+}
+
+/* Registration: KVM VM pairs created, then registered on both daemons. */
+static int register_all(struct run *r)
+{
+	struct load *ld = &r->ld;
+	struct load_config *c = &ld->config;
+	int rc;
 
 	/* Registration: the daemons probe each VM (write and restore vCPU 0's
 	 * offset through this process), so it is sequential per connection;
 	 * it is measured, not the point. */
-	snapshot_take(&ld, &s0);
-	t_reg0 = clock_ns(CLOCK_MONOTONIC);
-	for (unsigned i = 0; i < c->n_vms && !interrupted; i++, n_vms_created++) {
-		struct load_vm *vm = &ld.vms[i];
+	snapshot_take(ld, &r->s0);
+	r->t_reg0 = clock_ns(CLOCK_MONOTONIC);
+	for (unsigned i = 0; i < c->n_vms && !interrupted; i++, r->n_vms_created++) {
+		struct load_vm *vm = &ld->vms[i];
 
 		snprintf(vm->id, sizeof(vm->id), VM_ID_PREFIX "%04u", i);
-		r = vm_create(kvm_fd, &vm->src_vm_fd, &vm->src_vcpu_fd);
-		if (r == 0)
-			r = vm_create(kvm_fd, &vm->dst_vm_fd, &vm->dst_vcpu_fd);
-		if (r < 0) {
+		rc = vm_create(r->kvm_fd, &vm->src_vm_fd, &vm->src_vcpu_fd);
+		if (rc == 0)
+			rc = vm_create(r->kvm_fd, &vm->dst_vm_fd, &vm->dst_vcpu_fd);
+		if (rc < 0) {
 			printf("load_bench: LIMIT: KVM VM %u of %u (pair %s) cannot be created: "
 			       "%s; "
 			       "MemAvailable %ld kB, this process holds %d fds\n",
-			       2 * i + 1, 2 * c->n_vms, vm->id, strerror(-r),
+			       2 * i + 1, 2 * c->n_vms, vm->id, strerror(-rc),
 			       proc_kb("/proc/meminfo", "MemAvailable:"), fd_count_self());
-			goto out;
+			return -1;
 		}
 	}
-	t_reg1 = clock_ns(CLOCK_MONOTONIC);
-	snapshot_take(&ld, &s1);
-	for (unsigned i = 0; i < c->n_vms && !interrupted; i++, n_registered++) {
-		struct load_vm *vm = &ld.vms[i];
-		struct lane *l = &ld.lanes[i % c->n_lanes];
+	r->t_reg1 = clock_ns(CLOCK_MONOTONIC);
+	snapshot_take(ld, &r->s1);
+	for (unsigned i = 0; i < c->n_vms && !interrupted; i++, r->n_registered++) {
+		struct load_vm *vm = &ld->vms[i];
+		struct lane *l = &ld->lanes[i % c->n_lanes];
 		struct vcounter_vm_info info_a, info_b;
 
-		r = vcounter_register_vm(l->vc_a, vm->id, VCOUNTER_ROLE_SOURCE, vm->src_vm_fd,
-					 &vm->src_vcpu_fd, 1, &info_a);
-		if (r < 0) {
+		rc = vcounter_register_vm(l->vc_a, vm->id, VCOUNTER_ROLE_SOURCE, vm->src_vm_fd,
+					  &vm->src_vcpu_fd, 1, &info_a);
+		if (rc < 0) {
 			printf("load_bench: LIMIT: host-a refuses VM %u (%s): %s\n", i, vm->id,
 			       vcounter_last_error(l->vc_a));
-			goto out;
+			return -1;
 		}
-		r = vcounter_register_vm(l->vc_b, vm->id, VCOUNTER_ROLE_TARGET, vm->dst_vm_fd,
-					 &vm->dst_vcpu_fd, 1, &info_b);
-		if (r < 0) {
+		rc = vcounter_register_vm(l->vc_b, vm->id, VCOUNTER_ROLE_TARGET, vm->dst_vm_fd,
+					  &vm->dst_vcpu_fd, 1, &info_b);
+		if (rc < 0) {
 			printf("load_bench: LIMIT: host-b refuses VM %u (%s): %s\n", i, vm->id,
 			       vcounter_last_error(l->vc_b));
-			n_registered++; /* unregister the source side too */
-			goto out;
+			r->n_registered++; /* unregister the source side too */
+			return -1;
 		}
 		if (i == 0)
-			snprintf(offset_detail, sizeof(offset_detail), "%s", info_b.probe_detail);
+			snprintf(r->offset_detail, sizeof(r->offset_detail), "%s",
+				 info_b.probe_detail);
 		if (!info_b.offset_control)
-			offsets_honoured = false;
+			r->offsets_honoured = false;
 		if (kvm_x86_get_tsc_offset(vm->src_vcpu_fd, &vm->src_offset) < 0 ||
 		    kvm_x86_get_tsc_offset(vm->dst_vcpu_fd, &vm->dst_offset) < 0) {
 			fprintf(stderr, "load_bench: %s: cannot read the offsets\n", vm->id);
-			n_registered++;
-			goto out;
+			r->n_registered++;
+			return -1;
 		}
 	}
-	snapshot_take(&ld, &s2);
+	snapshot_take(ld, &r->s2);
 	printf("registered %u VMs on each host in %.0f ms (%.0f registrations/s over both "
 	       "daemons; KVM VMs created in %.0f ms)\n",
-	       c->n_vms, bench_ms(clock_ns(CLOCK_MONOTONIC) - t_reg1),
-	       2.0 * c->n_vms / ((double)(clock_ns(CLOCK_MONOTONIC) - t_reg1) / 1e9),
-	       bench_ms(t_reg1 - t_reg0));
+	       c->n_vms, bench_ms(clock_ns(CLOCK_MONOTONIC) - r->t_reg1),
+	       2.0 * c->n_vms / ((double)(clock_ns(CLOCK_MONOTONIC) - r->t_reg1) / 1e9),
+	       bench_ms(r->t_reg1 - r->t_reg0));
 
-	if (!offsets_honoured) {
+	return 0;
+}
+
+/* The migrations, lane by lane, or (KVM ignoring offsets) a pause with the
+ * controllers on; then what the daemons and the VMMs say of them. */
+static int migrate_all(struct run *r)
+{
+	struct load *ld = &r->ld;
+	struct load_config *c = &ld->config;
+	int rc;
+
+	if (!r->offsets_honoured) {
 		printf("load_bench: no migrations here: this host's KVM ignores TSC offsets, so "
 		       "the target refuses to apply (host-b's probe: %s). Run it in the nested-KVM "
 		       "rig: bench/run-load-bench\n",
-		       offset_detail);
+		       r->offset_detail);
 		/* What the controllers cost while the VMs sit registered. */
 		sleep_ms(2000);
 	} else {
-		ld.deadline_ns = clock_ns(CLOCK_MONOTONIC) + (uint64_t)c->timeout_s * NSEC_PER_SEC;
+		ld->deadline_ns = clock_ns(CLOCK_MONOTONIC) + (uint64_t)c->timeout_s * NSEC_PER_SEC;
 		if (c->warm_link) {
 			/* One migration alone: host-a opens its link to host-b. */
-			r = lane_migrate(&ld.lanes[0], 0);
-			if (r < 0) {
-				failure("warm-up migration: %s\n", ld.lanes[0].error);
-				bad++;
+			rc = lane_migrate(&ld->lanes[0], 0);
+			if (rc < 0) {
+				failure("warm-up migration: %s\n", ld->lanes[0].error);
+				r->bad++;
 			}
-			ld.lanes[0].first_vm += c->n_lanes;
+			ld->lanes[0].first_vm += c->n_lanes;
 		}
-		t_mig0 = clock_ns(CLOCK_MONOTONIC);
+		r->t_mig0 = clock_ns(CLOCK_MONOTONIC);
 		for (unsigned i = 0; i < c->n_lanes; i++)
-			if (pthread_create(&ld.lanes[i].thread, NULL, lane_main, &ld.lanes[i]) !=
+			if (pthread_create(&ld->lanes[i].thread, NULL, lane_main, &ld->lanes[i]) !=
 			    0) {
 				fprintf(stderr, "load_bench: cannot start lane %u\n", i);
 				interrupted = SIGTERM; /* the started ones stop */
 				for (unsigned j = 0; j < i; j++)
-					pthread_join(ld.lanes[j].thread, NULL);
-				goto out;
+					pthread_join(ld->lanes[j].thread, NULL);
+				return -1;
 			}
 		for (unsigned i = 0; i < c->n_lanes; i++)
-			pthread_join(ld.lanes[i].thread, NULL);
-		t_mig1 = clock_ns(CLOCK_MONOTONIC);
-		migrated = true;
+			pthread_join(ld->lanes[i].thread, NULL);
+		r->t_mig1 = clock_ns(CLOCK_MONOTONIC);
+		r->migrated = true;
 		for (unsigned i = 0; i < c->n_lanes; i++)
-			if (ld.lanes[i].result < 0) {
-				failure("lane %u: %s\n", i, ld.lanes[i].error);
-				bad++;
+			if (ld->lanes[i].result < 0) {
+				failure("lane %u: %s\n", i, ld->lanes[i].error);
+				r->bad++;
 			}
 	}
-	snapshot_take(&ld, &s3);
-	pollers_stop(&ld);
+	snapshot_take(ld, &r->s3);
+	pollers_stop(ld);
 
-	if (migrated) {
-		bad += check_control_api(&ld);
-		bad += check_vmms(&ld, true);
+	if (r->migrated) {
+		r->bad += check_control_api(ld);
+		r->bad += check_vmms(ld, true);
 	} else {
-		bad += check_vmms(&ld, false);
+		r->bad += check_vmms(ld, false);
 	}
-	ret = 0;
 
-out:
+	return 0;
+}
+
+/* Unregister (the watchers count it), the sentinels end the watches, the
+ * VMs closed. ret: the run so far; returns it, or a failure. */
+static int stop_all(struct run *r, int ret)
+{
+	struct load *ld = &r->ld;
+	struct load_config *c = &ld->config;
+
 	/* Unregister (the watchers count it), then the sentinels end the
 	 * watches. */
-	for (unsigned i = 0; i < n_registered; i++) {
-		struct lane *l = &ld.lanes[i % c->n_lanes];
+	for (unsigned i = 0; i < r->n_registered; i++) {
+		struct lane *l = &ld->lanes[i % c->n_lanes];
 
-		if (vcounter_unregister_vm(l->vc_a, ld.vms[i].id) < 0 ||
-		    vcounter_unregister_vm(l->vc_b, ld.vms[i].id) < 0) {
-			fprintf(stderr, "load_bench: unregistering %s failed\n", ld.vms[i].id);
+		if (vcounter_unregister_vm(l->vc_a, ld->vms[i].id) < 0 ||
+		    vcounter_unregister_vm(l->vc_b, ld->vms[i].id) < 0) {
+			fprintf(stderr, "load_bench: unregistering %s failed\n", ld->vms[i].id);
 			ret = EXIT_FAILURE;
 		}
 	}
-	if (threads) {
-		pollers_stop(&ld);
-		if (lanes_connected == 0 || ret != 0 ||
-		    sentinel_cycle(ld.lanes[0].vc_a, VCOUNTER_ROLE_SOURCE, kvm_fd) < 0 ||
-		    sentinel_cycle(ld.lanes[0].vc_b, VCOUNTER_ROLE_TARGET, kvm_fd) < 0) {
+	if (r->threads) {
+		pollers_stop(ld);
+		if (r->lanes_connected == 0 || ret != 0 ||
+		    sentinel_cycle(ld->lanes[0].vc_a, VCOUNTER_ROLE_SOURCE, r->kvm_fd) < 0 ||
+		    sentinel_cycle(ld->lanes[0].vc_b, VCOUNTER_ROLE_TARGET, r->kvm_fd) < 0) {
 			/* No clean end: stopping the daemons ends the watches. */
 			ret = EXIT_FAILURE;
-			log_excerpt(ld.a.log_path);
-			log_excerpt(ld.b.log_path);
-			harness_stop(&ld.a);
-			harness_stop(&ld.b);
+			log_excerpt(ld->a.log_path);
+			log_excerpt(ld->b.log_path);
+			harness_stop(&ld->a);
+			harness_stop(&ld->b);
 		}
 		for (unsigned k = 0; k < c->n_watchers; k++)
-			pthread_join(ld.watchers[k].thread, NULL);
+			pthread_join(ld->watchers[k].thread, NULL);
 	}
-	for (unsigned i = 0; i < n_vms_created; i++)
-		load_vm_close(&ld.vms[i]);
+	for (unsigned i = 0; i < r->n_vms_created; i++)
+		load_vm_close(&ld->vms[i]);
+
+	return ret;
+}
+
+/* The tables and ratios, and the checks' verdict: ret, or a failure. */
+static int report(struct run *r, int ret)
+{
+	struct load *ld = &r->ld;
+	struct load_config *c = &ld->config;
 
 	if (ret == 0) {
 		struct snapshot s4;
@@ -1289,10 +1340,10 @@ out:
 		uint64_t *polls;
 		unsigned poll_errors = 0;
 
-		snapshot_take(&ld, &s4);
-		bad += check_watchers(&ld, migrated, &events);
+		snapshot_take(ld, &s4);
+		r->bad += check_watchers(ld, r->migrated, &r->events);
 		for (unsigned k = 0; k < c->n_pollers; k++)
-			n_poll += ld.pollers[k].n_samples;
+			n_poll += ld->pollers[k].n_samples;
 		polls = calloc(n_poll + 1, sizeof(uint64_t));
 		if (!apply || !daemon_apply || !whole || !polls) {
 			fprintf(stderr, "load_bench: out of memory\n");
@@ -1301,7 +1352,7 @@ out:
 		}
 		n_poll = 0;
 		for (unsigned k = 0; k < c->n_pollers; k++) {
-			const struct poller *p = &ld.pollers[k];
+			const struct poller *p = &ld->pollers[k];
 
 			memcpy(polls + n_poll, p->samples, p->n_samples * sizeof(uint64_t));
 			n_poll += p->n_samples;
@@ -1310,8 +1361,8 @@ out:
 				printf("poller %s: %u errors, last: %s\n", p->name, p->errors,
 				       p->error);
 		}
-		for (unsigned i = 0; migrated && i < c->n_vms; i++) {
-			const struct load_migration *m = &ld.migrations[i];
+		for (unsigned i = 0; r->migrated && i < c->n_vms; i++) {
+			const struct load_migration *m = &ld->migrations[i];
 
 			if (m->applied) {
 				apply[n_apply] = m->apply_ns;
@@ -1319,14 +1370,14 @@ out:
 			}
 			if (m->done_ns) {
 				whole[n_whole++] = m->done_ns - m->start_ns;
-				if (m->start_ns >= t_mig0)
+				if (m->start_ns >= r->t_mig0)
 					n_timed++;
 			}
 		}
 
 		printf("\n%-44s | %9s | %9s | %9s | %8s\n", "latency (ms)", "p50", "p99", "max",
 		       "n");
-		if (migrated) {
+		if (r->migrated) {
 			print_latency("apply: vcounter_apply() request -> reply", apply, n_apply);
 			print_latency("apply: host-b's own apply_latency_ns", daemon_apply,
 				      n_apply);
@@ -1335,40 +1386,43 @@ out:
 		print_latency("controller: GetHostStatus/ListMigrations", polls, n_poll);
 
 		printf("\n%-36s | %12s | %12s\n", "daemon", "host-a", "host-b");
-		printf("%-36s | %12ld | %12ld\n", "VmRSS idle, controllers on (kB)", s0.rss_kb[0],
-		       s0.rss_kb[1]);
+		printf("%-36s | %12ld | %12ld\n", "VmRSS idle, controllers on (kB)",
+		       r->s0.rss_kb[0], r->s0.rss_kb[1]);
 		printf("%-36s | %12ld | %12ld\n", "VmRSS with the VMs registered (kB)",
-		       s2.rss_kb[0], s2.rss_kb[1]);
-		if (migrated)
+		       r->s2.rss_kb[0], r->s2.rss_kb[1]);
+		if (r->migrated)
 			printf("%-36s | %12ld | %12ld\n", "VmRSS after the migrations (kB)",
-			       s3.rss_kb[0], s3.rss_kb[1]);
+			       r->s3.rss_kb[0], r->s3.rss_kb[1]);
 		printf("%-36s | %12.2f | %12.2f\n", "RSS per registered VM (kB)",
-		       (double)(s2.rss_kb[0] - s0.rss_kb[0]) / c->n_vms,
-		       (double)(s2.rss_kb[1] - s0.rss_kb[1]) / c->n_vms);
-		if (migrated)
+		       (double)(r->s2.rss_kb[0] - r->s0.rss_kb[0]) / c->n_vms,
+		       (double)(r->s2.rss_kb[1] - r->s0.rss_kb[1]) / c->n_vms);
+		if (r->migrated)
 			printf("%-36s | %12.2f | %12.2f\n", "RSS per VM after migrating (kB)",
-			       (double)(s3.rss_kb[0] - s0.rss_kb[0]) / c->n_vms,
-			       (double)(s3.rss_kb[1] - s0.rss_kb[1]) / c->n_vms);
-		printf("%-36s | %12d | %12d\n", "fds idle, controllers on", s0.fds[0], s0.fds[1]);
-		printf("%-36s | %12d | %12d\n", "fds with the VMs registered", s2.fds[0],
-		       s2.fds[1]);
+			       (double)(r->s3.rss_kb[0] - r->s0.rss_kb[0]) / c->n_vms,
+			       (double)(r->s3.rss_kb[1] - r->s0.rss_kb[1]) / c->n_vms);
+		printf("%-36s | %12d | %12d\n", "fds idle, controllers on", r->s0.fds[0],
+		       r->s0.fds[1]);
+		printf("%-36s | %12d | %12d\n", "fds with the VMs registered", r->s2.fds[0],
+		       r->s2.fds[1]);
 		printf("%-36s | %12.2f | %12.2f\n", "fds per registered VM",
-		       (double)(s2.fds[0] - s0.fds[0]) / c->n_vms,
-		       (double)(s2.fds[1] - s0.fds[1]) / c->n_vms);
-		if (migrated)
-			printf("%-36s | %12d | %12d\n", "fds after the migrations", s3.fds[0],
-			       s3.fds[1]);
+		       (double)(r->s2.fds[0] - r->s0.fds[0]) / c->n_vms,
+		       (double)(r->s2.fds[1] - r->s0.fds[1]) / c->n_vms);
+		if (r->migrated)
+			printf("%-36s | %12d | %12d\n", "fds after the migrations", r->s3.fds[0],
+			       r->s3.fds[1]);
 		printf("%-36s | %12d | %12d\n", "fds after unregistering", s4.fds[0], s4.fds[1]);
 
 		printf("\nthis process (both VMMs and all controllers): fds %d idle -> %d with "
 		       "%u VM pairs (%.2f per pair), VmRSS %ld -> %ld kB; MemAvailable %ld -> %ld "
 		       "kB creating %u KVM VMs (%.1f kB each, kernel included)\n",
-		       s0.self_fds, s1.self_fds, c->n_vms,
-		       (double)(s1.self_fds - s0.self_fds) / c->n_vms, s0.self_rss_kb,
-		       s1.self_rss_kb, s0.mem_available_kb, s1.mem_available_kb, 2 * c->n_vms,
-		       (double)(s0.mem_available_kb - s1.mem_available_kb) / (2.0 * c->n_vms));
-		if (migrated) {
-			double secs = (double)(t_mig1 - t_mig0) / 1e9;
+		       r->s0.self_fds, r->s1.self_fds, c->n_vms,
+		       (double)(r->s1.self_fds - r->s0.self_fds) / c->n_vms, r->s0.self_rss_kb,
+		       r->s1.self_rss_kb, r->s0.mem_available_kb, r->s1.mem_available_kb,
+		       2 * c->n_vms,
+		       (double)(r->s0.mem_available_kb - r->s1.mem_available_kb) /
+			       (2.0 * c->n_vms));
+		if (r->migrated) {
+			double secs = (double)(r->t_mig1 - r->t_mig0) / 1e9;
 
 			printf("throughput: %u migrations done in %.2f s = %.1f migrations/s with "
 			       "%u "
@@ -1387,24 +1441,25 @@ out:
 		printf("controllers: %zu calls (%u failed) by %u pollers, %.0f calls/s; %" PRIu64
 		       " events to %u watchers\n",
 		       n_poll, poll_errors, c->n_pollers,
-		       (double)n_poll / ((double)(ld.poll_end_ns - ld.poll_start_ns) / 1e9), events,
-		       c->n_watchers);
+		       (double)n_poll / ((double)(ld->poll_end_ns - ld->poll_start_ns) / 1e9),
+		       r->events, c->n_watchers);
 		printf("checks: %s%s\n",
-		       migrated ? "every migration done exactly once on both daemons (control API, "
-				  "VMM notices, every watcher), applied once, target offsets read "
-				  "back as reported, source offsets unchanged"
-				: "no migrations; every (un)registration seen by every watcher, no "
-				  "offset written",
-		       bad ? "" : ": all passed");
+		       r->migrated
+			       ? "every migration done exactly once on both daemons (control API, "
+				 "VMM notices, every watcher), applied once, target offsets read "
+				 "back as reported, source offsets unchanged"
+			       : "no migrations; every (un)registration seen by every watcher, no "
+				 "offset written",
+		       r->bad ? "" : ": all passed");
 		for (size_t d = 0; d < 2; d++) {
-			const struct daemon_proc *dp = d == 0 ? &ld.a : &ld.b;
+			const struct daemon_proc *dp = d == 0 ? &ld->a : &ld->b;
 
 			printf("host-%c log: %d errors, %d messages dropped\n", d == 0 ? 'a' : 'b',
 			       harness_file_count(dp->log_path, " error: "),
 			       harness_file_count(dp->log_path, "message dropped"));
 		}
-		if (bad) {
-			printf("checks: %u FAILED%s\n", bad,
+		if (r->bad) {
+			printf("checks: %u FAILED%s\n", r->bad,
 			       n_failures > MAX_PRINTED_FAILURES ? " (the first ones shown above)"
 								 : "");
 			ret = EXIT_FAILURE;
@@ -1417,22 +1472,32 @@ out:
 		free(whole);
 		free(polls);
 	}
+	return ret;
+}
+
+/* The connections closed, the daemons stopped (an exit status other than
+ * 0 fails the run), the certificates and memory released. */
+static int finish(struct run *r, int ret)
+{
+	struct load *ld = &r->ld;
+	struct load_config *c = &ld->config;
+
 	if (ret != 0) {
-		if (ld.a.pid > 0)
-			log_excerpt(ld.a.log_path);
-		if (ld.b.pid > 0)
-			log_excerpt(ld.b.log_path);
+		if (ld->a.pid > 0)
+			log_excerpt(ld->a.log_path);
+		if (ld->b.pid > 0)
+			log_excerpt(ld->b.log_path);
 	}
-	for (unsigned i = 0; i < lanes_connected; i++) {
-		vcounter_close(ld.lanes[i].vc_a);
-		vcounter_close(ld.lanes[i].vc_b);
-		vcounter_ctl_close(ld.lanes[i].ctl_a);
+	for (unsigned i = 0; i < r->lanes_connected; i++) {
+		vcounter_close(ld->lanes[i].vc_a);
+		vcounter_close(ld->lanes[i].vc_b);
+		vcounter_ctl_close(ld->lanes[i].ctl_a);
 	}
 	/* A daemon that exits other than 0 on SIGTERM crashed, or (under
 	 * VC_DAEMON_WRAPPER or a sanitizer build) its tool found errors: the
 	 * log says which (VC_KEEP_TEST_DIRS=1 keeps it). */
 	for (size_t d = 0; d < 2; d++) {
-		struct daemon_proc *dp = d == 0 ? &ld.a : &ld.b;
+		struct daemon_proc *dp = d == 0 ? &ld->a : &ld->b;
 		int status;
 
 		if (dp->pid <= 0)
@@ -1444,14 +1509,46 @@ out:
 			ret = EXIT_FAILURE;
 		}
 	}
-	if (own_certs && certs[0])
-		remove_tree(certs);
+	if (r->own_certs && r->certs[0])
+		remove_tree(r->certs);
 	for (unsigned k = 0; k < c->n_pollers; k++)
-		free(ld.pollers[k].samples);
+		free(ld->pollers[k].samples);
 	for (unsigned k = 0; k < c->n_watchers; k++)
-		free(ld.watchers[k].records);
-	free(ld.vms);
-	free(ld.migrations);
-	free(ld.lanes);
+		free(ld->watchers[k].records);
+	free(ld->vms);
+	free(ld->migrations);
+	free(ld->lanes);
+	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	static struct run run = { .kvm_fd = -1 };
+	struct run *r = &run;
+	int rc, ret = EXIT_FAILURE;
+
+	if (parse_args(argc, argv, &r->ld.config) < 0)
+		return 2;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	rc = check_host(r);
+	if (rc >= 0) {
+		if (r->kvm_fd >= 0)
+			close(r->kvm_fd);
+		return rc;
+	}
+	rc = start_all(r);
+	if (rc == 0)
+		rc = register_all(r);
+	if (rc == 0)
+		rc = migrate_all(r);
+	if (rc == 0)
+		ret = 0;
+	else if (rc == EXIT_SKIP)
+		ret = EXIT_SKIP;
+	ret = stop_all(r, ret);
+	if (ret == 0)
+		ret = report(r, ret);
+	ret = finish(r, ret);
+	close(r->kvm_fd);
 	return ret;
 }
