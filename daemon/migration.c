@@ -1660,6 +1660,9 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 	reply_apply(vcd, m->vmm_conn_id, m->vmm_request_id, rep);
 	m->vmm_request_id = 0;
 	migration_changed(vcd, m);
+	/* The source's Ack may never come (lost with the link): done anyway
+	 * after the peer timeout (migration_timeout_cb). */
+	migration_arm_timer(vcd, m);
 
 	link = link_find(vcd, m->link_id);
 	if (!link) {
@@ -1972,6 +1975,18 @@ static void migration_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct migration *m = arg;
 
+	if (m->s.role == VM_ROLE_TARGET && m->s.step == STEP_APPLIED &&
+	    session_target_ack_lost(&m->s, clock_ns(CLOCK_MONOTONIC)) == 0) {
+		log_warning("vm=%s migration=%s role=target step=done: applied, and the source's "
+			    "acknowledgement did not come within %u ms; a replay still gets the "
+			    "report",
+			    m->s.vm_id, m->s.migration_id, m->vcd->config.peer_timeout_ms);
+		migration_record_after(m->vcd, m);
+		migration_changed(m->vcd, m);
+		target_arrived(m->vcd, m);
+		return;
+	}
+
 	if (m->awaiting_source) {
 		m->awaiting_source = false;
 		migration_fail(m->vcd, m, -ETIMEDOUT,
@@ -2059,6 +2074,7 @@ static void link_frame_cb(struct peer_conn *conn, const uint8_t *payload, size_t
 			if (m && m->s.role == VM_ROLE_TARGET &&
 			    session_target_acked(&m->s, link->identity,
 						 clock_ns(CLOCK_MONOTONIC)) == 0) {
+				evtimer_del(m->timer);
 				migration_record_after(vcd, m);
 				migration_changed(vcd, m);
 				target_arrived(vcd, m);
@@ -2118,7 +2134,12 @@ static void schedule_replay(struct vcd *vcd, struct migration *m)
 			    m->s.vm_id, m->s.migration_id, m->peer_address, m->replay_attempts);
 		return;
 	}
-	ms = (uint64_t)REPLAY_INTERVAL_MS << (m->replay_attempts < 6 ? m->replay_attempts : 6);
+	/* The first after REPLAY_INTERVAL_MS, or an eighth of the peer
+	 * timeout when that is shorter: a replay is due well before the
+	 * target's own timeout. */
+	ms = vcd->config.peer_timeout_ms / 8 < REPLAY_INTERVAL_MS ? vcd->config.peer_timeout_ms / 8
+								  : REPLAY_INTERVAL_MS;
+	ms = (ms ? ms : 1) << (m->replay_attempts < 6 ? m->replay_attempts : 6);
 	if (ms > 30000)
 		ms = 30000;
 	m->replay_attempts++;
@@ -2236,11 +2257,14 @@ static void recover_resolve(struct vcd *vcd, struct migration *m)
 		migration_changed(vcd, m);
 		return;
 	case SESSION_RECOVERY_KEEP:
-		/* A target at APPLIED: the source's replay gets the Applied again. */
-		if (!migration_step_is_terminal(m->s.step))
+		/* A target at APPLIED: the source's replay gets the Applied again;
+		 * without one, it is done after the peer timeout. */
+		if (!migration_step_is_terminal(m->s.step)) {
 			log_info("vm=%s migration=%s role=target: recovered at step %s; the "
 				 "source's replay gets the report again",
 				 m->s.vm_id, m->s.migration_id, step);
+			migration_arm_timer(vcd, m);
+		}
 		return;
 	}
 }

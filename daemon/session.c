@@ -377,6 +377,21 @@ int session_target_acked(struct session *s, const char *from, uint64_t now_ns)
 	return 0;
 }
 
+int session_target_ack_lost(struct session *s, uint64_t now_ns)
+{
+	int r;
+
+	if (!s)
+		return -EINVAL;
+	r = check_live(s, VM_ROLE_TARGET);
+	if (r < 0)
+		return r;
+	if (s->step != STEP_APPLIED)
+		return -EPROTO;
+	move_to(s, STEP_DONE, now_ns);
+	return 0;
+}
+
 /* ---- either side ---- */
 
 int session_abort(struct session *s, const char *reason, uint64_t now_ns)

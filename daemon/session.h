@@ -91,6 +91,11 @@ int session_target_applied(struct session *s, const struct migration_report *rep
 int session_target_apply_failed(struct session *s, const char *reason, uint64_t now_ns);
 int session_target_acked(struct session *s, const char *from,
 			 uint64_t now_ns); /* APPLIED -> DONE */
+/* APPLIED -> DONE without the source's Ack (lost with a link, or the source
+ * restarted after it was done): the apply stands, and a replay of the final
+ * state is still answered with the report (session_target_final returns 1
+ * in DONE). -EPROTO at any other step or on a source. */
+int session_target_ack_lost(struct session *s, uint64_t now_ns);
 
 /* Any non-terminal step before APPLIED (APPLYING included) -> ABORTED. A
  * session that applied (APPLIED, or DONE on either side) cannot un-apply:

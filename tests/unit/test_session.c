@@ -1099,6 +1099,31 @@ static void test_final_ack_replay_is_only_the_current_generation_from_the_peer(v
 	assert_false(session_final_ack_is_replay(NULL, PEER, 1));
 }
 
+/* A target that applied and never heard the source's Ack is done anyway;
+ * the source's replay of the final state still gets its report. */
+static void test_target_done_without_the_ack(void **unused)
+{
+	struct counter_state st;
+
+	target_to(&sess, STEP_APPLIED);
+	assert_int_equal(session_target_ack_lost(&sess, 200), 0);
+	assert_int_equal(sess.step, STEP_DONE);
+	assert_true(sess.has_report && sess.report.generation == 1);
+	make_state(&st, 0);
+	assert_unchanged_after(&sess, session_target_final(&sess, PEER, 1, &st, 210), 1);
+	/* Only from APPLIED, only a target. */
+	for (int step = STEP_NONE; step < _STEP_MAX; step++) {
+		if (step == STEP_APPLIED || step == STEP_PREPARING || step == STEP_FINALIZING)
+			continue; /* APPLIED: above; the others are a source's */
+		target_to(&sess, (enum migration_step)step);
+		assert_unchanged_after(&sess, session_target_ack_lost(&sess, 300),
+				       step == STEP_ABORTED || step == STEP_FAILED ? -ECANCELED
+										   : -EPROTO);
+	}
+	source_to(&sess, STEP_FINAL);
+	assert_unchanged_after(&sess, session_target_ack_lost(&sess, 300), -EPROTO);
+}
+
 /* The recovery table, every step of each role a journal can hold. */
 static void test_recovery_after_a_restart(void **unused)
 {
@@ -1169,6 +1194,7 @@ int main(void)
 		cmocka_unit_test(
 			test_final_ack_replay_is_only_the_current_generation_from_the_peer),
 		cmocka_unit_test(test_recovery_after_a_restart),
+		cmocka_unit_test(test_target_done_without_the_ack),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
