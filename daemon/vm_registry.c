@@ -35,7 +35,8 @@ struct vm_entry *vm_entry_new(const char *vm_id, uint32_t n_vcpus, const int *fd
 		free(vm);
 		return NULL;
 	}
-	memcpy(vm->fds, fds, n_fds * sizeof(int));
+	if (n_fds)
+		memcpy(vm->fds, fds, n_fds * sizeof(int));
 	vm->n_fds = n_fds;
 	vm->n_vcpus = n_vcpus;
 	snprintf(vm->vm_id, sizeof(vm->vm_id), "%s", vm_id);
