@@ -167,6 +167,13 @@ static void vm_add(struct vcd *vcd, struct vm_entry *vm)
 	save_state(vcd);
 }
 
+/* Is vm in the store, and the store to be kept up to date? At shutdown
+ * the VMs stay in it for the next run. */
+static bool stored(const struct vcd *vcd, const struct vm_entry *vm)
+{
+	return vcd->fdstore && vm->fd_name[0] && !vcd->stopping;
+}
+
 /* The registry's news: a VM registered is stored, one whose role or
  * registered state changed (a target that arrived) rewrites the record, one
  * removed leaves the store. */
@@ -179,11 +186,11 @@ static void on_vm(void *userdata, enum vm_event event, struct vm_entry *vm)
 		vm_add(vcd, vm);
 		break;
 	case VM_EVENT_CHANGED:
-		if (vcd->fdstore && vm->fd_name[0] && !vcd->stopping)
+		if (stored(vcd, vm))
 			save_state(vcd);
 		break;
 	case VM_EVENT_REMOVED:
-		if (!vcd->fdstore || !vm->fd_name[0] || vcd->stopping)
+		if (!stored(vcd, vm))
 			break;
 		remove_fds(vm->fd_name);
 		vm->fd_name[0] = '\0';
@@ -282,19 +289,19 @@ static int collect_vm_fds(const struct vm_store_entry *e, struct fdstore_fd *fds
  * registry; NULL when out of memory. */
 static struct vm_entry *vm_from_entry(struct vcd *vcd, const struct vm_store_entry *e, int *fds)
 {
-	struct vm_entry *vm = vm_entry_new(e->vm_id, e->n_vcpus, fds, 1 + (size_t)e->n_vcpus);
+	_cleanup_free_ struct counter_state *state = NULL;
+	struct vm_entry *vm;
 
+	if (e->has_state) {
+		state = malloc(sizeof(*state));
+		if (!state)
+			return NULL;
+		*state = e->state;
+	}
+	vm = vm_entry_new(e->vm_id, e->n_vcpus, fds, 1 + (size_t)e->n_vcpus);
 	if (!vm)
 		return NULL;
-	if (e->has_state) {
-		vm->registered_state = malloc(sizeof(*vm->registered_state));
-		if (!vm->registered_state) {
-			free(vm->fds);
-			free(vm);
-			return NULL;
-		}
-		*vm->registered_state = e->state;
-	}
+	vm->registered_state = TAKE_PTR(state);
 	free(fds); /* copied: the entry holds them now */
 	snprintf(vm->fd_name, sizeof(vm->fd_name), "%s", e->fd_name);
 	vm->role = e->role;
