@@ -161,13 +161,6 @@ static void on_signal(int sig)
 	interrupted = sig;
 }
 
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
 static unsigned n_failures;
 
 /* The first MAX_PRINTED_FAILURES failures, then only counted: one cause
@@ -481,7 +474,7 @@ static void *poller_main(void *arg)
 				break;
 		}
 		if (p->load->config.poll_interval_ms)
-			sleep_ms(p->load->config.poll_interval_ms);
+			harness_sleep_ms(p->load->config.poll_interval_ms);
 	}
 	vcounter_ctl_close(ctl);
 	return NULL;
@@ -949,15 +942,6 @@ static int parse_args(int argc, char **argv, struct load_config *c)
 	return 0;
 }
 
-static void remove_tree(const char *dir)
-{
-	char cmd[600];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "load_bench: cannot remove %s\n", dir);
-}
-
 /* ---- main ---- */
 
 struct snapshot {
@@ -1110,7 +1094,7 @@ static int start_all(struct run *r)
 	}
 	r->threads = true;
 	while (atomic_load(&ld->watches_accepted) < c->n_watchers && !interrupted)
-		sleep_ms(10);
+		harness_sleep_ms(10);
 	for (unsigned k = 0; k < c->n_watchers; k++)
 		if (ld->watchers[k].result < 0) {
 			fprintf(stderr, "load_bench: watcher %s: %s\n", ld->watchers[k].name,
@@ -1240,7 +1224,7 @@ static int migrate_all(struct run *r)
 		       "rig: bench/run-load-bench\n",
 		       r->offset_detail);
 		/* What the controllers cost while the VMs sit registered. */
-		sleep_ms(2000);
+		harness_sleep_ms(2000);
 	} else {
 		ld->deadline_ns = clock_ns(CLOCK_MONOTONIC) + (uint64_t)c->timeout_s * NSEC_PER_SEC;
 		if (c->warm_link) {
@@ -1510,7 +1494,7 @@ static int finish(struct run *r, int ret)
 		}
 	}
 	if (r->own_certs && r->certs[0])
-		remove_tree(r->certs);
+		harness_remove_tree(r->certs);
 	for (unsigned k = 0; k < c->n_pollers; k++)
 		free(ld->pollers[k].samples);
 	for (unsigned k = 0; k < c->n_watchers; k++)

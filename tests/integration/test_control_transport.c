@@ -497,22 +497,6 @@ static void assert_fds_settle(const struct daemon_proc *d, int want)
 	assert_int_equal(n, want);
 }
 
-/* The fewest fds seen over 200 ms: probes that connected are gone. */
-static int settled_fd_count(const struct daemon_proc *d)
-{
-	int least = harness_fd_count(d);
-
-	for (int i = 0; i < 40; i++) {
-		int n;
-
-		usleep(5000);
-		n = harness_fd_count(d);
-		if (n < least)
-			least = n;
-	}
-	return least;
-}
-
 /* The daemon logs a refusal after the client has seen it. */
 static void assert_log_eventually(const struct daemon_proc *d, const char *needle)
 {
@@ -1455,7 +1439,7 @@ static void test_tls_roles_come_from_the_certificate(void **state)
 	int baseline;
 
 	tls_daemon_start(&t);
-	baseline = settled_fd_count(t.d);
+	baseline = harness_settled_fd_count(t.d);
 
 	assert_int_equal(tls_status(&t, "ctl-operator", CONTROL "ListVms"), STATUS_OK);
 	assert_int_equal(tls_status(&t, "ctl-reader", CONTROL "ListVms"), STATUS_OK);
@@ -1499,7 +1483,7 @@ static int group_setup(void **state)
 		return -1;
 	}
 	/* the readiness probes connected; let the daemon see them go */
-	baseline_fds = settled_fd_count(&daemon_main);
+	baseline_fds = harness_settled_fd_count(&daemon_main);
 	return baseline_fds > 0 ? 0 : -1;
 }
 

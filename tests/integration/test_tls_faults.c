@@ -179,16 +179,6 @@ static bool client_open(struct tls_client *c, int port, const char *cert_name, i
 				  });
 }
 
-/* The next peer-link frame on c, unpacked; NULL when the link ended. */
-static Vcounter__V1__PeerMessage *peer_recv(struct tls_client *c)
-{
-	Vcounter__V1__PeerMessage *msg = NULL;
-	int r = tls_client_recv_peer(c, &msg);
-
-	assert_int_not_equal(r, -ETIMEDOUT);
-	return r == 1 ? msg : NULL;
-}
-
 /* An incoming peer link as TARGET_NAME's host: handshake, and the daemon's Hello. */
 static void peer_open_link(struct tls_client *c)
 {
@@ -196,7 +186,7 @@ static void peer_open_link(struct tls_client *c)
 
 	if (!client_open(c, daemon_a.peer_port, "host-b", TLS1_3_VERSION, NULL))
 		fail_msg("peer handshake as host-b failed: %s", c->error);
-	msg = peer_recv(c);
+	msg = tls_client_next_peer(c);
 	if (!msg)
 		fail_msg("no Hello on the peer link: %s", c->error);
 	assert_int_equal(msg->body_case, VCOUNTER__V1__PEER_MESSAGE__BODY_HELLO);
@@ -219,7 +209,7 @@ static void peer_ping(struct tls_client *c, uint8_t id)
 	buf[n++] = 0x01;
 	assert_int_equal(frame_header_encode(n - FRAME_HEADER_BYTES, buf), 0);
 	assert_true(tls_client_write(c, buf, n));
-	msg = peer_recv(c);
+	msg = tls_client_next_peer(c);
 	assert_non_null(msg);
 	assert_int_equal(msg->body_case, VCOUNTER__V1__PEER_MESSAGE__BODY_ERROR);
 	assert_int_equal(msg->id, id);

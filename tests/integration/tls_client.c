@@ -175,6 +175,15 @@ int tls_client_recv_peer(struct tls_client *c, Vcounter__V1__PeerMessage **ret_m
 	return 1;
 }
 
+Vcounter__V1__PeerMessage *tls_client_next_peer(struct tls_client *c)
+{
+	Vcounter__V1__PeerMessage *msg = NULL;
+	int r = tls_client_recv_peer(c, &msg);
+
+	assert_int_not_equal(r, -ETIMEDOUT);
+	return r == 1 ? msg : NULL;
+}
+
 bool tls_cert_is(X509 *cert, const char *certs_dir, const char *cert_name)
 {
 	char path[320];

@@ -60,6 +60,9 @@ bool tls_client_write(struct tls_client *c, const void *buf, size_t len);
 /* One peer-link frame, unpacked into *ret_msg: 1, or what tls_client_read
  * said (a link that ends inside a frame: -ECONNRESET). */
 int tls_client_recv_peer(struct tls_client *c, Vcounter__V1__PeerMessage **ret_msg);
+/* The next peer-link frame, unpacked; NULL when the link ended (closed,
+ * reset or refused with an alert); a timeout fails the test. */
+Vcounter__V1__PeerMessage *tls_client_next_peer(struct tls_client *c);
 
 /* Is cert (NULL: no) the one in certs_dir/cert_name.pem? */
 bool tls_cert_is(X509 *cert, const char *certs_dir, const char *cert_name);
