@@ -28,7 +28,14 @@ struct backend_apply_result {
 	struct counter_state readback;	    /* offsets/clock read back after the write */
 	struct kvmclock_state clock_before; /* the VM's kvmclock before the write */
 	uint64_t apply_ns;		    /* CLOCK_MONOTONIC time inside the ioctls */
-	char detail[BACKEND_DETAIL_MAX];    /* on -EIO: which vCPU read back what */
+	/* KVM_SET_CLOCKs written (more than one: corrected), and kvmclock's
+	 * error after the first and the last (counter_math_kvmclock_set_error;
+	 * has_kvmclock_set_error false where it cannot be measured). */
+	uint32_t kvmclock_sets;
+	bool has_kvmclock_set_error;
+	int64_t kvmclock_first_set_error_ns;
+	int64_t kvmclock_set_error_ns;
+	char detail[BACKEND_DETAIL_MAX]; /* on -EIO: which vCPU read back what */
 };
 
 struct backend_ops {

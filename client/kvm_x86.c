@@ -588,6 +588,45 @@ int kvm_x86_tsc_read_state(const struct kvm_x86_tsc_access *acc, const struct kv
 	return 0;
 }
 
+/* KVM_SET_CLOCK, then again corrected by what kvmclock reads back
+ * (counter_math_kvmclock_set_error: KVM's first set of a VM runs ahead of
+ * the plan, tens of us on a loaded host), at most this many times in all,
+ * until within this much: the VM is paused, a set changes nothing else. */
+#define KVMCLOCK_SET_TRIES    4
+#define KVMCLOCK_SET_SLACK_NS 1000
+
+static int set_clock(const struct kvm_vm_fds *vm, const struct counter_state *src,
+		     const struct counter_target *target, struct kvm_clock_data *set,
+		     struct backend_apply_result *res)
+{
+	res->kvmclock_sets = 0;
+	res->has_kvmclock_set_error = false;
+	for (;;) {
+		struct kvmclock_state now;
+		int64_t error;
+		int r;
+
+		if (ioctl(vm->vm_fd, KVM_SET_CLOCK, set) < 0)
+			return -errno;
+		res->kvmclock_sets++;
+		r = vm_get_clock(vm->vm_fd, &now);
+		if (r < 0)
+			return r;
+		/* Outside master-clock mode KVM pairs no host TSC: unmeasured. */
+		if (counter_math_kvmclock_set_error(src, target, &res->plan, &now, &error) < 0)
+			return 0;
+		if (!res->has_kvmclock_set_error)
+			res->kvmclock_first_set_error_ns = error;
+		res->has_kvmclock_set_error = true;
+		res->kvmclock_set_error_ns = error;
+		if (llabs(error) <= KVMCLOCK_SET_SLACK_NS ||
+		    res->kvmclock_sets == KVMCLOCK_SET_TRIES ||
+		    (error > 0 && (uint64_t)error > set->clock))
+			return 0;
+		set->clock -= (uint64_t)error;
+	}
+}
+
 /* A host clock step during an apply (realtime_mark moved by more than
  * this) has it done again, up to APPLY_TRIES times in all. */
 #define APPLY_CLOCK_STEP_NS 100000
@@ -655,8 +694,9 @@ int kvm_x86_tsc_apply(const struct kvm_x86_tsc_access *acc, const struct kvm_vm_
 		 * handed the one the plan was computed for: a ratio changed
 		 * since is refused, not written over. */
 		t0 = clock_ns(CLOCK_MONOTONIC);
-		if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &set) < 0)
-			return -errno;
+		r = set_clock(vm, src, &target, &set, res);
+		if (r < 0)
+			return r;
 		r = realtime_mark(&mark1);
 		if (r < 0)
 			return r;

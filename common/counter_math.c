@@ -20,6 +20,9 @@ __extension__ typedef __int128 s128;
  * guest's kvmclock pages carry PVCLOCK_TSC_STABLE_BIT. */
 #define COUNTER_MATH_KVM_CLOCK_TSC_STABLE (UINT32_C(1) << 1)
 
+/* KVM_CLOCK_HOST_TSC: KVM paired the reading with its host TSC. */
+#define COUNTER_MATH_KVM_CLOCK_HOST_TSC (UINT32_C(1) << 3)
+
 #define CYCLES_PER_KHZ_NS UINT64_C(1000000) /* ns * kHz / 10^6 = cycles */
 #define NS_PER_S	  INT64_C(1000000000)
 #define NS_PER_DAY	  (INT64_C(86400) * NS_PER_S)
@@ -370,6 +373,49 @@ bool counter_math_kvmclock_master(uint32_t flags)
 	return flags & COUNTER_MATH_KVM_CLOCK_TSC_STABLE;
 }
 
+/* kvmclock's advance from the source's reading to a target reading, minus
+ * the guest TSC's (vCPU 0) over the same readings, the target's TSC being
+ * read through ratio, frac_bits and offset. -ENODATA when a reading has no
+ * host TSC or a rate or ratio is unusable. */
+static int kvmclock_error(const struct counter_state *src, const struct kvmclock_state *reading,
+			  uint64_t ratio, uint32_t frac_bits, uint64_t offset,
+			  int64_t *ret_error_ns)
+{
+	uint64_t g_src, g_after;
+	int64_t tsc_cycles, tsc_ns, kvmclock_ns;
+
+	if (src->n_vcpus == 0 || src->guest_tsc_khz == 0 || src->kvmclock.host_tsc == 0 ||
+	    reading->host_tsc == 0 ||
+	    !scaling_is_valid(src->tsc_scaling_ratio, src->tsc_scaling_frac_bits) ||
+	    !scaling_is_valid(ratio, frac_bits))
+		return -ENODATA;
+	/* vCPU 0's TSC at each kvmclock reading: how far the guest's TSC
+	 * moved from the source's reading to this one. Every vCPU moved by
+	 * the same delta (counter_math_plan). */
+	g_src = counter_math_scale_tsc(src->kvmclock.host_tsc, src->tsc_scaling_ratio,
+				       src->tsc_scaling_frac_bits) +
+		src->offset_cycles[0];
+	g_after = counter_math_scale_tsc(reading->host_tsc, ratio, frac_bits) + offset;
+	tsc_cycles = u64_as_s64(g_after - g_src);
+	tsc_ns = (int64_t)((s128)tsc_cycles * (int64_t)CYCLES_PER_KHZ_NS / src->guest_tsc_khz);
+	kvmclock_ns = u64_as_s64(reading->clock_ns - src->kvmclock.clock_ns);
+	if (__builtin_sub_overflow(kvmclock_ns, tsc_ns, ret_error_ns))
+		*ret_error_ns = kvmclock_ns < 0 ? INT64_MIN : INT64_MAX;
+	return 0;
+}
+
+int counter_math_kvmclock_set_error(const struct counter_state *src,
+				    const struct counter_target *dst,
+				    const struct counter_plan *plan,
+				    const struct kvmclock_state *reading, int64_t *ret_error_ns)
+{
+	if (src->arch != COUNTER_ARCH_X86_TSC || dst->arch != COUNTER_ARCH_X86_TSC ||
+	    plan->n_vcpus == 0 || !(reading->flags & COUNTER_MATH_KVM_CLOCK_HOST_TSC))
+		return -ENODATA;
+	return kvmclock_error(src, reading, dst->tsc_scaling_ratio, dst->tsc_scaling_frac_bits,
+			      plan->offset_cycles[0], ret_error_ns);
+}
+
 void counter_math_kvmclock_check(const struct counter_state *src,
 				 const struct kvmclock_state *before,
 				 const struct counter_state *after, struct kvmclock_check *ret)
@@ -380,34 +426,17 @@ void counter_math_kvmclock_check(const struct counter_state *src,
 		.flags_before = before->flags,
 		.flags_after = after->kvmclock.flags,
 	};
-	uint64_t g_src, g_after;
-	int64_t tsc_cycles, tsc_ns, kvmclock_ns;
 
 	/* arm64 has no kvmclock; a reading without a host TSC to pair it
 	 * with, or a VM without vCPUs, gives nothing to compare. */
 	if (src->arch != COUNTER_ARCH_X86_TSC || after->arch != COUNTER_ARCH_X86_TSC ||
-	    src->n_vcpus == 0 || after->n_vcpus == 0 || src->guest_tsc_khz == 0 ||
-	    src->kvmclock.host_tsc == 0 || after->kvmclock.host_tsc == 0 ||
-	    !scaling_is_valid(src->tsc_scaling_ratio, src->tsc_scaling_frac_bits) ||
-	    !scaling_is_valid(after->tsc_scaling_ratio, after->tsc_scaling_frac_bits)) {
+	    after->n_vcpus == 0 ||
+	    kvmclock_error(src, &after->kvmclock, after->tsc_scaling_ratio,
+			   after->tsc_scaling_frac_bits, after->offset_cycles[0],
+			   &c.error_ns) < 0) {
 		*ret = c;
 		return;
 	}
-
-	/* vCPU 0's TSC at each kvmclock reading: how far the guest's TSC
-	 * moved from the source's final read to the read-back. Every vCPU
-	 * moved by the same delta (counter_math_plan). */
-	g_src = counter_math_scale_tsc(src->kvmclock.host_tsc, src->tsc_scaling_ratio,
-				       src->tsc_scaling_frac_bits) +
-		src->offset_cycles[0];
-	g_after = counter_math_scale_tsc(after->kvmclock.host_tsc, after->tsc_scaling_ratio,
-					 after->tsc_scaling_frac_bits) +
-		  after->offset_cycles[0];
-	tsc_cycles = u64_as_s64(g_after - g_src);
-	tsc_ns = (int64_t)((s128)tsc_cycles * (int64_t)CYCLES_PER_KHZ_NS / src->guest_tsc_khz);
-	kvmclock_ns = u64_as_s64(after->kvmclock.clock_ns - src->kvmclock.clock_ns);
-	if (__builtin_sub_overflow(kvmclock_ns, tsc_ns, &c.error_ns))
-		c.error_ns = kvmclock_ns < 0 ? INT64_MIN : INT64_MAX;
 	c.tolerance_ns = add_sat_u64(add_sat_u64(src->anchor.width_ns, after->anchor.width_ns),
 				     COUNTER_MATH_KVMCLOCK_SLACK_NS);
 	c.tolerance_ns = add_sat_u64(c.tolerance_ns, bracket_ns(&src->kvmclock, src));

@@ -136,6 +136,23 @@ int counter_math_elapsed(const struct counter_state *src, const struct counter_t
 int counter_math_plan(const struct counter_state *src, const struct counter_target *dst,
 		      const struct counter_policy *policy, struct counter_plan *ret_plan);
 
+/* What counter_math_kvmclock_check() will find, from a kvmclock reading
+ * taken after KVM_SET_CLOCK of plan->kvmclock, the target's TSC read
+ * through the plan's offset: kvmclock's advance since the source's reading
+ * minus the guest TSC's. KVM_SET_CLOCK counts from a snapshot of the host
+ * clock it takes before it reads CLOCK_REALTIME, and the plan counts from
+ * anchors taken beside the kvmclock readings: the first set of a VM (the
+ * one that turns master-clock mode on) came back 2-3 us ahead on the idle
+ * nested rig, 16-27 us loaded, 165 us in CI. The backend sets again,
+ * corrected by this, while the VM is paused. -ENODATA when the reading is
+ * not KVM's pair of kvmclock and host TSC (KVM_CLOCK_HOST_TSC: master-clock
+ * mode only), the source's has no host TSC, or a rate or ratio is
+ * unusable. Pure. */
+int counter_math_kvmclock_set_error(const struct counter_state *src,
+				    const struct counter_target *dst,
+				    const struct counter_plan *plan,
+				    const struct kvmclock_state *reading, int64_t *ret_error_ns);
+
 /* kvmclock must advance with the guest's TSC: both by the handoff's
  * elapsed time, plus whatever ran since. Anchor widths, the widths of the
  * readings' rdtsc brackets (kvmclock_state.host_tsc_width), plus this much

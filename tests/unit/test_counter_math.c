@@ -1540,6 +1540,104 @@ static void test_kvmclock_check_fails_when_it_advanced_otherwise(void **state)
 	assert_int_equal(c.verdict, KVMCLOCK_OK);
 }
 
+static void test_kvmclock_set_error_is_what_the_check_will_find(void **state)
+{
+	static struct counter_state src, after;
+	static struct counter_plan plan;
+	struct counter_target dst = { .arch = COUNTER_ARCH_X86_TSC };
+	struct kvmclock_state before = { .flags = 0xe };
+	struct kvmclock_check c;
+	int64_t error;
+
+	/* On the plan: the read-back of make_kvmclock_pair. */
+	make_kvmclock_pair(&src, &after);
+	plan.n_vcpus = 1;
+	plan.offset_cycles[0] = after.offset_cycles[0];
+	assert_int_equal(
+		counter_math_kvmclock_set_error(&src, &dst, &plan, &after.kvmclock, &error), 0);
+	assert_true(error == 0);
+	/* KVM_SET_CLOCK left kvmclock 27 us ahead (a loaded host, its first
+	 * set): that is the error, and the correction the backend makes. */
+	after.kvmclock.clock_ns += 27000;
+	assert_int_equal(
+		counter_math_kvmclock_set_error(&src, &dst, &plan, &after.kvmclock, &error), 0);
+	assert_true(error == 27000);
+	/* The guest TSC is read through the plan's offset, not the VM's
+	 * (not written yet when the set is checked). */
+	plan.offset_cycles[0] -= 3000; /* 1 us at 3 GHz */
+	assert_int_equal(
+		counter_math_kvmclock_set_error(&src, &dst, &plan, &after.kvmclock, &error), 0);
+	assert_true(error == 28000);
+
+	/* Seeded: whatever the rates, ratios and readings, it is the check's
+	 * error once the plan's offset is written. */
+	rng_seed();
+	for (int i = 0; i < 2000; i++) {
+		make_kvmclock_pair(&src, &after);
+		src.guest_tsc_khz = after.guest_tsc_khz = rng_khz();
+		src.tsc_scaling_frac_bits = rng_frac_bits();
+		dst.tsc_scaling_frac_bits = after.tsc_scaling_frac_bits = rng_frac_bits();
+		src.tsc_scaling_ratio = rng_ratio(src.tsc_scaling_frac_bits);
+		dst.tsc_scaling_ratio = after.tsc_scaling_ratio =
+			rng_ratio(after.tsc_scaling_frac_bits);
+		src.offset_cycles[0] = rng_u64();
+		src.kvmclock.clock_ns = rng_bits();
+		src.kvmclock.host_tsc = 1 + rng_host_tsc();
+		after.kvmclock.clock_ns = rng_bits();
+		after.kvmclock.host_tsc = 1 + rng_host_tsc();
+		plan.offset_cycles[0] = after.offset_cycles[0] = rng_u64();
+		assert_int_equal(
+			counter_math_kvmclock_set_error(&src, &dst, &plan, &after.kvmclock, &error),
+			0);
+		counter_math_kvmclock_check(&src, &before, &after, &c);
+		assert_int_not_equal(c.verdict, KVMCLOCK_UNCHECKED);
+		assert_true(error == c.error_ns);
+	}
+}
+
+static void test_kvmclock_set_error_needs_kvms_own_pairing(void **state)
+{
+	static struct counter_state src, after;
+	static struct counter_plan plan;
+	struct counter_target dst = { .arch = COUNTER_ARCH_X86_TSC };
+	int64_t error = 42;
+
+	make_kvmclock_pair(&src, &after);
+	plan.n_vcpus = 1;
+	plan.offset_cycles[0] = after.offset_cycles[0];
+	/* Outside master-clock mode KVM_GET_CLOCK pairs no host TSC: the
+	 * backend's rdtsc bracket is microseconds wide, too coarse to
+	 * correct by. */
+	after.kvmclock.flags = 0x6;
+	after.kvmclock.host_tsc_width = 5000;
+	assert_int_equal(
+		counter_math_kvmclock_set_error(&src, &dst, &plan, &after.kvmclock, &error),
+		-ENODATA);
+	after.kvmclock.flags = 0xe;
+	src.kvmclock.host_tsc = 0;
+	assert_int_equal(
+		counter_math_kvmclock_set_error(&src, &dst, &plan, &after.kvmclock, &error),
+		-ENODATA);
+	make_kvmclock_pair(&src, &after);
+	dst.arch = COUNTER_ARCH_ARM64_CNTVCT;
+	assert_int_equal(
+		counter_math_kvmclock_set_error(&src, &dst, &plan, &after.kvmclock, &error),
+		-ENODATA);
+	dst.arch = COUNTER_ARCH_X86_TSC;
+	dst.tsc_scaling_ratio = 1;
+	dst.tsc_scaling_frac_bits = 200;
+	assert_int_equal(
+		counter_math_kvmclock_set_error(&src, &dst, &plan, &after.kvmclock, &error),
+		-ENODATA);
+	dst.tsc_scaling_ratio = 0;
+	dst.tsc_scaling_frac_bits = 0;
+	plan.n_vcpus = 0;
+	assert_int_equal(
+		counter_math_kvmclock_set_error(&src, &dst, &plan, &after.kvmclock, &error),
+		-ENODATA);
+	assert_true(error == 42);
+}
+
 static void test_kvmclock_check_fails_when_the_master_clock_is_lost(void **state)
 {
 	struct counter_state src, after;
@@ -1624,6 +1722,8 @@ int main(void)
 		cmocka_unit_test(test_elapsed_random_hosts_against_the_model),
 		cmocka_unit_test(test_kvmclock_check_passes_when_it_advanced_with_the_tsc),
 		cmocka_unit_test(test_kvmclock_check_fails_when_it_advanced_otherwise),
+		cmocka_unit_test(test_kvmclock_set_error_is_what_the_check_will_find),
+		cmocka_unit_test(test_kvmclock_set_error_needs_kvms_own_pairing),
 		cmocka_unit_test(test_kvmclock_check_fails_when_the_master_clock_is_lost),
 		cmocka_unit_test(test_kvmclock_check_is_unchecked_without_a_pairing),
 	};

@@ -2,6 +2,7 @@
  * machine running the tests, asserting what that KVM really does. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -325,6 +326,7 @@ static void test_apply_writes_plan_or_reports_readback_mismatch(void **state)
 	assert_int_equal(res->readback.n_vcpus, TEST_VCPUS);
 	assert_int_equal(res->anchor.source, src->anchor.source);
 	assert_true(res->apply_ns > 0);
+	assert_true(res->kvmclock_sets >= 1);
 
 	if (honours) {
 		assert_int_equal(r, 0);
@@ -343,6 +345,66 @@ static void test_apply_writes_plan_or_reports_readback_mismatch(void **state)
 			 (unsigned long long)res->readback.offset_cycles[0]);
 		assert_string_equal(res->detail, expect);
 	}
+}
+
+/* The host's clocksource is the TSC: KVM can run a VM in master-clock
+ * mode, where KVM_GET_CLOCK pairs kvmclock with its host TSC. */
+static bool host_clocksource_is_tsc(void)
+{
+	char name[32] = "";
+	FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "re");
+
+	if (!f)
+		return false;
+	if (!fgets(name, sizeof(name), f))
+		name[0] = '\0';
+	fclose(f);
+	return strcmp(name, "tsc\n") == 0;
+}
+
+static void test_apply_sets_kvmclock_where_the_tsc_says(void **state)
+{
+	struct kvm_test_vm *t = kvm_test_vm_or_skip(state);
+	_cleanup_free_ struct counter_state *src = calloc(1, sizeof(*src));
+	_cleanup_free_ struct backend_apply_result *res = calloc(1, sizeof(*res));
+	struct kvmclock_check c;
+	int r;
+
+	assert_non_null(src);
+	assert_non_null(res);
+	assert_int_equal(backend_kvm_x86.read_state(&t->fds, src), 0);
+	/* Every vCPU moved alike: KVM keeps them matched, and with a TSC
+	 * clocksource the VM enters master-clock mode at KVM_SET_CLOCK. */
+	for (uint32_t i = 0; i < src->n_vcpus; i++)
+		src->offset_cycles[i] += UINT64_C(1) << 30;
+	r = backend_kvm_x86.apply(&t->fds, src, NULL, res);
+	if (r == -EIO) {
+		print_message("skipped: this host ignores offsets (%s)\n", res->detail);
+		skip();
+	}
+	assert_int_equal(r, 0);
+	assert_true(res->kvmclock_sets >= 1 && res->kvmclock_sets <= 4);
+	if (!res->has_kvmclock_set_error) {
+		/* Outside master-clock mode there is nothing to correct by. */
+		assert_int_equal(res->kvmclock_sets, 1);
+		print_message("skipped: KVM_GET_CLOCK pairs no host TSC here (clocksource %s)\n",
+			      host_clocksource_is_tsc() ? "tsc" : "not tsc");
+		skip();
+	}
+	print_message("kvmclock: first set off by %" PRId64 " ns, %u set(s), last %" PRId64 " ns\n",
+		      res->kvmclock_first_set_error_ns, res->kvmclock_sets,
+		      res->kvmclock_set_error_ns);
+	/* Corrected until within 1 us, or the last try. */
+	assert_true(llabs(res->kvmclock_set_error_ns) <= 1000 || res->kvmclock_sets == 4);
+	assert_true(res->kvmclock_sets > 1 || llabs(res->kvmclock_first_set_error_ns) <= 1000);
+	/* What the target's check finds after the offsets are written: the
+	 * guest's kvmclock moved with its TSC from the source's reading to
+	 * within what the last set left and a microsecond of reading. */
+	counter_math_kvmclock_check(src, &res->clock_before, &res->readback, &c);
+	print_message("kvmclock: check %s, %" PRId64 " ns\n", kvmclock_verdict_to_string(c.verdict),
+		      c.error_ns);
+	assert_int_equal(c.verdict, KVMCLOCK_OK);
+	assert_true(llabs(c.error_ns - res->kvmclock_set_error_ns) <= 1000);
 }
 
 static void test_apply_refuses_vcpu_count_mismatch_before_writing(void **state)
@@ -435,6 +497,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_apply_refuses_vcpu_count_mismatch_before_writing, vm_setup,
 			kvm_test_vm_teardown),
+		cmocka_unit_test_setup_teardown(test_apply_sets_kvmclock_where_the_tsc_says,
+						vm_setup, kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_refuses_elapsed_beyond_policy, vm_setup,
 						kvm_test_vm_teardown),
 		cmocka_unit_test_setup_teardown(test_select_picks_kvm_x86_where_offered, vm_setup,
