@@ -1951,7 +1951,7 @@ void migration_on_vm(void *userdata, enum vm_event event, struct vm_entry *vm)
 	struct vcd *vcd = userdata;
 	const char *vm_id = vm->vm_id;
 
-	/* At shutdown the migrations go first (main.c), then the VMs. */
+	/* At shutdown the migrations go first (manager.c), then the VMs. */
 	if (event != VM_EVENT_UNREGISTERED || !vcd->migrations)
 		return;
 	for (struct migration *m = vcd->migrations->list; m; m = m->next) {

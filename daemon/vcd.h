@@ -1,4 +1,4 @@
-/* vcd.h - the daemon's state: what main.c builds and every module's glue
+/* vcd.h - the daemon's state: what the manager (manager.c) builds and every module's glue
  * is handed. Each module's calls are in its own header (vmm_server.h,
  * migration.h, control.h, reload.h, fdstore.h, ...); core decisions live in
  * pure modules (session.c, counter_math.c). */

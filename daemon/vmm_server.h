@@ -34,7 +34,7 @@ typedef void (*vcd_kvm_op_cb)(struct vcd *vcd, int error, const char *msg,
 			      const struct kvm_op_outcome *outcome, void *userdata);
 
 /* What the VMM socket hands to the migrations: their entry points, given
- * to vmm_server_start() by main.c, so that the VMM socket does not call the
+ * to vmm_server_start() by the manager, so that the VMM socket does not call the
  * migrations by name (they call it: vmm_kvm_op, vmm_reply). Each answers
  * request_id on connection conn_id itself. */
 struct vmm_migration_handlers {
