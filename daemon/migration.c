@@ -1258,8 +1258,9 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 	_cleanup_free_ struct counter_state *state = calloc(1, sizeof(*state));
 	_cleanup_free_ struct counter_plan *plan = calloc(1, sizeof(*plan));
 	struct sync_error sync = { 0 };
+	struct session_target_vm facts;
+	struct migration *m, *busy = NULL;
 	struct vm_entry *vm;
-	struct migration *m;
 	char err[256];
 	int r;
 
@@ -1282,33 +1283,42 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 		return;
 	}
 	vm = vm_registry_find(&vcd->vms, prep->vm_id);
-	if (!vm || vm->role != VM_ROLE_TARGET || !vm->probed) {
-		link_send_error(link, msg->id, -ENOENT, "no target VM %s registered on %s",
-				prep->vm_id, vcd->config.host_name);
-		return;
+	facts = (struct session_target_vm){
+		.registered = vm && vm->role == VM_ROLE_TARGET && vm->probed,
+	};
+	if (facts.registered) {
+		facts.arch = vm->arch;
+		facts.offset_control = vm->offset_control;
+		facts.n_vcpus = vm->n_vcpus;
+		for (busy = vcd->migrations->list; busy; busy = busy->next)
+			if (busy->s.role == VM_ROLE_TARGET &&
+			    strcmp(busy->s.vm_id, vm->vm_id) == 0 &&
+			    !migration_step_is_terminal(busy->s.step))
+				break;
+		facts.busy = busy;
 	}
-	for (m = vcd->migrations->list; m; m = m->next)
-		if (m->s.role == VM_ROLE_TARGET && strcmp(m->s.vm_id, vm->vm_id) == 0 &&
-		    !migration_step_is_terminal(m->s.step)) {
-			link_send_error(link, msg->id, -EBUSY,
-					"target VM %s already has migration %s running", vm->vm_id,
-					m->s.migration_id);
-			return;
-		}
-	/* Before anything else about the VM: state of another counter is
-	 * foreign whatever this host's KVM can do. */
-	if (state->arch != vm->arch) {
-		link_send_error(link, msg->id, -ENOEXEC, "source counter %s, target VM %s: %s",
-				arch_name(state->arch), arch_name(vm->arch), plan_error(-ENOEXEC));
+	r = session_target_admit(&facts, state);
+	switch (r) {
+	case 0:
+		break;
+	case -ENOENT:
+		link_send_error(link, msg->id, r, "no target VM %s registered on %s", prep->vm_id,
+				vcd->config.host_name);
 		return;
-	}
-	if (!vm->offset_control) {
-		link_send_error(link, msg->id, -EOPNOTSUPP, "target host %s: %s",
-				vcd->config.host_name, vm->probe_detail);
+	case -EBUSY:
+		link_send_error(link, msg->id, r, "target VM %s already has migration %s running",
+				vm->vm_id, busy->s.migration_id);
 		return;
-	}
-	if (state->n_vcpus != vm->n_vcpus) {
-		link_send_error(link, msg->id, -EINVAL, "source VM has %u vCPUs, target VM %u",
+	case -ENOEXEC:
+		link_send_error(link, msg->id, r, "source counter %s, target VM %s: %s",
+				arch_name(state->arch), arch_name(vm->arch), plan_error(r));
+		return;
+	case -EOPNOTSUPP:
+		link_send_error(link, msg->id, r, "target host %s: %s", vcd->config.host_name,
+				vm->probe_detail);
+		return;
+	default:
+		link_send_error(link, msg->id, r, "source VM has %u vCPUs, target VM %u",
 				state->n_vcpus, vm->n_vcpus);
 		return;
 	}
@@ -1333,19 +1343,22 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 			" ns earlier than the source's at prepare; unless that changes, the "
 			"guest's counter will be held at the apply and the error bound grow by it",
 			vm->vm_id, prep->migration_id, plan->clamped_ns);
-	if (vcd->config.error_bound_limit_ns &&
-	    plan->error_bound_ns > vcd->config.error_bound_limit_ns) {
-		if (vcd->config.error_bound_refuse) {
-			link_send_error(link, msg->id, -ERANGE,
-					"error bound %" PRIu64 " ns over the limit %" PRIu64
-					" ns (policy refuse)",
-					plan->error_bound_ns, vcd->config.error_bound_limit_ns);
-			return;
-		}
+	switch (session_error_bound_verdict(plan->error_bound_ns, vcd->config.error_bound_limit_ns,
+					    vcd->config.error_bound_refuse)) {
+	case SESSION_BOUND_REFUSE:
+		link_send_error(link, msg->id, -ERANGE,
+				"error bound %" PRIu64 " ns over the limit %" PRIu64
+				" ns (policy refuse)",
+				plan->error_bound_ns, vcd->config.error_bound_limit_ns);
+		return;
+	case SESSION_BOUND_WARN:
 		log_warning("vm=%s migration=%s: error bound %" PRIu64 " ns over the limit %" PRIu64
 			    " ns (policy warn)",
 			    vm->vm_id, prep->migration_id, plan->error_bound_ns,
 			    vcd->config.error_bound_limit_ns);
+		break;
+	case SESSION_BOUND_WITHIN:
+		break;
 	}
 	r = migration_new(vcd, &m);
 	if (r < 0) {
@@ -1622,8 +1635,9 @@ static void target_applied(struct vcd *vcd, int error, const char *text,
 	rep->error_bound_ns = plan->error_bound_ns;
 	rep->apply_latency_ns = clock_ns(CLOCK_MONOTONIC) - m->apply_started_ns;
 	rep->guest_tsc_khz = m->s.final.guest_tsc_khz;
-	rep->error_bound_exceeded = vcd->config.error_bound_limit_ns &&
-				    plan->error_bound_ns > vcd->config.error_bound_limit_ns;
+	rep->error_bound_exceeded =
+		session_error_bound_verdict(plan->error_bound_ns, vcd->config.error_bound_limit_ns,
+					    vcd->config.error_bound_refuse) != SESSION_BOUND_WITHIN;
 	rep->timescale = plan->timescale;
 	/* The offsets are written whatever kvmclock shows: the report says
 	 * what the guest will see, the VM runs on. */

@@ -471,3 +471,26 @@ enum session_recovery session_recovery_of(const struct session *s)
 		return SESSION_RECOVERY_KEEP;
 	}
 }
+
+int session_target_admit(const struct session_target_vm *vm, const struct counter_state *state)
+{
+	if (!vm->registered)
+		return -ENOENT;
+	if (vm->busy)
+		return -EBUSY;
+	if (state->arch != vm->arch)
+		return -ENOEXEC;
+	if (!vm->offset_control)
+		return -EOPNOTSUPP;
+	if (state->n_vcpus != vm->n_vcpus)
+		return -EINVAL;
+	return 0;
+}
+
+enum session_bound_verdict session_error_bound_verdict(uint64_t bound_ns, uint64_t limit_ns,
+						       bool refuse)
+{
+	if (limit_ns == 0 || bound_ns <= limit_ns)
+		return SESSION_BOUND_WITHIN;
+	return refuse ? SESSION_BOUND_REFUSE : SESSION_BOUND_WARN;
+}

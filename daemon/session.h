@@ -121,6 +121,33 @@ int session_source_may_finalize(const struct session *s);
  * note it; the target's Applied follows if it applied. */
 bool session_final_ack_is_replay(const struct session *s, const char *from, uint64_t generation);
 
+/* What a target knows of the VM a Prepare names: its registry entry and
+ * the migrations running on it. */
+struct session_target_vm {
+	bool registered; /* registered here as a target, and probed */
+	bool busy;	 /* a target migration of it has not ended */
+	enum counter_arch arch;
+	bool offset_control; /* its KVM honours offset writes (the probe) */
+	uint32_t n_vcpus;
+};
+
+/* May a Prepare carrying state start a target migration of vm? 0, or the
+ * first refusal in this order: -ENOENT (no such target VM), -EBUSY (one is
+ * running on it), -ENOEXEC (state of another counter: foreign whatever
+ * this host's KVM can do), -EOPNOTSUPP (KVM here ignores offset writes),
+ * -EINVAL (another vCPU count). */
+int session_target_admit(const struct session_target_vm *vm, const struct counter_state *state);
+
+/* A handoff's error bound against the operator's limit (0: none) and
+ * policy (error-bound-policy refuse or warn). */
+enum session_bound_verdict {
+	SESSION_BOUND_WITHIN,
+	SESSION_BOUND_WARN,   /* over the limit, policy warn: go on, say so */
+	SESSION_BOUND_REFUSE, /* over the limit, policy refuse: refuse at prepare */
+};
+enum session_bound_verdict session_error_bound_verdict(uint64_t bound_ns, uint64_t limit_ns,
+						       bool refuse);
+
 /* What a session loaded from the journal after a restart does (DESIGN.md
  * section 3). The source never wrote its VM, so aborting it is always safe;
  * a target applies nothing it cannot prove current. */

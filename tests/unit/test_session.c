@@ -1163,6 +1163,59 @@ static void test_recovery_after_a_restart(void **unused)
 	}
 }
 
+static void test_target_admits_only_a_free_target_of_the_same_counter(void **unused)
+{
+	struct session_target_vm vm = {
+		.registered = true,
+		.arch = COUNTER_ARCH_X86_TSC,
+		.offset_control = true,
+		.n_vcpus = 4,
+	};
+	struct counter_state state = { .arch = COUNTER_ARCH_X86_TSC, .n_vcpus = 4 };
+
+	assert_int_equal(session_target_admit(&vm, &state), 0);
+	/* Each refusal alone. */
+	vm.n_vcpus = 2;
+	assert_int_equal(session_target_admit(&vm, &state), -EINVAL);
+	vm.n_vcpus = 4;
+	vm.offset_control = false;
+	assert_int_equal(session_target_admit(&vm, &state), -EOPNOTSUPP);
+	vm.offset_control = true;
+	state.arch = COUNTER_ARCH_ARM64_CNTVCT;
+	assert_int_equal(session_target_admit(&vm, &state), -ENOEXEC);
+	state.arch = COUNTER_ARCH_X86_TSC;
+	vm.busy = true;
+	assert_int_equal(session_target_admit(&vm, &state), -EBUSY);
+	vm.busy = false;
+	vm.registered = false;
+	assert_int_equal(session_target_admit(&vm, &state), -ENOENT);
+	/* In order: a VM that is not there is not there, whatever else; a
+	 * foreign counter is named before what this host's KVM lacks, and
+	 * that before the vCPU count. */
+	vm = (struct session_target_vm){ .busy = true, .arch = COUNTER_ARCH_ARM64_CNTVCT };
+	assert_int_equal(session_target_admit(&vm, &state), -ENOENT);
+	vm.registered = true;
+	assert_int_equal(session_target_admit(&vm, &state), -EBUSY);
+	vm.busy = false;
+	assert_int_equal(session_target_admit(&vm, &state), -ENOEXEC);
+	vm.arch = COUNTER_ARCH_X86_TSC;
+	assert_int_equal(session_target_admit(&vm, &state), -EOPNOTSUPP);
+	vm.offset_control = true;
+	assert_int_equal(session_target_admit(&vm, &state), -EINVAL);
+}
+
+static void test_error_bound_verdict_follows_limit_and_policy(void **unused)
+{
+	/* No limit: anything goes, even an unsynchronised host's bound. */
+	assert_int_equal(session_error_bound_verdict(UINT64_MAX, 0, true), SESSION_BOUND_WITHIN);
+	/* At the limit is within it; one ns over is not. */
+	assert_int_equal(session_error_bound_verdict(1000000, 1000000, true), SESSION_BOUND_WITHIN);
+	assert_int_equal(session_error_bound_verdict(1000001, 1000000, true), SESSION_BOUND_REFUSE);
+	assert_int_equal(session_error_bound_verdict(1000001, 1000000, false), SESSION_BOUND_WARN);
+	assert_int_equal(session_error_bound_verdict(UINT64_MAX, 1, false), SESSION_BOUND_WARN);
+	assert_int_equal(session_error_bound_verdict(0, 1, true), SESSION_BOUND_WITHIN);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1194,6 +1247,8 @@ int main(void)
 		cmocka_unit_test(
 			test_final_ack_replay_is_only_the_current_generation_from_the_peer),
 		cmocka_unit_test(test_recovery_after_a_restart),
+		cmocka_unit_test(test_target_admits_only_a_free_target_of_the_same_counter),
+		cmocka_unit_test(test_error_bound_verdict_follows_limit_and_policy),
 		cmocka_unit_test(test_target_done_without_the_ack),
 	};
 
