@@ -594,9 +594,9 @@ static void test_daemon_lifecycle_vm_and_migration_entries(void **state)
 	assert_int_equal(harness_start(&d, args), 0);
 
 	e = expect_entry(d.pid, "MESSAGE_ID", MID_DAEMON_STARTED);
-	assert_common_fields(e, "daemon/main.c");
+	assert_common_fields(e, "daemon/manager.c");
 	assert_field(e, "PRIORITY", "6");
-	assert_field(e, "CODE_FUNC", "main");
+	assert_field(e, "CODE_FUNC", "vcd_new");
 	snprintf(want, sizeof(want), "vcounterd 0.1.0 on host-a.test: vmm socket %s, peer link off",
 		 d.vmm_socket);
 	assert_field(e, "MESSAGE", want);
@@ -664,7 +664,7 @@ static void test_daemon_lifecycle_vm_and_migration_entries(void **state)
 
 	kill(d.pid, SIGTERM);
 	e = expect_entry(d.pid, "MESSAGE_ID", MID_DAEMON_STOPPING);
-	assert_common_fields(e, "daemon/main.c");
+	assert_common_fields(e, "daemon/manager.c");
 	assert_field(e, "MESSAGE", "signal 15: stopping");
 	assert_field(e, "CODE_FUNC", "signal_cb");
 	stop_signalled(&d);
@@ -687,7 +687,7 @@ static void test_failed_start_logs_errno(void **state)
 	assert_int_equal(wait_exit(pid), 1);
 	snprintf(want, sizeof(want), "cannot listen on %s: No such file or directory", sock);
 	e = expect_entry(pid, "MESSAGE", want);
-	assert_common_fields(e, "daemon/main.c");
+	assert_common_fields(e, "daemon/manager.c");
 	assert_field(e, "ERRNO", "2");
 	assert_field(e, "PRIORITY", "3");
 	assert_null(get(e, "MESSAGE_ID"));
