@@ -86,16 +86,18 @@ int wire_peer_unpack(const uint8_t *buf, size_t len, Vcounter__V1__PeerMessage *
 	return 0;
 }
 
-void wire_vmm_free(Vcounter__V1__VmmMessage *msg)
+Vcounter__V1__VmmMessage *wire_vmm_free(Vcounter__V1__VmmMessage *msg)
 {
 	if (msg)
 		vcounter__v1__vmm_message__free_unpacked(msg, NULL);
+	return NULL;
 }
 
-void wire_peer_free(Vcounter__V1__PeerMessage *msg)
+Vcounter__V1__PeerMessage *wire_peer_free(Vcounter__V1__PeerMessage *msg)
 {
 	if (msg)
 		vcounter__v1__peer_message__free_unpacked(msg, NULL);
+	return NULL;
 }
 
 /* get_packed_size and pack are the generic protobuf-c calls behind the

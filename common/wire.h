@@ -21,8 +21,8 @@ int wire_vmm_unpack(const uint8_t *buf, size_t len, Vcounter__V1__VmmMessage **r
 		    uint64_t *ret_id);
 int wire_peer_unpack(const uint8_t *buf, size_t len, Vcounter__V1__PeerMessage **ret_msg,
 		     uint64_t *ret_id);
-void wire_vmm_free(Vcounter__V1__VmmMessage *msg);
-void wire_peer_free(Vcounter__V1__PeerMessage *msg);
+Vcounter__V1__VmmMessage *wire_vmm_free(Vcounter__V1__VmmMessage *msg);
+Vcounter__V1__PeerMessage *wire_peer_free(Vcounter__V1__PeerMessage *msg);
 
 /* Pack an envelope into a new buffer holding header + payload, ready to
  * send. -EMSGSIZE if over VC_MAX_FRAME_BYTES. *ret_buf is malloc'd. */

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "clockns.h"
 #include "control.h"
 #include "grpc.h"
@@ -741,8 +742,7 @@ int control_start(struct vcd *vcd, int listen_unix_fd)
 	}
 	r = grpc_server_new(vcd->base, &gc, methods, ELEMENTSOF(methods), vcd, &ctl->server, err,
 			    sizeof(err));
-	if (tls)
-		SSL_CTX_free(tls); /* the server holds its own reference */
+	tls = ssl_ctx_unref(tls); /* the server holds its own reference */
 	if (r < 0) {
 		log_error_errno(r, "control API: %s", err);
 		control_stop(vcd);
@@ -774,7 +774,7 @@ void control_stop(struct vcd *vcd)
 	if (!ctl)
 		return;
 	/* Ends every watch: their cancel callbacks free the watchers. */
-	grpc_server_free(ctl->server);
+	ctl->server = grpc_server_free(ctl->server);
 	while (ctl->watchers)
 		watcher_remove(ctl->watchers);
 	free(ctl);

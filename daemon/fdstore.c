@@ -15,6 +15,7 @@
 
 #include <event2/event.h>
 
+#include "cleanup.h"
 #include "fd_check.h"
 #include "fdstore.h"
 #include "log.h"
@@ -334,8 +335,7 @@ static void vmm_exit_cb(evutil_socket_t fd, short what, void *arg)
 		if (vm->conn_id == 0) {
 			vmm_drop_vm(vcd, vm, "its VMM exited before reattaching");
 		} else {
-			event_free(vm->vmm_exit_ev);
-			vm->vmm_exit_ev = NULL;
+			vm->vmm_exit_ev = event_unref(vm->vmm_exit_ev);
 			close(fd);
 		}
 		return;
@@ -354,9 +354,7 @@ static void watch_vmm(struct vcd *vcd, struct vm_entry *vm)
 	}
 	vm->vmm_exit_ev = event_new(vcd->base, fd, EV_READ, vmm_exit_cb, vcd);
 	if (!vm->vmm_exit_ev || event_add(vm->vmm_exit_ev, NULL) < 0) {
-		if (vm->vmm_exit_ev)
-			event_free(vm->vmm_exit_ev);
-		vm->vmm_exit_ev = NULL;
+		vm->vmm_exit_ev = event_unref(vm->vmm_exit_ev);
 		close(fd);
 	}
 }

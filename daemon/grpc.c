@@ -28,6 +28,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "cleanup.h"
 #include "clockns.h"
 #include "grpc.h"
 #include "grpc_wire.h"
@@ -241,11 +242,9 @@ static void call_free(struct grpc_call *call)
 		conn->queued_bytes -= evbuffer_get_length(call->out);
 		evbuffer_free(call->out);
 	}
-	if (call->deadline_ev)
-		event_free(call->deadline_ev);
+	call->deadline_ev = event_unref(call->deadline_ev);
 	grpc_wire_decoder_free(&call->decoder);
-	if (call->request)
-		protobuf_c_message_free_unpacked(call->request, NULL);
+	call->request = protobuf_unref(call->request);
 	free(call->trailer_message);
 	free(call);
 	conn_idle_update(conn);
@@ -895,17 +894,17 @@ static void conn_destroy(struct grpc_conn *conn)
 		call->state = CALL_ENDED;
 		call_free(call);
 	}
-	event_free(conn->timer_ev);
-	event_free(conn->idle_ev);
-	conn->idle_ev = NULL;
-	event_free(conn->pump_ev);
+	conn->timer_ev = event_unref(conn->timer_ev);
+	conn->idle_ev = event_unref(conn->idle_ev);
+	conn->pump_ev = event_unref(conn->pump_ev);
 	if (conn->bev) {
 		if (conn->ssl && conn->state == CONN_OPEN &&
 		    evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0) {
 			(void)SSL_shutdown(conn->ssl);
 			ERR_clear_error();
 		}
-		bufferevent_free(conn->bev); /* BEV_OPT_CLOSE_ON_FREE: SSL_free + close */
+		conn->bev =
+			bufferevent_unref(conn->bev); /* BEV_OPT_CLOSE_ON_FREE: SSL_free + close */
 	}
 	if (conn->prev)
 		conn->prev->next = conn->next;
@@ -1356,12 +1355,9 @@ static struct grpc_conn *conn_new(struct grpc_server *server)
 	conn->idle_ev = evtimer_new(server->base, conn_idle_cb, conn);
 	conn->pump_ev = event_new(server->base, -1, 0, conn_pump_ev_cb, conn);
 	if (!conn->timer_ev || !conn->idle_ev || !conn->pump_ev) {
-		if (conn->timer_ev)
-			event_free(conn->timer_ev);
-		if (conn->idle_ev)
-			event_free(conn->idle_ev);
-		if (conn->pump_ev)
-			event_free(conn->pump_ev);
+		conn->timer_ev = event_unref(conn->timer_ev);
+		conn->idle_ev = event_unref(conn->idle_ev);
+		conn->pump_ev = event_unref(conn->pump_ev);
 		free(conn);
 		return NULL;
 	}
@@ -1822,10 +1818,10 @@ fail:
 	return r;
 }
 
-void grpc_server_free(struct grpc_server *server)
+struct grpc_server *grpc_server_free(struct grpc_server *server)
 {
 	if (!server)
-		return;
+		return NULL;
 	while (server->conns) {
 		struct grpc_conn *conn = server->conns;
 
@@ -1846,9 +1842,8 @@ void grpc_server_free(struct grpc_server *server)
 	}
 	if (server->tcp_listener)
 		evconnlistener_free(server->tcp_listener);
-	if (server->retry_ev)
-		event_free(server->retry_ev);
-	SSL_CTX_free(server->tls);
+	server->retry_ev = event_unref(server->retry_ev);
+	server->tls = ssl_ctx_unref(server->tls);
 	free(server->operator_uids);
 	free(server->reader_uids);
 	free(server->operator_gids);
@@ -1856,6 +1851,7 @@ void grpc_server_free(struct grpc_server *server)
 	free_names(server->operator_names, server->n_operator_names);
 	free_names(server->reader_names, server->n_reader_names);
 	free(server);
+	return NULL;
 }
 
 int grpc_server_set_roles(struct grpc_server *server, const struct grpc_server_config *config,
@@ -1915,7 +1911,7 @@ void grpc_server_set_tls(struct grpc_server *server, SSL_CTX *tls)
 		return;
 	SSL_CTX_up_ref(tls);
 	SSL_CTX_set_alpn_select_cb(tls, alpn_select_cb, NULL);
-	SSL_CTX_free(server->tls);
+	server->tls = ssl_ctx_unref(server->tls);
 	server->tls = tls;
 }
 

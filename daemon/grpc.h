@@ -150,7 +150,7 @@ int grpc_server_new(struct event_base *base, const struct grpc_server_config *co
 /* Ends every call (their cancel callbacks run), closes every socket,
  * unlinks the unix socket it created. NULL ok. Not from inside a handler
  * or cancel callback. */
-void grpc_server_free(struct grpc_server *server);
+struct grpc_server *grpc_server_free(struct grpc_server *server);
 /* A configuration reload: the role lists of config (uids, gids, names; the
  * rest is ignored) replace the server's for connections accepted from now
  * on; a connection's caller stays as it was judged. -errno with a sentence

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "failpoint.h"
 #include "journal.h"
 #include "macro.h"
@@ -177,7 +178,7 @@ static int copy_str(char *dst, size_t size, const char *src, const char *what, b
 int journal_decode(const uint8_t *buf, size_t len, struct journal_entry *ret, char *err,
 		   size_t err_size)
 {
-	Vcounter__V1__JournalRecord *rec;
+	_cleanup_protobuf_ Vcounter__V1__JournalRecord *rec = NULL;
 	struct journal_entry *e = ret;
 	uint32_t n;
 	char why[256];
@@ -223,11 +224,9 @@ int journal_decode(const uint8_t *buf, size_t len, struct journal_entry *ret, ch
 		r = copy_str(e->s.reason, sizeof(e->s.reason), rec->reason, "reason", false, err,
 			     err_size);
 	if (r < 0)
-		goto out;
-	if (wire_role_from_pb(rec->role, &e->s.role) < 0) {
-		r = refuse(err, err_size, "role %d unknown", (int)rec->role);
-		goto out;
-	}
+		return r;
+	if (wire_role_from_pb(rec->role, &e->s.role) < 0)
+		return refuse(err, err_size, "role %d unknown", (int)rec->role);
 	e->s.step = (enum migration_step)rec->step;
 	e->s.generation = rec->generation;
 	e->sequence = rec->sequence;
@@ -236,28 +235,19 @@ int journal_decode(const uint8_t *buf, size_t len, struct journal_entry *ret, ch
 	e->planned_error_bound_ns = rec->planned_error_bound_ns;
 	e->realtime_ns = rec->realtime_ns;
 	e->awaiting_source = rec->awaiting_source;
-	if (wire_counter_state_from_pb(rec->prepared, &e->s.prepared, why, sizeof(why)) < 0) {
-		r = refuse(err, err_size, "prepared state: %s", why);
-		goto out;
-	}
+	if (wire_counter_state_from_pb(rec->prepared, &e->s.prepared, why, sizeof(why)) < 0)
+		return refuse(err, err_size, "prepared state: %s", why);
 	if (rec->final) {
-		if (wire_counter_state_from_pb(rec->final, &e->s.final, why, sizeof(why)) < 0) {
-			r = refuse(err, err_size, "final state: %s", why);
-			goto out;
-		}
+		if (wire_counter_state_from_pb(rec->final, &e->s.final, why, sizeof(why)) < 0)
+			return refuse(err, err_size, "final state: %s", why);
 		e->s.has_final = true;
 	}
 	if (rec->report) {
-		if (wire_report_from_pb(rec->report, &e->s.report, why, sizeof(why)) < 0) {
-			r = refuse(err, err_size, "report: %s", why);
-			goto out;
-		}
+		if (wire_report_from_pb(rec->report, &e->s.report, why, sizeof(why)) < 0)
+			return refuse(err, err_size, "report: %s", why);
 		e->s.has_report = true;
 	}
-	r = check_entry(e, err, err_size);
-out:
-	vcounter__v1__journal_record__free_unpacked(rec, NULL);
-	return r;
+	return check_entry(e, err, err_size);
 }
 
 /* ---- files ---- */
@@ -283,13 +273,14 @@ int journal_open(const char *dir, struct journal **ret)
 	return 0;
 }
 
-void journal_close(struct journal *j)
+struct journal *journal_close(struct journal *j)
 {
 	if (!j)
-		return;
+		return NULL;
 	close(j->dir_fd);
 	free(j->path);
 	free(j);
+	return NULL;
 }
 
 const char *journal_dir(const struct journal *j)

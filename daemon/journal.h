@@ -53,7 +53,7 @@ struct journal;
 
 /* Open (creating, 0700) the directory dir: 0 or -errno. */
 int journal_open(const char *dir, struct journal **ret);
-void journal_close(struct journal *j);
+struct journal *journal_close(struct journal *j); /* NULL-safe; NULL */
 const char *journal_dir(const struct journal *j);
 
 /* Record e durably. tag names the step for fail points ("target/final"):

@@ -13,6 +13,7 @@
 
 #include <event2/event.h>
 
+#include "cleanup.h"
 #include "clockns.h"
 #include "conf.h"
 #include "control.h"
@@ -303,10 +304,8 @@ struct vcd *vcd_free(struct vcd *vcd)
 		return NULL;
 	m = manager_of(vcd);
 	m->svc = service_free(m->svc);
-	if (m->sigint)
-		event_free(m->sigint);
-	if (m->sigterm)
-		event_free(m->sigterm);
+	m->sigint = event_unref(m->sigint);
+	m->sigterm = event_unref(m->sigterm);
 	close_nointr(m->vmm_fd);
 	close_nointr(m->control_fd);
 	if (vcd->base) {
@@ -322,11 +321,9 @@ struct vcd *vcd_free(struct vcd *vcd)
 		 * their objects are freed. */
 		event_base_loop(vcd->base, EVLOOP_NONBLOCK);
 	}
-	sync_source_free(vcd->sync);
-	if (vcd->tls_server)
-		SSL_CTX_free(vcd->tls_server);
-	if (vcd->tls_client)
-		SSL_CTX_free(vcd->tls_client);
+	vcd->sync = sync_source_free(vcd->sync);
+	vcd->tls_server = ssl_ctx_unref(vcd->tls_server);
+	vcd->tls_client = ssl_ctx_unref(vcd->tls_client);
 	if (vcd->base)
 		event_base_free(vcd->base);
 	conf_free(vcd->conf);

@@ -24,6 +24,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "cleanup.h"
 #include "clockns.h"
 #include "control.h"
 #include "log.h"
@@ -170,10 +171,8 @@ static void conn_free(struct http_conn *conn)
 	if (conn->next)
 		conn->next->prev = conn->prev;
 	srv->n_conns--;
-	if (conn->timer)
-		event_free(conn->timer);
-	if (conn->bev)
-		bufferevent_free(conn->bev);
+	conn->timer = event_unref(conn->timer);
+	conn->bev = bufferevent_unref(conn->bev);
 	free(conn);
 }
 
@@ -518,8 +517,7 @@ void metrics_http_stop(struct vcd *vcd)
 		conn_free(srv->conns);
 	if (srv->evl)
 		evconnlistener_free(srv->evl);
-	if (srv->retry_ev)
-		event_free(srv->retry_ev);
+	srv->retry_ev = event_unref(srv->retry_ev);
 	free(srv);
 	vcd->metrics_http = NULL;
 }

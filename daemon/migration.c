@@ -13,6 +13,7 @@
 
 #include <event2/event.h>
 
+#include "cleanup.h"
 #include "clockns.h"
 #include "counter_math.h"
 #include "failpoint.h"
@@ -175,10 +176,8 @@ static void migration_free(struct vcd *vcd, struct migration *m)
 			break;
 		}
 	}
-	if (m->timer)
-		event_free(m->timer);
-	if (m->replay)
-		event_free(m->replay);
+	m->timer = event_unref(m->timer);
+	m->replay = event_unref(m->replay);
 	free(m);
 }
 
@@ -2386,8 +2385,7 @@ void migrations_stop(struct vcd *vcd)
 	}
 	while (ms->list)
 		migration_free(vcd, ms->list);
-	journal_close(vcd->journal);
-	vcd->journal = NULL;
+	vcd->journal = journal_close(vcd->journal);
 	free(ms);
 	vcd->migrations = NULL;
 }

@@ -18,6 +18,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "cleanup.h"
 #include "frame.h"
 #include "macro.h"
 #include "peer_conn.h"
@@ -252,22 +253,21 @@ static void conn_flush_and_shutdown(struct peer_conn *conn)
 static void conn_destroy(struct peer_conn *conn)
 {
 	conn_listener_unlink(conn);
-	if (conn->connect_ev)
-		event_free(conn->connect_ev);
-	if (conn->deadline_ev)
-		event_free(conn->deadline_ev);
+	conn->connect_ev = event_unref(conn->connect_ev);
+	conn->deadline_ev = event_unref(conn->deadline_ev);
 	if (conn->bev) {
 		/* Inside the event callback of this very bufferevent is fine: libevent defers the
 		 * final free until its callbacks have returned. */
 		bufferevent_setcb(conn->bev, NULL, NULL, NULL, NULL);
 		if (conn->state == CONN_ESTABLISHED)
 			conn_flush_and_shutdown(conn);
-		bufferevent_free(conn->bev); /* BEV_OPT_CLOSE_ON_FREE: SSL_free + close */
+		conn->bev =
+			bufferevent_unref(conn->bev); /* BEV_OPT_CLOSE_ON_FREE: SSL_free + close */
 	}
 	close_nointr(conn->fd);
 	if (conn->addrs)
 		freeaddrinfo(conn->addrs);
-	SSL_CTX_free(conn->ctx);
+	conn->ctx = ssl_ctx_unref(conn->ctx);
 	free(conn);
 }
 
@@ -565,7 +565,7 @@ static int conn_start_tls(struct peer_conn *conn, int fd, enum bufferevent_ssl_s
 		if (!SSL_set_tlsext_host_name(ssl, conn->expected_name) ||
 		    !SSL_set1_host(ssl, conn->expected_name)) {
 			ERR_clear_error();
-			SSL_free(ssl);
+			ssl = ssl_unref(ssl);
 			close_nointr(fd);
 			return -ENOMEM;
 		}
@@ -600,8 +600,7 @@ static void conn_connect_cb(evutil_socket_t fd, short what, void *arg)
 	socklen_t len = sizeof(int);
 	int soerr = 0, r;
 
-	event_free(conn->connect_ev);
-	conn->connect_ev = NULL;
+	conn->connect_ev = event_unref(conn->connect_ev);
 	if (getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
 		soerr = errno;
 	if (soerr != 0) {
@@ -640,9 +639,7 @@ static void conn_try_next_addr(struct peer_conn *conn)
 		conn->connect_ev = event_new(conn->base, fd, EV_WRITE, conn_connect_cb, conn);
 		if (!conn->connect_ev || event_add(conn->connect_ev, NULL) < 0) {
 			conn->connect_error = -ENOMEM;
-			if (conn->connect_ev)
-				event_free(conn->connect_ev);
-			conn->connect_ev = NULL;
+			conn->connect_ev = event_unref(conn->connect_ev);
 			break;
 		}
 		conn->fd = TAKE_FD(fd);
@@ -838,7 +835,7 @@ int peer_listener_new(struct event_base *base, SSL_CTX *ctx, const char *addr,
 
 fail:
 	if (l && l->retry_ev)
-		event_free(l->retry_ev);
+		l->retry_ev = event_unref(l->retry_ev);
 	free(l);
 	freeaddrinfo(addrs);
 	return r;
@@ -876,8 +873,8 @@ struct peer_listener *peer_listener_free(struct peer_listener *listener)
 		peer_conn_free(conn);
 	}
 	evconnlistener_free(listener->evl);
-	event_free(listener->retry_ev);
-	SSL_CTX_free(listener->ctx);
+	listener->retry_ev = event_unref(listener->retry_ev);
+	listener->ctx = ssl_ctx_unref(listener->ctx);
 	free(listener);
 	return NULL;
 }
@@ -887,6 +884,6 @@ void peer_listener_set_ctx(struct peer_listener *listener, SSL_CTX *ctx)
 	if (!listener || !ctx || ctx == listener->ctx)
 		return;
 	SSL_CTX_up_ref(ctx);
-	SSL_CTX_free(listener->ctx);
+	listener->ctx = ssl_ctx_unref(listener->ctx);
 	listener->ctx = ctx;
 }

@@ -9,6 +9,7 @@
 
 #include <openssl/ssl.h>
 
+#include "cleanup.h"
 #include "conf.h"
 #include "control.h"
 #include "log.h"
@@ -27,9 +28,9 @@ struct vcd_tls {
 
 static void vcd_tls_done(struct vcd_tls *t)
 {
-	SSL_CTX_free(t->server);
-	SSL_CTX_free(t->client);
-	SSL_CTX_free(t->control);
+	t->server = ssl_ctx_unref(t->server);
+	t->client = ssl_ctx_unref(t->client);
+	t->control = ssl_ctx_unref(t->control);
 	*t = (struct vcd_tls){ 0 };
 }
 
@@ -159,8 +160,8 @@ int vcd_reload(struct vcd *vcd)
 	r = conf_diff(old_conf, conf, changed, &n_changed);
 	if (r < 0)
 		log_warning("reload: cannot list the changes (out of memory)");
-	SSL_CTX_free(vcd->tls_server);
-	SSL_CTX_free(vcd->tls_client);
+	ssl_ctx_unref(vcd->tls_server);
+	ssl_ctx_unref(vcd->tls_client);
 	vcd->tls_server = TAKE_PTR(tls.server);
 	vcd->tls_client = TAKE_PTR(tls.client);
 	migrations_tls_changed(vcd);

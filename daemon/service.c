@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <systemd/sd-daemon.h>
 
+#include "cleanup.h"
 #include "clockns.h"
 #include "control.h"
 #include "log.h"
@@ -267,7 +268,7 @@ static struct event *timer_new(struct event_base *base, uint64_t usec, event_cal
 	struct event *ev = event_new(base, -1, EV_PERSIST, cb, arg);
 
 	if (ev && event_add(ev, &tv) < 0) {
-		event_free(ev);
+		ev = event_unref(ev);
 		return NULL;
 	}
 	return ev;
@@ -334,12 +335,9 @@ struct service *service_free(struct service *svc)
 {
 	if (!svc)
 		return NULL;
-	if (svc->watchdog_ev)
-		event_free(svc->watchdog_ev);
-	if (svc->status_ev)
-		event_free(svc->status_ev);
-	if (svc->sighup_ev)
-		event_free(svc->sighup_ev);
+	svc->watchdog_ev = event_unref(svc->watchdog_ev);
+	svc->status_ev = event_unref(svc->status_ev);
+	svc->sighup_ev = event_unref(svc->sighup_ev);
 	free(svc);
 	return NULL;
 }

@@ -16,6 +16,7 @@
 
 #include <event2/event.h>
 
+#include "cleanup.h"
 #include "chrony.h"
 #include "clockns.h"
 #include "hostclock.h"
@@ -270,17 +271,16 @@ int sync_source_open(struct event_base *base, const char *text, struct sync_sour
 	return sync_source_new(base, &spec, ret, err, err_size);
 }
 
-void sync_source_free(struct sync_source *ss)
+struct sync_source *sync_source_free(struct sync_source *ss)
 {
 	if (!ss)
-		return;
-	if (ss->ev_read)
-		event_free(ss->ev_read);
-	if (ss->ev_poll)
-		event_free(ss->ev_poll);
+		return NULL;
+	ss->ev_read = event_unref(ss->ev_read);
+	ss->ev_poll = event_unref(ss->ev_poll);
 	if (ss->fd >= 0)
 		close(ss->fd);
 	free(ss);
+	return NULL;
 }
 
 const struct sync_source_spec *sync_source_spec(const struct sync_source *ss)

@@ -46,7 +46,7 @@ int sync_source_new(struct event_base *base, const struct sync_source_spec *spec
 /* sync_source_spec_parse() then sync_source_new(). */
 int sync_source_open(struct event_base *base, const char *text, struct sync_source **ret, char *err,
 		     size_t err_size);
-void sync_source_free(struct sync_source *ss);
+struct sync_source *sync_source_free(struct sync_source *ss); /* NULL-safe; NULL */
 const struct sync_source_spec *sync_source_spec(const struct sync_source *ss);
 
 /* sync holds the kernel's adjtimex view (hostclock_sync_error); replace its

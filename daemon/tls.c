@@ -10,6 +10,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "cleanup.h"
 #include "tls.h"
 
 /* The context's private copy of the allow-list, hung on the SSL_CTX as ex_data so that the
@@ -321,7 +322,7 @@ int tls_ctx_new(const struct tls_config *config, bool is_server, SSL_CTX **ret_c
 	return 0;
 
 fail:
-	SSL_CTX_free(ctx);
+	ctx = ssl_ctx_unref(ctx);
 	allow_list_free(list);
 	ERR_clear_error();
 	return r;

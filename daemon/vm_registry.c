@@ -7,6 +7,7 @@
 
 #include <event2/event.h>
 
+#include "cleanup.h"
 #include "unix_fd.h"
 #include "vm_registry.h"
 
@@ -72,7 +73,7 @@ static void entry_free(struct vm_entry *vm)
 {
 	if (vm->vmm_exit_ev) {
 		close(event_get_fd(vm->vmm_exit_ev));
-		event_free(vm->vmm_exit_ev);
+		vm->vmm_exit_ev = event_unref(vm->vmm_exit_ev);
 	}
 	unix_fd_close_all(vm->fds, vm->n_fds);
 	free(vm->fds);

@@ -15,6 +15,7 @@
 
 #include <event2/event.h>
 
+#include "cleanup.h"
 #include "clockns.h"
 #include "fd_check.h"
 #include "frame.h"
@@ -209,8 +210,7 @@ void vmm_reply_error(struct vcd *vcd, uint64_t conn_id, uint64_t request_id, int
 
 static void pending_op_free(struct pending_op *op)
 {
-	if (op->timer)
-		event_free(op->timer);
+	op->timer = event_unref(op->timer);
 	free(op);
 }
 
@@ -886,7 +886,7 @@ static void conn_close(struct vmm_conn *conn, const char *why)
 			next = vm_registry_first(&vcd->vms); /* the list changed under us */
 		}
 	}
-	event_free(conn->ev);
+	conn->ev = event_unref(conn->ev);
 	close(conn->fd);
 	free(conn);
 }
@@ -991,7 +991,7 @@ void vmm_server_stop(struct vcd *vcd)
 	/* Detached VMs (recovered, their VMMs not back yet): the fd store
 	 * keeps them for the next run. */
 	vm_registry_clear(&vcd->vms);
-	event_free(srv->listen_ev);
+	srv->listen_ev = event_unref(srv->listen_ev);
 	close(srv->listen_fd);
 	free(srv);
 	vcd->vmm = NULL;
