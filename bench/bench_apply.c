@@ -370,22 +370,6 @@ static int inproc_apply_once(struct bench *b, uint64_t *ret_ns)
 	return 0;
 }
 
-static int connect_unix(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	_cleanup_close_ int fd = -1;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		return -errno;
-	return TAKE_FD(fd);
-}
-
 /* A fresh migration of src to dst, up to the point where the target VMM
  * would apply: migrate_out, then report_paused. Not timed. */
 static int migration_prepare(struct bench *b, char ret_id[VCOUNTER_MIGRATION_ID_SIZE])
@@ -1025,7 +1009,7 @@ int main(int argc, char **argv)
 		if (r == 0)
 			r = harness_start(&b.b, args);
 		if (r == 0)
-			r = b.rtt_fd = connect_unix(b.b.vmm_socket);
+			r = b.rtt_fd = unix_fd_connect(b.b.vmm_socket, SOCK_SEQPACKET);
 		if (r < 0) {
 			fprintf(stderr, "bench_apply: starting vcounterd: %s\n", strerror(-r));
 			goto out;
@@ -1049,7 +1033,7 @@ int main(int argc, char **argv)
 	if (r == 0)
 		r = vcounter_connect(b.b.vmm_socket, &b.vc_b);
 	if (r == 0)
-		r = b.rtt_fd = connect_unix(b.b.vmm_socket);
+		r = b.rtt_fd = unix_fd_connect(b.b.vmm_socket, SOCK_SEQPACKET);
 	if (r < 0) {
 		fprintf(stderr, "bench_apply: connecting to the daemons: %s\n", strerror(-r));
 		goto out;

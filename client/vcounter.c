@@ -93,22 +93,6 @@ const char *vcounter_last_error(const struct vcounter *vc)
 	return vc ? vc->last_error : "no connection";
 }
 
-static int connect_socket(const char *socket_path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	_cleanup_close_ int fd = -1;
-
-	if (strlen(socket_path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, socket_path);
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		return -errno;
-	return TAKE_FD(fd);
-}
-
 int vcounter_connect(const char *socket_path, struct vcounter **ret_vc)
 {
 	_cleanup_close_ int fd = -1;
@@ -116,7 +100,7 @@ int vcounter_connect(const char *socket_path, struct vcounter **ret_vc)
 
 	if (!socket_path)
 		socket_path = VCOUNTER_DEFAULT_SOCKET;
-	fd = connect_socket(socket_path);
+	fd = unix_fd_connect(socket_path, SOCK_SEQPACKET);
 	if (fd < 0)
 		return fd;
 	vc = calloc(1, sizeof(*vc));
@@ -755,7 +739,7 @@ static int attach_send(struct vcounter *vc, struct vc_vm *vm)
  * with the daemon's error). */
 static int reconnect(struct vcounter *vc)
 {
-	int fd = connect_socket(vc->socket_path);
+	int fd = unix_fd_connect(vc->socket_path, SOCK_SEQPACKET);
 	int r;
 
 	if (fd < 0)

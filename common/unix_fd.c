@@ -202,3 +202,31 @@ int unix_fd_peer_cred(int sock, pid_t *ret_pid, uid_t *ret_uid, gid_t *ret_gid)
 		*ret_gid = cred.gid;
 	return 0;
 }
+
+int unix_fd_address(const char *path, struct sockaddr_un *ret)
+{
+	size_t len = strlen(path);
+
+	if (len >= sizeof(ret->sun_path))
+		return -ENAMETOOLONG;
+	*ret = (struct sockaddr_un){ .sun_family = AF_UNIX };
+	memcpy(ret->sun_path, path, len + 1);
+	return 0;
+}
+
+int unix_fd_connect(const char *path, int type)
+{
+	struct sockaddr_un sa;
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	r = unix_fd_address(path, &sa);
+	if (r < 0)
+		return r;
+	fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return -errno;
+	return TAKE_FD(fd);
+}

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 /* At most this many fds travel with one message. The kernel refuses more:
  * SCM_MAX_FD (include/net/scm.h) is 253 for all SCM_RIGHTS cmsgs of one
@@ -46,3 +47,11 @@ void unix_fd_close_all(int *fds, size_t n_fds);
 
 /* SO_PEERCRED of a connected unix socket. */
 int unix_fd_peer_cred(int sock, pid_t *ret_pid, uid_t *ret_uid, gid_t *ret_gid);
+
+/* path as a unix socket address: -ENAMETOOLONG when it does not fit
+ * sun_path with its terminating NUL. */
+int unix_fd_address(const char *path, struct sockaddr_un *ret);
+/* A new close-on-exec socket of type (SOCK_SEQPACKET, SOCK_STREAM)
+ * connected to path: the fd, or -errno (-ENAMETOOLONG, -ENOENT,
+ * -ECONNREFUSED, -EPROTOTYPE for a socket of another type). */
+int unix_fd_connect(const char *path, int type);

@@ -1534,17 +1534,17 @@ static void accept_error_cb(struct evconnlistener *evl, void *arg)
 
 static int unix_listen(const char *path, char *err, size_t err_size)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	_cleanup_close_ int fd = -1;
+	struct sockaddr_un sa;
 	const char *what;
 	struct stat st;
 	int r;
 
-	if (strlen(path) >= sizeof(sa.sun_path)) {
+	r = unix_fd_address(path, &sa);
+	if (r < 0) {
 		snprintf(err, err_size, "control socket path %s is too long", path);
-		return -ENAMETOOLONG;
+		return r;
 	}
-	strcpy(sa.sun_path, path);
 	/* Replace a socket left by an earlier run; anything else at the path is
 	 * not ours to delete. */
 	if (lstat(path, &st) == 0) {

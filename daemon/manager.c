@@ -29,6 +29,7 @@
 #include "service.h"
 #include "sync_source.h"
 #include "tls.h"
+#include "unix_fd.h"
 #include "vcd.h"
 #include "vmm_server.h"
 
@@ -67,12 +68,13 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 
 static int vmm_socket_open(const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	_cleanup_close_ int fd = -1;
+	struct sockaddr_un sa;
+	int r;
 
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
+	r = unix_fd_address(path, &sa);
+	if (r < 0)
+		return r;
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;

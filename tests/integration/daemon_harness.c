@@ -16,6 +16,8 @@
 #include "clockns.h"
 #include "daemon_harness.h"
 #include "kvm_x86.h"
+#include "macro.h"
+#include "unix_fd.h"
 
 const char *harness_build_root(void)
 {
@@ -115,30 +117,70 @@ void harness_sleep_ms(long ms)
 
 static bool socket_accepts(const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	size_t len = strlen(path);
-	int fd;
-	bool ok;
+	int fd = unix_fd_connect(path, SOCK_SEQPACKET);
 
-	if (len >= sizeof(sa.sun_path))
+	if (fd < 0)
 		return false;
-	memcpy(sa.sun_path, path, len + 1);
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
+	close(fd);
+	return true;
+}
+
+bool harness_wrapped(void)
+{
+	const char *wrapper = getenv("VC_DAEMON_WRAPPER");
+
+	return wrapper && *wrapper;
+}
+
+pid_t harness_spawn(const char *log_path, const char *journal_stream, const char *const *args)
+{
+	char exe[512], wrapper_buf[512], *save = NULL;
+	const char *argv[80];
+	size_t n = 0;
+	pid_t pid;
+
+	snprintf(exe, sizeof(exe), "%s/daemon/vcounterd", harness_build_root());
+	/* The tool's exit status then tells. */
+	if (harness_wrapped()) {
+		snprintf(wrapper_buf, sizeof(wrapper_buf), "%s", getenv("VC_DAEMON_WRAPPER"));
+		for (char *tok = strtok_r(wrapper_buf, " ", &save); tok && n < 16;
+		     tok = strtok_r(NULL, " ", &save))
+			argv[n++] = tok;
+	}
+	argv[n++] = exe;
+	for (size_t i = 0; args[i]; i++) {
+		if (n + 1 >= ELEMENTSOF(argv))
+			return -E2BIG;
+		argv[n++] = args[i];
+	}
+	argv[n] = NULL;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int log = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+		if (log < 0)
+			_exit(126);
+		dup2(log, STDERR_FILENO);
+		dup2(log, STDOUT_FILENO);
+		if (journal_stream && *journal_stream)
+			setenv("JOURNAL_STREAM", journal_stream, 1);
+		else if (journal_stream)
+			unsetenv("JOURNAL_STREAM");
+		execvp(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
 }
 
 int harness_start(struct daemon_proc *d, const char *const *extra_args)
 {
 	const char *tmp = getenv("TMPDIR");
-	char exe[512], port_file[320];
+	char port_file[320];
 	const char *argv[64];
 	bool listening = false;
-	char wrapper_buf[512], *save = NULL;
-	const char *wrapper;
-	int wait_rounds = 500;
+	int wait_rounds = harness_wrapped() ? 3000 : 500; /* slow start under valgrind */
 	size_t n = 0;
 
 	memset(d, 0, sizeof(*d));
@@ -150,19 +192,6 @@ int harness_start(struct daemon_proc *d, const char *const *extra_args)
 	snprintf(d->control_socket, sizeof(d->control_socket), "%s/control.sock", d->dir);
 	snprintf(d->log_path, sizeof(d->log_path), "%s/vcounterd.log", d->dir);
 	snprintf(port_file, sizeof(port_file), "%s/port", d->dir);
-	snprintf(exe, sizeof(exe), "%s/daemon/vcounterd", harness_build_root());
-
-	/* VC_DAEMON_WRAPPER, e.g. "valgrind --error-exitcode=97 --leak-check=full",
-	 * runs the daemon under a tool; its exit status then tells. */
-	wrapper = getenv("VC_DAEMON_WRAPPER");
-	if (wrapper && *wrapper) {
-		snprintf(wrapper_buf, sizeof(wrapper_buf), "%s", wrapper);
-		for (char *tok = strtok_r(wrapper_buf, " ", &save); tok && n < 16;
-		     tok = strtok_r(NULL, " ", &save))
-			argv[n++] = tok;
-		wait_rounds = 3000; /* slow start under valgrind */
-	}
-	argv[n++] = exe;
 	argv[n++] = "--vmm-socket";
 	argv[n++] = d->vmm_socket;
 	argv[n++] = "--control-socket";
@@ -178,19 +207,9 @@ int harness_start(struct daemon_proc *d, const char *const *extra_args)
 	}
 	argv[n] = NULL;
 
-	d->pid = fork();
+	d->pid = harness_spawn(d->log_path, NULL, argv);
 	if (d->pid < 0)
-		return -errno;
-	if (d->pid == 0) {
-		int log = open(d->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-		if (log >= 0) {
-			dup2(log, STDERR_FILENO);
-			dup2(log, STDOUT_FILENO);
-		}
-		execvp(argv[0], (char *const *)argv);
-		_exit(127);
-	}
+		return d->pid;
 	for (int i = 0; i < wait_rounds; i++) {
 		struct stat st;
 
@@ -224,7 +243,7 @@ bool harness_alive(const struct daemon_proc *d)
 
 int harness_finish(struct daemon_proc *d)
 {
-	if (!harness_alive(d) || getenv("VC_DAEMON_WRAPPER"))
+	if (!harness_alive(d) || harness_wrapped())
 		harness_dump_log(d);
 	if (harness_stop(d) != 0) {
 		fprintf(stderr, "vcounterd did not exit cleanly (see its log above)\n");

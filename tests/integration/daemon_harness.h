@@ -40,6 +40,14 @@ void harness_remove_tree(const char *dir);
 int64_t harness_now_ms(void);
 void harness_sleep_ms(long ms);
 
+/* Fork build/daemon/vcounterd with args (NULL-terminated), under
+ * VC_DAEMON_WRAPPER when set (e.g. "valgrind --error-exitcode=97"), its
+ * stdout and stderr to log_path. journal_stream: NULL leaves
+ * JOURNAL_STREAM as it is, "" unsets it, else sets it. The pid, or -errno. */
+pid_t harness_spawn(const char *log_path, const char *journal_stream, const char *const *args);
+/* Whether daemons run under VC_DAEMON_WRAPPER: much slower, wait longer. */
+bool harness_wrapped(void);
+
 /* Start build/daemon/vcounterd with extra args (NULL-terminated), wait until
  * its VMM socket accepts (and the port file exists when --listen is given). */
 int harness_start(struct daemon_proc *d, const char *const *extra_args);

@@ -36,6 +36,7 @@
 #include "grpc_wire.h"
 #include "vcounter.pb-c.h"
 #include "vcounter/vcounter.h"
+#include "unix_fd.h"
 
 #define CONTROL		   "/vcounter.v1.Control/"
 #define IO_TIMEOUT_MS	   5000
@@ -290,29 +291,9 @@ static int h2_start(struct h2 *h, int fd, SSL *ssl)
 	return h2_flush(h);
 }
 
-static int unix_connect(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int r = -errno;
-
-		close(fd);
-		return r;
-	}
-	return fd;
-}
-
 static int h2_open_unix(struct h2 *h, const char *path)
 {
-	int fd = unix_connect(path);
+	int fd = unix_fd_connect(path, SOCK_STREAM);
 
 	if (fd < 0)
 		return fd;
@@ -523,7 +504,7 @@ static void assert_daemon_serving(void)
 static int wait_control_socket(const struct daemon_proc *d)
 {
 	for (int i = 0; i < 1000; i++) {
-		int fd = unix_connect(d->control_socket);
+		int fd = unix_fd_connect(d->control_socket, SOCK_STREAM);
 
 		if (fd >= 0) {
 			close(fd);
@@ -786,7 +767,7 @@ static void test_malformed_preface_closes_that_connection_only(void **state)
 	/* A connection opened before keeps working through it. */
 	assert_int_equal(h2_open_unix(&other, daemon_main.control_socket), 0);
 
-	fd = unix_connect(daemon_main.control_socket);
+	fd = unix_fd_connect(daemon_main.control_socket, SOCK_STREAM);
 	assert_true(fd >= 0);
 	assert_int_equal(send(fd, garbage, sizeof(garbage) - 1, MSG_NOSIGNAL),
 			 (ssize_t)sizeof(garbage) - 1);
@@ -930,13 +911,13 @@ static void test_connections_over_the_maximum_are_refused(void **state)
 	int extra;
 
 	for (int i = 0; i < MAX_CONNECTIONS; i++) {
-		int fd = unix_connect(daemon_main.control_socket);
+		int fd = unix_fd_connect(daemon_main.control_socket, SOCK_STREAM);
 
 		assert_true(fd >= 0);
 		max_conn_fds[n_max_conn_fds++] = fd;
 		assert_int_equal(first_frame_type(fd), NGHTTP2_SETTINGS);
 	}
-	extra = unix_connect(daemon_main.control_socket);
+	extra = unix_fd_connect(daemon_main.control_socket, SOCK_STREAM);
 	assert_true(extra >= 0); /* the kernel's backlog took it */
 	assert_int_equal(first_frame_type(extra), -1);
 	close(extra);

@@ -376,7 +376,7 @@ static void expect_applied(const struct vm *v, const struct vcounter_report *rep
 static int group_setup(void **state)
 {
 	signal(SIGPIPE, SIG_IGN);
-	if (getenv("VC_DAEMON_WRAPPER") && *getenv("VC_DAEMON_WRAPPER")) {
+	if (harness_wrapped()) {
 		fprintf(stderr, "SKIP: these tests SIGKILL the daemons on purpose; a memory "
 				"checker's verdict on a killed process means nothing "
 				"(VC_DAEMON_WRAPPER is set)\n");

@@ -462,43 +462,15 @@ static void ensure_journal(void)
 
 static char certs_dir[256];
 
-/* A daemon this test starts itself: own stderr file and environment; under
- * VC_DAEMON_WRAPPER (valgrind) as the harness starts its daemons. */
+/* A daemon this test starts itself: own stderr file and environment
+ * (JOURNAL_STREAM set, or unset when NULL); under VC_DAEMON_WRAPPER
+ * (valgrind) as the harness starts its daemons. */
 static pid_t spawn_daemon(const char *stderr_path, const char *journal_stream,
 			  const char *const *args)
 {
-	const char *argv[48], *wrapper = getenv("VC_DAEMON_WRAPPER");
-	char exe[512], wrapper_buf[512], *save = NULL;
-	size_t n = 0;
-	pid_t pid;
+	pid_t pid = harness_spawn(stderr_path, journal_stream ? journal_stream : "", args);
 
-	snprintf(exe, sizeof(exe), "%s/daemon/vcounterd", harness_build_root());
-	if (wrapper && *wrapper) {
-		snprintf(wrapper_buf, sizeof(wrapper_buf), "%s", wrapper);
-		for (char *tok = strtok_r(wrapper_buf, " ", &save); tok && n < 16;
-		     tok = strtok_r(NULL, " ", &save))
-			argv[n++] = tok;
-	}
-	argv[n++] = exe;
-	for (size_t i = 0; args[i] && n < 47; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int fd = open(stderr_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-		if (fd < 0)
-			_exit(126);
-		dup2(fd, STDERR_FILENO);
-		dup2(fd, STDOUT_FILENO);
-		if (journal_stream)
-			setenv("JOURNAL_STREAM", journal_stream, 1);
-		else
-			unsetenv("JOURNAL_STREAM");
-		execvp(argv[0], (char *const *)argv);
-		_exit(127);
-	}
+	assert_true(pid > 0);
 	return pid;
 }
 
@@ -819,7 +791,6 @@ int main(void)
 		cmocka_unit_test(test_reload_entry),
 		cmocka_unit_test(test_auto_target_follows_journal_stream),
 	};
-	const char *wrapper = getenv("VC_DAEMON_WRAPPER");
 	char why[256] = "";
 	int r;
 
@@ -846,7 +817,7 @@ int main(void)
 		break;
 	}
 	fflush(stdout);
-	if (wrapper && *wrapper)
+	if (harness_wrapped())
 		wait_ms = 60000; /* valgrind */
 	if (harness_certs(certs_dir, sizeof(certs_dir)) < 0) {
 		printf("cannot make test certificates (VC_TEST_CERTS unset?)\n");

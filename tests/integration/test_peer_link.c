@@ -475,7 +475,7 @@ static int group_teardown(void **state)
 	target_vm_release();
 	if (!harness_alive(&target))
 		harness_dump_log(&target);
-	if (getenv("VC_DAEMON_WRAPPER"))
+	if (harness_wrapped())
 		harness_dump_log(&target);
 	if (harness_stop(&target) != 0) {
 		fprintf(stderr, "vcounterd did not exit cleanly (see its log above)\n");

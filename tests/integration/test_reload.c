@@ -345,41 +345,16 @@ static void assert_vm_listed(void)
 
 static int daemon_start(void)
 {
-	char exe[512], wrapper_buf[512], *save = NULL;
-	const char *argv[24];
-	const char *wrapper = getenv("VC_DAEMON_WRAPPER");
-	size_t n = 0;
+	/* The file alone: nothing on the command line would override it. */
+	const char *args[] = { "--config", conf_path, NULL };
 	int64_t deadline;
 
-	snprintf(exe, sizeof(exe), "%s/daemon/vcounterd", harness_build_root());
-	if (wrapper && *wrapper) {
-		snprintf(wrapper_buf, sizeof(wrapper_buf), "%s", wrapper);
-		for (char *tok = strtok_r(wrapper_buf, " ", &save); tok && n < 16;
-		     tok = strtok_r(NULL, " ", &save))
-			argv[n++] = tok;
+	if (harness_wrapped())
 		wait_s = 120;
-	}
-	/* The file alone: nothing on the command line would override it. */
-	argv[n++] = exe;
-	argv[n++] = "--config";
-	argv[n++] = conf_path;
-	argv[n] = NULL;
-
-	daemon_pid = fork();
+	/* stderr lines, not the journal, whatever the test runs under. */
+	daemon_pid = harness_spawn(log_path, "", args);
 	if (daemon_pid < 0)
-		return -errno;
-	if (daemon_pid == 0) {
-		int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-		if (fd >= 0) {
-			dup2(fd, STDERR_FILENO);
-			dup2(fd, STDOUT_FILENO);
-		}
-		/* stderr lines, not the journal, whatever the test runs under. */
-		unsetenv("JOURNAL_STREAM");
-		execvp(argv[0], (char *const *)argv);
-		_exit(127);
-	}
+		return daemon_pid;
 	/* Ready: the ports are written and SIGHUP has its handler (logged after it is set). */
 	deadline = harness_now_ms() + wait_s * 1000;
 	while (harness_now_ms() < deadline && daemon_alive()) {
@@ -479,7 +454,7 @@ static int group_teardown(void **state)
 	int status;
 
 	vm_release();
-	if (!daemon_alive() || getenv("VC_DAEMON_WRAPPER"))
+	if (!daemon_alive() || harness_wrapped())
 		dump_log();
 	status = daemon_stop();
 	if (!getenv("VC_KEEP_TEST_DIRS")) {

@@ -43,9 +43,7 @@
 /* Under VC_DAEMON_WRAPPER (valgrind) the daemon starts in seconds. */
 static int start_timeout_ms(void)
 {
-	const char *w = getenv("VC_DAEMON_WRAPPER");
-
-	return w && *w ? 60000 : 10000;
+	return harness_wrapped() ? 60000 : 10000;
 }
 
 static bool program_exists(const char *name)
@@ -146,12 +144,11 @@ struct notify_socket {
 
 static void notify_open(struct notify_socket *n, const struct test_dir *d)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa;
 	int one = 1;
 
 	dir_file(d, "notify", n->path, sizeof(n->path));
-	assert_true(strlen(n->path) < sizeof(sa.sun_path));
-	strcpy(sa.sun_path, n->path);
+	assert_int_equal(unix_fd_address(n->path, &sa), 0);
 	n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	assert_true(n->fd >= 0);
 	/* As systemd does: the sender's pid comes with each message, for
@@ -403,24 +400,6 @@ static int stop(struct daemon *d)
 
 /* ---- the VMM socket, raw: a status request ---- */
 
-static int vmm_connect(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		close(fd);
-		return -errno;
-	}
-	return fd;
-}
-
 /* A status request on a fresh connection: the reply (free with
  * wire_vmm_free), or NULL when none came within timeout_ms. No cmocka
  * assertion: forked clients call it too. */
@@ -429,7 +408,7 @@ static Vcounter__V1__VmmMessage *vmm_status(const char *path, uint64_t id, int t
 	static uint8_t buf[FRAME_HEADER_BYTES + VC_MAX_FRAME_BYTES];
 	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply = NULL;
 	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
-	int fd = vmm_connect(path), fds[UNIX_FD_MAX_FDS];
+	int fd = unix_fd_connect(path, SOCK_SEQPACKET), fds[UNIX_FD_MAX_FDS];
 	struct pollfd pfd = { .events = POLLIN };
 	size_t n_fds = 0, len;
 	const uint8_t *payload;
@@ -825,14 +804,8 @@ static void expect_activation_refused(const char *const *launcher_opts, const ch
 	      &(struct spawn_opts){ .launcher = launcher, .args = args });
 	wait_for_file(sock, 5000);
 	/* Any connection activates. */
-	{
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
-		fd = socket(AF_UNIX, (seqpacket ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_CLOEXEC, 0);
-		assert_true(fd >= 0);
-		strcpy(sa.sun_path, sock);
-		assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	}
+	fd = unix_fd_connect(sock, seqpacket ? SOCK_SEQPACKET : SOCK_STREAM);
+	assert_true(fd >= 0);
 	if (wait_exit(&d, start_timeout_ms()) != 1 || !log_contains(&d, why))
 		dump_log(&d);
 	close(fd);

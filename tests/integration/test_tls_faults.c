@@ -919,7 +919,7 @@ static int group_setup(void **state)
 
 	/* Writes to a daemon that closed on us must fail, not kill us. */
 	signal(SIGPIPE, SIG_IGN);
-	if (getenv("VC_DAEMON_WRAPPER"))
+	if (harness_wrapped())
 		wait_ms = 120000;
 	if (harness_certs(certs_dir, sizeof(certs_dir)) < 0) {
 		fprintf(stderr, "cannot make test certificates (VC_TEST_CERTS unset?)\n");

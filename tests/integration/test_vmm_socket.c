@@ -141,7 +141,7 @@ static int group_teardown(void **state)
 {
 	if (!harness_alive(&daemon_main))
 		harness_dump_log(&daemon_main);
-	if (getenv("VC_DAEMON_WRAPPER"))
+	if (harness_wrapped())
 		harness_dump_log(&daemon_main);
 	if (harness_stop(&daemon_main) != 0) {
 		fprintf(stderr, "vcounterd did not exit cleanly (see its log above)\n");

@@ -15,7 +15,6 @@
  * rtt_min_ns rtt_median_ns exchanges; guest_clocksource bad_klog (count) and klog=LINE lines.
  * Exit: 0, 1 when the guest did not answer (in time), 2 on usage errors.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -29,6 +28,7 @@
 #include <x86intrin.h>
 
 #include "../../common/clockns.h"
+#include "../../common/unix_fd.h"
 
 #define ANSWER_TIMEOUT_MS 3000
 #define MAX_EXCHANGES	  4096
@@ -37,25 +37,6 @@ static const char *prefix = "";
 static unsigned long seq;
 static char rbuf[1 << 16];
 static size_t rlen;
-
-static int connect_unix(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int r = -errno;
-		close(fd);
-		return r;
-	}
-	return fd;
-}
 
 /* Reads one line (without '\n') into line; 0, or -ETIMEDOUT / -EPIPE / -errno. */
 static int read_line(int fd, char *line, size_t size, int timeout_ms)
@@ -290,7 +271,7 @@ int main(int argc, char **argv)
 	for (;;) {
 		struct exchange x;
 		if (fd < 0)
-			fd = connect_unix(path);
+			fd = unix_fd_connect(path, SOCK_STREAM);
 		if (fd >= 0) {
 			r = exchange_once(fd, &x, 1000);
 			if (r == 0)

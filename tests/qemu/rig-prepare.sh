@@ -22,7 +22,7 @@ rig_prepare() {
 	gcc -static -o "$work/t" "$work/t.c" 2>/dev/null || skip "gcc cannot link static programs (libc6-dev)"
 	local cflags=(-static -O2 -march=x86-64 -Wall -Wextra -Werror)
 	gcc "${cflags[@]}" -pthread -o "$work/clock-probe" "$here/clock-probe.c"
-	gcc "${cflags[@]}" -o "$work/clock-pair" "$here/clock-pair.c"
+	gcc "${cflags[@]}" -D_GNU_SOURCE -o "$work/clock-pair" "$here/clock-pair.c" "$here/../../common/unix_fd.c"
 	gcc "${cflags[@]}" -o "$work/qmp" "$here/qmp.c"
 	"$here/build-guest" "$work/l2" "$work/clock-probe" || {
 		echo "$me: building the L2 guest failed" >&2

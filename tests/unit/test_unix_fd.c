@@ -433,6 +433,51 @@ static void test_peer_cred_of_unconnected_socket_fails(void **state)
 	assert_int_equal(unix_fd_peer_cred(-1, &pid, NULL, NULL), -EBADF);
 }
 
+static void test_address_takes_what_fits_sun_path(void **state)
+{
+	struct sockaddr_un sa;
+	char path[sizeof(sa.sun_path) + 1];
+
+	memset(path, 'a', sizeof(path));
+	path[sizeof(sa.sun_path) - 1] = '\0'; /* 107 bytes and the NUL: fits */
+	assert_int_equal(unix_fd_address(path, &sa), 0);
+	assert_int_equal(sa.sun_family, AF_UNIX);
+	assert_string_equal(sa.sun_path, path);
+	path[sizeof(sa.sun_path) - 1] = 'a';
+	path[sizeof(sa.sun_path)] = '\0'; /* 108: its NUL would not fit */
+	assert_int_equal(unix_fd_address(path, &sa), -ENAMETOOLONG);
+}
+
+static void test_connect_reaches_a_listener_of_its_type(void **state)
+{
+	char dir[] = "/tmp/test_unix_fd.XXXXXX";
+	char path[64];
+	struct sockaddr_un sa;
+	int listener, fd;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/sock", dir);
+	assert_int_equal(unix_fd_connect(path, SOCK_SEQPACKET), -ENOENT);
+	listener = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_true(listener >= 0);
+	assert_int_equal(unix_fd_address(path, &sa), 0);
+	assert_int_equal(bind(listener, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(listener, 4), 0);
+
+	fd = unix_fd_connect(path, SOCK_SEQPACKET);
+	assert_true(fd >= 0);
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	assert_int_equal(unix_fd_send(fd, "x", 1, NULL, 0), 0);
+	close(fd);
+	/* A stream socket cannot connect to a seqpacket listener. */
+	assert_int_equal(unix_fd_connect(path, SOCK_STREAM), -EPROTOTYPE);
+	close(listener);
+	/* Nobody listens any more: the file is still there. */
+	assert_int_equal(unix_fd_connect(path, SOCK_SEQPACKET), -ECONNREFUSED);
+	unlink(path);
+	rmdir(dir);
+}
+
 #define PAIR_TEST(f) cmocka_unit_test_setup_teardown(f, setup_pair, teardown_pair)
 
 int main(void)
@@ -452,6 +497,8 @@ int main(void)
 		PAIR_TEST(test_recv_retries_after_signal),
 		PAIR_TEST(test_peer_cred_matches_this_process),
 		PAIR_TEST(test_peer_cred_of_unconnected_socket_fails),
+		cmocka_unit_test(test_address_takes_what_fits_sun_path),
+		cmocka_unit_test(test_connect_reaches_a_listener_of_its_type),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
