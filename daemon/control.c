@@ -496,6 +496,13 @@ static void abort_migration(struct grpc_call *call, const ProtobufCMessage *requ
 				 "migration %s already failed: %s", req->migration_id,
 				 view.s->reason);
 		return;
+	case -EINPROGRESS:
+		grpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
+				 "migration %s: this host sent its final state, and whether the "
+				 "target applied it is for the target to say: abort it on %s, "
+				 "which aborts it here too if it had not applied",
+				 req->migration_id, view.s->peer_identity);
+		return;
 	default:
 		grpc_call_finish(call, status_from_errno(r), "cannot abort: %s", strerror(-r));
 		return;

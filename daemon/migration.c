@@ -927,10 +927,11 @@ int migration_abort(struct vcd *vcd, const char *migration_id, const char *reaso
 
 	if (!m)
 		return -ENOENT;
-	r = session_abort(&m->s, reason, clock_ns(CLOCK_MONOTONIC));
+	r = session_abort_by_controller(&m->s, reason, clock_ns(CLOCK_MONOTONIC));
 	view_of(m, ret);
 	if (r != 0)
-		return r; /* 1: already aborted; -EALREADY applied; -ECANCELED failed */
+		return r; /* 1: already aborted; -EALREADY applied; -ECANCELED failed;
+			   * -EINPROGRESS: the target decides */
 	evtimer_del(m->timer);
 	withdraw_apply_op(vcd, m);
 	log_info("vm=%s migration=%s role=%s step=aborted: by a controller: %s", m->s.vm_id,

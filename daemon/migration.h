@@ -52,6 +52,7 @@ int migration_start(struct vcd *vcd, const char *vm_id, const char *peer_address
 		    const char *peer_name, struct migration_view *ret, char *err, size_t err_size);
 /* Abort by a controller: never touches the source VM. 0 (or 1: was already
  * aborted), -ENOENT, -EALREADY applied (cannot un-apply), -ECANCELED
- * failed. */
+ * failed, -EINPROGRESS a source whose final state may be with the target
+ * (session_abort_by_controller: abort it there). */
 int migration_abort(struct vcd *vcd, const char *migration_id, const char *reason,
 		    struct migration_view *ret);

@@ -417,6 +417,13 @@ int session_abort(struct session *s, const char *reason, uint64_t now_ns)
 	return 0;
 }
 
+int session_abort_by_controller(struct session *s, const char *reason, uint64_t now_ns)
+{
+	if (s && s->role == VM_ROLE_SOURCE && s->step == STEP_FINAL)
+		return -EINPROGRESS;
+	return session_abort(s, reason, now_ns);
+}
+
 int session_fail(struct session *s, const char *reason, uint64_t now_ns)
 {
 	if (!s)

@@ -103,6 +103,12 @@ int session_target_ack_lost(struct session *s, uint64_t now_ns);
  * `from`: the caller checks that a peer's Abort comes from s->peer_identity.
  * reason is truncated to SESSION_REASON_MAX bytes. */
 int session_abort(struct session *s, const char *reason, uint64_t now_ns);
+/* A controller's abort: session_abort, except on a source at FINAL. Its
+ * final state may be with the target already, and only the target knows
+ * whether it applied it: -EINPROGRESS, the session unchanged; a controller
+ * aborts on the target, which aborts (if it had not applied) and tells
+ * this host, or applied. */
+int session_abort_by_controller(struct session *s, const char *reason, uint64_t now_ns);
 /* Any non-terminal step -> FAILED. Returns 1 if already failed, -ECANCELED if
  * aborted, -EALREADY if DONE. */
 int session_fail(struct session *s, const char *reason, uint64_t now_ns);

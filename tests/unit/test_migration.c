@@ -214,6 +214,59 @@ static bool deliver_one(void)
 	return true;
 }
 
+/* Deliver a queued event other than the oldest: links are independent
+ * (each its own TCP connection), so a frame of one may overtake another
+ * link's; within a link the order stays. False if nothing is queued. */
+static bool deliver_any(unsigned pick)
+{
+	struct link_event ev;
+	size_t i, n_first = 0, first[MAX_EVENTS];
+
+	/* The oldest event of each connection: the ones that may go next. */
+	for (i = 0; i < n_events; i++) {
+		bool seen = false;
+
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = events[j].to == events[i].to;
+		if (!seen)
+			first[n_first++] = i;
+	}
+	if (n_first == 0)
+		return false;
+	i = first[pick % n_first];
+	ev = events[i];
+	memmove(events + i, events + i + 1, (n_events - i - 1) * sizeof(events[0]));
+	n_events--;
+	/* Put it first and deliver it as the oldest. */
+	memmove(events + 1, events, n_events * sizeof(events[0]));
+	events[0] = ev;
+	n_events++;
+	return deliver_one();
+}
+
+/* A frame arrives twice (a replay on the wire, a peer that resends): the
+ * copy goes right after it, on the same link. */
+static void duplicate_frame(unsigned pick)
+{
+	size_t n_frames = 0, i;
+	struct link_event copy;
+
+	for (i = 0; i < n_events; i++)
+		n_frames += events[i].kind == EV_FRAME;
+	if (n_frames == 0 || n_events == MAX_EVENTS)
+		return;
+	pick %= n_frames;
+	for (i = 0; events[i].kind != EV_FRAME || pick--; i++)
+		;
+	copy = events[i];
+	copy.payload = malloc(copy.len ? copy.len : 1);
+	assert_non_null(copy.payload);
+	memcpy(copy.payload, events[i].payload, copy.len);
+	memmove(events + i + 2, events + i + 1, (n_events - i - 1) * sizeof(events[0]));
+	events[i + 1] = copy;
+	n_events++;
+}
+
 /* ---- the VMMs, faked: KVM ops complete when the test says ---- */
 
 struct fake_op {
@@ -556,6 +609,41 @@ static void test_a_migration_from_start_to_done(void **state)
 	assert_int_equal(source_writes, 0);
 }
 
+/* A controller cannot abort a source whose final state may be applied
+ * already: the target decides, and its abort ends both. */
+static void test_a_source_at_final_is_aborted_on_the_target(void **state)
+{
+	struct migration_view v;
+	const struct reply *r;
+	char id[VC_MIGRATION_ID_LEN + 1];
+
+	(void)state;
+	migration_vmm_handlers.migrate_out(&host_a, 11, 1, VM_ID, ADDR_B, NAME_B);
+	settle();
+	r = reply_to(&host_a, 1);
+	assert_non_null(r);
+	snprintf(id, sizeof(id), "%s", r->migration_id);
+	migration_vmm_handlers.report_paused(&host_a, 11, 2, VM_ID, id);
+	settle();
+	assert_int_equal(session_of(&host_a, id)->step, STEP_FINAL);
+	assert_int_equal(session_of(&host_b, id)->step, STEP_FINAL);
+
+	assert_int_equal(migration_abort(&host_a, id, "operator", &v), -EINPROGRESS);
+	assert_int_equal(session_of(&host_a, id)->step, STEP_FINAL);
+	assert_int_equal(migration_abort(&host_b, id, "operator", &v), 0);
+	settle();
+	assert_int_equal(session_of(&host_a, id)->step, STEP_ABORTED);
+	assert_int_equal(session_of(&host_b, id)->step, STEP_ABORTED);
+	/* The target's VMM is refused the apply it asks for now. */
+	migration_vmm_handlers.apply(&host_b, 22, 3, VM_ID, id);
+	settle();
+	r = reply_to(&host_b, 3);
+	assert_non_null(r);
+	assert_int_equal(r->body_case, -ECANCELED);
+	assert_int_equal(applies, 0);
+	assert_int_equal(source_writes, 0);
+}
+
 /* ---- a seeded walk of interleavings ---- */
 
 static uint64_t rng;
@@ -607,7 +695,7 @@ static void restart(struct vcd *vcd)
 }
 
 struct walk_stats {
-	unsigned done, aborted, failed, restarts, losses;
+	unsigned done, aborted, failed, restarts, losses, reorders, duplicates, aborts;
 };
 
 static void check_invariants(const char *id, unsigned seed)
@@ -678,8 +766,13 @@ static void walk(unsigned seed, struct walk_stats *st)
 		if (!id[0] && (r = reply_to(&host_a, 1)) &&
 		    r->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_MIGRATE_OUT_REPLY)
 			snprintf(id, sizeof(id), "%s", r->migration_id);
-		if (what < 52) {
+		if (what < 44) {
 			(void)deliver_one();
+		} else if (what < 50) {
+			st->reorders += deliver_any(rnd(MAX_EVENTS));
+		} else if (what < 53) {
+			duplicate_frame(rnd(MAX_EVENTS));
+			st->duplicates++;
 		} else if (what < 77) {
 			(void)complete_one();
 		} else if (what < 86) {
@@ -689,13 +782,22 @@ static void walk(unsigned seed, struct walk_stats *st)
 				paused_req = req;
 				migration_vmm_handlers.report_paused(&host_a, 11, req++, VM_ID, id);
 			}
-		} else if (what < 97) {
+		} else if (what < 95) {
 			/* The target applies once its QEMU has the device
 			 * state, which the source sends only after its pause
 			 * was answered. */
 			if (id[0] && paused_ok(paused_req)) {
 				applying = true;
 				migration_vmm_handlers.apply(&host_b, 22, req++, VM_ID, id);
+			}
+		} else if (what < 98) {
+			/* A controller aborts, on either host. */
+			if (id[0]) {
+				struct migration_view v;
+
+				(void)migration_abort(rnd(2) ? &host_a : &host_b, id,
+						      "aborted by the walk", &v);
+				st->aborts++;
 			}
 		} else if (what < 99) {
 			link_loss();
@@ -771,9 +873,11 @@ static void walk(unsigned seed, struct walk_stats *st)
 	}
 }
 
-/* 1,000 seeded interleavings of delivery, KVM op completion, VMM requests
- * at any time (a pause reported again, an apply early or twice), link
- * losses and restarts of either daemon; then a healthy end. Each keeps the
+/* 1,000 seeded interleavings of delivery (a link's frame overtaking
+ * another link's, a frame arriving twice), KVM op completion, VMM requests
+ * at any time (a pause reported again, an apply early or twice), a
+ * controller's abort on either host, link losses and restarts of either
+ * daemon; then a healthy end. Each keeps the
  * invariants the integration tests assert: the source never written, no
  * stale or foreign apply, the two sides' outcomes agree. */
 static void test_seeded_interleavings_keep_the_invariants(void **state)
@@ -790,8 +894,11 @@ static void test_seeded_interleavings_keep_the_invariants(void **state)
 		walk(seed, &st);
 		teardown(NULL);
 	}
-	print_message("%u walks: %u done, %u aborted, %u failed; %u link losses, %u restarts\n", n,
-		      st.done, st.aborted, st.failed, st.losses, st.restarts);
+	print_message("%u walks: %u done, %u aborted, %u failed; %u link losses, %u restarts, "
+		      "%u frames overtaking another link's, %u duplicated, %u controller "
+		      "aborts\n",
+		      n, st.done, st.aborted, st.failed, st.losses, st.restarts, st.reorders,
+		      st.duplicates, st.aborts);
 	assert_int_equal(st.done + st.aborted + st.failed, n);
 	assert_true(st.done > 0 && st.aborted + st.failed > 0);
 }
@@ -801,6 +908,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_a_migration_from_start_to_done, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_a_source_at_final_is_aborted_on_the_target,
+						setup, teardown),
 		cmocka_unit_test(test_seeded_interleavings_keep_the_invariants),
 	};
 

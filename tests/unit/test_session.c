@@ -1163,6 +1163,35 @@ static void test_recovery_after_a_restart(void **unused)
 	}
 }
 
+static void test_a_controller_aborts_a_source_only_before_its_final_state(void **unused)
+{
+	static const enum migration_step before[] = { STEP_PREPARING, STEP_PREPARED,
+						      STEP_FINALIZING };
+
+	for (size_t i = 0; i < sizeof(before) / sizeof(before[0]); i++) {
+		source_to(&sess, before[i]);
+		assert_int_equal(session_abort_by_controller(&sess, "operator", 2000), 0);
+		assert_int_equal(sess.step, STEP_ABORTED);
+		assert_string_equal(sess.reason, "operator");
+	}
+	/* The final state went out: the target decides, nothing changes here. */
+	source_to(&sess, STEP_FINAL);
+	assert_unchanged_after(&sess, session_abort_by_controller(&sess, "operator", 2000),
+			       -EINPROGRESS);
+	/* ... and the target's Abort, when it had not applied, is taken. */
+	assert_int_equal(session_abort(&sess, "aborted on the target", 2001), 0);
+	assert_int_equal(sess.step, STEP_ABORTED);
+	/* A target aborts on a controller's word until it applied. */
+	target_to(&sess, STEP_FINAL);
+	assert_int_equal(session_abort_by_controller(&sess, "operator", 2000), 0);
+	target_to(&sess, STEP_APPLIED);
+	assert_unchanged_after(&sess, session_abort_by_controller(&sess, "operator", 2000),
+			       -EALREADY);
+	source_to(&sess, STEP_DONE);
+	assert_unchanged_after(&sess, session_abort_by_controller(&sess, "operator", 2000),
+			       -EALREADY);
+}
+
 static void test_target_admits_only_a_free_target_of_the_same_counter(void **unused)
 {
 	struct session_target_vm vm = {
@@ -1247,6 +1276,7 @@ int main(void)
 		cmocka_unit_test(
 			test_final_ack_replay_is_only_the_current_generation_from_the_peer),
 		cmocka_unit_test(test_recovery_after_a_restart),
+		cmocka_unit_test(test_a_controller_aborts_a_source_only_before_its_final_state),
 		cmocka_unit_test(test_target_admits_only_a_free_target_of_the_same_counter),
 		cmocka_unit_test(test_error_bound_verdict_follows_limit_and_policy),
 		cmocka_unit_test(test_target_done_without_the_ack),
