@@ -120,9 +120,12 @@ static const struct peer_conn_ops link_ops;
 
 /* ---- helpers ---- */
 
+/* NULL also once the migrations stopped: the VMM socket stops after them
+ * (manager.c), and a KVM op it still held ends then, its callback asking
+ * for a migration that is gone. */
 static struct migration *migration_find(struct vcd *vcd, const char *migration_id)
 {
-	if (!migration_id)
+	if (!migration_id || !vcd->migrations)
 		return NULL;
 	for (struct migration *m = vcd->migrations->list; m; m = m->next)
 		if (strcmp(m->s.migration_id, migration_id) == 0)
@@ -132,6 +135,8 @@ static struct migration *migration_find(struct vcd *vcd, const char *migration_i
 
 static struct peer_link *link_find(struct vcd *vcd, uint64_t link_id)
 {
+	if (!vcd->migrations)
+		return NULL;
 	for (struct peer_link *l = vcd->migrations->links; l; l = l->next)
 		if (l->id == link_id)
 			return l;
