@@ -243,6 +243,91 @@ static void peer_seeds(void)
 	peer_seed("applied", &msg);
 }
 
+/* fuzz_peer_link: records of a 2-byte big-endian length and a frame's
+ * payload (0: the target's VMM applies), on one link from host-a.test to
+ * a target holding "vm-flow" (1 vCPU, 2.5 GHz; tests/unit/flow_fakes.h). */
+static void record_add(struct datagrams *d, const Vcounter__V1__PeerMessage *msg)
+{
+	uint8_t *frame;
+	size_t len;
+
+	if (!msg) {
+		d->buf[d->len++] = 0;
+		d->buf[d->len++] = 0;
+		return;
+	}
+	if (wire_peer_pack_frame(msg, &frame, &len) < 0 || d->len + 2 + len > sizeof(d->buf))
+		exit(1);
+	len -= FRAME_HEADER_BYTES;
+	d->buf[d->len++] = (uint8_t)(len >> 8);
+	d->buf[d->len++] = (uint8_t)len;
+	memcpy(d->buf + d->len, frame + FRAME_HEADER_BYTES, len);
+	d->len += len;
+	free(frame);
+}
+
+static void peer_link_seeds(void)
+{
+	static struct counter_state s;
+	static struct migration_report r;
+	struct wire_counter_state_pb spb;
+	struct wire_report_pb rpb;
+	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
+	Vcounter__V1__Prepare prepare = VCOUNTER__V1__PREPARE__INIT;
+	Vcounter__V1__FinalState final = VCOUNTER__V1__FINAL_STATE__INIT;
+	Vcounter__V1__Applied applied = VCOUNTER__V1__APPLIED__INIT;
+	Vcounter__V1__Abort abort_msg = VCOUNTER__V1__ABORT__INIT;
+	Vcounter__V1__Ack ack = VCOUNTER__V1__ACK__INIT;
+	const char *id = "0123456789abcdef0123456789abcdef";
+	struct datagrams d = { .len = 0 };
+
+	fill_state(&s, 1);
+	wire_counter_state_to_pb(&s, &spb);
+	msg.id = 1;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE;
+	msg.prepare = &prepare;
+	prepare.migration_id = (char *)id;
+	prepare.vm_id = "vm-flow";
+	prepare.state = &spb.state;
+	record_add(&d, &msg);
+	put("fuzz_peer_link", "prepare", "", 0, d.buf, d.len);
+
+	msg.id = 2;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_STATE;
+	msg.final_state = &final;
+	final.migration_id = (char *)id;
+	final.generation = 1;
+	final.state = &spb.state;
+	record_add(&d, &msg);
+	record_add(&d, &msg); /* again: a replay */
+	record_add(&d, NULL); /* the target's VMM applies */
+	msg.id = 3;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_ACK;
+	msg.ack = &ack;
+	ack.migration_id = (char *)id;
+	record_add(&d, &msg);
+	put("fuzz_peer_link", "prepare-final-apply-ack", "", 0, d.buf, d.len);
+
+	d.len = 0;
+	msg.id = 1;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE;
+	record_add(&d, &msg);
+	msg.id = 4;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_ABORT;
+	msg.abort = &abort_msg;
+	abort_msg.migration_id = (char *)id;
+	abort_msg.reason = "operator";
+	record_add(&d, &msg);
+	fill_report(&r);
+	wire_report_to_pb(&r, &rpb);
+	msg.id = 5;
+	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_APPLIED;
+	msg.applied = &applied;
+	applied.report = &rpb.report;
+	record_add(&d, &msg);
+	put("fuzz_peer_link", "prepare-abort-applied", "", 0, d.buf, d.len);
+}
+
 /* fuzz_grpc_wire's input: chunk seed, max_len selector, then the stream. */
 static void grpc_seeds(void)
 {
@@ -377,6 +462,7 @@ int main(int argc, char **argv)
 	vmm_seeds();
 	vmm_server_seeds();
 	peer_seeds();
+	peer_link_seeds();
 	grpc_seeds();
 	vm_store_seeds();
 	journal_seeds();
