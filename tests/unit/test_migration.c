@@ -72,6 +72,23 @@ static void test_a_migration_from_start_to_done(void **state)
 	assert_int_equal(source_writes, 0);
 }
 
+/* A migration started by the source's VMM (request 1) and its guest
+ * paused (request 2): both hosts at FINAL. */
+static void start_and_pause(char id[VC_MIGRATION_ID_LEN + 1])
+{
+	const struct reply *r;
+
+	migration_vmm_handlers.migrate_out(&host_a, 11, 1, VM_ID, ADDR_B, NAME_B);
+	settle();
+	r = reply_to(&host_a, 1);
+	assert_non_null(r);
+	snprintf(id, VC_MIGRATION_ID_LEN + 1, "%s", r->migration_id);
+	migration_vmm_handlers.report_paused(&host_a, 11, 2, VM_ID, id);
+	settle();
+	assert_int_equal(session_of(&host_a, id)->step, STEP_FINAL);
+	assert_int_equal(session_of(&host_b, id)->step, STEP_FINAL);
+}
+
 /* A controller cannot abort a source whose final state may be applied
  * already: the target decides, and its abort ends both. */
 static void test_a_source_at_final_is_aborted_on_the_target(void **state)
@@ -81,15 +98,7 @@ static void test_a_source_at_final_is_aborted_on_the_target(void **state)
 	char id[VC_MIGRATION_ID_LEN + 1];
 
 	(void)state;
-	migration_vmm_handlers.migrate_out(&host_a, 11, 1, VM_ID, ADDR_B, NAME_B);
-	settle();
-	r = reply_to(&host_a, 1);
-	assert_non_null(r);
-	snprintf(id, sizeof(id), "%s", r->migration_id);
-	migration_vmm_handlers.report_paused(&host_a, 11, 2, VM_ID, id);
-	settle();
-	assert_int_equal(session_of(&host_a, id)->step, STEP_FINAL);
-	assert_int_equal(session_of(&host_b, id)->step, STEP_FINAL);
+	start_and_pause(id);
 
 	assert_int_equal(migration_abort(&host_a, id, "operator", &v), -EINPROGRESS);
 	assert_int_equal(session_of(&host_a, id)->step, STEP_FINAL);
@@ -114,20 +123,12 @@ static void test_a_source_at_final_is_aborted_on_the_target(void **state)
  * migrations already gone. The stop is the teardown's. */
 static void test_stopping_with_kvm_ops_held(void **state)
 {
-	const struct reply *r;
 	char id[VC_MIGRATION_ID_LEN + 1];
 
 	(void)state;
-	migration_vmm_handlers.migrate_out(&host_a, 11, 1, VM_ID, ADDR_B, NAME_B);
-	settle();
-	r = reply_to(&host_a, 1);
-	assert_non_null(r);
-	snprintf(id, sizeof(id), "%s", r->migration_id);
-	migration_vmm_handlers.report_paused(&host_a, 11, 2, VM_ID, id);
-	settle();
-	/* The target holds its deferred apply at the VMM. */
-	assert_int_equal(session_of(&host_b, id)->step, STEP_FINAL);
-	/* And the source a read its VMM has not answered: paused again. */
+	/* The target holds its deferred apply at the VMM ... */
+	start_and_pause(id);
+	/* ... and the source a read its VMM has not answered: paused again. */
 	migration_vmm_handlers.report_paused(&host_a, 11, 3, VM_ID, id);
 	assert_int_equal(source_writes, 0);
 }
