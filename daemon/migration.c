@@ -24,54 +24,16 @@
 #include "macro.h"
 #include "metrics.h"
 #include "migration.h"
-#include "peer_conn.h"
+#include "peer_link.h"
 #include "sync_source.h"
 #include "vcd.h"
 #include "wire.h"
 
-#define PEER_PROTOCOL_VERSION	  1
-/* Frames waiting for a link's handshake: every migration that may be kept
- * can have its Prepare there (a burst of StartMigration to a peer not yet
- * connected), within the bytes an established link may queue. Beyond, the
- * request fails at once, naming why. */
-#define LINK_MAX_QUEUED_FRAMES	  (2 * VCD_MAX_MIGRATIONS)
-#define LINK_MAX_QUEUED_BYTES	  PEER_CONN_MAX_PENDING_BYTES
-#define LINK_MAX_PENDING_REQUESTS 1024
 /* A source whose link broke after the final state was delivered replays it
  * on a new link (the target may have restarted and must see it again
  * before it applies): this many times, this far apart. */
-#define REPLAY_MAX_ATTEMPTS	  10
-#define REPLAY_INTERVAL_MS	  500
-
-struct queued_frame {
-	struct queued_frame *next;
-	uint8_t *buf;
-	size_t len;
-};
-
-struct peer_request {
-	struct peer_request *next;
-	uint64_t id;
-	char migration_id[VC_MIGRATION_ID_LEN + 1];
-};
-
-struct peer_link {
-	struct peer_link *next;
-	uint64_t id;
-	struct vcd *vcd;
-	struct peer_conn *conn;
-	bool outgoing;
-	bool established;
-	char address[256];
-	char expected_name[TLS_PEER_NAME_MAX + 1];
-	char identity[TLS_PEER_NAME_MAX + 1];
-	struct queued_frame *queue, **queue_tail;
-	size_t n_queued;
-	size_t queued_bytes;
-	struct peer_request *requests;
-	size_t n_requests;
-	uint64_t next_request_id;
-};
+#define REPLAY_MAX_ATTEMPTS 10
+#define REPLAY_INTERVAL_MS  500
 
 struct migration {
 	struct migration *next;
@@ -103,10 +65,7 @@ struct migration {
 };
 
 struct migrations {
-	struct peer_listener *listener;
-	struct peer_link *links;
-	size_t n_links;
-	uint64_t next_link_id;
+	struct peer_links links; /* the peer link's transport (peer_link.h) */
 	struct migration *list;
 	size_t n;
 	struct {
@@ -116,7 +75,7 @@ struct migrations {
 	size_t n_observers;
 };
 
-static const struct peer_conn_ops link_ops;
+static const struct peer_link_handlers link_handlers;
 
 /* ---- helpers ---- */
 
@@ -135,12 +94,7 @@ static struct migration *migration_find(struct vcd *vcd, const char *migration_i
 
 static struct peer_link *link_find(struct vcd *vcd, uint64_t link_id)
 {
-	if (!vcd->migrations)
-		return NULL;
-	for (struct peer_link *l = vcd->migrations->links; l; l = l->next)
-		if (l->id == link_id)
-			return l;
-	return NULL;
+	return vcd->migrations ? peer_link_find(&vcd->migrations->links, link_id) : NULL;
 }
 
 size_t migration_count(struct vcd *vcd)
@@ -241,7 +195,6 @@ static void migration_reply_vmm_error(struct vcd *vcd, struct migration *m, int 
 	m->vmm_request_id = 0;
 }
 
-static int link_send(struct peer_link *link, const Vcounter__V1__PeerMessage *msg);
 static void send_abort(struct vcd *vcd, struct migration *m, const char *reason);
 
 /* A target migration that ends without applying voids the op it sent ahead. */
@@ -373,320 +326,6 @@ static void journal_failed(struct vcd *vcd, struct migration *m, int error)
 		       strerror(error < 0 ? -error : error));
 }
 
-/* ---- peer link ---- */
-
-/* Send (or queue until the handshake) a packed frame; takes buf. -ENOBUFS
- * when the queue is full, -errno when the connection refuses it. */
-static int link_send_frame(struct peer_link *link, uint8_t *buf, size_t len)
-{
-	struct queued_frame *q;
-	int r;
-
-	if (link->established) {
-		/* peer_conn_send adds the header itself. */
-		r = peer_conn_send(link->conn, buf + FRAME_HEADER_BYTES, len - FRAME_HEADER_BYTES);
-		if (r < 0)
-			log_warning_errno(r, "peer=%s: cannot send", link->identity);
-		free(buf);
-		return r;
-	}
-	if (link->n_queued >= LINK_MAX_QUEUED_FRAMES ||
-	    link->queued_bytes + len > LINK_MAX_QUEUED_BYTES) {
-		log_warning("peer=%s: %zu messages (%zu bytes) already wait for the handshake; "
-			    "message refused",
-			    link->address, link->n_queued, link->queued_bytes);
-		free(buf);
-		return -ENOBUFS;
-	}
-	q = calloc(1, sizeof(*q));
-	if (!q) {
-		free(buf);
-		return -ENOMEM;
-	}
-	q->buf = buf;
-	q->len = len;
-	*link->queue_tail = q;
-	link->queue_tail = &q->next;
-	link->n_queued++;
-	link->queued_bytes += len;
-	return 0;
-}
-
-static int link_send(struct peer_link *link, const Vcounter__V1__PeerMessage *msg)
-{
-	uint8_t *buf;
-	size_t len;
-	int r;
-
-	r = wire_peer_pack_frame(msg, &buf, &len);
-	if (r < 0) {
-		log_error_errno(r, "peer=%s: cannot pack message", link->address);
-		return r;
-	}
-	return link_send_frame(link, buf, len);
-}
-
-static void link_send_error(struct peer_link *link, uint64_t request_id, int error, const char *fmt,
-			    ...) __attribute__((format(printf, 4, 5)));
-
-static void link_send_error(struct peer_link *link, uint64_t request_id, int error, const char *fmt,
-			    ...)
-{
-	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
-	Vcounter__V1__Error e = VCOUNTER__V1__ERROR__INIT;
-	char text[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
-	log_warning("peer=%s: refusing request %" PRIu64 ": %s", link->identity, request_id, text);
-	e.code = wire_error_code_from_errno(error);
-	e.errno_value = error < 0 ? -error : error;
-	e.message = text;
-	msg.id = request_id;
-	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_ERROR;
-	msg.error = &e;
-	(void)link_send(link, &msg);
-}
-
-/* Send a request whose reply (or Error) names its id, remembering which
- * migration it was for. */
-static int link_request(struct peer_link *link, const char *migration_id,
-			Vcounter__V1__PeerMessage *msg)
-{
-	struct peer_request *req;
-	int r;
-
-	if (link->n_requests >= LINK_MAX_PENDING_REQUESTS)
-		return -ENOBUFS;
-	req = calloc(1, sizeof(*req));
-	if (!req)
-		return -ENOMEM;
-	req->id = ++link->next_request_id;
-	snprintf(req->migration_id, sizeof(req->migration_id), "%s", migration_id);
-	msg->id = req->id;
-	r = link_send(link, msg);
-	if (r < 0) {
-		free(req);
-		return r;
-	}
-	req->next = link->requests;
-	link->requests = req;
-	link->n_requests++;
-	return 0;
-}
-
-/* Forget request id; true if it was ours (and copy its migration id). */
-static bool link_take_request(struct peer_link *link, uint64_t id,
-			      char ret_migration_id[VC_MIGRATION_ID_LEN + 1])
-{
-	for (struct peer_request **p = &link->requests; *p; p = &(*p)->next) {
-		if ((*p)->id == id) {
-			struct peer_request *req = *p;
-
-			*p = req->next;
-			link->n_requests--;
-			memcpy(ret_migration_id, req->migration_id, VC_MIGRATION_ID_LEN + 1);
-			free(req);
-			return true;
-		}
-	}
-	return false;
-}
-
-static void link_free(struct vcd *vcd, struct peer_link *link)
-{
-	struct queued_frame *q;
-	struct peer_request *req;
-
-	for (struct peer_link **p = &vcd->migrations->links; *p; p = &(*p)->next) {
-		if (*p == link) {
-			*p = link->next;
-			vcd->migrations->n_links--;
-			break;
-		}
-	}
-	while ((q = link->queue)) {
-		link->queue = q->next;
-		free(q->buf);
-		free(q);
-	}
-	while ((req = link->requests)) {
-		link->requests = req->next;
-		free(req);
-	}
-	free(link);
-}
-
-static struct peer_link *link_new(struct vcd *vcd)
-{
-	struct peer_link *link;
-
-	if (vcd->migrations->n_links >= VCD_MAX_PEER_LINKS)
-		return NULL;
-	link = calloc(1, sizeof(*link));
-	if (!link)
-		return NULL;
-	link->vcd = vcd;
-	link->id = ++vcd->migrations->next_link_id;
-	link->queue_tail = &link->queue;
-	link->next = vcd->migrations->links;
-	vcd->migrations->links = link;
-	vcd->migrations->n_links++;
-	return link;
-}
-
-static int link_get_outgoing(struct vcd *vcd, const char *address, const char *name,
-			     struct peer_link **ret)
-{
-	struct peer_link *link;
-	int r;
-
-	for (link = vcd->migrations->links; link; link = link->next)
-		if (link->outgoing && strcmp(link->address, address) == 0 &&
-		    strcmp(link->expected_name, name) == 0) {
-			*ret = link;
-			return 0;
-		}
-	if (!vcd->tls_client)
-		return -ENOKEY;
-	link = link_new(vcd);
-	if (!link)
-		return -ENOSPC;
-	link->outgoing = true;
-	snprintf(link->address, sizeof(link->address), "%s", address);
-	snprintf(link->expected_name, sizeof(link->expected_name), "%s", name);
-	r = peer_conn_connect(vcd->base, vcd->tls_client, address, name, &link_ops, vcd,
-			      &link->conn);
-	if (r < 0) {
-		link_free(vcd, link);
-		return r;
-	}
-	*ret = link;
-	return 0;
-}
-
-static void send_hello(struct peer_link *link)
-{
-	Vcounter__V1__PeerMessage msg = VCOUNTER__V1__PEER_MESSAGE__INIT;
-	Vcounter__V1__Hello hello = VCOUNTER__V1__HELLO__INIT;
-	/* What this daemon lets its VMMs use. State is exchanged by counter
-	 * architecture (CounterState.arch), so this is information for the
-	 * peer's logs, not a negotiation. */
-	const struct vcd_config *cfg = &link->vcd->config;
-	Vcounter__V1__Backend backends[_BACKEND_KIND_MAX];
-	size_t n = 0;
-
-	if (cfg->n_backends == 0) {
-		backends[n++] = VCOUNTER__V1__BACKEND__BACKEND_KVM_SYSCOUNTER;
-		backends[n++] = VCOUNTER__V1__BACKEND__BACKEND_KVM_X86;
-	}
-	for (size_t i = 0; i < cfg->n_backends; i++)
-		backends[n++] = wire_backend_to_pb(cfg->backends[i]);
-
-	hello.protocol_version = PEER_PROTOCOL_VERSION;
-	hello.host_name = (char *)(cfg->host_name ? cfg->host_name : "");
-	hello.n_backends = n;
-	hello.backends = backends;
-	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_HELLO;
-	msg.hello = &hello;
-	link_send(link, &msg);
-}
-
-static struct peer_link *link_by_conn(struct vcd *vcd, const struct peer_conn *conn)
-{
-	for (struct peer_link *l = vcd->migrations->links; l; l = l->next)
-		if (l->conn == conn)
-			return l;
-	return NULL;
-}
-
-static void link_established_cb(struct peer_conn *conn, const char *identity, void *userdata)
-{
-	struct vcd *vcd = userdata;
-	struct peer_link *link = link_by_conn(vcd, conn);
-	struct queued_frame *q;
-
-	if (!link) {
-		/* An accepted connection: it becomes a link once it is verified. */
-		link = link_new(vcd);
-		if (!link) {
-			log_warning("peer=%s: too many peer links, connection dropped", identity);
-			peer_conn_free(conn);
-			return;
-		}
-		link->conn = conn;
-		snprintf(link->address, sizeof(link->address), "incoming");
-	}
-
-	link->established = true;
-	/* An outgoing link was verified to carry the name the migration asked
-	 * for; that is the identity its sessions name. */
-	snprintf(link->identity, sizeof(link->identity), "%s",
-		 link->outgoing ? link->expected_name : identity);
-	log_info("peer=%s address=%s: link up (%s)", identity,
-		 link->outgoing ? link->address : "incoming",
-		 link->outgoing ? "outgoing" : "incoming");
-	send_hello(link);
-	while ((q = link->queue)) {
-		link->queue = q->next;
-		link->n_queued--;
-		link->queued_bytes -= q->len;
-		(void)link_send_frame(link, q->buf, q->len);
-		free(q);
-	}
-	link->queue_tail = &link->queue;
-}
-
-static void schedule_replay(struct vcd *vcd, struct migration *m);
-
-static void link_close_cb(struct peer_conn *conn, int error, const char *reason, void *userdata)
-{
-	struct vcd *vcd = userdata;
-	struct peer_link *link = link_by_conn(vcd, conn);
-
-	if (!link) {
-		/* Never verified: a failed handshake on the listener. */
-		metrics_tls_handshake_failed(&vcd_metrics, METRICS_LISTENER_PEER);
-		log_warning("peer link: incoming connection refused: %s", reason);
-		return;
-	}
-
-	metrics_peer_link_closed(&vcd_metrics, error);
-	if (error < 0)
-		log_warning("peer=%s address=%s: link closed: %s",
-			    link->identity[0] ? link->identity : "?", link->address, reason);
-	else
-		log_info("peer=%s: link closed", link->identity[0] ? link->identity : "?");
-
-	/* A target that holds the final state may still apply when its VMM
-	 * asks; everything still waiting on this link fails now. */
-	for (struct migration *m = vcd->migrations->list; m; m = m->next) {
-		if (m->link_id != link->id || migration_step_is_terminal(m->s.step))
-			continue;
-		if (m->s.role == VM_ROLE_TARGET && m->s.step >= STEP_FINAL)
-			continue;
-		if (m->s.role == VM_ROLE_SOURCE && m->s.step == STEP_FINAL) {
-			log_warning("vm=%s migration=%s: link lost after the final state was "
-				    "delivered; replaying it on a new link",
-				    m->s.vm_id, m->s.migration_id);
-			schedule_replay(vcd, m);
-			continue;
-		}
-		/* Never up: an outgoing link whose connect or handshake failed (a target with a
-		 * certificate we refuse, or no TLS 1.3). Its own error tells the VMM what happened;
-		 * ECONNRESET would read as "vcounterd restarted" to libvcounter's callers. */
-		if (!link->established)
-			migration_fail(vcd, m, error < 0 ? error : -ECONNRESET,
-				       "cannot establish the peer link: %s", reason);
-		else
-			migration_fail(vcd, m, -ECONNRESET, "peer link lost: %s", reason);
-	}
-	link->conn = NULL; /* peer_conn frees itself after this callback */
-	link_free(vcd, link);
-}
-
 /* ---- source side ---- */
 
 struct op_ctx {
@@ -716,7 +355,7 @@ static void send_prepare(struct vcd *vcd, struct migration *m, struct peer_link 
 	prep.state = &state_pb.state;
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE;
 	msg.prepare = &prep;
-	r = link_request(link, m->s.migration_id, &msg);
+	r = peer_link_request(link, m->s.migration_id, &msg);
 	if (r < 0) {
 		migration_fail(vcd, m, r, "cannot send Prepare to %s: %s", link->address,
 			       strerror(-r));
@@ -817,7 +456,7 @@ static int source_start(struct vcd *vcd, struct vm_entry *vm, const char *peer_a
 		snprintf(err, err_size, "cannot draw a migration id");
 		return r;
 	}
-	r = link_get_outgoing(vcd, peer_address, peer_name, &link);
+	r = peer_link_get_outgoing(&vcd->migrations->links, peer_address, peer_name, &link);
 	if (r == -ENOKEY) {
 		snprintf(err, err_size, "no TLS client certificate configured (--cert/--key/--ca)");
 		return r;
@@ -981,17 +620,9 @@ size_t migrations_running(struct vcd *vcd)
 
 void migrations_link_counts(struct vcd *vcd, size_t *ret_established, size_t *ret_connecting)
 {
-	size_t established = 0, connecting = 0;
-
-	for (struct peer_link *l = vcd->migrations ? vcd->migrations->links : NULL; l;
-	     l = l->next) {
-		if (l->established)
-			established++;
-		else
-			connecting++;
-	}
-	*ret_established = established;
-	*ret_connecting = connecting;
+	*ret_established = *ret_connecting = 0;
+	if (vcd->migrations)
+		peer_links_count(&vcd->migrations->links, ret_established, ret_connecting);
 }
 
 static int send_final(struct migration *m, struct peer_link *link)
@@ -1006,7 +637,7 @@ static int send_final(struct migration *m, struct peer_link *link)
 	fin.state = &state_pb.state;
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_STATE;
 	msg.final_state = &fin;
-	return link_request(link, m->s.migration_id, &msg);
+	return peer_link_request(link, m->s.migration_id, &msg);
 }
 
 static void source_final_read(struct vcd *vcd, int error, const char *text,
@@ -1164,19 +795,19 @@ static void handle_applied(struct vcd *vcd, struct peer_link *link,
 		return;
 	r = wire_report_from_pb(msg->applied->report, rep, err, sizeof(err));
 	if (r < 0) {
-		link_send_error(link, msg->id, r, "invalid Applied: %s", err);
+		peer_link_send_error(link, msg->id, r, "invalid Applied: %s", err);
 		return;
 	}
 	m = migration_find(vcd, rep->migration_id);
 	if (!m || m->s.role != VM_ROLE_SOURCE) {
-		link_send_error(link, msg->id, -ENOENT, "unknown migration id %s",
-				rep->migration_id);
+		peer_link_send_error(link, msg->id, -ENOENT, "unknown migration id %s",
+				     rep->migration_id);
 		return;
 	}
 	r = session_source_applied(&m->s, link->identity, rep, clock_ns(CLOCK_MONOTONIC));
 	if (r < 0) {
-		link_send_error(link, msg->id, r, "Applied refused at step %s",
-				migration_step_to_string(m->s.step));
+		peer_link_send_error(link, msg->id, r, "Applied refused at step %s",
+				     migration_step_to_string(m->s.step));
 		return;
 	}
 	log_outcome(rep, "source");
@@ -1188,7 +819,7 @@ static void handle_applied(struct vcd *vcd, struct peer_link *link,
 	ack.id = msg->id;
 	ack.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_ACK;
 	ack.ack = &ack_body;
-	link_send(link, &ack);
+	peer_link_send(link, &ack);
 }
 
 /* ---- target side ---- */
@@ -1270,21 +901,21 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 	int r;
 
 	if (!state || !plan) {
-		link_send_error(link, msg->id, -ENOMEM, "out of memory");
+		peer_link_send_error(link, msg->id, -ENOMEM, "out of memory");
 		return;
 	}
 	if (!migration_id_is_valid(prep->migration_id) || !vm_id_is_valid(prep->vm_id)) {
-		link_send_error(link, msg->id, -EINVAL, "invalid migration or VM id");
+		peer_link_send_error(link, msg->id, -EINVAL, "invalid migration or VM id");
 		return;
 	}
 	r = wire_counter_state_from_pb(prep->state, state, err, sizeof(err));
 	if (r < 0) {
-		link_send_error(link, msg->id, r, "invalid counter state: %s", err);
+		peer_link_send_error(link, msg->id, r, "invalid counter state: %s", err);
 		return;
 	}
 	if (migration_find(vcd, prep->migration_id)) {
-		link_send_error(link, msg->id, -EEXIST, "migration %s already exists",
-				prep->migration_id);
+		peer_link_send_error(link, msg->id, -EEXIST, "migration %s already exists",
+				     prep->migration_id);
 		return;
 	}
 	vm = vm_registry_find(&vcd->vms, prep->vm_id);
@@ -1307,37 +938,40 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 	case 0:
 		break;
 	case -ENOENT:
-		link_send_error(link, msg->id, r, "no target VM %s registered on %s", prep->vm_id,
-				vcd->config.host_name);
+		peer_link_send_error(link, msg->id, r, "no target VM %s registered on %s",
+				     prep->vm_id, vcd->config.host_name);
 		return;
 	case -EBUSY:
-		link_send_error(link, msg->id, r, "target VM %s already has migration %s running",
-				vm->vm_id, busy->s.migration_id);
+		peer_link_send_error(link, msg->id, r,
+				     "target VM %s already has migration %s running", vm->vm_id,
+				     busy->s.migration_id);
 		return;
 	case -ENOEXEC:
-		link_send_error(link, msg->id, r, "source counter %s, target VM %s: %s",
-				arch_name(state->arch), arch_name(vm->arch), plan_error(r));
+		peer_link_send_error(link, msg->id, r, "source counter %s, target VM %s: %s",
+				     arch_name(state->arch), arch_name(vm->arch), plan_error(r));
 		return;
 	case -EOPNOTSUPP:
-		link_send_error(link, msg->id, r, "target host %s: %s", vcd->config.host_name,
-				vm->probe_detail);
+		peer_link_send_error(link, msg->id, r, "target host %s: %s", vcd->config.host_name,
+				     vm->probe_detail);
 		return;
 	default:
-		link_send_error(link, msg->id, r, "source VM has %u vCPUs, target VM %u",
-				state->n_vcpus, vm->n_vcpus);
+		peer_link_send_error(link, msg->id, r, "source VM has %u vCPUs, target VM %u",
+				     state->n_vcpus, vm->n_vcpus);
 		return;
 	}
 	r = target_plan(vcd, vm, state, plan, &sync, err, sizeof(err));
 	if (r == -ENODATA) {
-		link_send_error(link, msg->id, r, "target host %s: %s", vcd->config.host_name, err);
+		peer_link_send_error(link, msg->id, r, "target host %s: %s", vcd->config.host_name,
+				     err);
 		return;
 	}
 	if (r < 0) {
-		link_send_error(link, msg->id, r,
-				"%s (source %u kHz, TAI offset %" PRId32 " s; target %u kHz, TAI "
-				"offset %" PRId32 " s)",
-				plan_error(r), state->guest_tsc_khz, state->sync.tai_offset_s,
-				vm->guest_tsc_khz, sync.tai_offset_s);
+		peer_link_send_error(link, msg->id, r,
+				     "%s (source %u kHz, TAI offset %" PRId32
+				     " s; target %u kHz, TAI "
+				     "offset %" PRId32 " s)",
+				     plan_error(r), state->guest_tsc_khz, state->sync.tai_offset_s,
+				     vm->guest_tsc_khz, sync.tai_offset_s);
 		return;
 	}
 	/* Prepare's anchor is older than this reading by the message's trip:
@@ -1351,10 +985,10 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 	switch (session_error_bound_verdict(plan->error_bound_ns, vcd->config.error_bound_limit_ns,
 					    vcd->config.error_bound_refuse)) {
 	case SESSION_BOUND_REFUSE:
-		link_send_error(link, msg->id, -ERANGE,
-				"error bound %" PRIu64 " ns over the limit %" PRIu64
-				" ns (policy refuse)",
-				plan->error_bound_ns, vcd->config.error_bound_limit_ns);
+		peer_link_send_error(link, msg->id, -ERANGE,
+				     "error bound %" PRIu64 " ns over the limit %" PRIu64
+				     " ns (policy refuse)",
+				     plan->error_bound_ns, vcd->config.error_bound_limit_ns);
 		return;
 	case SESSION_BOUND_WARN:
 		log_warning("vm=%s migration=%s: error bound %" PRIu64 " ns over the limit %" PRIu64
@@ -1367,7 +1001,7 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 	}
 	r = migration_new(vcd, &m);
 	if (r < 0) {
-		link_send_error(link, msg->id, r, "too many migrations");
+		peer_link_send_error(link, msg->id, r, "too many migrations");
 		return;
 	}
 	r = session_init(&m->s, VM_ROLE_TARGET, prep->migration_id, prep->vm_id, link->identity,
@@ -1376,7 +1010,7 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 		r = session_target_prepare(&m->s, link->identity, state, clock_ns(CLOCK_MONOTONIC));
 	if (r < 0) {
 		migration_free(vcd, m);
-		link_send_error(link, msg->id, r, "cannot start the migration");
+		peer_link_send_error(link, msg->id, r, "cannot start the migration");
 		return;
 	}
 	m->link_id = link->id;
@@ -1384,8 +1018,8 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 	m->planned_error_bound_ns = plan->error_bound_ns;
 	r = migration_record(vcd, m);
 	if (r < 0) {
-		link_send_error(link, msg->id, r, "target cannot record the migration: %s",
-				strerror(-r));
+		peer_link_send_error(link, msg->id, r, "target cannot record the migration: %s",
+				     strerror(-r));
 		migration_fail(vcd, m, r, "cannot record step prepared in the session journal: %s",
 			       strerror(-r));
 		return;
@@ -1402,7 +1036,7 @@ static void handle_prepare(struct vcd *vcd, struct peer_link *link,
 	reply.id = msg->id;
 	reply.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE_ACK;
 	reply.prepare_ack = &ack;
-	link_send(link, &reply);
+	peer_link_send(link, &reply);
 }
 
 static void push_apply_op(struct vcd *vcd, struct migration *m);
@@ -1421,23 +1055,23 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 	int r;
 
 	if (!state) {
-		link_send_error(link, msg->id, -ENOMEM, "out of memory");
+		peer_link_send_error(link, msg->id, -ENOMEM, "out of memory");
 		return;
 	}
 	if (!m || m->s.role != VM_ROLE_TARGET) {
-		link_send_error(link, msg->id, -ENOENT, "unknown migration id %s",
-				fin->migration_id ? fin->migration_id : "");
+		peer_link_send_error(link, msg->id, -ENOENT, "unknown migration id %s",
+				     fin->migration_id ? fin->migration_id : "");
 		return;
 	}
 	/* A foreign peer learns nothing about the session (session.h). */
 	if (strcmp(m->s.peer_identity, link->identity) != 0) {
-		link_send_error(link, msg->id, -EPERM, "migration %s belongs to another peer",
-				m->s.migration_id);
+		peer_link_send_error(link, msg->id, -EPERM, "migration %s belongs to another peer",
+				     m->s.migration_id);
 		return;
 	}
 	r = wire_counter_state_from_pb(fin->state, state, err, sizeof(err));
 	if (r < 0) {
-		link_send_error(link, msg->id, r, "invalid final state: %s", err);
+		peer_link_send_error(link, msg->id, r, "invalid final state: %s", err);
 		return;
 	}
 	/* The rate within the tolerance: a VM that arrived on the source was
@@ -1448,8 +1082,8 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 	    !counter_math_khz_same(m->s.prepared.guest_tsc_khz, state->guest_tsc_khz,
 				   vcd->config.tsc_tolerance_ppm) ||
 	    state->arch != m->s.prepared.arch) {
-		link_send_error(link, msg->id, -EINVAL,
-				"final state changes the vCPU count, frequency or counter");
+		peer_link_send_error(link, msg->id, -EINVAL,
+				     "final state changes the vCPU count, frequency or counter");
 		return;
 	}
 	r = session_target_final(&m->s, link->identity, fin->generation, state,
@@ -1463,8 +1097,9 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 		m->awaiting_source = false;
 		r = migration_record(vcd, m);
 		if (r < 0) {
-			link_send_error(link, msg->id, r,
-					"target cannot record the final state: %s", strerror(-r));
+			peer_link_send_error(link, msg->id, r,
+					     "target cannot record the final state: %s",
+					     strerror(-r));
 			migration_fail(vcd, m, r,
 				       "cannot record step final in the session journal: %s",
 				       strerror(-r));
@@ -1490,22 +1125,22 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 		}
 		break;
 	case -ESTALE:
-		link_send_error(link, msg->id, r,
-				"stale final state: generation %" PRIu64 " < current %" PRIu64,
-				fin->generation, m->s.generation);
+		peer_link_send_error(link, msg->id, r,
+				     "stale final state: generation %" PRIu64 " < current %" PRIu64,
+				     fin->generation, m->s.generation);
 		return;
 	case -EPERM:
-		link_send_error(link, msg->id, r, "migration %s belongs to another peer",
-				m->s.migration_id);
+		peer_link_send_error(link, msg->id, r, "migration %s belongs to another peer",
+				     m->s.migration_id);
 		return;
 	case -EEXIST:
-		link_send_error(link, msg->id, r,
-				"generation %" PRIu64 " already received with other content",
-				fin->generation);
+		peer_link_send_error(link, msg->id, r,
+				     "generation %" PRIu64 " already received with other content",
+				     fin->generation);
 		return;
 	default:
-		link_send_error(link, msg->id, r, "final state refused at step %s",
-				migration_step_to_string(m->s.step));
+		peer_link_send_error(link, msg->id, r, "final state refused at step %s",
+				     migration_step_to_string(m->s.step));
 		return;
 	}
 	ack.migration_id = m->s.migration_id;
@@ -1513,7 +1148,7 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 	reply.id = msg->id;
 	reply.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_ACK;
 	reply.final_ack = &ack;
-	link_send(link, &reply);
+	peer_link_send(link, &reply);
 	/* A replay after it applied: the source lost the Applied (a restart,
 	 * a broken link); it gets it again. */
 	if (r == 1 && m->s.has_report && (m->s.step == STEP_APPLIED || m->s.step == STEP_DONE))
@@ -1704,7 +1339,7 @@ static void send_applied(struct vcd *vcd, struct migration *m, struct peer_link 
 	applied.report = &rep_pb.report;
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_APPLIED;
 	msg.applied = &applied;
-	if (link_request(link, m->s.migration_id, &msg) < 0)
+	if (peer_link_request(link, m->s.migration_id, &msg) < 0)
 		log_warning("vm=%s migration=%s: cannot tell the source of the apply", m->s.vm_id,
 			    m->s.migration_id);
 }
@@ -1962,7 +1597,7 @@ static void send_abort(struct vcd *vcd, struct migration *m, const char *reason)
 	ab.reason = (char *)reason;
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_ABORT;
 	msg.abort = &ab;
-	link_send(link, &msg);
+	peer_link_send(link, &msg);
 }
 
 void migration_on_vm(void *userdata, enum vm_event event, struct vm_entry *vm)
@@ -2029,35 +1664,14 @@ static void handle_error_reply(struct vcd *vcd, struct peer_link *link,
 		       link->identity, text);
 }
 
-static void link_frame_cb(struct peer_conn *conn, const uint8_t *payload, size_t len,
-			  void *userdata)
+/* ---- what the peer link brings (peer_link.h) ---- */
+
+static void link_request_cb(struct peer_link *link, const Vcounter__V1__PeerMessage *msg,
+			    void *userdata)
 {
 	struct vcd *vcd = userdata;
-	struct peer_link *link = link_by_conn(vcd, conn);
-	char migration_id[VC_MIGRATION_ID_LEN + 1];
-	Vcounter__V1__PeerMessage *msg;
-	uint64_t id = 0;
-	int r;
-
-	if (!link)
-		return;
-
-	r = wire_peer_unpack(payload, len, &msg, &id);
-	if (r == -ENOMSG) {
-		link_send_error(link, id, r, "unknown or missing message type");
-		return;
-	}
-	if (r < 0) {
-		link_send_error(link, 0, -EBADMSG, "message is not a valid PeerMessage");
-		return;
-	}
 
 	switch (msg->body_case) {
-	case VCOUNTER__V1__PEER_MESSAGE__BODY_HELLO:
-		log_debug("peer=%s: hello from %s, protocol %u", link->identity,
-			  msg->hello->host_name ? msg->hello->host_name : "?",
-			  msg->hello->protocol_version);
-		break;
 	case VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE:
 		handle_prepare(vcd, link, msg);
 		break;
@@ -2070,45 +1684,77 @@ static void link_frame_cb(struct peer_conn *conn, const uint8_t *payload, size_t
 	case VCOUNTER__V1__PEER_MESSAGE__BODY_ABORT:
 		handle_abort(vcd, link, msg);
 		break;
-	case VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE_ACK:
-	case VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_ACK:
-	case VCOUNTER__V1__PEER_MESSAGE__BODY_ACK:
-	case VCOUNTER__V1__PEER_MESSAGE__BODY_ERROR:
-		/* Replies must answer a request of ours on this very link. */
-		if (!link_take_request(link, msg->id, migration_id)) {
-			log_warning("peer=%s: reply to unknown request %" PRIu64 " ignored",
-				    link->identity, msg->id);
-			break;
-		}
-		if (msg->body_case == VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE_ACK)
-			handle_prepare_ack(vcd, link, msg, migration_id);
-		else if (msg->body_case == VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_ACK)
-			handle_final_ack(vcd, link, msg, migration_id);
-		else if (msg->body_case == VCOUNTER__V1__PEER_MESSAGE__BODY_ERROR)
-			handle_error_reply(vcd, link, msg, migration_id);
-		else {
-			struct migration *m = migration_find(vcd, migration_id);
-
-			if (m && m->s.role == VM_ROLE_TARGET &&
-			    session_target_acked(&m->s, link->identity,
-						 clock_ns(CLOCK_MONOTONIC)) == 0) {
-				evtimer_del(m->timer);
-				migration_record_after(vcd, m);
-				migration_changed(vcd, m);
-				target_arrived(vcd, m);
-			}
-		}
-		break;
-	default: /* every body wire_peer_unpack lets through is handled above */
+	default: /* peer_link.c passes requests only */
 		break;
 	}
-	wire_peer_free(msg);
 }
 
-static const struct peer_conn_ops link_ops = {
-	.on_established = link_established_cb,
-	.on_frame = link_frame_cb,
-	.on_close = link_close_cb,
+static void link_reply_cb(struct peer_link *link, const Vcounter__V1__PeerMessage *msg,
+			  const char *migration_id, void *userdata)
+{
+	struct vcd *vcd = userdata;
+	struct migration *m;
+
+	switch (msg->body_case) {
+	case VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE_ACK:
+		handle_prepare_ack(vcd, link, msg, migration_id);
+		break;
+	case VCOUNTER__V1__PEER_MESSAGE__BODY_FINAL_ACK:
+		handle_final_ack(vcd, link, msg, migration_id);
+		break;
+	case VCOUNTER__V1__PEER_MESSAGE__BODY_ERROR:
+		handle_error_reply(vcd, link, msg, migration_id);
+		break;
+	case VCOUNTER__V1__PEER_MESSAGE__BODY_ACK:
+		m = migration_find(vcd, migration_id);
+		if (m && m->s.role == VM_ROLE_TARGET &&
+		    session_target_acked(&m->s, link->identity, clock_ns(CLOCK_MONOTONIC)) == 0) {
+			evtimer_del(m->timer);
+			migration_record_after(vcd, m);
+			migration_changed(vcd, m);
+			target_arrived(vcd, m);
+		}
+		break;
+	default: /* peer_link.c passes replies only */
+		break;
+	}
+}
+
+static void schedule_replay(struct vcd *vcd, struct migration *m);
+
+/* A target that holds the final state may still apply when its VMM asks;
+ * everything still waiting on the link fails now. */
+static void link_closed_cb(struct peer_link *link, int error, const char *reason, void *userdata)
+{
+	struct vcd *vcd = userdata;
+
+	for (struct migration *m = vcd->migrations->list; m; m = m->next) {
+		if (m->link_id != link->id || migration_step_is_terminal(m->s.step))
+			continue;
+		if (m->s.role == VM_ROLE_TARGET && m->s.step >= STEP_FINAL)
+			continue;
+		if (m->s.role == VM_ROLE_SOURCE && m->s.step == STEP_FINAL) {
+			log_warning("vm=%s migration=%s: link lost after the final state was "
+				    "delivered; replaying it on a new link",
+				    m->s.vm_id, m->s.migration_id);
+			schedule_replay(vcd, m);
+			continue;
+		}
+		/* Never up: an outgoing link whose connect or handshake failed (a target with a
+		 * certificate we refuse, or no TLS 1.3). Its own error tells the VMM what happened;
+		 * ECONNRESET would read as "vcounterd restarted" to libvcounter's callers. */
+		if (!link->established)
+			migration_fail(vcd, m, error < 0 ? error : -ECONNRESET,
+				       "cannot establish the peer link: %s", reason);
+		else
+			migration_fail(vcd, m, -ECONNRESET, "peer link lost: %s", reason);
+	}
+}
+
+static const struct peer_link_handlers link_handlers = {
+	.request = link_request_cb,
+	.reply = link_reply_cb,
+	.closed = link_closed_cb,
 };
 
 /* ---- replaying a delivered final state, and recovery ---- */
@@ -2124,7 +1770,8 @@ static void migration_replay_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (m->s.role != VM_ROLE_SOURCE || m->s.step != STEP_FINAL)
 		return;
-	r = link_get_outgoing(vcd, m->peer_address, m->s.peer_identity, &link);
+	r = peer_link_get_outgoing(&vcd->migrations->links, m->peer_address, m->s.peer_identity,
+				   &link);
 	if (r < 0) {
 		log_warning("vm=%s migration=%s: cannot reach %s to replay the final state: %s",
 			    m->s.vm_id, m->s.migration_id, m->peer_address, strerror(-r));
@@ -2250,7 +1897,8 @@ static void recover_resolve(struct vcd *vcd, struct migration *m)
 		log_warning("vm=%s migration=%s role=%s step=aborted: %s", m->s.vm_id,
 			    m->s.migration_id, vm_role_to_string(m->s.role), reason);
 		if (m->s.role == VM_ROLE_SOURCE && m->peer_address[0] &&
-		    link_get_outgoing(vcd, m->peer_address, m->s.peer_identity, &link) == 0) {
+		    peer_link_get_outgoing(&vcd->migrations->links, m->peer_address,
+					   m->s.peer_identity, &link) == 0) {
 			m->link_id = link->id;
 			send_abort(vcd, m, reason);
 		}
@@ -2335,22 +1983,10 @@ int migrations_recover(struct vcd *vcd)
 
 int migrations_start(struct vcd *vcd)
 {
-	int r;
-
 	vcd->migrations = calloc(1, sizeof(*vcd->migrations));
 	if (!vcd->migrations)
 		return -ENOMEM;
-	if (!vcd->config.listen_addr)
-		return 0;
-	if (!vcd->tls_server)
-		return -ENOKEY;
-	r = peer_listener_new(vcd->base, vcd->tls_server, vcd->config.listen_addr, &link_ops, vcd,
-			      &vcd->migrations->listener);
-	if (r < 0)
-		return r;
-	log_info("peer link: listening on %s (port %d)", vcd->config.listen_addr,
-		 peer_listener_port(vcd->migrations->listener));
-	return 0;
+	return peer_links_start(&vcd->migrations->links, vcd, &link_handlers, vcd);
 }
 
 int migrations_observe(struct vcd *vcd, migration_observer_fn fn, void *userdata)
@@ -2367,15 +2003,13 @@ int migrations_observe(struct vcd *vcd, migration_observer_fn fn, void *userdata
 
 void migrations_tls_changed(struct vcd *vcd)
 {
-	if (vcd->migrations && vcd->migrations->listener && vcd->tls_server)
-		peer_listener_set_ctx(vcd->migrations->listener, vcd->tls_server);
+	if (vcd->migrations)
+		peer_links_tls_changed(&vcd->migrations->links);
 }
 
 int migrations_listen_port(struct vcd *vcd)
 {
-	return vcd->migrations && vcd->migrations->listener
-		       ? peer_listener_port(vcd->migrations->listener)
-		       : -1;
+	return vcd->migrations ? peer_links_listen_port(&vcd->migrations->links) : -1;
 }
 
 void migrations_stop(struct vcd *vcd)
@@ -2384,11 +2018,7 @@ void migrations_stop(struct vcd *vcd)
 
 	if (!ms)
 		return;
-	peer_listener_free(ms->listener);
-	while (ms->links) {
-		peer_conn_free(ms->links->conn);
-		link_free(vcd, ms->links);
-	}
+	peer_links_stop(&ms->links);
 	while (ms->list)
 		migration_free(vcd, ms->list);
 	vcd->journal = journal_close(vcd->journal);

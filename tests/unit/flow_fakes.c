@@ -20,6 +20,7 @@
 #include "log.h"
 #include "migration.h"
 #include "peer_conn.h"
+#include "peer_link.h"
 #include "sync_source.h"
 #include "vcd.h"
 #include "vmm_server.h"
@@ -49,6 +50,9 @@ struct peer_conn {
 	const struct peer_conn_ops *ops;
 	void *userdata;
 	bool freed;
+	/* Accepted by this listener, its handshake still running (not up). */
+	struct peer_listener *listener;
+	bool up;
 	struct peer_conn *next_all;
 };
 
@@ -92,7 +96,7 @@ int peer_listener_new(struct event_base *b, SSL_CTX *ctx, const char *addr,
 
 	(void)b;
 	(void)ctx;
-	FLOW_CHECK((l) != NULL);
+	FLOW_CHECK(l != NULL);
 	snprintf(l->addr, sizeof(l->addr), "%s", addr);
 	l->ops = ops;
 	l->userdata = userdata;
@@ -113,8 +117,18 @@ void peer_listener_set_ctx(struct peer_listener *l, SSL_CTX *ctx)
 	(void)ctx;
 }
 
+/* As peer_conn.c's: handshakes still running die with the listener, without
+ * on_close (their user never saw them). */
 struct peer_listener *peer_listener_free(struct peer_listener *l)
 {
+	if (!l)
+		return NULL;
+	for (struct peer_conn *c = all_conns; c; c = c->next_all)
+		if (c->listener == l && !c->up)
+			peer_conn_free(c);
+	for (struct peer_conn *c = all_conns; c; c = c->next_all)
+		if (c->listener == l)
+			c->listener = NULL;
 	if (l == listener_b)
 		listener_b = NULL;
 	free(l);
@@ -125,7 +139,7 @@ static struct peer_conn *conn_new(const struct peer_conn_ops *ops, void *userdat
 {
 	struct peer_conn *c = calloc(1, sizeof(*c));
 
-	FLOW_CHECK((c) != NULL);
+	FLOW_CHECK(c != NULL);
 	c->ops = ops;
 	c->userdata = userdata;
 	c->next_all = all_conns;
@@ -143,6 +157,7 @@ static struct peer_conn *connect_to_b(const char *from, const char *expected_nam
 
 	client = conn_new(ops, userdata);
 	server = conn_new(listener_b->ops, listener_b->userdata);
+	server->listener = listener_b;
 	client->other = server;
 	server->other = client;
 	ev.to = server;
@@ -158,13 +173,14 @@ int peer_conn_connect(struct event_base *b, SSL_CTX *ctx, const char *host_port,
 		      const char *expected_name, const struct peer_conn_ops *ops, void *userdata,
 		      struct peer_conn **ret)
 {
-	struct vcd *from = userdata;
+	/* The caller is peer_link.c, its userdata the links of a daemon. */
+	const struct peer_links *from = userdata;
 
 	(void)b;
 	(void)ctx;
 	if (!listener_b || strcmp(host_port, listener_b->addr) != 0)
 		return -ECONNREFUSED;
-	*ret = connect_to_b(from->config.host_name, expected_name, ops, userdata);
+	*ret = connect_to_b(from->vcd->config.host_name, expected_name, ops, userdata);
 	return 0;
 }
 
@@ -184,7 +200,7 @@ int peer_conn_send(struct peer_conn *c, const uint8_t *payload, size_t len)
 	if (c->freed || !c->other)
 		return -ENOTCONN;
 	ev.payload = malloc(len ? len : 1);
-	FLOW_CHECK((ev.payload) != NULL);
+	FLOW_CHECK(ev.payload != NULL);
 	memcpy(ev.payload, payload, len);
 	queue_event(ev);
 	return 0;
@@ -214,6 +230,7 @@ bool deliver_one(void)
 	if (!to->freed) {
 		switch (ev.kind) {
 		case EV_ESTABLISHED:
+			to->up = true;
 			to->ops->on_established(to, ev.identity, to->userdata);
 			break;
 		case EV_FRAME:
@@ -275,7 +292,7 @@ void duplicate_frame(unsigned pick)
 		;
 	copy = events[i];
 	copy.payload = malloc(copy.len ? copy.len : 1);
-	FLOW_CHECK((copy.payload) != NULL);
+	FLOW_CHECK(copy.payload != NULL);
 	memcpy(copy.payload, events[i].payload, copy.len);
 	memmove(events + i + 2, events + i + 1, (n_events - i - 1) * sizeof(events[0]));
 	events[i + 1] = copy;
@@ -308,6 +325,15 @@ int vmm_kvm_op(struct vcd *vcd, const struct vm_entry *vm, const struct kvm_op_r
 {
 	struct fake_op *op;
 
+	/* Full: forget the ops that ended (a long fuzz input makes many). */
+	if (n_ops == MAX_OPS) {
+		size_t kept = 0;
+
+		for (size_t i = 0; i < n_ops; i++)
+			if (!ops[i].done)
+				ops[kept++] = ops[i];
+		n_ops = kept;
+	}
 	FLOW_CHECK(n_ops < MAX_OPS);
 	op = &ops[n_ops++];
 	*op = (struct fake_op){ .vcd = vcd,
@@ -364,7 +390,9 @@ static void record_reply(struct vcd *vcd, uint64_t conn_id, uint64_t request_id,
 {
 	struct reply *r;
 
-	FLOW_CHECK(n_replies < MAX_REPLIES);
+	/* Full: the oldest reply goes (a test asks for recent ones). */
+	if (n_replies == MAX_REPLIES)
+		memmove(replies, replies + 1, --n_replies * sizeof(replies[0]));
 	r = &replies[n_replies++];
 	*r = (struct reply){
 		.vcd = vcd, .conn_id = conn_id, .request_id = request_id, .body_case = body
@@ -411,7 +439,7 @@ static void complete(struct fake_op *op)
 	op->done = true;
 	out.has_state = true;
 	out.state = *vm->registered_state;
-	FLOW_CHECK((hostclock_bracket_anchor(host_khz, &out.state.anchor)) == (0));
+	FLOW_CHECK(hostclock_bracket_anchor(host_khz, &out.state.anchor) == 0);
 	if (op->kind == VCOUNTER__V1__KVM_OP_KIND__KVM_OP_APPLY) {
 		struct counter_policy policy = {
 			.max_abs_elapsed_ns = op->vcd->config.max_abs_elapsed_ns,
@@ -426,9 +454,9 @@ static void complete(struct fake_op *op)
 		};
 		struct counter_plan *plan = calloc(1, sizeof(*plan));
 
-		FLOW_CHECK((plan) != NULL);
+		FLOW_CHECK(plan != NULL);
 		FLOW_CHECK(op->has_plan_source);
-		FLOW_CHECK((counter_math_plan(&op->plan_source, &dst, &policy, plan)) == (0));
+		FLOW_CHECK(counter_math_plan(&op->plan_source, &dst, &policy, plan) == 0);
 		memcpy(out.state.offset_cycles, plan->offset_cycles,
 		       plan->n_vcpus * sizeof(plan->offset_cycles[0]));
 		out.has_apply_anchor = true;
@@ -477,13 +505,13 @@ void link_loss(void)
  * from the session journal. The VMs stay registered (systemd's fd store). */
 void restart(struct vcd *vcd)
 {
-	size_t first = n_ops;
+	uint64_t before = next_op_id;
 
 	migrations_stop(vcd);
-	FLOW_CHECK((migrations_start(vcd)) == (0));
-	FLOW_CHECK((migrations_recover(vcd)) == (0));
-	for (size_t i = 0; i < first; i++)
-		if (ops[i].vcd == vcd && !ops[i].done) {
+	FLOW_CHECK(migrations_start(vcd) == 0);
+	FLOW_CHECK(migrations_recover(vcd) == 0);
+	for (size_t i = 0; i < n_ops; i++)
+		if (ops[i].vcd == vcd && ops[i].op_id < before && !ops[i].done) {
 			ops[i].done = true;
 			ops[i].cb(vcd, -ECONNRESET, "the VMM disconnected", NULL, ops[i].userdata);
 		}
@@ -495,7 +523,7 @@ static void vm_add(struct vcd *vcd, enum vm_role role, uint64_t conn_id, uint64_
 {
 	struct vm_entry *vm = vm_entry_new(VM_ID, 1, NULL, 0);
 
-	FLOW_CHECK((vm) != NULL);
+	FLOW_CHECK(vm != NULL);
 	vm->role = role;
 	vm->conn_id = conn_id;
 	vm->complete = vm->probed = vm->offset_control = true;
@@ -503,7 +531,7 @@ static void vm_add(struct vcd *vcd, enum vm_role role, uint64_t conn_id, uint64_
 	vm->arch = COUNTER_ARCH_X86_TSC;
 	vm->guest_tsc_khz = GUEST_KHZ;
 	vm->registered_state = calloc(1, sizeof(*vm->registered_state));
-	FLOW_CHECK((vm->registered_state) != NULL);
+	FLOW_CHECK(vm->registered_state != NULL);
 	*vm->registered_state = (struct counter_state){
 		.backend = BACKEND_KVM_X86,
 		.arch = COUNTER_ARCH_X86_TSC,
@@ -511,7 +539,7 @@ static void vm_add(struct vcd *vcd, enum vm_role role, uint64_t conn_id, uint64_
 		.n_vcpus = 1,
 		.offset_cycles = { offset },
 	};
-	FLOW_CHECK((hostclock_bracket_anchor(host_khz, &vm->registered_state->anchor)) == (0));
+	FLOW_CHECK(hostclock_bracket_anchor(host_khz, &vm->registered_state->anchor) == 0);
 	vm_registry_add(&vcd->vms, vm);
 }
 
@@ -533,11 +561,11 @@ static void daemon_up(struct vcd *vcd, const char *name, char *state_dir, bool l
 	vcd->tls_server = SSL_CTX_new(TLS_method());
 	vcd->tls_client = SSL_CTX_new(TLS_method());
 	FLOW_CHECK(vcd->tls_server && vcd->tls_client);
-	FLOW_CHECK((sync_source_open(base, "fixed:100000", &vcd->sync, err, sizeof(err))) == (0));
-	FLOW_CHECK((migrations_start(vcd)) == (0));
-	FLOW_CHECK((migrations_recover(vcd)) == (0));
+	FLOW_CHECK(sync_source_open(base, "fixed:100000", &vcd->sync, err, sizeof(err)) == 0);
+	FLOW_CHECK(migrations_start(vcd) == 0);
+	FLOW_CHECK(migrations_recover(vcd) == 0);
 	/* As main.c: a VM leaving ends its migrations. */
-	FLOW_CHECK((vm_registry_observe(&vcd->vms, migration_on_vm, vcd)) == (0));
+	FLOW_CHECK(vm_registry_observe(&vcd->vms, migration_on_vm, vcd) == 0);
 }
 
 /* As the manager stops a daemon: the migrations, then the VMM socket, whose
@@ -561,16 +589,16 @@ void flow_setup(void)
 	n_events = n_ops = n_replies = 0;
 	source_writes = applies = 0;
 	if (!host_khz) {
-		FLOW_CHECK((hostclock_tsc_khz(&host_khz)) == (0));
+		FLOW_CHECK(hostclock_tsc_khz(&host_khz) == 0);
 		log_set_target(LOG_TARGET_STDERR);
 		log_setup(getenv("VC_TEST_VERBOSE") ? LOG_DEBUG : LOG_ERR);
 	}
 	base = event_base_new();
-	FLOW_CHECK((base) != NULL);
+	FLOW_CHECK(base != NULL);
 	snprintf(state_a, sizeof(state_a), "/tmp/vc-flow-a-XXXXXX");
 	snprintf(state_b, sizeof(state_b), "/tmp/vc-flow-b-XXXXXX");
-	FLOW_CHECK((mkdtemp(state_a)) != NULL);
-	FLOW_CHECK((mkdtemp(state_b)) != NULL);
+	FLOW_CHECK(mkdtemp(state_a) != NULL);
+	FLOW_CHECK(mkdtemp(state_b) != NULL);
 	daemon_up(&host_a, NAME_A, state_a, false);
 	daemon_up(&host_b, NAME_B, state_b, true);
 	vm_add(&host_a, VM_ROLE_SOURCE, 11, UINT64_C(0xfffffff000000000));
@@ -619,6 +647,6 @@ const struct session *session_of(struct vcd *vcd, const char *migration_id)
 {
 	static struct migration_view view;
 
-	FLOW_CHECK((migration_get_view(vcd, migration_id, &view)) == (0));
+	FLOW_CHECK(migration_get_view(vcd, migration_id, &view) == 0);
 	return view.s;
 }
