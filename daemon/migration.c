@@ -59,7 +59,6 @@ struct migration {
 	enum migration_step journaled_step;
 	uint64_t journaled_generation;
 	bool recovered;	      /* loaded from the journal at start-up */
-	bool awaiting_source; /* target: recovered, the source has not replayed */
 	struct event *replay; /* source: replay the final state on a new link */
 	unsigned replay_attempts;
 };
@@ -217,7 +216,7 @@ static void view_of(const struct migration *m, struct migration_view *ret)
 		.planned_delta_cycles = m->planned_delta_cycles,
 		.planned_error_bound_ns = m->planned_error_bound_ns,
 		.recovered = m->recovered,
-		.awaiting_source = m->awaiting_source && m->s.step == STEP_FINAL,
+		.awaiting_source = m->s.awaiting_source,
 	};
 }
 
@@ -243,8 +242,7 @@ static int migration_record(struct vcd *vcd, struct migration *m)
 	e->planned_delta_cycles = m->planned_delta_cycles;
 	e->planned_error_bound_ns = m->planned_error_bound_ns;
 	e->realtime_ns = clock_ns(CLOCK_REALTIME);
-	e->awaiting_source =
-		m->awaiting_source && m->s.role == VM_ROLE_TARGET && m->s.step == STEP_FINAL;
+	e->awaiting_source = m->s.awaiting_source;
 	snprintf(tag, sizeof(tag), "%s/%s", vm_role_to_string(m->s.role),
 		 migration_step_to_string(m->s.step));
 	r = journal_write(vcd->journal, e, tag);
@@ -1092,9 +1090,8 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 	case 0:
 		log_debug("vm=%s migration=%s role=target step=final: generation=%" PRIu64,
 			  m->s.vm_id, m->s.migration_id, fin->generation);
-		m->link_id = link->id;
 		/* A newer generation from the source proves itself current. */
-		m->awaiting_source = false;
+		m->link_id = link->id;
 		r = migration_record(vcd, m);
 		if (r < 0) {
 			peer_link_send_error(link, msg->id, r,
@@ -1113,16 +1110,16 @@ static void handle_final(struct vcd *vcd, struct peer_link *link,
 			  m->s.vm_id, m->s.migration_id, fin->generation);
 		/* The source may have reconnected: answer on the link it uses now. */
 		m->link_id = link->id;
-		if (m->awaiting_source) {
-			log_info("vm=%s migration=%s role=target: the source confirmed generation "
-				 "%" PRIu64 " after the restart; it may be applied",
-				 m->s.vm_id, m->s.migration_id, m->s.generation);
-			m->awaiting_source = false;
-			evtimer_del(m->timer);
-			migration_record_after(vcd, m);
-			migration_changed(vcd, m);
-			push_apply_op(vcd, m);
-		}
+		break;
+	case 2:
+		log_info("vm=%s migration=%s role=target: the source confirmed generation "
+			 "%" PRIu64 " after the restart; it may be applied",
+			 m->s.vm_id, m->s.migration_id, m->s.generation);
+		m->link_id = link->id;
+		evtimer_del(m->timer);
+		migration_record_after(vcd, m);
+		migration_changed(vcd, m);
+		push_apply_op(vcd, m);
 		break;
 	case -ESTALE:
 		peer_link_send_error(link, msg->id, r,
@@ -1430,15 +1427,15 @@ static void migration_handle_apply(struct vcd *vcd, uint64_t conn_id, uint64_t r
 				"VM is not registered on this connection");
 		return;
 	}
-	if (m->awaiting_source) {
-		vmm_reply_error(vcd, conn_id, request_id, -ESTALE,
+	r = session_target_begin_apply(&m->s, clock_ns(CLOCK_MONOTONIC));
+	if (r == -ESTALE) {
+		vmm_reply_error(vcd, conn_id, request_id, r,
 				"migration %s was recovered from the session journal at generation "
 				"%" PRIu64 "; the source has not yet confirmed that generation is "
 				"its newest (it replays it when its link is back)",
 				m->s.migration_id, m->s.generation);
 		return;
 	}
-	r = session_target_begin_apply(&m->s, clock_ns(CLOCK_MONOTONIC));
 	if (r == 1) {
 		log_debug("vm=%s migration=%s: apply repeated, no-op", m->s.vm_id,
 			  m->s.migration_id);
@@ -1640,8 +1637,7 @@ static void migration_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 
-	if (m->awaiting_source) {
-		m->awaiting_source = false;
+	if (m->s.awaiting_source) {
 		migration_fail(m->vcd, m, -ETIMEDOUT,
 			       "recovered after a restart at generation %" PRIu64 ", and the "
 			       "source did not confirm it within %u ms: not applied",
@@ -1906,13 +1902,7 @@ static void recover_resolve(struct vcd *vcd, struct migration *m)
 		migration_changed(vcd, m);
 		return;
 	case SESSION_RECOVERY_AWAIT_SOURCE:
-		if (m->s.step == STEP_APPLYING)
-			session_target_apply_failed(
-				&m->s,
-				"vcounterd restarted while the apply was running; "
-				"the VMM must apply again",
-				clock_ns(CLOCK_MONOTONIC));
-		m->awaiting_source = true;
+		session_target_recovered(&m->s, clock_ns(CLOCK_MONOTONIC));
 		migration_arm_timer(vcd, m);
 		log_warning("vm=%s migration=%s role=target: recovered at step %s (generation "
 			    "%" PRIu64 "): apply refused until the source replays it, for at most "

@@ -99,6 +99,8 @@ static void move_to(struct session *s, enum migration_step step, uint64_t now_ns
 {
 	s->step = step;
 	s->updated_ns = now_ns;
+	/* Only a recovered FINAL waits; any step it moves to has moved on. */
+	s->awaiting_source = false;
 }
 
 int session_init(struct session *s, enum vm_role role, const char *migration_id, const char *vm_id,
@@ -286,9 +288,15 @@ int session_target_final(struct session *s, const char *from, uint64_t generatio
 	case STEP_FINAL:
 		if (generation < s->generation)
 			return -ESTALE;
-		if (generation == s->generation)
-			return counter_state_equal(state, &s->final) ? 1 : -EEXIST;
-		break;
+		if (generation != s->generation)
+			break;
+		if (!counter_state_equal(state, &s->final))
+			return -EEXIST;
+		if (!s->awaiting_source)
+			return 1;
+		s->awaiting_source = false;
+		s->updated_ns = now_ns;
+		return 2;
 	case STEP_APPLYING:
 	case STEP_APPLIED:
 	case STEP_DONE:
@@ -319,7 +327,24 @@ int session_target_begin_apply(struct session *s, uint64_t now_ns)
 		return 1;
 	if (s->step != STEP_FINAL || !s->has_final)
 		return -EPROTO;
+	if (s->awaiting_source)
+		return -ESTALE;
 	move_to(s, STEP_APPLYING, now_ns);
+	return 0;
+}
+
+int session_target_recovered(struct session *s, uint64_t now_ns)
+{
+	if (!s)
+		return -EINVAL;
+	if (s->role != VM_ROLE_TARGET || (s->step != STEP_FINAL && s->step != STEP_APPLYING))
+		return -EPROTO;
+	if (s->step == STEP_APPLYING)
+		session_target_apply_failed(
+			s,
+			"vcounterd restarted while the apply was running; the VMM must apply again",
+			now_ns);
+	s->awaiting_source = true;
 	return 0;
 }
 

@@ -30,6 +30,10 @@ struct session {
 	char reason[SESSION_REASON_MAX + 1]; /* why ABORTED/FAILED */
 	uint64_t started_ns;		     /* monotonic, passed in */
 	uint64_t updated_ns;
+	/* Target at FINAL, recovered after a restart (session_target_
+	 * recovered): the apply is refused until the source replays this
+	 * generation or sends a newer one. */
+	bool awaiting_source;
 };
 
 /* All transitions return 0 on success, or:
@@ -74,13 +78,16 @@ int session_source_applied(struct session *s, const char *from,
 int session_target_prepare(struct session *s, const char *from, const struct counter_state *state,
 			   uint64_t now_ns); /* NONE -> PREPARED */
 /* PREPARED/FINAL -> FINAL. Returns 1 (and changes nothing) for an exact
- * replay of the current final state: a no-op, answered as before. In FINAL a
- * newer generation replaces the current one. From APPLYING on, any other
- * generation is refused with -EPROTO; an exact replay still returns 1. */
+ * replay of the current final state: a no-op, answered as before; 2 for one
+ * that confirms a recovered state (awaiting_source cleared: it may now be
+ * applied). In FINAL a newer generation replaces the current one (and
+ * confirms itself). From APPLYING on, any other generation is refused with
+ * -EPROTO; an exact replay still returns 1. */
 int session_target_final(struct session *s, const char *from, uint64_t generation,
 			 const struct counter_state *state, uint64_t now_ns);
 /* FINAL -> APPLYING; returns 1 if already applied (APPLIED/DONE): a no-op,
- * answer with s->report. -EPROTO without a final state or while APPLYING. */
+ * answer with s->report. -EPROTO without a final state or while APPLYING;
+ * -ESTALE while awaiting_source (the session unchanged). */
 int session_target_begin_apply(struct session *s, uint64_t now_ns);
 /* APPLYING -> APPLIED; the report must name this migration, VM and the
  * current generation (-EINVAL otherwise). */
@@ -96,6 +103,11 @@ int session_target_acked(struct session *s, const char *from,
  * state is still answered with the report (session_target_final returns 1
  * in DONE). -EPROTO at any other step or on a source. */
 int session_target_ack_lost(struct session *s, uint64_t now_ns);
+/* A target loaded from the journal at FINAL or APPLYING (an interrupted
+ * apply: back to FINAL, the VMM must apply again): awaiting_source set, so
+ * that nothing is applied the source has not confirmed as its newest. 0, or
+ * -EPROTO at another step or on a source. */
+int session_target_recovered(struct session *s, uint64_t now_ns);
 
 /* Any non-terminal step before APPLIED (APPLYING included) -> ABORTED. A
  * session that applied (APPLIED, or DONE on either side) cannot un-apply:

@@ -1163,6 +1163,54 @@ static void test_recovery_after_a_restart(void **unused)
 	}
 }
 
+static void test_a_recovered_target_applies_only_what_the_source_confirms(void **unused)
+{
+	struct counter_state st, newer;
+
+	/* target_to's final state is generation 1 of make_state(0). */
+	make_state(&st, 0);
+	make_state(&newer, 3);
+	target_to(&sess, STEP_FINAL);
+	assert_int_equal(session_target_recovered(&sess, 500), 0);
+	assert_true(sess.awaiting_source);
+	assert_unchanged_after(&sess, session_target_begin_apply(&sess, 501), -ESTALE);
+	/* A replay of that generation confirms it: 2, once. */
+	assert_int_equal(session_target_final(&sess, PEER, 1, &st, 502), 2);
+	assert_false(sess.awaiting_source);
+	assert_unchanged_after(&sess, session_target_final(&sess, PEER, 1, &st, 503), 1);
+	assert_int_equal(session_target_begin_apply(&sess, 504), 0);
+
+	/* A newer generation confirms itself. */
+	target_to(&sess, STEP_FINAL);
+	assert_int_equal(session_target_recovered(&sess, 500), 0);
+	assert_int_equal(session_target_final(&sess, PEER, 2, &newer, 502), 0);
+	assert_false(sess.awaiting_source);
+	assert_int_equal(session_target_begin_apply(&sess, 504), 0);
+
+	/* An apply cut by the restart: back to FINAL, waiting, saying why. */
+	target_to(&sess, STEP_APPLYING);
+	assert_int_equal(session_target_recovered(&sess, 500), 0);
+	assert_int_equal(sess.step, STEP_FINAL);
+	assert_true(sess.awaiting_source);
+	assert_non_null(strstr(sess.reason, "restarted"));
+	/* Stale, conflicting or foreign replays do not confirm it. */
+	assert_unchanged_after(&sess, session_target_final(&sess, PEER, 1, &newer, 505), -EEXIST);
+	assert_unchanged_after(&sess, session_target_final(&sess, "evil", 1, &st, 505), -EPERM);
+	/* Ending clears it. */
+	assert_int_equal(session_fail(&sess, "source silent", 506), 0);
+	assert_false(sess.awaiting_source);
+
+	/* Nothing else waits: a source, a target before its final state or
+	 * after its apply. */
+	source_to(&sess, STEP_FINAL);
+	assert_unchanged_after(&sess, session_target_recovered(&sess, 500), -EPROTO);
+	target_to(&sess, STEP_PREPARED);
+	assert_unchanged_after(&sess, session_target_recovered(&sess, 500), -EPROTO);
+	target_to(&sess, STEP_APPLIED);
+	assert_unchanged_after(&sess, session_target_recovered(&sess, 500), -EPROTO);
+	assert_int_equal(session_target_recovered(NULL, 500), -EINVAL);
+}
+
 static void test_a_controller_aborts_a_source_only_before_its_final_state(void **unused)
 {
 	static const enum migration_step before[] = { STEP_PREPARING, STEP_PREPARED,
@@ -1276,6 +1324,7 @@ int main(void)
 		cmocka_unit_test(
 			test_final_ack_replay_is_only_the_current_generation_from_the_peer),
 		cmocka_unit_test(test_recovery_after_a_restart),
+		cmocka_unit_test(test_a_recovered_target_applies_only_what_the_source_confirms),
 		cmocka_unit_test(test_a_controller_aborts_a_source_only_before_its_final_state),
 		cmocka_unit_test(test_target_admits_only_a_free_target_of_the_same_counter),
 		cmocka_unit_test(test_error_bound_verdict_follows_limit_and_policy),
