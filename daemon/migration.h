@@ -14,8 +14,7 @@ struct vcd;
 int migrations_start(struct vcd *vcd);
 /* After migrations_start: fn hears every migration's every change (a step,
  * a generation, a failure), in the order observers subscribed. -ENOSPC past
- * MIGRATIONS_MAX_OBSERVERS. */
-#define MIGRATIONS_MAX_OBSERVERS 4
+ * MIGRATIONS_MAX_OBSERVERS (migration_view.h). */
 int migrations_observe(struct vcd *vcd, migration_observer_fn fn, void *userdata);
 int migrations_listen_port(struct vcd *vcd);
 /* vcd->tls_server changed (a reload): incoming links from now on use it. */

@@ -27,4 +27,6 @@ struct migration_event {
 	bool *outcome_counted;
 };
 
+/* At most this many observers (migrations_observe). */
+#define MIGRATIONS_MAX_OBSERVERS 4
 typedef void (*migration_observer_fn)(void *userdata, const struct migration_event *ev);

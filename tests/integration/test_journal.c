@@ -609,7 +609,7 @@ static void test_daemon_lifecycle_vm_and_migration_entries(void **state)
 		/* A migration to a port where nobody listens fails at prepare. */
 		r = vcounter_migrate_out(vc, vm_id, "127.0.0.1:1", "host-b.test", migration_id);
 		e = expect_entry(d.pid, "MESSAGE_ID", MID_MIGRATION_FAILED);
-		assert_common_fields(e, "daemon/migration.c");
+		assert_common_fields(e, "daemon/migration_core.c");
 		assert_field(e, "PRIORITY", "3");
 		assert_field(e, "VCOUNTERD_VM", vm_id);
 		assert_field(e, "VCOUNTERD_ROLE", "source");
