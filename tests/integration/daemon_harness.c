@@ -6,12 +6,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/kvm.h>
 
 #include "clockns.h"
 #include "daemon_harness.h"
@@ -366,4 +369,24 @@ bool harness_kvm_honours_offsets(int vcpu_fd)
 	if (kvm_x86_set_tsc_offset(vcpu_fd, orig) < 0)
 		return false;
 	return honoured;
+}
+
+int harness_kvm_vm_create(int kvm_fd, unsigned n, int *ret_vm_fd, int *vcpu_fds)
+{
+	int vm_fd = ioctl(kvm_fd, KVM_CREATE_VM, 0), r;
+
+	if (vm_fd < 0)
+		return -errno;
+	for (unsigned i = 0; i < n; i++) {
+		vcpu_fds[i] = ioctl(vm_fd, KVM_CREATE_VCPU, i);
+		if (vcpu_fds[i] < 0) {
+			r = -errno;
+			while (i > 0)
+				close(vcpu_fds[--i]);
+			close(vm_fd);
+			return r;
+		}
+	}
+	*ret_vm_fd = vm_fd;
+	return 0;
 }

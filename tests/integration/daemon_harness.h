@@ -77,3 +77,6 @@ const char *harness_build_root(void);
  * write the vCPU's offset + 0x12345678, read it back, restore. Independent
  * of the backend's probe, whose answer the daemon reports. */
 bool harness_kvm_honours_offsets(int vcpu_fd);
+/* A KVM VM of n vCPUs on kvm_fd (/dev/kvm): 0 with *ret_vm_fd and
+ * vcpu_fds[0..n), or -errno with whatever was made closed. */
+int harness_kvm_vm_create(int kvm_fd, unsigned n, int *ret_vm_fd, int *vcpu_fds);

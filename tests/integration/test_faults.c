@@ -319,13 +319,9 @@ static uint64_t offset_get(int vcpu_fd)
 
 static void vm_create(struct vm *v)
 {
-	v->vm_fd = ioctl(kvm_fd, KVM_CREATE_VM, 0);
-	assert_true(v->vm_fd >= 0);
-	for (int i = 0; i < N_VCPUS; i++) {
-		v->vcpu_fds[i] = ioctl(v->vm_fd, KVM_CREATE_VCPU, i);
-		assert_true(v->vcpu_fds[i] >= 0);
+	assert_int_equal(harness_kvm_vm_create(kvm_fd, N_VCPUS, &v->vm_fd, v->vcpu_fds), 0);
+	for (int i = 0; i < N_VCPUS; i++)
 		v->initial[i] = offset_get(v->vcpu_fds[i]);
-	}
 	v->vc = NULL;
 }
 

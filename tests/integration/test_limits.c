@@ -174,19 +174,15 @@ static int open_kvm_or_skip(const char *what)
 
 static int test_vm_create(struct test_vm *vm, unsigned n, int kvm_fd)
 {
-	vm->n = 0;
+	int r;
+
 	vm->vcpu_fds = calloc(n, sizeof(int));
 	assert_non_null(vm->vcpu_fds);
-	vm->vm_fd = ioctl(kvm_fd, KVM_CREATE_VM, 0);
-	if (vm->vm_fd < 0)
-		return -errno;
-	for (unsigned i = 0; i < n; i++) {
-		vm->vcpu_fds[i] = ioctl(vm->vm_fd, KVM_CREATE_VCPU, i);
-		if (vm->vcpu_fds[i] < 0)
-			return -errno;
-		vm->n++;
-	}
-	return 0;
+	r = harness_kvm_vm_create(kvm_fd, n, &vm->vm_fd, vm->vcpu_fds);
+	vm->n = r < 0 ? 0 : n;
+	if (r < 0)
+		vm->vm_fd = -1;
+	return r;
 }
 
 static void test_vm_destroy(struct test_vm *vm)
