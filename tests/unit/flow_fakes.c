@@ -454,9 +454,18 @@ static void complete(struct fake_op *op)
 		};
 		struct counter_plan *plan = calloc(1, sizeof(*plan));
 
+		int r;
+
 		FLOW_CHECK(plan != NULL);
 		FLOW_CHECK(op->has_plan_source);
-		FLOW_CHECK(counter_math_plan(&op->plan_source, &dst, &policy, plan) == 0);
+		/* A plan libvcounter refuses (a final state a fuzzer made) is the
+		 * VMM's error, as vcounter_apply() returns it; nothing written. */
+		r = counter_math_plan(&op->plan_source, &dst, &policy, plan);
+		if (r < 0) {
+			free(plan);
+			op->cb(op->vcd, r, "the plan was refused", NULL, op->userdata);
+			return;
+		}
 		memcpy(out.state.offset_cycles, plan->offset_cycles,
 		       plan->n_vcpus * sizeof(plan->offset_cycles[0]));
 		out.has_apply_anchor = true;
