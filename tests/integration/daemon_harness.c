@@ -390,3 +390,38 @@ int harness_kvm_vm_create(int kvm_fd, unsigned n, int *ret_vm_fd, int *vcpu_fds)
 	*ret_vm_fd = vm_fd;
 	return 0;
 }
+
+int harness_vm_create(struct harness_vm *vm, int kvm_fd, unsigned n)
+{
+	int r = -ENOMEM;
+
+	vm->vm_fd = -1;
+	vm->n = 0;
+	vm->vcpu_fds = calloc(n ? n : 1, sizeof(int));
+	if (vm->vcpu_fds)
+		r = harness_kvm_vm_create(kvm_fd, n, &vm->vm_fd, vm->vcpu_fds);
+	if (r == 0)
+		vm->n = n;
+	return r;
+}
+
+void harness_vm_destroy(struct harness_vm *vm)
+{
+	for (unsigned i = 0; i < vm->n; i++)
+		close(vm->vcpu_fds[i]);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	free(vm->vcpu_fds);
+	vm->vcpu_fds = NULL;
+	vm->vm_fd = -1;
+	vm->n = 0;
+}
+
+int harness_kvm_open(const char *what)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		fprintf(stderr, "SKIP: /dev/kvm unavailable (%s): %s\n", strerror(errno), what);
+	return fd;
+}

@@ -80,3 +80,16 @@ bool harness_kvm_honours_offsets(int vcpu_fd);
 /* A KVM VM of n vCPUs on kvm_fd (/dev/kvm): 0 with *ret_vm_fd and
  * vcpu_fds[0..n), or -errno with whatever was made closed. */
 int harness_kvm_vm_create(int kvm_fd, unsigned n, int *ret_vm_fd, int *vcpu_fds);
+/* The same, owning its vCPU fds: the VM a test registers with a daemon. */
+struct harness_vm {
+	int vm_fd;
+	unsigned n;
+	int *vcpu_fds;
+};
+/* 0 with vm filled, or -errno with vm empty (vm_fd -1, n 0) for
+ * harness_vm_destroy() to free all the same. */
+int harness_vm_create(struct harness_vm *vm, int kvm_fd, unsigned n);
+void harness_vm_destroy(struct harness_vm *vm);
+/* /dev/kvm, or -1 after a "SKIP: /dev/kvm unavailable (why): what" line on
+ * stderr; the test then skips. */
+int harness_kvm_open(const char *what);

@@ -154,45 +154,13 @@ static void assert_fd_count_settles(int want)
 
 /* ---- KVM ---- */
 
-struct test_vm {
-	int vm_fd;
-	int *vcpu_fds;
-	unsigned n;
-};
-
 static int open_kvm_or_skip(const char *what)
 {
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	int fd = harness_kvm_open(what);
 
-	if (fd < 0) {
-		fprintf(stderr, "SKIP: /dev/kvm unavailable (%s): %s not tested\n", strerror(errno),
-			what);
+	if (fd < 0)
 		skip();
-	}
 	return fd;
-}
-
-static int test_vm_create(struct test_vm *vm, unsigned n, int kvm_fd)
-{
-	int r;
-
-	vm->vcpu_fds = calloc(n, sizeof(int));
-	assert_non_null(vm->vcpu_fds);
-	r = harness_kvm_vm_create(kvm_fd, n, &vm->vm_fd, vm->vcpu_fds);
-	vm->n = r < 0 ? 0 : n;
-	if (r < 0)
-		vm->vm_fd = -1;
-	return r;
-}
-
-static void test_vm_destroy(struct test_vm *vm)
-{
-	for (unsigned i = 0; i < vm->n; i++)
-		close(vm->vcpu_fds[i]);
-	if (vm->vm_fd >= 0)
-		close(vm->vm_fd);
-	free(vm->vcpu_fds);
-	vm->vcpu_fds = NULL;
 }
 
 /* ---- frame size ---- */
@@ -356,13 +324,13 @@ static void test_vmm_connections_at_the_limit_and_one_past(void **state)
 static void test_registered_vms_at_the_limit_and_one_past(void **state)
 {
 	int kvm = open_kvm_or_skip("the VM limit");
-	struct test_vm vms[TEST_MAX_VMS + 1];
+	struct harness_vm vms[TEST_MAX_VMS + 1];
 	struct vcounter_vm_info info;
 	struct vcounter *vc;
 	char id[16];
 
 	for (int i = 0; i <= TEST_MAX_VMS; i++)
-		assert_int_equal(test_vm_create(&vms[i], 1, kvm), 0);
+		assert_int_equal(harness_vm_create(&vms[i], kvm, 1), 0);
 	assert_int_equal(vcounter_connect(daemon_main.vmm_socket, &vc), 0);
 	for (int i = 0; i < TEST_MAX_VMS; i++) {
 		snprintf(id, sizeof(id), "vm-%d", i);
@@ -387,7 +355,7 @@ static void test_registered_vms_at_the_limit_and_one_past(void **state)
 	vcounter_close(vc);
 	assert_fd_count_settles(baseline_fds);
 	for (int i = 0; i <= TEST_MAX_VMS; i++)
-		test_vm_destroy(&vms[i]);
+		harness_vm_destroy(&vms[i]);
 	close(kvm);
 }
 
@@ -402,7 +370,7 @@ static void test_vcpus_per_vm_at_the_limit_and_one_past(void **state)
 	struct vcounter_vm_info info;
 	struct rlimit nofile;
 	struct vcounter *vc;
-	struct test_vm vm;
+	struct harness_vm vm;
 	int r;
 
 	/* One past: refused before any fd is looked at, by the daemon and by
@@ -436,10 +404,11 @@ static void test_vcpus_per_vm_at_the_limit_and_one_past(void **state)
 		close(kvm);
 		skip();
 	}
-	r = test_vm_create(&vm, VC_MAX_VCPUS, kvm);
+	r = harness_vm_create(&vm, kvm, VC_MAX_VCPUS);
 	if (r < 0) {
-		fprintf(stderr, "SKIP: KVM stopped at %u vCPUs: %s\n", vm.n, strerror(-r));
-		test_vm_destroy(&vm);
+		fprintf(stderr, "SKIP: KVM will not make a VM of %d vCPUs: %s\n", VC_MAX_VCPUS,
+			strerror(-r));
+		harness_vm_destroy(&vm);
 		vcounter_close(vc);
 		close(kvm);
 		skip();
@@ -457,14 +426,14 @@ static void test_vcpus_per_vm_at_the_limit_and_one_past(void **state)
 	assert_int_equal(vcounter_unregister_vm(vc, "vm-1024"), 0);
 	vcounter_close(vc);
 	assert_fd_count_settles(baseline_fds);
-	test_vm_destroy(&vm);
+	harness_vm_destroy(&vm);
 	close(kvm);
 }
 
 /* ---- what a VMM connection may hold ---- */
 
 /* A raw RegisterVm of a 1-vCPU target VM, answered later (the probe). */
-static void send_register(int fd, uint64_t id, const char *vm_id, const struct test_vm *vm)
+static void send_register(int fd, uint64_t id, const char *vm_id, const struct harness_vm *vm)
 {
 	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT;
 	Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
@@ -488,7 +457,7 @@ static void test_kvm_ops_per_vmm_at_the_limit_and_one_past(void **state)
 {
 	const char *args[] = { "--kvm-op-timeout", "60000", NULL };
 	int kvm = open_kvm_or_skip("the KVM op limit");
-	static struct test_vm vms[VCD_MAX_PENDING_OPS_TEST + 1];
+	static struct harness_vm vms[VCD_MAX_PENDING_OPS_TEST + 1];
 	struct daemon_proc *d = &ops_daemon;
 	int fd, other, base, ops = 0;
 	char vm_id[16];
@@ -502,7 +471,7 @@ static void test_kvm_ops_per_vmm_at_the_limit_and_one_past(void **state)
 			base = harness_fd_count(d);
 	}
 	for (int i = 0; i <= VCD_MAX_PENDING_OPS_TEST; i++)
-		assert_int_equal(test_vm_create(&vms[i], 1, kvm), 0);
+		assert_int_equal(harness_vm_create(&vms[i], kvm, 1), 0);
 
 	fd = vmm_raw_connect(d->vmm_socket);
 	for (int i = 0; i <= VCD_MAX_PENDING_OPS_TEST; i++) {
@@ -546,7 +515,7 @@ static void test_kvm_ops_per_vmm_at_the_limit_and_one_past(void **state)
 	assert_int_equal(harness_stop(d), 0);
 	d->pid = 0;
 	for (int i = 0; i <= VCD_MAX_PENDING_OPS_TEST; i++)
-		test_vm_destroy(&vms[i]);
+		harness_vm_destroy(&vms[i]);
 	close(kvm);
 }
 
@@ -797,7 +766,7 @@ static void test_running_migrations_at_the_limit_and_one_past(void **state)
 	struct sockaddr_in sa = { .sin_family = AF_INET,
 				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t sa_len = sizeof(sa);
-	struct test_vm vms[TEST_MAX_MIGRATIONS + 1];
+	struct harness_vm vms[TEST_MAX_MIGRATIONS + 1];
 	char ids[TEST_MAX_MIGRATIONS + 1][64], vm_id[16], address[64];
 	struct vcounter_ctl_migration aborted;
 	struct vcounter_vm_info info;
@@ -814,7 +783,7 @@ static void test_running_migrations_at_the_limit_and_one_past(void **state)
 
 	assert_int_equal(vcounter_connect(daemon_main.vmm_socket, &vc), 0);
 	for (int i = 0; i <= TEST_MAX_MIGRATIONS; i++) {
-		assert_int_equal(test_vm_create(&vms[i], 1, kvm), 0);
+		assert_int_equal(harness_vm_create(&vms[i], kvm, 1), 0);
 		snprintf(vm_id, sizeof(vm_id), "vm-m%d", i);
 		assert_int_equal(vcounter_register_vm(vc, vm_id, VCOUNTER_ROLE_SOURCE, vms[i].vm_fd,
 						      vms[i].vcpu_fds, 1, &info),
@@ -850,7 +819,7 @@ static void test_running_migrations_at_the_limit_and_one_past(void **state)
 	vcounter_close(vc);
 	close(silent);
 	for (int i = 0; i <= TEST_MAX_MIGRATIONS; i++)
-		test_vm_destroy(&vms[i]);
+		harness_vm_destroy(&vms[i]);
 	close(kvm);
 	assert_daemon_serving();
 }

@@ -394,35 +394,15 @@ static void test_control_watchers_follow_watch_streams(void **state)
 	assert_fds_back_to_baseline();
 }
 
-struct test_vm {
-	int vm_fd;
-	int vcpu_fds[2];
-};
-
 /* A real KVM VM of 2 vCPUs, or a skip saying why not. */
-static void test_vm_create_or_skip(struct test_vm *vm)
+static void test_vm_create_or_skip(struct harness_vm *vm)
 {
-	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	int kvm = harness_kvm_open("no VM to register");
 
-	if (kvm < 0) {
-		fprintf(stderr, "SKIP: /dev/kvm unavailable (%s): no VM to register\n",
-			strerror(errno));
+	if (kvm < 0)
 		skip();
-	}
-	vm->vm_fd = ioctl(kvm, KVM_CREATE_VM, 0);
+	assert_int_equal(harness_vm_create(vm, kvm, 2), 0);
 	close(kvm);
-	assert_true(vm->vm_fd >= 0);
-	for (int i = 0; i < 2; i++) {
-		vm->vcpu_fds[i] = ioctl(vm->vm_fd, KVM_CREATE_VCPU, i);
-		assert_true(vm->vcpu_fds[i] >= 0);
-	}
-}
-
-static void test_vm_destroy(struct test_vm *vm)
-{
-	close(vm->vcpu_fds[0]);
-	close(vm->vcpu_fds[1]);
-	close(vm->vm_fd);
 }
 
 static void vms_series(char *buf, size_t size, const char *role, const char *backend)
@@ -434,7 +414,7 @@ static void test_registered_vm_moves_the_gauge(void **state)
 {
 	struct vcounter_vm_info info;
 	struct vcounter *vc;
-	struct test_vm vm;
+	struct harness_vm vm;
 	char series[160];
 
 	test_vm_create_or_skip(&vm);
@@ -458,7 +438,7 @@ static void test_registered_vm_moves_the_gauge(void **state)
 	assert_int_equal(metric(series), 1);
 	vcounter_close(vc);
 	wait_metric(series, 0);
-	test_vm_destroy(&vm);
+	harness_vm_destroy(&vm);
 	assert_fds_back_to_baseline();
 }
 
@@ -509,7 +489,7 @@ static void test_failed_migrations_and_peer_links_are_counted(void **state)
 	struct vcounter_vm_info info;
 	struct daemon_proc target;
 	struct vcounter *vc;
-	struct test_vm vm;
+	struct harness_vm vm;
 	int saved_port;
 	FILE *f;
 
@@ -559,7 +539,7 @@ static void test_failed_migrations_and_peer_links_are_counted(void **state)
 	assert_int_equal(metric("vcounterd_peer_link_failures_total"), link_failures + 1);
 	assert_int_equal(vcounter_unregister_vm(vc, "vm-source"), 0);
 	vcounter_close(vc);
-	test_vm_destroy(&vm);
+	harness_vm_destroy(&vm);
 	assert_fds_back_to_baseline();
 }
 

@@ -321,30 +321,6 @@ static void test_register_refuses_fds_of_the_wrong_kind(void **state)
 
 #define TEST_VM_MAX_VCPUS 300
 
-struct test_vm {
-	int vm_fd;
-	int vcpu_fds[TEST_VM_MAX_VCPUS];
-	unsigned n;
-};
-
-static int test_vm_create(struct test_vm *vm, unsigned n, int kvm_fd)
-{
-	int r = harness_kvm_vm_create(kvm_fd, n, &vm->vm_fd, vm->vcpu_fds);
-
-	vm->n = r < 0 ? 0 : n;
-	if (r < 0)
-		vm->vm_fd = -1;
-	return r;
-}
-
-static void test_vm_destroy(struct test_vm *vm)
-{
-	for (unsigned i = 0; i < vm->n; i++)
-		close(vm->vcpu_fds[i]);
-	if (vm->vm_fd >= 0)
-		close(vm->vm_fd);
-}
-
 /* Does this kernel offer kernel-patch/'s KVM_CAP_SYSTEM_COUNTER_STATE? */
 static bool kernel_has_syscounter(int vm_fd)
 {
@@ -353,23 +329,20 @@ static bool kernel_has_syscounter(int vm_fd)
 
 static int open_kvm_or_skip(void)
 {
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	int fd = harness_kvm_open("real KVM fd checks not run");
 
-	if (fd < 0) {
-		fprintf(stderr, "SKIP: /dev/kvm unavailable (%s): real KVM fd checks not run\n",
-			strerror(errno));
+	if (fd < 0)
 		skip();
-	}
 	return fd;
 }
 
 static void test_register_refuses_misplaced_kvm_fds(void **state)
 {
 	int kvm = open_kvm_or_skip();
-	struct test_vm a, b;
+	struct harness_vm a, b;
 
-	assert_int_equal(test_vm_create(&a, 2, kvm), 0);
-	assert_int_equal(test_vm_create(&b, 3, kvm), 0);
+	assert_int_equal(harness_vm_create(&a, kvm, 2), 0);
+	assert_int_equal(harness_vm_create(&b, kvm, 3), 0);
 
 	/* /dev/kvm itself where the VM belongs. */
 	{
@@ -414,8 +387,8 @@ static void test_register_refuses_misplaced_kvm_fds(void **state)
 		register_expect_refusal(NULL, 0, 2, NULL);
 	}
 
-	test_vm_destroy(&a);
-	test_vm_destroy(&b);
+	harness_vm_destroy(&a);
+	harness_vm_destroy(&b);
 	close(kvm);
 }
 
@@ -432,11 +405,11 @@ static void test_register_real_vm_reports_the_truth_about_offset_control(void **
 	int kvm = open_kvm_or_skip();
 	struct vcounter_vm_info info;
 	struct vcounter *vc;
-	struct test_vm vm;
+	struct harness_vm vm;
 	uint64_t before[2];
 	int honours;
 
-	assert_int_equal(test_vm_create(&vm, 2, kvm), 0);
+	assert_int_equal(harness_vm_create(&vm, kvm, 2), 0);
 	honours = harness_kvm_honours_offsets(vm.vcpu_fds[0]);
 	before[0] = read_offset(vm.vcpu_fds[0]);
 	before[1] = read_offset(vm.vcpu_fds[1]);
@@ -478,7 +451,7 @@ static void test_register_real_vm_reports_the_truth_about_offset_control(void **
 			 0);
 	vcounter_close(vc);
 	assert_fds_back_to_baseline();
-	test_vm_destroy(&vm);
+	harness_vm_destroy(&vm);
 	close(kvm);
 }
 
@@ -519,12 +492,12 @@ static void send_big_first_message(int fd, uint64_t id, const int *fds)
 static void test_register_vm_larger_than_one_message(void **state)
 {
 	int kvm = open_kvm_or_skip();
-	static struct test_vm vm;
+	static struct harness_vm vm;
 	struct vcounter_vm_info info;
 	struct vcounter *vc;
 	int r, fd, fds[UNIX_FD_MAX_FDS];
 
-	r = test_vm_create(&vm, TEST_VM_MAX_VCPUS, kvm);
+	r = harness_vm_create(&vm, kvm, TEST_VM_MAX_VCPUS);
 	if (r < 0) {
 		fprintf(stderr, "SKIP: this KVM will not create %d vCPUs: %s\n", TEST_VM_MAX_VCPUS,
 			strerror(-r));
@@ -564,7 +537,7 @@ static void test_register_vm_larger_than_one_message(void **state)
 	close(fd);
 	assert_fds_back_to_baseline();
 	assert_daemon_serving();
-	test_vm_destroy(&vm);
+	harness_vm_destroy(&vm);
 	close(kvm);
 }
 
@@ -573,10 +546,10 @@ static void test_unknown_migration_ids_are_refused(void **state)
 	int kvm = open_kvm_or_skip();
 	struct vcounter_report *rep = NULL;
 	struct vcounter *vc;
-	struct test_vm vm;
+	struct harness_vm vm;
 	uint64_t gen;
 
-	assert_int_equal(test_vm_create(&vm, 1, kvm), 0);
+	assert_int_equal(harness_vm_create(&vm, kvm, 1), 0);
 	assert_int_equal(vcounter_connect(daemon_main.vmm_socket, &vc), 0);
 	assert_int_equal(vcounter_register_vm(vc, "vm-ids", VCOUNTER_ROLE_TARGET, vm.vm_fd,
 					      vm.vcpu_fds, 1, NULL),
@@ -592,7 +565,7 @@ static void test_unknown_migration_ids_are_refused(void **state)
 					      (char[VCOUNTER_MIGRATION_ID_SIZE]){ 0 }),
 			 -EINVAL);
 	vcounter_close(vc);
-	test_vm_destroy(&vm);
+	harness_vm_destroy(&vm);
 	close(kvm);
 	assert_daemon_serving();
 }
@@ -602,9 +575,9 @@ static void test_migrate_out_without_tls_is_a_clear_error(void **state)
 	int kvm = open_kvm_or_skip();
 	char id[VCOUNTER_MIGRATION_ID_SIZE];
 	struct vcounter *vc;
-	struct test_vm vm;
+	struct harness_vm vm;
 
-	assert_int_equal(test_vm_create(&vm, 1, kvm), 0);
+	assert_int_equal(harness_vm_create(&vm, kvm, 1), 0);
 	assert_int_equal(vcounter_connect(daemon_main.vmm_socket, &vc), 0);
 	assert_int_equal(vcounter_register_vm(vc, "vm-notls", VCOUNTER_ROLE_SOURCE, vm.vm_fd,
 					      vm.vcpu_fds, 1, NULL),
@@ -613,7 +586,7 @@ static void test_migrate_out_without_tls_is_a_clear_error(void **state)
 			 -ENOKEY);
 	assert_non_null(strstr(vcounter_last_error(vc), "TLS"));
 	vcounter_close(vc);
-	test_vm_destroy(&vm);
+	harness_vm_destroy(&vm);
 	close(kvm);
 }
 
@@ -628,11 +601,11 @@ static void test_backends_flag_limits_and_orders_the_probe(void **state)
 	struct vcounter_vm_info info;
 	struct daemon_proc d;
 	struct vcounter *vc;
-	struct test_vm vm;
+	struct harness_vm vm;
 	char id[VC_MIGRATION_ID_LEN + 1];
 	bool patched;
 
-	assert_int_equal(test_vm_create(&vm, 2, kvm), 0);
+	assert_int_equal(harness_vm_create(&vm, kvm, 2), 0);
 	patched = kernel_has_syscounter(vm.vm_fd);
 
 	assert_int_equal(harness_start(&d, only_patch), 0);
@@ -671,7 +644,7 @@ static void test_backends_flag_limits_and_orders_the_probe(void **state)
 	expect_status_backend(&d, "vm-x86-first", "kvm-x86");
 	vcounter_close(vc);
 	assert_int_equal(harness_stop(&d), 0);
-	test_vm_destroy(&vm);
+	harness_vm_destroy(&vm);
 	close(kvm);
 }
 
