@@ -15,52 +15,8 @@
 
 #include "bench_stats.h"
 #include "clockns.h"
+#include "fixture.h"
 #include "journal.h"
-
-static void fill_state(struct counter_state *s, uint32_t n)
-{
-	memset(s, 0, sizeof(*s));
-	s->backend = BACKEND_KVM_X86;
-	s->arch = COUNTER_ARCH_X86_TSC;
-	s->guest_tsc_khz = 2500000;
-	s->n_vcpus = n;
-	for (uint32_t i = 0; i < n; i++)
-		s->offset_cycles[i] = (uint64_t)-5000000000ll - 1000003ull * i;
-	s->anchor.source = ANCHOR_BRACKET;
-	s->anchor.tai_ns = 1700000000000000000ull;
-	s->anchor.host_tsc = 9876543210ull;
-	s->anchor.host_tsc_khz = 2500000;
-}
-
-/* The record written before the target answers its VMM: applied, with
- * prepared and final states and the report. */
-static void fill_entry(struct journal_entry *e, uint32_t n)
-{
-	struct session *s = &e->s;
-
-	memset(e, 0, sizeof(*e));
-	snprintf(s->migration_id, sizeof(s->migration_id), "0123456789abcdef0123456789abcdef");
-	snprintf(s->vm_id, sizeof(s->vm_id), "vm-bench");
-	snprintf(s->peer_identity, sizeof(s->peer_identity), "host-a.example");
-	snprintf(e->peer_address, sizeof(e->peer_address), "192.0.2.1:7420");
-	s->role = VM_ROLE_TARGET;
-	s->step = STEP_APPLIED;
-	s->generation = 1;
-	fill_state(&s->prepared, n);
-	s->has_final = true;
-	fill_state(&s->final, n);
-	s->has_report = true;
-	memcpy(s->report.migration_id, s->migration_id, sizeof(s->migration_id));
-	memcpy(s->report.vm_id, s->vm_id, sizeof(s->vm_id));
-	s->report.backend = BACKEND_KVM_X86;
-	s->report.generation = 1;
-	s->report.n_vcpus = n;
-	s->report.guest_tsc_khz = 2500000;
-	for (uint32_t i = 0; i < n; i++) {
-		s->report.offsets_before[i] = s->final.offset_cycles[i];
-		s->report.offsets_after[i] = s->final.offset_cycles[i] + 91583770;
-	}
-}
 
 struct result {
 	uint64_t p50, p99;
@@ -78,7 +34,7 @@ static int run(struct journal *j, uint32_t n_vcpus, size_t n, bool write, struct
 		free(t);
 		return -ENOMEM;
 	}
-	fill_entry(e, n_vcpus);
+	fixture_applied_entry(e, n_vcpus);
 	for (size_t i = 0; i < n && r == 0; i++) {
 		uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
 

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fixture.h"
+#include "flow_fakes.h"
 #include "frame.h"
 #include "grpc_wire.h"
 #include "journal.h"
@@ -33,36 +35,6 @@ static void put(const char *target, const char *name, const void *prefix, size_t
 		perror(path);
 		exit(1);
 	}
-}
-
-static void fill_state(struct counter_state *s, uint32_t n_vcpus)
-{
-	memset(s, 0, sizeof(*s));
-	s->backend = BACKEND_KVM_X86;
-	s->arch = COUNTER_ARCH_X86_TSC;
-	s->guest_tsc_khz = 2500000;
-	s->tsc_scaling_ratio = 1ull << 48;
-	s->tsc_scaling_frac_bits = 48;
-	s->n_vcpus = n_vcpus;
-	for (uint32_t i = 0; i < n_vcpus; i++)
-		s->offset_cycles[i] = (uint64_t)-1000 * (i + 1);
-	s->anchor.source = ANCHOR_BRACKET;
-	s->anchor.tai_ns = 123456789;
-	s->anchor.host_tsc = 987654321;
-	s->anchor.host_tsc_khz = 2500000;
-}
-
-static void fill_report(struct migration_report *r)
-{
-	memset(r, 0, sizeof(*r));
-	memcpy(r->migration_id, "0123456789abcdef0123456789abcdef", VC_MIGRATION_ID_LEN);
-	strcpy(r->vm_id, "vm-1");
-	r->backend = BACKEND_KVM_X86;
-	r->generation = 3;
-	r->n_vcpus = 2;
-	r->offsets_before[0] = r->offsets_after[0] = 100;
-	r->offsets_before[1] = r->offsets_after[1] = 200;
-	r->guest_tsc_khz = 2500000;
 }
 
 static void vmm_seed(const char *name, const uint8_t *fd_prefix, size_t fd_prefix_len,
@@ -98,7 +70,7 @@ static void vmm_seeds(void)
 	vmm_seed("register-3fds", (const uint8_t[]){ 3, 2, 3, 0 }, 4, &msg);
 	vmm_seed("register-nofd", (const uint8_t[]){ 0 }, 1, &msg);
 
-	fill_state(&s, 4);
+	fixture_state(&s, 4, (uint64_t)-1000);
 	wire_counter_state_to_pb(&s, &spb);
 	res.state = &spb.state;
 	res.backend = VCOUNTER__V1__BACKEND__BACKEND_KVM_X86;
@@ -106,7 +78,7 @@ static void vmm_seeds(void)
 	msg.kvm_op_result = &res;
 	vmm_seed("kvm-op-result", (const uint8_t[]){ 0 }, 1, &msg);
 
-	fill_report(&r);
+	fixture_report(&r, 2);
 	wire_report_to_pb(&r, &rpb);
 	reply.report = &rpb.report;
 	msg.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_APPLY_REPLY;
@@ -126,17 +98,26 @@ struct datagrams {
 	size_t len;
 };
 
+/* A 2-byte big-endian length, then len bytes. */
+static void datagram_put(struct datagrams *d, const uint8_t *bytes, size_t len)
+{
+	if (len > 0xffff || d->len + 2 + len > sizeof(d->buf))
+		exit(1);
+	d->buf[d->len++] = (uint8_t)(len >> 8);
+	d->buf[d->len++] = (uint8_t)len;
+	if (len)
+		memcpy(d->buf + d->len, bytes, len);
+	d->len += len;
+}
+
 static void datagram_add(struct datagrams *d, const Vcounter__V1__VmmMessage *msg)
 {
 	uint8_t *frame;
 	size_t len;
 
-	if (wire_vmm_pack_frame(msg, &frame, &len) < 0 || d->len + 2 + len > sizeof(d->buf))
+	if (wire_vmm_pack_frame(msg, &frame, &len) < 0)
 		exit(1);
-	d->buf[d->len++] = (uint8_t)(len >> 8);
-	d->buf[d->len++] = (uint8_t)len;
-	memcpy(d->buf + d->len, frame, len);
-	d->len += len;
+	datagram_put(d, frame, len);
 	free(frame);
 }
 
@@ -218,7 +199,7 @@ static void peer_seeds(void)
 	Vcounter__V1__FinalState final = VCOUNTER__V1__FINAL_STATE__INIT;
 	Vcounter__V1__Applied applied = VCOUNTER__V1__APPLIED__INIT;
 
-	fill_state(&s, 2);
+	fixture_state(&s, 2, (uint64_t)-1000);
 	wire_counter_state_to_pb(&s, &spb);
 	msg.id = 7;
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE;
@@ -235,7 +216,7 @@ static void peer_seeds(void)
 	final.state = &spb.state;
 	peer_seed("final-state", &msg);
 
-	fill_report(&r);
+	fixture_report(&r, 2);
 	wire_report_to_pb(&r, &rpb);
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_APPLIED;
 	msg.applied = &applied;
@@ -252,17 +233,12 @@ static void record_add(struct datagrams *d, const Vcounter__V1__PeerMessage *msg
 	size_t len;
 
 	if (!msg) {
-		d->buf[d->len++] = 0;
-		d->buf[d->len++] = 0;
+		datagram_put(d, NULL, 0);
 		return;
 	}
-	if (wire_peer_pack_frame(msg, &frame, &len) < 0 || d->len + 2 + len > sizeof(d->buf))
+	if (wire_peer_pack_frame(msg, &frame, &len) < 0)
 		exit(1);
-	len -= FRAME_HEADER_BYTES;
-	d->buf[d->len++] = (uint8_t)(len >> 8);
-	d->buf[d->len++] = (uint8_t)len;
-	memcpy(d->buf + d->len, frame + FRAME_HEADER_BYTES, len);
-	d->len += len;
+	datagram_put(d, frame + FRAME_HEADER_BYTES, len - FRAME_HEADER_BYTES);
 	free(frame);
 }
 
@@ -281,7 +257,11 @@ static void peer_link_seeds(void)
 	const char *id = "0123456789abcdef0123456789abcdef";
 	struct datagrams d = { .len = 0 };
 
-	fill_state(&s, 1);
+	/* vm-flow's guest rate, and a source with no kvmclock to check. */
+	fixture_state(&s, 1, (uint64_t)-1000);
+	s.guest_tsc_khz = s.anchor.host_tsc_khz = GUEST_KHZ;
+	s.kvmclock = (struct kvmclock_state){ 0 };
+	s.sync = (struct sync_error){ 0 };
 	wire_counter_state_to_pb(&s, &spb);
 	msg.id = 1;
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_PREPARE;
@@ -318,7 +298,7 @@ static void peer_link_seeds(void)
 	abort_msg.migration_id = (char *)id;
 	abort_msg.reason = "operator";
 	record_add(&d, &msg);
-	fill_report(&r);
+	fixture_report(&r, 2);
 	wire_report_to_pb(&r, &rpb);
 	msg.id = 5;
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_APPLIED;
@@ -385,7 +365,7 @@ static void vm_store_seeds(void)
 		e[k].guest_tsc_khz = 2500000;
 		e[k].has_state = k == 0;
 		if (e[k].has_state)
-			fill_state(&e[k].state, 2);
+			fixture_state(&e[k].state, 2, (uint64_t)-1000);
 	}
 	for (size_t n = 0; n <= 2; n++) {
 		char name[16];
@@ -426,11 +406,11 @@ static void journal_seeds(void)
 		strcpy(e.peer_address, "127.0.0.1:7420");
 		e.s.role = steps[k].role;
 		e.s.step = steps[k].step;
-		fill_state(&e.s.prepared, 2);
+		fixture_state(&e.s.prepared, 2, (uint64_t)-1000);
 		if (steps[k].step == STEP_FINAL || steps[k].step == STEP_APPLIED) {
 			e.s.has_final = true;
 			e.s.generation = 1;
-			fill_state(&e.s.final, 2);
+			fixture_state(&e.s.final, 2, (uint64_t)-2000);
 			e.awaiting_source = steps[k].role == VM_ROLE_TARGET;
 		}
 		if (steps[k].step == STEP_APPLIED) {

@@ -512,6 +512,17 @@ void link_loss(void)
  * connection's ops are lost (they end with the connection, after the
  * restart, as a VMM that reconnects would see), the migrations come back
  * from the session journal. The VMs stay registered (systemd's fd store). */
+/* vcd's VMM connection closes: its ops issued before op id `before` end as
+ * a VMM's disconnection ends them. */
+static void vmm_disconnect(struct vcd *vcd, uint64_t before)
+{
+	for (size_t i = 0; i < n_ops; i++)
+		if (ops[i].vcd == vcd && ops[i].op_id < before && !ops[i].done) {
+			ops[i].done = true;
+			ops[i].cb(vcd, -ECONNRESET, "the VMM disconnected", NULL, ops[i].userdata);
+		}
+}
+
 void restart(struct vcd *vcd)
 {
 	uint64_t before = next_op_id;
@@ -519,11 +530,7 @@ void restart(struct vcd *vcd)
 	migrations_stop(vcd);
 	FLOW_CHECK(migrations_start(vcd) == 0);
 	FLOW_CHECK(migrations_recover(vcd) == 0);
-	for (size_t i = 0; i < n_ops; i++)
-		if (ops[i].vcd == vcd && ops[i].op_id < before && !ops[i].done) {
-			ops[i].done = true;
-			ops[i].cb(vcd, -ECONNRESET, "the VMM disconnected", NULL, ops[i].userdata);
-		}
+	vmm_disconnect(vcd, before);
 }
 
 /* ---- two daemons ---- */
@@ -582,11 +589,7 @@ static void daemon_up(struct vcd *vcd, const char *name, char *state_dir, bool l
 static void daemon_down(struct vcd *vcd)
 {
 	migrations_stop(vcd);
-	for (size_t i = 0; i < n_ops; i++)
-		if (ops[i].vcd == vcd && !ops[i].done) {
-			ops[i].done = true;
-			ops[i].cb(vcd, -ECONNRESET, "the VMM disconnected", NULL, ops[i].userdata);
-		}
+	vmm_disconnect(vcd, UINT64_MAX);
 	vm_registry_clear(&vcd->vms);
 	sync_source_free(vcd->sync);
 	SSL_CTX_free(vcd->tls_server);

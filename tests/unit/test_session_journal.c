@@ -20,70 +20,16 @@
 #include <cmocka.h>
 
 #include "failpoint.h"
+#include "fixture.h"
 #include "journal.h"
 #include "vm_store.h"
 
-static void fill_state(struct counter_state *s, uint32_t n_vcpus, uint64_t base)
-{
-	memset(s, 0, sizeof(*s));
-	s->backend = BACKEND_KVM_X86;
-	s->arch = COUNTER_ARCH_X86_TSC;
-	s->guest_tsc_khz = 2500000;
-	s->tsc_scaling_ratio = 1ull << 48;
-	s->tsc_scaling_frac_bits = 48;
-	s->n_vcpus = n_vcpus;
-	for (uint32_t i = 0; i < n_vcpus; i++)
-		s->offset_cycles[i] = base - 1000003ull * i; /* negative, full width */
-	s->kvmclock.clock_ns = 5000000000ull;
-	s->kvmclock.flags = 6;
-	s->anchor.source = ANCHOR_BRACKET;
-	s->anchor.tai_ns = 1700000000000000000ull;
-	s->anchor.host_tsc = 9876543210ull;
-	s->anchor.width_ns = 40;
-	s->anchor.host_tsc_khz = 2500000;
-	s->sync.maxerror_ns = 16000;
-	s->sync.esterror_ns = 1000;
-}
-
-/* A target that applied: every part of a record is present. */
 static struct journal_entry *applied_entry(uint32_t n_vcpus)
 {
 	struct journal_entry *e = calloc(1, sizeof(*e));
-	struct session *s;
 
 	assert_non_null(e);
-	s = &e->s;
-	e->sequence = 7;
-	snprintf(s->migration_id, sizeof(s->migration_id), "0123456789abcdef0123456789abcdef");
-	snprintf(s->vm_id, sizeof(s->vm_id), "vm-42");
-	s->role = VM_ROLE_TARGET;
-	snprintf(s->peer_identity, sizeof(s->peer_identity), "host-a.example");
-	s->step = STEP_APPLIED;
-	s->generation = 3;
-	fill_state(&s->prepared, n_vcpus, (uint64_t)-5000000000ll);
-	s->has_final = true;
-	fill_state(&s->final, n_vcpus, (uint64_t)-5000004242ll);
-	s->has_report = true;
-	memcpy(s->report.migration_id, s->migration_id, sizeof(s->migration_id));
-	memcpy(s->report.vm_id, s->vm_id, sizeof(s->vm_id));
-	s->report.backend = BACKEND_KVM_X86;
-	s->report.generation = 3;
-	s->report.n_vcpus = n_vcpus;
-	for (uint32_t i = 0; i < n_vcpus; i++) {
-		s->report.offsets_before[i] = s->final.offset_cycles[i];
-		s->report.offsets_after[i] = s->final.offset_cycles[i] + 91583770;
-	}
-	s->report.elapsed_ns = 60520739;
-	s->report.delta_cycles = 91583770;
-	s->report.error_bound_ns = 2306357;
-	s->report.apply_latency_ns = 15365000;
-	s->report.guest_tsc_khz = 2500000;
-	s->report.error_bound_exceeded = true;
-	snprintf(e->peer_address, sizeof(e->peer_address), "[2001:db8::1]:7420");
-	e->by_controller = true;
-	e->planned_delta_cycles = -12345;
-	e->planned_error_bound_ns = 99;
-	e->realtime_ns = 1760000000123456789ull;
+	fixture_applied_entry(e, n_vcpus);
 	return e;
 }
 

@@ -12,77 +12,16 @@
 
 #include <cmocka.h>
 
+#include "fixture.h"
 #include "frame.h"
 #include "macro.h"
 #include "wire.h"
 
 #define MIGRATION_ID "0123456789abcdef0123456789abcdef"
 
-/* Values chosen to be awkward on the wire: offsets with the top bit set are
- * ten-byte varints (the worst case), negative ones exercise two's complement. */
 static void fill_state(struct counter_state *s, uint32_t n_vcpus)
 {
-	memset(s, 0, sizeof(*s));
-	s->backend = BACKEND_KVM_X86;
-	s->arch = COUNTER_ARCH_X86_TSC;
-	s->guest_tsc_khz = 2995200;
-	s->tsc_scaling_ratio = UINT64_C(1) << 48;
-	s->tsc_scaling_frac_bits = 48;
-	s->n_vcpus = n_vcpus;
-	for (uint32_t i = 0; i < n_vcpus; i++)
-		s->offset_cycles[i] = UINT64_C(0xfffffff000000000) - (uint64_t)i * 977;
-	s->kvmclock = (struct kvmclock_state){
-		.clock_ns = UINT64_C(123456789012),
-		.flags = 0xe,
-		.realtime_ns = UINT64_C(1700000000123456789),
-		.host_tsc = UINT64_C(987654321098765),
-	};
-	s->anchor = (struct host_anchor){
-		.tai_ns = UINT64_C(1700000037123456789),
-		.host_tsc = UINT64_C(987654321099999),
-		.width_ns = 41,
-		.source = ANCHOR_BRACKET,
-		.host_tsc_khz = 2995200,
-	};
-	s->sync = (struct sync_error){
-		.maxerror_ns = 16000000,
-		.esterror_ns = 2000,
-		.unsynced = true,
-		.tai_offset_s = -37,
-		.leap = SYNC_LEAP_DELETE,
-		.source = SYNC_SOURCE_CHRONY,
-	};
-}
-
-static void fill_report(struct migration_report *r, uint32_t n_vcpus)
-{
-	memset(r, 0, sizeof(*r));
-	strcpy(r->migration_id, MIGRATION_ID);
-	strcpy(r->vm_id, "vm-42.prod:a_b");
-	r->backend = BACKEND_KVM_SYSCOUNTER;
-	r->generation = 3;
-	r->n_vcpus = n_vcpus;
-	for (uint32_t i = 0; i < n_vcpus; i++) {
-		r->offsets_before[i] = UINT64_MAX - i;
-		r->offsets_after[i] = UINT64_C(0x8000000000000000) + i;
-	}
-	r->elapsed_ns = -1234567;
-	r->delta_cycles = INT64_MIN + 5;
-	r->error_bound_ns = 250000;
-	r->apply_latency_ns = 88000;
-	r->guest_tsc_khz = 1000000;
-	r->error_bound_exceeded = true;
-	r->clamped_ns = 7;
-	r->timescale = TIMESCALE_UTC;
-	r->kvmclock_verdict = KVMCLOCK_MASTER_CLOCK_LOST;
-	r->kvmclock_flags_source = 0xe;
-	r->kvmclock_flags_before = 0xc;
-	r->kvmclock_flags_after = 0x8;
-	r->kvmclock_error_ns = -37000000000;
-	r->source_sync = SYNC_SOURCE_CHRONY;
-	r->source_maxerror_ns = 1173000;
-	r->target_sync = SYNC_SOURCE_FIXED;
-	r->target_maxerror_ns = UINT64_MAX;
+	fixture_state(s, n_vcpus, UINT64_C(0xfffffff000000000));
 }
 
 static void assert_state_equal(const struct counter_state *a, const struct counter_state *b)
@@ -236,7 +175,7 @@ static void test_report_round_trips_through_peer_frame(void **unused)
 
 	/* VC_MAX_VCPUS offsets twice, every one a ten-byte varint: the largest
 	 * report there can be (~20 KiB) must fit a frame. */
-	fill_report(&in, VC_MAX_VCPUS);
+	fixture_report(&in, VC_MAX_VCPUS);
 	wire_report_to_pb(&in, &pb);
 	applied.report = &pb.report;
 	msg.body_case = VCOUNTER__V1__PEER_MESSAGE__BODY_APPLIED;
@@ -262,7 +201,7 @@ static void test_to_pb_points_into_source_struct(void **unused)
 	struct wire_report_pb rpb;
 
 	fill_state(&s, 4);
-	fill_report(&r, 4);
+	fixture_report(&r, 4);
 	wire_counter_state_to_pb(&s, &spb);
 	wire_report_to_pb(&r, &rpb);
 	assert_ptr_equal(spb.state.offset_cycles, s.offset_cycles);
@@ -699,7 +638,7 @@ struct report_fixture {
 
 static void report_fixture_init(struct report_fixture *f)
 {
-	fill_report(&f->src, 3);
+	fixture_report(&f->src, 3);
 	wire_report_to_pb(&f->src, &f->pb);
 	f->pb.report.offsets_before = f->before;
 	f->pb.report.offsets_after = f->after;
