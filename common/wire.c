@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "errmsg.h"
 #include "frame.h"
 #include "macro.h"
 #include "wire.h"
@@ -274,21 +275,6 @@ static Vcounter__V1__AnchorSource anchor_source_to_pb(enum anchor_source source)
 
 /* ---- validating conversions ---- */
 
-/* Write the refusal sentence (if the caller wants one) and return -EINVAL, so
- * that every check is one line: return refuse(err, err_size, "...", ...). */
-__attribute__((format(printf, 3, 4))) static int refuse(char *err, size_t err_size, const char *fmt,
-							...)
-{
-	va_list ap;
-
-	if (err && err_size > 0) {
-		va_start(ap, fmt);
-		vsnprintf(err, err_size, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
-
 static int leap_from_pb(Vcounter__V1__Leap pb, enum sync_leap *ret)
 {
 	switch (pb) {
@@ -421,11 +407,11 @@ static int check_backend(Vcounter__V1__Backend pb, enum backend_kind *ret, char 
 	enum backend_kind kind;
 
 	if (wire_backend_from_pb(pb, &kind) < 0)
-		return refuse(err, err_size, "backend %d unknown", (int)pb);
+		return errmsg(err, err_size, -EINVAL, "backend %d unknown", (int)pb);
 	/* State and reports are produced by a backend; "none" means nothing
 	 * could read or write the counter, so such a message is meaningless. */
 	if (kind == BACKEND_NONE)
-		return refuse(err, err_size, "backend is none");
+		return errmsg(err, err_size, -EINVAL, "backend is none");
 	*ret = kind;
 	return 0;
 }
@@ -433,9 +419,10 @@ static int check_backend(Vcounter__V1__Backend pb, enum backend_kind *ret, char 
 static int check_guest_tsc_khz(uint32_t khz, char *err, size_t err_size)
 {
 	if (khz == 0)
-		return refuse(err, err_size, "guest_tsc_khz is 0");
+		return errmsg(err, err_size, -EINVAL, "guest_tsc_khz is 0");
 	if (khz > WIRE_MAX_GUEST_TSC_KHZ)
-		return refuse(err, err_size, "guest_tsc_khz %" PRIu32 " above limit %" PRIu32, khz,
+		return errmsg(err, err_size, -EINVAL,
+			      "guest_tsc_khz %" PRIu32 " above limit %" PRIu32, khz,
 			      WIRE_MAX_GUEST_TSC_KHZ);
 	return 0;
 }
@@ -444,12 +431,13 @@ static int check_offsets(const char *name, size_t n, const uint64_t *offsets, ch
 			 size_t err_size)
 {
 	if (n == 0)
-		return refuse(err, err_size, "%s has no entries", name);
+		return errmsg(err, err_size, -EINVAL, "%s has no entries", name);
 	if (n > VC_MAX_VCPUS)
-		return refuse(err, err_size, "%s has %zu entries, limit %d", name, n, VC_MAX_VCPUS);
+		return errmsg(err, err_size, -EINVAL, "%s has %zu entries, limit %d", name, n,
+			      VC_MAX_VCPUS);
 	/* Only a hand-built message can have this; unpack never does. */
 	if (!offsets)
-		return refuse(err, err_size, "%s has %zu entries but no data", name, n);
+		return errmsg(err, err_size, -EINVAL, "%s has %zu entries but no data", name, n);
 	return 0;
 }
 
@@ -464,32 +452,33 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 	int r;
 
 	if (!pb)
-		return refuse(err, err_size, "counter state missing");
+		return errmsg(err, err_size, -EINVAL, "counter state missing");
 	if (!ret)
-		return refuse(err, err_size, "no storage for counter state");
+		return errmsg(err, err_size, -EINVAL, "no storage for counter state");
 
 	r = check_backend(pb->backend, &backend, err, err_size);
 	if (r < 0)
 		return r;
 	/* Without it the offsets could be TSC cycles or generic-timer ticks. */
 	if (wire_counter_arch_from_pb(pb->arch, &arch) < 0)
-		return refuse(err, err_size, "counter arch %d unknown", (int)pb->arch);
+		return errmsg(err, err_size, -EINVAL, "counter arch %d unknown", (int)pb->arch);
 	if (arch == COUNTER_ARCH_NONE)
-		return refuse(err, err_size, "counter arch missing");
+		return errmsg(err, err_size, -EINVAL, "counter arch missing");
 	if (arch == COUNTER_ARCH_ARM64_CNTVCT &&
 	    (pb->tsc_scaling_ratio || pb->tsc_scaling_frac_bits))
-		return refuse(err, err_size, "arm64-cntvct state with a TSC scaling ratio");
+		return errmsg(err, err_size, -EINVAL,
+			      "arm64-cntvct state with a TSC scaling ratio");
 	r = check_guest_tsc_khz(pb->guest_tsc_khz, err, err_size);
 	if (r < 0)
 		return r;
 	if (pb->tsc_scaling_frac_bits > WIRE_TSC_FRAC_BITS_MAX)
-		return refuse(err, err_size, "tsc_scaling_frac_bits %" PRIu32 " above %d",
+		return errmsg(err, err_size, -EINVAL, "tsc_scaling_frac_bits %" PRIu32 " above %d",
 			      pb->tsc_scaling_frac_bits, WIRE_TSC_FRAC_BITS_MAX);
 	/* With scaling in use the ratio is only meaningful in KVM's fixed-point
 	 * format, which has 32 (AMD) or 48 (Intel) fractional bits. */
 	if (pb->tsc_scaling_ratio != 0 && pb->tsc_scaling_frac_bits != WIRE_TSC_FRAC_BITS_AMD &&
 	    pb->tsc_scaling_frac_bits != WIRE_TSC_FRAC_BITS_INTEL)
-		return refuse(err, err_size,
+		return errmsg(err, err_size, -EINVAL,
 			      "tsc_scaling_frac_bits %" PRIu32 " with tsc_scaling_ratio %" PRIu64
 			      ", expected %d or %d",
 			      pb->tsc_scaling_frac_bits, pb->tsc_scaling_ratio,
@@ -499,26 +488,28 @@ int wire_counter_state_from_pb(const Vcounter__V1__CounterState *pb, struct coun
 		return r;
 
 	if (!pb->anchor)
-		return refuse(err, err_size, "anchor missing");
+		return errmsg(err, err_size, -EINVAL, "anchor missing");
 	if (anchor_source_from_pb(pb->anchor->source, &source) < 0)
-		return refuse(err, err_size, "anchor source %d unknown", (int)pb->anchor->source);
+		return errmsg(err, err_size, -EINVAL, "anchor source %d unknown",
+			      (int)pb->anchor->source);
 	/* Without a (clock, TSC) pair there is nothing to compute elapsed time
 	 * from (DESIGN.md section 7). */
 	if (source == ANCHOR_NONE)
-		return refuse(err, err_size, "anchor source is none");
+		return errmsg(err, err_size, -EINVAL, "anchor source is none");
 	/* kvmclock flags are whatever KVM_GET_CLOCK said (0 on hosts out of
 	 * master-clock mode, DESIGN.md section 7), so any value is accepted. */
 	if (!pb->kvmclock)
-		return refuse(err, err_size, "kvmclock missing");
+		return errmsg(err, err_size, -EINVAL, "kvmclock missing");
 	/* A missing sync would read as "synced, zero error" and shrink the error
 	 * bound; refuse rather than guess. */
 	if (!pb->sync)
-		return refuse(err, err_size, "sync missing");
+		return errmsg(err, err_size, -EINVAL, "sync missing");
 	/* An unknown leap would be read as none, and a second lost. */
 	if (leap_from_pb(pb->sync->leap, &leap) < 0)
-		return refuse(err, err_size, "sync leap %d unknown", (int)pb->sync->leap);
+		return errmsg(err, err_size, -EINVAL, "sync leap %d unknown", (int)pb->sync->leap);
 	if (wire_sync_source_from_pb(pb->sync->source, &sync_source) < 0)
-		return refuse(err, err_size, "sync source %d unknown", (int)pb->sync->source);
+		return errmsg(err, err_size, -EINVAL, "sync source %d unknown",
+			      (int)pb->sync->source);
 
 	memset(ret, 0, sizeof(*ret));
 	ret->backend = backend;
@@ -561,16 +552,16 @@ int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb, struct migratio
 	int r;
 
 	if (!pb)
-		return refuse(err, err_size, "report missing");
+		return errmsg(err, err_size, -EINVAL, "report missing");
 	if (!ret)
-		return refuse(err, err_size, "no storage for report");
+		return errmsg(err, err_size, -EINVAL, "no storage for report");
 	/* %.*s and the validity check both stop early on garbage; the quote is
 	 * for humans, the id itself never reaches a log unchecked. */
 	if (!migration_id_is_valid(pb->migration_id))
-		return refuse(err, err_size, "migration_id \"%.*s\" invalid", WIRE_ID_QUOTE_MAX,
-			      pb->migration_id ? pb->migration_id : "");
+		return errmsg(err, err_size, -EINVAL, "migration_id \"%.*s\" invalid",
+			      WIRE_ID_QUOTE_MAX, pb->migration_id ? pb->migration_id : "");
 	if (!vm_id_is_valid(pb->vm_id))
-		return refuse(err, err_size, "vm_id \"%.*s\" invalid", WIRE_ID_QUOTE_MAX,
+		return errmsg(err, err_size, -EINVAL, "vm_id \"%.*s\" invalid", WIRE_ID_QUOTE_MAX,
 			      pb->vm_id ? pb->vm_id : "");
 	r = check_backend(pb->backend, &backend, err, err_size);
 	if (r < 0)
@@ -583,20 +574,21 @@ int wire_report_from_pb(const Vcounter__V1__MigrationReport *pb, struct migratio
 	if (r < 0)
 		return r;
 	if (pb->n_offsets_before != pb->n_offsets_after)
-		return refuse(err, err_size, "offsets_before has %zu entries, offsets_after %zu",
+		return errmsg(err, err_size, -EINVAL,
+			      "offsets_before has %zu entries, offsets_after %zu",
 			      pb->n_offsets_before, pb->n_offsets_after);
 	r = check_guest_tsc_khz(pb->guest_tsc_khz, err, err_size);
 	if (r < 0)
 		return r;
 	if (timescale_from_pb(pb->timescale, &timescale) < 0)
-		return refuse(err, err_size, "timescale %d unknown", (int)pb->timescale);
+		return errmsg(err, err_size, -EINVAL, "timescale %d unknown", (int)pb->timescale);
 	if (kvmclock_verdict_from_pb(pb->kvmclock_verdict, &verdict) < 0)
-		return refuse(err, err_size, "kvmclock verdict %d unknown",
+		return errmsg(err, err_size, -EINVAL, "kvmclock verdict %d unknown",
 			      (int)pb->kvmclock_verdict);
 	if (wire_sync_source_from_pb(pb->source_sync, &source_sync) < 0 ||
 	    wire_sync_source_from_pb(pb->target_sync, &target_sync) < 0)
-		return refuse(err, err_size, "sync source %d/%d unknown", (int)pb->source_sync,
-			      (int)pb->target_sync);
+		return errmsg(err, err_size, -EINVAL, "sync source %d/%d unknown",
+			      (int)pb->source_sync, (int)pb->target_sync);
 
 	memset(ret, 0, sizeof(*ret));
 	/* Lengths were checked by the *_is_valid calls above. */

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "counter_state.h"
+#include "errmsg.h"
 #include "fd_check.h"
 #include "macro.h"
 
@@ -127,22 +128,6 @@ static int same_open_file(int a, int b)
 #endif
 }
 
-static int fail(char *err, size_t err_size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-/* Write the sentence (if there is room for one) and return -EINVAL. */
-static int fail(char *err, size_t err_size, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && err_size > 0) {
-		va_start(ap, fmt);
-		vsnprintf(err, err_size, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
-
 /* "VM" or "vCPU <i>": what position pos of a registration must hold. */
 static void describe_slot(size_t pos, char *buf, size_t size)
 {
@@ -162,13 +147,16 @@ int fd_check_registration(const int *fds, size_t n_fds, uint32_t vcpu_count, cha
 			  size_t err_size)
 {
 	if (vcpu_count == 0)
-		return fail(err, err_size, "vcpu_count is 0, a VM needs at least one vCPU");
+		return errmsg(err, err_size, -EINVAL,
+			      "vcpu_count is 0, a VM needs at least one vCPU");
 	if (vcpu_count > VC_MAX_VCPUS)
-		return fail(err, err_size, "vcpu_count %" PRIu32 " exceeds the limit of %d",
-			    vcpu_count, VC_MAX_VCPUS);
+		return errmsg(err, err_size, -EINVAL,
+			      "vcpu_count %" PRIu32 " exceeds the limit of %d", vcpu_count,
+			      VC_MAX_VCPUS);
 	if (!fds || n_fds != (size_t)vcpu_count + 1)
-		return fail(err, err_size, "expected %zu fds (VM + %" PRIu32 " vCPUs), got %zu",
-			    (size_t)vcpu_count + 1, vcpu_count, fds ? n_fds : 0);
+		return errmsg(err, err_size, -EINVAL,
+			      "expected %zu fds (VM + %" PRIu32 " vCPUs), got %zu",
+			      (size_t)vcpu_count + 1, vcpu_count, fds ? n_fds : 0);
 
 	for (size_t pos = 0; pos < n_fds; pos++) {
 		enum fd_kind want_kind = pos == 0 ? FD_KIND_KVM_VM : FD_KIND_KVM_VCPU;
@@ -182,8 +170,8 @@ int fd_check_registration(const int *fds, size_t n_fds, uint32_t vcpu_count, cha
 		describe_slot(pos, slot, sizeof(slot));
 		r = fd_link(fds[pos], link, sizeof(link));
 		if (r < 0)
-			return fail(err, err_size, "fd %zu (%s) cannot be inspected: %s", pos, slot,
-				    strerror(-r));
+			return errmsg(err, err_size, -EINVAL, "fd %zu (%s) cannot be inspected: %s",
+				      pos, slot, strerror(-r));
 
 		kind = fd_check_parse_link(link, &index);
 		if (kind == want_kind && (kind == FD_KIND_KVM_VM || index == want_index))
@@ -205,12 +193,13 @@ int fd_check_registration(const int *fds, size_t n_fds, uint32_t vcpu_count, cha
 			other_pos = pos;
 		if (other_pos != pos && same_open_file(fds[pos], fds[other_pos]) == 1) {
 			describe_slot(other_pos, other_slot, sizeof(other_slot));
-			return fail(err, err_size,
-				    "fd %zu (%s) is %s, expected %s; the same open file as "
-				    "fd %zu (%s)",
-				    pos, slot, link, want, other_pos, other_slot);
+			return errmsg(err, err_size, -EINVAL,
+				      "fd %zu (%s) is %s, expected %s; the same open file as "
+				      "fd %zu (%s)",
+				      pos, slot, link, want, other_pos, other_slot);
 		}
-		return fail(err, err_size, "fd %zu (%s) is %s, expected %s", pos, slot, link, want);
+		return errmsg(err, err_size, -EINVAL, "fd %zu (%s) is %s, expected %s", pos, slot,
+			      link, want);
 	}
 	return 0;
 }

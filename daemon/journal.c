@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "errmsg.h"
 #include "failpoint.h"
 #include "journal.h"
 #include "macro.h"
@@ -22,21 +23,6 @@ struct journal {
 	int dir_fd;
 	char *path;
 };
-
-static int refuse(char *err, size_t err_size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int refuse(char *err, size_t err_size, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && err_size) {
-		va_start(ap, fmt);
-		vsnprintf(err, err_size, fmt, ap);
-		va_end(ap);
-	}
-	return -EBADMSG;
-}
 
 static void store_u32(uint8_t *p, uint32_t v)
 {
@@ -79,30 +65,32 @@ static int check_entry(const struct journal_entry *e, char *err, size_t err_size
 	size_t peer_len = strnlen(s->peer_identity, sizeof(s->peer_identity));
 
 	if (!migration_id_is_valid(s->migration_id))
-		return refuse(err, err_size, "migration_id invalid");
+		return errmsg(err, err_size, -EBADMSG, "migration_id invalid");
 	if (!vm_id_is_valid(s->vm_id))
-		return refuse(err, err_size, "vm_id invalid");
+		return errmsg(err, err_size, -EBADMSG, "vm_id invalid");
 	if (s->role != VM_ROLE_SOURCE && s->role != VM_ROLE_TARGET)
-		return refuse(err, err_size, "role %d is neither source nor target", (int)s->role);
+		return errmsg(err, err_size, -EBADMSG, "role %d is neither source nor target",
+			      (int)s->role);
 	if (peer_len == 0 || peer_len > SESSION_PEER_NAME_MAX)
-		return refuse(err, err_size, "peer identity empty or too long");
+		return errmsg(err, err_size, -EBADMSG, "peer identity empty or too long");
 	if (s->step <= STEP_NONE || s->step >= _STEP_MAX)
-		return refuse(err, err_size, "step %d out of range", (int)s->step);
+		return errmsg(err, err_size, -EBADMSG, "step %d out of range", (int)s->step);
 	if (step_has_final(s->role, s->step) && (!s->has_final || s->generation == 0))
-		return refuse(err, err_size, "step %s without a final state",
+		return errmsg(err, err_size, -EBADMSG, "step %s without a final state",
 			      migration_step_to_string(s->step));
 	if (s->has_final && s->final.n_vcpus != s->prepared.n_vcpus)
-		return refuse(err, err_size, "final state of %u vCPUs, prepared %u",
+		return errmsg(err, err_size, -EBADMSG, "final state of %u vCPUs, prepared %u",
 			      s->final.n_vcpus, s->prepared.n_vcpus);
 	if (step_has_report(s->role, s->step) && !s->has_report)
-		return refuse(err, err_size, "step %s without a report",
+		return errmsg(err, err_size, -EBADMSG, "step %s without a report",
 			      migration_step_to_string(s->step));
 	if (s->has_report &&
 	    (strcmp(s->report.migration_id, s->migration_id) != 0 ||
 	     strcmp(s->report.vm_id, s->vm_id) != 0 || s->report.generation != s->generation))
-		return refuse(err, err_size, "report of another migration or generation");
+		return errmsg(err, err_size, -EBADMSG, "report of another migration or generation");
 	if (e->awaiting_source && (s->role != VM_ROLE_TARGET || s->step != STEP_FINAL))
-		return refuse(err, err_size, "awaiting_source outside a target's final step");
+		return errmsg(err, err_size, -EBADMSG,
+			      "awaiting_source outside a target's final step");
 	return 0;
 }
 
@@ -168,9 +156,9 @@ static int copy_str(char *dst, size_t size, const char *src, const char *what, b
 	size_t len = src ? strlen(src) : 0;
 
 	if (required && len == 0)
-		return refuse(err, err_size, "%s missing", what);
+		return errmsg(err, err_size, -EBADMSG, "%s missing", what);
 	if (len >= size)
-		return refuse(err, err_size, "%s longer than %zu bytes", what, size - 1);
+		return errmsg(err, err_size, -EBADMSG, "%s longer than %zu bytes", what, size - 1);
 	memcpy(dst, src ? src : "", len + 1);
 	return 0;
 }
@@ -185,28 +173,29 @@ int journal_decode(const uint8_t *buf, size_t len, struct journal_entry *ret, ch
 	int r;
 
 	if (len > JOURNAL_MAX_BYTES) {
-		refuse(err, err_size, "file of over %u bytes", JOURNAL_MAX_BYTES);
+		errmsg(err, err_size, -EBADMSG, "file of over %u bytes", JOURNAL_MAX_BYTES);
 		return -E2BIG;
 	}
 	if (len < JOURNAL_HEADER_BYTES)
-		return refuse(err, err_size, "truncated: %zu bytes, header is %d", len,
+		return errmsg(err, err_size, -EBADMSG, "truncated: %zu bytes, header is %d", len,
 			      JOURNAL_HEADER_BYTES);
 	if (memcmp(buf, JOURNAL_MAGIC, 4) != 0)
-		return refuse(err, err_size, "bad magic (not a vcounterd journal file)");
+		return errmsg(err, err_size, -EBADMSG, "bad magic (not a vcounterd journal file)");
 	if (load_u32(buf + 4) != JOURNAL_VERSION) {
-		refuse(err, err_size, "version %u, this vcounterd reads %d", load_u32(buf + 4),
-		       JOURNAL_VERSION);
+		errmsg(err, err_size, -EBADMSG, "version %u, this vcounterd reads %d",
+		       load_u32(buf + 4), JOURNAL_VERSION);
 		return -EPROTONOSUPPORT;
 	}
 	n = load_u32(buf + 8);
 	if (n != len - JOURNAL_HEADER_BYTES)
-		return refuse(err, err_size, "record length %u, file holds %zu (truncated?)", n,
+		return errmsg(err, err_size, -EBADMSG,
+			      "record length %u, file holds %zu (truncated?)", n,
 			      len - JOURNAL_HEADER_BYTES);
 	if (load_u32(buf + 12) != vm_store_crc32(buf + JOURNAL_HEADER_BYTES, n))
-		return refuse(err, err_size, "checksum mismatch");
+		return errmsg(err, err_size, -EBADMSG, "checksum mismatch");
 	rec = vcounter__v1__journal_record__unpack(NULL, n, buf + JOURNAL_HEADER_BYTES);
 	if (!rec)
-		return refuse(err, err_size, "record is not a valid JournalRecord");
+		return errmsg(err, err_size, -EBADMSG, "record is not a valid JournalRecord");
 
 	memset(e, 0, sizeof(*e));
 	r = copy_str(e->s.migration_id, sizeof(e->s.migration_id), rec->migration_id,
@@ -226,7 +215,7 @@ int journal_decode(const uint8_t *buf, size_t len, struct journal_entry *ret, ch
 	if (r < 0)
 		return r;
 	if (wire_role_from_pb(rec->role, &e->s.role) < 0)
-		return refuse(err, err_size, "role %d unknown", (int)rec->role);
+		return errmsg(err, err_size, -EBADMSG, "role %d unknown", (int)rec->role);
 	e->s.step = (enum migration_step)rec->step;
 	e->s.generation = rec->generation;
 	e->sequence = rec->sequence;
@@ -236,15 +225,15 @@ int journal_decode(const uint8_t *buf, size_t len, struct journal_entry *ret, ch
 	e->realtime_ns = rec->realtime_ns;
 	e->awaiting_source = rec->awaiting_source;
 	if (wire_counter_state_from_pb(rec->prepared, &e->s.prepared, why, sizeof(why)) < 0)
-		return refuse(err, err_size, "prepared state: %s", why);
+		return errmsg(err, err_size, -EBADMSG, "prepared state: %s", why);
 	if (rec->final) {
 		if (wire_counter_state_from_pb(rec->final, &e->s.final, why, sizeof(why)) < 0)
-			return refuse(err, err_size, "final state: %s", why);
+			return errmsg(err, err_size, -EBADMSG, "final state: %s", why);
 		e->s.has_final = true;
 	}
 	if (rec->report) {
 		if (wire_report_from_pb(rec->report, &e->s.report, why, sizeof(why)) < 0)
-			return refuse(err, err_size, "report: %s", why);
+			return errmsg(err, err_size, -EBADMSG, "report: %s", why);
 		e->s.has_report = true;
 	}
 	return check_entry(e, err, err_size);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "errmsg.h"
 #include "macro.h"
 #include "vm_store.h"
 #include "wire.h"
@@ -240,26 +241,11 @@ static bool get_str(struct reader *r, char *buf, size_t max)
 	return memchr(buf, '\0', n) == NULL;
 }
 
-static int fail(char *err, size_t err_size, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t err_size, int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err_size > 0) {
-		va_start(ap, fmt);
-		vsnprintf(err, err_size, fmt, ap);
-		va_end(ap);
-	}
-	return r;
-}
-
 static int decode_entry(struct reader *r, uint32_t version, struct vm_store_entry *e, char *err,
 			size_t err_size)
 {
 	if (!get_str(r, e->vm_id, VC_VM_ID_MAX) || !get_str(r, e->fd_name, VM_STORE_FD_NAME_MAX))
-		return fail(err, err_size, -EBADMSG, "VM id or fd name malformed");
+		return errmsg(err, err_size, -EBADMSG, "VM id or fd name malformed");
 	e->role = (enum vm_role)get_u8(r);
 	e->n_vcpus = get_u32(r);
 	e->pid = (pid_t)get_u32(r);
@@ -268,7 +254,7 @@ static int decode_entry(struct reader *r, uint32_t version, struct vm_store_entr
 	e->arch = (enum counter_arch)get_u8(r);
 	e->offset_control = get_u8(r) != 0;
 	if (!get_str(r, e->probe_detail, sizeof(e->probe_detail) - 1))
-		return fail(err, err_size, -EBADMSG, "vm=%s: probe detail malformed", e->vm_id);
+		return errmsg(err, err_size, -EBADMSG, "vm=%s: probe detail malformed", e->vm_id);
 	e->guest_tsc_khz = get_u32(r);
 	e->tsc_scaling_ratio = get_u64(r);
 	e->tsc_scaling_frac_bits = get_u32(r);
@@ -281,23 +267,23 @@ static int decode_entry(struct reader *r, uint32_t version, struct vm_store_entr
 		int q;
 
 		if (!p)
-			return fail(err, err_size, -EBADMSG, "vm=%s: truncated counter state",
-				    e->vm_id);
+			return errmsg(err, err_size, -EBADMSG, "vm=%s: truncated counter state",
+				      e->vm_id);
 		pb = vcounter__v1__counter_state__unpack(NULL, len, p);
 		if (!pb)
-			return fail(err, err_size, -EBADMSG, "vm=%s: counter state does not unpack",
-				    e->vm_id);
+			return errmsg(err, err_size, -EBADMSG,
+				      "vm=%s: counter state does not unpack", e->vm_id);
 		q = wire_counter_state_from_pb(pb, &e->state, why, sizeof(why));
 		vcounter__v1__counter_state__free_unpacked(pb, NULL);
 		if (q < 0)
-			return fail(err, err_size, -EBADMSG, "vm=%s: counter state invalid: %s",
-				    e->vm_id, why);
+			return errmsg(err, err_size, -EBADMSG, "vm=%s: counter state invalid: %s",
+				      e->vm_id, why);
 	}
 	e->arrived = version >= 2 && get_u8(r) != 0;
 	if (r->short_read)
-		return fail(err, err_size, -EBADMSG, "truncated");
+		return errmsg(err, err_size, -EBADMSG, "truncated");
 	if (!entry_is_valid(e) || e->pid <= 0)
-		return fail(err, err_size, -EBADMSG, "vm=%s: a field is out of range", e->vm_id);
+		return errmsg(err, err_size, -EBADMSG, "vm=%s: a field is out of range", e->vm_id);
 	return 0;
 }
 
@@ -310,28 +296,28 @@ int vm_store_decode(const uint8_t *buf, size_t len, struct vm_store_entry **ret_
 	int q;
 
 	if (len < VM_STORE_HEADER_BYTES + 4)
-		return fail(err, err_size, -EBADMSG, "%zu bytes: shorter than the header", len);
+		return errmsg(err, err_size, -EBADMSG, "%zu bytes: shorter than the header", len);
 	if (memcmp(buf, VM_STORE_MAGIC, 4) != 0)
-		return fail(err, err_size, -EBADMSG, "bad magic");
+		return errmsg(err, err_size, -EBADMSG, "bad magic");
 	version = load_u32(buf + 4);
 	if (version < VM_STORE_VERSION_MIN || version > VM_STORE_VERSION)
-		return fail(err, err_size, -EPROTONOSUPPORT,
-			    "version %u, this vcounterd reads %u to %u", version,
-			    VM_STORE_VERSION_MIN, VM_STORE_VERSION);
+		return errmsg(err, err_size, -EPROTONOSUPPORT,
+			      "version %u, this vcounterd reads %u to %u", version,
+			      VM_STORE_VERSION_MIN, VM_STORE_VERSION);
 	total = load_u32(buf + 8);
 	if (total > VM_STORE_MAX_BYTES)
-		return fail(err, err_size, -E2BIG, "length %u over the maximum", total);
+		return errmsg(err, err_size, -E2BIG, "length %u over the maximum", total);
 	if (total != len)
-		return fail(err, err_size, -EBADMSG, "length field %u, record has %zu bytes", total,
-			    len);
+		return errmsg(err, err_size, -EBADMSG, "length field %u, record has %zu bytes",
+			      total, len);
 	crc = vm_store_crc32(buf + VM_STORE_HEADER_BYTES, len - VM_STORE_HEADER_BYTES);
 	if (crc != load_u32(buf + 12))
-		return fail(err, err_size, -EBADMSG, "checksum mismatch");
+		return errmsg(err, err_size, -EBADMSG, "checksum mismatch");
 	r = (struct reader){ .p = buf + VM_STORE_HEADER_BYTES,
 			     .left = len - VM_STORE_HEADER_BYTES };
 	n = get_u32(&r);
 	if (n > VM_STORE_MAX_VMS)
-		return fail(err, err_size, -EBADMSG, "%u VMs, more than a daemon holds", n);
+		return errmsg(err, err_size, -EBADMSG, "%u VMs, more than a daemon holds", n);
 	if (n > 0) {
 		entries = calloc(n, sizeof(*entries));
 		if (!entries)
@@ -344,11 +330,11 @@ int vm_store_decode(const uint8_t *buf, size_t len, struct vm_store_entry **ret_
 		for (uint32_t j = 0; j < i; j++)
 			if (strcmp(entries[j].vm_id, entries[i].vm_id) == 0 ||
 			    strcmp(entries[j].fd_name, entries[i].fd_name) == 0)
-				return fail(err, err_size, -EBADMSG,
-					    "vm=%s: VM id or fd name twice", entries[i].vm_id);
+				return errmsg(err, err_size, -EBADMSG,
+					      "vm=%s: VM id or fd name twice", entries[i].vm_id);
 	}
 	if (r.left != 0)
-		return fail(err, err_size, -EBADMSG, "%zu bytes after the last VM", r.left);
+		return errmsg(err, err_size, -EBADMSG, "%zu bytes after the last VM", r.left);
 	*ret_entries = TAKE_PTR(entries);
 	*ret_n = n;
 	return 0;
