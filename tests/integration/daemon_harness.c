@@ -425,3 +425,18 @@ int harness_kvm_open(const char *what)
 		fprintf(stderr, "SKIP: /dev/kvm unavailable (%s): %s\n", strerror(errno), what);
 	return fd;
 }
+
+const char *harness_notify_field(const char *msg, const char *name, char *buf, size_t size)
+{
+	size_t n = strlen(name);
+
+	for (const char *line = msg; line && *line; line = strchr(line, '\n')) {
+		if (*line == '\n')
+			line++;
+		if (strncmp(line, name, n) == 0 && line[n] == '=') {
+			snprintf(buf, size, "%.*s", (int)strcspn(line + n + 1, "\n"), line + n + 1);
+			return buf;
+		}
+	}
+	return NULL;
+}

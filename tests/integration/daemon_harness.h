@@ -72,6 +72,9 @@ void harness_dump_log(const struct daemon_proc *d);
 int harness_file_count(const char *path, const char *needle);
 void harness_dump_file(const char *path);
 const char *harness_build_root(void);
+/* The value of NAME in an sd_notify message (lines of NAME=VALUE) into
+ * buf, or NULL when the message has no such line. */
+const char *harness_notify_field(const char *msg, const char *name, char *buf, size_t size);
 
 /* The tests' own oracle for "does this host's KVM honour TSC offsets":
  * write the vCPU's offset + 0x12345678, read it back, restore. Independent

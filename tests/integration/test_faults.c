@@ -42,6 +42,7 @@
 #include "daemon_harness.h"
 #include "failpoint.h"
 #include "journal.h"
+#include "kvm_x86.h"
 #include "vcounter/control.h"
 #include "vcounter/vcounter.h"
 
@@ -307,13 +308,8 @@ static void expect_journal(const struct node *n, const char *id, enum migration_
 static uint64_t offset_get(int vcpu_fd)
 {
 	uint64_t v = 0;
-	struct kvm_device_attr attr = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-		.addr = (uint64_t)(uintptr_t)&v,
-	};
 
-	assert_int_equal(ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attr), 0);
+	assert_int_equal(kvm_x86_get_tsc_offset(vcpu_fd, &v), 0);
 	return v;
 }
 

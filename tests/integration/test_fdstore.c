@@ -113,21 +113,6 @@ static const char *store_vm_name(const struct store *s)
 	return NULL;
 }
 
-static const char *field(const char *msg, const char *name, char *buf, size_t size)
-{
-	size_t n = strlen(name);
-
-	for (const char *line = msg; line; line = strchr(line, '\n')) {
-		if (*line == '\n')
-			line++;
-		if (strncmp(line, name, n) == 0 && line[n] == '=') {
-			snprintf(buf, size, "%.*s", (int)strcspn(line + n + 1, "\n"), line + n + 1);
-			return buf;
-		}
-	}
-	return NULL;
-}
-
 /* Take the daemon's notify messages for timeout_ms, as systemd does:
  * FDSTORE=1 keeps the fds under FDNAME (several fds may share a name),
  * FDSTOREREMOVE=1 closes every fd under FDNAME. Only from the main pid
@@ -180,8 +165,9 @@ static void pump(int nfd, struct store *s, int timeout_ms)
 		}
 		CHECK(from == daemon_pid, "notify message from pid %d, daemon is %d: %.40s",
 		      (int)from, (int)daemon_pid, buf);
-		field(buf, "FDNAME", name, sizeof(name));
-		if (field(buf, "FDSTORE", tmp, sizeof(tmp)) && strcmp(tmp, "1") == 0) {
+		harness_notify_field(buf, "FDNAME", name, sizeof(name));
+		if (harness_notify_field(buf, "FDSTORE", tmp, sizeof(tmp)) &&
+		    strcmp(tmp, "1") == 0) {
 			for (size_t i = 0; i < n_fds; i++) {
 				CHECK(s->n < MAX_STORED, "store full");
 				if (s->n >= MAX_STORED) {
@@ -196,9 +182,10 @@ static void pump(int nfd, struct store *s, int timeout_ms)
 		}
 		for (size_t i = 0; i < n_fds; i++)
 			close(fds[i]);
-		if (field(buf, "FDSTOREREMOVE", tmp, sizeof(tmp)) && strcmp(tmp, "1") == 0)
+		if (harness_notify_field(buf, "FDSTOREREMOVE", tmp, sizeof(tmp)) &&
+		    strcmp(tmp, "1") == 0)
 			store_remove(s, name);
-		if (field(buf, "READY", tmp, sizeof(tmp)))
+		if (harness_notify_field(buf, "READY", tmp, sizeof(tmp)))
 			s->ready = true;
 	}
 }
@@ -268,32 +255,18 @@ static void kill_daemon(void)
 
 static size_t log_count(const char *log_name, const char *needle)
 {
-	char path[300], line[2048];
-	size_t n = 0;
-	FILE *f;
+	char path[300];
 
 	path_in_dir(log_name, path, sizeof(path));
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		n += strstr(line, needle) != NULL;
-	fclose(f);
-	return n;
+	return (size_t)harness_file_count(path, needle);
 }
 
 static void dump_log(const char *log_name)
 {
-	char path[300], line[2048];
-	FILE *f;
+	char path[300];
 
 	path_in_dir(log_name, path, sizeof(path));
-	f = fopen(path, "r");
-	fprintf(stderr, "---- %s ----\n", path);
-	while (f && fgets(line, sizeof(line), f))
-		fputs(line, stderr);
-	if (f)
-		fclose(f);
+	harness_dump_file(path);
 }
 
 /* Wait for a log line (the daemon serves once it logs "vcounterd ... on"). */

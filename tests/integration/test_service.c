@@ -227,22 +227,6 @@ static void notify_expect(struct notify_socket *n, pid_t pid, const char *prefix
 	}
 }
 
-/* The value of "NAME=" in a notify message (lines of NAME=VALUE), or NULL. */
-static const char *notify_field(const char *msg, const char *name, char *buf, size_t size)
-{
-	size_t n = strlen(name);
-
-	for (const char *line = msg; line && *line; line = strchr(line, '\n')) {
-		if (*line == '\n')
-			line++;
-		if (strncmp(line, name, n) == 0 && line[n] == '=') {
-			snprintf(buf, size, "%.*s", (int)strcspn(line + n + 1, "\n"), line + n + 1);
-			return buf;
-		}
-	}
-	return NULL;
-}
-
 /* ---- starting the daemon as a service manager would ---- */
 
 struct daemon {
@@ -539,7 +523,7 @@ static void test_ready_comes_with_a_status_line(void **state)
 
 	notify_expect(&notify_sock, notify_daemon.pid, "READY=1", start_timeout_ms(), msg,
 		      sizeof(msg));
-	assert_non_null(notify_field(msg, "STATUS", status, sizeof(status)));
+	assert_non_null(harness_notify_field(msg, "STATUS", status, sizeof(status)));
 	snprintf(want, sizeof(want),
 		 "serving 0 VMs, 0 migrations running, peer link off, control on %s",
 		 notify_control_socket);
@@ -597,7 +581,7 @@ static void test_status_follows_registrations(void **state)
 	/* At most SERVICE_STATUS_INTERVAL_MS (1 s) later. */
 	notify_expect(&notify_sock, notify_daemon.pid, "STATUS=serving 1 VM,", 3000, msg,
 		      sizeof(msg));
-	assert_non_null(notify_field(msg, "STATUS", status, sizeof(status)));
+	assert_non_null(harness_notify_field(msg, "STATUS", status, sizeof(status)));
 	assert_non_null(strstr(status, "serving 1 VM, 0 migrations running, peer link off"));
 
 	assert_int_equal(vcounter_unregister_vm(vc, "svc-vm"), 0);
@@ -619,13 +603,13 @@ static void test_sighup_sends_reloading_then_ready(void **state)
 	notify_expect(&notify_sock, notify_daemon.pid, "RELOADING=1", 10000, msg, sizeof(msg));
 	/* systemd >= 253 matches MONOTONIC_USEC= with its own clock: the
 	 * daemon's CLOCK_MONOTONIC, now. */
-	assert_non_null(notify_field(msg, "MONOTONIC_USEC", field, sizeof(field)));
+	assert_non_null(harness_notify_field(msg, "MONOTONIC_USEC", field, sizeof(field)));
 	sent_us = strtoull(field, NULL, 10);
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	now_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 	assert_true(sent_us <= now_us && now_us - sent_us < 10000000);
 	notify_expect(&notify_sock, notify_daemon.pid, "READY=1", 10000, msg, sizeof(msg));
-	assert_non_null(notify_field(msg, "STATUS", field, sizeof(field)));
+	assert_non_null(harness_notify_field(msg, "STATUS", field, sizeof(field)));
 	assert_non_null(strstr(field, "serving 0 VMs"));
 	/* The reload went through the configuration's reload, not around it. */
 	assert_true(log_contains(&notify_daemon, "reload: configuration"));
@@ -748,7 +732,7 @@ static void test_socket_activation_serves_passed_sockets(void **state)
 	wait_for_file(vmm, 5000);
 	assert_vmm_serves(vmm, start_timeout_ms());
 	notify_expect(&ns, d.pid, "READY=1", start_timeout_ms(), msg, sizeof(msg));
-	assert_non_null(notify_field(msg, "STATUS", status, sizeof(status)));
+	assert_non_null(harness_notify_field(msg, "STATUS", status, sizeof(status)));
 	assert_non_null(strstr(status, control));
 
 	/* The control API on the passed stream socket, to the real vcounterctl. */
