@@ -23,7 +23,6 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -32,6 +31,7 @@
 #include "clockns.h"
 #include "grpc.h"
 #include "grpc_wire.h"
+#include "listener.h"
 #include "log.h"
 #include "macro.h"
 #include "metrics.h"
@@ -39,9 +39,7 @@
 #include "tls.h"
 #include "unix_fd.h"
 
-#define LISTEN_BACKLOG	64
-/* After accept() fails (EMFILE, ENOBUFS), pause accepting this long rather than spin. */
-#define ACCEPT_RETRY_MS 100
+#define LISTEN_BACKLOG 64
 
 /* A request's header block: a gRPC call has a handful of short headers, so
  * more than this is refused (RST_STREAM) rather than kept. */
@@ -151,13 +149,12 @@ struct grpc_server {
 	size_t n_methods;
 	void *userdata;
 
-	struct evconnlistener *unix_listener;
+	struct listener *unix_listener;
 	char *unix_path; /* created by us: unlinked on free */
 	int unix_fd;	 /* the listener's socket, closed on free */
-	struct evconnlistener *tcp_listener;
+	struct listener *tcp_listener;
 	int tcp_port;
 	SSL_CTX *tls;
-	struct event *retry_ev;
 
 	uid_t *operator_uids, *reader_uids;
 	gid_t *operator_gids, *reader_gids;
@@ -1398,8 +1395,7 @@ static bool server_full(struct grpc_server *server, const char *what)
 	return true;
 }
 
-static void unix_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
-			   int socklen, void *arg)
+static void unix_accept_cb(evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
 {
 	struct grpc_server *server = arg;
 	_cleanup_close_ int cfd = fd;
@@ -1448,8 +1444,7 @@ static void unix_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struc
 	conn_leave(conn);
 }
 
-static void tcp_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
-			  int socklen, void *arg)
+static void tcp_accept_cb(evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
 {
 	struct grpc_server *server = arg;
 	const struct timeval tv = { .tv_sec = GRPC_HANDSHAKE_TIMEOUT_S };
@@ -1508,29 +1503,6 @@ static void tcp_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct
 }
 
 /* --- listeners --- */
-
-static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct grpc_server *server = arg;
-
-	if (server->unix_listener)
-		evconnlistener_enable(server->unix_listener);
-	if (server->tcp_listener)
-		evconnlistener_enable(server->tcp_listener);
-}
-
-static void accept_error_cb(struct evconnlistener *evl, void *arg)
-{
-	struct grpc_server *server = arg;
-	const struct timeval tv = { .tv_usec = ACCEPT_RETRY_MS * 1000 };
-	int err = EVUTIL_SOCKET_ERROR();
-
-	/* Out of fds or memory: the connection stays in the backlog; try later. */
-	log_warning_errno(err, "accept on the control socket failed; retrying in %d ms",
-			  ACCEPT_RETRY_MS);
-	evconnlistener_disable(evl);
-	evtimer_add(server->retry_ev, &tv);
-}
 
 static int unix_listen(const char *path, char *err, size_t err_size)
 {
@@ -1750,12 +1722,6 @@ int grpc_server_new(struct event_base *base, const struct grpc_server_config *co
 	if (r < 0)
 		goto fail;
 
-	server->retry_ev = evtimer_new(base, accept_retry_cb, server);
-	if (!server->retry_ev) {
-		r = -ENOMEM;
-		goto fail;
-	}
-
 	if (config->listen_unix_fd >= 0 || config->unix_path) {
 		if (config->listen_unix_fd >= 0) {
 			fd = config->listen_unix_fd;
@@ -1775,15 +1741,11 @@ int grpc_server_new(struct event_base *base, const struct grpc_server_config *co
 		}
 		if (config->listen_unix_fd < 0)
 			server->unix_fd = fd;
-		/* backlog 0: the socket is listening already. */
-		server->unix_listener = evconnlistener_new(base, unix_accept_cb, server,
-							   LEV_OPT_CLOSE_ON_EXEC, 0, fd);
-		if (!server->unix_listener) {
-			r = -ENOMEM;
-			goto fail;
-		}
 		server->unix_fd = fd;
-		evconnlistener_set_error_cb(server->unix_listener, accept_error_cb);
+		r = listener_new(base, METRICS_SOCKET_CONTROL_UNIX, fd, false, unix_accept_cb,
+				 server, &server->unix_listener);
+		if (r < 0)
+			goto fail;
 	}
 
 	if (config->tcp_addr) {
@@ -1792,16 +1754,13 @@ int grpc_server_new(struct event_base *base, const struct grpc_server_config *co
 			r = fd;
 			goto fail;
 		}
-		server->tcp_listener =
-			evconnlistener_new(base, tcp_accept_cb, server,
-					   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
-		if (!server->tcp_listener) {
+		r = listener_new(base, METRICS_SOCKET_CONTROL_TCP, fd, true, tcp_accept_cb, server,
+				 &server->tcp_listener);
+		if (r < 0) {
 			close_nointr(fd);
 			server->tcp_port = -ENOTCONN;
-			r = -ENOMEM;
 			goto fail;
 		}
-		evconnlistener_set_error_cb(server->tcp_listener, accept_error_cb);
 		SSL_CTX_up_ref(config->tls);
 		server->tls = config->tls;
 		SSL_CTX_set_alpn_select_cb(server->tls, alpn_select_cb, NULL);
@@ -1833,16 +1792,13 @@ struct grpc_server *grpc_server_free(struct grpc_server *server)
 		conn->draining = false;
 		conn_leave(conn);
 	}
-	if (server->unix_listener)
-		evconnlistener_free(server->unix_listener);
+	server->unix_listener = listener_free(server->unix_listener);
 	close_nointr(server->unix_fd);
 	if (server->unix_path) {
 		(void)unlink(server->unix_path);
 		free(server->unix_path);
 	}
-	if (server->tcp_listener)
-		evconnlistener_free(server->tcp_listener);
-	server->retry_ev = event_unref(server->retry_ev);
+	server->tcp_listener = listener_free(server->tcp_listener);
 	server->tls = ssl_ctx_unref(server->tls);
 	free(server->operator_uids);
 	free(server->reader_uids);

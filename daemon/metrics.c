@@ -18,6 +18,14 @@ static const char *const listener_table[_METRICS_LISTENER_MAX] = {
 	[METRICS_LISTENER_CONTROL] = "control",
 };
 
+static const char *const socket_table[_METRICS_SOCKET_MAX] = {
+	[METRICS_SOCKET_VMM] = "vmm",
+	[METRICS_SOCKET_PEER] = "peer",
+	[METRICS_SOCKET_CONTROL_UNIX] = "control-unix",
+	[METRICS_SOCKET_CONTROL_TCP] = "control-tcp",
+	[METRICS_SOCKET_METRICS] = "metrics",
+};
+
 static const char *const outcome_table[_METRICS_OUTCOME_MAX] = {
 	[METRICS_OUTCOME_DONE] = "done",
 	[METRICS_OUTCOME_ABORTED] = "aborted",
@@ -37,6 +45,13 @@ const char *metrics_listener_to_string(enum metrics_listener listener)
 	if (listener < 0 || listener >= _METRICS_LISTENER_MAX)
 		return NULL;
 	return listener_table[listener];
+}
+
+const char *metrics_socket_to_string(enum metrics_socket socket)
+{
+	if (socket < 0 || socket >= _METRICS_SOCKET_MAX)
+		return NULL;
+	return socket_table[socket];
 }
 
 const char *metrics_outcome_to_string(enum metrics_outcome outcome)
@@ -350,6 +365,14 @@ static void render_links(struct text *t, const struct metrics *m,
 		    "was for did not take effect.");
 	text_printf(t, "vcounterd_journal_write_failures_total %" PRIu64 "\n",
 		    m->journal_write_failures);
+	text_family(t, "vcounterd_accept_failures_total", "counter",
+		    "accept() on a listening socket that failed for want of file descriptors or "
+		    "memory; the socket then pauses, its connections wait in the backlog.");
+	for (int k = 0; k < _METRICS_SOCKET_MAX; k++) {
+		text_printf(t, "vcounterd_accept_failures_total{socket=");
+		text_label_value(t, socket_table[k]);
+		text_printf(t, "} %" PRIu64 "\n", m->accept_failures[k]);
+	}
 }
 
 int metrics_render(const struct metrics *m, const struct metrics_snapshot *snap, char *buf,

@@ -31,6 +31,19 @@ enum metrics_listener {
 
 const char *metrics_listener_to_string(enum metrics_listener listener);
 
+/* The daemon's listening sockets, as vcounterd_accept_failures_total names them. */
+enum metrics_socket {
+	METRICS_SOCKET_VMM = 0,	     /* the VMM socket (unix) */
+	METRICS_SOCKET_PEER,	     /* --listen */
+	METRICS_SOCKET_CONTROL_UNIX, /* --control-socket */
+	METRICS_SOCKET_CONTROL_TCP,  /* --control-listen */
+	METRICS_SOCKET_METRICS,	     /* --metrics-listen */
+	_METRICS_SOCKET_MAX,
+	_METRICS_SOCKET_INVALID = -1,
+};
+
+const char *metrics_socket_to_string(enum metrics_socket socket);
+
 /* How a migration ended, as vcounterd_migrations_total counts it. */
 enum metrics_outcome {
 	METRICS_OUTCOME_DONE = 0,
@@ -65,6 +78,8 @@ struct metrics {
 	uint64_t peer_link_failures;
 	uint64_t tls_handshake_failures[_METRICS_LISTENER_MAX];
 	uint64_t journal_write_failures;
+	/* accept() on a listening socket failed for want of fds or memory. */
+	uint64_t accept_failures[_METRICS_SOCKET_MAX];
 };
 
 /* The daemon's own counters, process-wide like the log level: grpc.c knows

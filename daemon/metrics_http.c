@@ -22,11 +22,11 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 
 #include "cleanup.h"
 #include "clockns.h"
 #include "control.h"
+#include "listener.h"
 #include "log.h"
 #include "macro.h"
 #include "metrics.h"
@@ -39,7 +39,6 @@
 #include "config.h"
 
 #define METRICS_HTTP_BACKLOG	  64
-#define METRICS_HTTP_RETRY_MS	  100 /* accept() failed (EMFILE): pause this long */
 #define METRICS_HTTP_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
 enum http_state {
@@ -60,8 +59,7 @@ struct http_conn {
 
 struct metrics_http {
 	struct vcd *vcd;
-	struct evconnlistener *evl;
-	struct event *retry_ev;
+	struct listener *listener;
 	struct http_conn *conns;
 	size_t n_conns;
 	unsigned next_id;
@@ -366,8 +364,7 @@ static void refuse_busy(evutil_socket_t fd)
 	close_nointr(fd);
 }
 
-static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
-		      int socklen, void *arg)
+static void accept_cb(evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
 {
 	struct metrics_http *srv = arg;
 	struct event_base *base = srv->vcd->base;
@@ -406,25 +403,6 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 	conn_arm(conn, METRICS_HTTP_REQUEST_TIMEOUT_MS);
 }
 
-static void retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct metrics_http *srv = arg;
-
-	evconnlistener_enable(srv->evl);
-}
-
-static void accept_error_cb(struct evconnlistener *evl, void *arg)
-{
-	struct metrics_http *srv = arg;
-	const struct timeval tv = { .tv_usec = METRICS_HTTP_RETRY_MS * 1000 };
-
-	/* Out of fds or memory: the connection waits in the backlog; try later. */
-	log_debug_errno(-EVUTIL_SOCKET_ERROR(), "metrics: accept failed, pausing %d ms",
-			METRICS_HTTP_RETRY_MS);
-	evconnlistener_disable(evl);
-	evtimer_add(srv->retry_ev, &tv);
-}
-
 /* ---- the server ---- */
 
 static uint64_t start_time_ns(const struct vcd *vcd)
@@ -458,21 +436,12 @@ int metrics_http_start(struct vcd *vcd)
 	srv->vcd = vcd;
 	srv->start_time_ns = start_time_ns(vcd);
 	vcd->metrics_http = srv;
-	srv->retry_ev = evtimer_new(vcd->base, retry_cb, srv);
-	if (!srv->retry_ev) {
-		metrics_http_stop(vcd);
-		return log_error_errno(-ENOMEM, "metrics: cannot start");
-	}
-	srv->evl = evconnlistener_new_bind(vcd->base, accept_cb, srv,
-					   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
-						   LEV_OPT_REUSEABLE,
-					   METRICS_HTTP_BACKLOG, (struct sockaddr *)&ss, (int)len);
-	if (!srv->evl) {
-		r = -EVUTIL_SOCKET_ERROR();
+	r = listener_new_bind(vcd->base, METRICS_SOCKET_METRICS, (struct sockaddr *)&ss, len,
+			      METRICS_HTTP_BACKLOG, accept_cb, srv, &srv->listener);
+	if (r < 0) {
 		metrics_http_stop(vcd);
 		return log_error_errno(r, "metrics: cannot listen on %s", listen);
 	}
-	evconnlistener_set_error_cb(srv->evl, accept_error_cb);
 	if (inet_ntop(ss.ss_family,
 		      ss.ss_family == AF_INET6
 			      ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
@@ -497,10 +466,9 @@ int metrics_http_port(const struct vcd *vcd)
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 
-	if (!vcd->metrics_http || !vcd->metrics_http->evl)
+	if (!vcd->metrics_http || !vcd->metrics_http->listener)
 		return -ENOTCONN;
-	if (getsockname(evconnlistener_get_fd(vcd->metrics_http->evl), (struct sockaddr *)&ss,
-			&len) < 0)
+	if (getsockname(listener_fd(vcd->metrics_http->listener), (struct sockaddr *)&ss, &len) < 0)
 		return -errno;
 	if (ss.ss_family == AF_INET6)
 		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
@@ -515,9 +483,7 @@ void metrics_http_stop(struct vcd *vcd)
 		return;
 	while (srv->conns)
 		conn_free(srv->conns);
-	if (srv->evl)
-		evconnlistener_free(srv->evl);
-	srv->retry_ev = event_unref(srv->retry_ev);
+	srv->listener = listener_free(srv->listener);
 	free(srv);
 	vcd->metrics_http = NULL;
 }

@@ -14,12 +14,12 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 #include "cleanup.h"
 #include "frame.h"
+#include "listener.h"
 #include "macro.h"
 #include "peer_conn.h"
 #include "tls.h"
@@ -28,8 +28,6 @@
  * grow our memory by opening connections it never completes). */
 #define PEER_LISTENER_MAX_HANDSHAKES 64
 #define PEER_LISTENER_BACKLOG	     16
-/* After accept() fails (EMFILE, ENOBUFS), pause accepting this long rather than spin. */
-#define PEER_LISTENER_RETRY_MS	     100
 #define PEER_CONN_REASON_MAX	     1024
 /* "[" + host + "]:" + port */
 #define PEER_HOST_MAX		     256
@@ -85,8 +83,7 @@ struct peer_listener {
 	SSL_CTX *ctx; /* a reference of ours, for connections accepted from now on */
 	const struct peer_conn_ops *ops;
 	void *userdata;
-	struct evconnlistener *evl;
-	struct event *retry_ev;
+	struct listener *listener;
 	struct peer_conn *pending;
 	size_t n_pending;
 };
@@ -738,8 +735,7 @@ struct peer_conn *peer_conn_free(struct peer_conn *conn)
 
 /* --- listener --- */
 
-static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
-			       int socklen, void *arg)
+static void listener_accept_cb(evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
 {
 	struct peer_listener *l = arg;
 	struct peer_conn *conn;
@@ -773,23 +769,6 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, s
 	l->n_pending++;
 }
 
-static void listener_retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct peer_listener *l = arg;
-
-	evconnlistener_enable(l->evl);
-}
-
-static void listener_error_cb(struct evconnlistener *evl, void *arg)
-{
-	struct peer_listener *l = arg;
-	const struct timeval tv = { .tv_usec = PEER_LISTENER_RETRY_MS * 1000 };
-
-	/* Out of fds or memory: the pending connection stays in the backlog; try later. */
-	evconnlistener_disable(evl);
-	evtimer_add(l->retry_ev, &tv);
-}
-
 int peer_listener_new(struct event_base *base, SSL_CTX *ctx, const char *addr,
 		      const struct peer_conn_ops *ops, void *userdata,
 		      struct peer_listener **ret_listener)
@@ -812,21 +791,10 @@ int peer_listener_new(struct event_base *base, SSL_CTX *ctx, const char *addr,
 	l->base = base;
 	l->ops = ops;
 	l->userdata = userdata;
-	l->retry_ev = evtimer_new(base, listener_retry_cb, l);
-	if (!l->retry_ev) {
-		r = -ENOMEM;
+	r = listener_new_bind(base, METRICS_SOCKET_PEER, addrs->ai_addr, addrs->ai_addrlen,
+			      PEER_LISTENER_BACKLOG, listener_accept_cb, l, &l->listener);
+	if (r < 0)
 		goto fail;
-	}
-	errno = 0;
-	l->evl = evconnlistener_new_bind(
-		base, listener_accept_cb, l,
-		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-		PEER_LISTENER_BACKLOG, addrs->ai_addr, (int)addrs->ai_addrlen);
-	if (!l->evl) {
-		r = errno > 0 ? -errno : -EADDRNOTAVAIL;
-		goto fail;
-	}
-	evconnlistener_set_error_cb(l->evl, listener_error_cb);
 	freeaddrinfo(addrs);
 	SSL_CTX_up_ref(ctx);
 	l->ctx = ctx;
@@ -834,8 +802,6 @@ int peer_listener_new(struct event_base *base, SSL_CTX *ctx, const char *addr,
 	return 0;
 
 fail:
-	if (l && l->retry_ev)
-		l->retry_ev = event_unref(l->retry_ev);
 	free(l);
 	freeaddrinfo(addrs);
 	return r;
@@ -848,7 +814,7 @@ int peer_listener_port(const struct peer_listener *listener)
 
 	if (!listener)
 		return -EINVAL;
-	if (getsockname(evconnlistener_get_fd(listener->evl), (struct sockaddr *)&ss, &len) < 0)
+	if (getsockname(listener_fd(listener->listener), (struct sockaddr *)&ss, &len) < 0)
 		return -errno;
 	switch (ss.ss_family) {
 	case AF_INET:
@@ -872,8 +838,7 @@ struct peer_listener *peer_listener_free(struct peer_listener *listener)
 		conn_listener_unlink(conn);
 		peer_conn_free(conn);
 	}
-	evconnlistener_free(listener->evl);
-	listener->retry_ev = event_unref(listener->retry_ev);
+	listener->listener = listener_free(listener->listener);
 	listener->ctx = ssl_ctx_unref(listener->ctx);
 	free(listener);
 	return NULL;

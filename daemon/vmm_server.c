@@ -19,6 +19,7 @@
 #include "clockns.h"
 #include "fd_check.h"
 #include "frame.h"
+#include "listener.h"
 #include "log.h"
 #include "macro.h"
 #include "sync_source.h"
@@ -56,7 +57,7 @@ struct vmm_conn {
 
 struct vmm_server {
 	int listen_fd;
-	struct event *listen_ev;
+	struct listener *listener;
 	struct vmm_conn *conns;
 	size_t n_conns;
 	uint64_t next_conn_id;
@@ -902,23 +903,17 @@ static bool conn_allowed(const struct vcd_config *cfg, uid_t uid, gid_t gid)
 	return false;
 }
 
-static void accept_cb(evutil_socket_t fd, short what, void *arg)
+static void accept_cb(evutil_socket_t fd, struct sockaddr *sa, int sa_len, void *arg)
 {
 	struct vcd *vcd = arg;
 	struct vmm_server *srv = vcd->vmm;
 	struct vmm_conn *conn;
-	_cleanup_close_ int cfd = -1;
+	_cleanup_close_ int cfd = fd;
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
 	int r;
 
-	cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	if (cfd < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			log_warning_errno(-errno, "accept on VMM socket failed");
-		return;
-	}
 	r = unix_fd_peer_cred(cfd, &pid, &uid, &gid);
 	if (r < 0) {
 		log_warning_errno(r, "VMM connection without credentials refused");
@@ -965,17 +960,19 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
 int vmm_server_start(struct vcd *vcd, int listen_fd, const struct vmm_migration_handlers *mh)
 {
 	struct vmm_server *srv = calloc(1, sizeof(*srv));
+	int r;
 
 	if (!srv)
 		return -ENOMEM;
 	srv->listen_fd = listen_fd;
 	srv->mh = mh;
-	srv->listen_ev = event_new(vcd->base, listen_fd, EV_READ | EV_PERSIST, accept_cb, vcd);
-	if (!srv->listen_ev) {
+	/* The fd stays the server's: the service manager may hold it too. */
+	r = listener_new(vcd->base, METRICS_SOCKET_VMM, listen_fd, false, accept_cb, vcd,
+			 &srv->listener);
+	if (r < 0) {
 		free(srv);
-		return -ENOMEM;
+		return r;
 	}
-	event_add(srv->listen_ev, NULL);
 	vcd->vmm = srv;
 	return 0;
 }
@@ -991,7 +988,7 @@ void vmm_server_stop(struct vcd *vcd)
 	/* Detached VMs (recovered, their VMMs not back yet): the fd store
 	 * keeps them for the next run. */
 	vm_registry_clear(&vcd->vms);
-	srv->listen_ev = event_unref(srv->listen_ev);
+	srv->listener = listener_free(srv->listener);
 	close(srv->listen_fd);
 	free(srv);
 	vcd->vmm = NULL;

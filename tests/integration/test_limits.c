@@ -319,6 +319,77 @@ static void test_vmm_connections_at_the_limit_and_one_past(void **state)
 	assert_daemon_serving();
 }
 
+/* ---- the daemon's own file descriptors ---- */
+
+/* Ticks of CPU (user + system) the daemon has used. */
+static unsigned long long daemon_cpu_ticks(void)
+{
+	unsigned long long utime = 0, stime = 0;
+	char path[64], buf[1024], *p;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)daemon_main.pid);
+	f = fopen(path, "re");
+	assert_non_null(f);
+	assert_non_null(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	/* Fields 14 and 15, counted after the command's closing parenthesis. */
+	p = strrchr(buf, ')');
+	assert_non_null(p);
+	assert_int_equal(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+				&utime, &stime),
+			 2);
+	return utime + stime;
+}
+
+/* At its RLIMIT_NOFILE the daemon's accept() on the VMM socket fails with
+ * EMFILE while the connection waits in the backlog. It used to retry at
+ * once, for ever: a core at 100 % and a log line per failure (1.37 M lines
+ * in 1.5 s). It pauses now, says so once, and serves the waiting VMM as
+ * soon as fds are free. */
+static void test_vmm_socket_at_the_daemon_fd_limit_pauses_then_serves(void **state)
+{
+	struct rlimit saved, tight;
+	unsigned long long ticks;
+	long hz = sysconf(_SC_CLK_TCK);
+	int fd;
+
+	assert_int_equal(prlimit(daemon_main.pid, RLIMIT_NOFILE, NULL, &saved), 0);
+	tight = saved;
+	tight.rlim_cur = (rlim_t)harness_fd_count(&daemon_main);
+	assert_int_equal(prlimit(daemon_main.pid, RLIMIT_NOFILE, &tight, NULL), 0);
+
+	fd = vmm_raw_connect(daemon_main.vmm_socket);
+	send_status(fd, 901, NULL, 0);
+	for (int i = 0;
+	     i < 200 && !harness_log_contains(&daemon_main, "accept on the vmm socket failed"); i++)
+		usleep(10000);
+	assert_true(harness_log_contains(&daemon_main, "accept on the vmm socket failed"));
+	/* A second at the limit: a spinning daemon uses all of it. */
+	ticks = daemon_cpu_ticks();
+	usleep(1000000);
+	ticks = daemon_cpu_ticks() - ticks;
+	fprintf(stderr, "daemon CPU over 1 s at its fd limit: %llu of %ld ticks\n", ticks, hz);
+	assert_true(ticks < (unsigned long long)hz / 2);
+	assert_int_equal(
+		harness_file_count(daemon_main.log_path, "accept on the vmm socket failed"), 1);
+	assert_int_equal(harness_file_count(daemon_main.log_path, "Too many open files"), 1);
+
+	/* Fds again: the waiting VMM is served, and the episode ends in one line. */
+	assert_int_equal(prlimit(daemon_main.pid, RLIMIT_NOFILE, &saved, NULL), 0);
+	wire_vmm_free(expect_status_reply(fd, 901));
+	close(fd);
+	for (int i = 0;
+	     i < 300 && !harness_log_contains(&daemon_main, "accepting on the vmm socket again");
+	     i++)
+		usleep(10000);
+	assert_true(harness_log_contains(&daemon_main, "accepting on the vmm socket again"));
+	assert_int_equal(
+		harness_file_count(daemon_main.log_path, "accept on the vmm socket failed"), 1);
+	assert_fd_count_settles(baseline_fds);
+	assert_daemon_serving();
+}
+
 /* ---- VMs per daemon ---- */
 
 static void test_registered_vms_at_the_limit_and_one_past(void **state)
@@ -901,6 +972,7 @@ int main(void)
 			test_vmm_frame_of_exactly_the_maximum_is_served_one_byte_more_refused),
 		cmocka_unit_test(test_fds_253_per_message_arrive_254_cannot_be_sent),
 		cmocka_unit_test(test_vmm_connections_at_the_limit_and_one_past),
+		cmocka_unit_test(test_vmm_socket_at_the_daemon_fd_limit_pauses_then_serves),
 		cmocka_unit_test(test_registered_vms_at_the_limit_and_one_past),
 		cmocka_unit_test(test_vcpus_per_vm_at_the_limit_and_one_past),
 		cmocka_unit_test_teardown(test_kvm_ops_per_vmm_at_the_limit_and_one_past,

@@ -172,7 +172,17 @@ static const char expected_tail[] =
 	"# HELP vcounterd_journal_write_failures_total Session journal writes that failed (disk "
 	"full, I/O error); the step each was for did not take effect.\n"
 	"# TYPE vcounterd_journal_write_failures_total counter\n"
-	"vcounterd_journal_write_failures_total 2\n"
+	"vcounterd_journal_write_failures_total 2\n";
+static const char expected_sockets[] =
+	"# HELP vcounterd_accept_failures_total accept() on a listening socket that failed for "
+	"want of file descriptors or memory; the socket then pauses, its connections wait in the "
+	"backlog.\n"
+	"# TYPE vcounterd_accept_failures_total counter\n"
+	"vcounterd_accept_failures_total{socket=\"vmm\"} 12\n"
+	"vcounterd_accept_failures_total{socket=\"peer\"} 0\n"
+	"vcounterd_accept_failures_total{socket=\"control-unix\"} 0\n"
+	"vcounterd_accept_failures_total{socket=\"control-tcp\"} 3\n"
+	"vcounterd_accept_failures_total{socket=\"metrics\"} 0\n"
 	"# HELP vcounterd_control_watchers Open WatchEvents streams of the control API.\n"
 	"# TYPE vcounterd_control_watchers gauge\n"
 	"vcounterd_control_watchers 3\n";
@@ -185,7 +195,8 @@ static const char expected_clock[] =
 
 static void test_render_known_state_is_exact(void **state)
 {
-	char expected[sizeof(expected_head) + sizeof(expected_tail) + sizeof(expected_clock)];
+	char expected[sizeof(expected_head) + sizeof(expected_tail) + sizeof(expected_sockets) +
+		      sizeof(expected_clock)];
 	struct metrics m = { 0 };
 	struct metrics_snapshot snap = empty_snap;
 
@@ -221,9 +232,11 @@ static void test_render_known_state_is_exact(void **state)
 	m.peer_link_failures = 5;
 	m.tls_handshake_failures[METRICS_LISTENER_PEER] = 7;
 	m.journal_write_failures = 2;
+	m.accept_failures[METRICS_SOCKET_VMM] = 12;
+	m.accept_failures[METRICS_SOCKET_CONTROL_TCP] = 3;
 
-	snprintf(expected, sizeof(expected), "%s%s%s", expected_head, expected_tail,
-		 expected_clock);
+	snprintf(expected, sizeof(expected), "%s%s%s%s", expected_head, expected_tail,
+		 expected_sockets, expected_clock);
 	assert_string_equal(render(&m, &snap), expected);
 }
 
@@ -248,6 +261,7 @@ static void test_every_family_declared_once_before_its_samples(void **state)
 		"vcounterd_peer_link_failures_total",
 		"vcounterd_tls_handshake_failures_total",
 		"vcounterd_journal_write_failures_total",
+		"vcounterd_accept_failures_total",
 		"vcounterd_control_watchers",
 		"vcounterd_clock_error_seconds",
 	};
