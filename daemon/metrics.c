@@ -26,6 +26,14 @@ static const char *const socket_table[_METRICS_SOCKET_MAX] = {
 	[METRICS_SOCKET_METRICS] = "metrics",
 };
 
+static const char *const refusal_table[_METRICS_REFUSAL_MAX] = {
+	[METRICS_REFUSAL_MALFORMED] = "malformed",   [METRICS_REFUSAL_TOO_LARGE] = "too-large",
+	[METRICS_REFUSAL_INVALID] = "invalid",	     [METRICS_REFUSAL_NOT_ALLOWED] = "not-allowed",
+	[METRICS_REFUSAL_LIMIT] = "limit",	     [METRICS_REFUSAL_EXISTS] = "exists",
+	[METRICS_REFUSAL_UNKNOWN_VM] = "unknown-vm", [METRICS_REFUSAL_OUT_OF_FDS] = "out-of-fds",
+	[METRICS_REFUSAL_OTHER] = "other",
+};
+
 static const char *const outcome_table[_METRICS_OUTCOME_MAX] = {
 	[METRICS_OUTCOME_DONE] = "done",
 	[METRICS_OUTCOME_ABORTED] = "aborted",
@@ -52,6 +60,42 @@ const char *metrics_socket_to_string(enum metrics_socket socket)
 	if (socket < 0 || socket >= _METRICS_SOCKET_MAX)
 		return NULL;
 	return socket_table[socket];
+}
+
+const char *metrics_refusal_to_string(enum metrics_refusal refusal)
+{
+	if (refusal < 0 || refusal >= _METRICS_REFUSAL_MAX)
+		return NULL;
+	return refusal_table[refusal];
+}
+
+enum metrics_refusal metrics_refusal_from_errno(int error)
+{
+	switch (error < 0 ? -error : error) {
+	case EBADMSG:
+	case ENOMSG:
+		return METRICS_REFUSAL_MALFORMED;
+	case EMSGSIZE:
+	case E2BIG:
+		return METRICS_REFUSAL_TOO_LARGE;
+	case EINVAL:
+		return METRICS_REFUSAL_INVALID;
+	case EPERM:
+	case EACCES:
+		return METRICS_REFUSAL_NOT_ALLOWED;
+	case ENOSPC:
+	case EBUSY:
+		return METRICS_REFUSAL_LIMIT;
+	case EEXIST:
+		return METRICS_REFUSAL_EXISTS;
+	case ENOENT:
+		return METRICS_REFUSAL_UNKNOWN_VM;
+	case EMFILE:
+	case ENFILE:
+		return METRICS_REFUSAL_OUT_OF_FDS;
+	default:
+		return METRICS_REFUSAL_OTHER;
+	}
 }
 
 const char *metrics_outcome_to_string(enum metrics_outcome outcome)
@@ -372,6 +416,13 @@ static void render_links(struct text *t, const struct metrics *m,
 		text_printf(t, "vcounterd_accept_failures_total{socket=");
 		text_label_value(t, socket_table[k]);
 		text_printf(t, "} %" PRIu64 "\n", m->accept_failures[k]);
+	}
+	text_family(t, "vcounterd_vmm_refusals_total", "counter",
+		    "Requests and connections the VMM socket refused, by reason.");
+	for (int k = 0; k < _METRICS_REFUSAL_MAX; k++) {
+		text_printf(t, "vcounterd_vmm_refusals_total{reason=");
+		text_label_value(t, refusal_table[k]);
+		text_printf(t, "} %" PRIu64 "\n", m->vmm_refusals[k]);
 	}
 }
 

@@ -44,6 +44,25 @@ enum metrics_socket {
 
 const char *metrics_socket_to_string(enum metrics_socket socket);
 
+/* Why a request or connection on the VMM socket was refused, from the errno
+ * of the Error reply (metrics_refusal_from_errno). */
+enum metrics_refusal {
+	METRICS_REFUSAL_MALFORMED = 0, /* EBADMSG, ENOMSG: not a frame or message we serve */
+	METRICS_REFUSAL_TOO_LARGE,     /* EMSGSIZE, E2BIG */
+	METRICS_REFUSAL_INVALID,       /* EINVAL: a field or an fd that is not what it claims */
+	METRICS_REFUSAL_NOT_ALLOWED,   /* EPERM: uid/gid, or another connection's VM */
+	METRICS_REFUSAL_LIMIT,	       /* ENOSPC, EBUSY: a limit of vcounterd(8) LIMITS */
+	METRICS_REFUSAL_EXISTS,	       /* EEXIST */
+	METRICS_REFUSAL_UNKNOWN_VM,    /* ENOENT */
+	METRICS_REFUSAL_OUT_OF_FDS,    /* EMFILE, ENFILE: the daemon's own fds */
+	METRICS_REFUSAL_OTHER,
+	_METRICS_REFUSAL_MAX,
+	_METRICS_REFUSAL_INVALID = -1,
+};
+
+const char *metrics_refusal_to_string(enum metrics_refusal refusal);
+enum metrics_refusal metrics_refusal_from_errno(int error); /* either sign */
+
 /* How a migration ended, as vcounterd_migrations_total counts it. */
 enum metrics_outcome {
 	METRICS_OUTCOME_DONE = 0,
@@ -80,6 +99,8 @@ struct metrics {
 	uint64_t journal_write_failures;
 	/* accept() on a listening socket failed for want of fds or memory. */
 	uint64_t accept_failures[_METRICS_SOCKET_MAX];
+	/* Error replies on the VMM socket, and connections it refused. */
+	uint64_t vmm_refusals[_METRICS_REFUSAL_MAX];
 };
 
 /* The daemon's own counters, process-wide like the log level: grpc.c knows

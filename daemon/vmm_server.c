@@ -22,6 +22,8 @@
 #include "listener.h"
 #include "log.h"
 #include "macro.h"
+#include "metrics.h"
+#include "ratelimit.h"
 #include "sync_source.h"
 #include "unix_fd.h"
 #include "vcd.h"
@@ -48,6 +50,7 @@ struct vmm_conn {
 	uint64_t id;
 	int fd;
 	struct event *ev;
+	struct ratelimit refusal_log; /* its refusals' log lines */
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
@@ -58,6 +61,7 @@ struct vmm_conn {
 struct vmm_server {
 	int listen_fd;
 	struct listener *listener;
+	struct ratelimit accept_refusal_log; /* connections refused at accept */
 	struct vmm_conn *conns;
 	size_t n_conns;
 	uint64_t next_conn_id;
@@ -121,9 +125,36 @@ static int send_error(int fd, uint64_t request_id, int error, const char *text)
 	return conn_send(&tmp, &msg);
 }
 
+/* A refusal on the VMM socket: counted by reason, and logged with who was
+ * refused, at most VMM_REFUSAL_LOG_BURST lines per VMM_REFUSAL_LOG_INTERVAL_NS
+ * from one connection (or from all refused at accept), the next line saying
+ * how many were held back. */
+static void refusal_note(struct ratelimit *rl, pid_t pid, uid_t uid, gid_t gid, uint64_t request_id,
+			 int error, const char *text)
+{
+	uint64_t held_back;
+
+	vcd_metrics.vmm_refusals[metrics_refusal_from_errno(error)]++;
+	if (!ratelimit_pass(rl, clock_ns(CLOCK_MONOTONIC), &held_back))
+		return;
+	if (held_back > 0)
+		log_warning_errno(error,
+				  "vmm pid=%d uid=%u gid=%u: request %" PRIu64 " refused (%" PRIu64
+				  " more refusals not logged): %s",
+				  (int)pid, (unsigned)uid, (unsigned)gid, request_id, held_back,
+				  text);
+	else
+		log_warning_errno(error,
+				  "vmm pid=%d uid=%u gid=%u: request %" PRIu64 " refused: %s",
+				  (int)pid, (unsigned)uid, (unsigned)gid, request_id, text);
+}
+
 static void conn_send_error(struct vmm_conn *conn, uint64_t request_id, int error, const char *text)
 {
-	int r = send_error(conn->fd, request_id, error, text);
+	int r;
+
+	refusal_note(&conn->refusal_log, conn->pid, conn->uid, conn->gid, request_id, error, text);
+	r = send_error(conn->fd, request_id, error, text);
 
 	if (r < 0) {
 		log_warning_errno(r, "vmm pid=%d: dropping connection, cannot send",
@@ -920,8 +951,8 @@ static void accept_cb(evutil_socket_t fd, struct sockaddr *sa, int sa_len, void 
 		return;
 	}
 	if (!conn_allowed(&vcd->config, uid, gid)) {
-		log_warning("VMM connection from pid=%d uid=%u gid=%u refused: not allowed",
-			    (int)pid, (unsigned)uid, (unsigned)gid);
+		refusal_note(&srv->accept_refusal_log, pid, uid, gid, 0, -EPERM,
+			     "VMM connection refused: uid/gid not allowed to use vcounterd");
 		send_error(cfd, 0, -EPERM, "uid/gid not allowed to use vcounterd");
 		return;
 	}
@@ -931,7 +962,7 @@ static void accept_cb(evutil_socket_t fd, struct sockaddr *sa, int sa_len, void 
 		snprintf(text, sizeof(text),
 			 "too many VMM connections (limit %" PRIu32 ", max-connections)",
 			 vcd->config.max_vmm_conns);
-		log_warning("VMM connection from pid=%d refused: %s", (int)pid, text);
+		refusal_note(&srv->accept_refusal_log, pid, uid, gid, 0, -ENOSPC, text);
 		send_error(cfd, 0, -ENOSPC, text);
 		return;
 	}
@@ -940,6 +971,7 @@ static void accept_cb(evutil_socket_t fd, struct sockaddr *sa, int sa_len, void 
 		return;
 	conn->vcd = vcd;
 	conn->id = ++srv->next_conn_id;
+	conn->refusal_log = RATELIMIT_INIT(VMM_REFUSAL_LOG_INTERVAL_NS, VMM_REFUSAL_LOG_BURST);
 	conn->pid = pid;
 	conn->uid = uid;
 	conn->gid = gid;
@@ -966,6 +998,8 @@ int vmm_server_start(struct vcd *vcd, int listen_fd, const struct vmm_migration_
 		return -ENOMEM;
 	srv->listen_fd = listen_fd;
 	srv->mh = mh;
+	srv->accept_refusal_log =
+		RATELIMIT_INIT(VMM_REFUSAL_LOG_INTERVAL_NS, VMM_REFUSAL_LOG_BURST);
 	/* The fd stays the server's: the service manager may hold it too. */
 	r = listener_new(vcd->base, METRICS_SOCKET_VMM, listen_fd, false, accept_cb, vcd,
 			 &srv->listener);

@@ -13,6 +13,11 @@
 
 struct vcd;
 
+/* Refusals on the VMM socket logged per connection (and for all those
+ * refused at accept): this many per interval, then a count. */
+#define VMM_REFUSAL_LOG_BURST	    10
+#define VMM_REFUSAL_LOG_INTERVAL_NS (10 * UINT64_C(1000000000))
+
 /* What a KVM op run by the VMM's libvcounter returned, decoded and checked. */
 struct kvm_op_outcome {
 	enum backend_kind backend;

@@ -28,6 +28,9 @@
 
 #include "daemon_harness.h"
 #include "metrics_http.h"
+#include "vmm_raw.h"
+#include "vmm_server.h"
+#include "wire.h"
 #include "vcounter/control.h"
 #include "vcounter/vcounter.h"
 
@@ -312,6 +315,8 @@ static void test_scrape_has_every_family_and_sane_values(void **state)
 		"vcounterd_control_watchers gauge",
 		"vcounterd_kvmclock_checks_total counter",
 		"vcounterd_clock_error_seconds gauge",
+		"vcounterd_accept_failures_total counter",
+		"vcounterd_vmm_refusals_total counter",
 	};
 	char type_line[128];
 	double start, now = (double)time(NULL), clock_error;
@@ -439,6 +444,37 @@ static void test_registered_vm_moves_the_gauge(void **state)
 	vcounter_close(vc);
 	wait_metric(series, 0);
 	harness_vm_destroy(&vm);
+	assert_fds_back_to_baseline();
+}
+
+/* Garbage on the VMM socket: every datagram still gets its Error reply and
+ * is counted by reason, but one connection logs at most
+ * VMM_REFUSAL_LOG_BURST lines per interval (before: none at all; a log line
+ * each would let a VMM flood the journal). */
+static void test_vmm_refusals_are_counted_and_their_log_bounded(void **state)
+{
+	static const uint8_t garbage[] = { 0, 0, 0, 3, 0xff, 0xff, 0xff };
+	const double before = metric("vcounterd_vmm_refusals_total{reason=\"malformed\"}");
+	char line[128];
+	int fd = vmm_raw_connect(daemon_main.vmm_socket);
+
+	for (int i = 0; i < 50; i++) {
+		Vcounter__V1__VmmMessage *reply;
+
+		assert_int_equal(send(fd, garbage, sizeof(garbage), 0), (ssize_t)sizeof(garbage));
+		reply = vmm_raw_recv(fd);
+		assert_non_null(reply);
+		assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR);
+		assert_int_equal(reply->error->errno_value, EBADMSG);
+		wire_vmm_free(reply);
+	}
+	close(fd);
+	assert_int_equal(metric("vcounterd_vmm_refusals_total{reason=\"malformed\"}") - before, 50);
+	snprintf(line, sizeof(line), "vmm pid=%d uid=%u gid=%u: request 0 refused: ", (int)getpid(),
+		 (unsigned)getuid(), (unsigned)getgid());
+	assert_int_equal(harness_file_count(daemon_main.log_path, line), VMM_REFUSAL_LOG_BURST);
+	assert_true(harness_log_contains(&daemon_main,
+					 "message is not a valid VmmMessage: Bad message"));
 	assert_fds_back_to_baseline();
 }
 
@@ -849,6 +885,7 @@ int main(void)
 		cmocka_unit_test(test_registered_vm_moves_the_gauge),
 		cmocka_unit_test(test_failed_migrations_and_peer_links_are_counted),
 		cmocka_unit_test(test_bad_requests_get_clear_statuses),
+		cmocka_unit_test(test_vmm_refusals_are_counted_and_their_log_bounded),
 		cmocka_unit_test(test_flood_is_cut_off),
 		cmocka_unit_test(test_silent_clients_are_closed_by_timeout),
 		cmocka_unit_test(test_connection_limit_refuses_the_excess),

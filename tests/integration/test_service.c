@@ -907,7 +907,8 @@ static void test_private_users_would_refuse_vmms_of_a_group(void **state)
 			/* Under PrivateUsers=yes's mapping SO_PEERCRED says
 			 * nobody/nogroup: the same VMM is refused. */
 			assert_int_equal(status_as(vmm, vmm_uid, vmm_gid), -EPERM);
-			assert_true(log_contains(&d, "uid=65534 gid=65534 refused"));
+			assert_true(log_contains(&d, "uid=65534 gid=65534: request 0 refused: VMM "
+						     "connection refused: uid/gid not allowed"));
 		}
 		assert_int_equal(stop(&d), 0);
 		notify_close(&ns);

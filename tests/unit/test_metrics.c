@@ -183,6 +183,18 @@ static const char expected_sockets[] =
 	"vcounterd_accept_failures_total{socket=\"control-unix\"} 0\n"
 	"vcounterd_accept_failures_total{socket=\"control-tcp\"} 3\n"
 	"vcounterd_accept_failures_total{socket=\"metrics\"} 0\n"
+	"# HELP vcounterd_vmm_refusals_total Requests and connections the VMM socket refused, by "
+	"reason.\n"
+	"# TYPE vcounterd_vmm_refusals_total counter\n"
+	"vcounterd_vmm_refusals_total{reason=\"malformed\"} 4\n"
+	"vcounterd_vmm_refusals_total{reason=\"too-large\"} 0\n"
+	"vcounterd_vmm_refusals_total{reason=\"invalid\"} 0\n"
+	"vcounterd_vmm_refusals_total{reason=\"not-allowed\"} 0\n"
+	"vcounterd_vmm_refusals_total{reason=\"limit\"} 0\n"
+	"vcounterd_vmm_refusals_total{reason=\"exists\"} 0\n"
+	"vcounterd_vmm_refusals_total{reason=\"unknown-vm\"} 0\n"
+	"vcounterd_vmm_refusals_total{reason=\"out-of-fds\"} 1\n"
+	"vcounterd_vmm_refusals_total{reason=\"other\"} 0\n"
 	"# HELP vcounterd_control_watchers Open WatchEvents streams of the control API.\n"
 	"# TYPE vcounterd_control_watchers gauge\n"
 	"vcounterd_control_watchers 3\n";
@@ -234,6 +246,8 @@ static void test_render_known_state_is_exact(void **state)
 	m.journal_write_failures = 2;
 	m.accept_failures[METRICS_SOCKET_VMM] = 12;
 	m.accept_failures[METRICS_SOCKET_CONTROL_TCP] = 3;
+	m.vmm_refusals[METRICS_REFUSAL_MALFORMED] = 4;
+	m.vmm_refusals[METRICS_REFUSAL_OUT_OF_FDS] = 1;
 
 	snprintf(expected, sizeof(expected), "%s%s%s%s", expected_head, expected_tail,
 		 expected_sockets, expected_clock);
@@ -262,6 +276,7 @@ static void test_every_family_declared_once_before_its_samples(void **state)
 		"vcounterd_tls_handshake_failures_total",
 		"vcounterd_journal_write_failures_total",
 		"vcounterd_accept_failures_total",
+		"vcounterd_vmm_refusals_total",
 		"vcounterd_control_watchers",
 		"vcounterd_clock_error_seconds",
 	};
@@ -531,6 +546,30 @@ static void test_failures_are_counted_by_listener(void **state)
 
 /* Every value at its widest fits METRICS_TEXT_MAX; one byte too few is
  * -ENOBUFS, never a truncated text. */
+/* Each errno of an Error reply names one reason; every reason has a label. */
+static void test_vmm_refusals_are_named_by_errno(void **state)
+{
+	static const struct {
+		int error;
+		enum metrics_refusal want;
+	} cases[] = {
+		{ -EBADMSG, METRICS_REFUSAL_MALFORMED },  { ENOMSG, METRICS_REFUSAL_MALFORMED },
+		{ -EMSGSIZE, METRICS_REFUSAL_TOO_LARGE }, { -E2BIG, METRICS_REFUSAL_TOO_LARGE },
+		{ -EINVAL, METRICS_REFUSAL_INVALID },	  { -EPERM, METRICS_REFUSAL_NOT_ALLOWED },
+		{ -ENOSPC, METRICS_REFUSAL_LIMIT },	  { -EBUSY, METRICS_REFUSAL_LIMIT },
+		{ -EEXIST, METRICS_REFUSAL_EXISTS },	  { -ENOENT, METRICS_REFUSAL_UNKNOWN_VM },
+		{ -EMFILE, METRICS_REFUSAL_OUT_OF_FDS },  { ENFILE, METRICS_REFUSAL_OUT_OF_FDS },
+		{ -ETIMEDOUT, METRICS_REFUSAL_OTHER },	  { 0, METRICS_REFUSAL_OTHER },
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+		assert_int_equal(metrics_refusal_from_errno(cases[i].error), cases[i].want);
+	for (int k = 0; k < _METRICS_REFUSAL_MAX; k++)
+		assert_non_null(metrics_refusal_to_string(k));
+	assert_null(metrics_refusal_to_string(_METRICS_REFUSAL_MAX));
+	assert_null(metrics_refusal_to_string(_METRICS_REFUSAL_INVALID));
+}
+
 static void test_widest_text_fits_and_short_buffer_is_refused(void **state)
 {
 	struct metrics m;
@@ -758,6 +797,7 @@ int main(void)
 		cmocka_unit_test(test_kvmclock_verdicts_are_counted_by_the_target),
 		cmocka_unit_test(test_unbounded_error_bound_is_inf),
 		cmocka_unit_test(test_failures_are_counted_by_listener),
+		cmocka_unit_test(test_vmm_refusals_are_named_by_errno),
 		cmocka_unit_test(test_widest_text_fits_and_short_buffer_is_refused),
 		cmocka_unit_test(test_request_judge_answers_each_kind),
 		cmocka_unit_test(test_request_judge_enforces_the_size_limits),
