@@ -1,6 +1,7 @@
 /* unix_fd.c - one message plus its file descriptors over a unix
  * SOCK_SEQPACKET socket (SCM_RIGHTS, unix(7)), and the peer's SO_PEERCRED. */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -96,6 +97,21 @@ static void close_received(struct msghdr *msg)
 	}
 }
 
+/* Control data cut short: because this process could not take the fds
+ * (scm_detach_fds stops at the first fd it cannot allocate, so there is no
+ * fd free while the ones it did install are still open: -EMFILE, -ENFILE),
+ * or because the sender sent more than the buffer holds (-ECHRNG). */
+static int ctrunc_cause(int sock)
+{
+	int probe = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+
+	if (probe >= 0) {
+		close_nointr(probe);
+		return -ECHRNG;
+	}
+	return errno == EMFILE || errno == ENFILE ? -errno : -ECHRNG;
+}
+
 ssize_t unix_fd_recv_max(int sock, void *buf, size_t buf_size, size_t max_fds, int *ret_fds,
 			 size_t *ret_n_fds)
 {
@@ -126,7 +142,7 @@ ssize_t unix_fd_recv_max(int sock, void *buf, size_t buf_size, size_t max_fds, i
 		return -errno;
 
 	if (msg.msg_flags & MSG_CTRUNC) {
-		r = -ECHRNG;
+		r = ctrunc_cause(sock);
 		goto fail;
 	}
 	if (msg.msg_flags & MSG_TRUNC) {

@@ -26,8 +26,10 @@ int unix_fd_send(int sock, const void *buf, size_t len, const int *fds, size_t n
  * which cannot be told apart) or -errno:
  *   -EMSGSIZE  message larger than buf_size (MSG_TRUNC)
  *   -ECHRNG    more fds than UNIX_FD_MAX_FDS or control data truncated
- *              (MSG_CTRUNC; also when this process hit RLIMIT_NOFILE while
- *              the kernel installed them, net/core/scm.c: scm_detach_fds)
+ *              (MSG_CTRUNC)
+ *   -EMFILE, -ENFILE  control data truncated because this process (or the
+ *              system) is out of fds: the kernel stops installing them at
+ *              the first it cannot (net/core/scm.c: scm_detach_fds)
  *   -EBADMSG   unexpected control message type (e.g. SCM_CREDENTIALS when
  *              SO_PASSCRED is set), or fds with an empty message
  * On any error every fd that did arrive is closed, and *ret_n_fds is 0.

@@ -850,6 +850,16 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		conn_send_error(conn, 0, -EMSGSIZE, "message longer than the maximum frame size");
 		return;
 	}
+	if (n == -EMFILE || n == -ENFILE) {
+		conn_send_error(conn, 0, (int)n,
+				n == -EMFILE
+					? "vcounterd is out of file descriptors (its "
+					  "RLIMIT_NOFILE): the ones sent were closed; try again "
+					  "later"
+					: "the system is out of file descriptors (fs.file-max): "
+					  "the ones sent were closed; try again later");
+		return;
+	}
 	if (n == -ECHRNG) {
 		conn_send_error(conn, 0, -E2BIG,
 				"too many file descriptors (control data truncated); "

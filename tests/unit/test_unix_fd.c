@@ -197,8 +197,10 @@ static long proc_limits_nofile_soft(void)
 }
 
 /* RLIMIT_NOFILE caps fd numbers; when the receiver runs out while the
- * kernel installs fds it stops and sets MSG_CTRUNC (net/core/scm.c). */
-static void test_receiver_out_of_fd_slots_is_echrng_and_closes_fds(void **state)
+ * kernel installs fds it stops and sets MSG_CTRUNC (net/core/scm.c). That
+ * is -EMFILE, not the -ECHRNG of a sender that sent too many: the daemon
+ * tells a VMM it is out of fds, not that the VMM sent too many. */
+static void test_receiver_out_of_fd_slots_is_emfile_and_closes_fds(void **state)
 {
 	struct pair *p = *state;
 	int fds[4], got[UNIX_FD_MAX_FDS];
@@ -230,7 +232,7 @@ static void test_receiver_out_of_fd_slots_is_echrng_and_closes_fds(void **state)
 	n = unix_fd_recv(p->rx, buf, sizeof(buf), got, &n_got);
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
 
-	assert_int_equal(n, -ECHRNG);
+	assert_int_equal(n, -EMFILE);
 	assert_int_equal(n_got, 0);
 	assert_int_equal(count_open_fds(), before);
 	unix_fd_close_all(fds, 4);
@@ -487,7 +489,7 @@ int main(void)
 		PAIR_TEST(test_message_without_fds_reports_zero_fds),
 		PAIR_TEST(test_oversize_message_is_emsgsize_and_closes_fds),
 		PAIR_TEST(test_more_fds_than_receiver_accepts_is_echrng_and_closes_fds),
-		PAIR_TEST(test_receiver_out_of_fd_slots_is_echrng_and_closes_fds),
+		PAIR_TEST(test_receiver_out_of_fd_slots_is_emfile_and_closes_fds),
 		PAIR_TEST(test_credentials_cmsg_is_ebadmsg_and_closes_fds),
 		PAIR_TEST(test_fds_on_empty_message_are_ebadmsg_and_closed),
 		PAIR_TEST(test_kernel_carries_at_most_scm_max_fd_fds),
