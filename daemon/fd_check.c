@@ -114,7 +114,7 @@ int fd_check_classify(int fd, enum fd_kind *ret_kind, uint32_t *ret_vcpu_index)
 
 /* 1 if a and b are the same open file (kcmp(2) KCMP_FILE), 0 if not,
  * -errno if kcmp cannot tell (no CONFIG_KCMP: -ENOSYS; seccomp or LSM: -EPERM). */
-static int same_open_file(int a, int b)
+int fd_check_same_file(int a, int b)
 {
 #if FD_CHECK_HAVE_KCMP
 	pid_t pid = getpid();
@@ -191,7 +191,7 @@ int fd_check_registration(const int *fds, size_t n_fds, uint32_t vcpu_count, cha
 			other_pos = (size_t)index + 1;
 		else
 			other_pos = pos;
-		if (other_pos != pos && same_open_file(fds[pos], fds[other_pos]) == 1) {
+		if (other_pos != pos && fd_check_same_file(fds[pos], fds[other_pos]) == 1) {
 			describe_slot(other_pos, other_slot, sizeof(other_slot));
 			return errmsg(err, err_size, -EINVAL,
 				      "fd %zu (%s) is %s, expected %s; the same open file as "

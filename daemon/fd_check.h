@@ -25,6 +25,11 @@ enum fd_kind fd_check_parse_link(const char *link, uint32_t *ret_vcpu_index);
  * the link cannot be read (e.g. -EBADF). */
 int fd_check_classify(int fd, enum fd_kind *ret_kind, uint32_t *ret_vcpu_index);
 
+/* Are fds a and b of this process the same open file (kcmp(KCMP_FILE))?
+ * 1, 0, or -errno (-ENOSYS without kcmp). Two SCM_RIGHTS copies of one KVM
+ * VM fd are; a VM's fd and any other VM's are not. */
+int fd_check_same_file(int a, int b);
+
 /* Check a registration's fds: fds[0] is a kvm-vm fd, fds[1 + i] is the
  * kvm-vcpu fd with index i, n_fds == 1 + vcpu_count, 1 <= vcpu_count <=
  * VC_MAX_VCPUS, no fd twice (distinct names already imply distinct open

@@ -632,6 +632,16 @@ static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 		conn_send_error(conn, request_id, -EEXIST, "vm_id is already registered");
 		return;
 	}
+	/* One KVM VM under two ids would be two handoffs of one counter. */
+	for (struct vm_entry *other = vm_registry_first(&vcd->vms); other; other = other->next)
+		if (other->n_fds > 0 && fd_check_same_file(fds[0], other->fds[0]) == 1) {
+			snprintf(err, sizeof(err),
+				 "this KVM VM is already registered, as vm_id '%s' (the same VM "
+				 "fd)",
+				 other->vm_id);
+			conn_send_error(conn, request_id, -EEXIST, err);
+			return;
+		}
 	if (vm_registry_count(&vcd->vms) >= vcd->config.max_vms) {
 		snprintf(err, sizeof(err), "too many registered VMs (limit %" PRIu32 ", max-vms)",
 			 vcd->config.max_vms);

@@ -400,6 +400,41 @@ static uint64_t read_offset(int vcpu_fd)
 	return v;
 }
 
+/* One KVM VM registered under two ids would be handed off twice. The VM
+ * fd is compared by its open file (kcmp), so a second SCM_RIGHTS copy of
+ * it is refused, on the same connection and on another. Before, both ids
+ * were accepted. */
+static void test_register_refuses_a_vm_already_registered_under_another_id(void **state)
+{
+	int kvm = open_kvm_or_skip();
+	struct vcounter *vc, *other;
+	struct harness_vm vm;
+
+	assert_int_equal(harness_vm_create(&vm, kvm, 1), 0);
+	assert_int_equal(vcounter_connect(daemon_main.vmm_socket, &vc), 0);
+	assert_int_equal(vcounter_register_vm(vc, "vm-once", VCOUNTER_ROLE_SOURCE, vm.vm_fd,
+					      vm.vcpu_fds, 1, NULL),
+			 0);
+	assert_int_equal(vcounter_register_vm(vc, "vm-twice", VCOUNTER_ROLE_SOURCE, vm.vm_fd,
+					      vm.vcpu_fds, 1, NULL),
+			 -EEXIST);
+	assert_non_null(strstr(vcounter_last_error(vc), "already registered, as vm_id 'vm-once'"));
+	assert_int_equal(vcounter_connect(daemon_main.vmm_socket, &other), 0);
+	assert_int_equal(vcounter_register_vm(other, "vm-thrice", VCOUNTER_ROLE_TARGET, vm.vm_fd,
+					      vm.vcpu_fds, 1, NULL),
+			 -EEXIST);
+	vcounter_close(other);
+	/* Once unregistered, the VM may register again under any id. */
+	assert_int_equal(vcounter_unregister_vm(vc, "vm-once"), 0);
+	assert_int_equal(vcounter_register_vm(vc, "vm-twice", VCOUNTER_ROLE_SOURCE, vm.vm_fd,
+					      vm.vcpu_fds, 1, NULL),
+			 0);
+	vcounter_close(vc);
+	assert_fds_back_to_baseline();
+	harness_vm_destroy(&vm);
+	close(kvm);
+}
+
 static void test_register_real_vm_reports_the_truth_about_offset_control(void **state)
 {
 	int kvm = open_kvm_or_skip();
@@ -732,6 +767,7 @@ int main(void)
 		cmocka_unit_test(test_register_refuses_fds_of_the_wrong_kind),
 		cmocka_unit_test(test_register_refuses_misplaced_kvm_fds),
 		cmocka_unit_test(test_register_real_vm_reports_the_truth_about_offset_control),
+		cmocka_unit_test(test_register_refuses_a_vm_already_registered_under_another_id),
 		cmocka_unit_test(test_register_vm_larger_than_one_message),
 		cmocka_unit_test(test_unknown_migration_ids_are_refused),
 		cmocka_unit_test(test_migrate_out_without_tls_is_a_clear_error),
