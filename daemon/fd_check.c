@@ -143,9 +143,11 @@ static void describe_slot(size_t pos, char *buf, size_t size)
  * file can appear twice, and the index check alone forbids duplicates. kcmp
  * only adds to the message for a rejected fd that it duplicates another
  * position, which tells a VMM author what went wrong. */
-int fd_check_registration(const int *fds, size_t n_fds, uint32_t vcpu_count, char *err,
-			  size_t err_size)
+int fd_check_slots(const int *fds, size_t first, size_t n, uint32_t vcpu_count, char *err,
+		   size_t err_size)
 {
+	size_t n_fds = first + n;
+
 	if (vcpu_count == 0)
 		return errmsg(err, err_size, -EINVAL,
 			      "vcpu_count is 0, a VM needs at least one vCPU");
@@ -153,12 +155,12 @@ int fd_check_registration(const int *fds, size_t n_fds, uint32_t vcpu_count, cha
 		return errmsg(err, err_size, -EINVAL,
 			      "vcpu_count %" PRIu32 " exceeds the limit of %d", vcpu_count,
 			      VC_MAX_VCPUS);
-	if (!fds || n_fds != (size_t)vcpu_count + 1)
+	if ((!fds && n > 0) || n_fds < first || n_fds > (size_t)vcpu_count + 1)
 		return errmsg(err, err_size, -EINVAL,
-			      "expected %zu fds (VM + %" PRIu32 " vCPUs), got %zu",
-			      (size_t)vcpu_count + 1, vcpu_count, fds ? n_fds : 0);
+			      "fds %zu..%zu do not fit a VM of %" PRIu32 " vCPUs", first, n_fds - 1,
+			      vcpu_count);
 
-	for (size_t pos = 0; pos < n_fds; pos++) {
+	for (size_t pos = first; pos < n_fds; pos++) {
 		enum fd_kind want_kind = pos == 0 ? FD_KIND_KVM_VM : FD_KIND_KVM_VCPU;
 		uint32_t want_index = pos == 0 ? 0 : (uint32_t)(pos - 1);
 		char link[PATH_MAX], slot[32], other_slot[32], want[64];
@@ -191,7 +193,8 @@ int fd_check_registration(const int *fds, size_t n_fds, uint32_t vcpu_count, cha
 			other_pos = (size_t)index + 1;
 		else
 			other_pos = pos;
-		if (other_pos != pos && fd_check_same_file(fds[pos], fds[other_pos]) == 1) {
+		if (other_pos != pos && other_pos < n_fds &&
+		    fd_check_same_file(fds[pos], fds[other_pos]) == 1) {
 			describe_slot(other_pos, other_slot, sizeof(other_slot));
 			return errmsg(err, err_size, -EINVAL,
 				      "fd %zu (%s) is %s, expected %s; the same open file as "
@@ -202,4 +205,15 @@ int fd_check_registration(const int *fds, size_t n_fds, uint32_t vcpu_count, cha
 			      link, want);
 	}
 	return 0;
+}
+
+int fd_check_registration(const int *fds, size_t n_fds, uint32_t vcpu_count, char *err,
+			  size_t err_size)
+{
+	if (vcpu_count > 0 && vcpu_count <= VC_MAX_VCPUS &&
+	    (!fds || n_fds != (size_t)vcpu_count + 1))
+		return errmsg(err, err_size, -EINVAL,
+			      "expected %zu fds (VM + %" PRIu32 " vCPUs), got %zu",
+			      (size_t)vcpu_count + 1, vcpu_count, fds ? n_fds : 0);
+	return fd_check_slots(fds, 0, n_fds, vcpu_count, err, err_size);
 }

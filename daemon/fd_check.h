@@ -45,3 +45,8 @@ int fd_check_same_file(int a, int b);
  * adds "; the same open file as fd 1 (vCPU 0)" where kcmp can tell. */
 int fd_check_registration(const int *fds, size_t n_fds, uint32_t vcpu_count, char *err,
 			  size_t err_size);
+/* The same checks for positions first..first+n-1 of a registration whose
+ * fds[0..first+n) have arrived: each message of a VM registered in several
+ * is checked when it comes. */
+int fd_check_slots(const int *fds, size_t first, size_t n, uint32_t vcpu_count, char *err,
+		   size_t err_size);

@@ -16,12 +16,17 @@
  * with the error a client sees). The four that a test cannot reach with
  * real resources are also settings (vcd_config.max_*, vcounterd.conf(5)):
  * the constant is their default and their upper bound. */
-#define VCD_MAX_VMS	    4096 /* registered VMs per daemon: [vmm] max-vms */
-#define VCD_MAX_VMM_CONNS   1024 /* concurrent VMM connections: [vmm] max-connections */
-#define VCD_MAX_MIGRATIONS  1024 /* migrations kept (running + finished): [peer] max-migrations */
-#define VCD_MAX_PEER_LINKS  256	 /* peer links, both directions */
-#define VCD_MAX_ALLOWED_IDS 64	 /* --allow-uid / --allow-gid entries */
-#define VCD_MAX_PENDING_OPS 64	 /* outstanding KVM ops per VMM connection */
+#define VCD_MAX_VMS			    4096 /* registered VMs per daemon: [vmm] max-vms */
+#define VCD_MAX_VMM_CONNS		    1024 /* concurrent VMM connections: [vmm] max-connections */
+#define VCD_MAX_MIGRATIONS		    1024 /* migrations kept (running + finished): [peer] max-migrations */
+#define VCD_MAX_PEER_LINKS		    256 /* peer links, both directions */
+#define VCD_MAX_ALLOWED_IDS		    64	/* --allow-uid / --allow-gid entries */
+#define VCD_MAX_PENDING_OPS		    64	/* outstanding KVM ops per VMM connection */
+/* A VM of more than 252 vCPUs registers in several messages: this many such
+ * registrations under way per daemon (one per connection), each finished
+ * within the deadline or dropped. */
+#define VCD_MAX_PARTIAL_REGISTRATIONS	    4
+#define VCD_PARTIAL_REGISTRATION_TIMEOUT_MS 5000
 
 #define VCD_MAX_WATCHERS	   1024 /* WatchEvents streams: [control] max-watchers */
 /* TLS identities per control role list ([control] operators, readers);

@@ -69,8 +69,10 @@ void vm_registry_changed(struct vm_registry *reg, struct vm_entry *vm)
 	notify(reg, VM_EVENT_CHANGED, vm);
 }
 
-static void entry_free(struct vm_entry *vm)
+struct vm_entry *vm_entry_free(struct vm_entry *vm)
 {
+	if (!vm)
+		return NULL;
 	if (vm->vmm_exit_ev) {
 		close(event_get_fd(vm->vmm_exit_ev));
 		vm->vmm_exit_ev = event_unref(vm->vmm_exit_ev);
@@ -79,6 +81,7 @@ static void entry_free(struct vm_entry *vm)
 	free(vm->fds);
 	free(vm->registered_state);
 	free(vm);
+	return NULL;
 }
 
 static void unlink_entry(struct vm_registry *reg, struct vm_entry *vm)
@@ -98,7 +101,7 @@ void vm_registry_remove(struct vm_registry *reg, struct vm_entry *vm)
 		notify(reg, VM_EVENT_UNREGISTERED, vm);
 	unlink_entry(reg, vm);
 	notify(reg, VM_EVENT_REMOVED, vm);
-	entry_free(vm);
+	vm_entry_free(vm);
 }
 
 void vm_registry_clear(struct vm_registry *reg)
@@ -107,6 +110,6 @@ void vm_registry_clear(struct vm_registry *reg)
 		struct vm_entry *vm = reg->head;
 
 		unlink_entry(reg, vm);
-		entry_free(vm);
+		vm_entry_free(vm);
 	}
 }

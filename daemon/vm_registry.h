@@ -82,6 +82,10 @@ int vm_registry_observe(struct vm_registry *reg, vm_observer_fn fn, void *userda
  * caller's). Not in the registry until vm_registry_add. */
 struct vm_entry *vm_entry_new(const char *vm_id, uint32_t n_vcpus, const int *fds, size_t n_fds);
 
+/* An entry never added (a registration that did not finish): its fds
+ * closed, freed. NULL. */
+struct vm_entry *vm_entry_free(struct vm_entry *vm);
+
 /* Link vm in; no event (a registration is announced once probed; a VM
  * restored from the fd store was announced by the run that stored it). */
 void vm_registry_add(struct vm_registry *reg, struct vm_entry *vm);

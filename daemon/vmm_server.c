@@ -17,6 +17,7 @@
 
 #include "cleanup.h"
 #include "clockns.h"
+#include "errmsg.h"
 #include "fd_check.h"
 #include "frame.h"
 #include "listener.h"
@@ -56,12 +57,17 @@ struct vmm_conn {
 	gid_t gid;
 	struct pending_op *ops;
 	size_t n_ops;
+	/* A VM too large for one message, its fds arriving: not in the
+	 * registry until whole, dropped at its deadline. */
+	struct vm_entry *partial;
+	struct event *partial_timer;
 };
 
 struct vmm_server {
 	int listen_fd;
 	struct listener *listener;
 	struct ratelimit accept_refusal_log; /* connections refused at accept */
+	size_t n_partials;		     /* registrations in several messages under way */
 	struct vmm_conn *conns;
 	size_t n_conns;
 	uint64_t next_conn_id;
@@ -562,14 +568,78 @@ static size_t chunk_fds(size_t remaining)
 	return remaining < UNIX_FD_MAX_FDS ? remaining : UNIX_FD_MAX_FDS;
 }
 
-/* A RegisterVm that continues a VM too large for one message. */
+static void partial_drop(struct vmm_conn *conn)
+{
+	if (!conn->partial)
+		return;
+	vm_entry_free(conn->partial);
+	conn->partial = NULL;
+	conn->partial_timer = event_unref(conn->partial_timer);
+	conn->vcd->vmm->n_partials--;
+}
+
+static void partial_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vmm_conn *conn = arg;
+
+	refusal_note(&conn->refusal_log, conn->pid, conn->uid, conn->gid, 0, -ETIMEDOUT,
+		     "registration in several messages not finished within its deadline; "
+		     "dropped, its fds closed");
+	partial_drop(conn);
+}
+
+/* Is there a reason a VM with this id and VM fd cannot join the registry? */
+static int admissible(struct vmm_conn *conn, const char *vm_id, int vm_fd, char *err,
+		      size_t err_size)
+{
+	struct vcd *vcd = conn->vcd;
+
+	if (vm_registry_find(&vcd->vms, vm_id))
+		return errmsg(err, err_size, -EEXIST, "vm_id is already registered");
+	/* One KVM VM under two ids would be two handoffs of one counter. */
+	for (struct vm_entry *other = vm_registry_first(&vcd->vms); other; other = other->next)
+		if (other->n_fds > 0 && fd_check_same_file(vm_fd, other->fds[0]) == 1)
+			return errmsg(err, err_size, -EEXIST,
+				      "this KVM VM is already registered, as vm_id '%s' (the same "
+				      "VM fd)",
+				      other->vm_id);
+	if (vm_registry_count(&vcd->vms) >= vcd->config.max_vms)
+		return errmsg(err, err_size, -ENOSPC,
+			      "too many registered VMs (limit %" PRIu32 ", max-vms)",
+			      vcd->config.max_vms);
+	return 0;
+}
+
+/* The last message of a VM in several arrived: into the registry, probed. */
+static void partial_finish(struct vmm_conn *conn, uint64_t request_id)
+{
+	struct vm_entry *vm = conn->partial;
+	char err[256];
+	int r;
+
+	r = admissible(conn, vm->vm_id, vm->fds[0], err, sizeof(err));
+	conn->partial = NULL;
+	conn->partial_timer = event_unref(conn->partial_timer);
+	conn->vcd->vmm->n_partials--;
+	if (r < 0) {
+		vm_entry_free(vm);
+		conn_send_error(conn, request_id, r, err);
+		return;
+	}
+	vm_registry_add(&conn->vcd->vms, vm);
+	register_complete(conn, request_id, vm);
+}
+
+/* A RegisterVm that continues a VM too large for one message. Its fds are
+ * checked as they come. */
 static void handle_register_more(struct vmm_conn *conn, uint64_t request_id,
 				 const Vcounter__V1__RegisterVm *req, int *fds, size_t *n_fds)
 {
-	struct vm_entry *vm = vm_registry_find(&conn->vcd->vms, req->vm_id);
+	struct vm_entry *vm = conn->partial;
 	char err[256];
+	int r;
 
-	if (!vm || vm->conn_id != conn->id || vm->complete) {
+	if (!vm || strcmp(vm->vm_id, req->vm_id) != 0) {
 		conn_send_error(conn, request_id, -ENOENT,
 				"no registration of that VM in progress on this connection");
 		return;
@@ -580,17 +650,52 @@ static void handle_register_more(struct vmm_conn *conn, uint64_t request_id,
 			 "continuation does not fit: expected vCPU %zu onwards of %u, got %zu fds "
 			 "from vCPU %u; registration dropped",
 			 vm->n_fds - 1, vm->n_vcpus, *n_fds, req->first_vcpu);
-		vm_registry_remove(&conn->vcd->vms, vm);
+		partial_drop(conn);
 		conn_send_error(conn, request_id, -EINVAL, err);
 		return;
 	}
+	/* Checked in place, but owned only once they pass. */
 	memcpy(vm->fds + vm->n_fds, fds, *n_fds * sizeof(int));
+	r = fd_check_slots(vm->fds, vm->n_fds, *n_fds, vm->n_vcpus, err, sizeof(err));
+	if (r < 0) {
+		partial_drop(conn);
+		conn_send_error(conn, request_id, r, err);
+		return;
+	}
 	vm->n_fds += *n_fds;
 	*n_fds = 0; /* the VM entry owns them now */
 	if (vm->n_fds == 1 + (size_t)vm->n_vcpus)
-		register_complete(conn, request_id, vm);
+		partial_finish(conn, request_id);
 	else
 		vmm_reply_ok(conn->vcd, conn->id, request_id);
+}
+
+/* The first of several messages: held on the connection, with a deadline
+ * and within the daemon's few slots for such registrations. */
+static int partial_start(struct vmm_conn *conn, struct vm_entry *vm, char *err, size_t err_size)
+{
+	struct vmm_server *srv = conn->vcd->vmm;
+	const struct timeval tv = {
+		.tv_sec = VCD_PARTIAL_REGISTRATION_TIMEOUT_MS / 1000,
+		.tv_usec = (VCD_PARTIAL_REGISTRATION_TIMEOUT_MS % 1000) * 1000,
+	};
+
+	if (conn->partial)
+		return errmsg(err, err_size, -EBUSY,
+			      "a registration in several messages is already under way on this "
+			      "connection (vm_id '%s')",
+			      conn->partial->vm_id);
+	if (srv->n_partials >= VCD_MAX_PARTIAL_REGISTRATIONS)
+		return errmsg(err, err_size, -EBUSY,
+			      "too many registrations in several messages under way (limit %d)",
+			      VCD_MAX_PARTIAL_REGISTRATIONS);
+	conn->partial_timer = evtimer_new(conn->vcd->base, partial_timeout_cb, conn);
+	if (!conn->partial_timer)
+		return errmsg(err, err_size, -ENOMEM, "out of memory");
+	evtimer_add(conn->partial_timer, &tv);
+	conn->partial = vm;
+	srv->n_partials++;
+	return 0;
 }
 
 static void handle_register(struct vmm_conn *conn, uint64_t request_id,
@@ -600,6 +705,7 @@ static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 	struct vm_entry *vm;
 	enum vm_role role;
 	char err[256];
+	int r;
 
 	if (!vm_id_is_valid(req->vm_id)) {
 		conn_send_error(conn, request_id, -EINVAL,
@@ -628,24 +734,11 @@ static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 		conn_send_error(conn, request_id, -EINVAL, err);
 		return;
 	}
-	if (vm_registry_find(&vcd->vms, req->vm_id)) {
-		conn_send_error(conn, request_id, -EEXIST, "vm_id is already registered");
-		return;
-	}
-	/* One KVM VM under two ids would be two handoffs of one counter. */
-	for (struct vm_entry *other = vm_registry_first(&vcd->vms); other; other = other->next)
-		if (other->n_fds > 0 && fd_check_same_file(fds[0], other->fds[0]) == 1) {
-			snprintf(err, sizeof(err),
-				 "this KVM VM is already registered, as vm_id '%s' (the same VM "
-				 "fd)",
-				 other->vm_id);
-			conn_send_error(conn, request_id, -EEXIST, err);
-			return;
-		}
-	if (vm_registry_count(&vcd->vms) >= vcd->config.max_vms) {
-		snprintf(err, sizeof(err), "too many registered VMs (limit %" PRIu32 ", max-vms)",
-			 vcd->config.max_vms);
-		conn_send_error(conn, request_id, -ENOSPC, err);
+	r = admissible(conn, req->vm_id, fds[0], err, sizeof(err));
+	if (r == 0 && *n_fds < 1 + (size_t)req->vcpu_count)
+		r = fd_check_slots(fds, 0, *n_fds, req->vcpu_count, err, sizeof(err));
+	if (r < 0) {
+		conn_send_error(conn, request_id, r, err);
 		return;
 	}
 
@@ -659,12 +752,18 @@ static void handle_register(struct vmm_conn *conn, uint64_t request_id,
 	vm->conn_id = conn->id;
 	vm->pid = conn->pid;
 	vm->uid = conn->uid;
-	vm_registry_add(&vcd->vms, vm);
-
-	if (vm->n_fds == 1 + (size_t)vm->n_vcpus)
+	if (vm->n_fds == 1 + (size_t)vm->n_vcpus) {
+		vm_registry_add(&vcd->vms, vm);
 		register_complete(conn, request_id, vm);
-	else
-		vmm_reply_ok(vcd, conn->id, request_id);
+		return;
+	}
+	r = partial_start(conn, vm, err, sizeof(err));
+	if (r < 0) {
+		vm_entry_free(vm);
+		conn_send_error(conn, request_id, r, err);
+		return;
+	}
+	vmm_reply_ok(vcd, conn->id, request_id);
 }
 
 static void unregister_vm(struct vcd *vcd, struct vm_entry *vm, const char *why)
@@ -938,6 +1037,7 @@ static void conn_close(struct vmm_conn *conn, const char *why)
 			next = vm_registry_first(&vcd->vms); /* the list changed under us */
 		}
 	}
+	partial_drop(conn);
 	conn->ev = event_unref(conn->ev);
 	close(conn->fd);
 	free(conn);

@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "daemon_harness.h"
+#include "vcd_config.h"
 #include "kvm_x86.h"
 #include "frame.h"
 #include "macro.h"
@@ -576,6 +577,71 @@ static void test_register_vm_larger_than_one_message(void **state)
 	close(kvm);
 }
 
+/* A registration in several messages is checked as its fds come and is
+ * bounded. Before, a first message of 253 fds was answered ok and held
+ * unchecked, with no deadline, and counted against --max-vms: two were
+ * enough to lock out a legitimate VM at --max-vms 2. */
+static void test_partial_registrations_are_checked_bounded_and_timed_out(void **state)
+{
+	int kvm = open_kvm_or_skip();
+	static struct harness_vm vm;
+	int r, conns[VCD_MAX_PARTIAL_REGISTRATIONS + 1], fds[UNIX_FD_MAX_FDS];
+
+	/* 253 memfds as the first message: refused at once, nothing held. */
+	for (int i = 0; i < UNIX_FD_MAX_FDS; i++) {
+		fds[i] = memfd_create("not-a-vcpu", MFD_CLOEXEC);
+		assert_true(fds[i] >= 0);
+	}
+	conns[0] = vmm_raw_connect(daemon_main.vmm_socket);
+	send_big_register(conns[0], 1, 0, fds, UNIX_FD_MAX_FDS);
+	expect_error(conns[0], 1, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT,
+		     "expected anon_inode:kvm-vm");
+	close(conns[0]);
+	unix_fd_close_all(fds, UNIX_FD_MAX_FDS);
+	assert_fds_back_to_baseline();
+
+	r = harness_vm_create(&vm, kvm, TEST_VM_MAX_VCPUS);
+	if (r < 0) {
+		fprintf(stderr, "SKIP: this KVM will not create %d vCPUs: %s\n", TEST_VM_MAX_VCPUS,
+			strerror(-r));
+		harness_vm_destroy(&vm);
+		close(kvm);
+		skip();
+	}
+	fds[0] = vm.vm_fd;
+	memcpy(fds + 1, vm.vcpu_fds, (UNIX_FD_MAX_FDS - 1) * sizeof(int));
+	/* As many under way as the limit, from as many connections; one more waits its turn. */
+	for (int i = 0; i < VCD_MAX_PARTIAL_REGISTRATIONS; i++) {
+		conns[i] = vmm_raw_connect(daemon_main.vmm_socket);
+		send_big_first_message(conns[i], 10 + (uint64_t)i, fds);
+	}
+	conns[VCD_MAX_PARTIAL_REGISTRATIONS] = vmm_raw_connect(daemon_main.vmm_socket);
+	send_big_register(conns[VCD_MAX_PARTIAL_REGISTRATIONS], 20, 0, fds, UNIX_FD_MAX_FDS);
+	expect_error(conns[VCD_MAX_PARTIAL_REGISTRATIONS], 20,
+		     VCOUNTER__V1__ERROR_CODE__ERROR_UNAVAILABLE,
+		     "too many registrations in several messages under way (limit 4)");
+	/* A second one on a connection that has one under way. */
+	send_big_register(conns[0], 21, 0, fds, UNIX_FD_MAX_FDS);
+	expect_error(conns[0], 21, VCOUNTER__V1__ERROR_CODE__ERROR_UNAVAILABLE,
+		     "already under way on this connection");
+	for (int i = 1; i <= VCD_MAX_PARTIAL_REGISTRATIONS; i++)
+		close(conns[i]);
+	assert_fd_count_settles(baseline_fds + 1 + UNIX_FD_MAX_FDS);
+
+	/* The one left is not finished in time: dropped with its fds. */
+	usleep((VCD_PARTIAL_REGISTRATION_TIMEOUT_MS + 500) * 1000);
+	assert_fd_count_settles(baseline_fds + 1);
+	assert_true(harness_log_contains(&daemon_main, "not finished within its deadline"));
+	send_big_register(conns[0], 22, 252, vm.vcpu_fds + 252, TEST_VM_MAX_VCPUS - 252);
+	expect_error(conns[0], 22, VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND,
+		     "no registration of that VM in progress");
+	close(conns[0]);
+	assert_fds_back_to_baseline();
+	assert_daemon_serving();
+	harness_vm_destroy(&vm);
+	close(kvm);
+}
+
 static void test_unknown_migration_ids_are_refused(void **state)
 {
 	int kvm = open_kvm_or_skip();
@@ -769,6 +835,7 @@ int main(void)
 		cmocka_unit_test(test_register_real_vm_reports_the_truth_about_offset_control),
 		cmocka_unit_test(test_register_refuses_a_vm_already_registered_under_another_id),
 		cmocka_unit_test(test_register_vm_larger_than_one_message),
+		cmocka_unit_test(test_partial_registrations_are_checked_bounded_and_timed_out),
 		cmocka_unit_test(test_unknown_migration_ids_are_refused),
 		cmocka_unit_test(test_migrate_out_without_tls_is_a_clear_error),
 		cmocka_unit_test(test_backends_flag_limits_and_orders_the_probe),
