@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clockns.h"
 #include "frame.h"
 #include "log.h"
 #include "macro.h"
@@ -14,6 +15,21 @@
 #include "peer_link.h"
 #include "vcd.h"
 #include "wire.h"
+
+/* Log a line within a budget (a link's, or the unverified connections'):
+ * the first let through after some were held back says how many. */
+#define budget_log(limit, priority, fmt, ...)                                                \
+	do {                                                                                 \
+		uint64_t held_back_;                                                         \
+		if (!ratelimit_pass((limit), clock_ns(CLOCK_MONOTONIC), &held_back_))        \
+			break;                                                               \
+		if (held_back_)                                                              \
+			log_msg((priority),                                                  \
+				fmt " (and %" PRIu64 " more lines of this link not logged)", \
+				__VA_ARGS__, held_back_);                                    \
+		else                                                                         \
+			log_msg((priority), fmt, __VA_ARGS__);                               \
+	} while (0)
 
 #define PEER_PROTOCOL_VERSION	  1
 /* Frames waiting for a link's handshake: every migration that may be kept
@@ -100,7 +116,8 @@ void peer_link_send_error(struct peer_link *link, uint64_t request_id, int error
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	log_warning("peer=%s: refusing request %" PRIu64 ": %s", link->identity, request_id, text);
+	budget_log(&link->log_limit, LOG_WARNING, "peer=%s: refusing request %" PRIu64 ": %s",
+		   link->identity, request_id, text);
 	e.code = wire_error_code_from_errno(error);
 	e.errno_value = error < 0 ? -error : error;
 	e.message = text;
@@ -189,6 +206,7 @@ static struct peer_link *link_new(struct peer_links *pl)
 		return NULL;
 	link->owner = pl;
 	link->id = ++pl->next_id;
+	link->log_limit = RATELIMIT_INIT(PEER_LOG_INTERVAL_NS, PEER_LOG_BURST);
 	link->queue_tail = &link->queue;
 	link->next = pl->list;
 	pl->list = link;
@@ -280,7 +298,8 @@ static void link_established_cb(struct peer_conn *conn, const char *identity, vo
 		/* An accepted connection: it becomes a link once it is verified. */
 		link = link_new(pl);
 		if (!link) {
-			log_warning("peer=%s: too many peer links, connection dropped", identity);
+			budget_log(&pl->unverified_log, LOG_WARNING,
+				   "peer=%s: too many peer links, connection dropped", identity);
 			peer_conn_free(conn);
 			return;
 		}
@@ -293,9 +312,9 @@ static void link_established_cb(struct peer_conn *conn, const char *identity, vo
 	 * for; that is the identity its sessions name. */
 	snprintf(link->identity, sizeof(link->identity), "%s",
 		 link->outgoing ? link->expected_name : identity);
-	log_info("peer=%s address=%s: link up (%s)", identity,
-		 link->outgoing ? link->address : "incoming",
-		 link->outgoing ? "outgoing" : "incoming");
+	budget_log(&link->log_limit, LOG_INFO, "peer=%s address=%s: link up (%s)", identity,
+		   link->outgoing ? link->address : "incoming",
+		   link->outgoing ? "outgoing" : "incoming");
 	send_hello(link);
 	while ((q = link->queue)) {
 		link->queue = q->next;
@@ -315,16 +334,18 @@ static void link_close_cb(struct peer_conn *conn, int error, const char *reason,
 	if (!link) {
 		/* Never verified: a failed handshake on the listener. */
 		metrics_tls_handshake_failed(&vcd_metrics, METRICS_LISTENER_PEER);
-		log_warning("peer link: incoming connection refused: %s", reason);
+		budget_log(&pl->unverified_log, LOG_WARNING,
+			   "peer link: incoming connection refused: %s", reason);
 		return;
 	}
 
 	metrics_peer_link_closed(&vcd_metrics, error);
 	if (error < 0)
-		log_warning("peer=%s address=%s: link closed: %s",
-			    link->identity[0] ? link->identity : "?", link->address, reason);
+		budget_log(&link->log_limit, LOG_WARNING, "peer=%s address=%s: link closed: %s",
+			   link->identity[0] ? link->identity : "?", link->address, reason);
 	else
-		log_info("peer=%s: link closed", link->identity[0] ? link->identity : "?");
+		budget_log(&link->log_limit, LOG_INFO, "peer=%s: link closed",
+			   link->identity[0] ? link->identity : "?");
 	pl->h->closed(link, error, reason, pl->userdata);
 	link->conn = NULL; /* peer_conn frees itself after this callback */
 	link_free(link);
@@ -371,8 +392,9 @@ static void link_frame_cb(struct peer_conn *conn, const uint8_t *payload, size_t
 	case VCOUNTER__V1__PEER_MESSAGE__BODY_ERROR:
 		/* Replies must answer a request of ours on this very link. */
 		if (!take_request(link, msg->id, migration_id)) {
-			log_warning("peer=%s: reply to unknown request %" PRIu64 " ignored",
-				    link->identity, msg->id);
+			budget_log(&link->log_limit, LOG_WARNING,
+				   "peer=%s: reply to unknown request %" PRIu64 " ignored",
+				   link->identity, msg->id);
 			break;
 		}
 		pl->h->reply(link, msg, migration_id, pl->userdata);
@@ -394,7 +416,12 @@ int peer_links_start(struct peer_links *pl, struct vcd *vcd, const struct peer_l
 {
 	int r;
 
-	*pl = (struct peer_links){ .vcd = vcd, .h = h, .userdata = userdata };
+	*pl = (struct peer_links){
+		.vcd = vcd,
+		.h = h,
+		.userdata = userdata,
+		.unverified_log = RATELIMIT_INIT(PEER_LOG_INTERVAL_NS, PEER_LOG_BURST),
+	};
 	if (!vcd->config.listen_addr)
 		return 0;
 	if (!vcd->tls_server)

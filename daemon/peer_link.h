@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "counter_state.h"
+#include "ratelimit.h"
 #include "tls.h"
 #include "vcounter.pb-c.h"
 
@@ -35,6 +36,7 @@ struct peer_link {
 	struct peer_request *requests;
 	size_t n_requests;
 	uint64_t next_request_id;
+	struct ratelimit log_limit;
 };
 
 struct peer_link_handlers {
@@ -51,6 +53,12 @@ struct peer_link_handlers {
 	void (*closed)(struct peer_link *link, int error, const char *reason, void *userdata);
 };
 
+/* What one link logs is limited to PEER_LOG_BURST lines per
+ * PEER_LOG_INTERVAL_NS, then a count; connections never verified share one
+ * such budget. */
+#define PEER_LOG_BURST	     20
+#define PEER_LOG_INTERVAL_NS (10 * UINT64_C(1000000000))
+
 struct peer_links {
 	struct vcd *vcd;
 	const struct peer_link_handlers *h;
@@ -59,6 +67,7 @@ struct peer_links {
 	struct peer_link *list;
 	size_t n;
 	uint64_t next_id;
+	struct ratelimit unverified_log;
 };
 
 /* Listen on vcd->config.listen_addr (none: outgoing links only) with

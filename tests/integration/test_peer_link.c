@@ -50,6 +50,9 @@
 /* Large source offsets, as a guest that ran long on another host has. */
 #define SRC_OFFSET	UINT64_C(0x0000100000000000)
 
+/* daemon/peer_link.h PEER_LOG_BURST: log lines per peer per interval. */
+#define PEER_LOG_BURST_TEST 20
+
 static char certs_dir[256];
 static bool certs_made_here;
 static struct daemon_proc target;
@@ -581,6 +584,30 @@ static void test_garbage_protobuf_gets_invalid_argument(void **state)
 	/* The link survives a bad message: the framing is intact. */
 	ping(&p, 3);
 	tls_client_close(&p);
+	assert_target_serving();
+}
+
+/* 200 garbage frames from an authenticated peer: each is answered, but what
+ * what the daemon logs of that link is bounded (PEER_LOG_BURST lines per
+ * interval). Before, each was a warning: 200k frames made 240k lines. */
+static void test_garbage_flood_from_a_peer_is_answered_but_its_log_bounded(void **state)
+{
+	static const uint8_t buf[] = { 0, 0, 0, 4, 0x52, 0x7f, 0x01, 0x02 };
+	const char *line = "peer=host-a.test: refusing request 0";
+	int before = harness_file_count(target.log_path, line), lines;
+	struct tls_client p;
+
+	peer_open_link(&p, "host-a");
+	for (int i = 0; i < 200; i++) {
+		peer_send_raw(&p, buf, sizeof(buf));
+		expect_error(&p, 0, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT,
+			     "not a valid PeerMessage");
+	}
+	ping(&p, 4);
+	tls_client_close(&p);
+	lines = harness_file_count(target.log_path, line) - before;
+	fprintf(stderr, "200 garbage frames: %d log lines\n", lines);
+	assert_true(lines <= PEER_LOG_BURST_TEST);
 	assert_target_serving();
 }
 
@@ -1760,6 +1787,7 @@ int main(void)
 		cmocka_unit_test(test_tls12_only_client_is_refused),
 		cmocka_unit_test(test_plaintext_on_the_tls_port_is_refused),
 		cmocka_unit_test(test_garbage_protobuf_gets_invalid_argument),
+		cmocka_unit_test(test_garbage_flood_from_a_peer_is_answered_but_its_log_bounded),
 		cmocka_unit_test(test_unknown_body_gets_unimplemented_naming_its_id),
 		cmocka_unit_test(test_length_prefix_over_maximum_closes_only_that_link),
 		cmocka_unit_test(test_frame_of_exactly_the_maximum_is_answered_one_more_closes),
