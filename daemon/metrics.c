@@ -34,6 +34,13 @@ static const char *const refusal_table[_METRICS_REFUSAL_MAX] = {
 	[METRICS_REFUSAL_OTHER] = "other",
 };
 
+static const char *const shed_table[_METRICS_SHED_MAX] = {
+	[METRICS_SHED_PER_SOURCE] = "per-source",
+	[METRICS_SHED_EVICTED] = "evicted",
+	[METRICS_SHED_DEADLINE] = "deadline",
+	[METRICS_SHED_FULL] = "full",
+};
+
 static const char *const outcome_table[_METRICS_OUTCOME_MAX] = {
 	[METRICS_OUTCOME_DONE] = "done",
 	[METRICS_OUTCOME_ABORTED] = "aborted",
@@ -67,6 +74,19 @@ const char *metrics_refusal_to_string(enum metrics_refusal refusal)
 	if (refusal < 0 || refusal >= _METRICS_REFUSAL_MAX)
 		return NULL;
 	return refusal_table[refusal];
+}
+
+const char *metrics_shed_to_string(enum metrics_shed shed)
+{
+	if (shed < 0 || shed >= _METRICS_SHED_MAX)
+		return NULL;
+	return shed_table[shed];
+}
+
+void metrics_shed(struct metrics *m, enum metrics_socket socket, enum metrics_shed shed)
+{
+	if (socket >= 0 && socket < _METRICS_SOCKET_MAX && shed >= 0 && shed < _METRICS_SHED_MAX)
+		m->connections_shed[socket][shed]++;
 }
 
 enum metrics_refusal metrics_refusal_from_errno(int error)
@@ -424,6 +444,18 @@ static void render_links(struct text *t, const struct metrics *m,
 		text_label_value(t, refusal_table[k]);
 		text_printf(t, "} %" PRIu64 "\n", m->vmm_refusals[k]);
 	}
+	text_family(t, "vcounterd_connections_shed_total", "counter",
+		    "Connections closed before they were authenticated or served, by socket and "
+		    "reason: per-source (its address held its share), evicted (the oldest waiting, "
+		    "to make room), deadline, full.");
+	for (int k = 0; k < _METRICS_SOCKET_MAX; k++)
+		for (int r = 0; r < _METRICS_SHED_MAX; r++) {
+			text_printf(t, "vcounterd_connections_shed_total{socket=");
+			text_label_value(t, socket_table[k]);
+			text_printf(t, ",reason=");
+			text_label_value(t, shed_table[r]);
+			text_printf(t, "} %" PRIu64 "\n", m->connections_shed[k][r]);
+		}
 }
 
 int metrics_render(const struct metrics *m, const struct metrics_snapshot *snap, char *buf,

@@ -61,6 +61,20 @@ enum metrics_refusal {
 };
 
 const char *metrics_refusal_to_string(enum metrics_refusal refusal);
+
+/* A connection closed before it was authenticated or served (admission.h). */
+enum metrics_shed {
+	METRICS_SHED_PER_SOURCE = 0, /* its source address held its share of the slots */
+	METRICS_SHED_EVICTED,	     /* the oldest waiting, closed to make room */
+	METRICS_SHED_DEADLINE,	     /* did not finish within its deadline */
+	METRICS_SHED_FULL,	     /* every slot taken, none to evict */
+	_METRICS_SHED_MAX,
+	_METRICS_SHED_INVALID = -1,
+};
+
+const char *metrics_shed_to_string(enum metrics_shed shed);
+struct metrics;
+void metrics_shed(struct metrics *m, enum metrics_socket socket, enum metrics_shed shed);
 enum metrics_refusal metrics_refusal_from_errno(int error); /* either sign */
 
 /* How a migration ended, as vcounterd_migrations_total counts it. */
@@ -101,6 +115,7 @@ struct metrics {
 	uint64_t accept_failures[_METRICS_SOCKET_MAX];
 	/* Error replies on the VMM socket, and connections it refused. */
 	uint64_t vmm_refusals[_METRICS_REFUSAL_MAX];
+	uint64_t connections_shed[_METRICS_SOCKET_MAX][_METRICS_SHED_MAX];
 };
 
 /* The daemon's own counters, process-wide like the log level: grpc.c knows

@@ -17,16 +17,27 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "admission.h"
 #include "cleanup.h"
+#include "clockns.h"
 #include "frame.h"
 #include "listener.h"
+#include "log.h"
 #include "macro.h"
+#include "metrics.h"
 #include "peer_conn.h"
+#include "ratelimit.h"
 #include "tls.h"
 
-/* Handshakes in flight on one listener; more are dropped at accept (a peer must not be able to
- * grow our memory by opening connections it never completes). */
+/* Handshakes in flight on one listener, and of those from one address (admission.h): a
+ * stranger must not be able to grow our memory, nor keep an allowed peer out, by opening
+ * connections it never completes. When all are taken the oldest makes room; the deadline
+ * shrinks from PEER_CONN_HANDSHAKE_TIMEOUT_MS at half full to PEER_HANDSHAKE_PRESSED_MS. */
 #define PEER_LISTENER_MAX_HANDSHAKES 64
+#define PEER_LISTENER_MAX_PER_SOURCE 8
+#define PEER_HANDSHAKE_PRESSED_MS    1000
+#define PEER_SHED_LOG_BURST	     10
+#define PEER_SHED_LOG_INTERVAL_S     10
 #define PEER_LISTENER_BACKLOG	     16
 #define PEER_CONN_REASON_MAX	     1024
 /* "[" + host + "]:" + port */
@@ -57,6 +68,8 @@ struct peer_conn {
 	 * listener goes first). Once established, the conn belongs to the user. */
 	struct peer_listener *listener;
 	struct peer_conn *pending_prev, *pending_next;
+	char source[ADMISSION_SOURCE_MAX]; /* accepted: the remote address, its port aside */
+	unsigned deadline_ms;
 
 	/* Client connect phase: each resolved address in turn. */
 	struct addrinfo *addrs;
@@ -84,6 +97,7 @@ struct peer_listener {
 	const struct peer_conn_ops *ops;
 	void *userdata;
 	struct listener *listener;
+	struct ratelimit shed_log; /* connections closed at accept */
 	struct peer_conn *pending;
 	size_t n_pending;
 };
@@ -301,7 +315,9 @@ static void conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	snprintf(reason, sizeof(reason), "%s %s did not complete within %d ms",
 		 conn->state == CONN_TCP_CONNECTING ? "TCP connect to" : "TLS handshake with",
-		 conn->remote, PEER_CONN_HANDSHAKE_TIMEOUT_MS);
+		 conn->remote, conn->deadline_ms);
+	if (conn->listener)
+		metrics_shed(&vcd_metrics, METRICS_SOCKET_PEER, METRICS_SHED_DEADLINE);
 	conn_close(conn, -ETIMEDOUT, reason);
 }
 
@@ -328,13 +344,11 @@ static struct peer_conn *conn_new(struct event_base *base, SSL_CTX *ctx,
 	return conn;
 }
 
-static int conn_arm_deadline(struct peer_conn *conn)
+static int conn_arm_deadline(struct peer_conn *conn, unsigned ms)
 {
-	const struct timeval tv = {
-		.tv_sec = PEER_CONN_HANDSHAKE_TIMEOUT_MS / 1000,
-		.tv_usec = (PEER_CONN_HANDSHAKE_TIMEOUT_MS % 1000) * 1000,
-	};
+	const struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
 
+	conn->deadline_ms = ms;
 	return evtimer_add(conn->deadline_ev, &tv) < 0 ? -ENOMEM : 0;
 }
 
@@ -678,7 +692,7 @@ int peer_conn_connect(struct event_base *base, SSL_CTX *ctx, const char *host_po
 	snprintf(conn->remote, sizeof(conn->remote), "%s", host_port);
 	snprintf(conn->expected_name, sizeof(conn->expected_name), "%s", expected_name);
 
-	r = conn_arm_deadline(conn);
+	r = conn_arm_deadline(conn, PEER_CONN_HANDSHAKE_TIMEOUT_MS);
 	if (r < 0) {
 		conn_destroy(conn);
 		return r;
@@ -735,15 +749,45 @@ struct peer_conn *peer_conn_free(struct peer_conn *conn)
 
 /* --- listener --- */
 
+static const struct admission_limits handshake_limits = {
+	.max_total = PEER_LISTENER_MAX_HANDSHAKES,
+	.max_per_source = PEER_LISTENER_MAX_PER_SOURCE,
+	.normal_ms = PEER_CONN_HANDSHAKE_TIMEOUT_MS,
+	.pressed_ms = PEER_HANDSHAKE_PRESSED_MS,
+};
+
 static void listener_accept_cb(evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
 {
 	struct peer_listener *l = arg;
-	struct peer_conn *conn;
-	char host[NI_MAXHOST] = "?", port[NI_MAXSERV] = "?";
+	char host[NI_MAXHOST] = "?", port[NI_MAXSERV] = "?", source[ADMISSION_SOURCE_MAX];
+	struct peer_conn *conn, *oldest = NULL;
+	unsigned n_same = 0;
 
-	if (l->n_pending >= PEER_LISTENER_MAX_HANDSHAKES) {
+	admission_source(sa, (size_t)socklen, source);
+	for (struct peer_conn *c = l->pending; c; c = c->pending_next) {
+		n_same += strcmp(c->source, source) == 0;
+		oldest = c; /* the list is newest first */
+	}
+	switch (admission_judge(&handshake_limits, (unsigned)l->n_pending, n_same)) {
+	case ADMISSION_REFUSE_SOURCE:
+		metrics_shed(&vcd_metrics, METRICS_SOCKET_PEER, METRICS_SHED_PER_SOURCE);
+		if (ratelimit_pass(&l->shed_log, clock_ns(CLOCK_MONOTONIC), NULL))
+			log_warning(
+				"peer link: connection from %s closed at accept: that address "
+				"has %u TLS handshakes running (limit %d; such lines limited to "
+				"%d per %d s)",
+				source, n_same, PEER_LISTENER_MAX_PER_SOURCE, PEER_SHED_LOG_BURST,
+				PEER_SHED_LOG_INTERVAL_S);
 		close_nointr(fd);
 		return;
+	case ADMISSION_EVICT_OLDEST:
+		metrics_shed(&vcd_metrics, METRICS_SOCKET_PEER, METRICS_SHED_EVICTED);
+		conn_close(oldest, -ETIMEDOUT,
+			   "TLS handshake not finished when every handshake slot was taken: the "
+			   "oldest, closed to make room");
+		break;
+	case ADMISSION_ADMIT:
+		break;
 	}
 	conn = conn_new(l->base, l->ctx, l->ops, l->userdata);
 	if (!conn) {
@@ -754,9 +798,11 @@ static void listener_accept_cb(evutil_socket_t fd, struct sockaddr *sa, int sock
 			  NI_NUMERICHOST | NI_NUMERICSERV);
 	snprintf(conn->remote, sizeof(conn->remote), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
 		 port);
+	snprintf(conn->source, sizeof(conn->source), "%s", source);
 	set_nodelay(fd);
 	if (conn_start_tls(conn, fd, BUFFEREVENT_SSL_ACCEPTING) < 0 ||
-	    conn_arm_deadline(conn) < 0) {
+	    conn_arm_deadline(
+		    conn, admission_deadline_ms(&handshake_limits, (unsigned)l->n_pending)) < 0) {
 		conn_destroy(conn);
 		return;
 	}
@@ -791,6 +837,7 @@ int peer_listener_new(struct event_base *base, SSL_CTX *ctx, const char *addr,
 	l->base = base;
 	l->ops = ops;
 	l->userdata = userdata;
+	l->shed_log = RATELIMIT_INIT(PEER_SHED_LOG_INTERVAL_S * NSEC_PER_SEC, PEER_SHED_LOG_BURST);
 	r = listener_new_bind(base, METRICS_SOCKET_PEER, addrs->ai_addr, addrs->ai_addrlen,
 			      PEER_LISTENER_BACKLOG, listener_accept_cb, l, &l->listener);
 	if (r < 0)

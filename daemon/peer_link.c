@@ -298,7 +298,7 @@ static void link_established_cb(struct peer_conn *conn, const char *identity, vo
 		/* An accepted connection: it becomes a link once it is verified. */
 		link = link_new(pl);
 		if (!link) {
-			budget_log(&pl->unverified_log, LOG_WARNING,
+			budget_log(&pl->excess_log, LOG_WARNING,
 				   "peer=%s: too many peer links, connection dropped", identity);
 			peer_conn_free(conn);
 			return;
@@ -421,6 +421,7 @@ int peer_links_start(struct peer_links *pl, struct vcd *vcd, const struct peer_l
 		.h = h,
 		.userdata = userdata,
 		.unverified_log = RATELIMIT_INIT(PEER_LOG_INTERVAL_NS, PEER_LOG_BURST),
+		.excess_log = RATELIMIT_INIT(PEER_LOG_INTERVAL_NS, PEER_LOG_BURST),
 	};
 	if (!vcd->config.listen_addr)
 		return 0;

@@ -55,7 +55,7 @@ struct peer_link_handlers {
 
 /* What one link logs is limited to PEER_LOG_BURST lines per
  * PEER_LOG_INTERVAL_NS, then a count; connections never verified share one
- * such budget. */
+ * such budget, and links over the limit another. */
 #define PEER_LOG_BURST	     20
 #define PEER_LOG_INTERVAL_NS (10 * UINT64_C(1000000000))
 
@@ -68,6 +68,7 @@ struct peer_links {
 	size_t n;
 	uint64_t next_id;
 	struct ratelimit unverified_log;
+	struct ratelimit excess_log; /* verified links over VCD_MAX_PEER_LINKS */
 };
 
 /* Listen on vcd->config.listen_addr (none: outgoing links only) with

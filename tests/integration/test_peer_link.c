@@ -569,6 +569,68 @@ static void test_plaintext_on_the_tls_port_is_refused(void **state)
 	assert_target_serving();
 }
 
+/* A TCP connection to the peer port from source (a 127.0.0.0/8 address,
+ * another host as far as the daemon can tell) that never says a word. */
+static int stalled_connect(const char *source)
+{
+	struct sockaddr_in from = { .sin_family = AF_INET }, to = { .sin_family = AF_INET };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(inet_pton(AF_INET, source, &from.sin_addr), 1);
+	assert_int_equal(bind(fd, (struct sockaddr *)&from, sizeof(from)), 0);
+	to.sin_port = htons((uint16_t)target.peer_port);
+	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&to, sizeof(to)), 0);
+	return fd;
+}
+
+/* The peer port flooded by strangers that connect and never handshake:
+ * an allowed peer still gets in. Before, 64 handshake slots were shared by
+ * everyone with a 10 s deadline, and 64 stalled connections from anywhere
+ * locked every peer out. One address now holds at most
+ * PEER_LISTENER_MAX_PER_SOURCE slots, and when many addresses fill them
+ * all, the oldest waiting makes room for the newest. */
+static void test_strangers_that_never_handshake_do_not_lock_a_peer_out(void **state)
+{
+	enum {
+		ONE_HOST = 200,
+		HOSTS = 16,
+		PER_HOST = 8
+	};
+	static int stalled[ONE_HOST + HOSTS * PER_HOST];
+	struct tls_client p;
+	size_t n = 0;
+	char addr[32];
+
+	/* 200 from one host: it keeps 8, the rest are closed at accept. */
+	for (int i = 0; i < ONE_HOST; i++)
+		stalled[n++] = stalled_connect("127.0.0.2");
+	for (int i = 0; i < 3; i++) {
+		peer_open_link(&p, "host-a");
+		ping(&p, 40 + (uint64_t)i);
+		tls_client_close(&p);
+	}
+	assert_true(harness_log_contains(&target, "closed at accept: that address has 8 TLS "
+						  "handshakes running"));
+	/* 128 more from 16 hosts, 8 each: every slot taken by strangers, and
+	 * still the peer's handshake gets one. */
+	for (int h = 0; h < HOSTS; h++) {
+		snprintf(addr, sizeof(addr), "127.0.1.%d", h + 1);
+		for (int i = 0; i < PER_HOST; i++)
+			stalled[n++] = stalled_connect(addr);
+	}
+	for (int i = 0; i < 3; i++) {
+		peer_open_link(&p, "host-a");
+		ping(&p, 50 + (uint64_t)i);
+		tls_client_close(&p);
+	}
+	assert_true(harness_log_contains(&target, "the oldest, closed to make room"));
+	for (size_t i = 0; i < n; i++)
+		close(stalled[i]);
+	assert_target_serving();
+}
+
 /* ---- 2. garbage on an established link ---- */
 
 static void test_garbage_protobuf_gets_invalid_argument(void **state)
@@ -1813,6 +1875,9 @@ int main(void)
 		cmocka_unit_test(test_source_with_another_tai_offset_counts_utc),
 		cmocka_unit_test(test_prepare_refuses_tai_offsets_that_disagree),
 		cmocka_unit_test(test_valid_messages_in_the_wrong_order_change_nothing),
+		/* Last: the closes of its strangers' connections use up the log
+		 * budget of unverified connections that tests above read lines of. */
+		cmocka_unit_test(test_strangers_that_never_handshake_do_not_lock_a_peer_out),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

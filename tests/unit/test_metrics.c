@@ -194,7 +194,33 @@ static const char expected_sockets[] =
 	"vcounterd_vmm_refusals_total{reason=\"exists\"} 0\n"
 	"vcounterd_vmm_refusals_total{reason=\"unknown-vm\"} 0\n"
 	"vcounterd_vmm_refusals_total{reason=\"out-of-fds\"} 1\n"
-	"vcounterd_vmm_refusals_total{reason=\"other\"} 0\n"
+	"vcounterd_vmm_refusals_total{reason=\"other\"} 0\n";
+
+static const char expected_shed[] =
+	"# HELP vcounterd_connections_shed_total Connections closed before they were "
+	"authenticated or served, by socket and reason: per-source (its address held its share), "
+	"evicted (the oldest waiting, to make room), deadline, full.\n"
+	"# TYPE vcounterd_connections_shed_total counter\n"
+	"vcounterd_connections_shed_total{socket=\"vmm\",reason=\"per-source\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"vmm\",reason=\"evicted\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"vmm\",reason=\"deadline\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"vmm\",reason=\"full\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"peer\",reason=\"per-source\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"peer\",reason=\"evicted\"} 5\n"
+	"vcounterd_connections_shed_total{socket=\"peer\",reason=\"deadline\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"peer\",reason=\"full\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"control-unix\",reason=\"per-source\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"control-unix\",reason=\"evicted\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"control-unix\",reason=\"deadline\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"control-unix\",reason=\"full\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"control-tcp\",reason=\"per-source\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"control-tcp\",reason=\"evicted\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"control-tcp\",reason=\"deadline\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"control-tcp\",reason=\"full\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"metrics\",reason=\"per-source\"} 2\n"
+	"vcounterd_connections_shed_total{socket=\"metrics\",reason=\"evicted\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"metrics\",reason=\"deadline\"} 0\n"
+	"vcounterd_connections_shed_total{socket=\"metrics\",reason=\"full\"} 0\n"
 	"# HELP vcounterd_control_watchers Open WatchEvents streams of the control API.\n"
 	"# TYPE vcounterd_control_watchers gauge\n"
 	"vcounterd_control_watchers 3\n";
@@ -208,7 +234,7 @@ static const char expected_clock[] =
 static void test_render_known_state_is_exact(void **state)
 {
 	char expected[sizeof(expected_head) + sizeof(expected_tail) + sizeof(expected_sockets) +
-		      sizeof(expected_clock)];
+		      sizeof(expected_shed) + sizeof(expected_clock)];
 	struct metrics m = { 0 };
 	struct metrics_snapshot snap = empty_snap;
 
@@ -248,9 +274,13 @@ static void test_render_known_state_is_exact(void **state)
 	m.accept_failures[METRICS_SOCKET_CONTROL_TCP] = 3;
 	m.vmm_refusals[METRICS_REFUSAL_MALFORMED] = 4;
 	m.vmm_refusals[METRICS_REFUSAL_OUT_OF_FDS] = 1;
+	metrics_shed(&m, METRICS_SOCKET_PEER, METRICS_SHED_EVICTED);
+	m.connections_shed[METRICS_SOCKET_PEER][METRICS_SHED_EVICTED] += 4;
+	m.connections_shed[METRICS_SOCKET_METRICS][METRICS_SHED_PER_SOURCE] = 2;
+	metrics_shed(&m, _METRICS_SOCKET_MAX, METRICS_SHED_FULL); /* ignored */
 
-	snprintf(expected, sizeof(expected), "%s%s%s%s", expected_head, expected_tail,
-		 expected_sockets, expected_clock);
+	snprintf(expected, sizeof(expected), "%s%s%s%s%s", expected_head, expected_tail,
+		 expected_sockets, expected_shed, expected_clock);
 	assert_string_equal(render(&m, &snap), expected);
 }
 
@@ -277,6 +307,7 @@ static void test_every_family_declared_once_before_its_samples(void **state)
 		"vcounterd_journal_write_failures_total",
 		"vcounterd_accept_failures_total",
 		"vcounterd_vmm_refusals_total",
+		"vcounterd_connections_shed_total",
 		"vcounterd_control_watchers",
 		"vcounterd_clock_error_seconds",
 	};
