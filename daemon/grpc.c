@@ -28,6 +28,7 @@
 #include <openssl/x509v3.h>
 
 #include "cleanup.h"
+#include "admission.h"
 #include "clockns.h"
 #include "grpc.h"
 #include "grpc_wire.h"
@@ -36,6 +37,7 @@
 #include "macro.h"
 #include "metrics.h"
 #include "peer_conn.h"
+#include "ratelimit.h"
 #include "tls.h"
 #include "unix_fd.h"
 
@@ -130,6 +132,8 @@ struct grpc_conn {
 	struct event *pump_ev;	/* manual: pump, or the pending close */
 	struct grpc_caller caller;
 	char remote[NI_MAXHOST + NI_MAXSERV + 4]; /* TCP: "[host]:port" */
+	bool tcp;				  /* else the unix socket: its own pool */
+	char source[ADMISSION_SOURCE_MAX];	  /* TCP: the address, its port aside */
 
 	unsigned depth;	    /* entry points on the stack: destroy waits for 0 */
 	bool in_session;    /* inside nghttp2_session_mem_recv/mem_send */
@@ -163,7 +167,10 @@ struct grpc_server {
 	size_t n_operator_names, n_reader_names;
 
 	struct grpc_conn *conns;
-	size_t n_conns;
+	size_t n_conns;	    /* on the unix socket */
+	size_t n_tcp_conns; /* over TCP: a pool of their own, so strangers cannot fill the local one */
+	struct ratelimit shed_log[_METRICS_SHED_MAX]; /* per reason, so each shows */
+	struct ratelimit handshake_log;		      /* TCP handshakes that failed */
 	unsigned next_conn_id;
 	size_t n_streaming;
 };
@@ -213,6 +220,8 @@ const char *grpc_role_to_string(enum grpc_role role)
 /* --- connection life cycle (declarations) --- */
 
 static void conn_enter(struct grpc_conn *conn);
+static void shed(struct grpc_server *server, bool tcp, enum metrics_shed why, const char *who,
+		 const char *what);
 static void conn_leave(struct grpc_conn *conn);
 static void conn_close(struct grpc_conn *conn, bool flush, int priority, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -909,7 +918,10 @@ static void conn_destroy(struct grpc_conn *conn)
 		server->conns = conn->next;
 	if (conn->next)
 		conn->next->prev = conn->prev;
-	server->n_conns--;
+	if (conn->tcp)
+		server->n_tcp_conns--;
+	else
+		server->n_conns--;
 	free(conn);
 }
 
@@ -926,8 +938,8 @@ static void conn_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	conn_enter(conn);
 	if (conn->state == CONN_HANDSHAKE) {
 		metrics_tls_handshake_failed(&vcd_metrics, METRICS_LISTENER_CONTROL);
-		log_warning("control conn=%u %s: TLS handshake not complete within %d s, closed",
-			    conn->id, conn->remote, GRPC_HANDSHAKE_TIMEOUT_S);
+		shed(conn->server, true, METRICS_SHED_DEADLINE, conn->remote,
+		     "TLS handshake not complete within its deadline, closed");
 		conn_close(conn, false, LOG_DEBUG, "handshake timeout");
 	}
 	conn->draining = false; /* drain timeout: close now */
@@ -1329,8 +1341,9 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 			conn_handshake_done(conn);
 	} else if (conn->state == CONN_HANDSHAKE) {
 		metrics_tls_handshake_failed(&vcd_metrics, METRICS_LISTENER_CONTROL);
-		log_warning("control conn=%u %s: TLS handshake failed: %s", conn->id, conn->remote,
-			    conn_error_string(conn, buf, sizeof(buf)));
+		if (ratelimit_pass(&conn->server->handshake_log, clock_ns(CLOCK_MONOTONIC), NULL))
+			log_warning("control conn=%u %s: TLS handshake failed: %s", conn->id,
+				    conn->remote, conn_error_string(conn, buf, sizeof(buf)));
 		conn_close(conn, false, LOG_DEBUG, "handshake failed");
 	} else if (what & BEV_EVENT_EOF) {
 		conn_close(conn, false, LOG_DEBUG, "end of stream from the client");
@@ -1362,7 +1375,6 @@ static struct grpc_conn *conn_new(struct grpc_server *server)
 	if (server->conns)
 		server->conns->prev = conn;
 	server->conns = conn;
-	server->n_conns++;
 	return conn;
 }
 
@@ -1386,12 +1398,87 @@ static enum grpc_role unix_role(const struct grpc_server *server, uid_t uid, gid
 	return GRPC_ROLE_NONE;
 }
 
-static bool server_full(struct grpc_server *server, const char *what)
+static const struct admission_limits tcp_handshake_limits = {
+	.max_total = GRPC_MAX_HANDSHAKES,
+	.max_per_source = GRPC_MAX_HANDSHAKES_PER_SOURCE,
+	.normal_ms = GRPC_HANDSHAKE_TIMEOUT_S * 1000,
+	.pressed_ms = GRPC_HANDSHAKE_PRESSED_MS,
+};
+
+/* A connection closed before it was served: counted, and logged within a budget. */
+static void shed(struct grpc_server *server, bool tcp, enum metrics_shed why, const char *who,
+		 const char *what)
 {
+	uint64_t held_back;
+
+	metrics_shed(&vcd_metrics, tcp ? METRICS_SOCKET_CONTROL_TCP : METRICS_SOCKET_CONTROL_UNIX,
+		     why);
+	if (!ratelimit_pass(&server->shed_log[why], clock_ns(CLOCK_MONOTONIC), &held_back))
+		return;
+	log_warning("control connection %s %s: %s%s", tcp ? "from" : "on the unix socket,", who,
+		    what, held_back ? " (and more such lines not logged)" : "");
+}
+
+static bool unix_full(struct grpc_server *server, const char *who)
+{
+	char what[96];
+
 	if (server->n_conns < GRPC_MAX_CONNECTIONS)
 		return false;
-	log_warning("control connection %s refused: %zu connections open (max %d)", what,
-		    server->n_conns, GRPC_MAX_CONNECTIONS);
+	snprintf(what, sizeof(what), "refused: %zu connections open (max %d)", server->n_conns,
+		 GRPC_MAX_CONNECTIONS);
+	shed(server, false, METRICS_SHED_FULL, who, what);
+	return true;
+}
+
+/* Room for a TCP connection from source? Its address may hold a share of
+ * the handshakes running; when they or the TCP connections are all taken,
+ * the oldest handshake makes room. *ret_deadline_ms: its handshake's. */
+static bool tcp_admit(struct grpc_server *server, const char *source, const char *who,
+		      unsigned *ret_deadline_ms)
+{
+	struct grpc_conn *oldest = NULL;
+	unsigned n_hs = 0, n_same = 0;
+	enum admission_verdict v;
+	char what[128];
+
+	for (struct grpc_conn *c = server->conns; c; c = c->next) {
+		if (!c->tcp || c->state != CONN_HANDSHAKE || c->closing)
+			continue;
+		n_hs++;
+		n_same += strcmp(c->source, source) == 0;
+		oldest = c; /* the list is newest first */
+	}
+	v = admission_judge(&tcp_handshake_limits, n_hs, n_same);
+	if (v == ADMISSION_ADMIT && server->n_tcp_conns >= GRPC_MAX_CONNECTIONS)
+		v = oldest ? ADMISSION_EVICT_OLDEST : ADMISSION_REFUSE_SOURCE;
+	switch (v) {
+	case ADMISSION_REFUSE_SOURCE:
+		if (n_same >= GRPC_MAX_HANDSHAKES_PER_SOURCE) {
+			snprintf(what, sizeof(what),
+				 "closed at accept: that address has %u TLS handshakes running "
+				 "(limit %d)",
+				 n_same, GRPC_MAX_HANDSHAKES_PER_SOURCE);
+			shed(server, true, METRICS_SHED_PER_SOURCE, who, what);
+		} else {
+			snprintf(what, sizeof(what), "refused: %zu TCP connections open (max %d)",
+				 server->n_tcp_conns, GRPC_MAX_CONNECTIONS);
+			shed(server, true, METRICS_SHED_FULL, who, what);
+		}
+		return false;
+	case ADMISSION_EVICT_OLDEST:
+		shed(server, true, METRICS_SHED_EVICTED, oldest->remote,
+		     "TLS handshake not finished when the slots were taken: the oldest, closed to "
+		     "make room");
+		conn_enter(oldest);
+		conn_close(oldest, false, LOG_DEBUG, "evicted");
+		oldest->draining = false;
+		conn_leave(oldest);
+		break;
+	case ADMISSION_ADMIT:
+		break;
+	}
+	*ret_deadline_ms = admission_deadline_ms(&tcp_handshake_limits, n_hs);
 	return true;
 }
 
@@ -1399,6 +1486,7 @@ static void unix_accept_cb(evutil_socket_t fd, struct sockaddr *sa, int socklen,
 {
 	struct grpc_server *server = arg;
 	_cleanup_close_ int cfd = fd;
+	char who[64];
 	struct grpc_conn *conn;
 	pid_t pid;
 	uid_t uid;
@@ -1410,13 +1498,15 @@ static void unix_accept_cb(evutil_socket_t fd, struct sockaddr *sa, int socklen,
 		log_warning_errno(r, "control connection without credentials refused");
 		return;
 	}
-	if (server_full(server, "on the unix socket"))
+	snprintf(who, sizeof(who), "pid=%d uid=%u", (int)pid, (unsigned)uid);
+	if (unix_full(server, who))
 		return;
 	conn = conn_new(server);
 	if (!conn) {
 		log_warning("control connection refused: out of memory");
 		return;
 	}
+	server->n_conns++;
 	conn->caller.pid = pid;
 	conn->caller.uid = uid;
 	conn->caller.gid = gid;
@@ -1447,24 +1537,31 @@ static void unix_accept_cb(evutil_socket_t fd, struct sockaddr *sa, int socklen,
 static void tcp_accept_cb(evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
 {
 	struct grpc_server *server = arg;
-	const struct timeval tv = { .tv_sec = GRPC_HANDSHAKE_TIMEOUT_S };
-	char host[NI_MAXHOST] = "?", port[NI_MAXSERV] = "?";
+	char host[NI_MAXHOST] = "?", port[NI_MAXSERV] = "?", source[ADMISSION_SOURCE_MAX];
 	struct grpc_conn *conn;
+	unsigned deadline_ms;
+	struct timeval tv;
 	int one = 1;
 	SSL *ssl;
 
 	(void)getnameinfo(sa, (socklen_t)socklen, host, sizeof(host), port, sizeof(port),
 			  NI_NUMERICHOST | NI_NUMERICSERV);
-	if (server_full(server, "over TCP")) {
+	admission_source(sa, (size_t)socklen, source);
+	if (!tcp_admit(server, source, host, &deadline_ms)) {
 		close_nointr(fd);
 		return;
 	}
+	tv = (struct timeval){ .tv_sec = deadline_ms / 1000,
+			       .tv_usec = (deadline_ms % 1000) * 1000 };
 	conn = conn_new(server);
 	if (!conn) {
 		log_warning("control connection from %s refused: out of memory", host);
 		close_nointr(fd);
 		return;
 	}
+	conn->tcp = true;
+	server->n_tcp_conns++;
+	snprintf(conn->source, sizeof(conn->source), "%s", source);
 	conn_enter(conn);
 	snprintf(conn->remote, sizeof(conn->remote), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
 		 port);
@@ -1700,6 +1797,10 @@ int grpc_server_new(struct event_base *base, const struct grpc_server_config *co
 	server->userdata = userdata;
 	server->tcp_port = -ENOTCONN;
 	server->unix_fd = -1;
+	for (int i = 0; i < _METRICS_SHED_MAX; i++)
+		server->shed_log[i] =
+			RATELIMIT_INIT(GRPC_SHED_LOG_INTERVAL_NS, GRPC_SHED_LOG_BURST);
+	server->handshake_log = RATELIMIT_INIT(GRPC_SHED_LOG_INTERVAL_NS, GRPC_SHED_LOG_BURST);
 
 	r = copy_ids(config->operator_uids, config->n_operator_uids, &server->operator_uids,
 		     &server->n_operator_uids, "operator uids", err, err_size);

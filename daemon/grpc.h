@@ -31,16 +31,25 @@
 #include <openssl/ssl.h>
 #include <protobuf-c/protobuf-c.h>
 
-#define GRPC_MAX_MESSAGE_BYTES	    (1u << 20)	 /* one request or response message */
-#define GRPC_MAX_STREAM_QUEUE	    (256u << 10) /* bytes queued for one stream */
-#define GRPC_MAX_CONN_QUEUE	    (1u << 20)	 /* bytes queued for one connection */
-#define GRPC_MAX_CONNECTIONS	    256
-#define GRPC_MAX_STREAMS	    128 /* concurrent streams per connection */
-#define GRPC_MAX_IDENTITIES	    64	/* per role list */
-#define GRPC_IDENTITY_MAX	    255
-#define GRPC_HANDSHAKE_TIMEOUT_S    10
-#define GRPC_IDLE_TIMEOUT_S	    300 /* no call open: GOAWAY and close */
-#define GRPC_IDLE_TIMEOUT_NO_ROLE_S 10	/* the same, for a caller with no role */
+#define GRPC_MAX_MESSAGE_BYTES	       (1u << 20)   /* one request or response message */
+#define GRPC_MAX_STREAM_QUEUE	       (256u << 10) /* bytes queued for one stream */
+#define GRPC_MAX_CONN_QUEUE	       (1u << 20)   /* bytes queued for one connection */
+#define GRPC_MAX_CONNECTIONS	       256
+#define GRPC_MAX_STREAMS	       128 /* concurrent streams per connection */
+#define GRPC_MAX_IDENTITIES	       64  /* per role list */
+#define GRPC_IDENTITY_MAX	       255
+#define GRPC_HANDSHAKE_TIMEOUT_S       10
+/* TCP handshakes running, of those from one address, and the deadline when
+ * all are taken (admission.h); unix and TCP connections each have their own
+ * GRPC_MAX_CONNECTIONS. */
+#define GRPC_MAX_HANDSHAKES	       64
+#define GRPC_MAX_HANDSHAKES_PER_SOURCE 8
+#define GRPC_HANDSHAKE_PRESSED_MS      1000
+/* Connections closed before they were served, logged: this many per interval. */
+#define GRPC_SHED_LOG_BURST	       10
+#define GRPC_SHED_LOG_INTERVAL_NS      (10 * UINT64_C(1000000000))
+#define GRPC_IDLE_TIMEOUT_S	       300 /* no call open: GOAWAY and close */
+#define GRPC_IDLE_TIMEOUT_NO_ROLE_S    10  /* the same, for a caller with no role */
 
 /* https://grpc.github.io/grpc/core/md_doc_statuscodes.html */
 enum grpc_status {

@@ -9,6 +9,7 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <linux/kvm.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
@@ -1135,6 +1136,65 @@ static void test_tls_roles_come_from_the_certificate(void **state)
 	t.d->pid = 0;
 }
 
+/* A TCP connection to port from source (a 127.0.0.0/8 address, another
+ * host as far as the daemon can tell) that never says a word. */
+static int stalled_connect(int port, const char *source)
+{
+	struct sockaddr_in from = { .sin_family = AF_INET }, to = { .sin_family = AF_INET };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(inet_pton(AF_INET, source, &from.sin_addr), 1);
+	assert_int_equal(bind(fd, (struct sockaddr *)&from, sizeof(from)), 0);
+	to.sin_port = htons((uint16_t)port);
+	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&to, sizeof(to)), 0);
+	return fd;
+}
+
+/* Strangers flood the control port with connections that never handshake.
+ * Before, the unix socket and TCP shared one pool of 256, and 256 stalled
+ * TCP handshakes locked local root out of vcounterctl. Now the unix socket
+ * has its own pool, one address holds at most 8 TCP handshakes, and when
+ * they are all taken the oldest makes room: root and an allowed controller
+ * both get in. */
+static void test_strangers_on_the_control_port_lock_no_one_out(void **state)
+{
+	enum {
+		ONE_HOST = 300,
+		HOSTS = 40,
+		PER_HOST = 8
+	};
+	static int stalled[ONE_HOST + HOSTS * PER_HOST];
+	Vcounter__V1__ListVmsReply *reply;
+	struct tls_daemon t;
+	char addr[32];
+	size_t n = 0;
+	int baseline;
+
+	tls_daemon_start(&t);
+	baseline = harness_settled_fd_count(t.d);
+	for (int i = 0; i < ONE_HOST; i++)
+		stalled[n++] = stalled_connect(t.port, "127.0.0.2");
+	/* 40 hosts of 8: more than every handshake slot, and than the TCP pool. */
+	for (int h = 0; h < HOSTS; h++) {
+		snprintf(addr, sizeof(addr), "127.0.2.%d", h + 1);
+		for (int i = 0; i < PER_HOST; i++)
+			stalled[n++] = stalled_connect(t.port, addr);
+	}
+	reply = list_vms(t.d->control_socket);
+	assert_non_null(reply);
+	vcounter__v1__list_vms_reply__free_unpacked(reply, NULL);
+	assert_int_equal(tls_status(&t, "ctl-operator", CONTROL "ListVms"), STATUS_OK);
+	assert_log_eventually(t.d, "that address has 8 TLS handshakes running");
+	assert_log_eventually(t.d, "the oldest, closed to make room");
+	for (size_t i = 0; i < n; i++)
+		close(stalled[i]);
+	assert_fds_settle(t.d, baseline);
+	assert_int_equal(harness_stop(t.d), 0);
+	t.d->pid = 0;
+}
+
 /* ---- the end ---- */
 
 static void test_daemon_alive_with_fds_back_to_baseline(void **state)
@@ -1199,6 +1259,7 @@ int main(void)
 		cmocka_unit_test(test_idle_connection_without_a_role_is_closed),
 		cmocka_unit_test(test_reader_uid_may_read_but_not_operate),
 		cmocka_unit_test(test_tls_roles_come_from_the_certificate),
+		cmocka_unit_test(test_strangers_on_the_control_port_lock_no_one_out),
 		cmocka_unit_test(test_daemon_alive_with_fds_back_to_baseline),
 	};
 
