@@ -23,6 +23,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "admission.h"
 #include "cleanup.h"
 #include "clockns.h"
 #include "control.h"
@@ -55,6 +56,7 @@ struct http_conn {
 	enum http_state state;
 	size_t discarded;
 	unsigned id;
+	char source[ADMISSION_SOURCE_MAX];
 };
 
 struct metrics_http {
@@ -343,6 +345,7 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct http_conn *conn = arg;
 
 	if (conn->state == HTTP_READING) {
+		metrics_shed(&vcd_metrics, METRICS_SOCKET_METRICS, METRICS_SHED_DEADLINE);
 		conn_respond(conn, 408);
 		return;
 	}
@@ -364,17 +367,53 @@ static void refuse_busy(evutil_socket_t fd)
 	close_nointr(fd);
 }
 
+static const struct admission_limits request_limits = {
+	.max_total = METRICS_HTTP_MAX_CONNECTIONS,
+	.max_per_source = METRICS_HTTP_MAX_PER_SOURCE,
+	.normal_ms = METRICS_HTTP_REQUEST_TIMEOUT_MS,
+	.pressed_ms = METRICS_HTTP_PRESSED_MS,
+};
+
 static void accept_cb(evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
 {
 	struct metrics_http *srv = arg;
 	struct event_base *base = srv->vcd->base;
-	struct http_conn *conn;
+	struct http_conn *conn, *oldest = NULL;
+	char source[ADMISSION_SOURCE_MAX];
+	unsigned n_same = 0, n_reading = 0;
+	enum admission_verdict v;
 
-	if (srv->n_conns >= METRICS_HTTP_MAX_CONNECTIONS) {
-		log_debug("metrics: %d connections open, one more refused (503)",
-			  METRICS_HTTP_MAX_CONNECTIONS);
+	/* The slots are the connections' (a served one goes within ms);
+	 * those still reading their request may be evicted. */
+	admission_source(sa, (size_t)socklen, source);
+	for (struct http_conn *c = srv->conns; c; c = c->next) {
+		n_same += strcmp(c->source, source) == 0;
+		if (c->state == HTTP_READING) {
+			n_reading++;
+			oldest = c; /* the list is newest first */
+		}
+	}
+	v = admission_judge(&request_limits, (unsigned)srv->n_conns, n_same);
+	if (v == ADMISSION_EVICT_OLDEST && !oldest)
+		v = ADMISSION_REFUSE_SOURCE;
+	switch (v) {
+	case ADMISSION_REFUSE_SOURCE:
+		metrics_shed(&vcd_metrics, METRICS_SOCKET_METRICS,
+			     n_same >= METRICS_HTTP_MAX_PER_SOURCE ? METRICS_SHED_PER_SOURCE
+								   : METRICS_SHED_FULL);
+		log_debug("metrics: connection from %s refused (503): %u of its %zu open", source,
+			  n_same, srv->n_conns);
 		refuse_busy(fd);
 		return;
+	case ADMISSION_EVICT_OLDEST:
+		metrics_shed(&vcd_metrics, METRICS_SOCKET_METRICS, METRICS_SHED_EVICTED);
+		log_debug("metrics conn=%u: request not read when every slot was taken: the "
+			  "oldest, closed to make room",
+			  oldest->id);
+		conn_free(oldest);
+		break;
+	case ADMISSION_ADMIT:
+		break;
 	}
 	conn = calloc(1, sizeof(*conn));
 	if (!conn) {
@@ -400,7 +439,8 @@ static void accept_cb(evutil_socket_t fd, struct sockaddr *sa, int socklen, void
 		conn_free(conn);
 		return;
 	}
-	conn_arm(conn, METRICS_HTTP_REQUEST_TIMEOUT_MS);
+	snprintf(conn->source, sizeof(conn->source), "%s", source);
+	conn_arm(conn, admission_deadline_ms(&request_limits, n_reading));
 }
 
 /* ---- the server ---- */

@@ -7,10 +7,15 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-#define METRICS_HTTP_MAX_CONNECTIONS	64    /* beyond: 503 and close */
-#define METRICS_HTTP_MAX_LINE_BYTES	2048  /* request line; beyond: 414 */
-#define METRICS_HTTP_MAX_REQUEST_BYTES	8192  /* request line + headers; beyond: 431 */
-#define METRICS_HTTP_REQUEST_TIMEOUT_MS 5000  /* accept to whole request; then 408 */
+#define METRICS_HTTP_MAX_CONNECTIONS	64   /* beyond: 503 and close */
+#define METRICS_HTTP_MAX_LINE_BYTES	2048 /* request line; beyond: 414 */
+#define METRICS_HTTP_MAX_REQUEST_BYTES	8192 /* request line + headers; beyond: 431 */
+#define METRICS_HTTP_REQUEST_TIMEOUT_MS 5000 /* accept to whole request; then 408 */
+/* Of the connections, from one address; and the deadline to send the
+ * request when all are taken (admission.h: it shrinks from the one above
+ * at half full, and the oldest still sending makes room for a new one). */
+#define METRICS_HTTP_MAX_PER_SOURCE	8
+#define METRICS_HTTP_PRESSED_MS		1000
 #define METRICS_HTTP_WRITE_TIMEOUT_MS	10000 /* response queued to sent; then close */
 /* After the response: read and drop what the client still sends (so the close
  * is a FIN, not an RST that could destroy the response in flight), this long

@@ -96,3 +96,7 @@ void harness_vm_destroy(struct harness_vm *vm);
 /* /dev/kvm, or -1 after a "SKIP: /dev/kvm unavailable (why): what" line on
  * stderr; the test then skips. */
 int harness_kvm_open(const char *what);
+/* A TCP connection to 127.0.0.1:port from source, an address of
+ * 127.0.0.0/8 (another host, as far as the daemon can tell): the fd, or
+ * -errno. */
+int harness_tcp_connect_from(const char *source, int port);

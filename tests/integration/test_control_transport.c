@@ -1136,22 +1136,6 @@ static void test_tls_roles_come_from_the_certificate(void **state)
 	t.d->pid = 0;
 }
 
-/* A TCP connection to port from source (a 127.0.0.0/8 address, another
- * host as far as the daemon can tell) that never says a word. */
-static int stalled_connect(int port, const char *source)
-{
-	struct sockaddr_in from = { .sin_family = AF_INET }, to = { .sin_family = AF_INET };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	assert_true(fd >= 0);
-	assert_int_equal(inet_pton(AF_INET, source, &from.sin_addr), 1);
-	assert_int_equal(bind(fd, (struct sockaddr *)&from, sizeof(from)), 0);
-	to.sin_port = htons((uint16_t)port);
-	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(connect(fd, (struct sockaddr *)&to, sizeof(to)), 0);
-	return fd;
-}
-
 /* Strangers flood the control port with connections that never handshake.
  * Before, the unix socket and TCP shared one pool of 256, and 256 stalled
  * TCP handshakes locked local root out of vcounterctl. Now the unix socket
@@ -1174,13 +1158,17 @@ static void test_strangers_on_the_control_port_lock_no_one_out(void **state)
 
 	tls_daemon_start(&t);
 	baseline = harness_settled_fd_count(t.d);
-	for (int i = 0; i < ONE_HOST; i++)
-		stalled[n++] = stalled_connect(t.port, "127.0.0.2");
+	for (int i = 0; i < ONE_HOST; i++) {
+		stalled[n] = harness_tcp_connect_from("127.0.0.2", t.port);
+		assert_true(stalled[n++] >= 0);
+	}
 	/* 40 hosts of 8: more than every handshake slot, and than the TCP pool. */
 	for (int h = 0; h < HOSTS; h++) {
 		snprintf(addr, sizeof(addr), "127.0.2.%d", h + 1);
-		for (int i = 0; i < PER_HOST; i++)
-			stalled[n++] = stalled_connect(t.port, addr);
+		for (int i = 0; i < PER_HOST; i++) {
+			stalled[n] = harness_tcp_connect_from(addr, t.port);
+			assert_true(stalled[n++] >= 0);
+		}
 	}
 	reply = list_vms(t.d->control_socket);
 	assert_non_null(reply);

@@ -698,36 +698,19 @@ static void test_silent_clients_are_closed_by_timeout(void **state)
 }
 
 #define FLOOD_CONNECTIONS 300
+#define FLOOD_HOSTS	  7 /* 8 each: with the first's 8, every slot */
 
-/* 300 connections at once: METRICS_HTTP_MAX_CONNECTIONS are held, the rest
- * get 503 and the close; the held ones are still served. */
-static void test_connection_limit_refuses_the_excess(void **state)
+/* How many of fds[0..n) the daemon answered (503) and closed; those are
+ * closed here too, and -1 in fds. */
+static int count_refused(int *fds, int n)
 {
-	static int fds[FLOOD_CONNECTIONS];
-	static char resp[65536];
-	int busy = 0, served = 0;
+	static char resp[4096];
+	int busy = 0;
 
-	for (int i = 0; i < FLOOD_CONNECTIONS; i++)
-		fds[i] = tcp_connect(metrics_port);
-	/* The refused ones are answered at once; give the daemon the time to
-	 * accept them all. */
-	for (int round = 0; round < 100; round++) {
-		busy = 0;
-		for (int i = 0; i < FLOOD_CONNECTIONS; i++) {
-			struct pollfd pfd = { .fd = fds[i], .events = POLLIN };
-
-			busy += poll(&pfd, 1, 0) == 1;
-		}
-		if (busy >= FLOOD_CONNECTIONS - METRICS_HTTP_MAX_CONNECTIONS)
-			break;
-		harness_sleep_ms(20);
-	}
-	harness_sleep_ms(100); /* none beyond those */
-	busy = 0;
-	for (int i = 0; i < FLOOD_CONNECTIONS; i++) {
+	for (int i = 0; i < n; i++) {
 		struct pollfd pfd = { .fd = fds[i], .events = POLLIN };
 
-		if (poll(&pfd, 1, 0) != 1)
+		if (fds[i] < 0 || poll(&pfd, 1, 0) != 1)
 			continue;
 		assert_true(read_until_close(fds[i], resp, sizeof(resp), 2000) > 0);
 		assert_int_equal(response_status(resp), 503);
@@ -735,25 +718,77 @@ static void test_connection_limit_refuses_the_excess(void **state)
 		fds[i] = -1;
 		busy++;
 	}
-	assert_int_equal(busy, FLOOD_CONNECTIONS - METRICS_HTTP_MAX_CONNECTIONS);
+	return busy;
+}
+
+/* Slowloris: connections that never send their request. 300 from one
+ * address: METRICS_HTTP_MAX_PER_SOURCE are held (until their deadline), the
+ * rest get 503 at once. With every slot then taken from 8 addresses, a
+ * scraper still gets its metrics: the oldest connection still sending makes
+ * room. Before, 64 such connections from anywhere gave every scraper 503
+ * until their 5 s deadline. */
+static void test_connection_limit_refuses_the_excess(void **state)
+{
+	static int fds[FLOOD_CONNECTIONS + FLOOD_HOSTS * METRICS_HTTP_MAX_PER_SOURCE];
+	static char resp[65536];
+	const double evicted =
+		metric("vcounterd_connections_shed_total{socket=\"metrics\",reason=\"evicted\"}");
+	int n = 0, busy = 0, served = 0;
+	char addr[32];
+
+	for (int i = 0; i < FLOOD_CONNECTIONS; i++) {
+		fds[n] = harness_tcp_connect_from("127.0.0.2", metrics_port);
+		assert_true(fds[n++] >= 0);
+	}
+	/* The refused ones are answered at once; give the daemon the time to
+	 * accept them all. */
+	for (int round = 0; round < 100 && busy < FLOOD_CONNECTIONS - METRICS_HTTP_MAX_PER_SOURCE;
+	     round++) {
+		busy += count_refused(fds, n);
+		harness_sleep_ms(20);
+	}
+	harness_sleep_ms(100); /* none beyond those */
+	busy += count_refused(fds, n);
+	assert_int_equal(busy, FLOOD_CONNECTIONS - METRICS_HTTP_MAX_PER_SOURCE);
+	/* Every slot taken, from 8 addresses. */
+	for (int h = 0; h < FLOOD_HOSTS; h++) {
+		snprintf(addr, sizeof(addr), "127.0.4.%d", h + 1);
+		for (int i = 0; i < METRICS_HTTP_MAX_PER_SOURCE; i++) {
+			fds[n] = harness_tcp_connect_from(addr, metrics_port);
+			assert_true(fds[n++] >= 0);
+		}
+	}
+	harness_sleep_ms(100);
+	assert_int_equal(count_refused(fds, n), 0);
 	assert_int_equal(harness_fd_count(&daemon_main),
 			 baseline_fds + METRICS_HTTP_MAX_CONNECTIONS);
-	/* Full: one more scrape is refused too. */
-	assert_int_equal(http_exchange_str("GET /metrics HTTP/1.1\r\n\r\n", resp, sizeof(resp)),
-			 503);
-	/* The held ones are served. */
-	for (int i = 0; i < FLOOD_CONNECTIONS; i++)
+	/* Full, and a scraper is served: the oldest waiting made room. */
+	assert_int_equal(
+		metric("vcounterd_connections_shed_total{socket=\"metrics\",reason=\"evicted\"}") -
+			evicted,
+		1);
+	/* The ones still held are served when they ask. */
+	for (int i = 0; i < n; i++)
 		if (fds[i] >= 0)
-			send_all(fds[i], "GET /metrics HTTP/1.1\r\n\r\n", 25);
-	for (int i = 0; i < FLOOD_CONNECTIONS; i++) {
+			(void)send(fds[i], "GET /metrics HTTP/1.1\r\n\r\n", 25, MSG_NOSIGNAL);
+	for (int i = 0; i < n; i++) {
+		ssize_t got;
+
 		if (fds[i] < 0)
 			continue;
-		assert_true(read_until_close(fds[i], resp, sizeof(resp), 10000) > 0);
-		assert_int_equal(response_status(resp), 200);
+		got = read_until_close(fds[i], resp, sizeof(resp), 10000);
+		/* The evicted one was closed without a response; the others
+		 * are served, or told 408 if their deadline, shorter as the
+		 * slots filled, passed first (a slow machine, valgrind). */
+		if (got > 0) {
+			int status = response_status(resp);
+
+			assert_true(status == 200 || status == 408);
+			served += status == 200;
+		}
 		close(fds[i]);
-		served++;
 	}
-	assert_int_equal(served, METRICS_HTTP_MAX_CONNECTIONS);
+	fprintf(stderr, "held connections served: %d\n", served);
 	assert_daemon_serving();
 	assert_fds_back_to_baseline();
 }

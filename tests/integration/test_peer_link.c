@@ -569,22 +569,6 @@ static void test_plaintext_on_the_tls_port_is_refused(void **state)
 	assert_target_serving();
 }
 
-/* A TCP connection to the peer port from source (a 127.0.0.0/8 address,
- * another host as far as the daemon can tell) that never says a word. */
-static int stalled_connect(const char *source)
-{
-	struct sockaddr_in from = { .sin_family = AF_INET }, to = { .sin_family = AF_INET };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	assert_true(fd >= 0);
-	assert_int_equal(inet_pton(AF_INET, source, &from.sin_addr), 1);
-	assert_int_equal(bind(fd, (struct sockaddr *)&from, sizeof(from)), 0);
-	to.sin_port = htons((uint16_t)target.peer_port);
-	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(connect(fd, (struct sockaddr *)&to, sizeof(to)), 0);
-	return fd;
-}
-
 /* The peer port flooded by strangers that connect and never handshake:
  * an allowed peer still gets in. Before, 64 handshake slots were shared by
  * everyone with a 10 s deadline, and 64 stalled connections from anywhere
@@ -604,8 +588,10 @@ static void test_strangers_that_never_handshake_do_not_lock_a_peer_out(void **st
 	char addr[32];
 
 	/* 200 from one host: it keeps 8, the rest are closed at accept. */
-	for (int i = 0; i < ONE_HOST; i++)
-		stalled[n++] = stalled_connect("127.0.0.2");
+	for (int i = 0; i < ONE_HOST; i++) {
+		stalled[n] = harness_tcp_connect_from("127.0.0.2", target.peer_port);
+		assert_true(stalled[n++] >= 0);
+	}
 	for (int i = 0; i < 3; i++) {
 		peer_open_link(&p, "host-a");
 		ping(&p, 40 + (uint64_t)i);
@@ -617,8 +603,10 @@ static void test_strangers_that_never_handshake_do_not_lock_a_peer_out(void **st
 	 * still the peer's handshake gets one. */
 	for (int h = 0; h < HOSTS; h++) {
 		snprintf(addr, sizeof(addr), "127.0.1.%d", h + 1);
-		for (int i = 0; i < PER_HOST; i++)
-			stalled[n++] = stalled_connect(addr);
+		for (int i = 0; i < PER_HOST; i++) {
+			stalled[n] = harness_tcp_connect_from(addr, target.peer_port);
+			assert_true(stalled[n++] >= 0);
+		}
 	}
 	for (int i = 0; i < 3; i++) {
 		peer_open_link(&p, "host-a");
