@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +62,9 @@ struct vmm_conn {
 	 * registry until whole, dropped at its deadline. */
 	struct vm_entry *partial;
 	struct event *partial_timer;
+	/* The process that connected (SO_PEERCRED): when it exits the
+	 * connection ends, whoever else holds the socket (a forked child). */
+	struct event *exit_ev;
 };
 
 struct vmm_server {
@@ -1038,9 +1042,47 @@ static void conn_close(struct vmm_conn *conn, const char *why)
 		}
 	}
 	partial_drop(conn);
+	if (conn->exit_ev) {
+		close(event_get_fd(conn->exit_ev));
+		conn->exit_ev = event_unref(conn->exit_ev);
+	}
 	conn->ev = event_unref(conn->ev);
 	close(conn->fd);
 	free(conn);
+}
+
+/* The connecting process exited: its VMs cannot be run any more (KVM takes
+ * VM ioctls only from their creator's mm), and the credentials the
+ * connection carries are no longer anyone's. */
+static void conn_exit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vmm_conn *conn = arg;
+	char why[96];
+
+	snprintf(why, sizeof(why),
+		 "its process (pid %d) exited; whoever else holds the socket "
+		 "does not keep its VMs",
+		 (int)conn->pid);
+	log_info("vmm conn=%llu pid=%d: %s", (unsigned long long)conn->id, (int)conn->pid, why);
+	conn_close(conn, why);
+}
+
+/* Watch the connecting process: 0, -ESRCH when it is gone already (a
+ * connection handed on by a process that exited), or another -errno where
+ * pidfds are missing (then the connection alone bounds its VMs). */
+static int conn_watch_exit(struct vmm_conn *conn)
+{
+	int fd = (int)syscall(SYS_pidfd_open, conn->pid, 0);
+
+	if (fd < 0)
+		return -errno;
+	conn->exit_ev = event_new(conn->vcd->base, fd, EV_READ, conn_exit_cb, conn);
+	if (!conn->exit_ev || event_add(conn->exit_ev, NULL) < 0) {
+		conn->exit_ev = event_unref(conn->exit_ev);
+		close(fd);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 static bool conn_allowed(const struct vcd_config *cfg, uid_t uid, gid_t gid)
@@ -1100,6 +1142,15 @@ static void accept_cb(evutil_socket_t fd, struct sockaddr *sa, int sa_len, void 
 		free(conn);
 		return;
 	}
+	r = conn_watch_exit(conn);
+	if (r == -ESRCH) {
+		log_info("VMM connection from pid=%d refused: that process has exited", (int)pid);
+		conn->ev = event_unref(conn->ev);
+		free(conn);
+		return;
+	}
+	if (r < 0)
+		log_debug_errno(r, "vmm pid=%d: cannot watch the process", (int)pid);
 	conn->fd = TAKE_FD(cfd);
 	event_add(conn->ev, NULL);
 	conn->next = srv->conns;

@@ -57,6 +57,10 @@
 #define PAD_FIELD_TAG_BYTE0	 0xc2 /* field 1000, length-delimited: tag 8002 */
 #define PAD_FIELD_TAG_BYTE1	 0x3e
 
+/* What one VMM connection costs the daemon in fds: its socket, and the
+ * pidfd that watches the process that connected. */
+#define VMM_CONN_FDS 2
+
 static struct daemon_proc daemon_main;
 static struct daemon_proc ops_daemon; /* pid 0 unless a test runs it */
 static char certs_dir[256];
@@ -249,7 +253,7 @@ static void test_fds_253_per_message_arrive_254_cannot_be_sent(void **state)
 	send_status(fd, 21, fds, UNIX_FD_MAX_FDS);
 	expect_error(fd, 21, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT, EINVAL,
 		     "only accepted");
-	assert_fd_count_settles(baseline_fds + 1);
+	assert_fd_count_settles(baseline_fds + VMM_CONN_FDS);
 
 	/* 254: the kernel refuses to send them (SCM_MAX_FD), and so does
 	 * unix_fd_send, before the kernel. */
@@ -458,7 +462,7 @@ static void test_registered_vms_at_the_limit_and_one_past(void **state)
 			 -ENOSPC);
 	assert_string_equal(vcounter_last_error(vc), "too many registered VMs (limit 3, max-vms)");
 	/* The refused VM's fds are not kept; the three are all there. */
-	assert_fd_count_settles(baseline_fds + 1 + 2 * TEST_MAX_VMS);
+	assert_fd_count_settles(baseline_fds + VMM_CONN_FDS + 2 * TEST_MAX_VMS);
 	assert_int_equal(registered_vms(), TEST_MAX_VMS);
 
 	/* One leaves: the next one fits. */
@@ -537,7 +541,7 @@ static void test_vcpus_per_vm_at_the_limit_and_one_past(void **state)
 					      vm.vcpu_fds, VC_MAX_VCPUS, &info),
 			 0);
 	assert_true(info.guest_tsc_khz > 0);
-	assert_fd_count_settles(baseline_fds + 1 + 1 + VC_MAX_VCPUS);
+	assert_fd_count_settles(baseline_fds + VMM_CONN_FDS + 1 + VC_MAX_VCPUS);
 	assert_int_equal(vcounter_unregister_vm(vc, "vm-1024"), 0);
 	vcounter_close(vc);
 	assert_fd_count_settles(baseline_fds);

@@ -3,6 +3,7 @@
  * daemon does not keep is closed, and the daemon keeps serving. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <linux/kvm.h>
 #include <poll.h>
 #include <setjmp.h>
@@ -31,6 +32,10 @@
 #include "vcounter/vcounter.h"
 #include "vmm_raw.h"
 #include "wire.h"
+
+/* What one VMM connection costs the daemon in fds: its socket, and the
+ * pidfd that watches the process that connected. */
+#define VMM_CONN_FDS 2
 
 static struct daemon_proc daemon_main;
 static int baseline_fds;
@@ -470,14 +475,14 @@ static void test_register_real_vm_reports_the_truth_about_offset_control(void **
 	assert_true(read_offset(vm.vcpu_fds[0]) == before[0]);
 	assert_true(read_offset(vm.vcpu_fds[1]) == before[1]);
 	/* The daemon now holds 3 more fds. */
-	assert_int_equal(harness_fd_count(&daemon_main), baseline_fds + 1 + 3);
+	assert_int_equal(harness_fd_count(&daemon_main), baseline_fds + VMM_CONN_FDS + 3);
 
 	/* The same id twice is refused, and the refused fds are not kept. */
 	assert_int_equal(vcounter_register_vm(vc, "vm-real", VCOUNTER_ROLE_SOURCE, vm.vm_fd,
 					      vm.vcpu_fds, 2, &info),
 			 -EEXIST);
 	assert_int_equal(vcounter_unregister_vm(vc, "vm-real"), 0);
-	assert_int_equal(harness_fd_count(&daemon_main), baseline_fds + 1);
+	assert_int_equal(harness_fd_count(&daemon_main), baseline_fds + VMM_CONN_FDS);
 	assert_int_equal(vcounter_unregister_vm(vc, "vm-real"), -ENOENT);
 	assert_non_null(strstr(vcounter_last_error(vc), "no such VM"));
 
@@ -489,6 +494,76 @@ static void test_register_real_vm_reports_the_truth_about_offset_control(void **
 	assert_fds_back_to_baseline();
 	harness_vm_destroy(&vm);
 	close(kvm);
+}
+
+/* Is vm_id registered with the daemon now? */
+static bool vm_registered(const char *vm_id)
+{
+	Vcounter__V1__VmmMessage *reply = status_of(daemon_main.vmm_socket, 79);
+	bool found = false;
+
+	for (size_t i = 0; i < reply->status_reply->n_vms; i++)
+		found |= strcmp(reply->status_reply->vms[i]->vm_id, vm_id) == 0;
+	wire_vmm_free(reply);
+	return found;
+}
+
+/* The VMM: registers a VM, forks a child that keeps the socket (and sleeps),
+ * tells the test the child's pid and exits. */
+static void forking_vmm(int kvm, int pipe_fd)
+{
+	struct harness_vm vm;
+	struct vcounter *vc;
+	pid_t child;
+
+	if (harness_vm_create(&vm, kvm, 1) < 0 ||
+	    vcounter_connect(daemon_main.vmm_socket, &vc) < 0 ||
+	    vcounter_register_vm(vc, "vm-forked", VCOUNTER_ROLE_SOURCE, vm.vm_fd, vm.vcpu_fds, 1,
+				 NULL) < 0)
+		_exit(1);
+	child = fork();
+	if (child == 0) {
+		sleep(60);
+		_exit(0);
+	}
+	if (write(pipe_fd, &child, sizeof(child)) != (ssize_t)sizeof(child))
+		_exit(2);
+	_exit(0);
+}
+
+/* A registration belongs to the process that made it: when that process
+ * exits, its VMs go, though a child it forked still holds the socket (KVM
+ * runs a VM's ioctls only in its creator's mm, and the connection's
+ * credentials are no longer anyone's). Before, the VM stayed registered
+ * under the dead VMM's pid for as long as the child lived. */
+static void test_a_vmm_that_exits_takes_its_vms_though_a_child_holds_the_socket(void **state)
+{
+	int kvm = open_kvm_or_skip(), p[2], status;
+	pid_t vmm, child = -1;
+	bool gone = false;
+
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	vmm = fork();
+	assert_true(vmm >= 0);
+	if (vmm == 0)
+		forking_vmm(kvm, p[1]);
+	close(p[1]);
+	assert_int_equal(read(p[0], &child, sizeof(child)), (ssize_t)sizeof(child));
+	close(p[0]);
+	assert_int_equal(waitpid(vmm, &status, 0), vmm);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	for (int i = 0; i < 200 && !gone; i++) {
+		gone = !vm_registered("vm-forked");
+		if (!gone)
+			usleep(10000);
+	}
+	kill(child, SIGKILL);
+	assert_true(gone);
+	assert_true(harness_log_contains(&daemon_main, "exited; whoever else holds the socket does "
+						       "not keep its VMs"));
+	close(kvm);
+	assert_fds_back_to_baseline();
+	assert_daemon_serving();
 }
 
 /* A RegisterVm of the TEST_VM_MAX_VCPUS-vCPU target "vm-big" starting at
@@ -546,7 +621,8 @@ static void test_register_vm_larger_than_one_message(void **state)
 			 0);
 	assert_string_equal(info.backend,
 			    kernel_has_syscounter(vm.vm_fd) ? "kvm-syscounter" : "kvm-x86");
-	assert_int_equal(harness_fd_count(&daemon_main), baseline_fds + 1 + 1 + TEST_VM_MAX_VCPUS);
+	assert_int_equal(harness_fd_count(&daemon_main),
+			 baseline_fds + VMM_CONN_FDS + 1 + TEST_VM_MAX_VCPUS);
 	assert_int_equal(vcounter_unregister_vm(vc, "vm-big"), 0);
 	vcounter_close(vc);
 	assert_fds_back_to_baseline();
@@ -560,11 +636,12 @@ static void test_register_vm_larger_than_one_message(void **state)
 	fd = vmm_raw_connect(daemon_main.vmm_socket);
 	send_big_first_message(fd, 1, fds);
 	/* The daemon holds the first message's fds while it waits. */
-	assert_int_equal(harness_fd_count(&daemon_main), baseline_fds + 1 + UNIX_FD_MAX_FDS);
+	assert_int_equal(harness_fd_count(&daemon_main),
+			 baseline_fds + VMM_CONN_FDS + UNIX_FD_MAX_FDS);
 	send_big_register(fd, 2, 200 /* 252 is next */, vm.vcpu_fds + 252, TEST_VM_MAX_VCPUS - 252);
 	expect_error(fd, 2, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT,
 		     "registration dropped");
-	assert_fd_count_settles(baseline_fds + 1);
+	assert_fd_count_settles(baseline_fds + VMM_CONN_FDS);
 	close(fd);
 
 	/* A VMM that disconnects halfway releases what it sent. */
@@ -626,11 +703,11 @@ static void test_partial_registrations_are_checked_bounded_and_timed_out(void **
 		     "already under way on this connection");
 	for (int i = 1; i <= VCD_MAX_PARTIAL_REGISTRATIONS; i++)
 		close(conns[i]);
-	assert_fd_count_settles(baseline_fds + 1 + UNIX_FD_MAX_FDS);
+	assert_fd_count_settles(baseline_fds + VMM_CONN_FDS + UNIX_FD_MAX_FDS);
 
 	/* The one left is not finished in time: dropped with its fds. */
 	usleep((VCD_PARTIAL_REGISTRATION_TIMEOUT_MS + 500) * 1000);
-	assert_fd_count_settles(baseline_fds + 1);
+	assert_fd_count_settles(baseline_fds + VMM_CONN_FDS);
 	assert_true(harness_log_contains(&daemon_main, "not finished within its deadline"));
 	send_big_register(conns[0], 22, 252, vm.vcpu_fds + 252, TEST_VM_MAX_VCPUS - 252);
 	expect_error(conns[0], 22, VCOUNTER__V1__ERROR_CODE__ERROR_NOT_FOUND,
@@ -834,6 +911,8 @@ int main(void)
 		cmocka_unit_test(test_register_refuses_misplaced_kvm_fds),
 		cmocka_unit_test(test_register_real_vm_reports_the_truth_about_offset_control),
 		cmocka_unit_test(test_register_refuses_a_vm_already_registered_under_another_id),
+		cmocka_unit_test(
+			test_a_vmm_that_exits_takes_its_vms_though_a_child_holds_the_socket),
 		cmocka_unit_test(test_register_vm_larger_than_one_message),
 		cmocka_unit_test(test_partial_registrations_are_checked_bounded_and_timed_out),
 		cmocka_unit_test(test_unknown_migration_ids_are_refused),
