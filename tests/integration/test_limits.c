@@ -57,10 +57,8 @@
 #define PAD_FIELD_TAG_BYTE0	 0xc2 /* field 1000, length-delimited: tag 8002 */
 #define PAD_FIELD_TAG_BYTE1	 0x3e
 
-/* What one VMM connection costs the daemon in fds: its socket, and the
- * pidfd that watches the process that connected. */
-#define VMM_CONN_FDS 2
-
+/* What one VMM connection costs the daemon in fds (vmm_raw_conn_fds). */
+static int vmm_conn_fds;
 static struct daemon_proc daemon_main;
 static struct daemon_proc ops_daemon; /* pid 0 unless a test runs it */
 static char certs_dir[256];
@@ -253,7 +251,7 @@ static void test_fds_253_per_message_arrive_254_cannot_be_sent(void **state)
 	send_status(fd, 21, fds, UNIX_FD_MAX_FDS);
 	expect_error(fd, 21, VCOUNTER__V1__ERROR_CODE__ERROR_INVALID_ARGUMENT, EINVAL,
 		     "only accepted");
-	assert_fd_count_settles(baseline_fds + VMM_CONN_FDS);
+	assert_fd_count_settles(baseline_fds + vmm_conn_fds);
 
 	/* 254: the kernel refuses to send them (SCM_MAX_FD), and so does
 	 * unix_fd_send, before the kernel. */
@@ -358,6 +356,11 @@ static void test_vmm_socket_at_the_daemon_fd_limit_pauses_then_serves(void **sta
 	long hz = sysconf(_SC_CLK_TCK);
 	int fd, warned, emfile;
 
+	if (harness_wrapped()) {
+		fprintf(stderr, "SKIP: the daemon runs under a wrapper (valgrind), whose own file "
+				"table does not follow a limit set from outside\n");
+		skip();
+	}
 	assert_int_equal(prlimit(daemon_main.pid, RLIMIT_NOFILE, NULL, &saved), 0);
 	tight = saved;
 	tight.rlim_cur = (rlim_t)harness_fd_count(&daemon_main);
@@ -402,9 +405,15 @@ static void test_vmm_socket_at_the_daemon_fd_limit_pauses_then_serves(void **sta
 static void test_fds_sent_to_a_daemon_out_of_fds_get_emfile(void **state)
 {
 	struct rlimit saved, tight;
-	int fd = vmm_raw_connect(daemon_main.vmm_socket), sent[3];
 	Vcounter__V1__VmmMessage *reply;
+	int fd, sent[3];
 
+	if (harness_wrapped()) {
+		fprintf(stderr, "SKIP: the daemon runs under a wrapper (valgrind), whose own file "
+				"table does not follow a limit set from outside\n");
+		skip();
+	}
+	fd = vmm_raw_connect(daemon_main.vmm_socket);
 	/* Served once, so that the connection is accepted before the limit. */
 	send_status(fd, 910, NULL, 0);
 	wire_vmm_free(expect_status_reply(fd, 910));
@@ -462,7 +471,7 @@ static void test_registered_vms_at_the_limit_and_one_past(void **state)
 			 -ENOSPC);
 	assert_string_equal(vcounter_last_error(vc), "too many registered VMs (limit 3, max-vms)");
 	/* The refused VM's fds are not kept; the three are all there. */
-	assert_fd_count_settles(baseline_fds + VMM_CONN_FDS + 2 * TEST_MAX_VMS);
+	assert_fd_count_settles(baseline_fds + vmm_conn_fds + 2 * TEST_MAX_VMS);
 	assert_int_equal(registered_vms(), TEST_MAX_VMS);
 
 	/* One leaves: the next one fits. */
@@ -541,7 +550,7 @@ static void test_vcpus_per_vm_at_the_limit_and_one_past(void **state)
 					      vm.vcpu_fds, VC_MAX_VCPUS, &info),
 			 0);
 	assert_true(info.guest_tsc_khz > 0);
-	assert_fd_count_settles(baseline_fds + VMM_CONN_FDS + 1 + VC_MAX_VCPUS);
+	assert_fd_count_settles(baseline_fds + vmm_conn_fds + 1 + VC_MAX_VCPUS);
 	assert_int_equal(vcounter_unregister_vm(vc, "vm-1024"), 0);
 	vcounter_close(vc);
 	assert_fd_count_settles(baseline_fds);
@@ -1001,6 +1010,7 @@ static int group_setup(void **state)
 		return -1;
 	/* harness_start's readiness probe connected once: let that settle. */
 	baseline_fds = harness_settled_fd_count(&daemon_main);
+	vmm_conn_fds = vmm_raw_conn_fds(&daemon_main);
 	return baseline_fds > 0 ? 0 : -1;
 }
 

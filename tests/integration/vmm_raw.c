@@ -8,9 +8,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "daemon_harness.h"
 #include "frame.h"
 #include "unix_fd.h"
 #include "vmm_raw.h"
@@ -64,4 +66,23 @@ Vcounter__V1__VmmMessage *vmm_raw_recv(int fd)
 	if (wire_vmm_unpack(payload, len, &msg, NULL) < 0)
 		return NULL;
 	return msg;
+}
+
+int vmm_raw_conn_fds(const struct daemon_proc *d)
+{
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
+	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
+	int before = harness_settled_fd_count(d), after, fd;
+
+	fd = vmm_raw_connect(d->vmm_socket);
+	req.id = 1;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
+	req.status = &st;
+	vmm_raw_send(fd, &req, NULL, 0);
+	reply = vmm_raw_recv(fd);
+	assert_non_null(reply);
+	wire_vmm_free(reply);
+	after = harness_fd_count(d);
+	close(fd);
+	return after - before;
 }
