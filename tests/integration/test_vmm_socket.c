@@ -59,14 +59,10 @@ static void expect_error(int fd, uint64_t id, Vcounter__V1__ErrorCode code, cons
  * reply, checked to be a StatusReply to that id (free with wire_vmm_free). */
 static Vcounter__V1__VmmMessage *status_of(const char *socket_path, uint64_t id)
 {
-	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
-	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
+	Vcounter__V1__VmmMessage *reply;
 	int fd = vmm_raw_connect(socket_path);
 
-	req.id = id;
-	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
-	req.status = &st;
-	vmm_raw_send(fd, &req, NULL, 0);
+	vmm_raw_send_status(fd, id);
 	reply = vmm_raw_recv(fd);
 	close(fd);
 	assert_non_null(reply);

@@ -68,17 +68,24 @@ Vcounter__V1__VmmMessage *vmm_raw_recv(int fd)
 	return msg;
 }
 
-int vmm_raw_conn_fds(const struct daemon_proc *d)
+void vmm_raw_send_status(int fd, uint64_t id)
 {
-	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT;
 	Vcounter__V1__StatusRequest st = VCOUNTER__V1__STATUS_REQUEST__INIT;
-	int before = harness_settled_fd_count(d), after, fd;
 
-	fd = vmm_raw_connect(d->vmm_socket);
-	req.id = 1;
+	req.id = id;
 	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_STATUS;
 	req.status = &st;
 	vmm_raw_send(fd, &req, NULL, 0);
+}
+
+int vmm_raw_conn_fds(const struct daemon_proc *d)
+{
+	int before = harness_settled_fd_count(d), after, fd;
+	Vcounter__V1__VmmMessage *reply;
+
+	fd = vmm_raw_connect(d->vmm_socket);
+	vmm_raw_send_status(fd, 1);
 	reply = vmm_raw_recv(fd);
 	assert_non_null(reply);
 	wire_vmm_free(reply);

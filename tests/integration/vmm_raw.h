@@ -5,6 +5,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "vcounter.pb-c.h"
 
@@ -17,6 +18,8 @@ void vmm_raw_send(int fd, Vcounter__V1__VmmMessage *msg, const int *fds, size_t 
 /* One reply within 5 s (fds that came with it closed); NULL on timeout,
  * close, or a datagram that is no VmmMessage. Free with wire_vmm_free. */
 Vcounter__V1__VmmMessage *vmm_raw_recv(int fd);
+/* A StatusRequest with this id. */
+void vmm_raw_send_status(int fd, uint64_t id);
 /* The fds one served VMM connection costs daemon d: its socket, and the
  * pidfd watching the process that connected where the daemon can open one
  * (not under valgrind 3.19, which lacks pidfd_open). */
