@@ -25,6 +25,7 @@
 #include "bench_stats.h"
 #include "clockns.h"
 #include "daemon_harness.h"
+#include "flood.h"
 #include "kvm_x86.h"
 #include "macro.h"
 #include "vcounter/control.h"
@@ -61,6 +62,7 @@ struct load_config {
 	unsigned timeout_s;
 	unsigned poll_interval_ms;
 	bool warm_link;
+	bool flood;
 	bool check_host;
 };
 
@@ -87,6 +89,7 @@ struct load_migration {
 	uint64_t daemon_apply_ns;	      /* the report's apply_latency_ns */
 	uint64_t offset_before, offset_after; /* the report, vCPU 0 */
 	uint64_t start_ns, done_ns;	      /* start_migration call -> both done */
+	bool flooded;			      /* started with --flood's strangers at it */
 };
 
 struct load;
@@ -150,6 +153,13 @@ struct load {
 	atomic_uint watches_accepted;
 	atomic_bool stop_pollers;
 	bool pollers_joined;
+	/* The lanes migrate VMs [phase_begin, phase_end): with --flood the
+	 * first half, then the second with strangers flooding host-b's
+	 * peer, control and metrics ports. */
+	unsigned phase_begin, phase_end;
+	int control_port, metrics_port;
+	struct flood flood;
+	atomic_bool flooding;
 	uint64_t poll_start_ns, poll_end_ns;
 	uint64_t deadline_ns;
 };
@@ -346,6 +356,7 @@ static int lane_migrate(struct lane *l, unsigned vm_index)
 	uint64_t generation, t0, t1, held = 0;
 	int r;
 
+	m->flooded = atomic_load(&ld->flooding);
 	m->start_ns = clock_ns(CLOCK_MONOTONIC);
 	r = vcounter_ctl_start_migration(l->ctl_a, vm->id, ld->peer_address, TARGET_NAME, &started);
 	if (r < 0) {
@@ -418,8 +429,11 @@ static void *lane_main(void *arg)
 	struct lane *l = arg;
 	struct load *ld = l->load;
 
-	for (unsigned i = l->first_vm; i < ld->config.n_vms && !interrupted;
+	/* A lane that failed in the first phase stays failed (and idle). */
+	for (unsigned i = l->first_vm; i < ld->phase_end && !interrupted && l->result >= 0;
 	     i += ld->config.n_lanes) {
+		if (i < ld->phase_begin)
+			continue;
 		l->result = lane_migrate(l, i);
 		if (l->result < 0)
 			break;
@@ -565,7 +579,7 @@ static void pollers_stop(struct load *ld)
 static int raise_nofile(const struct load_config *c, rlim_t *ret_limit)
 {
 	rlim_t need = (rlim_t)c->n_vms * 2 * FDS_PER_VM_PER_SIDE + 4 * c->n_lanes +
-		      2 * (c->n_pollers + c->n_watchers) + 256;
+		      2 * (c->n_pollers + c->n_watchers) + 256 + (c->flood ? FLOOD_FDS(3) : 0);
 	struct rlimit rl;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
@@ -589,11 +603,25 @@ static int daemons_start(struct load *ld, const char *certs)
 		"--key",       key_a,	      "--allow-peer", TARGET_NAME, "--log-level", "info",
 		NULL
 	};
-	const char *args_b[] = { "--host-name", TARGET_NAME,	"--listen",
-				 "127.0.0.1:0", "--ca",		ca,
-				 "--cert",	cert_b,		"--key",
-				 key_b,		"--allow-peer", "host-a.test",
-				 "--log-level", "info",		NULL };
+	char control_port_file[600], metrics_port_file[600];
+	const char *args_b[32] = { "--host-name", TARGET_NAME,	  "--listen",
+				   "127.0.0.1:0", "--ca",	  ca,
+				   "--cert",	  cert_b,	  "--key",
+				   key_b,	  "--allow-peer", "host-a.test",
+				   "--log-level", "info",	  NULL };
+	/* --flood: the ports strangers can reach, served as in production. */
+	const char *flood_args[] = { "--control-listen",
+				     "127.0.0.1:0",
+				     "--control-port-file",
+				     control_port_file,
+				     "--control-reader",
+				     "ctl-reader.test",
+				     "--metrics-listen",
+				     "127.0.0.1:0",
+				     "--metrics-port-file",
+				     metrics_port_file,
+				     NULL };
+	size_t n_b = 14;
 	int r;
 
 	snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
@@ -601,6 +629,11 @@ static int daemons_start(struct load *ld, const char *certs)
 	snprintf(key_a, sizeof(key_a), "%s/host-a.key", certs);
 	snprintf(cert_b, sizeof(cert_b), "%s/host-b.pem", certs);
 	snprintf(key_b, sizeof(key_b), "%s/host-b.key", certs);
+	snprintf(control_port_file, sizeof(control_port_file), "%s/control-port", certs);
+	snprintf(metrics_port_file, sizeof(metrics_port_file), "%s/metrics-port", certs);
+	for (size_t i = 0; ld->config.flood && flood_args[i]; i++)
+		args_b[n_b++] = flood_args[i];
+	args_b[n_b] = NULL;
 	r = harness_start(&ld->a, args_a);
 	if (r < 0) {
 		fprintf(stderr, "load_bench: starting vcounterd host-a (%s/daemon/vcounterd): %s\n",
@@ -613,6 +646,19 @@ static int daemons_start(struct load *ld, const char *certs)
 		return r;
 	}
 	snprintf(ld->peer_address, sizeof(ld->peer_address), "127.0.0.1:%d", ld->b.peer_port);
+	if (ld->config.flood) {
+		ld->control_port = harness_wait_port(control_port_file, 10000);
+		ld->metrics_port = harness_wait_port(metrics_port_file, 10000);
+		if (ld->control_port < 0 || ld->metrics_port < 0) {
+			fprintf(stderr, "load_bench: host-b wrote no control or metrics port\n");
+			return -EIO;
+		}
+		ld->flood = (struct flood){
+			.ports = { ld->b.peer_port, ld->control_port, ld->metrics_port },
+			.names = { "peer", "control (TCP)", "metrics" },
+			.n_ports = 3,
+		};
+	}
 	return 0;
 }
 
@@ -853,6 +899,10 @@ static void usage(FILE *f)
 		"  --warm-link      migrate one VM alone first, so that host-a's peer link\n"
 		"                   to host-b is up before the M lanes start (without it\n"
 		"                   the first wave's Prepares queue behind the handshake)\n"
+		"  --flood          migrate the first half of the VMs, then the second half\n"
+		"                   while strangers flood host-b's peer, control and\n"
+		"                   metrics ports with connections that never handshake;\n"
+		"                   the two halves are reported apart\n"
 		"  --check-host     only say whether KVM honours TSC offsets (0) or not (77)\n"
 		"  --help           this text\n\n"
 		"Where KVM ignores TSC offsets (kvm_pvm) it says so and measures only\n"
@@ -872,6 +922,7 @@ static int parse_args(int argc, char **argv, struct load_config *c)
 		ARG_TIMEOUT,
 		ARG_POLL_INTERVAL,
 		ARG_WARM_LINK,
+		ARG_FLOOD,
 		ARG_CHECK,
 		ARG_HELP
 	};
@@ -883,6 +934,7 @@ static int parse_args(int argc, char **argv, struct load_config *c)
 		{ "timeout", required_argument, NULL, ARG_TIMEOUT },
 		{ "poll-interval-ms", required_argument, NULL, ARG_POLL_INTERVAL },
 		{ "warm-link", no_argument, NULL, ARG_WARM_LINK },
+		{ "flood", no_argument, NULL, ARG_FLOOD },
 		{ "check-host", no_argument, NULL, ARG_CHECK },
 		{ "help", no_argument, NULL, ARG_HELP },
 		{ 0 },
@@ -917,6 +969,9 @@ static int parse_args(int argc, char **argv, struct load_config *c)
 			break;
 		case ARG_WARM_LINK:
 			c->warm_link = true;
+			break;
+		case ARG_FLOOD:
+			c->flood = true;
 			break;
 		case ARG_CHECK:
 			c->check_host = true;
@@ -1212,6 +1267,23 @@ static int register_all(struct run *r)
 
 /* The migrations, lane by lane, or (KVM ignoring offsets) a pause with the
  * controllers on; then what the daemons and the VMMs say of them. */
+/* Every lane migrates its VMs of [phase_begin, phase_end); 0 once all are
+ * joined, -1 if a lane could not start (the started ones stopped). */
+static int lanes_run(struct load *ld)
+{
+	for (unsigned i = 0; i < ld->config.n_lanes; i++)
+		if (pthread_create(&ld->lanes[i].thread, NULL, lane_main, &ld->lanes[i]) != 0) {
+			fprintf(stderr, "load_bench: cannot start lane %u\n", i);
+			interrupted = SIGTERM;
+			for (unsigned j = 0; j < i; j++)
+				pthread_join(ld->lanes[j].thread, NULL);
+			return -1;
+		}
+	for (unsigned i = 0; i < ld->config.n_lanes; i++)
+		pthread_join(ld->lanes[i].thread, NULL);
+	return 0;
+}
+
 static int migrate_all(struct run *r)
 {
 	struct load *ld = &r->ld;
@@ -1237,17 +1309,24 @@ static int migrate_all(struct run *r)
 			ld->lanes[0].first_vm += c->n_lanes;
 		}
 		r->t_mig0 = clock_ns(CLOCK_MONOTONIC);
-		for (unsigned i = 0; i < c->n_lanes; i++)
-			if (pthread_create(&ld->lanes[i].thread, NULL, lane_main, &ld->lanes[i]) !=
-			    0) {
-				fprintf(stderr, "load_bench: cannot start lane %u\n", i);
-				interrupted = SIGTERM; /* the started ones stop */
-				for (unsigned j = 0; j < i; j++)
-					pthread_join(ld->lanes[j].thread, NULL);
-				return -1;
-			}
-		for (unsigned i = 0; i < c->n_lanes; i++)
-			pthread_join(ld->lanes[i].thread, NULL);
+		ld->phase_begin = 0;
+		ld->phase_end = c->flood ? c->n_vms / 2 : c->n_vms;
+		rc = lanes_run(ld);
+		if (rc == 0 && c->flood) {
+			rc = flood_start(&ld->flood, 120000);
+			if (rc < 0)
+				fprintf(stderr, "load_bench: the flood did not start: %s\n",
+					strerror(-rc));
+			atomic_store(&ld->flooding, true);
+			ld->phase_begin = ld->phase_end;
+			ld->phase_end = c->n_vms;
+			if (rc == 0)
+				rc = lanes_run(ld);
+			flood_stop(&ld->flood);
+			atomic_store(&ld->flooding, false);
+		}
+		if (rc < 0)
+			return -1;
 		r->t_mig1 = clock_ns(CLOCK_MONOTONIC);
 		r->migrated = true;
 		for (unsigned i = 0; i < c->n_lanes; i++)
@@ -1309,6 +1388,49 @@ static int stop_all(struct run *r, int ret)
 }
 
 /* The tables and ratios, and the checks' verdict: ret, or a failure. */
+/* --flood: the first half of the migrations, and the second, made while
+ * strangers flooded host-b; and what the strangers got. */
+static void report_flood(const struct load *ld)
+{
+	const struct load_config *c = &ld->config;
+	uint64_t *t[2] = { calloc(c->n_vms + 1, sizeof(uint64_t)),
+			   calloc(c->n_vms + 1, sizeof(uint64_t)) };
+	size_t n[2] = { 0, 0 }, started[2] = { 0, 0 };
+
+	if (!t[0] || !t[1]) {
+		free(t[0]);
+		free(t[1]);
+		return;
+	}
+	for (unsigned i = 0; i < c->n_vms; i++) {
+		const struct load_migration *m = &ld->migrations[i];
+
+		if (!m->started)
+			continue;
+		started[m->flooded]++;
+		if (m->done_ns)
+			t[m->flooded][n[m->flooded]++] = m->done_ns - m->start_ns;
+	}
+	print_latency("migration, before the flood", t[0], n[0]);
+	print_latency("migration, during the flood", t[1], n[1]);
+	printf("flood: migrations done %zu of %zu before it, %zu of %zu during it; "
+	       "p99 during / before %.2f, p50 %.2f\n",
+	       n[0], started[0], n[1], started[1],
+	       n[0] && n[1] ? (double)bench_percentile(t[1], n[1], 99) /
+				      (double)bench_percentile(t[0], n[0], 99)
+			    : 0.0,
+	       n[0] && n[1] ? (double)bench_percentile(t[1], n[1], 50) /
+				      (double)bench_percentile(t[0], n[0], 50)
+			    : 0.0);
+	for (unsigned p = 0; p < ld->flood.n_ports; p++)
+		printf("flood on host-b's %s port: %" PRIu64 " connections opened, %" PRIu64
+		       " closed or answered by the daemon, %" PRIu64 " connects failed\n",
+		       ld->flood.names[p], ld->flood.opened[p], ld->flood.closed_by_daemon[p],
+		       ld->flood.connect_failed[p]);
+	free(t[0]);
+	free(t[1]);
+}
+
 static int report(struct run *r, int ret)
 {
 	struct load *ld = &r->ld;
@@ -1366,6 +1488,8 @@ static int report(struct run *r, int ret)
 			print_latency("apply: host-b's own apply_latency_ns", daemon_apply,
 				      n_apply);
 			print_latency("migration: StartMigration -> both done", whole, n_whole);
+			if (c->flood)
+				report_flood(ld);
 		}
 		print_latency("controller: GetHostStatus/ListMigrations", polls, n_poll);
 
