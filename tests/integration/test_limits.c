@@ -447,6 +447,68 @@ static void test_fds_sent_to_a_daemon_out_of_fds_get_emfile(void **state)
 	assert_fd_count_settles(baseline_fds);
 }
 
+/* Registrations still arriving in several messages do not count against
+ * --max-vms: before, two first messages (of any 253 fds) took --max-vms 2
+ * from legitimate VMs. Here two are under way at --max-vms 3, and three
+ * VMs register all the same (the connections: two, the VMs', and one for
+ * the status, the limit of 4). */
+static void test_partial_registrations_do_not_take_registered_vm_slots(void **state)
+{
+	enum {
+		BIG = 300,
+		PARTIALS = 2
+	};
+	int kvm = open_kvm_or_skip("registrations in several messages"), conns[PARTIALS];
+	struct harness_vm big, vms[TEST_MAX_VMS];
+	Vcounter__V1__VmmMessage req = VCOUNTER__V1__VMM_MESSAGE__INIT, *reply;
+	Vcounter__V1__RegisterVm reg = VCOUNTER__V1__REGISTER_VM__INIT;
+	int fds[UNIX_FD_MAX_FDS], r;
+	struct vcounter *vc;
+	char id[16];
+
+	r = harness_vm_create(&big, kvm, BIG);
+	if (r < 0) {
+		fprintf(stderr, "SKIP: this KVM will not create %d vCPUs: %s\n", BIG, strerror(-r));
+		harness_vm_destroy(&big);
+		close(kvm);
+		skip();
+	}
+	fds[0] = big.vm_fd;
+	memcpy(fds + 1, big.vcpu_fds, (UNIX_FD_MAX_FDS - 1) * sizeof(int));
+	reg.role = VCOUNTER__V1__ROLE__ROLE_TARGET;
+	reg.vcpu_count = BIG;
+	req.body_case = VCOUNTER__V1__VMM_MESSAGE__BODY_REGISTER_VM;
+	req.register_vm = &reg;
+	for (int i = 0; i < PARTIALS; i++) {
+		snprintf(id, sizeof(id), "vm-big-%d", i);
+		reg.vm_id = id;
+		req.id = 60 + (uint64_t)i;
+		conns[i] = vmm_raw_connect(daemon_main.vmm_socket);
+		vmm_raw_send(conns[i], &req, fds, UNIX_FD_MAX_FDS);
+		reply = vmm_raw_recv(conns[i]);
+		assert_non_null(reply);
+		assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_OK);
+		wire_vmm_free(reply);
+	}
+	assert_int_equal(vcounter_connect(daemon_main.vmm_socket, &vc), 0);
+	for (int i = 0; i < TEST_MAX_VMS; i++) {
+		assert_int_equal(harness_vm_create(&vms[i], kvm, 1), 0);
+		snprintf(id, sizeof(id), "vm-%d", i);
+		assert_int_equal(vcounter_register_vm(vc, id, VCOUNTER_ROLE_TARGET, vms[i].vm_fd,
+						      vms[i].vcpu_fds, 1, NULL),
+				 0);
+	}
+	assert_int_equal(registered_vms(), TEST_MAX_VMS);
+	vcounter_close(vc);
+	for (int i = 0; i < PARTIALS; i++)
+		close(conns[i]);
+	for (int i = 0; i < TEST_MAX_VMS; i++)
+		harness_vm_destroy(&vms[i]);
+	assert_fd_count_settles(baseline_fds);
+	harness_vm_destroy(&big);
+	close(kvm);
+}
+
 /* ---- VMs per daemon ---- */
 
 static void test_registered_vms_at_the_limit_and_one_past(void **state)
@@ -1033,6 +1095,7 @@ int main(void)
 		cmocka_unit_test(test_vmm_socket_at_the_daemon_fd_limit_pauses_then_serves),
 		cmocka_unit_test(test_fds_sent_to_a_daemon_out_of_fds_get_emfile),
 		cmocka_unit_test(test_registered_vms_at_the_limit_and_one_past),
+		cmocka_unit_test(test_partial_registrations_do_not_take_registered_vm_slots),
 		cmocka_unit_test(test_vcpus_per_vm_at_the_limit_and_one_past),
 		cmocka_unit_test_teardown(test_kvm_ops_per_vmm_at_the_limit_and_one_past,
 					  stop_ops_daemon),
