@@ -3,6 +3,7 @@
  * daemon does not keep is closed, and the daemon keeps serving. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <linux/kvm.h>
 #include <poll.h>
@@ -595,6 +596,9 @@ static void send_big_first_message(int fd, uint64_t id, const int *fds)
 	send_big_register(fd, id, 0, fds, UNIX_FD_MAX_FDS);
 	reply = vmm_raw_recv(fd);
 	assert_non_null(reply);
+	if (reply->body_case == VCOUNTER__V1__VMM_MESSAGE__BODY_ERROR)
+		fprintf(stderr, "first message %" PRIu64 " refused: %s\n", id,
+			reply->error->message);
 	assert_int_equal(reply->body_case, VCOUNTER__V1__VMM_MESSAGE__BODY_OK);
 	assert_int_equal(reply->id, id);
 	wire_vmm_free(reply);
