@@ -292,6 +292,17 @@ static void text_family(struct text *t, const char *name, const char *type, cons
 	text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* A counter per value of one label: name{label="names[i]"} values[i]. */
+static void text_counters(struct text *t, const char *name, const char *label,
+			  const char *const *names, const uint64_t *values, int n)
+{
+	for (int i = 0; i < n; i++) {
+		text_printf(t, "%s{%s=", name, label);
+		text_label_value(t, names[i]);
+		text_printf(t, "} %" PRIu64 "\n", values[i]);
+	}
+}
+
 static void render_vms(struct text *t, const struct metrics_snapshot *snap)
 {
 	text_family(t, "vcounterd_vms_registered", "gauge",
@@ -419,11 +430,8 @@ static void render_links(struct text *t, const struct metrics *m,
 	text_family(t, "vcounterd_tls_handshake_failures_total", "counter",
 		    "Incoming TLS connections refused or lost before a verified handshake, by "
 		    "listener.");
-	for (int l = 0; l < _METRICS_LISTENER_MAX; l++) {
-		text_printf(t, "vcounterd_tls_handshake_failures_total{listener=");
-		text_label_value(t, listener_table[l]);
-		text_printf(t, "} %" PRIu64 "\n", m->tls_handshake_failures[l]);
-	}
+	text_counters(t, "vcounterd_tls_handshake_failures_total", "listener", listener_table,
+		      m->tls_handshake_failures, _METRICS_LISTENER_MAX);
 	text_family(t, "vcounterd_journal_write_failures_total", "counter",
 		    "Session journal writes that failed (disk full, I/O error); the step each "
 		    "was for did not take effect.");
@@ -432,18 +440,12 @@ static void render_links(struct text *t, const struct metrics *m,
 	text_family(t, "vcounterd_accept_failures_total", "counter",
 		    "accept() on a listening socket that failed for want of file descriptors or "
 		    "memory; the socket then pauses, its connections wait in the backlog.");
-	for (int k = 0; k < _METRICS_SOCKET_MAX; k++) {
-		text_printf(t, "vcounterd_accept_failures_total{socket=");
-		text_label_value(t, socket_table[k]);
-		text_printf(t, "} %" PRIu64 "\n", m->accept_failures[k]);
-	}
+	text_counters(t, "vcounterd_accept_failures_total", "socket", socket_table,
+		      m->accept_failures, _METRICS_SOCKET_MAX);
 	text_family(t, "vcounterd_vmm_refusals_total", "counter",
 		    "Requests and connections the VMM socket refused, by reason.");
-	for (int k = 0; k < _METRICS_REFUSAL_MAX; k++) {
-		text_printf(t, "vcounterd_vmm_refusals_total{reason=");
-		text_label_value(t, refusal_table[k]);
-		text_printf(t, "} %" PRIu64 "\n", m->vmm_refusals[k]);
-	}
+	text_counters(t, "vcounterd_vmm_refusals_total", "reason", refusal_table, m->vmm_refusals,
+		      _METRICS_REFUSAL_MAX);
 	text_family(t, "vcounterd_connections_shed_total", "counter",
 		    "Connections closed before they were authenticated or served, by socket and "
 		    "reason: per-source (its address held its share), evicted (the oldest waiting, "
