@@ -90,11 +90,21 @@ static void test_out_of_fds_pauses_counts_once_and_serves_the_backlog_after(void
 	struct sockaddr_un sa;
 	struct listener *l = NULL;
 	struct rlimit saved, tight;
-	int clients[CLIENTS], lfd, stderr_saved;
+	int clients[CLIENTS], lfd, stderr_saved, probe, restored, warned, emfile;
+	size_t at_limit;
+	uint64_t episode;
+	size_t served;
 	uint64_t failures;
 	socklen_t len;
 	FILE *log;
 
+	/* valgrind keeps its own file table: it emulates RLIMIT_NOFILE, and
+	 * accept() does not come back from it when the limit is raised. */
+	if (getenv("LD_PRELOAD") && strstr(getenv("LD_PRELOAD"), "vgpreload")) {
+		print_message("skipped: under valgrind, whose file table does not follow "
+			      "RLIMIT_NOFILE\n");
+		skip();
+	}
 	/* The log goes to stderr, and stderr to a file this test reads back. */
 	log = tmpfile();
 	assert_non_null(log);
@@ -117,32 +127,59 @@ static void test_out_of_fds_pauses_counts_once_and_serves_the_backlog_after(void
 	tight = saved;
 	tight.rlim_cur = (rlim_t)lowest_free_fd();
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+	probe = fcntl(0, F_DUPFD_CLOEXEC, 0);
 	run_for_ms(1000);
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+	restored = fcntl(0, F_DUPFD_CLOEXEC, 0);
+	if (probe >= 0 || restored < 0) {
+		/* valgrind keeps its own file table and emulates the limit,
+		 * and does not raise it again. */
+		if (probe >= 0)
+			close(probe);
+		if (restored >= 0)
+			close(restored);
+		dup2(stderr_saved, STDERR_FILENO);
+		close(stderr_saved);
+		fclose(log);
+		for (int i = 0; i < CLIENTS; i++)
+			close(clients[i]);
+		listener_free(l);
+		print_message("skipped: setrlimit(RLIMIT_NOFILE) did not reach the kernel, or "
+			      "did not come back (valgrind emulates it)\n");
+		skip();
+	}
+	close(restored);
 
 	failures = vcd_metrics.accept_failures[METRICS_SOCKET_VMM];
-	fprintf(stdout, "accept failures in 1 s at the limit: %llu\n",
-		(unsigned long long)failures);
-	assert_int_equal(n_accepted, 0);
-	assert_true(failures >= 2);
-	assert_true(failures <= 1000 / LISTENER_PAUSE_MS + 2);
-	assert_int_equal(listener_episode_failures(l), failures);
-	assert_int_equal(vcd_metrics.accept_failures[METRICS_SOCKET_PEER], 0);
-	assert_int_equal(count_lines(log, "accept on the vmm socket failed"), 1);
-	assert_int_equal(count_lines(log, "Too many open files"), 1);
-
+	at_limit = n_accepted;
+	episode = listener_episode_failures(l);
+	warned = count_lines(log, "accept on the vmm socket failed");
+	emfile = count_lines(log, "Too many open files");
 	/* Fds free again: the next resume serves every waiting connection,
 	 * and a quiet second ends the episode with one line. */
-	run_for_ms(LISTENER_PAUSE_MS + 200);
-	assert_int_equal(n_accepted, CLIENTS);
-	run_for_ms(LISTENER_QUIET_MS + 300);
+	for (int i = 0; i < 40 && n_accepted < CLIENTS; i++)
+		run_for_ms(LISTENER_PAUSE_MS);
+	served = n_accepted;
+	for (int i = 0; i < 30 && listener_episode_failures(l) > 0; i++)
+		run_for_ms(LISTENER_QUIET_MS / 4);
+	/* stderr back before any assertion, so that a failure can be read. */
+	dup2(stderr_saved, STDERR_FILENO);
+	close(stderr_saved);
+	fprintf(stdout, "accept failures in 1 s at the limit: %llu\n",
+		(unsigned long long)failures);
+	assert_int_equal(at_limit, 0);
+	assert_true(failures >= 2);
+	assert_true(failures <= 1000 / LISTENER_PAUSE_MS + 2);
+	assert_int_equal(episode, failures);
+	assert_int_equal(vcd_metrics.accept_failures[METRICS_SOCKET_PEER], 0);
+	assert_int_equal(warned, 1);
+	assert_int_equal(emfile, 1);
+	assert_int_equal(served, CLIENTS);
 	assert_int_equal(listener_episode_failures(l), 0);
 	assert_int_equal(vcd_metrics.accept_failures[METRICS_SOCKET_VMM], failures);
 	assert_int_equal(count_lines(log, "accepting on the vmm socket again"), 1);
 	assert_int_equal(count_lines(log, "accept on the vmm socket failed"), 1);
 
-	dup2(stderr_saved, STDERR_FILENO);
-	close(stderr_saved);
 	fclose(log);
 	for (size_t i = 0; i < n_accepted; i++)
 		close(accepted_fds[i]);
