@@ -1341,9 +1341,9 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 			conn_handshake_done(conn);
 	} else if (conn->state == CONN_HANDSHAKE) {
 		metrics_tls_handshake_failed(&vcd_metrics, METRICS_LISTENER_CONTROL);
-		if (ratelimit_pass(&conn->server->handshake_log, clock_ns(CLOCK_MONOTONIC), NULL))
-			log_warning("control conn=%u %s: TLS handshake failed: %s", conn->id,
-				    conn->remote, conn_error_string(conn, buf, sizeof(buf)));
+		log_ratelimited(&conn->server->handshake_log, LOG_WARNING, 0,
+				"control conn=%u %s: TLS handshake failed: %s", conn->id,
+				conn->remote, conn_error_string(conn, buf, sizeof(buf)));
 		conn_close(conn, false, LOG_DEBUG, "handshake failed");
 	} else if (what & BEV_EVENT_EOF) {
 		conn_close(conn, false, LOG_DEBUG, "end of stream from the client");
@@ -1409,14 +1409,10 @@ static const struct admission_limits tcp_handshake_limits = {
 static void shed(struct grpc_server *server, bool tcp, enum metrics_shed why, const char *who,
 		 const char *what)
 {
-	uint64_t held_back;
-
 	metrics_shed(&vcd_metrics, tcp ? METRICS_SOCKET_CONTROL_TCP : METRICS_SOCKET_CONTROL_UNIX,
 		     why);
-	if (!ratelimit_pass(&server->shed_log[why], clock_ns(CLOCK_MONOTONIC), &held_back))
-		return;
-	log_warning("control connection %s %s: %s%s", tcp ? "from" : "on the unix socket,", who,
-		    what, held_back ? " (and more such lines not logged)" : "");
+	log_ratelimited(&server->shed_log[why], LOG_WARNING, 0, "control connection %s %s: %s",
+			tcp ? "from" : "on the unix socket,", who, what);
 }
 
 static bool unix_full(struct grpc_server *server, const char *who)

@@ -6,11 +6,15 @@
 #pragma once
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/uio.h>
 #include <syslog.h>
+
+#include "clockns.h"
+#include "ratelimit.h"
 
 /* MESSAGE_ID of the events a person or a tool looks up in the journal
  * (`journalctl MESSAGE_ID=...`, systemd.journal-fields(7)). Generated once
@@ -59,6 +63,22 @@ int log_internal(int priority, int err, const char *message_id, const char *file
 	log_internal(priority, err, message_id, __FILE__, __LINE__, __func__, __VA_ARGS__)
 #define log_msg(priority, ...)	      log_full_errno_id(priority, 0, NULL, __VA_ARGS__)
 #define log_errno(priority, err, ...) log_full_errno_id(priority, err, NULL, __VA_ARGS__)
+
+/* One event within a rate limit (ratelimit.h) that a peer, a VMM or a
+ * stranger can make happen at will: dropped beyond it, and the first line
+ * let through after some were held back says how many. */
+#define log_ratelimited(limit, priority, err, fmt, ...)                                         \
+	do {                                                                                    \
+		uint64_t held_back_;                                                            \
+		if (!ratelimit_pass((limit), clock_ns(CLOCK_MONOTONIC), &held_back_))           \
+			break;                                                                  \
+		if (held_back_)                                                                 \
+			log_errno((priority), (err),                                            \
+				  fmt " (%" PRIu64 " more such lines not logged)", __VA_ARGS__, \
+				  held_back_);                                                  \
+		else                                                                            \
+			log_errno((priority), (err), fmt, __VA_ARGS__);                         \
+	} while (0)
 
 #define log_error(...)		     log_msg(LOG_ERR, __VA_ARGS__)
 #define log_warning(...)	     log_msg(LOG_WARNING, __VA_ARGS__)

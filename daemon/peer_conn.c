@@ -771,13 +771,10 @@ static void listener_accept_cb(evutil_socket_t fd, struct sockaddr *sa, int sock
 	switch (admission_judge(&handshake_limits, (unsigned)l->n_pending, n_same)) {
 	case ADMISSION_REFUSE_SOURCE:
 		metrics_shed(&vcd_metrics, METRICS_SOCKET_PEER, METRICS_SHED_PER_SOURCE);
-		if (ratelimit_pass(&l->shed_log, clock_ns(CLOCK_MONOTONIC), NULL))
-			log_warning(
-				"peer link: connection from %s closed at accept: that address "
-				"has %u TLS handshakes running (limit %d; such lines limited to "
-				"%d per %d s)",
-				source, n_same, PEER_LISTENER_MAX_PER_SOURCE, PEER_SHED_LOG_BURST,
-				PEER_SHED_LOG_INTERVAL_S);
+		log_ratelimited(&l->shed_log, LOG_WARNING, 0,
+				"peer link: connection from %s closed at accept: that address has "
+				"%u TLS handshakes running (limit %d)",
+				source, n_same, PEER_LISTENER_MAX_PER_SOURCE);
 		close_nointr(fd);
 		return;
 	case ADMISSION_EVICT_OLDEST:

@@ -16,21 +16,6 @@
 #include "vcd.h"
 #include "wire.h"
 
-/* Log a line within a budget (a link's, or the unverified connections'):
- * the first let through after some were held back says how many. */
-#define budget_log(limit, priority, fmt, ...)                                                \
-	do {                                                                                 \
-		uint64_t held_back_;                                                         \
-		if (!ratelimit_pass((limit), clock_ns(CLOCK_MONOTONIC), &held_back_))        \
-			break;                                                               \
-		if (held_back_)                                                              \
-			log_msg((priority),                                                  \
-				fmt " (and %" PRIu64 " more lines of this link not logged)", \
-				__VA_ARGS__, held_back_);                                    \
-		else                                                                         \
-			log_msg((priority), fmt, __VA_ARGS__);                               \
-	} while (0)
-
 #define PEER_PROTOCOL_VERSION	  1
 /* Frames waiting for a link's handshake: every migration that may be kept
  * can have its Prepare there (a burst of StartMigration to a peer not yet
@@ -116,8 +101,9 @@ void peer_link_send_error(struct peer_link *link, uint64_t request_id, int error
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	budget_log(&link->log_limit, LOG_WARNING, "peer=%s: refusing request %" PRIu64 ": %s",
-		   link->identity, request_id, text);
+	log_ratelimited(&link->log_limit, LOG_WARNING, 0,
+			"peer=%s: refusing request %" PRIu64 ": %s", link->identity, request_id,
+			text);
 	e.code = wire_error_code_from_errno(error);
 	e.errno_value = error < 0 ? -error : error;
 	e.message = text;
@@ -298,8 +284,9 @@ static void link_established_cb(struct peer_conn *conn, const char *identity, vo
 		/* An accepted connection: it becomes a link once it is verified. */
 		link = link_new(pl);
 		if (!link) {
-			budget_log(&pl->excess_log, LOG_WARNING,
-				   "peer=%s: too many peer links, connection dropped", identity);
+			log_ratelimited(&pl->excess_log, LOG_WARNING, 0,
+					"peer=%s: too many peer links, connection dropped",
+					identity);
 			peer_conn_free(conn);
 			return;
 		}
@@ -312,9 +299,9 @@ static void link_established_cb(struct peer_conn *conn, const char *identity, vo
 	 * for; that is the identity its sessions name. */
 	snprintf(link->identity, sizeof(link->identity), "%s",
 		 link->outgoing ? link->expected_name : identity);
-	budget_log(&link->log_limit, LOG_INFO, "peer=%s address=%s: link up (%s)", identity,
-		   link->outgoing ? link->address : "incoming",
-		   link->outgoing ? "outgoing" : "incoming");
+	log_ratelimited(&link->log_limit, LOG_INFO, 0, "peer=%s address=%s: link up (%s)", identity,
+			link->outgoing ? link->address : "incoming",
+			link->outgoing ? "outgoing" : "incoming");
 	send_hello(link);
 	while ((q = link->queue)) {
 		link->queue = q->next;
@@ -334,18 +321,19 @@ static void link_close_cb(struct peer_conn *conn, int error, const char *reason,
 	if (!link) {
 		/* Never verified: a failed handshake on the listener. */
 		metrics_tls_handshake_failed(&vcd_metrics, METRICS_LISTENER_PEER);
-		budget_log(&pl->unverified_log, LOG_WARNING,
-			   "peer link: incoming connection refused: %s", reason);
+		log_ratelimited(&pl->unverified_log, LOG_WARNING, 0,
+				"peer link: incoming connection refused: %s", reason);
 		return;
 	}
 
 	metrics_peer_link_closed(&vcd_metrics, error);
 	if (error < 0)
-		budget_log(&link->log_limit, LOG_WARNING, "peer=%s address=%s: link closed: %s",
-			   link->identity[0] ? link->identity : "?", link->address, reason);
+		log_ratelimited(&link->log_limit, LOG_WARNING, 0,
+				"peer=%s address=%s: link closed: %s",
+				link->identity[0] ? link->identity : "?", link->address, reason);
 	else
-		budget_log(&link->log_limit, LOG_INFO, "peer=%s: link closed",
-			   link->identity[0] ? link->identity : "?");
+		log_ratelimited(&link->log_limit, LOG_INFO, 0, "peer=%s: link closed",
+				link->identity[0] ? link->identity : "?");
 	pl->h->closed(link, error, reason, pl->userdata);
 	link->conn = NULL; /* peer_conn frees itself after this callback */
 	link_free(link);
@@ -392,9 +380,9 @@ static void link_frame_cb(struct peer_conn *conn, const uint8_t *payload, size_t
 	case VCOUNTER__V1__PEER_MESSAGE__BODY_ERROR:
 		/* Replies must answer a request of ours on this very link. */
 		if (!take_request(link, msg->id, migration_id)) {
-			budget_log(&link->log_limit, LOG_WARNING,
-				   "peer=%s: reply to unknown request %" PRIu64 " ignored",
-				   link->identity, msg->id);
+			log_ratelimited(&link->log_limit, LOG_WARNING, 0,
+					"peer=%s: reply to unknown request %" PRIu64 " ignored",
+					link->identity, msg->id);
 			break;
 		}
 		pl->h->reply(link, msg, migration_id, pl->userdata);

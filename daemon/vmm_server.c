@@ -142,21 +142,10 @@ static int send_error(int fd, uint64_t request_id, int error, const char *text)
 static void refusal_note(struct ratelimit *rl, pid_t pid, uid_t uid, gid_t gid, uint64_t request_id,
 			 int error, const char *text)
 {
-	uint64_t held_back;
-
 	vcd_metrics.vmm_refusals[metrics_refusal_from_errno(error)]++;
-	if (!ratelimit_pass(rl, clock_ns(CLOCK_MONOTONIC), &held_back))
-		return;
-	if (held_back > 0)
-		log_warning_errno(error,
-				  "vmm pid=%d uid=%u gid=%u: request %" PRIu64 " refused (%" PRIu64
-				  " more refusals not logged): %s",
-				  (int)pid, (unsigned)uid, (unsigned)gid, request_id, held_back,
-				  text);
-	else
-		log_warning_errno(error,
-				  "vmm pid=%d uid=%u gid=%u: request %" PRIu64 " refused: %s",
-				  (int)pid, (unsigned)uid, (unsigned)gid, request_id, text);
+	log_ratelimited(rl, LOG_WARNING, error,
+			"vmm pid=%d uid=%u gid=%u: request %" PRIu64 " refused: %s", (int)pid,
+			(unsigned)uid, (unsigned)gid, request_id, text);
 }
 
 static void conn_send_error(struct vmm_conn *conn, uint64_t request_id, int error, const char *text)
@@ -572,14 +561,23 @@ static size_t chunk_fds(size_t remaining)
 	return remaining < UNIX_FD_MAX_FDS ? remaining : UNIX_FD_MAX_FDS;
 }
 
-static void partial_drop(struct vmm_conn *conn)
+/* The registration under way on conn, off the connection and its slot (NULL
+ * when there is none). */
+static struct vm_entry *partial_take(struct vmm_conn *conn)
 {
-	if (!conn->partial)
-		return;
-	vm_entry_free(conn->partial);
+	struct vm_entry *vm = conn->partial;
+
+	if (!vm)
+		return NULL;
 	conn->partial = NULL;
 	conn->partial_timer = event_unref(conn->partial_timer);
 	conn->vcd->vmm->n_partials--;
+	return vm;
+}
+
+static void partial_drop(struct vmm_conn *conn)
+{
+	vm_entry_free(partial_take(conn));
 }
 
 static void partial_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -617,14 +615,11 @@ static int admissible(struct vmm_conn *conn, const char *vm_id, int vm_fd, char 
 /* The last message of a VM in several arrived: into the registry, probed. */
 static void partial_finish(struct vmm_conn *conn, uint64_t request_id)
 {
-	struct vm_entry *vm = conn->partial;
+	struct vm_entry *vm = partial_take(conn);
 	char err[256];
 	int r;
 
 	r = admissible(conn, vm->vm_id, vm->fds[0], err, sizeof(err));
-	conn->partial = NULL;
-	conn->partial_timer = event_unref(conn->partial_timer);
-	conn->vcd->vmm->n_partials--;
 	if (r < 0) {
 		vm_entry_free(vm);
 		conn_send_error(conn, request_id, r, err);
