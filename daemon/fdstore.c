@@ -8,7 +8,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -19,6 +18,7 @@
 #include "fd_check.h"
 #include "fdstore.h"
 #include "log.h"
+#include "pidwatch.h"
 #include "macro.h"
 #include "unix_fd.h"
 #include "vcd.h"
@@ -335,8 +335,7 @@ static void vmm_exit_cb(evutil_socket_t fd, short what, void *arg)
 		if (vm->conn_id == 0) {
 			vmm_drop_vm(vcd, vm, "its VMM exited before reattaching");
 		} else {
-			vm->vmm_exit_ev = event_unref(vm->vmm_exit_ev);
-			close(fd);
+			vm->vmm_exit_ev = pidwatch_unref(vm->vmm_exit_ev);
 		}
 		return;
 	}
@@ -346,17 +345,10 @@ static void vmm_exit_cb(evutil_socket_t fd, short what, void *arg)
  * stays until its VMM reattaches, or the daemon stops). */
 static void watch_vmm(struct vcd *vcd, struct vm_entry *vm)
 {
-	int fd = (int)syscall(SYS_pidfd_open, vm->pid, 0);
+	int r = pidwatch_new(vcd->base, vm->pid, vmm_exit_cb, vcd, &vm->vmm_exit_ev);
 
-	if (fd < 0) {
-		log_debug_errno(-errno, "vm=%s: cannot watch VMM pid=%d", vm->vm_id, (int)vm->pid);
-		return;
-	}
-	vm->vmm_exit_ev = event_new(vcd->base, fd, EV_READ, vmm_exit_cb, vcd);
-	if (!vm->vmm_exit_ev || event_add(vm->vmm_exit_ev, NULL) < 0) {
-		vm->vmm_exit_ev = event_unref(vm->vmm_exit_ev);
-		close(fd);
-	}
+	if (r < 0)
+		log_debug_errno(r, "vm=%s: cannot watch VMM pid=%d", vm->vm_id, (int)vm->pid);
 }
 
 static void bump_fd_name(struct vcd *vcd, const char *name)

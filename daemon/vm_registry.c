@@ -9,6 +9,7 @@
 
 #include "cleanup.h"
 #include "unix_fd.h"
+#include "pidwatch.h"
 #include "vm_registry.h"
 
 int vm_registry_observe(struct vm_registry *reg, vm_observer_fn fn, void *userdata)
@@ -73,10 +74,7 @@ struct vm_entry *vm_entry_free(struct vm_entry *vm)
 {
 	if (!vm)
 		return NULL;
-	if (vm->vmm_exit_ev) {
-		close(event_get_fd(vm->vmm_exit_ev));
-		vm->vmm_exit_ev = event_unref(vm->vmm_exit_ev);
-	}
+	vm->vmm_exit_ev = pidwatch_unref(vm->vmm_exit_ev);
 	unix_fd_close_all(vm->fds, vm->n_fds);
 	free(vm->fds);
 	free(vm->registered_state);

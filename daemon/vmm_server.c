@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +24,7 @@
 #include "log.h"
 #include "macro.h"
 #include "metrics.h"
+#include "pidwatch.h"
 #include "ratelimit.h"
 #include "sync_source.h"
 #include "unix_fd.h"
@@ -1037,10 +1037,7 @@ static void conn_close(struct vmm_conn *conn, const char *why)
 		}
 	}
 	partial_drop(conn);
-	if (conn->exit_ev) {
-		close(event_get_fd(conn->exit_ev));
-		conn->exit_ev = event_unref(conn->exit_ev);
-	}
+	conn->exit_ev = pidwatch_unref(conn->exit_ev);
 	conn->ev = event_unref(conn->ev);
 	close(conn->fd);
 	free(conn);
@@ -1060,24 +1057,6 @@ static void conn_exit_cb(evutil_socket_t fd, short what, void *arg)
 		 (int)conn->pid);
 	log_info("vmm conn=%llu pid=%d: %s", (unsigned long long)conn->id, (int)conn->pid, why);
 	conn_close(conn, why);
-}
-
-/* Watch the connecting process: 0, -ESRCH when it is gone already (a
- * connection handed on by a process that exited), or another -errno where
- * pidfds are missing (then the connection alone bounds its VMs). */
-static int conn_watch_exit(struct vmm_conn *conn)
-{
-	int fd = (int)syscall(SYS_pidfd_open, conn->pid, 0);
-
-	if (fd < 0)
-		return -errno;
-	conn->exit_ev = event_new(conn->vcd->base, fd, EV_READ, conn_exit_cb, conn);
-	if (!conn->exit_ev || event_add(conn->exit_ev, NULL) < 0) {
-		conn->exit_ev = event_unref(conn->exit_ev);
-		close(fd);
-		return -ENOMEM;
-	}
-	return 0;
 }
 
 static bool conn_allowed(const struct vcd_config *cfg, uid_t uid, gid_t gid)
@@ -1137,7 +1116,7 @@ static void accept_cb(evutil_socket_t fd, struct sockaddr *sa, int sa_len, void 
 		free(conn);
 		return;
 	}
-	r = conn_watch_exit(conn);
+	r = pidwatch_new(vcd->base, pid, conn_exit_cb, conn, &conn->exit_ev);
 	if (r == -ESRCH) {
 		log_info("VMM connection from pid=%d refused: that process has exited", (int)pid);
 		conn->ev = event_unref(conn->ev);
